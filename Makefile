@@ -1,0 +1,60 @@
+# Thin wrapper over CMake. `make demo` and `make test` each work alone on a fresh
+# Debian machine: both install missing packages first (tools/install-deps.sh).
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+JOBS       ?= $(shell nproc)
+CMAKE_ARGS ?=
+CTEST      := ctest --output-on-failure -j $(JOBS)
+
+.PHONY: all deps build test test-slow test-asan test-consumer demo bench install clean
+
+all: build
+
+deps:
+	@tools/install-deps.sh
+
+$(BUILD)/build.ninja:
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Every test not tagged [slow].
+test: build
+	cd $(BUILD) && $(CTEST) -LE slow
+
+# The long tests ([slow]): large configurations, long equivalence runs.
+test-slow: build
+	cd $(BUILD) && $(CTEST) -L slow
+
+# The CPU test suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-asan: deps
+	cmake -S . -B $(BUILD_ASAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSTRATA_SANITIZE=ON \
+	  -DSTRATA_CUDA=OFF -DSTRATA_BUILD_EXAMPLES=OFF -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g"
+	cmake --build $(BUILD_ASAN) -j $(JOBS)
+	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(CTEST) -LE slow
+
+# Installs strata into a scratch prefix and builds examples/consumer against it
+# with find_package(strata) and with pkg-config.
+test-consumer: build
+	cmake --install $(BUILD) --prefix $(BUILD)/prefix >/dev/null
+	cmake -S examples/consumer -B $(BUILD)/consumer -G Ninja -DCMAKE_PREFIX_PATH=$(CURDIR)/$(BUILD)/prefix
+	cmake --build $(BUILD)/consumer
+	$(BUILD)/consumer/consumer
+	PKG_CONFIG_PATH=$(CURDIR)/$(BUILD)/prefix/lib/pkgconfig \
+	  g++ -std=c++20 examples/consumer/consumer.cpp -o $(BUILD)/consumer/consumer_pc \
+	  $$(PKG_CONFIG_PATH=$(CURDIR)/$(BUILD)/prefix/lib/pkgconfig pkg-config --cflags --libs --static strata)
+	$(BUILD)/consumer/consumer_pc
+
+# The main job: train the demo model on the embedded default corpus.
+demo: build
+	$(BUILD)/examples/train_gpt
+
+bench: build
+	$(BUILD)/tools/strata-bench
+
+install: build
+	cmake --install $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN)

@@ -1,0 +1,42 @@
+// Helpers for CPU kernels: dtype dispatch to templated code, and parallel loops.
+#pragma once
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+
+#include <cstdint>
+
+#include "../common/convert.h"
+#include "strata/dtype.h"
+#include "strata/tensor.h"
+
+namespace strata::cpu {
+
+using num::bf16;
+using num::f16;
+using num::load;
+using num::store;
+
+// Calls f(T{}) with T the storage type of `t` (float, bf16 or f16).
+template <class F>
+void dispatch_float(DType t, F&& f) {
+  switch (t) {
+    case DType::f32: f(float{}); return;
+    case DType::bf16: f(bf16{}); return;
+    case DType::f16: f(f16{}); return;
+    case DType::i32: break;
+  }
+}
+
+// Runs f(begin, end) over [0, n) in chunks of at least `grain`, on oneTBB.
+template <class F>
+void parallel_for(int64_t n, int64_t grain, F&& f) {
+  if (n <= 0) return;
+  if (n <= grain) {
+    f(int64_t(0), n);
+    return;
+  }
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, n, grain),
+                    [&](const tbb::blocked_range<int64_t>& r) { f(r.begin(), r.end()); });
+}
+
+}  // namespace strata::cpu

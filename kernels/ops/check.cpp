@@ -1,0 +1,78 @@
+#include "check.h"
+
+#include <cstring>
+#include <sstream>
+
+namespace strata::ops::check {
+
+namespace {
+std::string dims_str(std::initializer_list<int64_t> dims) {
+  std::ostringstream s;
+  s << "[";
+  bool first = true;
+  for (int64_t d : dims) {
+    s << (first ? "" : ", ") << d;
+    first = false;
+  }
+  s << "]";
+  return s.str();
+}
+}  // namespace
+
+void fail(const char* op, const char* arg, const TensorView& t, const std::string& what) {
+  STRATA_FAIL(op << ": argument '" << arg << "' " << (t.ndim ? t.str() : std::string("(undefined)"))
+                 << " " << what);
+}
+
+void present(const char* op, const char* arg, const TensorView& t, const Stream& s) {
+  if (!t.data) fail(op, arg, t, "is a null pointer: pass a defined tensor");
+  if (t.numel() == 0) fail(op, arg, t, "is empty: every dimension must be at least 1");
+  if (t.device && t.device != &s.device())
+    fail(op, arg, t, "lives on " + t.device->name() + " but the op runs on " + s.device().name());
+}
+
+void dtype(const char* op, const char* arg, const TensorView& t, std::initializer_list<DType> allowed) {
+  for (DType d : allowed)
+    if (t.dtype == d) return;
+  std::string names;
+  for (DType d : allowed) names += std::string(names.empty() ? "" : " or ") + dtype_name(d);
+  fail(op, arg, t, std::string("has dtype ") + dtype_name(t.dtype) + ", expected " + names);
+}
+
+void floating(const char* op, const char* arg, const TensorView& t) {
+  dtype(op, arg, t, {DType::f32, DType::bf16, DType::f16});
+}
+
+void same_dtype(const char* op, const char* arg, const TensorView& t, const char* ref_arg,
+                const TensorView& ref) {
+  if (t.dtype != ref.dtype)
+    fail(op, arg, t,
+         std::string("must have the dtype of '") + ref_arg + "' (" + dtype_name(ref.dtype) + ")");
+}
+
+void shape(const char* op, const char* arg, const TensorView& t, std::initializer_list<int64_t> dims) {
+  bool ok = int(dims.size()) == t.ndim;
+  int i = 0;
+  for (int64_t d : dims) ok = ok && t.shape[i++] == d;
+  if (!ok) fail(op, arg, t, "has the wrong shape: expected " + dims_str(dims));
+}
+
+void numel(const char* op, const char* arg, const TensorView& t, int64_t n) {
+  if (t.numel() != n)
+    fail(op, arg, t, "has " + std::to_string(t.numel()) + " elements, expected " + std::to_string(n));
+}
+
+int64_t last_dim(const TensorView& t) { return t.ndim ? t.shape[t.ndim - 1] : 0; }
+
+int64_t rows(const TensorView& t) {
+  int64_t c = last_dim(t);
+  return c ? t.numel() / c : 0;
+}
+
+void require_backend(const char* op, const Stream& s) {
+  if (s.device().kind() == DeviceKind::cpu) return;
+  STRATA_FAIL(op << ": no " << device_kind_name(s.device().kind())
+                 << " backend for this op in this build; run it on a CPU device");
+}
+
+}  // namespace strata::ops::check

@@ -1,0 +1,154 @@
+#include "strata/device.h"
+
+#include <tbb/global_control.h>
+#include <tbb/info.h>
+
+#include <cstdlib>
+#include <thread>
+
+#include "strata/error.h"
+
+namespace strata {
+
+namespace {
+std::string format_bytes(size_t b) {
+  std::ostringstream s;
+  if (b >= (size_t(1) << 30))
+    s << double(b) / double(size_t(1) << 30) << " GiB";
+  else if (b >= (size_t(1) << 20))
+    s << double(b) / double(size_t(1) << 20) << " MiB";
+  else
+    s << b << " B";
+  return s.str();
+}
+}  // namespace
+
+const char* device_kind_name(DeviceKind kind) { return kind == DeviceKind::cpu ? "cpu" : "cuda"; }
+
+Arena::Arena(std::string owner, size_t capacity) : owner_(std::move(owner)), capacity_(capacity) {}
+
+Arena::~Arena() {
+  STRATA_CHECK_PRINT(sizes_.empty(), owner_ + " arena destroyed with live allocations");
+  for (auto& [ptr, bytes] : sizes_) std::free(ptr);
+}
+
+void* Arena::allocate(size_t bytes, const char* what) {
+  size_t alignment = bytes >= (size_t(1) << 20) ? 4096 : 64;
+  size_t rounded = (bytes + alignment - 1) / alignment * alignment;
+  if (rounded == 0) rounded = alignment;
+  {
+    std::lock_guard lock(mutex_);
+    if (live_ + rounded > capacity_)
+      STRATA_FAIL(owner_ << ": cannot allocate " << format_bytes(rounded) << " for " << what
+                         << ": " << format_bytes(live_) << " live of a " << format_bytes(capacity_)
+                         << " capacity; lower the batch size or sequence length, enable "
+                            "recompute or offload, or raise the device budget");
+    live_ += rounded;
+    if (live_ > high_water_) high_water_ = live_;
+  }
+  void* p = std::aligned_alloc(alignment, rounded);
+  std::lock_guard lock(mutex_);
+  if (!p) {
+    live_ -= rounded;
+    STRATA_FAIL(owner_ << ": out of host memory allocating " << format_bytes(rounded) << " for "
+                       << what);
+  }
+  sizes_[p] = rounded;
+  return p;
+}
+
+void Arena::free(void* ptr) {
+  if (!ptr) return;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = sizes_.find(ptr);
+    if (it == sizes_.end()) {
+      STRATA_CHECK_PRINT(false, owner_ + ": free of a pointer this arena did not allocate");
+      return;
+    }
+    live_ -= it->second;
+    sizes_.erase(it);
+  }
+  std::free(ptr);
+}
+
+size_t Arena::bytes_live() const {
+  std::lock_guard lock(mutex_);
+  return live_;
+}
+
+size_t Arena::bytes_high_water() const {
+  std::lock_guard lock(mutex_);
+  return high_water_;
+}
+
+void Arena::reset_high_water() {
+  std::lock_guard lock(mutex_);
+  high_water_ = live_;
+}
+
+void Stream::synchronize() {}
+
+Device::Device(DeviceKind kind, int index, size_t capacity)
+    : kind_(kind),
+      index_(index),
+      arena_(std::string(device_kind_name(kind)) + ":" + std::to_string(index), capacity),
+      stream_(*this) {}
+
+std::unique_ptr<Device> Device::cpu(int index, size_t capacity) {
+  return std::unique_ptr<Device>(new Device(DeviceKind::cpu, index, capacity));
+}
+
+std::string Device::name() const {
+  return std::string(device_kind_name(kind_)) + ":" + std::to_string(index_);
+}
+
+Buffer::Buffer(Device& device, size_t bytes, const char* what)
+    : device_(&device), data_(device.arena().allocate(bytes, what)), bytes_(bytes) {}
+
+Buffer::~Buffer() { release(); }
+
+Buffer::Buffer(Buffer&& o) noexcept : device_(o.device_), data_(o.data_), bytes_(o.bytes_) {
+  o.device_ = nullptr;
+  o.data_ = nullptr;
+  o.bytes_ = 0;
+}
+
+Buffer& Buffer::operator=(Buffer&& o) noexcept {
+  if (this != &o) {
+    release();
+    device_ = o.device_;
+    data_ = o.data_;
+    bytes_ = o.bytes_;
+    o.device_ = nullptr;
+    o.data_ = nullptr;
+    o.bytes_ = 0;
+  }
+  return *this;
+}
+
+void Buffer::release() {
+  if (device_ && data_) device_->arena().free(data_);
+  data_ = nullptr;
+}
+
+namespace {
+std::unique_ptr<tbb::global_control> g_thread_limit;
+int g_threads = 0;
+}  // namespace
+
+void set_num_threads(int threads) {
+  STRATA_CHECK(threads >= 0, "set_num_threads: " << threads << " threads; give 0 (all cores) or more");
+  g_thread_limit.reset();
+  g_threads = threads;
+  if (threads > 0)
+    g_thread_limit = std::make_unique<tbb::global_control>(
+        tbb::global_control::max_allowed_parallelism, size_t(threads));
+}
+
+int num_threads() {
+  return g_threads > 0 ? g_threads : int(tbb::global_control::active_value(
+                                         tbb::global_control::max_allowed_parallelism));
+}
+
+}  // namespace strata

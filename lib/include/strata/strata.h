@@ -1,0 +1,8 @@
+// strata: train transformer language models on one workstation, paging parameters,
+// gradients and optimizer state across GPU memory, CPU RAM and NVMe.
+// This header includes the whole public API and no CUDA header.
+#pragma once
+#include "strata/device.h"
+#include "strata/dtype.h"
+#include "strata/error.h"
+#include "strata/tensor.h"
