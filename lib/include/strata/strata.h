@@ -5,4 +5,6 @@
 #include "strata/device.h"
 #include "strata/dtype.h"
 #include "strata/error.h"
+#include "strata/model.h"
 #include "strata/tensor.h"
+#include "strata/train.h"

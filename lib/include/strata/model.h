@@ -1,0 +1,160 @@
+// Transformer language models: configuration, presets and the Model.
+// A model is an ordered list of units (embedding, each block, final norm + head).
+// Each unit's parameters live in ONE flat buffer (4 KiB aligned, padded to a
+// multiple of 4 KiB) and its gradients in one flat f32 buffer of the same element
+// layout; named tensors are views into them. Everything that moves state (optimizer,
+// checkpoints, offload, ZeRO) works unit by unit on those flat buffers.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "strata/device.h"
+#include "strata/tensor.h"
+
+namespace strata {
+
+enum class NormKind : uint8_t { layernorm, rmsnorm };
+enum class MlpKind : uint8_t { gelu, swiglu };
+enum class PositionKind : uint8_t { learned, rope, sinusoidal };
+
+struct ModelConfig {
+  int64_t vocab_size = 50257;
+  int64_t n_layers = 12;
+  int64_t n_heads = 12;
+  int64_t d_model = 768;
+  int64_t d_mlp = 3072;  // hidden width of the MLP (per branch for SwiGLU)
+  int64_t max_seq = 1024;
+  NormKind norm = NormKind::layernorm;
+  MlpKind mlp = MlpKind::gelu;
+  PositionKind positions = PositionKind::learned;
+  bool bias = true;
+  bool tied_embeddings = true;
+  bool causal = true;
+  float dropout_embedding = 0.0f;
+  float dropout_attention = 0.0f;
+  float dropout_residual = 0.0f;
+  float norm_eps = 1e-5f;
+  float rope_theta = 10000.0f;
+
+  // "gpt2-small" (124M), "gpt2-medium" (350M), "gpt2-large" (774M), "gpt2-xl" (1.5B),
+  // "llama-60m", "llama-350m", "llama-1b", "llama-3b", "gpt-mini" (the benchmark
+  // config), "demo" (the byte-level demo model). Throws listing the names otherwise.
+  static ModelConfig preset(const std::string& name);
+  static std::vector<std::string> preset_names();
+
+  // Throws strata::Error naming the first inconsistent field and what to do.
+  void validate() const;
+  int64_t head_dim() const { return d_model / n_heads; }
+  int64_t num_parameters() const;
+  // Training FLOPs per token at sequence length seq: 6 * (matmul parameters) plus
+  // attention's 6 * 2 * n_layers * seq * d_model (forward scores and values, x3 for
+  // forward + backward), the accounting of the PaLM paper's appendix B.
+  double flops_per_token(int64_t seq) const;
+  std::string describe() const;  // one line: layers, width, heads, params
+};
+
+enum class Precision : uint8_t { fp32, bf16, fp16 };
+const char* precision_name(Precision p);
+Precision precision_from_string(const std::string& name);
+// Storage dtype of working parameters and activations under a precision.
+DType precision_dtype(Precision p);
+
+// Where a parameter tensor sits inside its unit's flat buffer.
+struct ParamInfo {
+  std::string name;  // "blocks.3.attn.qkv.weight"
+  int unit;
+  int64_t offset;  // elements from the start of the unit's buffer
+  std::vector<int64_t> shape;
+  bool decay;  // receives weight decay by default (matrices: yes; norms, biases, embeddings: no)
+  int64_t numel() const;
+};
+
+// Per-call inputs of a forward pass.
+struct Batch {
+  TensorView inputs;   // (B, T) i32 tokens
+  TensorView targets;  // (B, T) i32, or undefined for inference; -100 = ignore
+};
+
+// Keys of the counter-based randomness of one micro-step: dropout masks are a pure
+// function of (seed, step, micro, unit, site), so a replay draws the same masks.
+struct StepKey {
+  uint64_t seed = 0;
+  int64_t step = 0;
+  int64_t micro = 0;
+};
+
+class Unit;
+
+class Model {
+ public:
+  // Lays out and initialises the parameters on `device` in `precision` (GPT-2 init
+  // from the counter-based RNG: the same seed gives the same model on any device).
+  Model(const ModelConfig& config, Device& device, Precision precision, uint64_t seed);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+  Precision precision() const { return precision_; }
+  Device& device() const { return *device_; }
+
+  // ---- parameters, unit by unit
+  int num_units() const { return int(units_.size()); }
+  std::string unit_name(int u) const;
+  int64_t unit_numel(int u) const;  // elements in the unit's flat buffers (padded)
+  TensorView unit_params(int u) const;  // (numel) working params, precision_dtype
+  TensorView unit_grads(int u) const;   // (numel) f32 accumulated gradients
+  const std::vector<ParamInfo>& parameters() const { return params_; }
+  TensorView parameter(const std::string& name) const;  // a named view (throws if unknown)
+  TensorView parameter_grad(const std::string& name) const;
+  int64_t num_parameters() const;  // trainable elements, without padding
+
+  void zero_grad();
+
+  // ---- one micro-batch
+  // Forward; returns the mean loss over non-ignored targets (targets required).
+  // With `train`, dropout is active and activations are kept for backward().
+  // Checks every token and target and the shapes before any state changes.
+  float forward(const Batch& batch, const StepKey& key, bool train);
+  // Backward of the last forward(train = true), accumulating (+=) into unit grads.
+  // d_loss_scale multiplies the gradient of the mean loss (1/accum, loss scale).
+  void backward(float d_loss_scale);
+
+  // Logits of the last position of each row of `inputs` (B, T): (B, V) f32, host.
+  std::vector<float> last_logits(const TensorView& inputs);
+
+ private:
+  struct Activations;
+  void check_batch(const Batch& batch) const;
+  void ensure_activations(int64_t B, int64_t T);
+  void run_forward(const TensorView& inputs, int64_t B, int64_t T, const StepKey& key, bool train);
+
+  ModelConfig config_;
+  Device* device_;
+  Precision precision_;
+  std::vector<std::unique_ptr<Unit>> units_;
+  std::vector<Buffer> param_buffers_;
+  std::vector<Buffer> grad_buffers_;
+  std::vector<int64_t> unit_numel_;
+  std::vector<ParamInfo> params_;
+  std::unique_ptr<Activations> acts_;
+  StepKey last_key_;
+  int64_t last_B_ = 0, last_T_ = 0;
+  int64_t last_valid_ = 0;
+  bool have_saved_ = false;
+};
+
+// Text generation: extends `prompt` by `n` tokens sampled with temperature and
+// top-k (k = 0: the whole vocabulary) from the counter-based RNG under `seed`.
+struct SampleOptions {
+  int64_t max_new_tokens = 200;
+  float temperature = 1.0f;
+  int64_t top_k = 0;
+  uint64_t seed = 1;
+};
+std::vector<int32_t> sample(Model& model, const std::vector<int32_t>& prompt,
+                            const SampleOptions& options);
+
+}  // namespace strata

@@ -1,0 +1,116 @@
+// Training: AdamW, learning-rate schedules, and the Trainer that runs accumulation,
+// precision (fp32 / bf16 / fp16 with dynamic loss scaling), clipping and the
+// non-finite guard around a Model.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "strata/model.h"
+
+namespace strata {
+
+struct AdamWOptions {
+  float lr = 3e-4f;  // the peak rate; the schedule scales it per step
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0.1f;
+  // Weight decay reaches matrices only, unless these say otherwise.
+  bool decay_embeddings = false;
+  bool decay_norms_and_biases = false;
+};
+
+// AdamW over a Model's units: per unit, f32 master weights (the parameters
+// themselves in fp32), first and second moments. Writes the new working
+// parameters, rounded to the model's precision, in the same pass.
+class AdamW {
+ public:
+  AdamW(Model& model, const AdamWOptions& options);
+  // One update with learning rate lr; gradients are multiplied by grad_scale
+  // (1 / loss scale times the clipping coefficient). t is the 1-based step.
+  void step(float lr, float grad_scale, int64_t t);
+  const AdamWOptions& options() const { return options_; }
+  // Whether the named parameter receives weight decay.
+  bool decays(const ParamInfo& p) const;
+  TensorView master(int unit) const;
+  TensorView exp_avg(int unit) const;
+  TensorView exp_avg_sq(int unit) const;
+
+ private:
+  Model* model_;
+  AdamWOptions options_;
+  std::vector<Buffer> master_, m_, v_;
+};
+
+enum class ScheduleKind : uint8_t { constant, cosine, wsd };
+
+struct LRSchedule {
+  ScheduleKind kind = ScheduleKind::cosine;
+  int64_t warmup_steps = 0;   // linear from lr/warmup to lr
+  int64_t total_steps = 1;    // cosine: decay ends here; wsd: the run's length
+  float min_ratio = 0.1f;     // floor as a fraction of the peak
+  int64_t decay_steps = 0;    // wsd: length of the final linear decay
+  // Multiplier of the peak rate at 0-based optimizer step `step`.
+  float factor(int64_t step) const;
+};
+ScheduleKind schedule_from_string(const std::string& name);
+
+struct TrainOptions {
+  int64_t grad_accum = 1;
+  AdamWOptions adamw;
+  LRSchedule schedule;
+  float clip_norm = 1.0f;  // 0 disables clipping
+  uint64_t seed = 1234;    // dropout masks (init is seeded by the Model)
+  // fp16 dynamic loss scaling.
+  float loss_scale_init = 65536.0f;
+  int64_t loss_scale_window = 2000;  // clean steps before the scale doubles
+};
+
+struct StepReport {
+  int64_t step = 0;  // optimizer steps taken after this one (1-based)
+  float loss = 0;    // mean over the micro-batches
+  float lr = 0;
+  float grad_norm = 0;  // before clipping, unscaled
+  bool skipped = false;  // non-finite gradients: the weights were not touched
+  int64_t skipped_steps = 0;
+  float loss_scale = 1;
+  int64_t tokens = 0;
+  double step_seconds = 0;
+  double tokens_per_second = 0;
+};
+
+class Trainer {
+ public:
+  Trainer(Model& model, const TrainOptions& options);
+
+  // Forward and backward of one micro-batch, gradients accumulating; returns its loss.
+  float forward_backward(const Batch& batch);
+  // The optimizer step over the gradients accumulated since the last one.
+  StepReport step();
+  // grad_accum micro-batches, then step().
+  StepReport train_step(const std::vector<Batch>& micro_batches);
+  // Mean loss of a batch without dropout or gradients.
+  float evaluate(const Batch& batch);
+
+  int64_t step_count() const { return step_; }
+  float loss_scale() const { return loss_scale_; }
+  int64_t skipped_steps() const { return skipped_; }
+  const TrainOptions& options() const { return options_; }
+  AdamW& optimizer() { return adamw_; }
+
+ private:
+  Model* model_;
+  TrainOptions options_;
+  AdamW adamw_;
+  int64_t step_ = 0;
+  int64_t micro_ = 0;
+  int64_t tokens_ = 0;
+  double loss_sum_ = 0;
+  int64_t skipped_ = 0;
+  float loss_scale_ = 1.0f;
+  int64_t clean_steps_ = 0;
+  double t_start_ = -1;
+};
+
+}  // namespace strata

@@ -1,0 +1,304 @@
+// Model: lays out each unit's parameters in one flat buffer, initialises them from
+// the counter-based RNG, and drives forward and backward unit by unit.
+// Invariants: a unit's flat buffer is 4 KiB aligned and padded to a multiple of
+// 4 KiB; gradients are f32 with the same element layout; nothing in forward or
+// backward allocates once ensure_activations() has sized the buffers for (B, T).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "strata/error.h"
+#include "unit.h"
+
+namespace strata {
+
+namespace {
+constexpr int64_t kTensorAlign = 16;  // elements: each tensor starts 64-byte aligned in f32
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+}  // namespace
+
+int64_t ParamInfo::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+// Residual stream, its gradient (ping-pong) and the shared backward scratch.
+struct Model::Activations {
+  int64_t capacity_rows = 0;
+  std::vector<Buffer> residual;  // n_units - 1 buffers: the input of unit u+1 is residual[u]
+  Buffer grad_a, grad_b;
+  Buffer losses;  // (rows) f32
+  Buffer scratch;
+  Buffer tokens, targets;  // (rows) i32 copies owned by the device
+};
+
+Model::Model(const ModelConfig& config, Device& device, Precision precision, uint64_t seed)
+    : config_(config), device_(&device), precision_(precision) {
+  config_.validate();
+  units_.push_back(make_embedding_unit(config_));
+  for (int l = 0; l < int(config_.n_layers); ++l) units_.push_back(make_block_unit(config_, l));
+  units_.push_back(make_head_unit(config_));
+
+  const DType dt = precision_dtype(precision_);
+  for (int u = 0; u < int(units_.size()); ++u) {
+    int64_t offset = 0;
+    for (const ParamSpec& s : units_[u]->param_specs()) {
+      if (s.shape.empty()) continue;
+      ParamInfo info{units_[u]->name() + "." + s.name, u, offset, s.shape, s.decay};
+      offset = round_up(offset + info.numel(), kTensorAlign);
+      params_.push_back(std::move(info));
+    }
+    // Pad to 4 KiB in both the working dtype and f32, so O_DIRECT and sharding work.
+    int64_t numel = round_up(std::max<int64_t>(offset, 1), 4096 / 2);
+    unit_numel_.push_back(numel);
+    param_buffers_.emplace_back(device, size_t(numel) * dtype_size(dt), "parameters");
+    grad_buffers_.emplace_back(device, size_t(numel) * 4, "gradients");
+    std::memset(param_buffers_.back().data(), 0, param_buffers_.back().size());
+    std::memset(grad_buffers_.back().data(), 0, grad_buffers_.back().size());
+  }
+
+  // GPT-2 initialisation: element i of parameter tensor k of unit u is
+  // normal(0, std) from Philox keyed by (seed, u, k), so it does not depend on the
+  // device, the thread count or the precision (only its rounding does).
+  std::vector<float> host;
+  for (int u = 0; u < int(units_.size()); ++u) {
+    uint32_t k = 0;
+    for (const ParamSpec& s : units_[u]->param_specs()) {
+      ++k;
+      if (s.shape.empty()) continue;
+      TensorView view = parameter(units_[u]->name() + "." + s.name);
+      host.assign(size_t(view.numel()), 0.0f);
+      num::RandomKey key{seed, uint32_t(u), k};
+      for (size_t i = 0; i < host.size(); ++i) {
+        if (s.init == ParamSpec::Init::normal) host[i] = s.std * num::philox_normal(key, i);
+        if (s.init == ParamSpec::Init::ones) host[i] = 1.0f;
+      }
+      TensorView src(host.data(), DType::f32, {view.numel()}, device_);
+      ops::cast({view.reshape({view.numel()}), src}, device.stream());
+    }
+  }
+  device.stream().synchronize();
+}
+
+Model::~Model() = default;
+
+std::string Model::unit_name(int u) const { return units_.at(size_t(u))->name(); }
+
+int64_t Model::unit_numel(int u) const { return unit_numel_.at(size_t(u)); }
+
+TensorView Model::unit_params(int u) const {
+  return TensorView(param_buffers_.at(size_t(u)).data(), precision_dtype(precision_), {unit_numel_[size_t(u)]}, device_);
+}
+
+TensorView Model::unit_grads(int u) const {
+  return TensorView(grad_buffers_.at(size_t(u)).data(), DType::f32, {unit_numel_[size_t(u)]}, device_);
+}
+
+namespace {
+TensorView shaped(void* base, DType dt, const ParamInfo& info, Device* device) {
+  TensorView t;
+  t.data = static_cast<char*>(base) + size_t(info.offset) * dtype_size(dt);
+  t.dtype = dt;
+  t.ndim = int(info.shape.size());
+  for (int i = 0; i < t.ndim; ++i) t.shape[i] = info.shape[size_t(i)];
+  t.device = device;
+  return t;
+}
+}  // namespace
+
+TensorView Model::parameter(const std::string& name) const {
+  for (const ParamInfo& p : params_)
+    if (p.name == name) return shaped(param_buffers_[size_t(p.unit)].data(), precision_dtype(precision_), p, device_);
+  STRATA_FAIL("Model::parameter: no parameter named '" << name << "'; see Model::parameters() for the names");
+}
+
+TensorView Model::parameter_grad(const std::string& name) const {
+  for (const ParamInfo& p : params_)
+    if (p.name == name) return shaped(grad_buffers_[size_t(p.unit)].data(), DType::f32, p, device_);
+  STRATA_FAIL("Model::parameter_grad: no parameter named '" << name << "'");
+}
+
+int64_t Model::num_parameters() const {
+  int64_t n = 0;
+  for (const ParamInfo& p : params_) n += p.numel();
+  return n;
+}
+
+void Model::zero_grad() {
+  for (int u = 0; u < num_units(); ++u) ops::fill_zero(unit_grads(u), device_->stream());
+}
+
+void Model::check_batch(const Batch& batch) const {
+  const TensorView& in = batch.inputs;
+  STRATA_CHECK(in.data && in.dtype == DType::i32 && in.ndim == 2,
+               "Model: inputs must be (B, T) i32 tokens, got " << (in.ndim ? in.str() : std::string("undefined")));
+  const int64_t B = in.shape[0], T = in.shape[1];
+  STRATA_CHECK(B >= 1 && T >= 1, "Model: empty batch " << in.str());
+  STRATA_CHECK(T <= config_.max_seq, "Model: sequence length " << T << " is longer than the model's max_seq "
+                                                               << config_.max_seq
+                                                               << "; shorten the sequence or raise max_seq");
+  const int32_t* tok = in.ptr<int32_t>();
+  for (int64_t i = 0; i < B * T; ++i)
+    STRATA_CHECK(tok[i] >= 0 && tok[i] < config_.vocab_size,
+                 "Model: token id " << tok[i] << " at row " << i / T << ", position " << i % T
+                                    << " is outside the vocabulary [0, " << config_.vocab_size
+                                    << "); check the tokenizer and the model's vocab_size");
+  if (batch.targets.data) {
+    const TensorView& tg = batch.targets;
+    STRATA_CHECK(tg.dtype == DType::i32 && tg.ndim == 2 && tg.shape[0] == B && tg.shape[1] == T,
+                 "Model: targets must be (B, T) = (" << B << ", " << T << ") i32 like the inputs, got " << tg.str());
+    const int32_t* t = tg.ptr<int32_t>();
+    for (int64_t i = 0; i < B * T; ++i)
+      STRATA_CHECK(t[i] == -100 || (t[i] >= 0 && t[i] < config_.vocab_size),
+                   "Model: target " << t[i] << " at row " << i / T << ", position " << i % T
+                                    << " is outside the vocabulary [0, " << config_.vocab_size
+                                    << ") and is not the ignore index -100");
+  }
+}
+
+void Model::ensure_activations(int64_t B, int64_t T) {
+  const int64_t rows = B * T;
+  const DType dt = precision_dtype(precision_);
+  if (!acts_) acts_ = std::make_unique<Activations>();
+  for (auto& u : units_) u->reserve(*device_, dt, B, T);
+  if (acts_->capacity_rows >= rows) return;
+  Activations& a = *acts_;
+  a = Activations{};
+  a.capacity_rows = rows;
+  const size_t stream_bytes = carve_bytes(dt, rows * config_.d_model);
+  for (int u = 0; u + 1 < num_units(); ++u) a.residual.emplace_back(*device_, stream_bytes, "residual stream");
+  a.grad_a = Buffer(*device_, stream_bytes, "residual gradient");
+  a.grad_b = Buffer(*device_, stream_bytes, "residual gradient");
+  a.losses = Buffer(*device_, carve_bytes(DType::f32, rows), "losses");
+  a.tokens = Buffer(*device_, carve_bytes(DType::i32, rows), "tokens");
+  a.targets = Buffer(*device_, carve_bytes(DType::i32, rows), "targets");
+  size_t scratch = 64;
+  for (auto& u : units_) scratch = std::max(scratch, u->scratch_bytes(dt, rows));
+  a.scratch = Buffer(*device_, scratch, "backward scratch");
+}
+
+namespace {
+UnitParams unit_views(const Model& m, const Unit& unit, int u) {
+  UnitParams p;
+  for (const ParamSpec& s : unit.param_specs()) {
+    if (s.shape.empty()) {
+      p.params.emplace_back();
+      p.grads.emplace_back();
+      continue;
+    }
+    std::string full = unit.name() + "." + s.name;
+    p.params.push_back(m.parameter(full));
+    p.grads.push_back(m.parameter_grad(full));
+  }
+  for (const std::string& name : unit.borrowed()) {
+    p.params.push_back(m.parameter(name));
+    p.grads.push_back(m.parameter_grad(name));
+  }
+  return p;
+}
+}  // namespace
+
+void Model::run_forward(const TensorView& inputs, int64_t B, int64_t T, const StepKey& key, bool train) {
+  const DType dt = precision_dtype(precision_);
+  Activations& a = *acts_;
+  Stream& s = device_->stream();
+  TensorView tokens(a.tokens.data(), DType::i32, {B, T}, device_);
+  std::memcpy(tokens.data, inputs.data, size_t(B * T) * 4);
+  for (int u = 0; u + 1 < num_units(); ++u) {
+    UnitContext ctx{s, config_, dt, u, B, T, key, train};
+    UnitIO io;
+    io.tokens = tokens;
+    if (u > 0) io.x = TensorView(a.residual[size_t(u - 1)].data(), dt, {B, T, config_.d_model}, device_);
+    io.y = TensorView(a.residual[size_t(u)].data(), dt, {B, T, config_.d_model}, device_);
+    units_[size_t(u)]->forward(ctx, unit_views(*this, *units_[size_t(u)], u), io);
+  }
+}
+
+float Model::forward(const Batch& batch, const StepKey& key, bool train) {
+  check_batch(batch);
+  STRATA_CHECK(batch.targets.data, "Model::forward: targets are required to compute the loss");
+  const int64_t B = batch.inputs.shape[0], T = batch.inputs.shape[1];
+  ensure_activations(B, T);
+  const DType dt = precision_dtype(precision_);
+  Activations& a = *acts_;
+  run_forward(batch.inputs, B, T, key, train);
+
+  const int head = num_units() - 1;
+  TensorView targets(a.targets.data(), DType::i32, {B, T}, device_);
+  std::memcpy(targets.data, batch.targets.data, size_t(B * T) * 4);
+  UnitContext ctx{device_->stream(), config_, dt, head, B, T, key, train};
+  UnitIO io;
+  io.targets = targets;
+  io.x = TensorView(a.residual[size_t(head - 1)].data(), dt, {B, T, config_.d_model}, device_);
+  io.losses = TensorView(a.losses.data(), DType::f32, {B * T}, device_);
+  units_[size_t(head)]->forward(ctx, unit_views(*this, *units_[size_t(head)], head), io);
+  device_->stream().synchronize();
+
+  const float* losses = io.losses.ptr<float>();
+  const int32_t* tg = targets.ptr<int32_t>();
+  double sum = 0;
+  int64_t valid = 0;
+  for (int64_t i = 0; i < B * T; ++i)
+    if (tg[i] != -100) {
+      sum += losses[i];
+      ++valid;
+    }
+  last_key_ = key;
+  last_B_ = B;
+  last_T_ = T;
+  last_valid_ = valid;
+  have_saved_ = train;
+  return valid ? float(sum / double(valid)) : 0.0f;
+}
+
+void Model::backward(float d_loss_scale) {
+  STRATA_CHECK(have_saved_, "Model::backward: call forward(batch, key, train = true) first; "
+                            "each forward supports one backward");
+  have_saved_ = false;
+  const DType dt = precision_dtype(precision_);
+  Activations& a = *acts_;
+  const int64_t B = last_B_, T = last_T_;
+  Stream& s = device_->stream();
+  TensorView dy(a.grad_a.data(), dt, {B, T, config_.d_model}, device_);
+  TensorView dx(a.grad_b.data(), dt, {B, T, config_.d_model}, device_);
+  for (int u = num_units() - 1; u >= 0; --u) {
+    UnitContext ctx{s, config_, dt, u, B, T, last_key_, true};
+    UnitIO io;
+    io.tokens = TensorView(a.tokens.data(), DType::i32, {B, T}, device_);
+    io.targets = TensorView(a.targets.data(), DType::i32, {B, T}, device_);
+    if (u > 0) io.x = TensorView(a.residual[size_t(u - 1)].data(), dt, {B, T, config_.d_model}, device_);
+    if (u + 1 < num_units()) io.dy = dy;
+    if (u > 0) io.dx = dx;
+    io.d_loss = last_valid_ ? d_loss_scale / float(last_valid_) : 0.0f;
+    units_[size_t(u)]->backward(ctx, unit_views(*this, *units_[size_t(u)], u), io, a.scratch.data());
+    std::swap(dy, dx);  // this unit's dx is the next (earlier) unit's dy
+  }
+}
+
+std::vector<float> Model::last_logits(const TensorView& inputs) {
+  check_batch(Batch{inputs, {}});
+  const int64_t B = inputs.shape[0], T = inputs.shape[1];
+  ensure_activations(B, T);
+  const DType dt = precision_dtype(precision_);
+  Activations& a = *acts_;
+  run_forward(inputs, B, T, StepKey{}, false);
+  const int head = num_units() - 1;
+  // Gather the last position of each row into the gradient buffer, used as scratch.
+  const size_t row_bytes = size_t(config_.d_model) * dtype_size(dt);
+  const char* src = static_cast<const char*>(a.residual[size_t(head - 1)].data());
+  for (int64_t b = 0; b < B; ++b)
+    std::memcpy(static_cast<char*>(a.grad_a.data()) + size_t(b) * row_bytes, src + size_t(b * T + T - 1) * row_bytes,
+                row_bytes);
+  std::vector<float> logits(size_t(B * config_.vocab_size));
+  UnitContext ctx{device_->stream(), config_, dt, head, B, 1, StepKey{}, false};
+  head_logits(*units_[size_t(head)], ctx, unit_views(*this, *units_[size_t(head)], head),
+              TensorView(a.grad_a.data(), dt, {B, config_.d_model}, device_),
+              TensorView(logits.data(), DType::f32, {B, config_.vocab_size}, device_));
+  device_->stream().synchronize();
+  have_saved_ = false;
+  return logits;
+}
+
+}  // namespace strata

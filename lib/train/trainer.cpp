@@ -1,0 +1,99 @@
+// The training step: accumulate micro-batches, then one guarded optimizer step.
+//   norm = ||grads|| / loss_scale         (one pass; non-finite iff any element is)
+//   non-finite -> skip, count, and (fp16) halve the loss scale; weights untouched
+//   else       -> AdamW with grad_scale = clip_coef / loss_scale
+// Invariant: the weights change only in AdamW::step, and only with finite grads.
+#include <chrono>
+#include <cmath>
+
+#include "ops.h"
+#include "strata/error.h"
+#include "strata/train.h"
+
+namespace strata {
+
+namespace {
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+Trainer::Trainer(Model& model, const TrainOptions& o) : model_(&model), options_(o), adamw_(model, o.adamw) {
+  STRATA_CHECK(o.grad_accum >= 1, "Trainer: grad_accum " << o.grad_accum << " must be at least 1");
+  STRATA_CHECK(o.clip_norm >= 0, "Trainer: clip_norm " << o.clip_norm << " must be non-negative (0 disables)");
+  STRATA_CHECK(o.loss_scale_init > 0 && o.loss_scale_window >= 1,
+               "Trainer: loss_scale_init must be positive and loss_scale_window at least 1");
+  loss_scale_ = model.precision() == Precision::fp16 ? o.loss_scale_init : 1.0f;
+  model.zero_grad();
+}
+
+float Trainer::forward_backward(const Batch& batch) {
+  if (t_start_ < 0) t_start_ = now_seconds();
+  StepKey key{options_.seed, step_, micro_};
+  const float loss = model_->forward(batch, key, true);
+  model_->backward(loss_scale_ / float(options_.grad_accum));
+  ++micro_;
+  tokens_ += batch.inputs.numel();
+  loss_sum_ += loss;
+  return loss;
+}
+
+StepReport Trainer::step() {
+  STRATA_CHECK(micro_ > 0, "Trainer::step: no gradients accumulated; call forward_backward first");
+  Device& dev = model_->device();
+  Stream& s = dev.stream();
+  StepReport r;
+
+  float norm_raw = 0;
+  ops::GlobalNormArgs g;
+  g.out = TensorView(&norm_raw, DType::f32, {1}, &dev);
+  for (int u = 0; u < model_->num_units(); ++u) g.inputs.push_back(model_->unit_grads(u));
+  ops::global_norm(g, s);
+  s.synchronize();
+  const float norm = norm_raw / loss_scale_;
+
+  r.lr = options_.adamw.lr * options_.schedule.factor(step_);
+  r.grad_norm = norm;
+  if (!std::isfinite(norm)) {
+    r.skipped = true;
+    ++skipped_;
+    clean_steps_ = 0;
+    if (model_->precision() == Precision::fp16) loss_scale_ = std::max(1.0f, loss_scale_ * 0.5f);
+  } else {
+    float coef = 1.0f;
+    if (options_.clip_norm > 0 && norm > options_.clip_norm) coef = options_.clip_norm / norm;
+    adamw_.step(r.lr, coef / loss_scale_, step_ + 1);
+    if (model_->precision() == Precision::fp16 && ++clean_steps_ >= options_.loss_scale_window) {
+      loss_scale_ *= 2.0f;
+      clean_steps_ = 0;
+    }
+  }
+  model_->zero_grad();
+  s.synchronize();
+
+  ++step_;
+  r.step = step_;
+  r.loss = float(loss_sum_ / double(micro_));
+  r.skipped_steps = skipped_;
+  r.loss_scale = loss_scale_;
+  r.tokens = tokens_;
+  r.step_seconds = now_seconds() - t_start_;
+  r.tokens_per_second = r.step_seconds > 0 ? double(tokens_) / r.step_seconds : 0;
+  micro_ = 0;
+  tokens_ = 0;
+  loss_sum_ = 0;
+  t_start_ = -1;
+  return r;
+}
+
+StepReport Trainer::train_step(const std::vector<Batch>& micro_batches) {
+  STRATA_CHECK(int64_t(micro_batches.size()) == options_.grad_accum,
+               "Trainer::train_step: got " << micro_batches.size() << " micro-batches, grad_accum is "
+                                           << options_.grad_accum);
+  for (const Batch& b : micro_batches) forward_backward(b);
+  return step();
+}
+
+float Trainer::evaluate(const Batch& batch) { return model_->forward(batch, StepKey{options_.seed, step_, 0}, false); }
+
+}  // namespace strata
