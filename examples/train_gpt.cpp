@@ -1,0 +1,255 @@
+// train_gpt: train a GPT-style byte-level language model on CPU devices, report
+// progress, validation loss, and a sample of generated text.
+//
+//   make demo                               # the defaults: Debian's fortunes corpus
+//   build/examples/train_gpt --text book.txt --steps 500
+//   build/examples/train_gpt --data "shards/train_*.bin" --val "shards/val_*.bin"
+//   build/examples/train_gpt --help
+//
+// What it shows: the three layers a researcher uses — data (prepare_text, a
+// TokenDataset and a BatchLoader), the Model, and the Trainer's train_step — plus
+// sampling. Everything here is public API from <strata/strata.h>.
+#include <strata/strata.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <unistd.h>
+
+namespace {
+
+struct Options {
+  std::string text;  // a text file to train on (instead of the fortunes corpus)
+  std::string data;  // token shards (llm.c format), glob
+  std::string val;   // validation shards, glob
+  std::string preset = "demo";
+  std::string precision = "fp32";
+  int64_t steps = 600;
+  int64_t batch = 16;
+  int64_t seq = 128;
+  int64_t accum = 1;
+  float lr = 2e-3f;
+  int64_t warmup = 30;
+  float dropout = 0.0f;
+  int64_t eval_every = 100;
+  int64_t eval_batches = 20;
+  int64_t sample_len = 400;
+  float temperature = 0.8f;
+  int64_t top_k = 40;
+  uint64_t seed = 1337;
+  int threads = 0;
+  std::string prompt = "Q: ";
+};
+
+void usage() {
+  std::printf(
+      "usage: train_gpt [options]\n"
+      "Trains a byte-level GPT on Debian's fortunes corpus (default), a text file, or token shards.\n\n"
+      "  --text FILE         train on this text file (byte tokens; last 10%% is validation)\n"
+      "  --data GLOB         train on llm.c-format token shards\n"
+      "  --val GLOB          validation shards (with --data)\n"
+      "  --preset NAME       model preset (default demo; see below)\n"
+      "  --precision P       fp32 | bf16 | fp16 (default fp32)\n"
+      "  --steps N           optimizer steps (default 600)\n"
+      "  --batch B           sequences per micro-batch (default 16)\n"
+      "  --seq T             sequence length (default 128)\n"
+      "  --accum K           micro-batches per step (default 1)\n"
+      "  --lr X              peak learning rate (default 2e-3; warmup, then cosine to 10%%)\n"
+      "  --warmup N          warmup steps (default 30)\n"
+      "  --dropout P         residual and attention dropout (default 0)\n"
+      "  --eval-every N      validation every N steps (default 100)\n"
+      "  --eval-batches N    validation batches per evaluation (default 20)\n"
+      "  --sample-len N      bytes to generate at the end (default 400)\n"
+      "  --temperature X     sampling temperature (default 0.8)\n"
+      "  --top-k K           sample from the K most likely bytes (default 40; 0 = all)\n"
+      "  --prompt TEXT       the sample's prompt (default \"Q: \")\n"
+      "  --seed S            data order, dropout and init seed (default 1337)\n"
+      "  --threads N         worker threads (default: all cores)\n\npresets:");
+  for (const auto& n : strata::ModelConfig::preset_names()) std::printf(" %s", n.c_str());
+  std::printf("\n");
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw strata::Error("train_gpt: " + a + " needs a value (see --help)");
+      return argv[++i];
+    };
+    auto number = [&](auto& field) {
+      std::string v = value();
+      char* end = nullptr;
+      double x = std::strtod(v.c_str(), &end);
+      if (end == v.c_str() || *end) throw strata::Error("train_gpt: " + a + " expects a number, got '" + v + "'");
+      field = static_cast<std::remove_reference_t<decltype(field)>>(x);
+    };
+    if (a == "--help" || a == "-h") {
+      usage();
+      std::exit(0);
+    } else if (a == "--text") o.text = value();
+    else if (a == "--data") o.data = value();
+    else if (a == "--val") o.val = value();
+    else if (a == "--preset") o.preset = value();
+    else if (a == "--precision") o.precision = value();
+    else if (a == "--prompt") o.prompt = value();
+    else if (a == "--steps") number(o.steps);
+    else if (a == "--batch") number(o.batch);
+    else if (a == "--seq") number(o.seq);
+    else if (a == "--accum") number(o.accum);
+    else if (a == "--lr") number(o.lr);
+    else if (a == "--warmup") number(o.warmup);
+    else if (a == "--dropout") number(o.dropout);
+    else if (a == "--eval-every") number(o.eval_every);
+    else if (a == "--eval-batches") number(o.eval_batches);
+    else if (a == "--sample-len") number(o.sample_len);
+    else if (a == "--temperature") number(o.temperature);
+    else if (a == "--top-k") number(o.top_k);
+    else if (a == "--seed") number(o.seed);
+    else if (a == "--threads") number(o.threads);
+    else throw strata::Error("train_gpt: unknown option '" + a + "' (see --help)");
+  }
+  if (o.steps < 1 || o.batch < 1 || o.seq < 1 || o.accum < 1)
+    throw strata::Error("train_gpt: --steps, --batch, --seq and --accum must be at least 1");
+  if (!o.val.empty() && o.data.empty()) throw strata::Error("train_gpt: --val needs --data");
+  return o;
+}
+
+// Entropy in nats of the byte distribution: the loss of the best model that ignores context.
+double unigram_entropy(const strata::TokenDataset& data) {
+  std::vector<double> count(65536, 0.0);
+  double total = 0;
+  for (size_t s = 0; s < data.num_shards(); ++s)
+    for (uint16_t t : data.shard(s).tokens()) count[t] += 1, total += 1;
+  double h = 0;
+  for (double c : count)
+    if (c > 0) h -= c / total * std::log(c / total);
+  return h;
+}
+
+std::string duration(double seconds) {
+  char buf[32];
+  int s = int(seconds + 0.5);
+  if (s >= 60) std::snprintf(buf, sizeof buf, "%dm%02ds", s / 60, s % 60);
+  else std::snprintf(buf, sizeof buf, "%ds", s);
+  return buf;
+}
+
+float validate(strata::Trainer& trainer, strata::BatchLoader& val, int64_t batches) {
+  val.reset();
+  double sum = 0;
+  int64_t n = std::min(batches, val.num_batches());
+  for (int64_t i = 0; i < n; ++i) {
+    strata::TokenBatch b = val.next();
+    sum += trainer.evaluate(b.batch());
+  }
+  return float(sum / double(n));
+}
+
+int run(const Options& o) {
+  if (o.threads > 0) strata::set_num_threads(o.threads);
+  strata::ModelConfig config = strata::ModelConfig::preset(o.preset);
+  if (o.dropout > 0) config.dropout_residual = config.dropout_attention = o.dropout;
+  if (o.seq > config.max_seq) config.max_seq = o.seq;
+
+  // ---- data: shards given, or text turned into shards in a scratch directory
+  std::string train_glob = o.data, val_glob = o.val;
+  std::string scratch;
+  if (train_glob.empty()) {
+    std::vector<std::string> files = o.text.empty() ? strata::default_corpus_files() : std::vector<std::string>{o.text};
+    char tmpl[] = "/tmp/strata-train-gpt-XXXXXX";
+    if (!mkdtemp(tmpl)) throw strata::Error("train_gpt: cannot create a scratch directory in /tmp");
+    scratch = tmpl;
+    strata::PrepareResult prep = strata::prepare_text(files, scratch + "/text", 0.1);
+    std::printf("data: %zu text file%s -> %lld training and %lld validation bytes\n", files.size(),
+                files.size() == 1 ? "" : "s", (long long)prep.train_tokens, (long long)prep.val_tokens);
+    train_glob = prep.train_path;
+    val_glob = prep.val_path;
+  }
+  auto train_data = std::make_shared<strata::TokenDataset>(train_glob);
+  train_data->validate_tokens(config.vocab_size);
+  strata::LoaderOptions lo;
+  lo.batch_size = o.batch;
+  lo.seq_len = o.seq;
+  lo.seed = o.seed;
+  strata::BatchLoader train(train_data, lo);
+  std::unique_ptr<strata::BatchLoader> val;
+  if (!val_glob.empty()) {
+    lo.shuffle = false;
+    val = std::make_unique<strata::BatchLoader>(std::make_shared<strata::TokenDataset>(val_glob), lo);
+  }
+  const double entropy = unigram_entropy(*train_data);
+
+  // ---- model and trainer
+  auto device = strata::Device::cpu(0);
+  strata::Precision precision = strata::precision_from_string(o.precision);
+  strata::Model model(config, *device, precision, o.seed);
+  strata::TrainOptions to;
+  to.grad_accum = o.accum;
+  to.adamw.lr = o.lr;
+  to.schedule.kind = strata::ScheduleKind::cosine;
+  to.schedule.warmup_steps = o.warmup;
+  to.schedule.total_steps = o.steps;
+  to.seed = o.seed;
+  strata::Trainer trainer(model, to);
+  std::printf("model: %s\n", config.describe().c_str());
+  std::printf("training: %lld steps of %lld x %lld x %lld tokens, %s, %d threads; unigram entropy %.3f nats\n",
+              (long long)o.steps, (long long)o.accum, (long long)o.batch, (long long)o.seq,
+              strata::precision_name(precision), strata::num_threads(), entropy);
+  std::fflush(stdout);
+
+  // ---- the loop
+  const auto t0 = std::chrono::steady_clock::now();
+  float val_loss = NAN, train_loss = NAN;
+  for (int64_t s = 0; s < o.steps; ++s) {
+    std::vector<strata::TokenBatch> micro;
+    std::vector<strata::Batch> views;
+    for (int64_t k = 0; k < o.accum; ++k) micro.push_back(train.next());
+    for (auto& b : micro) views.push_back(b.batch());
+    strata::StepReport r = trainer.train_step(views);
+    train_loss = r.loss;
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double eta = elapsed / double(s + 1) * double(o.steps - s - 1);
+    std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %7.0f tok/s | %s ETA%s\n", (long long)r.step,
+                (long long)o.steps, r.loss, r.lr, r.grad_norm, r.tokens_per_second, duration(eta).c_str(),
+                r.skipped ? " | skipped (non-finite gradients)" : "");
+    if (val && ((s + 1) % o.eval_every == 0 || s + 1 == o.steps)) {
+      val_loss = validate(trainer, *val, o.eval_batches);
+      std::printf("validation loss %.4f (unigram entropy %.4f)\n", val_loss, entropy);
+    }
+    std::fflush(stdout);
+  }
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  // ---- a sample
+  strata::SampleOptions so;
+  so.max_new_tokens = o.sample_len;
+  so.temperature = o.temperature;
+  so.top_k = o.top_k;
+  so.seed = o.seed;
+  std::vector<uint16_t> prompt16 = strata::encode_bytes(o.prompt);
+  std::vector<int32_t> prompt(prompt16.begin(), prompt16.end());
+  std::vector<int32_t> out = strata::sample(model, prompt, so);
+  std::vector<uint16_t> out16(out.begin(), out.end());
+  std::printf("\n---- sample (temperature %.2f, top-k %lld) ----\n%s%s\n----\n", o.temperature, (long long)o.top_k,
+              o.prompt.c_str(), strata::decode_bytes(out16).c_str());
+  std::printf("done in %s: final training loss %.4f, validation loss %.4f, unigram entropy %.4f nats\n",
+              duration(total).c_str(), train_loss, val_loss, entropy);
+  if (!scratch.empty()) std::filesystem::remove_all(scratch);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(parse(argc, argv));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
