@@ -1,0 +1,235 @@
+// CPU matmul (PyTorch Linear): out (N, OC) = inp (N, IC) @ weight (OC, IC)^T + bias.
+// GEMMs go to single-threaded OpenBLAS sgemm, one call per output tile, with the
+// tiles spread over oneTBB tasks: oneTBB owns the cores, OpenBLAS never spawns.
+// bf16/f16 operands are converted to f32 scratch, multiplied in f32 and rounded once
+// on store; the bf16 forward goes to the AVX512-BF16 kernel (matmul_bf16.cpp) when
+// the build targets it (about 4-7x the sgemm path on this machine).
+// Invariants: d_inp is assigned; d_weight and d_bias accumulate (+=), with one
+// rounding per call when they are 16-bit. Tiles split only output dimensions, never
+// the reduction, so every element is summed in the same order on any thread count.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+
+#include "cpu.h"
+#include "matmul_bf16.h"
+#include "strata/device.h"
+#include "thread_scratch.h"
+#include "util.h"
+
+namespace strata::cpu {
+
+namespace {
+
+// Scratch slots: held across a parallel_for (converted weight, accumulators, chunks)
+// vs used inside one tile task.
+enum Slot { kWeight, kDWeight, kDOut, kInp, kBias, kTileA, kTileC };
+
+void blas_single_threaded() {
+  static const bool once = (openblas_set_num_threads(1), true);
+  (void)once;
+}
+
+// The output (rows, cols) cut into row_blocks x col_blocks tiles for oneTBB tasks.
+// Tiles are at least 64 on each side (sgemm packs the other operand per call) and
+// start on multiples of 16.
+struct Tiling {
+  int64_t rows, cols, row_blocks, col_blocks;
+
+  int64_t count() const { return row_blocks * col_blocks; }
+  static int64_t edge(int64_t i, int64_t n, int64_t blocks) {
+    if (i >= blocks) return n;
+    return std::min(n, (n * i / blocks + 8) / 16 * 16);
+  }
+  void bounds(int64_t t, int64_t& r0, int64_t& r1, int64_t& c0, int64_t& c1) const {
+    int64_t i = t / col_blocks, j = t % col_blocks;
+    r0 = edge(i, rows, row_blocks), r1 = edge(i + 1, rows, row_blocks);
+    c0 = edge(j, cols, col_blocks), c1 = edge(j + 1, cols, col_blocks);
+  }
+};
+
+Tiling plan_tiles(int64_t rows, int64_t cols) {
+  int64_t target = std::max(1, num_threads());
+  int64_t rb = std::clamp<int64_t>(rows / 64, 1, target);
+  int64_t cb = std::clamp<int64_t>(cols / 64, 1, (target + rb - 1) / rb);
+  return {rows, cols, rb, cb};
+}
+
+template <class T>
+void to_f32(const T* __restrict src, float* __restrict dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = load(src[i]);
+}
+
+// Rows of a 16-bit matrix as f32: the matrix itself when T is float.
+template <class T>
+const float* rows_f32(const T* src, int64_t n_rows, int64_t cols, float* scratch) {
+  if constexpr (std::is_same_v<T, float>) {
+    return src;
+  } else {
+    parallel_for(n_rows, std::max<int64_t>(1, 16384 / cols), [&](int64_t r0, int64_t r1) {
+      to_f32(src + r0 * cols, scratch + r0 * cols, (r1 - r0) * cols);
+    });
+    return scratch;
+  }
+}
+
+// dst (n) += acc (n), dst f32 or 16-bit.
+void accumulate_f32(const TensorView& dst, const float* acc, int64_t n) {
+  dispatch_float(dst.dtype, [&](auto tag) {
+    using D = decltype(tag);
+    D* d = dst.ptr<D>();
+    parallel_for(n, 16384, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) d[i] = store<D>(load(d[i]) + acc[i]);
+    });
+  });
+}
+
+// out tile (r1-r0, c1-c0) = inp rows @ weight rows^T + bias, stored to T.
+template <class T>
+void forward_tile(const ops::MatmulForwardArgs& a, const float* wf, int64_t r0, int64_t r1,
+                  int64_t c0, int64_t c1) {
+  const int64_t IC = a.weight.shape[1], OC = a.weight.shape[0];
+  const int64_t n = r1 - r0, m = c1 - c0;
+  const T* bias = a.bias.defined() ? a.bias.ptr<T>() + c0 : nullptr;
+  T* out = a.out.ptr<T>() + r0 * OC + c0;  // (n, m) with row stride OC
+  if constexpr (std::is_same_v<T, float>) {
+    float beta = 0.0f;
+    if (bias) {
+      for (int64_t r = 0; r < n; ++r) std::memcpy(out + r * OC, bias, size_t(m) * sizeof(float));
+      beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(m), int(IC), 1.0f,
+                a.inp.ptr<float>() + r0 * IC, int(IC), wf + c0 * IC, int(IC), beta, out, int(OC));
+  } else {
+    ThreadScratch<float, kTileA> inp_f(size_t(n * IC));  // (n, IC)
+    ThreadScratch<float, kTileC> out_f(size_t(n * m));   // (n, m)
+    to_f32(a.inp.ptr<T>() + r0 * IC, inp_f.data(), n * IC);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(m), int(IC), 1.0f, inp_f.data(),
+                int(IC), wf + c0 * IC, int(IC), 0.0f, out_f.data(), int(m));
+    for (int64_t r = 0; r < n; ++r) {
+      const float* __restrict src = out_f.data() + r * m;
+      T* __restrict dst = out + r * OC;
+      if (bias) {
+        for (int64_t j = 0; j < m; ++j) dst[j] = store<T>(src[j] + load(bias[j]));
+      } else {
+        for (int64_t j = 0; j < m; ++j) dst[j] = store<T>(src[j]);
+      }
+    }
+  }
+}
+
+template <class T>
+void forward(const ops::MatmulForwardArgs& a) {
+  const int64_t OC = a.weight.shape[0], IC = a.weight.shape[1];
+  const int64_t N = a.inp.numel() / IC;
+  ThreadScratch<float, kWeight> w_scratch(std::is_same_v<T, float> ? 0 : size_t(OC * IC));
+  const float* wf = rows_f32(a.weight.ptr<T>(), OC, IC, w_scratch.data());  // (OC, IC)
+  Tiling tiles = plan_tiles(N, OC);
+  parallel_for(tiles.count(), 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      int64_t r0, r1, c0, c1;
+      tiles.bounds(t, r0, r1, c0, c1);
+      forward_tile<T>(a, wf, r0, r1, c0, c1);
+    }
+  });
+}
+
+// Rows [k0, k0 + kc) of the backward: d_inp rows (assigned) and their contribution
+// to d_weight (accumulated in f32 into dw, row stride IC), in one set of tasks.
+template <class T>
+void backward_chunk(const ops::MatmulBackwardArgs& a, const float* d_out_f, const float* inp_f,
+                    const float* wf, float* dw, int64_t k0, int64_t kc) {
+  const int64_t OC = a.weight.shape[0], IC = a.weight.shape[1];
+  Tiling t_inp = a.d_inp.defined() ? plan_tiles(kc, IC) : Tiling{0, 0, 0, 0};
+  Tiling t_w = dw ? plan_tiles(OC, IC) : Tiling{0, 0, 0, 0};
+  parallel_for(t_inp.count() + t_w.count(), 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      int64_t r0, r1, c0, c1;
+      if (t < t_inp.count()) {
+        t_inp.bounds(t, r0, r1, c0, c1);
+        int64_t n = r1 - r0, m = c1 - c0;
+        T* out = a.d_inp.ptr<T>() + (k0 + r0) * IC + c0;  // (n, m) with row stride IC
+        if constexpr (std::is_same_v<T, float>) {
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(m), int(OC), 1.0f,
+                      d_out_f + r0 * OC, int(OC), wf + c0, int(IC), 0.0f, out, int(IC));
+        } else {
+          ThreadScratch<float, kTileC> out_f(size_t(n * m));  // (n, m)
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(m), int(OC), 1.0f,
+                      d_out_f + r0 * OC, int(OC), wf + c0, int(IC), 0.0f, out_f.data(), int(m));
+          for (int64_t r = 0; r < n; ++r) {
+            const float* __restrict src = out_f.data() + r * m;
+            T* __restrict dst = out + r * IC;
+            for (int64_t j = 0; j < m; ++j) dst[j] = store<T>(src[j]);
+          }
+        }
+      } else {
+        t_w.bounds(t - t_inp.count(), r0, r1, c0, c1);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(r1 - r0), int(c1 - c0), int(kc), 1.0f,
+                    d_out_f + r0, int(OC), inp_f + c0, int(IC), 1.0f, dw + r0 * IC + c0, int(IC));
+      }
+    }
+  });
+}
+
+// acc (OC) += column sums of d_out_f (kc, OC), each column summed in row order.
+void bias_chunk(const float* d_out_f, float* acc, int64_t kc, int64_t OC) {
+  parallel_for(OC, 256, [&](int64_t o0, int64_t o1) {
+    float* __restrict s = acc + o0;
+    for (int64_t r = 0; r < kc; ++r) {
+      const float* __restrict row = d_out_f + r * OC + o0;
+      for (int64_t o = 0; o < o1 - o0; ++o) s[o] += row[o];
+    }
+  });
+}
+
+template <class T>
+void backward(const ops::MatmulBackwardArgs& a) {
+  constexpr bool is_f32 = std::is_same_v<T, float>;
+  const int64_t OC = a.weight.shape[0], IC = a.weight.shape[1];
+  const int64_t N = a.d_out.numel() / OC;
+  const bool want_dw = a.d_weight.defined(), want_db = a.d_bias.defined();
+  if (!a.d_inp.defined() && !want_dw && !want_db) return;
+
+  ThreadScratch<float, kWeight> w_scratch(!is_f32 && a.d_inp.defined() ? size_t(OC * IC) : 0);
+  const float* wf = a.d_inp.defined() ? rows_f32(a.weight.ptr<T>(), OC, IC, w_scratch.data()) : nullptr;
+
+  // d_weight accumulates in f32: in place when it is f32, else in scratch added once.
+  const bool dw_in_place = want_dw && a.d_weight.dtype == DType::f32;
+  ThreadScratch<float, kDWeight> dw_scratch(want_dw && !dw_in_place ? size_t(OC * IC) : 0);
+  float* dw = !want_dw ? nullptr : dw_in_place ? a.d_weight.ptr<float>() : dw_scratch.data();
+  if (want_dw && !dw_in_place) std::fill(dw, dw + OC * IC, 0.0f);
+  ThreadScratch<float, kBias> db(want_db ? size_t(OC) : 0);
+  if (want_db) std::fill(db.data(), db.data() + OC, 0.0f);
+
+  // f32 runs in one chunk straight from the operands; 16-bit operands are converted
+  // a chunk of rows at a time so scratch stays near 16 MiB whatever N is.
+  const int64_t chunk = is_f32 ? N : std::min(N, std::max<int64_t>((int64_t(1) << 22) / (OC + IC), 64));
+  ThreadScratch<float, kDOut> d_out_s(is_f32 ? 0 : size_t(chunk * OC));
+  ThreadScratch<float, kInp> inp_s(is_f32 || !want_dw ? 0 : size_t(chunk * IC));
+  for (int64_t k0 = 0; k0 < N; k0 += chunk) {
+    const int64_t kc = std::min(chunk, N - k0);
+    const float* d_out_f = rows_f32(a.d_out.ptr<T>() + k0 * OC, kc, OC, d_out_s.data());  // (kc, OC)
+    const float* inp_f = want_dw ? rows_f32(a.inp.ptr<T>() + k0 * IC, kc, IC, inp_s.data()) : nullptr;
+    if (want_db) bias_chunk(d_out_f, db.data(), kc, OC);
+    backward_chunk<T>(a, d_out_f, inp_f, wf, dw, k0, kc);
+  }
+  if (want_dw && !dw_in_place) accumulate_f32(a.d_weight, dw, OC * IC);
+  if (want_db) accumulate_f32(a.d_bias, db.data(), OC);
+}
+
+}  // namespace
+
+void matmul_forward(const ops::MatmulForwardArgs& a) {
+  blas_single_threaded();
+  if (a.weight.dtype == DType::bf16 && matmul_forward_bf16(a)) return;
+  dispatch_float(a.weight.dtype, [&](auto tag) { forward<decltype(tag)>(a); });
+}
+
+void matmul_backward(const ops::MatmulBackwardArgs& a) {
+  blas_single_threaded();
+  dispatch_float(a.weight.dtype, [&](auto tag) { backward<decltype(tag)>(a); });
+}
+
+}  // namespace strata::cpu

@@ -1,0 +1,195 @@
+// Op-table cases for matmul_forward / matmul_backward against a double-precision
+// reference computed here from the dtype-rounded inputs, plus finite differences
+// and argument errors. Shapes are {N, IC, OC}, or {B, T, IC, OC} to check that
+// leading dimensions flatten into rows.
+#include <catch2/catch.hpp>
+#include <cmath>
+
+#include "op_table.h"
+#include "ops.h"
+#include "support/host_tensor.h"
+
+namespace strata::test {
+
+namespace {
+
+struct Dims {
+  std::vector<int64_t> rows_shape;  // leading dims of inp / out
+  int64_t n, ic, oc;
+};
+
+Dims dims_of(const std::vector<int64_t>& shape) {
+  Dims d;
+  d.rows_shape.assign(shape.begin(), shape.end() - 2);
+  d.ic = shape[shape.size() - 2];
+  d.oc = shape.back();
+  d.n = 1;
+  for (int64_t r : d.rows_shape) d.n *= r;
+  return d;
+}
+
+std::vector<int64_t> with_last(std::vector<int64_t> rows, int64_t last) {
+  rows.push_back(last);
+  return rows;
+}
+
+// Inputs of one matmul: weights scaled like a real init so outputs stay O(1).
+struct Operands {
+  HostTensor inp, weight, bias;
+  Operands(DType dtype, const Dims& d, uint64_t seed)
+      : inp(dtype, with_last(d.rows_shape, d.ic)), weight(dtype, {d.oc, d.ic}), bias(dtype, {d.oc}) {
+    double s = 1.0 / std::sqrt(double(d.ic));
+    inp.uniform(seed);
+    weight.uniform(seed + 1, -s, s);
+    bias.uniform(seed + 2);
+  }
+};
+
+// out[n, o] = sum_i inp[n, i] w[o, i] (+ bias[o]), in double.
+std::vector<double> ref_forward(const Dims& d, const std::vector<double>& x, const std::vector<double>& w,
+                                const std::vector<double>* bias) {
+  std::vector<double> out(size_t(d.n * d.oc));
+  for (int64_t n = 0; n < d.n; ++n)
+    for (int64_t o = 0; o < d.oc; ++o) {
+      double acc = bias ? (*bias)[size_t(o)] : 0.0;
+      for (int64_t i = 0; i < d.ic; ++i) acc += x[size_t(n * d.ic + i)] * w[size_t(o * d.ic + i)];
+      out[size_t(n * d.oc + o)] = acc;
+    }
+  return out;
+}
+
+void run_forward_reference(DType dtype, const std::vector<int64_t>& shape) {
+  Dims d = dims_of(shape);
+  for (bool with_bias : {false, true}) {
+    Operands x(dtype, d, 11);
+    HostTensor out(dtype, with_last(d.rows_shape, d.oc));
+    ops::matmul_forward({out.view(), x.inp.view(), x.weight.view(), with_bias ? x.bias.view() : TensorView{}},
+                        cpu().stream());
+    std::vector<double> bias = x.bias.values();
+    expect_close(with_bias ? "out (bias)" : "out", out,
+                 ref_forward(d, x.inp.values(), x.weight.values(), with_bias ? &bias : nullptr),
+                 tolerance_for(dtype));
+  }
+}
+
+// Which gradients one backward call asks for, and in which dtype.
+struct GradSet {
+  bool d_inp, d_weight, d_bias, f32_params;
+};
+
+void run_backward_reference(DType dtype, const std::vector<int64_t>& shape) {
+  Dims d = dims_of(shape);
+  const GradSet sets[] = {{true, true, true, false}, {false, true, true, true}, {true, false, false, false},
+                          {false, false, true, false}};
+  for (const GradSet& g : sets) {
+    INFO("d_inp " << g.d_inp << " d_weight " << g.d_weight << " d_bias " << g.d_bias << " f32 params "
+                  << g.f32_params);
+    Operands x(dtype, d, 23);
+    DType pdt = g.f32_params ? DType::f32 : dtype;
+    HostTensor d_out(dtype, with_last(d.rows_shape, d.oc));
+    d_out.uniform(5);
+    HostTensor d_inp(dtype, with_last(d.rows_shape, d.ic));
+    d_inp.fill(123.0);  // assigned: must be overwritten
+    HostTensor d_weight(pdt, {d.oc, d.ic}), d_bias(pdt, {d.oc});
+    d_weight.uniform(6);  // accumulated into
+    d_bias.uniform(7);
+    std::vector<double> dw0 = d_weight.values(), db0 = d_bias.values();
+
+    ops::matmul_backward({g.d_inp ? d_inp.view() : TensorView{}, g.d_weight ? d_weight.view() : TensorView{},
+                          g.d_bias ? d_bias.view() : TensorView{}, d_out.view(), x.inp.view(), x.weight.view()},
+                         cpu().stream());
+
+    std::vector<double> go = d_out.values(), xi = x.inp.values(), w = x.weight.values();
+    std::vector<double> ref_inp(size_t(d.n * d.ic), 0.0), ref_w = dw0, ref_b = db0;
+    for (int64_t n = 0; n < d.n; ++n)
+      for (int64_t o = 0; o < d.oc; ++o) {
+        double gv = go[size_t(n * d.oc + o)];
+        ref_b[size_t(o)] += gv;
+        for (int64_t i = 0; i < d.ic; ++i) {
+          ref_inp[size_t(n * d.ic + i)] += gv * w[size_t(o * d.ic + i)];
+          ref_w[size_t(o * d.ic + i)] += gv * xi[size_t(n * d.ic + i)];
+        }
+      }
+    if (g.d_inp) expect_close("d_inp", d_inp, ref_inp, tolerance_for(dtype));
+    else CHECK(d_inp.get(0) == 123.0);
+    expect_close("d_weight", d_weight, g.d_weight ? ref_w : dw0, tolerance_for(pdt));
+    expect_close("d_bias", d_bias, g.d_bias ? ref_b : db0, tolerance_for(pdt));
+  }
+}
+
+void run_gradcheck(DType dtype, const std::vector<int64_t>& shape) {
+  Dims d = dims_of(shape);
+  Operands x(dtype, d, 31);
+  HostTensor out(dtype, with_last(d.rows_shape, d.oc));
+  HostTensor wts(DType::f32, with_last(d.rows_shape, d.oc));
+  wts.uniform(41);
+  const std::vector<double> w = wts.values();
+  auto loss = [&] {
+    ops::matmul_forward({out.view(), x.inp.view(), x.weight.view(), x.bias.view()}, cpu().stream());
+    return dot(out, w);
+  };
+  HostTensor d_inp(dtype, with_last(d.rows_shape, d.ic)), d_weight(dtype, {d.oc, d.ic}), d_bias(dtype, {d.oc});
+  d_weight.fill(0);
+  d_bias.fill(0);
+  ops::matmul_backward({d_inp.view(), d_weight.view(), d_bias.view(), wts.view(), x.inp.view(), x.weight.view()},
+                       cpu().stream());
+  expect_gradient("d_inp", x.inp, loss, d_inp.values());
+  expect_gradient("d_weight", x.weight, loss, d_weight.values());
+  expect_gradient("d_bias", x.bias, loss, d_bias.values());
+}
+
+using Catch::Contains;
+// The error names the op and the argument. (A macro: Catch matchers combined with
+// && keep references to their operands, so they cannot be returned from a helper.)
+#define EXPECT_ARG_ERROR(expr, arg) REQUIRE_THROWS_WITH(expr, Contains(kOp) && Contains(arg))
+
+void run_errors(DType, const std::vector<int64_t>&) {
+  Stream& s = cpu().stream();
+  HostTensor inp(DType::f32, {4, 8}), w(DType::f32, {5, 8}), b(DType::f32, {5}), out(DType::f32, {4, 5});
+  HostTensor w_bad(DType::f32, {5, 7}), b_bad(DType::f32, {6}), out_bad(DType::f32, {3, 5});
+  HostTensor inp_bf(DType::bf16, {4, 8}), w_bf(DType::bf16, {5, 8}), dw_f16(DType::f16, {5, 8});
+  HostTensor empty(DType::f32, {0, 8});
+  const char* kOp = "matmul_forward";
+  auto fwd = [&](TensorView o, TensorView i, TensorView wt, TensorView bi) {
+    ops::matmul_forward({o, i, wt, bi}, s);
+  };
+  EXPECT_ARG_ERROR(fwd(out.view(), inp.view(), w_bad.view(), {}), "inp");
+  EXPECT_ARG_ERROR(fwd(out_bad.view(), inp.view(), w.view(), {}), "out");
+  EXPECT_ARG_ERROR(fwd(out.view(), inp.view(), w.view(), b_bad.view()), "bias");
+  EXPECT_ARG_ERROR(fwd(out.view(), inp_bf.view(), w.view(), {}), "inp");
+  EXPECT_ARG_ERROR(fwd(out.view(), {}, w.view(), {}), "inp");
+  EXPECT_ARG_ERROR(fwd(out.view(), inp.view(), {}, {}), "weight");
+  EXPECT_ARG_ERROR(fwd(out.view(), empty.view(), w.view(), {}), "inp");
+  const TensorView out_on_inp(inp.view().data, DType::f32, {4, 5}, &cpu());
+  REQUIRE_THROWS_WITH(fwd(out_on_inp, inp.view(), w.view(), {}), Contains(kOp) && Contains("overlaps"));
+  EXPECT_ARG_ERROR(fwd(out.view(), inp.view(), w.view().reshape({40}), {}), "weight");
+  REQUIRE_NOTHROW(fwd(out.view(), inp.view(), w.view(), b.view()));
+
+  HostTensor d_out(DType::f32, {4, 5}), d_inp(DType::f32, {4, 8}), dw(DType::f32, {5, 8}), db(DType::f32, {5});
+  kOp = "matmul_backward";
+  auto bwd = [&](TensorView di, TensorView dwt, TensorView dbi, TensorView go, TensorView i, TensorView wt) {
+    ops::matmul_backward({di, dwt, dbi, go, i, wt}, s);
+  };
+  EXPECT_ARG_ERROR(bwd(d_inp.view(), dw.view(), db.view(), out_bad.view(), inp.view(), w.view()), "d_out");
+  EXPECT_ARG_ERROR(bwd(d_out.view(), dw.view(), db.view(), d_out.view(), inp.view(), w.view()), "d_inp");
+  EXPECT_ARG_ERROR(bwd(d_inp.view(), w_bad.view(), db.view(), d_out.view(), inp.view(), w.view()), "d_weight");
+  EXPECT_ARG_ERROR(bwd(d_inp.view(), dw.view(), b_bad.view(), d_out.view(), inp.view(), w.view()), "d_bias");
+  EXPECT_ARG_ERROR(bwd(d_inp.view(), dw.view(), db.view(), {}, inp.view(), w.view()), "d_out");
+  EXPECT_ARG_ERROR(bwd(d_inp.view(), dw.view(), db.view(), d_out.view(), empty.view(), w.view()), "inp");
+  // a 16-bit weight takes gradients of its own dtype or f32, nothing else
+  HostTensor d_out_bf(DType::bf16, {4, 5});
+  EXPECT_ARG_ERROR(bwd({}, dw_f16.view(), {}, d_out_bf.view(), inp_bf.view(), w_bf.view()), "d_weight");
+  EXPECT_ARG_ERROR(bwd({}, {}, {}, d_out.view(), inp_bf.view(), w_bf.view()), "d_out");
+}
+
+const std::vector<std::vector<int64_t>> kForwardShapes = {
+    {1, 1, 1}, {3, 17, 5}, {17, 3, 1000}, {1000, 17, 3}, {2, 1000, 17}, {2, 150, 33, 70}, {300, 64, 130}};
+
+STRATA_OP_CASE({"matmul_forward", CaseKind::reference, kForwardShapes, kAllFloat, run_forward_reference});
+STRATA_OP_CASE({"matmul_backward", CaseKind::reference, kForwardShapes, kAllFloat, run_backward_reference});
+STRATA_OP_CASE({"matmul_backward", CaseKind::gradcheck, {{3, 5, 4}, {2, 3, 17, 6}}, kF32, run_gradcheck});
+STRATA_OP_CASE({"matmul_forward", CaseKind::errors, {{1}}, kF32, run_errors});
+
+}  // namespace
+
+}  // namespace strata::test
