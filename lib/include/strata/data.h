@@ -1,0 +1,195 @@
+// Token data: llm.c-format shards on disk, a dataset over many shards, a batch loader
+// that draws training windows in a seeded, resumable order, and byte-level text prep.
+// Invariant: the batch a loader yields is a pure function of (dataset, options, batch
+// number). No RNG state exists; resuming a run means seek(saved position()).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "strata/tensor.h"
+
+namespace strata {
+
+// ---- token shards (llm.c format) ----------------------------------------------------
+// A shard is a header of 256 little-endian int32 — magic, version, token count, then
+// zeros — followed by that many uint16 tokens.
+constexpr int32_t kShardMagic = 20240520;
+constexpr int32_t kShardVersion = 1;
+constexpr int64_t kShardHeaderBytes = 256 * 4;
+
+// Writes tokens as a shard at path, atomically: a temporary file beside it is written,
+// fsynced and renamed over path, so a crash leaves either the old file or the new one.
+void write_token_shard(const std::string& path, std::span<const uint16_t> tokens);
+
+// One shard, memory-mapped read-only and validated when opened (size, magic, version,
+// token count against file size). Throws strata::Error naming the path otherwise.
+class TokenShard {
+ public:
+  explicit TokenShard(std::string path);
+  ~TokenShard();
+  TokenShard(TokenShard&& other) noexcept;
+  TokenShard& operator=(TokenShard&& other) noexcept;
+  TokenShard(const TokenShard&) = delete;
+  TokenShard& operator=(const TokenShard&) = delete;
+
+  const std::string& path() const { return path_; }
+  int64_t size() const { return num_tokens_; }  // tokens
+  std::span<const uint16_t> tokens() const { return {tokens_, size_t(num_tokens_)}; }
+
+  // Throws if any token is >= vocab_size, naming the first such token and its index.
+  void validate_tokens(int64_t vocab_size) const;
+
+ private:
+  std::string path_;
+  void* map_ = nullptr;  // the whole file
+  size_t map_bytes_ = 0;
+  const uint16_t* tokens_ = nullptr;  // (num_tokens_,) just past the header
+  int64_t num_tokens_ = 0;
+};
+
+// ---- datasets -----------------------------------------------------------------------
+// The shards matched by a path or glob(3) pattern, in sorted path order, seen as one
+// sequence of tokens. A global position counts tokens from the start of the first shard.
+class TokenDataset {
+ public:
+  // A file path or a glob pattern ("data/fineweb_train_*.bin"); throws when it matches
+  // nothing, naming the pattern.
+  explicit TokenDataset(const std::string& path_or_pattern);
+  explicit TokenDataset(const std::vector<std::string>& paths);
+
+  int64_t num_tokens() const { return num_tokens_; }
+  size_t num_shards() const { return shards_.size(); }
+  const TokenShard& shard(size_t i) const { return shards_.at(i); }
+  // Global position of shard i's first token.
+  int64_t shard_begin(size_t i) const { return shard_begin_.at(i); }
+
+  // The length tokens starting at global position; throws when the window runs past
+  // the end of the data or across a shard boundary (windows never span two files).
+  std::span<const uint16_t> window(int64_t position, int64_t length) const;
+
+  // TokenShard::validate_tokens over every shard.
+  void validate_tokens(int64_t vocab_size) const;
+
+ private:
+  std::vector<TokenShard> shards_;
+  std::vector<int64_t> shard_begin_;  // (num_shards + 1,) prefix sums of shard sizes
+  int64_t num_tokens_ = 0;
+};
+
+// ---- batches ------------------------------------------------------------------------
+// B windows of T+1 consecutive tokens. inputs = tokens[:, :T], targets = tokens[:, 1:],
+// also stored contiguously so they can be handed to ops as (B, T) i32 tensors.
+struct Batch {
+  int64_t number = 0;  // the batch number k this is
+  int64_t batch_size = 0;  // B
+  int64_t seq_len = 0;  // T
+  std::vector<int32_t> tokens;  // (B, T+1)
+  std::vector<int32_t> inputs;  // (B, T)
+  std::vector<int32_t> targets;  // (B, T)
+  std::vector<int64_t> positions;  // (B,) global position of each window's first token
+
+  TensorView inputs_view() { return {inputs.data(), DType::i32, {batch_size, seq_len}}; }
+  TensorView targets_view() { return {targets.data(), DType::i32, {batch_size, seq_len}}; }
+};
+
+struct LoaderOptions {
+  int64_t batch_size = 1;  // B, windows per batch per rank
+  int64_t seq_len = 1;  // T; a window holds T+1 tokens
+  uint64_t seed = 0;
+  int rank = 0;
+  int world_size = 1;
+  // true: training order, a fresh permutation of the windows each epoch.
+  // false: validation order, consecutive windows from the start, one pass, then reset().
+  bool shuffle = true;
+  int prefetch = 2;  // batches prepared ahead by the background thread
+  // When > 0, every window is checked against the vocabulary before it is yielded.
+  int64_t vocab_size = 0;
+};
+
+// Yields batches for one rank. The data is cut into slots: windows of T+1 tokens that
+// start every T tokens of a shard, so consecutive slots share one token and every token
+// but a shard's first is a target exactly once per pass.
+//
+// Shuffled order: an epoch is S / (world_size * B) batches (S = number of slots; the
+// few slots left over differ from epoch to epoch). Sample i of rank r in batch k is
+//   slot = permute_epoch(j),  j = (k mod batches_per_epoch) * world_size * B + r * B + i,
+// where permute_epoch is a Feistel permutation of [0, S) keyed by (seed, epoch), so the
+// windows of all ranks in an epoch are distinct, and any rank can compute any batch.
+// Sequential order: the same with the identity permutation and a single epoch.
+//
+// A background thread prepares the next `prefetch` batches; an error it meets is
+// rethrown by the next() that reaches the failing batch.
+class BatchLoader {
+ public:
+  BatchLoader(std::shared_ptr<const TokenDataset> dataset, const LoaderOptions& options);
+  BatchLoader(TokenDataset dataset, const LoaderOptions& options);
+  ~BatchLoader();
+  BatchLoader(const BatchLoader&) = delete;
+  BatchLoader& operator=(const BatchLoader&) = delete;
+
+  // The next batch. Sequential mode throws once the pass is over (see num_batches()).
+  Batch next();
+  // The number of the batch next() returns; save it to resume with seek().
+  int64_t position() const;
+  // Continue from batch number k, exactly as if batches 0..k-1 had been consumed.
+  void seek(int64_t k);
+  void reset() { seek(0); }
+
+  int64_t num_slots() const { return num_slots_; }
+  // Shuffled: batches per epoch. Sequential: batches in one pass.
+  int64_t num_batches() const { return num_batches_; }
+  const LoaderOptions& options() const { return options_; }
+
+  // The global window positions of batch k, without loading tokens (pure function).
+  std::vector<int64_t> window_positions(int64_t k) const;
+
+ private:
+  struct Prefetcher;  // the background thread and its bounded queue
+
+  void fill(int64_t k, Batch& batch) const;
+  int64_t slot_position(int64_t slot) const;
+
+  std::shared_ptr<const TokenDataset> dataset_;
+  LoaderOptions options_;
+  std::vector<int64_t> slot_begin_;  // (num_shards + 1,) prefix sums of slots per shard
+  int64_t num_slots_ = 0;
+  int64_t num_batches_ = 0;
+  std::unique_ptr<Prefetcher> prefetcher_;
+};
+
+// ---- text ---------------------------------------------------------------------------
+// Byte-level tokenizer: token = byte value, vocabulary 256.
+constexpr int64_t kByteVocabSize = 256;
+std::vector<uint16_t> encode_bytes(std::string_view text);
+// Throws on a token >= 256.
+std::string decode_bytes(std::span<const uint16_t> tokens);
+
+// The files' contents concatenated in the given order; throws naming a file that is
+// missing or unreadable.
+std::string read_text_files(const std::vector<std::string>& paths);
+
+// Debian's fortunes package: the plain-text fortune files of dir (not *.dat indexes,
+// not *.u8 symlinks, not subdirectories such as off/), sorted by path.
+inline constexpr const char* kFortunesDir = "/usr/share/games/fortunes";
+std::vector<std::string> default_corpus_files(const std::string& dir = kFortunesDir);
+
+struct PrepareResult {
+  std::string train_path;  // <prefix>_train.bin
+  std::string val_path;  // <prefix>_val.bin
+  int64_t train_tokens = 0;
+  int64_t val_tokens = 0;
+};
+
+// Tokenizes each input file with encode_bytes and writes <prefix>_train.bin and
+// <prefix>_val.bin. The validation split is taken from EACH FILE: its last
+// floor(bytes * val_fraction) bytes go to val, the rest to train, files in the given
+// order — so every file (every fortune category) is represented in both splits.
+// val_fraction is in [0, 1).
+PrepareResult prepare_text(const std::vector<std::string>& inputs, const std::string& prefix,
+                           double val_fraction = 0.1);
+
+}  // namespace strata
