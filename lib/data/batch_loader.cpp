@@ -18,7 +18,7 @@ namespace strata {
 
 struct BatchLoader::Prefetcher {
   struct Item {
-    Batch batch;
+    TokenBatch batch;
     std::exception_ptr error;  // set instead of batch when fill() threw
   };
 
@@ -151,7 +151,7 @@ std::vector<int64_t> BatchLoader::window_positions(int64_t k) const {
   return positions;
 }
 
-void BatchLoader::fill(int64_t k, Batch& batch) const {
+void BatchLoader::fill(int64_t k, TokenBatch& batch) const {
   const int64_t B = options_.batch_size, T = options_.seq_len;
   batch.number = k;
   batch.batch_size = B;
@@ -180,7 +180,7 @@ void BatchLoader::fill(int64_t k, Batch& batch) const {
   }
 }
 
-Batch BatchLoader::next() {
+TokenBatch BatchLoader::next() {
   Prefetcher& p = *prefetcher_;
   std::unique_lock<std::mutex> lock(p.mutex);
   STRATA_CHECK(options_.shuffle || p.position < num_batches_,
@@ -190,7 +190,7 @@ Batch BatchLoader::next() {
   p.ready.wait(lock, [&] { return !p.queue.empty(); });
   // A failed batch stays queued: next() keeps reporting it until seek() or reset().
   if (p.queue.front().error) std::rethrow_exception(p.queue.front().error);
-  Batch batch = std::move(p.queue.front().batch);
+  TokenBatch batch = std::move(p.queue.front().batch);
   p.queue.pop_front();
   ++p.position;
   lock.unlock();

@@ -37,13 +37,13 @@ LoaderOptions options(int64_t B, int64_t T, uint64_t seed, int rank = 0, int wor
   return o;
 }
 
-std::vector<Batch> take(BatchLoader& loader, int n) {
-  std::vector<Batch> out;
+std::vector<TokenBatch> take(BatchLoader& loader, int n) {
+  std::vector<TokenBatch> out;
   for (int i = 0; i < n; ++i) out.push_back(loader.next());
   return out;
 }
 
-bool same(const Batch& a, const Batch& b) {
+bool same(const TokenBatch& a, const TokenBatch& b) {
   return a.number == b.number && a.tokens == b.tokens && a.positions == b.positions;
 }
 
@@ -79,7 +79,7 @@ TEST_CASE("batch loader: windows hold the data, targets are inputs shifted by on
   BatchLoader loader(ds, options(B, T, 5));
   CHECK(loader.num_slots() == 999 / T + 332 / T + 2000 / T);
   for (int k = 0; k < 5; ++k) {
-    Batch b = loader.next();
+    TokenBatch b = loader.next();
     CHECK(b.number == k);
     REQUIRE(b.tokens.size() == size_t(B * (T + 1)));
     REQUIRE(b.inputs_view().numel() == B * T);
@@ -149,7 +149,7 @@ TEST_CASE("batch loader: ranks draw disjoint windows and an epoch repeats no slo
     for (int64_t k = 0; k < per_epoch; ++k) {
       std::set<int64_t> in_batch;
       for (int r = 0; r < W; ++r) {
-        const Batch b = ranks[size_t(r)]->next();
+        const TokenBatch b = ranks[size_t(r)]->next();
         REQUIRE(b.number == epoch * per_epoch + k);
         for (int64_t p : b.positions) {
           // Every window starts on a slot: a multiple of T into its shard.
@@ -180,7 +180,7 @@ TEST_CASE("batch loader: sequential mode covers the set in order, then needs res
 
   std::vector<int64_t> order;
   for (int64_t k = 0; k < loader.num_batches(); ++k) {
-    const Batch b = loader.next();
+    const TokenBatch b = loader.next();
     order.insert(order.end(), b.positions.begin(), b.positions.end());
   }
   // Slot j of a shard starts at shard_begin + j*T; the slots come shard after shard.

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "strata/model.h"
 #include "strata/tensor.h"
 
 namespace strata {
@@ -83,7 +84,7 @@ class TokenDataset {
 // ---- batches ------------------------------------------------------------------------
 // B windows of T+1 consecutive tokens. inputs = tokens[:, :T], targets = tokens[:, 1:],
 // also stored contiguously so they can be handed to ops as (B, T) i32 tensors.
-struct Batch {
+struct TokenBatch {
   int64_t number = 0;  // the batch number k this is
   int64_t batch_size = 0;  // B
   int64_t seq_len = 0;  // T
@@ -94,6 +95,8 @@ struct Batch {
 
   TensorView inputs_view() { return {inputs.data(), DType::i32, {batch_size, seq_len}}; }
   TensorView targets_view() { return {targets.data(), DType::i32, {batch_size, seq_len}}; }
+  // The (inputs, targets) pair a Model or Trainer takes.
+  Batch batch() { return Batch{inputs_view(), targets_view()}; }
 };
 
 struct LoaderOptions {
@@ -132,7 +135,7 @@ class BatchLoader {
   BatchLoader& operator=(const BatchLoader&) = delete;
 
   // The next batch. Sequential mode throws once the pass is over (see num_batches()).
-  Batch next();
+  TokenBatch next();
   // The number of the batch next() returns; save it to resume with seek().
   int64_t position() const;
   // Continue from batch number k, exactly as if batches 0..k-1 had been consumed.
@@ -150,7 +153,7 @@ class BatchLoader {
  private:
   struct Prefetcher;  // the background thread and its bounded queue
 
-  void fill(int64_t k, Batch& batch) const;
+  void fill(int64_t k, TokenBatch& batch) const;
   int64_t slot_position(int64_t slot) const;
 
   std::shared_ptr<const TokenDataset> dataset_;
