@@ -43,9 +43,9 @@ void forward(const ops::CrossEntropyForwardArgs& a) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* x = row_f32(logits + r * V, V, scratch);
       float m = max_of(x, V);
-      // An all -inf row has no finite max; let it give lse = -inf and a NaN loss
-      // rather than exp(-inf - -inf).
-      float shift = std::isfinite(m) ? m : 0.0f;
+      // An all -inf row must not compute exp(-inf - -inf): it gets lse = -inf and a
+      // NaN loss. A +inf or NaN logit makes the sum, hence lse and loss, NaN.
+      float shift = m == -INFINITY ? 0.0f : m;
       float log_sum = std::log(exp_sum(x, nullptr, V, 1.0f, shift));
       lse[r] = shift + log_sum;
       // (max - x[t]) + log_sum keeps the loss accurate when the logits are large

@@ -7,6 +7,7 @@
 #pragma once
 #include <bit>
 #include <cstdint>
+#include <cstring>
 
 namespace strata::cpu {
 
@@ -38,15 +39,21 @@ inline float fast_exp(float x) {
 constexpr int kLanes = 16;
 
 // max(x[0..n)), -inf for n == 0. NaN elements are skipped here; they still reach
-// the caller's result through the exp sum.
+// the caller's result through the exp sum. Written with a GCC vector type: the
+// 16-lane array form of exp_sum does not vectorise for a max.
 inline float max_of(const float* x, int64_t n) {
-  float lanes[kLanes];
-  for (int k = 0; k < kLanes; ++k) lanes[k] = -__builtin_inff();
+  using Lanes = float __attribute__((vector_size(4 * kLanes)));
+  constexpr float kNegInf = -__builtin_inff();
+  Lanes acc;
+  for (int k = 0; k < kLanes; ++k) acc[k] = kNegInf;
   int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int k = 0; k < kLanes; ++k) lanes[k] = x[j + k] > lanes[k] ? x[j + k] : lanes[k];
-  float m = -__builtin_inff();
-  for (int k = 0; k < kLanes; ++k) m = lanes[k] > m ? lanes[k] : m;
+  for (; j + kLanes <= n; j += kLanes) {
+    Lanes v;
+    std::memcpy(&v, x + j, sizeof v);
+    acc = v > acc ? v : acc;
+  }
+  float m = kNegInf;
+  for (int k = 0; k < kLanes; ++k) m = acc[k] > m ? acc[k] : m;
   for (; j < n; ++j) m = x[j] > m ? x[j] : m;
   return m;
 }
