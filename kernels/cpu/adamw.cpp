@@ -5,6 +5,7 @@
 // different chunk, so a step is bitwise reproducible under any thread count.
 // The working copy is exactly store<T>(new master).
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 
 #include "convert_block.h"  // also brings <immintrin.h>
@@ -79,14 +80,19 @@ void adamw_range(const AdamWConstants& c, float* master, const float* grad, floa
     _mm512_mask_storeu_ps(master + i, k, p);
     if constexpr (std::is_same_v<W, float>) {
       _mm512_mask_storeu_ps(working + i, k, p);
-    } else if constexpr (std::is_same_v<W, bf16>) {
-      _mm512_mask_cvtepi32_storeu_epi16(working + i, k, bf16_bits(p));
-    } else if constexpr (std::is_same_v<W, f16>) {
-      alignas(32) uint16_t bits[16];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(bits),
-                         _mm512_cvtps_ph(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-      int64_t len = n - i >= 16 ? 16 : n - i;
-      for (int64_t j = 0; j < len; ++j) working[i + j].bits = bits[j];
+    } else if constexpr (!std::is_void_v<W>) {
+      // Narrow in registers: a masked narrowing store to memory (vpmovdw m256{k}) is
+      // microcoded and slow on some cores.
+      __m256i h = std::is_same_v<W, bf16>
+                      ? _mm512_cvtepi32_epi16(bf16_bits(p))
+                      : _mm512_cvtps_ph(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      if (k == 0xffff) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(working + i), h);
+      } else {
+        alignas(32) uint16_t bits[16];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(bits), h);
+        std::memcpy(working + i, bits, size_t(n - i) * 2);
+      }
     }
   }
 }
