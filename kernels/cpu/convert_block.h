@@ -29,8 +29,8 @@ template <class T>
 inline void load_block(const T* __restrict src, float* __restrict dst, int64_t n) {
   int64_t i = 0;
   if constexpr (std::is_same_v<T, num::f16>) {
-    const uint16_t* bits = reinterpret_cast<const uint16_t*>(src);
 #if defined(__AVX512F__)
+    const uint16_t* bits = reinterpret_cast<const uint16_t*>(src);
     const __m512i abs_mask = _mm512_set1_epi32(0x7fff), inf = _mm512_set1_epi32(0x7c00);
     for (; i + 16 <= n; i += 16) {
       __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bits + i));
@@ -57,7 +57,9 @@ template <class T>
 inline void store_block(const float* __restrict src, T* __restrict dst, int64_t n) {
   int64_t i = 0;
   if constexpr (std::is_same_v<T, num::f16>) {
+#if defined(__AVX512F__) || defined(__F16C__)
     uint16_t* bits = reinterpret_cast<uint16_t*>(dst);
+#endif
 #if defined(__AVX512F__)
     for (; i + 16 <= n; i += 16) {
       __m256i h = _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
