@@ -1,0 +1,78 @@
+// Entry points of the elementwise ops: check every argument, then run the backend.
+// Invariant: nothing reaches a backend before all checks pass; each error names the
+// op and the argument.
+#include "../cpu/cpu.h"
+#include "check.h"
+
+namespace strata::ops {
+
+namespace {
+
+// t has exactly ref's shape (not only its element count): elementwise ops never
+// reinterpret a layout.
+void same_shape(const char* op, const char* arg, const TensorView& t, const char* ref_arg,
+                const TensorView& ref) {
+  bool ok = t.ndim == ref.ndim;
+  for (int i = 0; ok && i < t.ndim; ++i) ok = t.shape[i] == ref.shape[i];
+  if (!ok) check::fail(op, arg, t, std::string("must have the shape of '") + ref_arg + "' " + ref.str());
+}
+
+}  // namespace
+
+void add(const AddArgs& a, Stream& s) {
+  const char* op = "add";
+  check::present(op, "out", a.out, s);
+  check::present(op, "a", a.a, s);
+  check::present(op, "b", a.b, s);
+  check::floating(op, "out", a.out);
+  check::same_dtype(op, "a", a.a, "out", a.out);
+  check::same_dtype(op, "b", a.b, "out", a.out);
+  same_shape(op, "a", a.a, "out", a.out);
+  same_shape(op, "b", a.b, "out", a.out);
+  check::require_backend(op, s);
+  cpu::add(a);
+}
+
+void scale(const ScaleArgs& a, Stream& s) {
+  const char* op = "scale";
+  check::present(op, "out", a.out, s);
+  check::present(op, "inp", a.inp, s);
+  check::floating(op, "out", a.out);
+  check::same_dtype(op, "inp", a.inp, "out", a.out);
+  same_shape(op, "inp", a.inp, "out", a.out);
+  check::require_backend(op, s);
+  cpu::scale(a);
+}
+
+void cast(const CastArgs& a, Stream& s) {
+  const char* op = "cast";
+  check::present(op, "out", a.out, s);
+  check::present(op, "inp", a.inp, s);
+  check::floating(op, "out", a.out);
+  check::floating(op, "inp", a.inp);
+  check::numel(op, "out", a.out, a.inp.numel());
+  check::require_backend(op, s);
+  cpu::cast(a);
+}
+
+void accumulate(const AccumulateArgs& a, Stream& s) {
+  const char* op = "accumulate";
+  check::present(op, "out", a.out, s);
+  check::present(op, "inp", a.inp, s);
+  check::floating(op, "inp", a.inp);
+  if (a.out.dtype != DType::f32 && a.out.dtype != a.inp.dtype)
+    check::fail(op, "out", a.out,
+                std::string("must be f32 or the dtype of 'inp' (") + dtype_name(a.inp.dtype) + ")");
+  same_shape(op, "inp", a.inp, "out", a.out);
+  check::require_backend(op, s);
+  cpu::accumulate(a);
+}
+
+void fill_zero(const TensorView& out, Stream& s) {
+  const char* op = "fill_zero";
+  check::present(op, "out", out, s);
+  check::require_backend(op, s);
+  cpu::fill_zero(out);
+}
+
+}  // namespace strata::ops
