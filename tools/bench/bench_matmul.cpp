@@ -3,7 +3,7 @@
 // what strata's tiling on oneTBB costs or gains over letting the BLAS split the work.
 // Timing is the minimum over repeats after a warm-up, so other load on the machine
 // inflates nothing but the noise.
-#include "bench_matmul.h"
+#include "bench.h"
 
 #include <cblas.h>
 
@@ -101,5 +101,7 @@ void bench_matmul() {
                 t_blas / t_bf16);
   }
 }
+
+STRATA_BENCH("matmul", bench_matmul);
 
 }  // namespace strata::bench
