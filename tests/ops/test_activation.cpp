@@ -175,5 +175,64 @@ STRATA_OP_CASE({"swiglu_backward", CaseKind::errors, {{4, 8}}, kF32,
                   expect_error([&] { ops::swiglu_backward({d_inp.view(), d_out.view(), empty.view()}, s); }, op, "inp");
                 }});
 
+// Max |got - want| over the f32 grid, and max relative error where |want| >= floor.
+struct Errors {
+  double abs = 0, rel = 0;
+  void add(double got, double want, double floor) {
+    abs = std::max(abs, std::fabs(got - want));
+    if (std::fabs(want) >= floor) rel = std::max(rel, std::fabs(got - want) / std::fabs(want));
+  }
+};
+
 }  // namespace
+
+// The CPU kernels evaluate the activations through their own vectorised exp: hold
+// them to f32 accuracy on a dense grid (the bounds are ~2x the measured errors).
+TEST_CASE("activations are accurate to f32 rounding on a dense grid", "[ops][cpu]") {
+  const int64_t n = 1 << 20;
+  HostTensor x(DType::f32, {n, 2}), ones(DType::f32, {n, 2}), out(DType::f32, {n, 2});
+  HostTensor half(DType::f32, {n, 1}), g(DType::f32, {n, 2});
+  for (int64_t i = 0; i < 2 * n; ++i) x.set(i, -20.0 + 40.0 * double(i) / double(2 * n));
+  ones.fill(1.0);
+  half.fill(1.0);
+  Stream& s = cpu().stream();
+  ops::gelu_forward({out.view(), x.view()}, s);
+  ops::gelu_backward({g.view(), ones.view(), x.view()}, s);
+  Errors ge, gge;
+  for (int64_t i = 0; i < 2 * n; ++i) {
+    const double v = x.get(i);
+    ge.add(out.get(i), gelu(v), v >= -3.0 ? 1e-30 : 1e30);
+    gge.add(g.get(i), gelu_grad(v), 1e30);
+  }
+  CHECK(ge.abs < 2e-6);   // relative to |gelu| up to 20: ~1 ulp
+  CHECK(ge.rel < 2e-6);   // x >= -3: measured 14 ulp at worst
+  CHECK(gge.abs < 5e-7);  // grad is O(1)
+  // SwiGLU with up = 1 is silu(gate); the gradient w.r.t. gate is silu_grad.
+  HostTensor inp(DType::f32, {n, 2}), d_inp(DType::f32, {n, 2});
+  for (int64_t r = 0; r < n; ++r) {
+    inp.set(2 * r, x.get(2 * r));
+    inp.set(2 * r + 1, 1.0);
+  }
+  ops::swiglu_forward({half.view(), inp.view()}, s);
+  HostTensor dy(DType::f32, {n, 1});
+  dy.fill(1.0);
+  ops::swiglu_backward({d_inp.view(), dy.view(), inp.view()}, s);
+  Errors se, sge;
+  for (int64_t r = 0; r < n; ++r) {
+    const double v = inp.get(2 * r);
+    se.add(half.get(r), silu(v), v >= -5.0 ? 1e-30 : 1e30);
+    sge.add(d_inp.get(2 * r), silu_grad(v), 1e30);
+  }
+  CHECK(se.abs < 3e-6);
+  CHECK(se.rel < 5e-7);   // x >= -5: measured 2.1 ulp at worst
+  CHECK(sge.abs < 5e-7);
+  // Non-finite inputs stay non-finite.
+  HostTensor special(DType::f32, {3}), special_out(DType::f32, {3});
+  special.set_values({std::nan(""), INFINITY, 1e30});
+  ops::gelu_forward({special_out.view(), special.view()}, s);
+  CHECK(std::isnan(special_out.get(0)));
+  CHECK(special_out.get(1) == INFINITY);
+  CHECK(special_out.get(2) == 1e30f);
+}
+
 }  // namespace strata::test
