@@ -1,0 +1,45 @@
+// Entry points of rope_forward / rope_backward: every argument is checked here,
+// before anything runs, then the backend is called.
+// Invariant: nothing after the checks may throw.
+#include <cmath>
+
+#include "../cpu/cpu.h"
+#include "check.h"
+
+namespace strata::ops {
+
+namespace {
+
+void check_rope(const char* op, const RopeArgs& a, const Stream& s) {
+  check::present(op, "inp", a.inp, s);
+  check::floating(op, "inp", a.inp);
+  if (a.inp.ndim != 4) check::fail(op, "inp", a.inp, "must be 4-D (B, T, H, D)");
+  const int64_t heads = a.inp.shape[2], d = a.inp.shape[3];
+  if (d % 2) check::fail(op, "inp", a.inp, "must have an even head size D (pairs i, i + D/2)");
+  check::present(op, "out", a.out, s);
+  check::same_dtype(op, "out", a.out, "inp", a.inp);
+  check::shape(op, "out", a.out, {a.inp.shape[0], a.inp.shape[1], heads, d});
+  if (a.rotated_heads < 1 || a.rotated_heads > heads)
+    STRATA_FAIL(op << ": argument 'rotated_heads' is " << a.rotated_heads << ", expected 1 to H = "
+                   << heads << " (2*NH rotates q and k of a packed qkv)");
+  if (!(a.theta > 0.0f) || !std::isfinite(a.theta))
+    STRATA_FAIL(op << ": argument 'theta' is " << a.theta << ", expected a finite value > 0 (e.g. 10000)");
+  if (a.pos_offset < 0)
+    STRATA_FAIL(op << ": argument 'pos_offset' is " << a.pos_offset << ", expected >= 0");
+}
+
+}  // namespace
+
+void rope_forward(const RopeArgs& a, Stream& s) {
+  check_rope("rope_forward", a, s);
+  check::require_backend("rope_forward", s);
+  cpu::rope_forward(a);
+}
+
+void rope_backward(const RopeArgs& a, Stream& s) {
+  check_rope("rope_backward", a, s);
+  check::require_backend("rope_backward", s);
+  cpu::rope_backward(a);
+}
+
+}  // namespace strata::ops
