@@ -21,23 +21,6 @@ namespace strata::bench {
 
 namespace {
 
-// Seconds of the fastest of several runs of f, after one warm-up run; repeats until
-// `reps` runs or about one second has passed.
-template <class F>
-double min_seconds(F&& f, int reps = 10) {
-  using clock = std::chrono::steady_clock;
-  f();
-  double best = 1e30, total = 0;
-  for (int r = 0; r < reps && (r < 3 || total < 1.0); ++r) {
-    auto t0 = clock::now();
-    f();
-    double dt = std::chrono::duration<double>(clock::now() - t0).count();
-    best = std::min(best, dt);
-    total += dt;
-  }
-  return best;
-}
-
 std::vector<float> random_floats(size_t n, uint32_t seed, float scale) {
   std::vector<float> v(n);
   uint32_t x = seed * 2654435761u + 1;
