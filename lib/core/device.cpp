@@ -33,7 +33,7 @@ Arena::~Arena() {
 }
 
 void* Arena::allocate(size_t bytes, const char* what) {
-  size_t alignment = bytes >= (size_t(1) << 20) ? 4096 : 64;
+  size_t alignment = bytes >= 4096 ? 4096 : 64;
   size_t rounded = (bytes + alignment - 1) / alignment * alignment;
   if (rounded == 0) rounded = alignment;
   {

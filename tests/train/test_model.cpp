@@ -52,7 +52,9 @@ TEST_CASE("initialisation depends on the seed only, and follows GPT-2", "[train]
   Model h(c, cpu(), Precision::bf16, 11);
   for (int u = 0; u < a.num_units(); ++u) {
     CHECK(std::memcmp(a.unit_params(u).data, b.unit_params(u).data, a.unit_params(u).nbytes()) == 0);
-    CHECK(std::memcmp(a.unit_params(u).data, d.unit_params(u).data, a.unit_params(u).nbytes()) != 0);
+    // The head holds only norms (ones, zeros) when tied: the same for every seed.
+    if (u + 1 < a.num_units())
+      CHECK(std::memcmp(a.unit_params(u).data, d.unit_params(u).data, a.unit_params(u).nbytes()) != 0);
   }
   // bf16 parameters are the rounding of the same f32 values.
   TensorView w32 = a.parameter("blocks.0.attn.qkv.weight"), w16 = h.parameter("blocks.0.attn.qkv.weight");

@@ -28,7 +28,7 @@ class Arena {
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;
 
-  // 64-byte aligned (4 KiB for requests of at least 1 MiB, for O_DIRECT).
+  // 64-byte aligned; 4 KiB aligned for requests of at least 4 KiB (O_DIRECT, pages).
   // Throws strata::Error naming the request, what is live, and the capacity.
   void* allocate(size_t bytes, const char* what);
   void free(void* ptr);
