@@ -9,6 +9,7 @@ packages=(
   libopenblas-dev libtbb-dev liburing-dev   # library: GEMMs, parallel loops, NVMe I/O
   catch2                                    # tests (Catch2 v2)
   fortunes                                  # the demo's default corpus
+  fio                                       # the NVMe benchmark's peer (make bench)
 )
 
 missing=()
