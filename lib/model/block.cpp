@@ -2,7 +2,10 @@
 //   x2  = x  + drop(proj(attention(rope(qkv(norm1(x))))))
 //   out = x2 + drop(fc2(act(fc(norm2(x2)))))
 // Saved for backward (per row): ln1, qkv (rotated), att, x2, ln2, fc, act, and the
-// norm statistics and attention lse. x itself is the Model's residual buffer.
+// norm statistics and attention lse; x itself is the Model's residual buffer. Under
+// recompute, what a mode does not keep lives in the Model's shared transient
+// workspace and is replayed at the start of backward with the same ops and keys,
+// so gradients are bitwise those without recompute.
 #include <cmath>
 
 #include "unit.h"
@@ -47,12 +50,19 @@ class BlockUnit final : public Unit {
     return s;
   }
 
+  void set_recompute(Recompute mode) override { mode_ = mode; }
+
   void reserve(Device& device, DType dtype, int64_t B, int64_t T) override {
-    int64_t n = B * T;
-    size_t bytes = saved_bytes(dtype, B, T);
-    if (saved_.size() < bytes) saved_ = Buffer(device, bytes, "block activations");
-    (void)n;
+    // Re-sized when the mode changes, so what recompute saves is really returned.
+    size_t bytes = layout_bytes(dtype, B, T, false);
+    if (saved_.size() < bytes || reserved_mode_ != mode_) {
+      saved_ = Buffer();
+      saved_ = Buffer(device, bytes, "block activations");
+      reserved_mode_ = mode_;
+    }
   }
+
+  size_t transient_bytes(DType dtype, int64_t B, int64_t T) const override { return layout_bytes(dtype, B, T, true); }
 
   size_t scratch_bytes(DType dtype, int64_t n) const override {
     return 3 * carve_bytes(dtype, n * C_) + carve_bytes(dtype, n * 3 * C_) +
@@ -60,43 +70,32 @@ class BlockUnit final : public Unit {
   }
 
   void forward(const UnitContext& ctx, const UnitParams& p, UnitIO& io) override {
-    Saved a = views(ctx);
-    Stream& s = ctx.stream;
+    Saved a = views(ctx, io.transient);
     const auto& P = p.params;
-    const bool rms = c_.norm == NormKind::rmsnorm;
     TensorView x = io.x.reshape({ctx.rows(), C_});
     TensorView y = io.y.reshape({ctx.rows(), C_});
-
-    ops::norm_forward({a.ln1, rms ? TensorView{} : a.mean1, a.rstd1, x, P[kLn1W], P[kLn1B], c_.norm_eps, rms}, s);
-    ops::matmul_forward({a.qkv, a.ln1, P[kQkvW], P[kQkvB]}, s);
-    if (c_.positions == PositionKind::rope) {
-      TensorView q = a.qkv.reshape({ctx.B, ctx.T, 3 * c_.n_heads, c_.head_dim()});
-      ops::rope_forward({q, q, 2 * c_.n_heads, c_.rope_theta, 0}, s);
-    }
-    ops::attention_forward({a.att.reshape({ctx.B, ctx.T, c_.n_heads, c_.head_dim()}), a.lse, qkv3(ctx, a.qkv), c_.n_heads, c_.causal, drop(ctx, c_.dropout_attention),
-                            ctx.dropout_key(kSiteAttention)},
-                           s);
-    // y holds proj(att) until the residual add writes x2.
-    ops::matmul_forward({y, a.att, P[kProjW], P[kProjB]}, s);
+    attention_half(ctx, p, a, x);
+    norm2(ctx, p, a);
+    mlp_in(ctx, p, a);
+    ops::matmul_forward({y, a.act, P[kFc2W], P[kFc2B]}, ctx.stream);
     if (drop(ctx, c_.dropout_residual) > 0)
-      ops::dropout_forward({y, y, c_.dropout_residual, ctx.dropout_key(kSiteAttnResidual)}, s);
-    ops::add({a.x2, x, y}, s);
-
-    ops::norm_forward({a.ln2, rms ? TensorView{} : a.mean2, a.rstd2, a.x2, P[kLn2W], P[kLn2B], c_.norm_eps, rms}, s);
-    ops::matmul_forward({a.fc, a.ln2, P[kFcW], P[kFcB]}, s);
-    if (c_.mlp == MlpKind::swiglu)
-      ops::swiglu_forward({a.act, a.fc}, s);
-    else
-      ops::gelu_forward({a.act, a.fc}, s);
-    ops::matmul_forward({y, a.act, P[kFc2W], P[kFc2B]}, s);
-    if (drop(ctx, c_.dropout_residual) > 0)
-      ops::dropout_forward({y, y, c_.dropout_residual, ctx.dropout_key(kSiteMlpResidual)}, s);
-    ops::add({y, a.x2, y}, s);
+      ops::dropout_forward({y, y, c_.dropout_residual, ctx.dropout_key(kSiteMlpResidual)}, ctx.stream);
+    ops::add({y, a.x2, y}, ctx.stream);
   }
 
   void backward(const UnitContext& ctx, const UnitParams& p, UnitIO& io, void* scratch) override {
-    Saved a = views(ctx);
+    Saved a = views(ctx, io.transient);
     Stream& s = ctx.stream;
+    // Replay what was not kept: the same ops on the same inputs and Philox keys.
+    if (mode_ == Recompute::full) {
+      attention_half(ctx, p, a, io.x.reshape({ctx.rows(), C_}));
+      norm2(ctx, p, a);
+      mlp_in(ctx, p, a);
+    } else if (mode_ == Recompute::selective) {
+      norm1(ctx, p, a, io.x.reshape({ctx.rows(), C_}));
+      norm2(ctx, p, a);
+      activation(ctx, a);
+    }
     const auto& P = p.params;
     const auto& G = p.grads;
     const bool rms = c_.norm == NormKind::rmsnorm;
@@ -157,28 +156,94 @@ class BlockUnit final : public Unit {
 
   TensorView qkv3(const UnitContext& ctx, const TensorView& t) const { return t.reshape({ctx.B, ctx.T, 3 * C_}); }
 
-  size_t saved_bytes(DType dt, int64_t B, int64_t T) const {
-    int64_t n = B * T;
-    return 4 * carve_bytes(dt, n * C_) + carve_bytes(dt, n * 3 * C_) + carve_bytes(dt, n * fc_out_) +
-           carve_bytes(dt, n * H_) + 4 * carve_bytes(DType::f32, n) + carve_bytes(DType::f32, B * c_.n_heads * T);
+  void norm1(const UnitContext& ctx, const UnitParams& p, Saved& a, const TensorView& x) {
+    const bool rms = c_.norm == NormKind::rmsnorm;
+    ops::norm_forward({a.ln1, rms ? TensorView{} : a.mean1, a.rstd1, x, p.params[kLn1W], p.params[kLn1B], c_.norm_eps, rms},
+                      ctx.stream);
   }
 
-  Saved views(const UnitContext& ctx) {
-    const int64_t n = ctx.rows();
-    char* cur = static_cast<char*>(saved_.data());
+  void norm2(const UnitContext& ctx, const UnitParams& p, Saved& a) {
+    const bool rms = c_.norm == NormKind::rmsnorm;
+    ops::norm_forward({a.ln2, rms ? TensorView{} : a.mean2, a.rstd2, a.x2, p.params[kLn2W], p.params[kLn2B], c_.norm_eps, rms},
+                      ctx.stream);
+  }
+
+  void activation(const UnitContext& ctx, Saved& a) {
+    if (c_.mlp == MlpKind::swiglu)
+      ops::swiglu_forward({a.act, a.fc}, ctx.stream);
+    else
+      ops::gelu_forward({a.act, a.fc}, ctx.stream);
+  }
+
+  // ln1 .. x2 = x + drop(proj(attention(rope(qkv(ln1))))); proj is computed into x2.
+  void attention_half(const UnitContext& ctx, const UnitParams& p, Saved& a, const TensorView& x) {
+    const auto& P = p.params;
+    Stream& s = ctx.stream;
+    norm1(ctx, p, a, x);
+    ops::matmul_forward({a.qkv, a.ln1, P[kQkvW], P[kQkvB]}, s);
+    if (c_.positions == PositionKind::rope) {
+      TensorView q = a.qkv.reshape({ctx.B, ctx.T, 3 * c_.n_heads, c_.head_dim()});
+      ops::rope_forward({q, q, 2 * c_.n_heads, c_.rope_theta, 0}, s);
+    }
+    ops::attention_forward({a.att.reshape({ctx.B, ctx.T, c_.n_heads, c_.head_dim()}), a.lse, qkv3(ctx, a.qkv),
+                            c_.n_heads, c_.causal, drop(ctx, c_.dropout_attention), ctx.dropout_key(kSiteAttention)},
+                           s);
+    ops::matmul_forward({a.x2, a.att, P[kProjW], P[kProjB]}, s);
+    if (drop(ctx, c_.dropout_residual) > 0)
+      ops::dropout_forward({a.x2, a.x2, c_.dropout_residual, ctx.dropout_key(kSiteAttnResidual)}, s);
+    ops::add({a.x2, x, a.x2}, s);
+  }
+
+  // fc = fc(ln2), act = act(fc)
+  void mlp_in(const UnitContext& ctx, const UnitParams& p, Saved& a) {
+    ops::matmul_forward({a.fc, a.ln2, p.params[kFcW], p.params[kFcB]}, ctx.stream);
+    activation(ctx, a);
+  }
+
+  // Which activations a mode keeps in the block's own buffer; the rest live in
+  // the Model's transient workspace. The norm statistics and lse are tiny: kept.
+  bool kept(int field) const {
+    enum { kLn1, kQkv, kAtt, kX2, kLn2, kFc, kAct };
+    if (mode_ == Recompute::none) return true;
+    if (mode_ == Recompute::full) return false;
+    return field != kLn1 && field != kLn2 && field != kAct;
+  }
+
+  // Lays out the saved activations: the kept ones in `owned`, the others in
+  // `transient`; with null bases it only counts bytes.
+  size_t layout(DType dt, int64_t B, int64_t T, char* owned, char* transient, Saved* out, bool count_transient) const {
+    const int64_t n = B * T;
+    size_t bytes_owned = 0, bytes_transient = 0;
+    TensorView* fields[] = {out ? &out->ln1 : nullptr, out ? &out->qkv : nullptr, out ? &out->att : nullptr,
+                            out ? &out->x2 : nullptr,  out ? &out->ln2 : nullptr, out ? &out->fc : nullptr,
+                            out ? &out->act : nullptr};
+    const int64_t widths[] = {C_, 3 * C_, C_, C_, C_, fc_out_, H_};
+    for (int f = 0; f < 7; ++f) {
+      size_t b = carve_bytes(dt, n * widths[f]);
+      char*& base = kept(f) ? owned : transient;
+      if (out) *fields[f] = TensorView(base, dt, {n, widths[f]});
+      if (base) base += b;
+      (kept(f) ? bytes_owned : bytes_transient) += b;
+    }
+    TensorView* stats[] = {out ? &out->mean1 : nullptr, out ? &out->rstd1 : nullptr, out ? &out->mean2 : nullptr,
+                           out ? &out->rstd2 : nullptr};
+    for (TensorView* t : stats) {
+      if (out) *t = TensorView(owned, DType::f32, {n});
+      if (owned) owned += carve_bytes(DType::f32, n);
+      bytes_owned += carve_bytes(DType::f32, n);
+    }
+    if (out) out->lse = TensorView(owned, DType::f32, {B, c_.n_heads, T});
+    bytes_owned += carve_bytes(DType::f32, B * c_.n_heads * T);
+    return count_transient ? bytes_transient : bytes_owned;
+  }
+
+  size_t layout_bytes(DType dt, int64_t B, int64_t T, bool transient) const {
+    return layout(dt, B, T, nullptr, nullptr, nullptr, transient);
+  }
+
+  Saved views(const UnitContext& ctx, void* transient) {
     Saved a;
-    a.ln1 = carve(cur, ctx.dtype, {n, C_});
-    a.qkv = carve(cur, ctx.dtype, {n, 3 * C_});
-    a.att = carve(cur, ctx.dtype, {n, C_});
-    a.x2 = carve(cur, ctx.dtype, {n, C_});
-    a.ln2 = carve(cur, ctx.dtype, {n, C_});
-    a.fc = carve(cur, ctx.dtype, {n, fc_out_});
-    a.act = carve(cur, ctx.dtype, {n, H_});
-    a.mean1 = carve(cur, DType::f32, {n});
-    a.rstd1 = carve(cur, DType::f32, {n});
-    a.mean2 = carve(cur, DType::f32, {n});
-    a.rstd2 = carve(cur, DType::f32, {n});
-    a.lse = carve(cur, DType::f32, {ctx.B, c_.n_heads, ctx.T});
+    layout(ctx.dtype, ctx.B, ctx.T, static_cast<char*>(saved_.data()), static_cast<char*>(transient), &a, false);
     for (TensorView* t : {&a.ln1, &a.qkv, &a.att, &a.x2, &a.ln2, &a.fc, &a.act, &a.mean1, &a.rstd1, &a.mean2,
                           &a.rstd2, &a.lse})
       t->device = &ctx.stream.device();
@@ -188,6 +253,8 @@ class BlockUnit final : public Unit {
   ModelConfig c_;
   int layer_;
   int64_t C_, H_, fc_out_;
+  Recompute mode_ = Recompute::none;
+  Recompute reserved_mode_ = Recompute::none;
   Buffer saved_;
 };
 

@@ -31,6 +31,7 @@ struct Model::Activations {
   Buffer grad_a, grad_b;
   Buffer losses;  // (rows) f32
   Buffer scratch;
+  Buffer transient;        // activations units recompute (shared, see Unit)
   Buffer tokens, targets;  // (rows) i32 copies owned by the device
 };
 
@@ -126,6 +127,16 @@ int64_t Model::num_parameters() const {
   return n;
 }
 
+void Model::set_recompute(const RecomputePolicy& policy) {
+  STRATA_CHECK(policy.blocks.empty() || int64_t(policy.blocks.size()) == config_.n_layers,
+               "Model::set_recompute: the policy names " << policy.blocks.size() << " blocks, the model has "
+                                                         << config_.n_layers);
+  recompute_ = policy;
+  for (int64_t l = 0; l < config_.n_layers; ++l)
+    units_[size_t(l + 1)]->set_recompute(policy.blocks.empty() ? Recompute::none : policy.blocks[size_t(l)]);
+  have_saved_ = false;  // saved activations are laid out anew
+}
+
 void Model::zero_grad() {
   for (int u = 0; u < num_units(); ++u) ops::fill_zero(unit_grads(u), device_->stream());
 }
@@ -163,9 +174,17 @@ void Model::ensure_activations(int64_t B, int64_t T) {
   const DType dt = precision_dtype(precision_);
   if (!acts_) acts_ = std::make_unique<Activations>();
   for (auto& u : units_) u->reserve(*device_, dt, B, T);
+  size_t transient = 0;
+  for (auto& u : units_) transient = std::max(transient, u->transient_bytes(dt, B, T));
+  if (acts_->transient.size() < transient || (transient == 0 && acts_->transient.size() > 0)) {
+    acts_->transient = Buffer();
+    if (transient) acts_->transient = Buffer(*device_, transient, "recompute workspace");
+  }
   if (acts_->capacity_rows >= rows) return;
   Activations& a = *acts_;
+  Buffer keep_transient = std::move(a.transient);
   a = Activations{};
+  a.transient = std::move(keep_transient);
   a.capacity_rows = rows;
   const size_t stream_bytes = carve_bytes(dt, rows * config_.d_model);
   for (int u = 0; u + 1 < num_units(); ++u) a.residual.emplace_back(*device_, stream_bytes, "residual stream");
@@ -212,6 +231,7 @@ void Model::run_forward(const TensorView& inputs, int64_t B, int64_t T, const St
     io.tokens = tokens;
     if (u > 0) io.x = TensorView(a.residual[size_t(u - 1)].data(), dt, {B, T, config_.d_model}, device_);
     io.y = TensorView(a.residual[size_t(u)].data(), dt, {B, T, config_.d_model}, device_);
+    io.transient = a.transient.data();
     units_[size_t(u)]->forward(ctx, unit_views(*this, *units_[size_t(u)], u), io);
   }
 }
@@ -272,6 +292,7 @@ void Model::backward(float d_loss_scale) {
     if (u + 1 < num_units()) io.dy = dy;
     if (u > 0) io.dx = dx;
     io.d_loss = last_valid_ ? d_loss_scale / float(last_valid_) : 0.0f;
+    io.transient = a.transient.data();
     units_[size_t(u)]->backward(ctx, unit_views(*this, *units_[size_t(u)], u), io, a.scratch.data());
     std::swap(dy, dx);  // this unit's dx is the next (earlier) unit's dy
   }

@@ -56,6 +56,7 @@ struct UnitIO {
   TensorView dy;       // (B, T, C)        gradient of y (may be overwritten)
   TensorView dx;       // (B, T, C)        gradient of x (assigned)
   float d_loss = 0.0f;  // head: gradient of the total loss w.r.t. each token's loss
+  void* transient = nullptr;  // shared workspace for what the unit recomputes
 };
 
 class Unit {
@@ -68,6 +69,12 @@ class Unit {
 
   // Sizes saved activations for up to `rows` = B*T rows.
   virtual void reserve(Device& device, DType dtype, int64_t B, int64_t T) = 0;
+  // What the unit keeps for backward and what it recomputes there. Units that do
+  // not support a mode keep everything.
+  virtual void set_recompute(Recompute mode) {}
+  // Bytes of the workspace shared by all units for activations they recompute:
+  // valid from a unit's forward (or recompute) until the next unit's.
+  virtual size_t transient_bytes(DType dtype, int64_t B, int64_t T) const { return 0; }
   // Bytes of backward scratch needed for `rows` rows.
   virtual size_t scratch_bytes(DType dtype, int64_t rows) const = 0;
   virtual void forward(const UnitContext& ctx, const UnitParams& p, UnitIO& io) = 0;
