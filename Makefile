@@ -50,8 +50,11 @@ test-consumer: build
 demo: build
 	$(BUILD)/examples/train_gpt
 
+# Op and training benchmarks; then strata against the PyTorch peer, side by side
+# (the peer's virtual environment is created on first use: several GB from PyPI).
 bench: build
 	$(BUILD)/tools/strata-bench
+	tools/bench/compare-train.sh $(BUILD)
 
 install: build
 	cmake --install $(BUILD)
