@@ -65,7 +65,7 @@ TEST_CASE("philox_word draws word i % 4 of block i / 4 under the documented layo
   CHECK(num::philox_word(key, 5) == w);  // a pure function: replay gives the same value
 }
 
-TEST_CASE("philox_uniform is uniform on [0, 1)", "[core][philox]") {
+TEST_CASE("philox_uniform is uniform on the unit interval", "[core][philox]") {
   CHECK(num::uniform_from_word(0) == 0.0f);
   CHECK(num::uniform_from_word(0xffffffffu) < 1.0f);
   CHECK(num::uniform_from_word(0xffffffffu) == 1.0f - std::ldexp(1.0f, -24));

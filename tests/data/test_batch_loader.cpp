@@ -49,7 +49,7 @@ bool same(const TokenBatch& a, const TokenBatch& b) {
 
 }  // namespace
 
-TEST_CASE("feistel permutation: a bijection of [0, n) that depends on its key", "[data]") {
+TEST_CASE("feistel permutation: a bijection of 0..n-1 that depends on its key", "[data]") {
   for (uint64_t n : {1u, 2u, 3u, 17u, 1000u, 4097u}) {
     const detail::FeistelPermutation p(n, num::RandomKey{42, 7, 0});
     std::vector<int> hit(n, 0);
