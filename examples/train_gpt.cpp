@@ -28,6 +28,7 @@ struct Options {
   std::string val;   // validation shards, glob
   std::string preset = "demo";
   std::string precision = "fp32";
+  std::string recompute = "none";
   int64_t steps = 600;
   int64_t batch = 16;
   int64_t seq = 128;
@@ -61,6 +62,7 @@ void usage() {
       "  --lr X              peak learning rate (default 2e-3; warmup, then cosine to 10%%)\n"
       "  --warmup N          warmup steps (default 30)\n"
       "  --dropout P         residual and attention dropout (default 0)\n"
+      "  --recompute R       activation checkpointing: none, selective, full or every-K (default none)\n"
       "  --eval-every N      validation every N steps (default 100)\n"
       "  --eval-batches N    validation batches per evaluation (default 20)\n"
       "  --sample-len N      bytes to generate at the end (default 400)\n"
@@ -96,6 +98,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--val") o.val = value();
     else if (a == "--preset") o.preset = value();
     else if (a == "--precision") o.precision = value();
+    else if (a == "--recompute") o.recompute = value();
     else if (a == "--prompt") o.prompt = value();
     else if (a == "--steps") number(o.steps);
     else if (a == "--batch") number(o.batch);
@@ -116,6 +119,10 @@ Options parse(int argc, char** argv) {
   if (o.steps < 1 || o.batch < 1 || o.seq < 1 || o.accum < 1)
     throw strata::Error("train_gpt: --steps, --batch, --seq and --accum must be at least 1");
   if (!o.val.empty() && o.data.empty()) throw strata::Error("train_gpt: --val needs --data");
+  // Names are checked now, before any data is prepared.
+  strata::ModelConfig config = strata::ModelConfig::preset(o.preset);
+  strata::precision_from_string(o.precision);
+  strata::RecomputePolicy::parse(o.recompute, config.n_layers);
   return o;
 }
 
@@ -188,6 +195,7 @@ int run(const Options& o) {
   auto device = strata::Device::cpu(0);
   strata::Precision precision = strata::precision_from_string(o.precision);
   strata::Model model(config, *device, precision, o.seed);
+  model.set_recompute(strata::RecomputePolicy::parse(o.recompute, config.n_layers));
   strata::TrainOptions to;
   to.grad_accum = o.accum;
   to.adamw.lr = o.lr;
@@ -197,9 +205,10 @@ int run(const Options& o) {
   to.seed = o.seed;
   strata::Trainer trainer(model, to);
   std::printf("model: %s\n", config.describe().c_str());
-  std::printf("training: %lld steps of %lld x %lld x %lld tokens, %s, %d threads; unigram entropy %.3f nats\n",
+  std::printf("training: %lld steps of %lld x %lld x %lld tokens, %s, recompute %s, %d threads; "
+              "unigram entropy %.3f nats\n",
               (long long)o.steps, (long long)o.accum, (long long)o.batch, (long long)o.seq,
-              strata::precision_name(precision), strata::num_threads(), entropy);
+              strata::precision_name(precision), o.recompute.c_str(), strata::num_threads(), entropy);
   std::fflush(stdout);
 
   // ---- the loop
