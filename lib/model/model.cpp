@@ -24,6 +24,33 @@ int64_t ParamInfo::numel() const {
   return n;
 }
 
+namespace {
+// The views a unit works on: its own tensors in spec order (undefined for absent
+// ones), then the tensors it borrows.
+UnitParams unit_views(const Model& m, const Unit& unit, int u) {
+  UnitParams p;
+  for (const ParamSpec& s : unit.param_specs()) {
+    if (s.shape.empty()) {
+      p.params.emplace_back();
+      p.grads.emplace_back();
+      continue;
+    }
+    std::string full = unit.name() + "." + s.name;
+    p.params.push_back(m.parameter(full));
+    p.grads.push_back(m.parameter_grad(full));
+  }
+  for (const std::string& name : unit.borrowed()) {
+    p.params.push_back(m.parameter(name));
+    p.grads.push_back(m.parameter_grad(name));
+  }
+  return p;
+}
+}  // namespace
+
+struct Model::Views {
+  std::vector<UnitParams> units;
+};
+
 // Residual stream, its gradient (ping-pong) and the shared backward scratch.
 struct Model::Activations {
   int64_t capacity_rows = 0;
@@ -80,6 +107,8 @@ Model::Model(const ModelConfig& config, Device& device, Precision precision, uin
       ops::cast({view.reshape({view.numel()}), src}, device.stream());
     }
   }
+  views_ = std::make_unique<Views>();
+  for (int u = 0; u < int(units_.size()); ++u) views_->units.push_back(unit_views(*this, *units_[size_t(u)], u));
   device.stream().synchronize();
 }
 
@@ -198,26 +227,6 @@ void Model::ensure_activations(int64_t B, int64_t T) {
   a.scratch = Buffer(*device_, scratch, "backward scratch");
 }
 
-namespace {
-UnitParams unit_views(const Model& m, const Unit& unit, int u) {
-  UnitParams p;
-  for (const ParamSpec& s : unit.param_specs()) {
-    if (s.shape.empty()) {
-      p.params.emplace_back();
-      p.grads.emplace_back();
-      continue;
-    }
-    std::string full = unit.name() + "." + s.name;
-    p.params.push_back(m.parameter(full));
-    p.grads.push_back(m.parameter_grad(full));
-  }
-  for (const std::string& name : unit.borrowed()) {
-    p.params.push_back(m.parameter(name));
-    p.grads.push_back(m.parameter_grad(name));
-  }
-  return p;
-}
-}  // namespace
 
 void Model::run_forward(const TensorView& inputs, int64_t B, int64_t T, const StepKey& key, bool train) {
   const DType dt = precision_dtype(precision_);
@@ -232,7 +241,7 @@ void Model::run_forward(const TensorView& inputs, int64_t B, int64_t T, const St
     if (u > 0) io.x = TensorView(a.residual[size_t(u - 1)].data(), dt, {B, T, config_.d_model}, device_);
     io.y = TensorView(a.residual[size_t(u)].data(), dt, {B, T, config_.d_model}, device_);
     io.transient = a.transient.data();
-    units_[size_t(u)]->forward(ctx, unit_views(*this, *units_[size_t(u)], u), io);
+    units_[size_t(u)]->forward(ctx, views_->units[size_t(u)], io);
   }
 }
 
@@ -253,7 +262,7 @@ float Model::forward(const Batch& batch, const StepKey& key, bool train) {
   io.targets = targets;
   io.x = TensorView(a.residual[size_t(head - 1)].data(), dt, {B, T, config_.d_model}, device_);
   io.losses = TensorView(a.losses.data(), DType::f32, {B * T}, device_);
-  units_[size_t(head)]->forward(ctx, unit_views(*this, *units_[size_t(head)], head), io);
+  units_[size_t(head)]->forward(ctx, views_->units[size_t(head)], io);
   device_->stream().synchronize();
 
   const float* losses = io.losses.ptr<float>();
@@ -293,7 +302,7 @@ void Model::backward(float d_loss_scale) {
     if (u > 0) io.dx = dx;
     io.d_loss = last_valid_ ? d_loss_scale / float(last_valid_) : 0.0f;
     io.transient = a.transient.data();
-    units_[size_t(u)]->backward(ctx, unit_views(*this, *units_[size_t(u)], u), io, a.scratch.data());
+    units_[size_t(u)]->backward(ctx, views_->units[size_t(u)], io, a.scratch.data());
     std::swap(dy, dx);  // this unit's dx is the next (earlier) unit's dy
   }
 }
@@ -314,7 +323,7 @@ std::vector<float> Model::last_logits(const TensorView& inputs) {
                 row_bytes);
   std::vector<float> logits(size_t(B * config_.vocab_size));
   UnitContext ctx{device_->stream(), config_, dt, head, B, 1, StepKey{}, false};
-  head_logits(*units_[size_t(head)], ctx, unit_views(*this, *units_[size_t(head)], head),
+  head_logits(*units_[size_t(head)], ctx, views_->units[size_t(head)],
               TensorView(a.grad_a.data(), dt, {B, config_.d_model}, device_),
               TensorView(logits.data(), DType::f32, {B, config_.vocab_size}, device_));
   device_->stream().synchronize();

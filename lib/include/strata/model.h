@@ -153,6 +153,7 @@ class Model {
 
  private:
   struct Activations;
+  struct Views;
   void check_batch(const Batch& batch) const;
   void ensure_activations(int64_t B, int64_t T);
   void run_forward(const TensorView& inputs, int64_t B, int64_t T, const StepKey& key, bool train);
@@ -166,6 +167,7 @@ class Model {
   std::vector<int64_t> unit_numel_;
   std::vector<ParamInfo> params_;
   std::unique_ptr<Activations> acts_;
+  std::unique_ptr<Views> views_;  // each unit's parameter and gradient views, built once
   RecomputePolicy recompute_;
   StepKey last_key_;
   int64_t last_B_ = 0, last_T_ = 0;
