@@ -150,23 +150,28 @@ std::vector<uint32_t> NvmeStore::reserve(const std::vector<NvmeObjectSpec>& plan
     planned.push_back(std::move(obj));
   }
   // Paths on one filesystem share its free space: check the sum, per device.
-  std::map<dev_t, std::pair<uint64_t, uint32_t>> per_device;  // device -> (bytes needed, a path)
+  struct Device {
+    uint64_t need = 0;
+    uint32_t path = 0;
+    std::string names;  // the paths on it, for the message
+  };
+  std::map<dev_t, Device> devices;
   for (uint32_t p = 0; p < paths; ++p) {
     struct stat st {};
     STRATA_CHECK(::fstat(fds_[p], &st) == 0, "NVMe store: cannot stat " << files_[p] << ": " << errno_text(errno));
-    auto& entry = per_device[st.st_dev];
-    entry.first += need[p];
-    entry.second = p;
+    Device& d = devices[st.st_dev];
+    d.need += need[p];
+    d.path = p;
+    d.names += (d.names.empty() ? "" : ", ") + options_.paths[p];
   }
-  for (const auto& [device, entry] : per_device) {
+  for (const auto& [id, d] : devices) {
     struct statvfs fs {};
-    const uint32_t p = entry.second;
-    STRATA_CHECK(::fstatvfs(fds_[p], &fs) == 0,
-                 "NVMe store: cannot read free space of " << options_.paths[p] << ": " << errno_text(errno));
+    STRATA_CHECK(::fstatvfs(fds_[d.path], &fs) == 0,
+                 "NVMe store: cannot read free space of " << options_.paths[d.path] << ": " << errno_text(errno));
     const uint64_t free_bytes = uint64_t(fs.f_bavail) * fs.f_frsize;
-    STRATA_CHECK(entry.first <= free_bytes,
-                 "NVMe store: the plan needs " << format_bytes(entry.first) << " on the filesystem of "
-                     << options_.paths[p] << " but only " << format_bytes(free_bytes)
+    STRATA_CHECK(d.need <= free_bytes,
+                 "NVMe store: the plan needs " << format_bytes(d.need) << " (" << d.need
+                     << " bytes) on the filesystem of " << d.names << " but only " << format_bytes(free_bytes)
                      << " is free; free space, add a path or keep less on NVMe");
   }
   for (uint32_t p = 0; p < paths; ++p) {

@@ -91,7 +91,7 @@ PinnedBuffer PinnedPool::allocate(size_t bytes) {
   const size_t need = round_up(bytes, kBlockBytes);
   std::lock_guard lock(mutex_);
   STRATA_CHECK(in_use_ + need <= reserved_,
-               name_ << ": allocating " << format_bytes(need) << " would exceed the budget of "
+               name_ << ": allocating " << bytes << " bytes (" << format_bytes(need) << ") would exceed the budget of "
                      << format_bytes(reserved_) << " (" << format_bytes(in_use_)
                      << " in use); raise the pinned-memory budget or release buffers first");
   for (auto it = free_.begin(); it != free_.end(); ++it) {
@@ -108,7 +108,7 @@ PinnedBuffer PinnedPool::allocate(size_t bytes) {
     buffer.capacity_ = need;
     return buffer;
   }
-  STRATA_FAIL(name_ << ": allocating " << format_bytes(need) << " fits the budget of "
+  STRATA_FAIL(name_ << ": allocating " << bytes << " bytes (" << format_bytes(need) << ") fits the budget of "
                     << format_bytes(reserved_) << " (" << format_bytes(in_use_)
                     << " in use) but no free range is that large (fragmented); allocate large "
                        "buffers first or release buffers");

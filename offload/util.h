@@ -12,8 +12,7 @@ namespace strata::offload {
 
 inline constexpr uint64_t round_up(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
 
-// "4.0 KiB", "1.5 GiB": what a person reads in an error message, plus the exact
-// byte count when it is not a whole unit.
+// "4.0 KiB", "1.5 GiB": what a person reads in an error message.
 inline std::string format_bytes(uint64_t bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double v = double(bytes);
@@ -26,7 +25,7 @@ inline std::string format_bytes(uint64_t bytes) {
   if (u == 0)
     std::snprintf(buf, sizeof buf, "%llu B", (unsigned long long)bytes);
   else
-    std::snprintf(buf, sizeof buf, "%.1f %s (%llu B)", v, units[u], (unsigned long long)bytes);
+    std::snprintf(buf, sizeof buf, "%.1f %s", v, units[u]);
   return buf;
 }
 
