@@ -6,6 +6,10 @@
 //   STRATA_BENCH_IO_QUICK  1: 256M and only 1 MiB / qd 32
 //   STRATA_BENCH_IO_ROUNDS rounds per setting (default 2)
 //   STRATA_BENCH_IO_VERBOSE 1: print every pass
+//   STRATA_BENCH_IO_SETTINGS BLOCK:QD list, e.g. 1M:32,8M:64 (default: a sweep)
+//   STRATA_BENCH_IO_SMALL_PAGES 1: pinned buffers in 4 KiB pages, like fio's
+// fio allocates its buffers with malloc (4 KiB pages); the store's pool uses
+// transparent huge pages, which is most of its lead on virtio disks.
 // Invariant: nothing is asserted; the file is written once before any read is timed
 // (reads of fallocated, never-written blocks would not touch the drive).
 #include <chrono>
@@ -127,7 +131,16 @@ void bench_io() {
   const bool verbose = env_or("STRATA_BENCH_IO_VERBOSE", "0") == "1";
   const int rounds = std::max(1, std::atoi(env_or("STRATA_BENCH_IO_ROUNDS", "2").c_str()));
   std::vector<std::pair<size_t, int>> settings;  // (block, queue depth)
-  if (quick) {
+  if (const char* list = std::getenv("STRATA_BENCH_IO_SETTINGS")) {
+    for (std::string rest = list; !rest.empty();) {
+      size_t comma = rest.find(','), colon = rest.find(':');
+      std::string item = rest.substr(0, comma);
+      STRATA_CHECK(colon != std::string::npos && colon < item.size(),
+                   "STRATA_BENCH_IO_SETTINGS: expected BLOCK:QD[,BLOCK:QD...], e.g. 1M:32,8M:64; got '" << list << "'");
+      settings.push_back({size_t(parse_size(item.substr(0, colon).c_str(), 0)), std::atoi(item.c_str() + colon + 1)});
+      rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+    }
+  } else if (quick) {
     settings = {{1 << 20, 32}};
   } else {
     settings = {{1 << 20, 32}};
@@ -139,7 +152,8 @@ void bench_io() {
     pool_bytes = std::max(pool_bytes, block * size_t(qd));
     max_block = std::max(max_block, block);
   }
-  PinnedPool pool(pool_bytes, "io bench buffers");
+  const bool small_pages = env_or("STRATA_BENCH_IO_SMALL_PAGES", "0") == "1";
+  PinnedPool pool(pool_bytes, "io bench buffers", !small_pages);
   offload::NvmeOptions options;
   options.paths = {dir};
   options.block_bytes = max_block;
@@ -155,7 +169,8 @@ void bench_io() {
   const uint32_t object = store.reserve("bench file", size);
   std::cout << "\nio: " << size_label(size) << " file " << store.files()[0] << ", store backend "
             << store.backend_name() << (store.direct() ? " (O_DIRECT" : " (buffered")
-            << (store.buffers_registered() ? ", registered buffers)" : ")") << "\n";
+            << (store.buffers_registered() ? ", registered buffers" : "")
+            << (small_pages ? ", 4 KiB pages)" : ", huge pages)") << "\n";
   {
     auto buffers = std::vector<PinnedBuffer>();
     for (int i = 0; i < 8; ++i) buffers.push_back(pool.allocate(max_block));
