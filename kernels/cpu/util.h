@@ -2,6 +2,7 @@
 #pragma once
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
 
 #include <cstdint>
 
@@ -35,8 +36,13 @@ void parallel_for(int64_t n, int64_t grain, F&& f) {
     f(int64_t(0), n);
     return;
   }
-  tbb::parallel_for(tbb::blocked_range<int64_t>(0, n, grain),
-                    [&](const tbb::blocked_range<int64_t>& r) { f(r.begin(), r.end()); });
+  // Isolated: a thread waiting for this loop runs only this loop's chunks, never
+  // another op's task that could reuse its per-thread scratch (several ranks share
+  // the oneTBB workers).
+  tbb::this_task_arena::isolate([&] {
+    tbb::parallel_for(tbb::blocked_range<int64_t>(0, n, grain),
+                      [&](const tbb::blocked_range<int64_t>& r) { f(r.begin(), r.end()); });
+  });
 }
 
 }  // namespace strata::cpu
