@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "strata/error.h"
+#include "store.h"
 #include "unit.h"
 
 namespace strata {
@@ -24,31 +25,10 @@ int64_t ParamInfo::numel() const {
   return n;
 }
 
-namespace {
-// The views a unit works on: its own tensors in spec order (undefined for absent
-// ones), then the tensors it borrows.
-UnitParams unit_views(const Model& m, const Unit& unit, int u) {
-  UnitParams p;
-  for (const ParamSpec& s : unit.param_specs()) {
-    if (s.shape.empty()) {
-      p.params.emplace_back();
-      p.grads.emplace_back();
-      continue;
-    }
-    std::string full = unit.name() + "." + s.name;
-    p.params.push_back(m.parameter(full));
-    p.grads.push_back(m.parameter_grad(full));
-  }
-  for (const std::string& name : unit.borrowed()) {
-    p.params.push_back(m.parameter(name));
-    p.grads.push_back(m.parameter_grad(name));
-  }
-  return p;
-}
-}  // namespace
-
+// The views a unit works on: its own tensors in spec order (-1 for absent ones),
+// then the tensors it borrows; each slot names an index into params_.
 struct Model::Views {
-  std::vector<UnitParams> units;
+  std::vector<std::vector<int>> slots;
 };
 
 // Residual stream, its gradient (ping-pong) and the shared backward scratch.
@@ -108,7 +88,17 @@ Model::Model(const ModelConfig& config, Device& device, Precision precision, uin
     }
   }
   views_ = std::make_unique<Views>();
-  for (int u = 0; u < int(units_.size()); ++u) views_->units.push_back(unit_views(*this, *units_[size_t(u)], u));
+  auto index_of = [&](const std::string& name) {
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (params_[i].name == name) return int(i);
+    STRATA_FAIL("Model: unit borrows unknown parameter '" << name << "'");
+  };
+  for (auto& unit : units_) {
+    std::vector<int> slots;
+    for (const ParamSpec& s : unit->param_specs()) slots.push_back(s.shape.empty() ? -1 : index_of(unit->name() + "." + s.name));
+    for (const std::string& name : unit->borrowed()) slots.push_back(index_of(name));
+    views_->slots.push_back(std::move(slots));
+  }
   device.stream().synchronize();
 }
 
@@ -119,10 +109,12 @@ std::string Model::unit_name(int u) const { return units_.at(size_t(u))->name();
 int64_t Model::unit_numel(int u) const { return unit_numel_.at(size_t(u)); }
 
 TensorView Model::unit_params(int u) const {
+  STRATA_CHECK(resident_, "Model::unit_params: the parameters live in the model's store (ZeRO-3 or offload)");
   return TensorView(param_buffers_.at(size_t(u)).data(), precision_dtype(precision_), {unit_numel_[size_t(u)]}, device_);
 }
 
 TensorView Model::unit_grads(int u) const {
+  STRATA_CHECK(resident_, "Model::unit_grads: the gradients live in the model's store (ZeRO or offload)");
   return TensorView(grad_buffers_.at(size_t(u)).data(), DType::f32, {unit_numel_[size_t(u)]}, device_);
 }
 
@@ -139,15 +131,65 @@ TensorView shaped(void* base, DType dt, const ParamInfo& info, Device* device) {
 }  // namespace
 
 TensorView Model::parameter(const std::string& name) const {
+  STRATA_CHECK(resident_, "Model::parameter: the parameters live in the model's store (ZeRO-3 or offload)");
   for (const ParamInfo& p : params_)
     if (p.name == name) return shaped(param_buffers_[size_t(p.unit)].data(), precision_dtype(precision_), p, device_);
   STRATA_FAIL("Model::parameter: no parameter named '" << name << "'; see Model::parameters() for the names");
 }
 
 TensorView Model::parameter_grad(const std::string& name) const {
+  STRATA_CHECK(resident_, "Model::parameter_grad: the gradients live in the model's store (ZeRO or offload)");
   for (const ParamInfo& p : params_)
     if (p.name == name) return shaped(grad_buffers_[size_t(p.unit)].data(), DType::f32, p, device_);
   STRATA_FAIL("Model::parameter_grad: no parameter named '" << name << "'");
+}
+
+std::vector<int> Model::units_used_by(int u) const {
+  std::vector<int> used{u};
+  for (int slot : views_->slots[size_t(u)])
+    if (slot >= 0 && params_[size_t(slot)].unit != u) {
+      bool seen = false;
+      for (int v : used) seen = seen || v == params_[size_t(slot)].unit;
+      if (!seen) used.push_back(params_[size_t(slot)].unit);
+    }
+  return used;
+}
+
+UnitParams Model::acquire(int u, bool grads) {
+  const DType dt = precision_dtype(precision_);
+  std::vector<int> used = units_used_by(u);
+  std::vector<void*> pbase(units_.size(), nullptr), gbase(units_.size(), nullptr);
+  for (int v : used) {
+    pbase[size_t(v)] = store_ ? store_->acquire_params(v) : param_buffers_[size_t(v)].data();
+    if (grads) gbase[size_t(v)] = store_ ? store_->acquire_grads(v) : grad_buffers_[size_t(v)].data();
+  }
+  UnitParams p;
+  for (int slot : views_->slots[size_t(u)]) {
+    if (slot < 0) {
+      p.params.emplace_back();
+      p.grads.emplace_back();
+      continue;
+    }
+    const ParamInfo& info = params_[size_t(slot)];
+    p.params.push_back(shaped(pbase[size_t(info.unit)], dt, info, device_));
+    p.grads.push_back(grads ? shaped(gbase[size_t(info.unit)], DType::f32, info, device_) : TensorView{});
+  }
+  return p;
+}
+
+void Model::release(int u, bool grads) {
+  if (!store_) return;
+  for (int v : units_used_by(u)) {
+    store_->release_params(v);
+    if (grads) store_->release_grads(v);
+  }
+}
+
+void Model::release_resident_state() {
+  STRATA_CHECK(store_, "Model::release_resident_state: set a store first; it owns the state afterwards");
+  param_buffers_.clear();
+  grad_buffers_.clear();
+  resident_ = false;
 }
 
 int64_t Model::num_parameters() const {
@@ -167,6 +209,7 @@ void Model::set_recompute(const RecomputePolicy& policy) {
 }
 
 void Model::zero_grad() {
+  if (!resident_) return;  // the store zeroes what it hands out
   for (int u = 0; u < num_units(); ++u) ops::fill_zero(unit_grads(u), device_->stream());
 }
 
@@ -241,7 +284,8 @@ void Model::run_forward(const TensorView& inputs, int64_t B, int64_t T, const St
     if (u > 0) io.x = TensorView(a.residual[size_t(u - 1)].data(), dt, {B, T, config_.d_model}, device_);
     io.y = TensorView(a.residual[size_t(u)].data(), dt, {B, T, config_.d_model}, device_);
     io.transient = a.transient.data();
-    units_[size_t(u)]->forward(ctx, views_->units[size_t(u)], io);
+    units_[size_t(u)]->forward(ctx, acquire(u, false), io);
+    release(u, false);
   }
 }
 
@@ -262,7 +306,8 @@ float Model::forward(const Batch& batch, const StepKey& key, bool train) {
   io.targets = targets;
   io.x = TensorView(a.residual[size_t(head - 1)].data(), dt, {B, T, config_.d_model}, device_);
   io.losses = TensorView(a.losses.data(), DType::f32, {B * T}, device_);
-  units_[size_t(head)]->forward(ctx, views_->units[size_t(head)], io);
+  units_[size_t(head)]->forward(ctx, acquire(head, false), io);
+  release(head, false);
   device_->stream().synchronize();
 
   const float* losses = io.losses.ptr<float>();
@@ -302,7 +347,8 @@ void Model::backward(float d_loss_scale) {
     if (u > 0) io.dx = dx;
     io.d_loss = last_valid_ ? d_loss_scale / float(last_valid_) : 0.0f;
     io.transient = a.transient.data();
-    units_[size_t(u)]->backward(ctx, views_->units[size_t(u)], io, a.scratch.data());
+    units_[size_t(u)]->backward(ctx, acquire(u, true), io, a.scratch.data());
+    release(u, true);
     std::swap(dy, dx);  // this unit's dx is the next (earlier) unit's dy
   }
 }
@@ -323,9 +369,10 @@ std::vector<float> Model::last_logits(const TensorView& inputs) {
                 row_bytes);
   std::vector<float> logits(size_t(B * config_.vocab_size));
   UnitContext ctx{device_->stream(), config_, dt, head, B, 1, StepKey{}, false};
-  head_logits(*units_[size_t(head)], ctx, views_->units[size_t(head)],
+  head_logits(*units_[size_t(head)], ctx, acquire(head, false),
               TensorView(a.grad_a.data(), dt, {B, config_.d_model}, device_),
               TensorView(logits.data(), DType::f32, {B, config_.vocab_size}, device_));
+  release(head, false);
   device_->stream().synchronize();
   have_saved_ = false;
   return logits;

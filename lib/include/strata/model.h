@@ -108,6 +108,8 @@ struct RecomputePolicy {
 };
 
 class Unit;
+class ParamStore;
+struct UnitParams;
 
 class Model {
  public:
@@ -135,6 +137,14 @@ class Model {
 
   void zero_grad();
 
+  // Where units' parameters and gradients live during forward and backward (ZeRO,
+  // offload); null = the model's own resident buffers. The store must outlive its use.
+  void set_store(ParamStore* store) { store_ = store; }
+  ParamStore* store() const { return store_; }
+  // Frees the resident parameter and gradient buffers once a store owns the state
+  // (unit_params, unit_grads and parameter() are unavailable afterwards).
+  void release_resident_state();
+
   // Activation checkpointing per block; takes effect at the next forward.
   void set_recompute(const RecomputePolicy& policy);
   const RecomputePolicy& recompute() const { return recompute_; }
@@ -157,6 +167,10 @@ class Model {
   void check_batch(const Batch& batch) const;
   void ensure_activations(int64_t B, int64_t T);
   void run_forward(const TensorView& inputs, int64_t B, int64_t T, const StepKey& key, bool train);
+  // Views of unit u (and the units it borrows from) from the store; release after use.
+  UnitParams acquire(int u, bool grads);
+  void release(int u, bool grads);
+  std::vector<int> units_used_by(int u) const;
 
   ModelConfig config_;
   Device* device_;
@@ -167,7 +181,9 @@ class Model {
   std::vector<int64_t> unit_numel_;
   std::vector<ParamInfo> params_;
   std::unique_ptr<Activations> acts_;
-  std::unique_ptr<Views> views_;  // each unit's parameter and gradient views, built once
+  std::unique_ptr<Views> views_;  // each unit's tensors: which ParamInfo fills each slot
+  ParamStore* store_ = nullptr;
+  bool resident_ = true;
   RecomputePolicy recompute_;
   StepKey last_key_;
   int64_t last_B_ = 0, last_T_ = 0;
