@@ -249,7 +249,13 @@ void expect_tensor(const SafetensorsReader& r, const std::string& name, const st
 
 CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* trainer) {
   CheckpointInfo info = read_checkpoint_info(dir);
-  STRATA_CHECK(model_config_to_json(info.config) == model_config_to_json(model.config()),
+  // Dropout rates do not shape the parameters: a checkpoint may be evaluated or
+  // fine-tuned with others. Everything else must match.
+  auto shape_of = [](ModelConfig c) {
+    c.dropout_embedding = c.dropout_attention = c.dropout_residual = 0.0f;
+    return model_config_to_json(c);
+  };
+  STRATA_CHECK(shape_of(info.config) == shape_of(model.config()),
                dir << ": the checkpoint's model config differs from the model's; build the model from "
                       "read_checkpoint_info(dir).config. Checkpoint: "
                    << info.config.describe() << "; model: " << model.config().describe());

@@ -155,7 +155,7 @@ void save_checkpoint(const std::string& dir, const Model& model, const Trainer* 
 // Reads config.json, trainer_state.json and the manifest, checking their checksums.
 CheckpointInfo read_checkpoint_info(const std::string& dir);
 // Loads weights (and, with a trainer, the optimizer and trainer state) into a model
-// built with the checkpoint's config. Checks everything before changing any state
+// built with the checkpoint's config (dropout rates may differ). Checks everything before changing any state
 // (except the tensors being read); returns the checkpoint's info.
 CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* trainer = nullptr);
 // Reads every file and checks every checksum; throws naming the first bad file/tensor.
