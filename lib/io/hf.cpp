@@ -230,7 +230,6 @@ void export_hf(const Model& model, const std::string& dir, HfLayout layout, DTyp
   io::write_file_synced(temp, config);
   fs::rename(temp, dir + "/config.json", ec);
   STRATA_CHECK(!ec, "export_hf: cannot write " << dir << "/config.json: " << ec.message());
-  fs::remove(dir + "/model.safetensors.partial", ec);
   SafetensorsWriter w(dir + "/model.safetensors", std::move(entries), {{"format", "pt"}});
   std::string cached_name;
   std::vector<float> cached;
