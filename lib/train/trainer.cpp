@@ -94,6 +94,22 @@ StepReport Trainer::train_step(const std::vector<Batch>& micro_batches) {
   return step();
 }
 
+TrainerState Trainer::state() const {
+  STRATA_CHECK(micro_ == 0, "Trainer::state: " << micro_ << " micro-batches are accumulated; save between steps");
+  return TrainerState{step_, loss_scale_, skipped_, clean_steps_};
+}
+
+void Trainer::load_state(const TrainerState& st) {
+  STRATA_CHECK(micro_ == 0, "Trainer::load_state: " << micro_ << " micro-batches are accumulated; load between steps");
+  STRATA_CHECK(st.step >= 0 && st.skipped_steps >= 0 && st.clean_steps >= 0 && st.loss_scale > 0,
+               "Trainer::load_state: invalid state (step " << st.step << ", loss scale " << st.loss_scale
+                                                          << ", skipped " << st.skipped_steps << ")");
+  step_ = st.step;
+  loss_scale_ = st.loss_scale;
+  skipped_ = st.skipped_steps;
+  clean_steps_ = st.clean_steps;
+}
+
 float Trainer::evaluate(const Batch& batch) { return model_->forward(batch, StepKey{options_.seed, step_, 0}, false); }
 
 }  // namespace strata

@@ -5,3 +5,13 @@
 
 // strata prepare --out PREFIX [--val-fraction F] [FILE...]
 int prepare_main(int argc, char** argv);
+// strata train --data GLOB --out DIR [options]: trains, checkpoints, resumes.
+int train_main(int argc, char** argv);
+// strata eval --model PATH --data GLOB [--dump-grads FILE]: loss and perplexity.
+int eval_main(int argc, char** argv);
+// strata sample --model PATH [--prompt TEXT]: generation.
+int sample_main(int argc, char** argv);
+// strata inspect [--verify] PATH...: tensors, checksums and trainer state.
+int inspect_main(int argc, char** argv);
+// strata convert --from PATH --to DIR --format strata|gpt2|llama --dtype f32|bf16.
+int convert_main(int argc, char** argv);

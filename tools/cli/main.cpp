@@ -10,7 +10,12 @@ void usage() {
   std::printf(
       "usage: strata <command> [options]\n\n"
       "commands:\n"
-      "  prepare   turn text files into byte-level token shards (train/validation split)\n\n"
+      "  prepare   turn text files into byte-level token shards (train/validation split)\n"
+      "  train     train a model, checkpointing into a run directory; rerun to resume\n"
+      "  eval      loss and perplexity of a checkpoint on token shards (--dump-grads)\n"
+      "  sample    generate text from a checkpoint\n"
+      "  inspect   tensors, dtypes, shapes, checksums and trainer state of a checkpoint\n"
+      "  convert   weights between strata, Hugging Face GPT-2 and LLaMA layouts, f32 or bf16\n\n"
       "Run 'strata <command> --help' for a command's options.\n");
 }
 }  // namespace
@@ -22,6 +27,11 @@ int main(int argc, char** argv) {
   }
   const std::string cmd = argv[1];
   if (cmd == "prepare") return prepare_main(argc - 1, argv + 1);
+  if (cmd == "train") return train_main(argc - 1, argv + 1);
+  if (cmd == "eval") return eval_main(argc - 1, argv + 1);
+  if (cmd == "sample") return sample_main(argc - 1, argv + 1);
+  if (cmd == "inspect") return inspect_main(argc - 1, argv + 1);
+  if (cmd == "convert") return convert_main(argc - 1, argv + 1);
   std::fprintf(stderr, "strata: unknown command '%s'\n\n", cmd.c_str());
   usage();
   return 1;

@@ -2,6 +2,7 @@
 // gradients and optimizer state across GPU memory, CPU RAM and NVMe.
 // This header includes the whole public API and no CUDA header.
 #pragma once
+#include "strata/checkpoint.h"
 #include "strata/data.h"
 #include "strata/device.h"
 #include "strata/dtype.h"

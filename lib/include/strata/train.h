@@ -80,6 +80,15 @@ struct StepReport {
   double tokens_per_second = 0;
 };
 
+// The Trainer's own state between optimizer steps: what a checkpoint saves so that a
+// resumed run continues bit for bit (dropout keys and the schedule depend on step).
+struct TrainerState {
+  int64_t step = 0;  // optimizer steps taken
+  float loss_scale = 1.0f;
+  int64_t skipped_steps = 0;
+  int64_t clean_steps = 0;  // finite steps since the fp16 loss scale last changed
+};
+
 class Trainer {
  public:
   Trainer(Model& model, const TrainOptions& options);
@@ -98,6 +107,10 @@ class Trainer {
   int64_t skipped_steps() const { return skipped_; }
   const TrainOptions& options() const { return options_; }
   AdamW& optimizer() { return adamw_; }
+  const AdamW& optimizer() const { return adamw_; }
+  // Between steps only (no micro-batch accumulated): throws otherwise.
+  TrainerState state() const;
+  void load_state(const TrainerState& state);
 
  private:
   Model* model_;

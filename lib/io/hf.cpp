@@ -1,0 +1,350 @@
+// Hugging Face interop: GPT-2 and LLaMA safetensors layouts and config.json.
+// Every HF tensor is a "piece" of one strata parameter: the whole of it, a range of
+// its rows (q/k/v of the fused qkv, gate/up of the SwiGLU fc), optionally
+// transposed (GPT-2's Conv1D stores weights [in, out], strata stores [out, in]).
+// Invariant: export and import walk the same piece table, so a round trip is the
+// identity; import checks every name and shape before writing any parameter.
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "file_io.h"
+#include "host_convert.h"
+#include "json.h"
+#include "strata/checkpoint.h"
+
+namespace strata {
+
+namespace {
+namespace fs = std::filesystem;
+using json::Value;
+
+struct Piece {
+  std::string hf, strata;
+  int64_t row_begin = 0, row_end = -1;  // rows of the strata parameter (-1: all)
+  bool transpose = false;
+};
+
+std::vector<Piece> pieces(const ModelConfig& c, HfLayout layout, const std::string& prefix) {
+  std::vector<Piece> out;
+  const int64_t C = c.d_model, H = c.d_mlp;
+  auto add = [&](std::string hf, std::string st, bool transpose = false, int64_t b = 0, int64_t e = -1) {
+    out.push_back({std::move(hf), std::move(st), b, e, transpose});
+  };
+  if (layout == HfLayout::gpt2) {
+    add(prefix + "wte.weight", "embedding.wte.weight");
+    add(prefix + "wpe.weight", "embedding.wpe.weight");
+    for (int64_t i = 0; i < c.n_layers; ++i) {
+      const std::string h = prefix + "h." + std::to_string(i) + ".", s = "blocks." + std::to_string(i) + ".";
+      add(h + "ln_1.weight", s + "ln_1.weight");
+      add(h + "ln_1.bias", s + "ln_1.bias");
+      add(h + "attn.c_attn.weight", s + "attn.qkv.weight", true);
+      add(h + "attn.c_attn.bias", s + "attn.qkv.bias");
+      add(h + "attn.c_proj.weight", s + "attn.proj.weight", true);
+      add(h + "attn.c_proj.bias", s + "attn.proj.bias");
+      add(h + "ln_2.weight", s + "ln_2.weight");
+      add(h + "ln_2.bias", s + "ln_2.bias");
+      add(h + "mlp.c_fc.weight", s + "mlp.fc.weight", true);
+      add(h + "mlp.c_fc.bias", s + "mlp.fc.bias");
+      add(h + "mlp.c_proj.weight", s + "mlp.proj.weight", true);
+      add(h + "mlp.c_proj.bias", s + "mlp.proj.bias");
+    }
+    add(prefix + "ln_f.weight", "head.ln_f.weight");
+    add(prefix + "ln_f.bias", "head.ln_f.bias");
+    if (!c.tied_embeddings) add("lm_head.weight", "head.lm_head.weight");
+    return out;
+  }
+  add("model.embed_tokens.weight", "embedding.wte.weight");
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    const std::string h = "model.layers." + std::to_string(i) + ".", s = "blocks." + std::to_string(i) + ".";
+    add(h + "input_layernorm.weight", s + "ln_1.weight");
+    const char* qkv[3] = {"q_proj", "k_proj", "v_proj"};
+    // Pieces of one strata parameter stay adjacent: import assembles them in order.
+    for (int k = 0; k < 3; ++k)
+      add(h + "self_attn." + qkv[k] + ".weight", s + "attn.qkv.weight", false, k * C, (k + 1) * C);
+    for (int k = 0; k < 3 && c.bias; ++k)
+      add(h + "self_attn." + qkv[k] + ".bias", s + "attn.qkv.bias", false, k * C, (k + 1) * C);
+    add(h + "self_attn.o_proj.weight", s + "attn.proj.weight");
+    if (c.bias) add(h + "self_attn.o_proj.bias", s + "attn.proj.bias");
+    add(h + "post_attention_layernorm.weight", s + "ln_2.weight");
+    add(h + "mlp.gate_proj.weight", s + "mlp.fc.weight", false, 0, H);
+    add(h + "mlp.up_proj.weight", s + "mlp.fc.weight", false, H, 2 * H);
+    if (c.bias) {
+      add(h + "mlp.gate_proj.bias", s + "mlp.fc.bias", false, 0, H);
+      add(h + "mlp.up_proj.bias", s + "mlp.fc.bias", false, H, 2 * H);
+    }
+    add(h + "mlp.down_proj.weight", s + "mlp.proj.weight");
+    if (c.bias) add(h + "mlp.down_proj.bias", s + "mlp.proj.bias");
+  }
+  add("model.norm.weight", "head.ln_f.weight");
+  if (!c.tied_embeddings) add("lm_head.weight", "head.lm_head.weight");
+  return out;
+}
+
+// Shape of a piece in the HF file, given the strata parameter's shape.
+std::vector<int64_t> piece_shape(const Piece& p, const std::vector<int64_t>& shape) {
+  std::vector<int64_t> s = shape;
+  if (p.row_end >= 0) s[0] = p.row_end - p.row_begin;
+  if (p.transpose) std::swap(s[0], s[1]);
+  return s;
+}
+
+// Rows [b, e) of a row-major (rows, cols) f32 array, transposed or not.
+std::vector<float> extract(const std::vector<float>& full, int64_t cols, const Piece& p, int64_t rows) {
+  const int64_t b = p.row_end >= 0 ? p.row_begin : 0, e = p.row_end >= 0 ? p.row_end : rows;
+  std::vector<float> out(size_t((e - b) * cols));
+  for (int64_t r = b; r < e; ++r)
+    for (int64_t k = 0; k < cols; ++k) {
+      const float x = full[size_t(r * cols + k)];
+      if (p.transpose) out[size_t(k * (e - b) + (r - b))] = x;
+      else out[size_t((r - b) * cols + k)] = x;
+    }
+  return out;
+}
+
+void insert(std::vector<float>& full, int64_t cols, const Piece& p, int64_t rows, const std::vector<float>& part) {
+  const int64_t b = p.row_end >= 0 ? p.row_begin : 0, e = p.row_end >= 0 ? p.row_end : rows;
+  for (int64_t r = b; r < e; ++r)
+    for (int64_t k = 0; k < cols; ++k)
+      full[size_t(r * cols + k)] = p.transpose ? part[size_t(k * (e - b) + (r - b))] : part[size_t((r - b) * cols + k)];
+}
+
+int64_t cols_of(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (size_t i = 1; i < shape.size(); ++i) n *= shape[i];
+  return n;
+}
+
+std::vector<float> param_f32(const Model& m, const ParamInfo& p) {
+  TensorView v = m.parameter(p.name);
+  io::require_host(v, "export_hf");
+  std::vector<float> out(size_t(v.numel()));
+  io::to_f32(v.data, io::float_format(v.dtype), out.data(), out.size());
+  return out;
+}
+
+Value hf_config(const ModelConfig& c, HfLayout layout, DType dtype) {
+  Value v = Value::object();
+  const char* torch_dtype = dtype == DType::bf16 ? "bfloat16" : "float32";
+  if (layout == HfLayout::gpt2) {
+    Value arch = Value::array();
+    arch.push(Value::string("GPT2LMHeadModel"));
+    v.set("architectures", std::move(arch));
+    v.set("model_type", Value::string("gpt2"));
+    v.set("vocab_size", Value::integer(c.vocab_size));
+    v.set("n_positions", Value::integer(c.max_seq));
+    v.set("n_ctx", Value::integer(c.max_seq));
+    v.set("n_embd", Value::integer(c.d_model));
+    v.set("n_layer", Value::integer(c.n_layers));
+    v.set("n_head", Value::integer(c.n_heads));
+    v.set("n_inner", Value::integer(c.d_mlp));
+    v.set("activation_function", Value::string("gelu_new"));
+    v.set("layer_norm_epsilon", Value::real(c.norm_eps));
+    v.set("resid_pdrop", Value::real(c.dropout_residual));
+    v.set("embd_pdrop", Value::real(c.dropout_embedding));
+    v.set("attn_pdrop", Value::real(c.dropout_attention));
+    v.set("scale_attn_weights", Value::boolean(true));
+  } else {
+    Value arch = Value::array();
+    arch.push(Value::string("LlamaForCausalLM"));
+    v.set("architectures", std::move(arch));
+    v.set("model_type", Value::string("llama"));
+    v.set("vocab_size", Value::integer(c.vocab_size));
+    v.set("hidden_size", Value::integer(c.d_model));
+    v.set("intermediate_size", Value::integer(c.d_mlp));
+    v.set("num_hidden_layers", Value::integer(c.n_layers));
+    v.set("num_attention_heads", Value::integer(c.n_heads));
+    v.set("num_key_value_heads", Value::integer(c.n_heads));
+    v.set("head_dim", Value::integer(c.head_dim()));
+    v.set("max_position_embeddings", Value::integer(c.max_seq));
+    v.set("rms_norm_eps", Value::real(c.norm_eps));
+    v.set("rope_theta", Value::real(c.rope_theta));
+    v.set("hidden_act", Value::string("silu"));
+    v.set("attention_bias", Value::boolean(c.bias));
+    v.set("mlp_bias", Value::boolean(c.bias));
+    v.set("attention_dropout", Value::real(c.dropout_attention));
+  }
+  v.set("tie_word_embeddings", Value::boolean(c.tied_embeddings));
+  v.set("torch_dtype", Value::string(torch_dtype));
+  return v;
+}
+
+int64_t get_int(const Value& v, const char* key, const std::string& what) { return v.at(key, what).as_int(what + " " + key); }
+float get_float_or(const Value& v, const char* key, float fallback, const std::string& what) {
+  const Value* x = v.find(key);
+  return x && !x->is_null() ? float(x->as_double(what + " " + key)) : fallback;
+}
+bool get_bool_or(const Value& v, const char* key, bool fallback, const std::string& what) {
+  const Value* x = v.find(key);
+  return x && !x->is_null() ? x->as_bool(what + " " + key) : fallback;
+}
+
+// Tensors an HF file may carry that strata has no use for (buffers, tied copies).
+bool ignorable(const std::string& name, const ModelConfig& c) {
+  auto ends = [&](const char* s) {
+    const std::string t = s;
+    return name.size() >= t.size() && name.compare(name.size() - t.size(), t.size(), t) == 0;
+  };
+  return ends(".attn.bias") || ends(".attn.masked_bias") || ends("rotary_emb.inv_freq") ||
+         (c.tied_embeddings && name == "lm_head.weight");
+}
+}  // namespace
+
+const char* hf_layout_name(HfLayout layout) { return layout == HfLayout::gpt2 ? "gpt2" : "llama"; }
+
+HfLayout hf_layout_from_string(const std::string& name) {
+  if (name == "gpt2") return HfLayout::gpt2;
+  if (name == "llama") return HfLayout::llama;
+  STRATA_FAIL("unknown Hugging Face layout '" << name << "': use gpt2 or llama");
+}
+
+HfLayout hf_layout_for(const ModelConfig& c) {
+  if (c.norm == NormKind::layernorm && c.mlp == MlpKind::gelu && c.positions == PositionKind::learned && c.bias &&
+      c.causal)
+    return HfLayout::gpt2;
+  if (c.norm == NormKind::rmsnorm && c.mlp == MlpKind::swiglu && c.positions == PositionKind::rope && c.causal)
+    return HfLayout::llama;
+  STRATA_FAIL("this model (" << c.describe()
+                             << ") fits neither Hugging Face layout: gpt2 needs LayerNorm, GELU, learned positions "
+                                "and biases; llama needs RMSNorm, SwiGLU and RoPE");
+}
+
+void export_hf(const Model& model, const std::string& dir, HfLayout layout, DType dtype) {
+  const ModelConfig& c = model.config();
+  STRATA_CHECK(hf_layout_for(c) == layout, "export_hf: this model is a " << hf_layout_name(hf_layout_for(c))
+                                                                         << " model, not " << hf_layout_name(layout));
+  STRATA_CHECK(dtype == DType::f32 || dtype == DType::bf16, "export_hf: dtype must be f32 or bf16");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  STRATA_CHECK(!ec, "export_hf: cannot create " << dir << ": " << ec.message());
+  const std::vector<Piece> table = pieces(c, layout, "transformer.");
+  std::map<std::string, const ParamInfo*> info;
+  for (const ParamInfo& p : model.parameters()) info[p.name] = &p;
+  std::vector<SafetensorsEntry> entries;
+  for (const Piece& p : table)
+    entries.push_back({p.hf, safetensors_dtype_name(dtype), piece_shape(p, info.at(p.strata)->shape), 0, 0});
+  // config.json first: a directory with weights but no config is useless to transformers.
+  const std::string config = hf_config(c, layout, dtype).dump(2) + "\n";
+  const std::string temp = dir + "/config.json.partial";
+  fs::remove(temp, ec);
+  io::write_file_synced(temp, config);
+  fs::rename(temp, dir + "/config.json", ec);
+  STRATA_CHECK(!ec, "export_hf: cannot write " << dir << "/config.json: " << ec.message());
+  SafetensorsWriter w(dir + "/model.safetensors", std::move(entries), {{"format", "pt"}});
+  std::string cached_name;
+  std::vector<float> cached;
+  for (const Piece& p : table) {
+    const ParamInfo& pi = *info.at(p.strata);
+    if (cached_name != p.strata) cached = param_f32(model, pi), cached_name = p.strata;
+    std::vector<float> part = extract(cached, cols_of(pi.shape), p, pi.shape[0]);
+    w.write_converted(TensorView(part.data(), DType::f32, {int64_t(part.size())}));
+  }
+  w.finish();
+}
+
+ModelConfig read_hf_config(const std::string& dir, HfLayout* layout_out) {
+  const std::string path = dir + "/config.json";
+  const Value v = json::parse(io::read_file(path), path);
+  const std::string type = v.at("model_type", path).as_string(path + " model_type");
+  ModelConfig c;
+  c.causal = true;
+  if (type == "gpt2") {
+    c.vocab_size = get_int(v, "vocab_size", path);
+    c.max_seq = get_int(v, "n_positions", path);
+    c.d_model = get_int(v, "n_embd", path);
+    c.n_layers = get_int(v, "n_layer", path);
+    c.n_heads = get_int(v, "n_head", path);
+    const Value* inner = v.find("n_inner");
+    c.d_mlp = inner && !inner->is_null() ? inner->as_int(path + " n_inner") : 4 * c.d_model;
+    const Value* act = v.find("activation_function");
+    const std::string a = act ? act->as_string(path + " activation_function") : "gelu_new";
+    STRATA_CHECK(a == "gelu_new" || a == "gelu_pytorch_tanh",
+                 path << ": activation_function \"" << a << "\"; strata's GELU is the tanh form (gelu_new)");
+    c.norm_eps = get_float_or(v, "layer_norm_epsilon", 1e-5f, path);
+    c.dropout_residual = get_float_or(v, "resid_pdrop", 0.1f, path);
+    c.dropout_embedding = get_float_or(v, "embd_pdrop", 0.1f, path);
+    c.dropout_attention = get_float_or(v, "attn_pdrop", 0.1f, path);
+    c.tied_embeddings = get_bool_or(v, "tie_word_embeddings", true, path);
+    STRATA_CHECK(get_bool_or(v, "scale_attn_weights", true, path) &&
+                     !get_bool_or(v, "scale_attn_by_inverse_layer_idx", false, path) &&
+                     !get_bool_or(v, "reorder_and_upcast_attn", false, path),
+                 path << ": only GPT-2's standard 1/sqrt(head_dim) attention scaling is supported");
+    if (layout_out) *layout_out = HfLayout::gpt2;
+  } else if (type == "llama") {
+    c.vocab_size = get_int(v, "vocab_size", path);
+    c.d_model = get_int(v, "hidden_size", path);
+    c.d_mlp = get_int(v, "intermediate_size", path);
+    c.n_layers = get_int(v, "num_hidden_layers", path);
+    c.n_heads = get_int(v, "num_attention_heads", path);
+    c.max_seq = get_int(v, "max_position_embeddings", path);
+    const Value* kv = v.find("num_key_value_heads");
+    STRATA_CHECK(!kv || kv->is_null() || kv->as_int(path) == c.n_heads,
+                 path << ": num_key_value_heads differs from num_attention_heads; grouped-query attention is not "
+                         "supported");
+    const Value* hd = v.find("head_dim");
+    STRATA_CHECK(!hd || hd->is_null() || c.n_heads * hd->as_int(path) == c.d_model,
+                 path << ": head_dim * num_attention_heads must equal hidden_size");
+    const Value* act = v.find("hidden_act");
+    STRATA_CHECK(!act || act->as_string(path) == "silu", path << ": hidden_act must be silu (SwiGLU)");
+    const Value* scaling = v.find("rope_scaling");
+    STRATA_CHECK(!scaling || scaling->is_null(), path << ": rope_scaling is not supported");
+    c.norm = NormKind::rmsnorm;
+    c.mlp = MlpKind::swiglu;
+    c.positions = PositionKind::rope;
+    c.norm_eps = get_float_or(v, "rms_norm_eps", 1e-6f, path);
+    float theta = get_float_or(v, "rope_theta", 10000.0f, path);
+    if (const Value* rp = v.find("rope_parameters"); rp && rp->is_object()) theta = get_float_or(*rp, "rope_theta", theta, path);
+    c.rope_theta = theta;
+    const bool attn_bias = get_bool_or(v, "attention_bias", false, path);
+    STRATA_CHECK(attn_bias == get_bool_or(v, "mlp_bias", false, path),
+                 path << ": attention_bias and mlp_bias must agree (strata has one bias switch)");
+    c.bias = attn_bias;
+    c.tied_embeddings = get_bool_or(v, "tie_word_embeddings", false, path);
+    c.dropout_attention = get_float_or(v, "attention_dropout", 0.0f, path);
+    c.dropout_residual = c.dropout_embedding = 0.0f;
+    if (layout_out) *layout_out = HfLayout::llama;
+  } else {
+    STRATA_FAIL(path << ": model_type \"" << type << "\"; strata reads gpt2 and llama");
+  }
+  c.validate();
+  return c;
+}
+
+void import_hf(Model& model, const std::string& dir_or_file, HfLayout layout) {
+  const std::string path = fs::is_directory(dir_or_file) ? dir_or_file + "/model.safetensors" : dir_or_file;
+  const ModelConfig& c = model.config();
+  STRATA_CHECK(hf_layout_for(c) == layout, "import_hf: the model is a " << hf_layout_name(hf_layout_for(c))
+                                                                        << " model, the file is " << hf_layout_name(layout));
+  SafetensorsReader r(path);
+  // GPT-2 files come with ("transformer.wte.weight") or without ("wte.weight") the prefix.
+  const std::string prefix = layout == HfLayout::gpt2 && !r.find("transformer.wte.weight") && r.find("wte.weight")
+                                 ? ""
+                                 : "transformer.";
+  const std::vector<Piece> table = pieces(c, layout, prefix);
+  std::map<std::string, const ParamInfo*> info;
+  for (const ParamInfo& p : model.parameters()) info[p.name] = &p;
+  std::set<std::string> used;
+  for (const Piece& p : table) {
+    const SafetensorsEntry* e = r.find(p.hf);
+    STRATA_CHECK(e, path << ": missing tensor \"" << p.hf << "\" (strata's " << p.strata << ")");
+    const std::vector<int64_t> want = piece_shape(p, info.at(p.strata)->shape);
+    STRATA_CHECK(e->shape == want, path << ": tensor \"" << p.hf << "\" has the wrong shape for this model's config");
+    used.insert(p.hf);
+  }
+  for (const SafetensorsEntry& e : r.tensors())
+    STRATA_CHECK(used.count(e.name) || ignorable(e.name, c),
+                 path << ": tensor \"" << e.name << "\" has no place in a strata " << hf_layout_name(layout)
+                      << " model with this config");
+  std::vector<float> full;
+  for (size_t i = 0; i < table.size();) {
+    const ParamInfo& pi = *info.at(table[i].strata);
+    full.assign(size_t(pi.numel()), 0.0f);
+    for (; i < table.size() && table[i].strata == pi.name; ++i)
+      insert(full, cols_of(pi.shape), table[i], pi.shape[0], r.read_f32(table[i].hf));
+    TensorView v = model.parameter(pi.name);
+    io::require_host(v, "import_hf");
+    io::from_f32(full.data(), v.data, io::float_format(v.dtype), full.size());
+  }
+}
+
+}  // namespace strata

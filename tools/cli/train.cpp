@@ -1,0 +1,197 @@
+// `strata train`: train a model on token shards, saving checkpoints into --out and
+// resuming from the newest one there when it is run again.
+// Invariant: a resumed run continues bit for bit — weights, optimizer, trainer state
+// and the loader's position come from the checkpoint; the flags must describe the
+// same model (a mismatch is an error, not a silent restart).
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "args.h"
+#include "commands.h"
+#include "model_source.h"
+#include "strata/strata.h"
+
+namespace {
+
+struct Options {
+  std::string data, val, out, preset = "demo", precision = "fp32", schedule = "cosine", init_from;
+  std::string weights_dtype = "f32";
+  int64_t steps = 200, batch = 16, seq = 128, accum = 1, warmup = 20, decay_steps = 0;
+  int64_t n_layers = 0, n_heads = 0, d_model = 0, d_mlp = 0, max_seq = 0, vocab_size = 0;
+  int64_t save_every = 100, keep = 3, eval_every = 0, eval_batches = 20, threads = 0, seed = 1337;
+  double lr = 2e-3, min_lr_ratio = 0.1, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, clip = 1.0;
+  double dropout = -1;
+};
+
+strata::ModelConfig model_config(const Options& o) {
+  strata::ModelConfig c = strata::ModelConfig::preset(o.preset);
+  if (o.n_layers) c.n_layers = o.n_layers;
+  if (o.n_heads) c.n_heads = o.n_heads;
+  if (o.d_model) c.d_model = o.d_model;
+  if (o.d_mlp) c.d_mlp = o.d_mlp;
+  if (o.vocab_size) c.vocab_size = o.vocab_size;
+  if (o.max_seq) c.max_seq = o.max_seq;
+  if (o.seq > c.max_seq) c.max_seq = o.seq;
+  if (o.dropout >= 0) c.dropout_attention = c.dropout_residual = float(o.dropout);
+  c.validate();
+  return c;
+}
+
+strata::TrainOptions train_options(const Options& o) {
+  strata::TrainOptions t;
+  t.grad_accum = o.accum;
+  t.adamw.lr = float(o.lr);
+  t.adamw.beta1 = float(o.beta1);
+  t.adamw.beta2 = float(o.beta2);
+  t.adamw.eps = float(o.eps);
+  t.adamw.weight_decay = float(o.weight_decay);
+  t.schedule.kind = strata::schedule_from_string(o.schedule);
+  t.schedule.warmup_steps = o.warmup;
+  t.schedule.total_steps = o.steps;
+  t.schedule.min_ratio = float(o.min_lr_ratio);
+  t.schedule.decay_steps = o.decay_steps;
+  t.clip_norm = float(o.clip);
+  t.seed = uint64_t(o.seed);
+  return t;
+}
+
+float validate(strata::Trainer& trainer, strata::BatchLoader& val, int64_t batches) {
+  val.reset();
+  double sum = 0;
+  const int64_t n = std::min(batches, val.num_batches());
+  for (int64_t i = 0; i < n; ++i) {
+    strata::TokenBatch b = val.next();
+    sum += trainer.evaluate(b.batch());
+  }
+  return float(sum / double(n));
+}
+
+}  // namespace
+
+int train_main(int argc, char** argv) {
+  Options o;
+  cli::Args args("strata train --data GLOB --out DIR [options]",
+                 "Trains a model on llm.c-format token shards (see strata prepare). Checkpoints go to DIR/step_N;\n"
+                 "running the same command again resumes from the newest one, bit for bit.");
+  args.allow_config_file();
+  args.option("data", &o.data, "GLOB", "training shards (required)");
+  args.option("val", &o.val, "GLOB", "validation shards");
+  args.option("out", &o.out, "DIR", "run directory for checkpoints (required)");
+  args.option("init-from", &o.init_from, "PATH", "initial weights: a strata checkpoint or a Hugging Face directory");
+  args.option("preset", &o.preset, "NAME", "model preset (overridden by the size options below)");
+  args.option("n-layers", &o.n_layers, "N", "transformer blocks (0: the preset's)");
+  args.option("n-heads", &o.n_heads, "N", "attention heads (0: the preset's)");
+  args.option("d-model", &o.d_model, "N", "model width (0: the preset's)");
+  args.option("d-mlp", &o.d_mlp, "N", "MLP width (0: the preset's)");
+  args.option("vocab-size", &o.vocab_size, "N", "vocabulary (0: the preset's)");
+  args.option("max-seq", &o.max_seq, "N", "longest sequence (0: the preset's, at least --seq)");
+  args.option("dropout", &o.dropout, "P", "attention and residual dropout (-1: the preset's)");
+  args.option("precision", &o.precision, "P", "fp32 | bf16 | fp16");
+  args.option("steps", &o.steps, "N", "optimizer steps in the whole run");
+  args.option("batch", &o.batch, "B", "sequences per micro-batch");
+  args.option("seq", &o.seq, "T", "sequence length");
+  args.option("accum", &o.accum, "K", "micro-batches per step");
+  args.option("lr", &o.lr, "X", "peak learning rate");
+  args.option("schedule", &o.schedule, "S", "constant | cosine | wsd");
+  args.option("warmup", &o.warmup, "N", "warmup steps");
+  args.option("min-lr-ratio", &o.min_lr_ratio, "X", "final learning rate as a fraction of the peak");
+  args.option("decay-steps", &o.decay_steps, "N", "wsd: length of the final decay");
+  args.option("weight-decay", &o.weight_decay, "X", "AdamW weight decay (matrices)");
+  args.option("beta1", &o.beta1, "X", "AdamW beta1");
+  args.option("beta2", &o.beta2, "X", "AdamW beta2");
+  args.option("eps", &o.eps, "X", "AdamW epsilon");
+  args.option("clip", &o.clip, "X", "gradient-norm clipping (0: off)");
+  args.option("seed", &o.seed, "S", "init, data order and dropout seed");
+  args.option("save-every", &o.save_every, "N", "checkpoint every N steps (0: only at the end)");
+  args.option("keep", &o.keep, "K", "checkpoints kept in --out (0: all)");
+  args.option("weights-dtype", &o.weights_dtype, "D", "dtype of model.safetensors: f32 | bf16");
+  args.option("eval-every", &o.eval_every, "N", "validation every N steps (0: only at the end, with --val)");
+  args.option("eval-batches", &o.eval_batches, "N", "validation batches per evaluation");
+  args.option("threads", &o.threads, "N", "worker threads (0: all cores)");
+  if (int rc = args.parse(argc, argv); rc >= 0) return rc;
+  if (o.data.empty() || o.out.empty()) return args.usage_error("--data and --out are required");
+  if (o.steps < 1 || o.batch < 1 || o.seq < 1 || o.accum < 1 || o.save_every < 0 || o.keep < 0)
+    return args.usage_error("--steps, --batch, --seq, --accum must be at least 1; --save-every, --keep at least 0");
+
+  try {
+    if (o.threads > 0) strata::set_num_threads(int(o.threads));
+    const strata::ModelConfig config = model_config(o);
+    const strata::Precision precision = strata::precision_from_string(o.precision);
+    const strata::DType weights_dtype = strata::dtype_from_string(o.weights_dtype);
+    auto train_data = std::make_shared<strata::TokenDataset>(o.data);
+    train_data->validate_tokens(config.vocab_size);
+    strata::LoaderOptions lo;
+    lo.batch_size = o.batch;
+    lo.seq_len = o.seq;
+    lo.seed = uint64_t(o.seed);
+    strata::BatchLoader loader(train_data, lo);
+    std::unique_ptr<strata::BatchLoader> val;
+    if (!o.val.empty()) {
+      lo.shuffle = false;
+      val = std::make_unique<strata::BatchLoader>(std::make_shared<strata::TokenDataset>(o.val), lo);
+    }
+
+    auto device = strata::Device::cpu(0);
+    strata::Model model(config, *device, precision, uint64_t(o.seed));
+    const std::string resume = strata::latest_checkpoint(o.out);
+    if (resume.empty() && !o.init_from.empty()) {
+      // Weights only, before the Trainer copies them into its master weights.
+      cli::LoadedModel init = cli::load_model(o.init_from, "fp32", false);
+      strata::ModelConfig a = init.model->config(), b = config;
+      a.dropout_attention = a.dropout_residual = a.dropout_embedding = 0;
+      b.dropout_attention = b.dropout_residual = b.dropout_embedding = 0;
+      if (strata::model_config_to_json(a) != strata::model_config_to_json(b))
+        throw strata::Error("--init-from " + o.init_from + " is a different model (" + a.describe() +
+                            ") from the one the flags describe (" + b.describe() + ")");
+      const std::string tmp = o.out + "/.init-weights";
+      std::filesystem::remove_all(tmp);
+      strata::save_checkpoint(tmp, *init.model, nullptr, {}, {strata::DType::f32, false});
+      strata::load_checkpoint(tmp, model);
+      std::filesystem::remove_all(tmp);
+      std::printf("initial weights from %s\n", init.source.c_str());
+    }
+    strata::Trainer trainer(model, train_options(o));
+    if (!resume.empty()) {
+      strata::CheckpointInfo info = strata::load_checkpoint(resume, model, &trainer);
+      loader.seek(info.progress.data_position);
+      std::printf("resumed from %s at step %lld\n", resume.c_str(), (long long)info.trainer.step);
+    }
+    std::printf("model: %s\ntraining: %lld steps of %lld x %lld x %lld tokens, %s, %d threads\n",
+                config.describe().c_str(), (long long)o.steps, (long long)o.accum, (long long)o.batch,
+                (long long)o.seq, strata::precision_name(precision), strata::num_threads());
+    std::fflush(stdout);
+
+    auto save = [&] {
+      strata::TrainingProgress progress{loader.position(), {{"command", args.command_line()}}};
+      const std::string path =
+          strata::save_run_checkpoint(o.out, model, trainer, progress, {weights_dtype, true}, int(o.keep));
+      std::printf("saved %s\n", path.c_str());
+      std::fflush(stdout);
+    };
+    int64_t last_saved = trainer.step_count();
+    while (trainer.step_count() < o.steps) {
+      std::vector<strata::TokenBatch> micro;
+      std::vector<strata::Batch> views;
+      for (int64_t k = 0; k < o.accum; ++k) micro.push_back(loader.next());
+      for (auto& b : micro) views.push_back(b.batch());
+      const strata::StepReport r = trainer.train_step(views);
+      // 9 significant digits: the float itself, so runs can be compared exactly.
+      std::printf("step %lld/%lld | loss %.9g | lr %.3e | norm %.4f | %.0f tok/s%s\n", (long long)r.step,
+                  (long long)o.steps, r.loss, r.lr, r.grad_norm, r.tokens_per_second,
+                  r.skipped ? " | skipped (non-finite gradients)" : "");
+      if (val && o.eval_every > 0 && r.step % o.eval_every == 0)
+        std::printf("validation loss %.6f\n", validate(trainer, *val, o.eval_batches));
+      std::fflush(stdout);
+      if (o.save_every > 0 && r.step % o.save_every == 0) {
+        save();
+        last_saved = r.step;
+      }
+    }
+    if (last_saved != trainer.step_count()) save();
+    if (val) std::printf("validation loss %.6f\n", validate(trainer, *val, o.eval_batches));
+    return 0;
+  } catch (const std::exception& e) {
+    return cli::fail("train", e);
+  }
+}
