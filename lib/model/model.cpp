@@ -109,12 +109,12 @@ std::string Model::unit_name(int u) const { return units_.at(size_t(u))->name();
 int64_t Model::unit_numel(int u) const { return unit_numel_.at(size_t(u)); }
 
 TensorView Model::unit_params(int u) const {
-  STRATA_CHECK(resident_, "Model::unit_params: the parameters live in the model's store (ZeRO-3 or offload)");
+  STRATA_CHECK(params_resident_, "Model::unit_params: the parameters live in the model's store (ZeRO-3 or offload)");
   return TensorView(param_buffers_.at(size_t(u)).data(), precision_dtype(precision_), {unit_numel_[size_t(u)]}, device_);
 }
 
 TensorView Model::unit_grads(int u) const {
-  STRATA_CHECK(resident_, "Model::unit_grads: the gradients live in the model's store (ZeRO or offload)");
+  STRATA_CHECK(grads_resident_, "Model::unit_grads: the gradients live in the model's store (ZeRO or offload)");
   return TensorView(grad_buffers_.at(size_t(u)).data(), DType::f32, {unit_numel_[size_t(u)]}, device_);
 }
 
@@ -131,14 +131,14 @@ TensorView shaped(void* base, DType dt, const ParamInfo& info, Device* device) {
 }  // namespace
 
 TensorView Model::parameter(const std::string& name) const {
-  STRATA_CHECK(resident_, "Model::parameter: the parameters live in the model's store (ZeRO-3 or offload)");
+  STRATA_CHECK(params_resident_, "Model::parameter: the parameters live in the model's store (ZeRO-3 or offload)");
   for (const ParamInfo& p : params_)
     if (p.name == name) return shaped(param_buffers_[size_t(p.unit)].data(), precision_dtype(precision_), p, device_);
   STRATA_FAIL("Model::parameter: no parameter named '" << name << "'; see Model::parameters() for the names");
 }
 
 TensorView Model::parameter_grad(const std::string& name) const {
-  STRATA_CHECK(resident_, "Model::parameter_grad: the gradients live in the model's store (ZeRO or offload)");
+  STRATA_CHECK(grads_resident_, "Model::parameter_grad: the gradients live in the model's store (ZeRO or offload)");
   for (const ParamInfo& p : params_)
     if (p.name == name) return shaped(grad_buffers_[size_t(p.unit)].data(), DType::f32, p, device_);
   STRATA_FAIL("Model::parameter_grad: no parameter named '" << name << "'");
@@ -185,11 +185,16 @@ void Model::release(int u, bool grads) {
   }
 }
 
-void Model::release_resident_state() {
+void Model::release_resident_state(bool params, bool grads) {
   STRATA_CHECK(store_, "Model::release_resident_state: set a store first; it owns the state afterwards");
-  param_buffers_.clear();
-  grad_buffers_.clear();
-  resident_ = false;
+  if (params) {
+    param_buffers_.clear();
+    params_resident_ = false;
+  }
+  if (grads) {
+    grad_buffers_.clear();
+    grads_resident_ = false;
+  }
 }
 
 int64_t Model::num_parameters() const {
@@ -209,7 +214,7 @@ void Model::set_recompute(const RecomputePolicy& policy) {
 }
 
 void Model::zero_grad() {
-  if (!resident_) return;  // the store zeroes what it hands out
+  if (!grads_resident_) return;  // the store zeroes what it hands out
   for (int u = 0; u < num_units(); ++u) ops::fill_zero(unit_grads(u), device_->stream());
 }
 

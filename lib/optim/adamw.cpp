@@ -43,11 +43,13 @@ TensorView AdamW::exp_avg_sq(int u) const {
   return TensorView(v_.at(size_t(u)).data(), DType::f32, {model_->unit_numel(u)}, &model_->device());
 }
 
-bool AdamW::decays(const ParamInfo& p) const {
+bool adamw_decays(const AdamWOptions& o, const ParamInfo& p) {
   if (p.decay) return true;
-  if (p.unit == 0) return options_.decay_embeddings;
-  return options_.decay_norms_and_biases;
+  if (p.unit == 0) return o.decay_embeddings;
+  return o.decay_norms_and_biases;
 }
+
+bool AdamW::decays(const ParamInfo& p) const { return adamw_decays(options_, p); }
 
 void AdamW::step(float lr, float grad_scale, int64_t t) {
   Stream& s = model_->device().stream();

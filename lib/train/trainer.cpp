@@ -7,6 +7,8 @@
 #include <cmath>
 
 #include "ops.h"
+#include "strata/dist.h"
+#include "zero.h"
 #include "strata/error.h"
 #include "strata/train.h"
 
@@ -18,20 +20,77 @@ double now_seconds() {
 }
 }  // namespace
 
-Trainer::Trainer(Model& model, const TrainOptions& o) : model_(&model), options_(o), adamw_(model, o.adamw) {
+namespace {
+void check_options(const TrainOptions& o) {
   STRATA_CHECK(o.grad_accum >= 1, "Trainer: grad_accum " << o.grad_accum << " must be at least 1");
   STRATA_CHECK(o.clip_norm >= 0, "Trainer: clip_norm " << o.clip_norm << " must be non-negative (0 disables)");
   STRATA_CHECK(o.loss_scale_init > 0 && o.loss_scale_window >= 1,
                "Trainer: loss_scale_init must be positive and loss_scale_window at least 1");
+  STRATA_CHECK(o.zero_stage >= 0 && o.zero_stage <= 3,
+               "Trainer: ZeRO stage " << o.zero_stage << " does not exist; use 0, 1, 2 or 3");
+}
+}  // namespace
+
+Trainer::Trainer(Model& model, const TrainOptions& o) : model_(&model), options_(o) {
+  check_options(o);
+  STRATA_CHECK(o.zero_stage == 0, "Trainer: ZeRO stage " << o.zero_stage
+                                                         << " shards state across ranks; pass a dist::Comm");
+  adamw_ = std::make_unique<AdamW>(model, o.adamw);
   loss_scale_ = model.precision() == Precision::fp16 ? o.loss_scale_init : 1.0f;
   model.zero_grad();
+}
+
+Trainer::Trainer(Model& model, const TrainOptions& o, dist::Comm& comm) : model_(&model), options_(o), comm_(&comm) {
+  check_options(o);
+  zero_ = std::make_unique<ZeroEngine>(model, comm, o.zero_stage, o.adamw);
+  loss_scale_ = model.precision() == Precision::fp16 ? o.loss_scale_init : 1.0f;
+  zero_->zero_grad();
+}
+
+Trainer::~Trainer() = default;
+
+AdamW& Trainer::optimizer() {
+  STRATA_CHECK(adamw_, "Trainer::optimizer: a data-parallel Trainer keeps its optimizer state in shards");
+  return *adamw_;
+}
+
+const AdamW& Trainer::optimizer() const {
+  STRATA_CHECK(adamw_, "Trainer::optimizer: a data-parallel Trainer keeps its optimizer state in shards");
+  return *adamw_;
+}
+
+ZeroMemory Trainer::memory() const {
+  if (zero_) return zero_->memory();
+  ZeroMemory m;
+  const size_t ds = dtype_size(precision_dtype(model_->precision()));
+  for (int u = 0; u < model_->num_units(); ++u) {
+    const size_t n = size_t(model_->unit_numel(u));
+    m.params += n * ds;
+    m.grads += n * 4;
+    m.optimizer += n * (model_->precision() == Precision::fp32 ? 8 : 12);
+  }
+  return m;
+}
+
+std::vector<float> Trainer::unit_parameters(int u) {
+  Device& dev = model_->device();
+  const DType dt = precision_dtype(model_->precision());
+  const int64_t n = model_->unit_numel(u);
+  ParamStore* store = model_->store();
+  void* data = store ? store->acquire_params(u) : model_->unit_params(u).data;
+  std::vector<float> out(static_cast<size_t>(n));
+  ops::cast({TensorView(out.data(), DType::f32, {n}, &dev), TensorView(data, dt, {n}, &dev)}, dev.stream());
+  dev.stream().synchronize();
+  if (store) store->release_params(u);
+  return out;
 }
 
 float Trainer::forward_backward(const Batch& batch) {
   if (t_start_ < 0) t_start_ = now_seconds();
   StepKey key{options_.seed, step_, micro_};
   const float loss = model_->forward(batch, key, true);
-  model_->backward(loss_scale_ / float(options_.grad_accum));
+  const float ranks = comm_ ? float(comm_->size()) : 1.0f;
+  model_->backward(loss_scale_ / float(options_.grad_accum) / ranks);
   ++micro_;
   tokens_ += batch.inputs.numel();
   loss_sum_ += loss;
@@ -45,10 +104,15 @@ StepReport Trainer::step() {
   StepReport r;
 
   float norm_raw = 0;
-  ops::GlobalNormArgs g;
-  g.out = TensorView(&norm_raw, DType::f32, {1}, &dev);
-  for (int u = 0; u < model_->num_units(); ++u) g.inputs.push_back(model_->unit_grads(u));
-  ops::global_norm(g, s);
+  if (zero_) {
+    zero_->reduce_gradients();
+    norm_raw = zero_->grad_norm();
+  } else {
+    ops::GlobalNormArgs g;
+    g.out = TensorView(&norm_raw, DType::f32, {1}, &dev);
+    for (int u = 0; u < model_->num_units(); ++u) g.inputs.push_back(model_->unit_grads(u));
+    ops::global_norm(g, s);
+  }
   s.synchronize();
   const float norm = norm_raw / loss_scale_;
 
@@ -62,18 +126,29 @@ StepReport Trainer::step() {
   } else {
     float coef = 1.0f;
     if (options_.clip_norm > 0 && norm > options_.clip_norm) coef = options_.clip_norm / norm;
-    adamw_.step(r.lr, coef / loss_scale_, step_ + 1);
+    if (zero_)
+      zero_->update(r.lr, coef / loss_scale_, step_ + 1);
+    else
+      adamw_->step(r.lr, coef / loss_scale_, step_ + 1);
     if (model_->precision() == Precision::fp16 && ++clean_steps_ >= options_.loss_scale_window) {
       loss_scale_ *= 2.0f;
       clean_steps_ = 0;
     }
   }
-  model_->zero_grad();
+  if (zero_)
+    zero_->zero_grad();
+  else
+    model_->zero_grad();
   s.synchronize();
 
   ++step_;
   r.step = step_;
   r.loss = float(loss_sum_ / double(micro_));
+  if (comm_ && comm_->size() > 1) {  // the mean over ranks: every rank reports the global loss
+    float sum = r.loss;
+    comm_->all_reduce_sum(TensorView(&sum, DType::f32, {1}, &dev), s);
+    r.loss = sum / float(comm_->size());
+  }
   r.skipped_steps = skipped_;
   r.loss_scale = loss_scale_;
   r.tokens = tokens_;

@@ -141,9 +141,9 @@ class Model {
   // offload); null = the model's own resident buffers. The store must outlive its use.
   void set_store(ParamStore* store) { store_ = store; }
   ParamStore* store() const { return store_; }
-  // Frees the resident parameter and gradient buffers once a store owns the state
-  // (unit_params, unit_grads and parameter() are unavailable afterwards).
-  void release_resident_state();
+  // Frees the resident parameter and/or gradient buffers once a store owns that
+  // state (unit_params / parameter(), unit_grads / parameter_grad() then throw).
+  void release_resident_state(bool params, bool grads);
 
   // Activation checkpointing per block; takes effect at the next forward.
   void set_recompute(const RecomputePolicy& policy);
@@ -183,7 +183,8 @@ class Model {
   std::unique_ptr<Activations> acts_;
   std::unique_ptr<Views> views_;  // each unit's tensors: which ParamInfo fills each slot
   ParamStore* store_ = nullptr;
-  bool resident_ = true;
+  bool params_resident_ = true;
+  bool grads_resident_ = true;
   RecomputePolicy recompute_;
   StepKey last_key_;
   int64_t last_B_ = 0, last_T_ = 0;

@@ -3,6 +3,7 @@
 // non-finite guard around a Model.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,10 @@ struct AdamWOptions {
   bool decay_embeddings = false;
   bool decay_norms_and_biases = false;
 };
+
+// Whether a parameter receives weight decay under these options: matrices do;
+// embeddings, norms and biases only when asked.
+bool adamw_decays(const AdamWOptions& options, const ParamInfo& p);
 
 // AdamW over a Model's units: per unit, f32 master weights (the parameters
 // themselves in fp32), first and second moments. Writes the new working
@@ -58,6 +63,8 @@ ScheduleKind schedule_from_string(const std::string& name);
 
 struct TrainOptions {
   int64_t grad_accum = 1;
+  // ZeRO stage 0-3 when the Trainer is given a communicator (see lib/train/zero.h).
+  int zero_stage = 0;
   AdamWOptions adamw;
   LRSchedule schedule;
   float clip_norm = 1.0f;  // 0 disables clipping
@@ -80,6 +87,20 @@ struct StepReport {
   double tokens_per_second = 0;
 };
 
+// Bytes this rank holds for training state (the ZeRO arithmetic: with Ψ parameters
+// and N ranks, stage 0 holds 2Ψ + 4Ψ + 12Ψ in bf16, stage 3 about (2Ψ + 4Ψ + 12Ψ)/N
+// plus one unit's gathered buffers).
+struct ZeroMemory {
+  size_t params = 0;     // working parameters (full replicas, shards, gather buffers)
+  size_t grads = 0;      // f32 gradient accumulators and staging buffers
+  size_t optimizer = 0;  // f32 master weights and moments
+};
+
+namespace dist {
+class Comm;
+}
+class ZeroEngine;
+
 // The Trainer's own state between optimizer steps: what a checkpoint saves so that a
 // resumed run continues bit for bit (dropout keys and the schedule depend on step).
 struct TrainerState {
@@ -92,6 +113,11 @@ struct TrainerState {
 class Trainer {
  public:
   Trainer(Model& model, const TrainOptions& options);
+  // Data parallel over `comm` (one Trainer per rank, each with its own Model replica
+  // built with the same seed), ZeRO stage options.zero_stage. Each rank feeds its own
+  // micro-batches; the global batch is ranks x micro-batch x grad_accum.
+  Trainer(Model& model, const TrainOptions& options, dist::Comm& comm);
+  ~Trainer();
 
   // Forward and backward of one micro-batch, gradients accumulating; returns its loss.
   float forward_backward(const Batch& batch);
@@ -106,8 +132,14 @@ class Trainer {
   float loss_scale() const { return loss_scale_; }
   int64_t skipped_steps() const { return skipped_; }
   const TrainOptions& options() const { return options_; }
-  AdamW& optimizer() { return adamw_; }
-  const AdamW& optimizer() const { return adamw_; }
+  // The single-device optimizer (throws for a data-parallel Trainer: its state is in
+  // shards).
+  AdamW& optimizer();
+  const AdamW& optimizer() const;
+  ZeroMemory memory() const;
+  // Unit u's working parameters as f32 (gathered from every rank's shard under
+  // ZeRO-3, so every rank must call it together).
+  std::vector<float> unit_parameters(int u);
   // Between steps only (no micro-batch accumulated): throws otherwise.
   TrainerState state() const;
   void load_state(const TrainerState& state);
@@ -115,7 +147,9 @@ class Trainer {
  private:
   Model* model_;
   TrainOptions options_;
-  AdamW adamw_;
+  std::unique_ptr<AdamW> adamw_;
+  dist::Comm* comm_ = nullptr;
+  std::unique_ptr<ZeroEngine> zero_;
   int64_t step_ = 0;
   int64_t micro_ = 0;
   int64_t tokens_ = 0;

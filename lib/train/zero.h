@@ -1,0 +1,56 @@
+// ZeRO data parallelism over a dist::Comm: one Model replica per rank, each unit's
+// flat buffers split into N equal shards (shard r = elements [r*s, (r+1)*s)).
+//   stage 0  replicated; gradients all-reduced; every rank updates everything
+//   stage 1  optimizer state sharded: gradients reduce-scattered after accumulation,
+//            each rank updates its shard, parameters all-gathered
+//   stage 2  gradients sharded too: each unit's gradient is reduce-scattered into the
+//            rank's f32 shard as soon as its backward ends (one staging buffer)
+//   stage 3  working parameters sharded too: gathered into a pooled buffer just
+//            before a unit runs and dropped after; the update writes the shard
+// Invariant: every rank takes the same decisions (skip, clip) from all-reduced
+// scalars, so replicas never diverge.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "../model/store.h"
+#include "strata/dist.h"
+#include "strata/train.h"
+
+namespace strata {
+
+class ZeroEngine final : public ParamStore {
+ public:
+  ZeroEngine(Model& model, dist::Comm& comm, int stage, const AdamWOptions& options);
+  ~ZeroEngine() override;
+
+  // After the micro-batches of a step: make this rank's gradient shard final.
+  void reduce_gradients();
+  // Global L2 norm of the (unscaled-by-clip) gradients, identical on every rank.
+  float grad_norm();
+  // AdamW on this rank's shards, then the parameters every rank needs are gathered.
+  void update(float lr, float grad_scale, int64_t t);
+  void zero_grad();
+  ZeroMemory memory() const;
+
+  // ParamStore (stages 2 and 3).
+  void* acquire_params(int unit) override;
+  void release_params(int unit) override;
+  void* acquire_grads(int unit) override;
+  void release_grads(int unit) override;
+
+ private:
+  struct Unit;
+  TensorView shard_grads(int u);
+  TensorView shard_params(int u);  // the working-dtype shard AdamW writes
+  Buffer take(std::vector<Buffer>& pool, size_t bytes, const char* what);
+
+  Model* model_;
+  dist::Comm* comm_;
+  int stage_;
+  AdamWOptions options_;
+  std::vector<Unit> units_;
+  std::vector<Buffer> param_pool_, grad_pool_;  // free full-unit buffers (stages 3, 2+)
+};
+
+}  // namespace strata
