@@ -26,7 +26,7 @@ struct Geometry {
   float keep_scale;  // 1 / (1 - p)
   num::RandomKey key;
   int tile;  // rows per tile: 32, or 16 for very wide heads (shared memory)
-  int64_t C() const { return NH * HD; }
+  STRATA_HD int64_t C() const { return NH * HD; }
 };
 }  // namespace
 
