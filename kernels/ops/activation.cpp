@@ -2,6 +2,7 @@
 // anything runs, then the backend is called.
 // Invariant: nothing after the checks may throw.
 #include "../cpu/cpu.h"
+#include "backend.h"
 #include "check.h"
 
 namespace strata::ops {
@@ -48,6 +49,7 @@ void gelu_forward(const GeluForwardArgs& a, Stream& s) {
   floating_input(op, a.inp, s);
   like_inp(op, "out", a.out, a.inp, s);
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::gelu_forward(a, cuda::context(s)));
   cpu::gelu_forward(a);
 }
 
@@ -57,6 +59,7 @@ void gelu_backward(const GeluBackwardArgs& a, Stream& s) {
   like_inp(op, "d_inp", a.d_inp, a.inp, s);
   like_inp(op, "d_out", a.d_out, a.inp, s);
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::gelu_backward(a, cuda::context(s)));
   cpu::gelu_backward(a);
 }
 
@@ -66,6 +69,7 @@ void swiglu_forward(const SwigluForwardArgs& a, Stream& s) {
   swiglu_input(op, a.inp);
   swiglu_half(op, "out", a.out, a.inp, s);
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::swiglu_forward(a, cuda::context(s)));
   cpu::swiglu_forward(a);
 }
 
@@ -76,6 +80,7 @@ void swiglu_backward(const SwigluBackwardArgs& a, Stream& s) {
   like_inp(op, "d_inp", a.d_inp, a.inp, s);
   swiglu_half(op, "d_out", a.d_out, a.inp, s);
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::swiglu_backward(a, cuda::context(s)));
   cpu::swiglu_backward(a);
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "../cpu/cpu.h"
+#include "backend.h"
 #include "check.h"
 
 namespace strata::ops {
@@ -38,6 +39,7 @@ void adamw_step(const AdamWArgs& a, Stream& s) {
                op << ": arguments 'lr' (" << a.lr << "), 'weight_decay' (" << a.weight_decay
                   << ") and 'grad_scale' (" << a.grad_scale << ") must be finite");
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::adamw_step(a, cuda::context(s)));
   cpu::adamw_step(a);
 }
 

@@ -4,6 +4,7 @@
 // activations share qkv's dtype, and 0 <= dropout < 1.
 #include <cmath>
 
+#include "backend.h"
 #include "check.h"
 #include "cpu/cpu.h"
 
@@ -43,6 +44,7 @@ void attention_forward(const AttentionForwardArgs& a, Stream& s) {
   check::shape(op, "out", a.out, {d.B, d.T, d.NH, d.HD});
   check::shape(op, "lse", a.lse, {d.B, d.NH, d.T});
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::attention_forward(a, cuda::context(s)));
   cpu::attention_forward(a);
 }
 
@@ -66,6 +68,7 @@ void attention_backward(const AttentionBackwardArgs& a, Stream& s) {
   if (a.d_qkv.data == a.qkv.data)
     check::fail(op, "d_qkv", a.d_qkv, "aliases qkv; backward reads qkv while writing d_qkv: pass separate memory");
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::attention_backward(a, cuda::context(s)));
   cpu::attention_backward(a);
 }
 

@@ -2,6 +2,7 @@
 // here, targets included, before the backend writes anything.
 // Invariant: a target outside [0, V) that is not ignore_index is an error at entry,
 // never an out-of-bounds read in a kernel.
+#include "backend.h"
 #include "check.h"
 #include "cpu/cpu.h"
 
@@ -46,6 +47,8 @@ void cross_entropy_forward(const CrossEntropyForwardArgs& a, Stream& s) {
   check::shape(op, "lse", a.lse, {N});
   check::shape(op, "targets", a.targets, {N});
   check::require_backend(op, s);  // before reading targets: they must be host memory
+  // CUDA targets are device memory: the kernel turns a bad target into a NaN loss.
+  STRATA_CUDA_OP(s, cuda::cross_entropy_forward(a, cuda::context(s)));
   check_targets(op, a.targets, V, a.ignore_index);
   cpu::cross_entropy_forward(a);
 }
@@ -66,6 +69,8 @@ void cross_entropy_backward(const CrossEntropyBackwardArgs& a, Stream& s) {
   check::shape(op, "lse", a.lse, {N});
   check::shape(op, "targets", a.targets, {N});
   check::require_backend(op, s);  // before reading targets: they must be host memory
+  // CUDA targets are device memory: the kernel turns a bad target into a NaN loss.
+  STRATA_CUDA_OP(s, cuda::cross_entropy_backward(a, cuda::context(s)));
   check_targets(op, a.targets, V, a.ignore_index);
   cpu::cross_entropy_backward(a);
 }

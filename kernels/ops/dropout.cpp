@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "../cpu/cpu.h"
+#include "backend.h"
 #include "check.h"
 
 namespace strata::ops {
@@ -29,12 +30,14 @@ void check_dropout(const char* op, const DropoutArgs& a, const Stream& s) {
 void dropout_forward(const DropoutArgs& a, Stream& s) {
   check_dropout("dropout_forward", a, s);
   check::require_backend("dropout_forward", s);
+  STRATA_CUDA_OP(s, cuda::dropout_forward(a, cuda::context(s)));
   cpu::dropout_forward(a);
 }
 
 void dropout_backward(const DropoutArgs& a, Stream& s) {
   check_dropout("dropout_backward", a, s);
   check::require_backend("dropout_backward", s);
+  STRATA_CUDA_OP(s, cuda::dropout_backward(a, cuda::context(s)));
   cpu::dropout_backward(a);
 }
 

@@ -2,6 +2,7 @@
 // Invariant: nothing reaches a backend before all checks pass; each error names the
 // op and the argument.
 #include "../cpu/cpu.h"
+#include "backend.h"
 #include "check.h"
 
 namespace strata::ops {
@@ -30,6 +31,7 @@ void add(const AddArgs& a, Stream& s) {
   same_shape(op, "a", a.a, "out", a.out);
   same_shape(op, "b", a.b, "out", a.out);
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::add(a, cuda::context(s)));
   cpu::add(a);
 }
 
@@ -41,6 +43,7 @@ void scale(const ScaleArgs& a, Stream& s) {
   check::same_dtype(op, "inp", a.inp, "out", a.out);
   same_shape(op, "inp", a.inp, "out", a.out);
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::scale(a, cuda::context(s)));
   cpu::scale(a);
 }
 
@@ -52,6 +55,7 @@ void cast(const CastArgs& a, Stream& s) {
   check::floating(op, "inp", a.inp);
   check::numel(op, "out", a.out, a.inp.numel());
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::cast(a, cuda::context(s)));
   cpu::cast(a);
 }
 
@@ -65,6 +69,7 @@ void accumulate(const AccumulateArgs& a, Stream& s) {
                 std::string("must be f32 or the dtype of 'inp' (") + dtype_name(a.inp.dtype) + ")");
   same_shape(op, "inp", a.inp, "out", a.out);
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::accumulate(a, cuda::context(s)));
   cpu::accumulate(a);
 }
 
@@ -72,6 +77,7 @@ void fill_zero(const TensorView& out, Stream& s) {
   const char* op = "fill_zero";
   check::present(op, "out", out, s);
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::fill_zero(out, cuda::context(s)));
   cpu::fill_zero(out);
 }
 

@@ -2,6 +2,7 @@
 // [0, V) or a position past the table is reported here, naming the token, where it
 // is and the table size, before any output or gradient is written (tokens are read
 // on the host: CPU device memory is host memory).
+#include "backend.h"
 #include "check.h"
 #include "cpu/cpu.h"
 
@@ -73,8 +74,10 @@ void embedding_forward(const EmbeddingForwardArgs& a, Stream& s) {
     check_table(op, "wpe", a.wpe, C);
     check_positions(op, "wpe", a.wpe, a.tokens.shape[1], a.pos_offset);
   }
-  check_token_ids(op, a.tokens, a.wte.shape[0], "wte");
+  // CUDA tokens are device memory: the kernels turn a bad id into NaN (forward) or skip it.
+  if (s.device().kind() == DeviceKind::cpu) check_token_ids(op, a.tokens, a.wte.shape[0], "wte");
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::embedding_forward(a, cuda::context(s)));
   cpu::embedding_forward(a);
 }
 
@@ -95,8 +98,10 @@ void embedding_backward(const EmbeddingBackwardArgs& a, Stream& s) {
     check_table(op, "d_wpe", a.d_wpe, C);
     check_positions(op, "d_wpe", a.d_wpe, a.tokens.shape[1], a.pos_offset);
   }
-  check_token_ids(op, a.tokens, a.d_wte.shape[0], "d_wte");
+  // CUDA tokens are device memory: the kernels turn a bad id into NaN (forward) or skip it.
+  if (s.device().kind() == DeviceKind::cpu) check_token_ids(op, a.tokens, a.d_wte.shape[0], "d_wte");
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::embedding_backward(a, cuda::context(s)));
   cpu::embedding_backward(a);
 }
 

@@ -2,6 +2,7 @@
 // before any backend runs, so a kernel never sees a shape it was not written for.
 // Leading dimensions of inp / out / d_out flatten into N rows; only the row counts
 // and the last dimensions must agree.
+#include "backend.h"
 #include "check.h"
 #include "cpu/cpu.h"
 
@@ -64,6 +65,7 @@ void matmul_forward(const MatmulForwardArgs& a, Stream& s) {
   if (overlaps(a.out, a.inp)) check::fail(op, "out", a.out, "overlaps 'inp': matmul cannot run in place");
   if (overlaps(a.out, a.weight)) check::fail(op, "out", a.out, "overlaps 'weight'");
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::matmul_forward(a, cuda::context(s)));
   cpu::matmul_forward(a);
 }
 
@@ -100,6 +102,7 @@ void matmul_backward(const MatmulBackwardArgs& a, Stream& s) {
     check::shape(op, "d_bias", a.d_bias, {oc});
   }
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::matmul_backward(a, cuda::context(s)));
   cpu::matmul_backward(a);
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "../cpu/cpu.h"
+#include "backend.h"
 #include "check.h"
 
 namespace strata::ops {
@@ -61,6 +62,7 @@ void norm_forward(const NormForwardArgs& a, Stream& s) {
   if (!(a.eps >= 0.0f) || !std::isfinite(a.eps))
     STRATA_FAIL(op << ": argument 'eps' is " << a.eps << ", expected a finite value >= 0 (e.g. 1e-5)");
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::norm_forward(a, cuda::context(s)));
   cpu::norm_forward(a);
 }
 
@@ -90,6 +92,7 @@ void norm_backward(const NormBackwardArgs& a, Stream& s) {
     }
   }
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::norm_backward(a, cuda::context(s)));
   cpu::norm_backward(a);
 }
 

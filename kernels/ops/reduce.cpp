@@ -5,6 +5,7 @@
 #include <string>
 
 #include "../cpu/cpu.h"
+#include "backend.h"
 #include "check.h"
 
 namespace strata::ops {
@@ -29,6 +30,7 @@ void global_norm(const GlobalNormArgs& a, Stream& s) {
   check::numel(op, "out", a.out, 1);
   check_inputs(op, a.inputs, s);
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::global_norm(a, cuda::context(s)));
   cpu::global_norm(a);
 }
 
@@ -39,6 +41,7 @@ void count_nonfinite(const CountNonfiniteArgs& a, Stream& s) {
   check::numel(op, "out", a.out, 1);
   check_inputs(op, a.inputs, s);
   check::require_backend(op, s);
+  STRATA_CUDA_OP(s, cuda::count_nonfinite(a, cuda::context(s)));
   cpu::count_nonfinite(a);
 }
 

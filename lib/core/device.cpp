@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include "cuda/runtime.h"
 #include "strata/error.h"
 
 namespace strata {
@@ -25,11 +26,17 @@ std::string format_bytes(size_t b) {
 
 const char* device_kind_name(DeviceKind kind) { return kind == DeviceKind::cpu ? "cpu" : "cuda"; }
 
-Arena::Arena(std::string owner, size_t capacity) : owner_(std::move(owner)), capacity_(capacity) {}
+ArenaMemory host_memory() {
+  return {[](size_t bytes, size_t alignment) { return std::aligned_alloc(alignment, bytes); },
+          [](void* p) { std::free(p); }, "host memory"};
+}
+
+Arena::Arena(std::string owner, size_t capacity, ArenaMemory memory)
+    : owner_(std::move(owner)), capacity_(capacity), memory_(memory) {}
 
 Arena::~Arena() {
   STRATA_CHECK_PRINT(sizes_.empty(), owner_ + " arena destroyed with live allocations");
-  for (auto& [ptr, bytes] : sizes_) std::free(ptr);
+  for (auto& [ptr, bytes] : sizes_) memory_.free(ptr);
 }
 
 void* Arena::allocate(size_t bytes, const char* what) {
@@ -46,12 +53,12 @@ void* Arena::allocate(size_t bytes, const char* what) {
     live_ += rounded;
     if (live_ > high_water_) high_water_ = live_;
   }
-  void* p = std::aligned_alloc(alignment, rounded);
+  void* p = memory_.allocate(rounded, alignment);
   std::lock_guard lock(mutex_);
   if (!p) {
     live_ -= rounded;
-    STRATA_FAIL(owner_ << ": out of host memory allocating " << format_bytes(rounded) << " for "
-                       << what);
+    STRATA_FAIL(owner_ << ": out of " << memory_.name << " allocating " << format_bytes(rounded)
+                       << " for " << what);
   }
   sizes_[p] = rounded;
   return p;
@@ -69,7 +76,7 @@ void Arena::free(void* ptr) {
     live_ -= it->second;
     sizes_.erase(it);
   }
-  std::free(ptr);
+  memory_.free(ptr);
 }
 
 size_t Arena::bytes_live() const {
@@ -87,16 +94,30 @@ void Arena::reset_high_water() {
   high_water_ = live_;
 }
 
-void Stream::synchronize() {}
+void Stream::synchronize() {
+  if (native_) cuda_runtime::synchronize(native_);
+}
 
-Device::Device(DeviceKind kind, int index, size_t capacity)
+Device::Device(DeviceKind kind, int index, size_t capacity, ArenaMemory memory, void* backend,
+               void* native_stream)
     : kind_(kind),
       index_(index),
-      arena_(std::string(device_kind_name(kind)) + ":" + std::to_string(index), capacity),
-      stream_(*this) {}
+      backend_(backend),
+      arena_(std::string(device_kind_name(kind)) + ":" + std::to_string(index), capacity, memory),
+      stream_(*this, native_stream) {}
+
+Device::~Device() {
+  if (kind_ == DeviceKind::cuda) cuda_runtime::close(static_cast<cuda_runtime::DeviceState*>(backend_));
+}
 
 std::unique_ptr<Device> Device::cpu(int index, size_t capacity) {
   return std::unique_ptr<Device>(new Device(DeviceKind::cpu, index, capacity));
+}
+
+std::unique_ptr<Device> Device::cuda(int index, size_t budget) {
+  cuda_runtime::DeviceState* state = cuda_runtime::open(index, budget);  // throws "no CUDA device"
+  return std::unique_ptr<Device>(new Device(DeviceKind::cuda, index, budget, cuda_runtime::device_memory(),
+                                            state, cuda_runtime::stream(state, cuda_runtime::StreamRole::compute)));
 }
 
 std::string Device::name() const {

@@ -20,10 +20,19 @@ enum class DeviceKind : uint8_t { cpu, cuda };
 
 const char* device_kind_name(DeviceKind kind);
 
+// Where an arena's bytes come from: host memory by default, cudaMalloc for a CUDA
+// device (function pointers, so this header needs no CUDA header).
+struct ArenaMemory {
+  void* (*allocate)(size_t bytes, size_t alignment);  // nullptr on failure
+  void (*free)(void* ptr);
+  const char* name;  // "host memory", "CUDA device memory": for error messages
+};
+ArenaMemory host_memory();
+
 // Byte accounting with a hard capacity. Thread-safe.
 class Arena {
  public:
-  explicit Arena(std::string owner, size_t capacity);
+  explicit Arena(std::string owner, size_t capacity, ArenaMemory memory = host_memory());
   ~Arena();
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;
@@ -41,6 +50,7 @@ class Arena {
  private:
   std::string owner_;
   size_t capacity_;
+  ArenaMemory memory_;
   mutable std::mutex mutex_;
   size_t live_ = 0;
   size_t high_water_ = 0;
@@ -51,30 +61,44 @@ class Device;
 
 class Stream {
  public:
-  explicit Stream(Device& device) : device_(&device) {}
+  explicit Stream(Device& device, void* native = nullptr) : device_(&device), native_(native) {}
   Device& device() const { return *device_; }
+  // The backend's stream handle (a cudaStream_t on CUDA devices; nullptr on CPU).
+  void* native() const { return native_; }
   // Waits for everything enqueued so far (inline CPU streams: returns at once).
   void synchronize();
 
  private:
   Device* device_;
+  void* native_;
 };
 
 class Device {
  public:
   // A CPU device with `capacity` bytes of arena (default: unlimited in practice).
   static std::unique_ptr<Device> cpu(int index = 0, size_t capacity = size_t(1) << 50);
+  // CUDA device `index` with an arena of `budget` bytes of device memory (0: the
+  // memory free when it is opened). Throws strata::Error starting "no CUDA device: "
+  // when strata was built without CUDA or no usable GPU is present.
+  static std::unique_ptr<Device> cuda(int index = 0, size_t budget = 0);
+  ~Device();
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
 
   DeviceKind kind() const { return kind_; }
   int index() const { return index_; }
   std::string name() const;  // "cpu:0"
   Arena& arena() { return arena_; }
   Stream& stream() { return stream_; }
+  // Backend state (CUDA: streams, events, cuBLASLt handle), opaque to this header.
+  void* backend() const { return backend_; }
 
  private:
-  Device(DeviceKind kind, int index, size_t capacity);
+  Device(DeviceKind kind, int index, size_t capacity, ArenaMemory memory = host_memory(),
+         void* backend = nullptr, void* native_stream = nullptr);
   DeviceKind kind_;
   int index_;
+  void* backend_;
   Arena arena_;
   Stream stream_;
 };

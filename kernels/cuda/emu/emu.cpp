@@ -1,0 +1,265 @@
+// The CUDA emulator's runtime: grid launch on oneTBB, one block per OS thread at a
+// time, the threads of a block as ucontext fibers with barrier-aware scheduling.
+// Invariant: a fiber waiting at a barrier is resumed only once every live thread it
+// waits for (the block, or its warp) has arrived, so a kernel that would be wrong
+// without a real barrier is wrong here too. See emu.h for the design and its limits.
+#include "emu.h"
+
+#include <sys/mman.h>
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+#include <ucontext.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define STRATA_EMU_ASAN 1
+#endif
+
+namespace strata::emu {
+
+namespace {
+
+constexpr size_t kStackBytes = size_t(256) << 10;  // lazily committed by mmap
+constexpr int kMaxThreads = 1024;
+
+[[noreturn]] void fatal(const char* what) {
+  std::fprintf(stderr, "strata CUDA emulator: %s (block %u,%u,%u thread %u,%u,%u)\n", what, blockIdx.x,
+               blockIdx.y, blockIdx.z, threadIdx.x, threadIdx.y, threadIdx.z);
+  std::abort();
+}
+
+enum class Wait : uint8_t { none, warp, block, done };
+
+struct Fiber {
+  ucontext_t context;
+  char* stack = nullptr;
+  uint3 index{};
+  Wait wait = Wait::none;
+  uint32_t exchanges = 0;  // shuffles / votes so far: picks the exchange buffer
+  void* asan_fake_stack = nullptr;
+};
+
+// One OS thread's block in flight. Reused from block to block and launch to launch.
+struct Block {
+  void (*body)(void*) = nullptr;
+  void* ctx = nullptr;
+  std::vector<Fiber> fibers;
+  ucontext_t scheduler;
+  int current = -1;  // index of the running fiber, -1 outside fiber mode
+  bool plain = false;  // threads run as a plain loop: no barrier may be reached
+  bool thread0_synced = false;
+  int live = 0, block_waiting = 0;
+  int warp_live[kMaxThreads / 32] = {}, warp_waiting[kMaxThreads / 32] = {};
+  uint64_t exchange[2][kMaxThreads] = {};  // (2, threads): double-buffered by exchange count
+  std::vector<std::max_align_t> shared;    // dynamic shared memory
+  const void* scheduler_stack = nullptr;
+  size_t scheduler_stack_size = 0;
+};
+
+thread_local Block t_block;
+
+unsigned linear(const uint3& i, const dim3& d) { return i.x + d.x * (i.y + d.y * i.z); }
+
+uint3 unlinear(unsigned t, const dim3& d) { return {t % d.x, (t / d.x) % d.y, t / (d.x * d.y)}; }
+
+char* new_stack() {
+  void* p = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) fatal("cannot map a fiber stack");
+  mprotect(p, 4096, PROT_NONE);  // guard page: an overflow faults instead of corrupting
+  return static_cast<char*>(p);
+}
+
+// Stack switches, annotated for AddressSanitizer so it tracks the fiber stacks.
+void enter_fiber(Block& b, Fiber& f) {
+#if STRATA_EMU_ASAN
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(&fake, f.stack, kStackBytes);
+  swapcontext(&b.scheduler, &f.context);
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+  swapcontext(&b.scheduler, &f.context);
+#endif
+}
+
+void leave_fiber(Block& b, Fiber& f, bool exiting) {
+#if STRATA_EMU_ASAN
+  __sanitizer_start_switch_fiber(exiting ? nullptr : &f.asan_fake_stack, b.scheduler_stack,
+                                 b.scheduler_stack_size);
+  swapcontext(&f.context, &b.scheduler);
+  __sanitizer_finish_switch_fiber(f.asan_fake_stack, &b.scheduler_stack, &b.scheduler_stack_size);
+#else
+  (void)exiting;
+  swapcontext(&f.context, &b.scheduler);
+#endif
+}
+
+void fiber_main() {
+  Block& b = t_block;
+  Fiber& f = b.fibers[size_t(b.current)];
+#if STRATA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &b.scheduler_stack, &b.scheduler_stack_size);
+#endif
+  b.body(b.ctx);
+  f.wait = Wait::done;
+  leave_fiber(b, f, true);
+}
+
+void start_fiber(Block& b, int t) {
+  Fiber& f = b.fibers[size_t(t)];
+  if (!f.stack) f.stack = new_stack();
+  f.index = unlinear(unsigned(t), blockDim);
+  f.wait = Wait::none;
+  f.exchanges = 0;
+  getcontext(&f.context);
+  f.context.uc_stack.ss_sp = f.stack;
+  f.context.uc_stack.ss_size = kStackBytes;
+  f.context.uc_link = nullptr;
+  makecontext(&f.context, fiber_main, 0);
+}
+
+void resume(Block& b, int t) {
+  Fiber& f = b.fibers[size_t(t)];
+  b.current = t;
+  threadIdx = f.index;
+  enter_fiber(b, f);
+  b.current = -1;
+  if (f.wait == Wait::done) {
+    --b.live;
+    --b.warp_live[t / 32];
+  }
+}
+
+// Runs fibers whose barrier is complete until all are done.
+void schedule(Block& b, int threads) {
+  while (b.live > 0) {
+    bool progressed = false;
+    for (int t = 0; t < threads; ++t)
+      if (b.fibers[size_t(t)].wait == Wait::none) {
+        resume(b, t);
+        progressed = true;
+      }
+    for (int w = 0; w * 32 < threads; ++w) {
+      if (b.warp_waiting[w] == 0 || b.warp_waiting[w] != b.warp_live[w]) continue;
+      for (int t = w * 32; t < threads && t < (w + 1) * 32; ++t)
+        if (b.fibers[size_t(t)].wait == Wait::warp) b.fibers[size_t(t)].wait = Wait::none;
+      b.warp_waiting[w] = 0;
+      progressed = true;
+    }
+    if (b.block_waiting > 0 && b.block_waiting == b.live) {
+      for (int t = 0; t < threads; ++t)
+        if (b.fibers[size_t(t)].wait == Wait::block) b.fibers[size_t(t)].wait = Wait::none;
+      b.block_waiting = 0;
+      progressed = true;
+    }
+    if (!progressed) fatal("deadlock: threads of one block wait at different barriers");
+  }
+}
+
+void run_block(int threads) {
+  Block& b = t_block;
+  if (!b.shared.empty()) std::memset(b.shared.data(), 0xff, b.shared.size() * sizeof(std::max_align_t));
+  b.live = threads;
+  b.block_waiting = 0;
+  for (int w = 0; w * 32 < threads; ++w) {
+    b.warp_live[w] = std::min(32, threads - w * 32);
+    b.warp_waiting[w] = 0;
+  }
+  b.plain = false;
+  b.thread0_synced = false;
+  start_fiber(b, 0);
+  resume(b, 0);
+  if (!b.thread0_synced) {
+    // Thread 0 met no barrier, so no thread may: run the rest as a plain loop.
+    b.plain = true;
+    for (int t = 1; t < threads; ++t) {
+      threadIdx = unlinear(unsigned(t), blockDim);
+      b.body(b.ctx);
+    }
+    b.plain = false;
+    return;
+  }
+  for (int t = 1; t < threads; ++t) start_fiber(b, t);
+  schedule(b, threads);
+}
+
+// Suspends the running fiber at a barrier of kind `w`.
+void wait_at(Wait w) {
+  Block& b = t_block;
+  if (b.plain) fatal("a barrier reached by this thread was not reached by thread 0");
+  if (b.current < 0) fatal("a barrier outside a kernel launch");
+  if (b.current == 0) b.thread0_synced = true;
+  Fiber& f = b.fibers[size_t(b.current)];
+  f.wait = w;
+  if (w == Wait::block)
+    ++b.block_waiting;
+  else
+    ++b.warp_waiting[b.current / 32];
+  leave_fiber(b, f, false);
+  threadIdx = f.index;
+}
+
+}  // namespace
+
+void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, void (*body)(void*), void* ctx) {
+  const int threads = int(block.x * block.y * block.z);
+  if (threads < 1 || threads > kMaxThreads) fatal("block size outside [1, 1024] threads");
+  const int64_t blocks = int64_t(grid.x) * grid.y * grid.z;
+  if (blocks < 1) fatal("empty grid");
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, blocks, 1), [&](const tbb::blocked_range<int64_t>& r) {
+    Block& b = t_block;
+    b.body = body;
+    b.ctx = ctx;
+    if (b.fibers.size() < size_t(threads)) b.fibers.resize(size_t(threads));
+    b.shared.resize((dynamic_shared_bytes + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t));
+    blockDim = block;
+    gridDim = grid;
+    for (int64_t i = r.begin(); i < r.end(); ++i) {
+      blockIdx = unlinear(unsigned(i), dim3(grid.x, grid.y, grid.z));
+      run_block(threads);
+    }
+  });
+}
+
+void* dynamic_shared() { return t_block.shared.data(); }
+
+void sync_block() { wait_at(Wait::block); }
+
+void sync_warp() { wait_at(Wait::warp); }
+
+uint64_t warp_exchange(uint64_t word, int (*src_lane)(int, int, int), int arg, int width) {
+  Block& b = t_block;
+  if (b.current < 0) fatal("a warp shuffle outside fiber mode");
+  Fiber& f = b.fibers[size_t(b.current)];
+  const int me = b.current, warp0 = me & ~31;
+  uint64_t* slots = b.exchange[f.exchanges++ & 1u];
+  slots[me] = word;
+  wait_at(Wait::warp);
+  // Every lane has written this buffer, and none can write it again before all have
+  // passed the next exchange's barrier, by which time this read is done.
+  const int src = warp0 + src_lane(me - warp0, arg, width);
+  const int threads = int(blockDim.x * blockDim.y * blockDim.z);
+  return src < threads ? slots[src] : word;
+}
+
+uint32_t warp_ballot(bool predicate) {
+  Block& b = t_block;
+  if (b.current < 0) fatal("a warp vote outside fiber mode");
+  Fiber& f = b.fibers[size_t(b.current)];
+  const int me = b.current, warp0 = me & ~31;
+  uint64_t* slots = b.exchange[f.exchanges++ & 1u];
+  slots[me] = predicate;
+  wait_at(Wait::warp);
+  const int threads = int(blockDim.x * blockDim.y * blockDim.z);
+  uint32_t votes = 0;
+  // A lane that has already finished after this exchange still voted in it: read
+  // every existing lane's slot (lanes that exited before it must not be relied on).
+  for (int l = 0; l < 32 && warp0 + l < threads; ++l)
+    if (slots[warp0 + l]) votes |= 1u << l;
+  return votes;
+}
+
+}  // namespace strata::emu

@@ -1,0 +1,207 @@
+// CUDA emulation: the slice of the CUDA programming model strata's kernels use,
+// implemented for g++ so the very sources in kernels/cuda/*.cu run on the CPU in CI
+// (compiled as C++ with -DSTRATA_CUDA_EMULATION; never part of the library).
+//
+// Design (the approach HIP-CPU proved workable):
+//  - A launch runs the grid's blocks in parallel on oneTBB, one OS thread per block
+//    at a time, so `__shared__` is a `static thread_local`.
+//  - Thread 0 of a block runs as a fiber (ucontext). If it finishes without reaching a
+//    barrier, the block has none on this path and the other threads run as a plain
+//    loop. Otherwise every thread becomes a fiber that yields at __syncthreads(),
+//    __syncwarp() and every warp shuffle / vote; a small scheduler resumes a fiber
+//    only when the barrier it waits on is complete (all live threads of the block,
+//    or all live lanes of its warp), so barrier semantics are those of the GPU.
+//  - Shuffles and votes exchange values through a per-block buffer indexed by the
+//    thread, double-buffered by each lane's shuffle count, at an implicit warp barrier.
+//  - Atomics are std::atomic_ref (blocks really run concurrently).
+// Limits, each a rule for kernels (see also launch.cuh):
+//  - No inline PTX, no tensor-core intrinsics, no cooperative groups, no dynamic
+//    parallelism; no reliance on implicit warp lock-step (use __syncwarp / shuffles).
+//  - Shuffle and vote masks are ignored: every live lane of the warp must take part.
+//  - A barrier must be reached by all threads of the block or none (as on the GPU);
+//    one reached by some thread but not by thread 0 aborts with a message.
+//  - Dynamic shared memory is declared with STRATA_DYNAMIC_SHARED (launch.cuh).
+// It is slow (a fiber switch per thread per barrier): test with small shapes.
+#pragma once
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#if !defined(STRATA_CUDA_EMULATION)
+#error "emu.h is for the CUDA emulation build only (-DSTRATA_CUDA_EMULATION)"
+#endif
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static thread_local
+
+struct uint3 {
+  unsigned x, y, z;
+};
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+using cudaStream_t = struct CUstream_st*;
+
+// The builtins: set by the emulator before any thread of a block runs.
+inline thread_local uint3 threadIdx;
+inline thread_local uint3 blockIdx;
+inline thread_local dim3 blockDim;
+inline thread_local dim3 gridDim;
+constexpr int warpSize = 32;
+
+namespace strata::emu {
+
+// Runs body() once per thread of every block, with the builtins set. `body` is a
+// type-erased call of the kernel with its arguments.
+void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, void (*body)(void*), void* ctx);
+
+template <class F>
+void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, F&& body) {
+  using Body = std::remove_reference_t<F>;
+  run_grid(grid, block, dynamic_shared_bytes, [](void* f) { (*static_cast<Body*>(f))(); },
+           const_cast<void*>(static_cast<const void*>(&body)));
+}
+
+// The block's dynamic shared memory (filled with 0xff bytes, i.e. NaN, at block start
+// so a read before a write shows up in the results).
+void* dynamic_shared();
+
+void sync_block();
+void sync_warp();
+
+// Exchanges one 64-bit word with the warp: returns the word lane `src_lane(lane)` of
+// the same warp passed (its own word when that lane does not exist).
+uint64_t warp_exchange(uint64_t word, int (*src_lane)(int lane, int arg, int width), int arg, int width);
+// The words of all 32 lanes after an exchange; lanes that do not exist read as 0.
+uint32_t warp_ballot(bool predicate);
+
+inline int lane_id() {
+  unsigned linear = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  return int(linear % 32u);
+}
+
+template <class T>
+T shuffle(T v, int (*src_lane)(int, int, int), int arg, int width) {
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "shuffle of a type wider than 8 bytes");
+  uint64_t word = 0;
+  std::memcpy(&word, &v, sizeof(T));
+  word = warp_exchange(word, src_lane, arg, width);
+  T out;
+  std::memcpy(&out, &word, sizeof(T));
+  return out;
+}
+
+inline int lane_xor(int lane, int mask, int width) {
+  int base = lane & ~(width - 1);
+  return base + ((lane - base) ^ mask) % width;
+}
+inline int lane_down(int lane, int delta, int width) {
+  int base = lane & ~(width - 1);
+  return lane - base + delta < width ? lane + delta : lane;
+}
+inline int lane_up(int lane, int delta, int width) {
+  int base = lane & ~(width - 1);
+  return lane - base >= delta ? lane - delta : lane;
+}
+inline int lane_index(int lane, int src, int width) { return (lane & ~(width - 1)) + src % width; }
+
+}  // namespace strata::emu
+
+inline void __syncthreads() { strata::emu::sync_block(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { strata::emu::sync_warp(); }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+
+template <class T>
+T __shfl_xor_sync(unsigned, T v, int mask, int width = 32) {
+  return strata::emu::shuffle(v, strata::emu::lane_xor, mask, width);
+}
+template <class T>
+T __shfl_down_sync(unsigned, T v, unsigned delta, int width = 32) {
+  return strata::emu::shuffle(v, strata::emu::lane_down, int(delta), width);
+}
+template <class T>
+T __shfl_up_sync(unsigned, T v, unsigned delta, int width = 32) {
+  return strata::emu::shuffle(v, strata::emu::lane_up, int(delta), width);
+}
+template <class T>
+T __shfl_sync(unsigned, T v, int src, int width = 32) {
+  return strata::emu::shuffle(v, strata::emu::lane_index, src, width);
+}
+inline unsigned __ballot_sync(unsigned, int predicate) { return strata::emu::warp_ballot(predicate != 0); }
+inline int __any_sync(unsigned m, int predicate) { return __ballot_sync(m, predicate) != 0; }
+inline int __all_sync(unsigned m, int predicate) {
+  // Every existing lane voted: compare with the ballot of a true predicate.
+  unsigned votes = __ballot_sync(m, predicate);
+  return votes == __ballot_sync(m, 1);
+}
+inline unsigned __activemask() { return __ballot_sync(0xffffffffu, 1); }
+
+// ---------------------------------------------------------------- atomics
+template <class T>
+T atomicAdd(T* address, T value) {
+  return std::atomic_ref<T>(*address).fetch_add(value);
+}
+template <class T>
+T atomicSub(T* address, T value) {
+  return std::atomic_ref<T>(*address).fetch_sub(value);
+}
+template <class T>
+T atomicExch(T* address, T value) {
+  return std::atomic_ref<T>(*address).exchange(value);
+}
+template <class T>
+T atomicCAS(T* address, T compare, T value) {
+  std::atomic_ref<T>(*address).compare_exchange_strong(compare, value);
+  return compare;  // the old value, whether or not the exchange happened
+}
+template <class T>
+T atomicMax(T* address, T value) {
+  std::atomic_ref<T> a(*address);
+  T old = a.load();
+  while (old < value && !a.compare_exchange_weak(old, value)) {
+  }
+  return old;
+}
+template <class T>
+T atomicMin(T* address, T value) {
+  std::atomic_ref<T> a(*address);
+  T old = a.load();
+  while (value < old && !a.compare_exchange_weak(old, value)) {
+  }
+  return old;
+}
+
+// ---------------------------------------------------------------- bits and math
+inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline int __float_as_int(float f) { return int(__float_as_uint(f)); }
+inline float __int_as_float(int i) { return __uint_as_float(unsigned(i)); }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(unsigned(x)); }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+template <class T>
+T __ldg(const T* p) {
+  return *p;
+}

@@ -1,0 +1,60 @@
+// The one way kernels are launched, and the one header every kernels/cuda/<family>.cu
+// starts from. Under nvcc, launch() is `kernel<<<grid, block, shared, stream>>>`;
+// compiled by g++ with -DSTRATA_CUDA_EMULATION (tests only), it runs the kernel on
+// the CPU through kernels/cuda/emu (see emu/emu.h for how, and what a kernel must not
+// do to stay emulatable: no inline PTX, no tensor-core intrinsics, no implicit warp
+// lock-step, barriers reached by all threads of a block or none).
+// Invariant: no kernel source uses <<< >>> or extern __shared__ directly, so every
+// custom kernel runs unchanged in the emulator; what cannot (cuBLASLt GEMMs) lives in
+// files the emulation build leaves out (matmul.cu, runtime.cu, device_query.cu).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#if defined(STRATA_CUDA_EMULATION)
+#include "emu/emu.h"
+// Dynamic shared memory of the launch, as `type* name`.
+#define STRATA_DYNAMIC_SHARED(type, name) type* name = static_cast<type*>(::strata::emu::dynamic_shared())
+#define STRATA_CUDA_NS cuda_emu
+#else
+#include <cuda_runtime.h>
+#define STRATA_DYNAMIC_SHARED(type, name)                    \
+  extern __shared__ __align__(16) unsigned char strata_dynamic_shared_[]; \
+  type* name = reinterpret_cast<type*>(strata_dynamic_shared_)
+#define STRATA_CUDA_NS cuda
+#endif
+
+namespace strata::STRATA_CUDA_NS {
+
+#if !defined(STRATA_CUDA_EMULATION)
+// Throws strata::Error for a failed launch (a bug: bad configuration, too much shared
+// memory). Defined in runtime.cu.
+void check_launch(cudaError_t status, const char* kernel_name);
+#endif
+
+// Launches kernel over grid x block threads with `shared_bytes` of dynamic shared
+// memory on `stream` (a cudaStream_t; ignored by the emulator, which runs the grid
+// to completion before returning).
+template <class... Params, class... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, void* stream,
+            Args... args) {
+#if defined(STRATA_CUDA_EMULATION)
+  (void)stream;
+  ::strata::emu::launch(grid, block, shared_bytes, [&] { kernel(Params(args)...); });
+#else
+  // Past 48 KiB a kernel must opt in to more dynamic shared memory.
+  if (shared_bytes > (size_t(48) << 10))
+    check_launch(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared_bytes)),
+                 "cudaFuncSetAttribute");
+  kernel<<<grid, block, shared_bytes, static_cast<cudaStream_t>(stream)>>>(Params(args)...);
+  check_launch(cudaGetLastError(), "kernel launch");
+#endif
+}
+
+// Blocks of `threads` covering n items, capped so grid-stride loops take the rest.
+inline unsigned blocks_for(int64_t n, int threads, int64_t cap = 4096) {
+  int64_t b = (n + threads - 1) / threads;
+  return unsigned(b < 1 ? 1 : (b > cap ? cap : b));
+}
+
+}  // namespace strata::STRATA_CUDA_NS

@@ -1,0 +1,136 @@
+// CUDA LayerNorm and RMSNorm, forward and backward.
+// Invariants: statistics (mean, rstd) are f32, from the row in f32, two passes (no
+// E[x^2] - E[x]^2 cancellation); d_inp is assigned, d_weight / d_bias accumulate.
+// The parameter-gradient sums are deterministic without float atomics: rows are cut
+// into fixed chunks of kChunkRows, one block per chunk sums its rows in order into
+// its own f32 partial row (scratch), and a second kernel adds the partials in chunk
+// order, so the result depends on neither the grid nor the timing.
+#include "kernel_util.cuh"
+
+namespace strata::STRATA_CUDA_NS {
+
+namespace {
+constexpr int64_t kChunkRows = 32;
+
+// Threads for a row of c elements: a multiple of 32, at most kThreads.
+int row_threads(int64_t c) {
+  int64_t t = (c + 31) / 32 * 32;
+  return int(t < kThreads ? t : kThreads);
+}
+}  // namespace
+
+template <class T>
+static __global__ void norm_forward_kernel(T* out, float* mean, float* rstd, const T* inp, const T* weight,
+                                           const T* bias, int64_t c, float eps, bool rms) {
+  __shared__ float buf[32];
+  const int64_t row = blockIdx.x;
+  const T* x = inp + row * c;
+  float m = 0.0f, acc = 0.0f;
+  if (!rms) {
+    for (int64_t i = threadIdx.x; i < c; i += blockDim.x) acc += load(x[i]);
+    m = block_sum(acc, buf) / float(c);
+    acc = 0.0f;
+  }
+  for (int64_t i = threadIdx.x; i < c; i += blockDim.x) {
+    const float d = load(x[i]) - m;
+    acc += d * d;
+  }
+  const float s = 1.0f / sqrtf(block_sum(acc, buf) / float(c) + eps);
+  // Every thread has read its whole row before any writes: out may alias inp.
+  for (int64_t i = threadIdx.x; i < c; i += blockDim.x) {
+    float y = (load(x[i]) - m) * s * load(weight[i]);
+    if (bias) y += load(bias[i]);
+    out[row * c + i] = store<T>(y);
+  }
+  if (threadIdx.x == 0) {
+    if (!rms) mean[row] = m;
+    rstd[row] = s;
+  }
+}
+
+// One block per chunk of rows: d_inp rows, and the chunk's partial dw / db rows.
+template <class T>
+static __global__ void norm_backward_rows_kernel(T* d_inp, float* dw_partials, float* db_partials,
+                                                 const T* d_out, const T* inp, const T* weight,
+                                                 const float* mean, const float* rstd, int64_t n, int64_t c) {
+  __shared__ float buf[32];
+  const int64_t chunk = blockIdx.x;
+  float* dw = dw_partials + chunk * c;                          // (C)
+  float* db = db_partials ? db_partials + chunk * c : nullptr;  // (C)
+  for (int64_t i = threadIdx.x; i < c; i += blockDim.x) {
+    dw[i] = 0.0f;
+    if (db) db[i] = 0.0f;
+  }
+  const int64_t r_end = (chunk + 1) * kChunkRows < n ? (chunk + 1) * kChunkRows : n;
+  for (int64_t r = chunk * kChunkRows; r < r_end; ++r) {
+    const float m = mean ? mean[r] : 0.0f, s = rstd[r];
+    const T* x = inp + r * c;
+    const T* dy = d_out + r * c;
+    float proj = 0.0f, shift = 0.0f;
+    for (int64_t i = threadIdx.x; i < c; i += blockDim.x) {
+      const float xhat = (load(x[i]) - m) * s, g = load(dy[i]) * load(weight[i]);
+      proj += g * xhat;
+      shift += g;
+    }
+    proj = block_sum(proj, buf) / float(c);
+    shift = mean ? block_sum(shift, buf) / float(c) : 0.0f;  // RMSNorm has no centring
+    for (int64_t i = threadIdx.x; i < c; i += blockDim.x) {
+      const float xhat = (load(x[i]) - m) * s, d = load(dy[i]), g = d * load(weight[i]);
+      d_inp[r * c + i] = store<T>(s * (g - shift - xhat * proj));
+      dw[i] += d * xhat;  // column i is this thread's alone: rows add in order
+      if (db) db[i] += d;
+    }
+  }
+}
+
+// grad[i] += sum over chunks k (in order) of partials[k, i].
+template <class G>
+static __global__ void add_partials_kernel(G* grad, const float* partials, int64_t chunks, int64_t c) {
+  for (int64_t i = grid_first(); i < c; i += grid_stride()) {
+    float acc = 0.0f;
+    for (int64_t k = 0; k < chunks; ++k) acc += partials[k * c + i];
+    grad[i] = store<G>(load(grad[i]) + acc);
+  }
+}
+
+namespace {
+template <class T>
+void add_partials(const TensorView& grad, const float* partials, int64_t chunks, int64_t c, const Context& ctx) {
+  const unsigned grid = blocks_for(c, kThreads);
+  if (grad.dtype == DType::f32)
+    launch(add_partials_kernel<float>, grid, kThreads, 0, ctx.stream, grad.ptr<float>(), partials, chunks, c);
+  else
+    launch(add_partials_kernel<T>, grid, kThreads, 0, ctx.stream, grad.ptr<T>(), partials, chunks, c);
+}
+}  // namespace
+
+void norm_forward(const ops::NormForwardArgs& a, const Context& ctx) {
+  const int64_t c = a.inp.shape[a.inp.ndim - 1], n = a.inp.numel() / c;
+  dispatch_float(a.inp.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    launch(norm_forward_kernel<T>, unsigned(n), row_threads(c), 0, ctx.stream, a.out.ptr<T>(),
+           a.rms ? nullptr : a.mean.ptr<float>(), a.rstd.ptr<float>(), static_cast<const T*>(a.inp.ptr<T>()),
+           static_cast<const T*>(a.weight.ptr<T>()),
+           static_cast<const T*>(a.bias.defined() ? a.bias.ptr<T>() : nullptr), c, a.eps, a.rms);
+  });
+}
+
+void norm_backward(const ops::NormBackwardArgs& a, const Context& ctx) {
+  const int64_t c = a.inp.shape[a.inp.ndim - 1], n = a.inp.numel() / c;
+  const int64_t chunks = (n + kChunkRows - 1) / kChunkRows;
+  const bool with_bias = a.d_bias.defined();
+  // (chunks, C) d_weight partials, then (chunks, C) d_bias partials.
+  float* partials = static_cast<float*>(ctx.scratch->get(size_t((with_bias ? 2 : 1) * chunks * c) * 4));
+  float* db_partials = with_bias ? partials + chunks * c : nullptr;
+  dispatch_float(a.inp.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    launch(norm_backward_rows_kernel<T>, unsigned(chunks), row_threads(c), 0, ctx.stream, a.d_inp.ptr<T>(),
+           partials, db_partials, static_cast<const T*>(a.d_out.ptr<T>()), static_cast<const T*>(a.inp.ptr<T>()),
+           static_cast<const T*>(a.weight.ptr<T>()), static_cast<const float*>(a.rms ? nullptr : a.mean.ptr<float>()),
+           static_cast<const float*>(a.rstd.ptr<float>()), n, c);
+    add_partials<T>(a.d_weight, partials, chunks, c, ctx);
+    if (with_bias) add_partials<T>(a.d_bias, db_partials, chunks, c, ctx);
+  });
+}
+
+}  // namespace strata::STRATA_CUDA_NS

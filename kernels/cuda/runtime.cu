@@ -1,0 +1,170 @@
+// The CUDA runtime behind strata::Device: opening a GPU, its streams and events,
+// device and pinned memory, the per-stream scratch and the cuBLASLt handle, and the
+// launch-error check of launch.cuh. Every CUDA / cuBLAS call is checked by
+// STRATA_CUDA_CHECK / STRATA_CUBLAS_CHECK (expression, file:line in the error).
+// Invariant: scratch grows stream-ordered (cudaFreeAsync / cudaMallocAsync on the
+// compute stream), so an op's scratch is never freed under a kernel still using it.
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "cuda_ops.h"
+#include "launch.cuh"
+#include "runtime.h"
+#include "strata/error.h"
+
+#define STRATA_CUDA_CHECK(expr)                                                                        \
+  do {                                                                                                 \
+    cudaError_t strata_status_ = (expr);                                                               \
+    if (strata_status_ != cudaSuccess)                                                                 \
+      ::strata::detail::throw_call_error(#expr, cudaGetErrorString(strata_status_), __FILE__, __LINE__); \
+  } while (0)
+
+#define STRATA_CUDA_CHECK_PRINT(expr)                                                                    \
+  do {                                                                                                   \
+    cudaError_t strata_status_ = (expr);                                                                 \
+    if (strata_status_ != cudaSuccess)                                                                   \
+      ::strata::detail::print_call_error(#expr, cudaGetErrorString(strata_status_), __FILE__, __LINE__); \
+  } while (0)
+
+namespace strata {
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky error so later calls start clean
+    return 0;
+  }
+  return n;
+}
+
+bool built_with_cuda() { return true; }
+
+namespace cuda {
+
+void check_launch(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) ::strata::detail::throw_call_error(what, cudaGetErrorString(status), __FILE__, __LINE__);
+}
+
+namespace {
+// Stream-ordered scratch: grows on the stream it serves, never shrinks.
+class StreamScratch : public Scratch {
+ public:
+  explicit StreamScratch(cudaStream_t s) : stream_(s) {}
+  ~StreamScratch() override {
+    if (data_) STRATA_CUDA_CHECK_PRINT(cudaFreeAsync(data_, stream_));
+  }
+  void* get(size_t bytes) override {
+    if (bytes > size_) {
+      if (data_) STRATA_CUDA_CHECK(cudaFreeAsync(data_, stream_));
+      size_ = (bytes + 255) / 256 * 256 * 5 / 4;  // some headroom: fewer regrowths
+      STRATA_CUDA_CHECK(cudaMallocAsync(&data_, size_, stream_));
+    }
+    return data_;
+  }
+
+ private:
+  cudaStream_t stream_;
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
+}  // namespace
+
+}  // namespace cuda
+
+namespace cuda_runtime {
+
+struct DeviceState {
+  int index = 0;
+  cudaStream_t streams[4] = {};
+  cuda::StreamScratch* scratch = nullptr;  // of the compute stream
+  cublasLtHandle_t blas = nullptr;
+  void* blas_workspace = nullptr;
+  size_t blas_workspace_bytes = size_t(32) << 20;
+};
+
+DeviceState* open(int index, size_t& budget) {
+  const int count = cuda_device_count();
+  if (count == 0)
+    STRATA_FAIL("no CUDA device: cuda:" << index
+                                        << " was requested but the CUDA runtime finds no usable GPU (no driver, "
+                                           "no device, or CUDA_VISIBLE_DEVICES hides them); run on a CPU device");
+  STRATA_CHECK(index >= 0 && index < count,
+               "no CUDA device: cuda:" << index << " was requested but only " << count << " GPU(s) are visible");
+  STRATA_CUDA_CHECK(cudaSetDevice(index));
+  auto* s = new DeviceState;
+  s->index = index;
+  for (cudaStream_t& st : s->streams) STRATA_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  s->scratch = new cuda::StreamScratch(s->streams[0]);
+  if (cublasLtCreate(&s->blas) != CUBLAS_STATUS_SUCCESS) STRATA_FAIL("cuda:" << index << ": cublasLtCreate failed");
+  STRATA_CUDA_CHECK(cudaMalloc(&s->blas_workspace, s->blas_workspace_bytes));
+  if (budget == 0) {
+    size_t free_bytes = 0, total = 0;
+    STRATA_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
+    budget = free_bytes;
+  }
+  return s;
+}
+
+void close(DeviceState* s) {
+  if (!s) return;
+  cudaSetDevice(s->index);
+  STRATA_CUDA_CHECK_PRINT(cudaDeviceSynchronize());
+  delete s->scratch;
+  STRATA_CUDA_CHECK_PRINT(cudaFree(s->blas_workspace));
+  cublasLtDestroy(s->blas);
+  for (cudaStream_t st : s->streams) STRATA_CUDA_CHECK_PRINT(cudaStreamDestroy(st));
+  delete s;
+}
+
+void* stream(DeviceState* s, StreamRole role) { return s->streams[int(role)]; }
+
+void synchronize(void* stream) { STRATA_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream))); }
+
+void* event_create() {
+  cudaEvent_t e;
+  STRATA_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  return e;
+}
+void event_destroy(void* e) { STRATA_CUDA_CHECK_PRINT(cudaEventDestroy(static_cast<cudaEvent_t>(e))); }
+void event_record(void* e, void* stream) {
+  STRATA_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(e), static_cast<cudaStream_t>(stream)));
+}
+void stream_wait(void* stream, void* e) {
+  STRATA_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(e), 0));
+}
+
+ArenaMemory device_memory() {
+  return {[](size_t bytes, size_t) -> void* {
+            void* p = nullptr;  // cudaMalloc: 256-byte aligned at least
+            return cudaMalloc(&p, bytes) == cudaSuccess ? p : (cudaGetLastError(), nullptr);
+          },
+          [](void* p) { STRATA_CUDA_CHECK_PRINT(cudaFree(p)); }, "CUDA device memory"};
+}
+
+void* pinned_allocate(size_t bytes) {
+  void* p = nullptr;
+  if (cudaHostAlloc(&p, bytes, cudaHostAllocPortable) != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  return p;
+}
+void pinned_free(void* p) { STRATA_CUDA_CHECK_PRINT(cudaFreeHost(p)); }
+
+void copy_async(void* dst, const void* src, size_t bytes, void* stream) {
+  STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, static_cast<cudaStream_t>(stream)));
+}
+
+}  // namespace cuda_runtime
+
+namespace cuda {
+
+Context context(Stream& st) {
+  auto* s = static_cast<cuda_runtime::DeviceState*>(st.device().backend());
+  return Context{st.native(), s->scratch, s->blas, s->blas_workspace, s->blas_workspace_bytes};
+}
+
+}  // namespace cuda
+}  // namespace strata

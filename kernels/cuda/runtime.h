@@ -1,0 +1,44 @@
+// The CUDA runtime seen from plain C++ (lib/core/device.cpp, the op entry points):
+// opening a device, its memory, streams, events and pinned host memory. Implemented in
+// runtime.cu; in a build without CUDA, no_cuda.cpp makes open() throw.
+// Invariant: no CUDA header here; handles are void* (cudaStream_t, cudaEvent_t).
+#pragma once
+#include <cstddef>
+
+#include "strata/device.h"
+
+namespace strata::cuda_runtime {
+
+// Per-device state: the four ordered streams, cuBLASLt handle and workspace, and the
+// compute stream's scratch. Owned by the Device (Device::backend()).
+struct DeviceState;
+
+enum class StreamRole { compute, host_to_device, device_to_host, communication };
+
+// Opens GPU `index`: selects it, creates the streams and the cuBLASLt handle. `budget`
+// 0 becomes the free device memory. Throws strata::Error "no CUDA device: ..." when
+// there is none (or strata was built without CUDA), naming what was found.
+DeviceState* open(int index, size_t& budget);
+void close(DeviceState* state);  // never throws
+
+void* stream(DeviceState* state, StreamRole role);  // a cudaStream_t
+void synchronize(void* stream);
+
+// Events order streams without blocking the host: record on one, wait on another.
+void* event_create();
+void event_destroy(void* event);
+void event_record(void* event, void* stream);
+void stream_wait(void* stream, void* event);
+
+// Device memory for the arena (cudaMalloc, 256-byte aligned) of the current device.
+ArenaMemory device_memory();
+
+// Page-locked host memory (cudaHostAlloc), so copies overlap compute: the offload
+// pool's backing store. nullptr on failure.
+void* pinned_allocate(size_t bytes);
+void pinned_free(void* ptr);
+
+// Asynchronous copies on `stream` (cudaMemcpyAsync, direction inferred).
+void copy_async(void* dst, const void* src, size_t bytes, void* stream);
+
+}  // namespace strata::cuda_runtime

@@ -1,0 +1,70 @@
+// Host scratch for the emulated kernels and the emulator-vs-CPU comparison.
+#include "emu_support.h"
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdlib>
+#include <sstream>
+
+namespace strata::test {
+
+namespace {
+
+class HostScratch : public cuda_emu::Scratch {
+ public:
+  ~HostScratch() override { std::free(data_); }
+  void* get(size_t bytes) override {
+    if (bytes > size_) {
+      std::free(data_);
+      size_ = (bytes + 255) / 256 * 256;
+      data_ = std::aligned_alloc(256, size_);
+    }
+    return data_;
+  }
+
+ private:
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace
+
+const cuda_emu::Context& emu() {
+  static HostScratch scratch;
+  static const cuda_emu::Context context{nullptr, &scratch};
+  return context;
+}
+
+void expect_match(const std::string& what, const HostTensor& got, const HostTensor& want, double slack) {
+  REQUIRE(got.numel() == want.numel());
+  double rtol = 1e-5, atol = 1e-5;
+  if (want.dtype() == DType::bf16) rtol = 1.0 / 128, atol = 1.0 / 256;
+  if (want.dtype() == DType::f16) rtol = 1.0 / 1024, atol = 1.0 / 2048;
+  rtol *= slack;
+  atol *= slack;
+  const std::vector<double> g = got.values(), w = want.values();
+  // Inputs are O(1): an exactly cancelling result (0 on one side, 1e-7 on the other)
+  // is judged against that scale, not against 0.
+  double scale = 1;
+  for (double v : w)
+    if (std::isfinite(v)) scale = std::max(scale, std::fabs(v));
+  size_t bad = 0, first = 0;
+  double max_err = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    const double err = std::fabs(g[i] - w[i]);
+    const bool ok = err <= rtol * std::fabs(w[i]) + atol * scale || (std::isnan(g[i]) && std::isnan(w[i])) ||
+                    (std::isinf(w[i]) && g[i] == w[i]);
+    if (!ok && !bad++) first = i;
+    if (std::isfinite(err)) max_err = std::max(max_err, err);
+  }
+  if (bad) {
+    std::ostringstream s;
+    s << what << " " << dtype_name(want.dtype()) << ": " << bad << " of " << g.size()
+      << " elements differ from the CPU backend; first at " << first << ": emulated CUDA " << g[first]
+      << ", CPU " << w[first] << "; max error " << max_err << " (scale " << scale << ")";
+    FAIL(s.str());
+  }
+  SUCCEED();
+}
+
+}  // namespace strata::test

@@ -1,0 +1,26 @@
+// Support for running the emulated CUDA kernels against the CPU backend: a context
+// whose scratch is host memory, and a comparison at the storage precision.
+// Invariant: every comparison is between the emulated CUDA launcher and the CPU
+// backend given identical inputs (copies of the same HostTensors); neither result is
+// ever hard-coded.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_ops.h"
+#include "support/host_tensor.h"
+
+namespace strata::test {
+
+// The emulator's launch context: no stream, host scratch that grows on demand.
+const cuda_emu::Context& emu();
+
+// got (emulated CUDA) against want (CPU backend): |g - w| <= rtol |w| + atol max(1, max|w|),
+// with rtol / atol at the storage precision of want's dtype (f32 results: 1e-5).
+// NaN must meet NaN and Inf the same Inf.
+void expect_match(const std::string& what, const HostTensor& got, const HostTensor& want, double slack = 1.0);
+
+// Float dtypes as a Catch GENERATE-able list, and their names.
+inline const std::vector<DType> kFloatTypes = {DType::f32, DType::bf16, DType::f16};
+
+}  // namespace strata::test
