@@ -2,8 +2,8 @@
 // GEMMs go to single-threaded OpenBLAS sgemm, one call per output tile, with the
 // tiles spread over oneTBB tasks: oneTBB owns the cores, OpenBLAS never spawns.
 // bf16/f16 operands are converted to f32 scratch, multiplied in f32 and rounded once
-// on store; the bf16 forward goes to the AVX512-BF16 kernel (matmul_bf16.cpp) when
-// the build targets it (about 4-7x the sgemm path on this machine).
+// on store; bf16 goes to the AVX512-BF16 kernels (matmul_bf16.cpp) when the build
+// targets them (several times the sgemm path on this machine).
 // Invariants: d_inp is assigned; d_weight and d_bias accumulate (+=), with one
 // rounding per call when they are 16-bit. Tiles split only output dimensions, never
 // the reduction, so every element is summed in the same order on any thread count.
@@ -229,6 +229,7 @@ void matmul_forward(const ops::MatmulForwardArgs& a) {
 
 void matmul_backward(const ops::MatmulBackwardArgs& a) {
   blas_single_threaded();
+  if (a.weight.dtype == DType::bf16 && matmul_backward_bf16(a)) return;
   dispatch_float(a.weight.dtype, [&](auto tag) { backward<decltype(tag)>(a); });
 }
 

@@ -1,0 +1,135 @@
+// The bf16 GEMM tile on AVX512-BF16 (gemm_avx512.h): vdpbf16ps multiplies bf16 pairs
+// along k into f32 accumulators, in a 14 x 32 register block. A is packed into
+// slivers of 14 rows, one 32-bit k-pair per row and step; B into panels of 32
+// columns, one 64-byte line pair per k-pair. Packing makes the pairs whatever the
+// strides, so d_weight's d_out^T needs no separate transpose.
+// Invariant: C (i, j) accumulates k-pairs in ascending order, in blocks of kKcPairs,
+// starting from 0 or from C; an odd K pairs its last k with a zero, and tails are
+// zero-padded in the packs and masked on store.
+#include <cstring>
+
+#ifdef __AVX512BF16__
+#include <immintrin.h>
+#endif
+
+#include "gemm_avx512.h"
+#include "thread_scratch.h"
+
+namespace strata::cpu {
+
+#ifdef __AVX512BF16__
+
+namespace {
+
+constexpr int kRows = int(kGemmRowsBf16);
+constexpr int64_t kPanel = 32;
+constexpr int64_t kKcPairs = 256;  // k-pairs per block: a B panel (32 KiB) streams from L2
+
+// Elements k and k+1 of a strided run (k+1 < kc or not) as one word, low half first.
+inline uint32_t pair(const uint16_t* p, int64_t stride, bool both) {
+  return uint32_t(p[0]) | (both ? uint32_t(p[stride]) << 16 : 0u);
+}
+
+// a_pack (kp, kRows) = A rows [0, rows) x k [0, kc), rows past `rows` zero.
+void pack_a(Strided<uint16_t> a, int64_t rows, int64_t kc, uint32_t* __restrict dst) {
+  const int64_t kp = (kc + 1) / 2;
+  if (rows < kRows) std::memset(dst, 0, size_t(kp * kRows) * 4);
+  if (a.cs == 1) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint16_t* __restrict src = a.p + r * a.rs;
+      for (int64_t q = 0; q < kc / 2; ++q) std::memcpy(dst + q * kRows + r, src + 2 * q, 4);
+      if (kc % 2) dst[(kp - 1) * kRows + r] = src[kc - 1];
+    }
+  } else {
+    for (int64_t q = 0; q < kp; ++q) {
+      const uint16_t* __restrict src = a.p + 2 * q * a.cs;
+      const bool both = 2 * q + 1 < kc;
+      for (int64_t r = 0; r < rows; ++r) dst[q * kRows + r] = pair(src + r * a.rs, a.cs, both);
+    }
+  }
+}
+
+// b_pack (panels, kp, 32) = B k [0, kc) x columns [0, n), columns past n zero.
+void pack_b(Strided<uint16_t> b, int64_t kc, int64_t n, uint32_t* __restrict dst) {
+  const int64_t kp = (kc + 1) / 2;
+  for (int64_t j0 = 0; j0 < n; j0 += kPanel, dst += kp * kPanel) {
+    const int64_t w = std::min(kPanel, n - j0);
+    if (w < kPanel) std::memset(dst, 0, size_t(kp * kPanel) * 4);
+    if (b.cs == 1) {  // rows 2q and 2q+1 interleaved
+      for (int64_t q = 0; q < kp; ++q) {
+        const uint16_t* __restrict lo = b.p + 2 * q * b.rs + j0;
+        const uint16_t* __restrict hi = lo + b.rs;
+        uint32_t* __restrict d = dst + q * kPanel;
+        if (2 * q + 1 < kc) {
+          for (int64_t j = 0; j < w; ++j) d[j] = uint32_t(lo[j]) | uint32_t(hi[j]) << 16;
+        } else {
+          for (int64_t j = 0; j < w; ++j) d[j] = lo[j];
+        }
+      }
+    } else {
+      for (int64_t j = 0; j < w; ++j) {
+        const uint16_t* __restrict src = b.p + (j0 + j) * b.cs;
+        for (int64_t q = 0; q < kp; ++q) dst[q * kPanel + j] = pair(src + 2 * q * b.rs, b.rs, 2 * q + 1 < kc);
+      }
+    }
+  }
+}
+
+inline __mmask16 lanes(int64_t w) { return w >= 16 ? __mmask16(0xffff) : w <= 0 ? 0 : __mmask16((1u << w) - 1); }
+
+// c (rows, width) [+]= a_pack (kp, kRows) @ b_panel (kp, 32), pairs multiplied by vdpbf16ps.
+void micro_kernel(const uint32_t* __restrict ap, const uint32_t* __restrict bp, int64_t kp, float* c,
+                  int64_t ldc, int64_t rows, int64_t width, bool accumulate) {
+  const __mmask16 m0 = lanes(width), m1 = lanes(width - 16);
+  __m512 c0[kRows], c1[kRows];
+#pragma GCC unroll 16
+  for (int r = 0; r < kRows; ++r) {
+    const bool live = accumulate && r < rows;
+    c0[r] = live ? _mm512_maskz_loadu_ps(m0, c + r * ldc) : _mm512_setzero_ps();
+    c1[r] = live ? _mm512_maskz_loadu_ps(m1, c + r * ldc + 16) : _mm512_setzero_ps();
+  }
+  for (int64_t q = 0; q < kp; ++q, ap += kRows, bp += kPanel) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp), b1 = (__m512bh)_mm512_loadu_si512(bp + 16);
+#pragma GCC unroll 16
+    for (int r = 0; r < kRows; ++r) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(int(ap[r]));
+      c0[r] = _mm512_dpbf16_ps(c0[r], av, b0);
+      c1[r] = _mm512_dpbf16_ps(c1[r], av, b1);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < kRows; ++r) {
+    if (r >= rows) break;
+    _mm512_mask_storeu_ps(c + r * ldc, m0, c0[r]);
+    _mm512_mask_storeu_ps(c + r * ldc + 16, m1, c1[r]);
+  }
+}
+
+}  // namespace
+
+void gemm_tile_bf16(int64_t M, int64_t N, int64_t K, Strided<uint16_t> a, Strided<uint16_t> b, float* c,
+                    int64_t ldc, bool accumulate) {
+  const int64_t panels = (N + kPanel - 1) / kPanel, kc_max = 2 * kKcPairs;
+  const int64_t kp_max = (std::min(K, kc_max) + 1) / 2;
+  ThreadScratch<uint32_t, 20> b_pack(size_t(kp_max * panels * kPanel));  // (panels, kp, 32)
+  ThreadScratch<uint32_t, 21> a_pack(size_t(kp_max * kRows));            // (kp, 14)
+  for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
+    const int64_t kc = std::min(kc_max, K - k0), kp = (kc + 1) / 2;
+    pack_b(b.at(k0, 0), kc, N, b_pack.data());
+    for (int64_t i = 0; i < M; i += kRows) {
+      const int64_t rows = std::min<int64_t>(kRows, M - i);
+      pack_a(a.at(i, k0), rows, kc, a_pack.data());
+      for (int64_t p = 0; p < panels; ++p)
+        micro_kernel(a_pack.data(), b_pack.data() + p * kp * kPanel, kp, c + i * ldc + p * kPanel, ldc, rows,
+                     N - p * kPanel, accumulate || k0 > 0);
+    }
+  }
+}
+
+#else
+
+void gemm_tile_bf16(int64_t, int64_t, int64_t, Strided<uint16_t>, Strided<uint16_t>, float*, int64_t, bool) {}
+
+#endif
+
+}  // namespace strata::cpu
