@@ -1,8 +1,8 @@
 // Single-threaded AVX-512 GEMM tiles for the CPU matmul (gemm_f32.cpp, gemm_bf16.cpp):
 // C (M, N) = [C +] A (M, K) @ B (K, N), A and B read through strides so one routine
 // serves out = inp @ W^T, d_inp = d_out @ W and d_weight += d_out^T @ inp without
-// transposing anything first. Both operands are packed per K block (BLIS style):
-// A into row slivers, B into panels of 32 columns; C is f32 in memory.
+// transposing anything first. B is packed once per call into panels of 32 columns,
+// A per K block into row slivers (BLIS style); C is f32 in memory.
 // Invariants: every C element is summed over k in ascending order in fixed K blocks,
 // whatever M, N and the caller's tiling are, so results never depend on the thread
 // count. The bf16 tile multiplies bf16 pairs exactly into f32 (vdpbf16ps, which
@@ -39,12 +39,21 @@ constexpr bool kHaveGemmBf16 = false;
 // rows waste nothing.
 constexpr int64_t kGemmRowsF32 = 14, kGemmRowsBf16 = 14;
 
-// C (M, N) row stride ldc: assigned, or added to when `accumulate`. Only callable
-// when kHaveGemmF32 / kHaveGemmBf16 (they do nothing otherwise). `bf16` is raw bits.
-void gemm_tile_f32(int64_t M, int64_t N, int64_t K, Strided<float> a, Strided<float> b, float* c,
-                   int64_t ldc, bool accumulate);
-void gemm_tile_bf16(int64_t M, int64_t N, int64_t K, Strided<uint16_t> a, Strided<uint16_t> b, float* c,
-                    int64_t ldc, bool accumulate);
+// B (K, N) packed once per call, shared by every tile: panels of 32 columns, f32
+// (panels, K, 32) or bf16 pairs as u32 (panels, ceil(K / 2), 32), zero-padded.
+// Sizes in elements; pack_b_* run in parallel.
+inline int64_t packed_b_size_f32(int64_t K, int64_t N) { return (N + 31) / 32 * 32 * K; }
+inline int64_t packed_b_size_bf16(int64_t K, int64_t N) { return (N + 31) / 32 * 32 * ((K + 1) / 2); }
+void pack_b_f32(Strided<float> b, int64_t K, int64_t N, float* packed);
+void pack_b_bf16(Strided<uint16_t> b, int64_t K, int64_t N, uint32_t* packed);
+
+// C (M, N) row stride ldc = A @ columns [j0, j0 + N) of a packed B (j0 a multiple
+// of 32), assigned or added to C when `accumulate`. Only callable when
+// kHaveGemmF32 / kHaveGemmBf16 (they do nothing otherwise). bf16 is raw bits.
+void gemm_tile_f32(int64_t M, int64_t N, int64_t K, Strided<float> a, const float* packed_b, int64_t j0,
+                   float* c, int64_t ldc, bool accumulate);
+void gemm_tile_bf16(int64_t M, int64_t N, int64_t K, Strided<uint16_t> a, const uint32_t* packed_b, int64_t j0,
+                    float* c, int64_t ldc, bool accumulate);
 
 // An (M, N) output cut into tiles for oneTBB tasks: rows in multiples of `quantum`, columns
 // in multiples of 32, small enough that a few tasks per thread balance the load on

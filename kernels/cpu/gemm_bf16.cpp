@@ -107,20 +107,25 @@ void micro_kernel(const uint32_t* __restrict ap, const uint32_t* __restrict bp, 
 
 }  // namespace
 
-void gemm_tile_bf16(int64_t M, int64_t N, int64_t K, Strided<uint16_t> a, Strided<uint16_t> b, float* c,
-                    int64_t ldc, bool accumulate) {
-  const int64_t panels = (N + kPanel - 1) / kPanel, kc_max = 2 * kKcPairs;
-  const int64_t kp_max = (std::min(K, kc_max) + 1) / 2;
-  ThreadScratch<uint32_t, 20> b_pack(size_t(kp_max * panels * kPanel));  // (panels, kp, 32)
-  ThreadScratch<uint32_t, 21> a_pack(size_t(kp_max * kRows));            // (kp, 14)
+void pack_b_bf16(Strided<uint16_t> b, int64_t K, int64_t N, uint32_t* packed) {
+  const int64_t KP = (K + 1) / 2;
+  parallel_for((N + kPanel - 1) / kPanel, 1, [&](int64_t p0, int64_t p1) {
+    pack_b(b.at(0, p0 * kPanel), K, std::min(N, p1 * kPanel) - p0 * kPanel, packed + p0 * KP * kPanel);
+  });
+}
+
+void gemm_tile_bf16(int64_t M, int64_t N, int64_t K, Strided<uint16_t> a, const uint32_t* packed_b, int64_t j0,
+                    float* c, int64_t ldc, bool accumulate) {
+  const int64_t panels = (N + kPanel - 1) / kPanel, kc_max = 2 * kKcPairs, KP = (K + 1) / 2;
+  const uint32_t* b = packed_b + (j0 / kPanel) * KP * kPanel;            // (panels, KP, 32)
+  ThreadScratch<uint32_t, 21> a_pack(size_t((std::min(K, kc_max) + 1) / 2 * kRows));  // (kp, 14)
   for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
     const int64_t kc = std::min(kc_max, K - k0), kp = (kc + 1) / 2;
-    pack_b(b.at(k0, 0), kc, N, b_pack.data());
     for (int64_t i = 0; i < M; i += kRows) {
       const int64_t rows = std::min<int64_t>(kRows, M - i);
       pack_a(a.at(i, k0), rows, kc, a_pack.data());
       for (int64_t p = 0; p < panels; ++p)
-        micro_kernel(a_pack.data(), b_pack.data() + p * kp * kPanel, kp, c + i * ldc + p * kPanel, ldc, rows,
+        micro_kernel(a_pack.data(), b + (p * KP + k0 / 2) * kPanel, kp, c + i * ldc + p * kPanel, ldc, rows,
                      N - p * kPanel, accumulate || k0 > 0);
     }
   }
@@ -128,7 +133,9 @@ void gemm_tile_bf16(int64_t M, int64_t N, int64_t K, Strided<uint16_t> a, Stride
 
 #else
 
-void gemm_tile_bf16(int64_t, int64_t, int64_t, Strided<uint16_t>, Strided<uint16_t>, float*, int64_t, bool) {}
+void pack_b_bf16(Strided<uint16_t>, int64_t, int64_t, uint32_t*) {}
+void gemm_tile_bf16(int64_t, int64_t, int64_t, Strided<uint16_t>, const uint32_t*, int64_t, float*, int64_t,
+                    bool) {}
 
 #endif
 

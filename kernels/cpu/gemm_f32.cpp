@@ -89,19 +89,24 @@ void micro_kernel(const float* __restrict ap, const float* __restrict bp, int64_
 
 }  // namespace
 
-void gemm_tile_f32(int64_t M, int64_t N, int64_t K, Strided<float> a, Strided<float> b, float* c, int64_t ldc,
-                   bool accumulate) {
+void pack_b_f32(Strided<float> b, int64_t K, int64_t N, float* packed) {
+  parallel_for((N + kPanel - 1) / kPanel, 1, [&](int64_t p0, int64_t p1) {
+    pack_b(b.at(0, p0 * kPanel), K, std::min(N, p1 * kPanel) - p0 * kPanel, packed + p0 * K * kPanel);
+  });
+}
+
+void gemm_tile_f32(int64_t M, int64_t N, int64_t K, Strided<float> a, const float* packed_b, int64_t j0, float* c,
+                   int64_t ldc, bool accumulate) {
   const int64_t panels = (N + kPanel - 1) / kPanel;
-  ThreadScratch<float, 20> b_pack(size_t(std::min(K, kKc) * panels * kPanel));  // (panels, kc, 32)
-  ThreadScratch<float, 21> a_pack(size_t(std::min(K, kKc) * kRows));            // (kc, 14)
+  const float* b = packed_b + (j0 / kPanel) * K * kPanel;  // (panels, K, 32)
+  ThreadScratch<float, 21> a_pack(size_t(std::min(K, kKc) * kRows));  // (kc, 14)
   for (int64_t k0 = 0; k0 < K; k0 += kKc) {
     const int64_t kc = std::min(kKc, K - k0);
-    pack_b(b.at(k0, 0), kc, N, b_pack.data());
     for (int64_t i = 0; i < M; i += kRows) {
       const int64_t rows = std::min<int64_t>(kRows, M - i);
       pack_a(a.at(i, k0), rows, kc, a_pack.data());
       for (int64_t p = 0; p < panels; ++p)
-        micro_kernel(a_pack.data(), b_pack.data() + p * kc * kPanel, kc, c + i * ldc + p * kPanel, ldc, rows,
+        micro_kernel(a_pack.data(), b + (p * K + k0) * kPanel, kc, c + i * ldc + p * kPanel, ldc, rows,
                      N - p * kPanel, accumulate || k0 > 0);
     }
   }
@@ -109,7 +114,8 @@ void gemm_tile_f32(int64_t M, int64_t N, int64_t K, Strided<float> a, Strided<fl
 
 #else
 
-void gemm_tile_f32(int64_t, int64_t, int64_t, Strided<float>, Strided<float>, float*, int64_t, bool) {}
+void pack_b_f32(Strided<float>, int64_t, int64_t, float*) {}
+void gemm_tile_f32(int64_t, int64_t, int64_t, Strided<float>, const float*, int64_t, float*, int64_t, bool) {}
 
 #endif
 

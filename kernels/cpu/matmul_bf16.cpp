@@ -2,8 +2,8 @@
 //   out (N, OC)    = inp (N, IC) @ weight (OC, IC)^T + bias
 //   d_inp (N, IC)  = d_out (N, OC) @ weight (OC, IC)
 //   d_weight (OC, IC) += d_out^T (OC, N) @ inp (N, IC);  d_bias (OC) += sum of d_out rows
-// Operands are read in place through strides (the tiles pack them); products are
-// exact bf16 x bf16 in f32, accumulated in f32.
+// A operands are read in place through strides (the tiles pack them), B operands are
+// packed once per call; products are exact bf16 x bf16 in f32, accumulated in f32.
 // Invariants: tiles split only output dimensions, so each element is summed in the
 // same order on any thread count; every 16-bit output is rounded once, d_weight
 // included (its tile is loaded to f32, accumulated, stored). vdpbf16ps flushes
@@ -25,6 +25,7 @@ namespace strata::cpu {
 namespace {
 
 constexpr int kTileSlot = 30;  // the f32 C tile of one task
+constexpr int kPackSlot = 31;  // the packed B of one call
 
 const uint16_t* bits(const TensorView& t) { return t.ptr<uint16_t>(); }
 
@@ -56,18 +57,20 @@ void bias_backward(const TensorView& d_bias, const bf16* d_out, int64_t N, int64
 // d_weight (OC, IC) += d_out^T @ inp: in place when f32, else through an f32 tile.
 void weight_backward(const ops::MatmulBackwardArgs& a, int64_t N, int64_t OC, int64_t IC) {
   const Strided<uint16_t> d_out_t{bits(a.d_out), 1, OC};  // (OC, N)
-  const Strided<uint16_t> inp{bits(a.inp), IC, 1};        // (N, IC)
+  ThreadScratch<uint32_t, kPackSlot> inp(size_t(packed_b_size_bf16(N, IC)));
+  pack_b_bf16({bits(a.inp), IC, 1}, N, IC, inp.data());  // (N, IC)
   GemmTiles::plan(OC, IC, kGemmRowsBf16).for_each([&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
     const int64_t m = i1 - i0, n = j1 - j0;
     if (a.d_weight.dtype == DType::f32) {
-      gemm_tile_bf16(m, n, N, d_out_t.at(i0, 0), inp.at(0, j0), a.d_weight.ptr<float>() + i0 * IC + j0, IC, true);
+      gemm_tile_bf16(m, n, N, d_out_t.at(i0, 0), inp.data(), j0, a.d_weight.ptr<float>() + i0 * IC + j0, IC,
+                     true);
       return;
     }
     ThreadScratch<float, kTileSlot> c(size_t(m * n));  // (m, n)
     bf16* dw = a.d_weight.ptr<bf16>() + i0 * IC + j0;   // (m, n) with row stride IC
     for (int64_t r = 0; r < m; ++r)
       for (int64_t j = 0; j < n; ++j) c.data()[r * n + j] = load(dw[r * IC + j]);
-    gemm_tile_bf16(m, n, N, d_out_t.at(i0, 0), inp.at(0, j0), c.data(), n, true);
+    gemm_tile_bf16(m, n, N, d_out_t.at(i0, 0), inp.data(), j0, c.data(), n, true);
     for (int64_t r = 0; r < m; ++r)
       for (int64_t j = 0; j < n; ++j) dw[r * IC + j] = store<bf16>(c.data()[r * n + j]);
   });
@@ -76,12 +79,13 @@ void weight_backward(const ops::MatmulBackwardArgs& a, int64_t N, int64_t OC, in
 // d_inp (N, IC) = d_out @ weight.
 void input_backward(const ops::MatmulBackwardArgs& a, int64_t N, int64_t OC, int64_t IC) {
   const Strided<uint16_t> d_out{bits(a.d_out), OC, 1};  // (N, OC)
-  const Strided<uint16_t> w{bits(a.weight), IC, 1};     // (OC, IC)
+  ThreadScratch<uint32_t, kPackSlot> w(size_t(packed_b_size_bf16(OC, IC)));
+  pack_b_bf16({bits(a.weight), IC, 1}, OC, IC, w.data());  // (OC, IC)
   bf16* d_inp = a.d_inp.ptr<bf16>();
   GemmTiles::plan(N, IC, kGemmRowsBf16).for_each([&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
     const int64_t m = i1 - i0, n = j1 - j0;
     ThreadScratch<float, kTileSlot> c(size_t(m * n));  // (m, n)
-    gemm_tile_bf16(m, n, OC, d_out.at(i0, 0), w.at(0, j0), c.data(), n, false);
+    gemm_tile_bf16(m, n, OC, d_out.at(i0, 0), w.data(), j0, c.data(), n, false);
     for (int64_t r = 0; r < m; ++r) {
       bf16* __restrict dst = d_inp + (i0 + r) * IC + j0;
       const float* __restrict src = c.data() + r * n;
@@ -96,13 +100,14 @@ bool matmul_forward_bf16(const ops::MatmulForwardArgs& a) {
   const int64_t OC = a.weight.shape[0], IC = a.weight.shape[1];
   const int64_t N = a.inp.numel() / IC;
   const Strided<uint16_t> inp{bits(a.inp), IC, 1};    // (N, IC)
-  const Strided<uint16_t> w_t{bits(a.weight), 1, IC};  // (IC, OC)
+  ThreadScratch<uint32_t, kPackSlot> w_t(size_t(packed_b_size_bf16(IC, OC)));
+  pack_b_bf16({bits(a.weight), 1, IC}, IC, OC, w_t.data());  // (IC, OC)
   const bf16* bias = a.bias.defined() ? a.bias.ptr<bf16>() : nullptr;
   bf16* out = a.out.ptr<bf16>();  // (N, OC)
   GemmTiles::plan(N, OC, kGemmRowsBf16).for_each([&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
     const int64_t m = i1 - i0, n = j1 - j0;
     ThreadScratch<float, kTileSlot> c(size_t(m * n));  // (m, n)
-    gemm_tile_bf16(m, n, IC, inp.at(i0, 0), w_t.at(0, j0), c.data(), n, false);
+    gemm_tile_bf16(m, n, IC, inp.at(i0, 0), w_t.data(), j0, c.data(), n, false);
     for (int64_t r = 0; r < m; ++r) {
       bf16* __restrict dst = out + (i0 + r) * OC + j0;
       const float* __restrict src = c.data() + r * n;
