@@ -1,8 +1,9 @@
 // The bf16 GEMM tile on AVX512-BF16 (gemm_avx512.h): vdpbf16ps multiplies bf16 pairs
-// along k into f32 accumulators, in a 14 x 32 register block. A is packed into
-// slivers of 14 rows, one 32-bit k-pair per row and step; B into panels of 32
-// columns, one 64-byte line pair per k-pair. Packing makes the pairs whatever the
-// strides, so d_weight's d_out^T needs no separate transpose.
+// along k into f32 accumulators, in a 14 x 32 register block. B is packed into
+// panels of 32 columns, one 64-byte line pair per k-pair. A pairs are broadcast from
+// dense rows in place, else A is packed into slivers of 14 rows, one 32-bit k-pair
+// per row and step: packing makes the pairs whatever the strides, so d_weight's
+// d_out^T needs no separate transpose.
 // Invariant: C (i, j) accumulates k-pairs in ascending order, in blocks of kKcPairs,
 // starting from 0 or from C; an odd K pairs its last k with a zero, and tails are
 // zero-padded in the packs and masked on store.
@@ -77,9 +78,14 @@ void pack_b(Strided<uint16_t> b, int64_t kc, int64_t n, uint32_t* __restrict dst
 
 inline __mmask16 lanes(int64_t w) { return w >= 16 ? __mmask16(0xffff) : w <= 0 ? 0 : __mmask16((1u << w) - 1); }
 
-// c (rows, width) [+]= a_pack (kp, kRows) @ b_panel (kp, 32), pairs multiplied by vdpbf16ps.
-void micro_kernel(const uint32_t* __restrict ap, const uint32_t* __restrict bp, int64_t kp, float* c,
+// c (rows, width) [+]= A (kRows, 2 kp) @ b_panel (kp, 32), pairs multiplied by
+// vdpbf16ps; A either a_pack (kp, kRows) or, kInPlace, kRows full rows of bf16 with
+// row stride lda (no packing when rows are dense and the block's k count is even).
+template <bool kInPlace>
+void micro_kernel(const void* a, int64_t lda, const uint32_t* __restrict bp, int64_t kp, float* c,
                   int64_t ldc, int64_t rows, int64_t width, bool accumulate) {
+  const uint32_t* __restrict ap = static_cast<const uint32_t*>(a);
+  const uint16_t* __restrict ah = static_cast<const uint16_t*>(a);
   const __mmask16 m0 = lanes(width), m1 = lanes(width - 16);
   __m512 c0[kRows], c1[kRows];
 #pragma GCC unroll 16
@@ -88,11 +94,14 @@ void micro_kernel(const uint32_t* __restrict ap, const uint32_t* __restrict bp, 
     c0[r] = live ? _mm512_maskz_loadu_ps(m0, c + r * ldc) : _mm512_setzero_ps();
     c1[r] = live ? _mm512_maskz_loadu_ps(m1, c + r * ldc + 16) : _mm512_setzero_ps();
   }
-  for (int64_t q = 0; q < kp; ++q, ap += kRows, bp += kPanel) {
+  for (int64_t q = 0; q < kp; ++q, ap += kRows, ah += 2, bp += kPanel) {
     const __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp), b1 = (__m512bh)_mm512_loadu_si512(bp + 16);
 #pragma GCC unroll 16
     for (int r = 0; r < kRows; ++r) {
-      const __m512bh av = (__m512bh)_mm512_set1_epi32(int(ap[r]));
+      uint32_t word;
+      if constexpr (kInPlace) std::memcpy(&word, ah + r * lda, 4);
+      else word = ap[r];
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(int(word));
       c0[r] = _mm512_dpbf16_ps(c0[r], av, b0);
       c1[r] = _mm512_dpbf16_ps(c1[r], av, b1);
     }
@@ -123,10 +132,15 @@ void gemm_tile_bf16(int64_t M, int64_t N, int64_t K, Strided<uint16_t> a, const 
     const int64_t kc = std::min(kc_max, K - k0), kp = (kc + 1) / 2;
     for (int64_t i = 0; i < M; i += kRows) {
       const int64_t rows = std::min<int64_t>(kRows, M - i);
-      pack_a(a.at(i, k0), rows, kc, a_pack.data());
-      for (int64_t p = 0; p < panels; ++p)
-        micro_kernel(a_pack.data(), b + (p * KP + k0 / 2) * kPanel, kp, c + i * ldc + p * kPanel, ldc, rows,
-                     N - p * kPanel, accumulate || k0 > 0);
+      const bool in_place = a.cs == 1 && rows == kRows && kc % 2 == 0;
+      if (!in_place) pack_a(a.at(i, k0), rows, kc, a_pack.data());
+      for (int64_t p = 0; p < panels; ++p) {
+        const uint32_t* bp = b + (p * KP + k0 / 2) * kPanel;
+        float* cp = c + i * ldc + p * kPanel;
+        const bool acc = accumulate || k0 > 0;
+        if (in_place) micro_kernel<true>(a.at(i, k0).p, a.rs, bp, kp, cp, ldc, rows, N - p * kPanel, acc);
+        else micro_kernel<false>(a_pack.data(), 0, bp, kp, cp, ldc, rows, N - p * kPanel, acc);
+      }
     }
   }
 }
