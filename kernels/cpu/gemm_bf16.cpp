@@ -24,7 +24,7 @@ namespace {
 
 constexpr int kRows = int(kGemmRowsBf16);
 constexpr int64_t kPanel = 32;
-constexpr int64_t kKcPairs = 256;  // k-pairs per block: a B panel (32 KiB) streams from L2
+constexpr int64_t kKcPairs = 512;  // k-pairs per block: a B panel block (64 KiB) streams from L2
 
 // Elements k and k+1 of a strided run (k+1 < kc or not) as one word, low half first.
 inline uint32_t pair(const uint16_t* p, int64_t stride, bool both) {
@@ -40,6 +40,17 @@ void pack_a(Strided<uint16_t> a, int64_t rows, int64_t kc, uint32_t* __restrict 
       const uint16_t* __restrict src = a.p + r * a.rs;
       for (int64_t q = 0; q < kc / 2; ++q) std::memcpy(dst + q * kRows + r, src + 2 * q, 4);
       if (kc % 2) dst[(kp - 1) * kRows + r] = src[kc - 1];
+    }
+  } else if (a.rs == 1) {  // d_out^T: rows 2q and 2q+1 of d_out interleaved
+    for (int64_t q = 0; q < kp; ++q) {
+      const uint16_t* __restrict lo = a.p + 2 * q * a.cs;
+      const uint16_t* __restrict hi = lo + a.cs;
+      uint32_t* __restrict d = dst + q * kRows;
+      if (2 * q + 1 < kc) {
+        for (int64_t r = 0; r < rows; ++r) d[r] = uint32_t(lo[r]) | uint32_t(hi[r]) << 16;
+      } else {
+        for (int64_t r = 0; r < rows; ++r) d[r] = lo[r];
+      }
     }
   } else {
     for (int64_t q = 0; q < kp; ++q) {

@@ -22,7 +22,7 @@ namespace {
 
 constexpr int kRows = int(kGemmRowsF32);
 constexpr int64_t kPanel = 32;
-constexpr int64_t kKc = 256;  // k per block: a B panel (32 KiB) streams from L2
+constexpr int64_t kKc = 512;  // k per block: a B panel block (64 KiB) streams from L2; 256 was ~10% slower
 
 // a_pack (kc, kRows) = A rows [0, rows) x k [0, kc), rows past `rows` zero.
 void pack_a(Strided<float> a, int64_t rows, int64_t kc, float* __restrict dst) {
@@ -32,6 +32,8 @@ void pack_a(Strided<float> a, int64_t rows, int64_t kc, float* __restrict dst) {
       const float* __restrict src = a.p + r * a.rs;
       for (int64_t k = 0; k < kc; ++k) dst[k * kRows + r] = src[k];
     }
+  } else if (a.rs == 1) {  // d_out^T: each k a contiguous run of rows
+    for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * kRows, a.p + k * a.cs, size_t(rows) * sizeof(float));
   } else {
     for (int64_t k = 0; k < kc; ++k) {
       const float* __restrict src = a.p + k * a.cs;

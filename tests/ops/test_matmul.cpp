@@ -185,12 +185,13 @@ void run_errors(DType, const std::vector<int64_t>&) {
   EXPECT_ARG_ERROR(bwd({}, {}, {}, d_out.view(), inp_bf.view(), w_bf.view()), "d_out");
 }
 
-// Sizes around the GEMM tiles' edges (14 or 16 rows, 32 columns, K blocks of 256 / 512
-// and odd K for the bf16 pairs), with several tiles per output in both directions.
-// The backward sets accumulate into non-zero d_weight of the weight's dtype and f32.
+// Sizes around the GEMM tiles' edges (14 rows, 32 columns, K blocks of 512 for f32
+// and 1024 for bf16, odd K for the bf16 pairs: 1101 ends on an odd block), with
+// several tiles per output in both directions. The backward sets accumulate into
+// non-zero d_weight of the weight's dtype and of f32.
 const std::vector<std::vector<int64_t>> kForwardShapes = {
-    {1, 1, 1},     {3, 17, 5},         {17, 3, 1000},  {1000, 17, 3},   {2, 1000, 17},
-    {33, 1000, 33}, {2, 150, 33, 70}, {300, 64, 130}, {1000, 33, 300}};
+    {1, 1, 1},      {3, 17, 5},       {17, 3, 1000},  {1000, 17, 3},   {2, 1000, 17},  {33, 1000, 33},
+    {3, 1101, 5},   {1101, 9, 33},    {2, 150, 33, 70}, {300, 64, 130}, {1000, 33, 300}};
 
 STRATA_OP_CASE({"matmul_forward", CaseKind::reference, kForwardShapes, kAllFloat, run_forward_reference});
 STRATA_OP_CASE({"matmul_backward", CaseKind::reference, kForwardShapes, kAllFloat, run_backward_reference});
