@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "strata/device.h"
 #include "util.h"
 
 namespace strata::cpu {
@@ -55,9 +54,11 @@ void gemm_tile_f32(int64_t M, int64_t N, int64_t K, Strided<float> a, const floa
 void gemm_tile_bf16(int64_t M, int64_t N, int64_t K, Strided<uint16_t> a, const uint32_t* packed_b, int64_t j0,
                     float* c, int64_t ldc, bool accumulate);
 
-// An (M, N) output cut into tiles for oneTBB tasks: rows in multiples of `quantum`, columns
-// in multiples of 32, small enough that a few tasks per thread balance the load on
-// a shared machine, large enough that packing stays a small share of the work.
+// An (M, N) output cut into tiles for oneTBB tasks: rows in multiples of `quantum`,
+// columns in multiples of 32, about kTasks of them so a few tasks per thread balance
+// the load on a shared machine, large enough that packing stays a small share of
+// the work. The tiling never depends on the thread count: the tiles above are
+// tiling-invariant anyway, but OpenBLAS's sums depend on each call's shape.
 struct GemmTiles {
   int64_t M, N, tile_m, tile_n;
 
@@ -66,10 +67,10 @@ struct GemmTiles {
   int64_t count() const { return row_tiles() * col_tiles(); }
 
   static GemmTiles plan(int64_t M, int64_t N, int64_t quantum) {
-    const int64_t want = 4 * int64_t(std::max(1, num_threads()));
+    constexpr int64_t kTasks = 16;
     auto round_up = [](int64_t x, int64_t q) { return (x + q - 1) / q * q; };
     GemmTiles t{M, N, std::min(16 * quantum, round_up(M, quantum)), std::min<int64_t>(256, round_up(N, 32))};
-    while (t.count() < want && (t.tile_m > 4 * quantum || t.tile_n > 64)) {
+    while (t.count() < kTasks && (t.tile_m > 4 * quantum || t.tile_n > 64)) {
       if (t.tile_m / quantum * 16 >= t.tile_n) t.tile_m = round_up(t.tile_m / 2, quantum);
       else t.tile_n = round_up(t.tile_n / 2, 32);
     }
