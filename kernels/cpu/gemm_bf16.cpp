@@ -10,7 +10,12 @@
 #include <cstring>
 
 #ifdef __AVX512BF16__
+// GCC 12 reports its own intrinsics' _mm*_undefined_*() as maybe-uninitialized
+// (GCC bug 105593), located in the header: silence it there.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #endif
 
 #include "gemm_avx512.h"
@@ -31,6 +36,9 @@ inline uint32_t pair(const uint16_t* p, int64_t stride, bool both) {
   return uint32_t(p[0]) | (both ? uint32_t(p[stride]) << 16 : 0u);
 }
 
+// The first w of 16 lanes.
+inline __mmask16 lanes(int64_t w) { return w >= 16 ? __mmask16(0xffff) : w <= 0 ? 0 : __mmask16((1u << w) - 1); }
+
 // a_pack (kp, kRows) = A rows [0, rows) x k [0, kc), rows past `rows` zero.
 void pack_a(Strided<uint16_t> a, int64_t rows, int64_t kc, uint32_t* __restrict dst) {
   const int64_t kp = (kc + 1) / 2;
@@ -42,12 +50,15 @@ void pack_a(Strided<uint16_t> a, int64_t rows, int64_t kc, uint32_t* __restrict 
       if (kc % 2) dst[(kp - 1) * kRows + r] = src[kc - 1];
     }
   } else if (a.rs == 1) {  // d_out^T: rows 2q and 2q+1 of d_out interleaved
+    const __mmask16 m = lanes(rows);
     for (int64_t q = 0; q < kp; ++q) {
       const uint16_t* __restrict lo = a.p + 2 * q * a.cs;
       const uint16_t* __restrict hi = lo + a.cs;
       uint32_t* __restrict d = dst + q * kRows;
-      if (2 * q + 1 < kc) {
-        for (int64_t r = 0; r < rows; ++r) d[r] = uint32_t(lo[r]) | uint32_t(hi[r]) << 16;
+      if (2 * q + 1 < kc) {  // one masked move: widen both rows to 32 bits, hi rows on top
+        const __m512i l = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, lo));
+        const __m512i h = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, hi));
+        _mm512_mask_storeu_epi32(d, m, _mm512_or_si512(l, _mm512_slli_epi32(h, 16)));
       } else {
         for (int64_t r = 0; r < rows; ++r) d[r] = lo[r];
       }
@@ -86,8 +97,6 @@ void pack_b(Strided<uint16_t> b, int64_t kc, int64_t n, uint32_t* __restrict dst
     }
   }
 }
-
-inline __mmask16 lanes(int64_t w) { return w >= 16 ? __mmask16(0xffff) : w <= 0 ? 0 : __mmask16((1u << w) - 1); }
 
 // c (rows, width) [+]= A (kRows, 2 kp) @ b_panel (kp, 32), pairs multiplied by
 // vdpbf16ps; A either a_pack (kp, kRows) or, kInPlace, kRows full rows of bf16 with
