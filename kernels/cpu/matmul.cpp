@@ -39,6 +39,7 @@ void blas_single_threaded() {
 // or left in place for OpenBLAS, which packs per call.
 class PackedB {
  public:
+  PackedB() = default;
   template <int Slot>
   PackedB(Strided<float> b, int64_t k, int64_t n, ThreadScratch<float, Slot>& scratch) : b_(b) {
     if constexpr (kHaveGemmF32) pack_b_f32(b, k, n, scratch.data());
@@ -60,8 +61,6 @@ class PackedB {
                   accumulate ? 1.0f : 0.0f, c, int(ldc));
     }
   }
-
- PackedB() = default;
 
  private:
   Strided<float> b_{};
