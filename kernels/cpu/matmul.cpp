@@ -1,9 +1,11 @@
 // CPU matmul (PyTorch Linear): out (N, OC) = inp (N, IC) @ weight (OC, IC)^T + bias.
-// GEMMs go to single-threaded OpenBLAS sgemm, one call per output tile, with the
-// tiles spread over oneTBB tasks: oneTBB owns the cores, OpenBLAS never spawns.
-// bf16/f16 operands are converted to f32 scratch, multiplied in f32 and rounded once
-// on store; the bf16 forward goes to the AVX512-BF16 kernel (matmul_bf16.cpp) when
-// the build targets it (about 4-7x the sgemm path on this machine).
+// f32 GEMMs run on the AVX-512 tile of gemm_f32.cpp when the build targets AVX-512
+// (faster than OpenBLAS's Haswell kernels, which CI forces), else on single-threaded
+// OpenBLAS sgemm; either way one call per output tile, with the tiles spread over
+// oneTBB tasks: oneTBB owns the cores, OpenBLAS never spawns.
+// f16 operands are converted to f32 scratch, multiplied in f32 and rounded once on
+// store; bf16 goes to the AVX512-BF16 kernels (matmul_bf16.cpp) when the build
+// targets them, else takes the f16 road.
 // Invariants: d_inp is assigned; d_weight and d_bias accumulate (+=), with one
 // rounding per call when they are 16-bit. Tiles split only output dimensions, never
 // the reduction, so every element is summed in the same order on any thread count.
@@ -14,6 +16,7 @@
 #include <type_traits>
 
 #include "cpu.h"
+#include "gemm_avx512.h"
 #include "matmul_bf16.h"
 #include "strata/device.h"
 #include "thread_scratch.h"
@@ -25,37 +28,46 @@ namespace {
 
 // Scratch slots: held across a parallel_for (converted weight, accumulators, chunks)
 // vs used inside one tile task.
-enum Slot { kWeight, kDWeight, kDOut, kInp, kBias, kTileA, kTileC };
+enum Slot { kWeight, kDWeight, kDOut, kInp, kBias, kTileA, kTileC, kPackW, kPackInp };
 
 void blas_single_threaded() {
   static const bool once = (openblas_set_num_threads(1), true);
   (void)once;
 }
 
-// The output (rows, cols) cut into row_blocks x col_blocks tiles for oneTBB tasks.
-// Tiles are at least 64 on each side (sgemm packs the other operand per call) and
-// start on multiples of 16.
-struct Tiling {
-  int64_t rows, cols, row_blocks, col_blocks;
+// B (k, n) as the f32 GEMM wants it: packed once (in parallel) for the AVX-512 tile,
+// or left in place for OpenBLAS, which packs per call.
+class PackedB {
+ public:
+  PackedB() = default;
+  template <int Slot>
+  PackedB(Strided<float> b, int64_t k, int64_t n, ThreadScratch<float, Slot>& scratch) : b_(b) {
+    if constexpr (kHaveGemmF32) pack_b_f32(b, k, n, scratch.data());
+    packed_ = scratch.data();
+  }
+  // Elements of the scratch a PackedB of B (k, n) needs.
+  static size_t size(int64_t k, int64_t n) { return kHaveGemmF32 ? size_t(packed_b_size_f32(k, n)) : 0; }
 
-  int64_t count() const { return row_blocks * col_blocks; }
-  static int64_t edge(int64_t i, int64_t n, int64_t blocks) {
-    if (i >= blocks) return n;
-    return std::min(n, (n * i / blocks + 8) / 16 * 16);
+  // C (m, n) [+]= A (m, k) @ columns [j0, j0 + n) of B, on this thread.
+  void gemm(int64_t m, int64_t n, int64_t k, Strided<float> a, int64_t j0, float* c, int64_t ldc,
+            bool accumulate) const {
+    if constexpr (kHaveGemmF32) {
+      gemm_tile_f32(m, n, k, a, packed_, j0, c, ldc, accumulate);
+    } else {  // OpenBLAS wants one unit stride per operand
+      const Strided<float> b = b_.at(0, j0);
+      const bool ta = a.cs != 1, tb = b.cs != 1;
+      cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m),
+                  int(n), int(k), 1.0f, a.p, int(ta ? a.cs : a.rs), b.p, int(tb ? b.cs : b.rs),
+                  accumulate ? 1.0f : 0.0f, c, int(ldc));
+    }
   }
-  void bounds(int64_t t, int64_t& r0, int64_t& r1, int64_t& c0, int64_t& c1) const {
-    int64_t i = t / col_blocks, j = t % col_blocks;
-    r0 = edge(i, rows, row_blocks), r1 = edge(i + 1, rows, row_blocks);
-    c0 = edge(j, cols, col_blocks), c1 = edge(j + 1, cols, col_blocks);
-  }
+
+ private:
+  Strided<float> b_{};
+  const float* packed_ = nullptr;
 };
 
-Tiling plan_tiles(int64_t rows, int64_t cols) {
-  int64_t target = std::max(1, num_threads());
-  int64_t rb = std::clamp<int64_t>(rows / 64, 1, target);
-  int64_t cb = std::clamp<int64_t>(cols / 64, 1, (target + rb - 1) / rb);
-  return {rows, cols, rb, cb};
-}
+GemmTiles plan_tiles(int64_t rows, int64_t cols) { return GemmTiles::plan(rows, cols, kGemmRowsF32); }
 
 template <class T>
 void to_f32(const T* __restrict src, float* __restrict dst, int64_t n) {
@@ -88,7 +100,7 @@ void accumulate_f32(const TensorView& dst, const float* acc, int64_t n) {
 
 // out tile (r1-r0, c1-c0) = inp rows @ weight rows^T + bias, stored to T.
 template <class T>
-void forward_tile(const ops::MatmulForwardArgs& a, const float* wf, int64_t r0, int64_t r1,
+void forward_tile(const ops::MatmulForwardArgs& a, const PackedB& w_t, int64_t r0, int64_t r1,
                   int64_t c0, int64_t c1) {
   const int64_t IC = a.weight.shape[1], OC = a.weight.shape[0];
   const int64_t n = r1 - r0, m = c1 - c0;
@@ -100,14 +112,12 @@ void forward_tile(const ops::MatmulForwardArgs& a, const float* wf, int64_t r0, 
       for (int64_t r = 0; r < n; ++r) std::memcpy(out + r * OC, bias, size_t(m) * sizeof(float));
       beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(m), int(IC), 1.0f,
-                a.inp.ptr<float>() + r0 * IC, int(IC), wf + c0 * IC, int(IC), beta, out, int(OC));
+    w_t.gemm(n, m, IC, {a.inp.ptr<float>() + r0 * IC, IC, 1}, c0, out, OC, beta != 0.0f);
   } else {
     ThreadScratch<float, kTileA> inp_f(size_t(n * IC));  // (n, IC)
     ThreadScratch<float, kTileC> out_f(size_t(n * m));   // (n, m)
     to_f32(a.inp.ptr<T>() + r0 * IC, inp_f.data(), n * IC);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(m), int(IC), 1.0f, inp_f.data(),
-                int(IC), wf + c0 * IC, int(IC), 0.0f, out_f.data(), int(m));
+    w_t.gemm(n, m, IC, {inp_f.data(), IC, 1}, c0, out_f.data(), m, false);
     for (int64_t r = 0; r < n; ++r) {
       const float* __restrict src = out_f.data() + r * m;
       T* __restrict dst = out + r * OC;
@@ -126,49 +136,50 @@ void forward(const ops::MatmulForwardArgs& a) {
   const int64_t N = a.inp.numel() / IC;
   ThreadScratch<float, kWeight> w_scratch(std::is_same_v<T, float> ? 0 : size_t(OC * IC));
   const float* wf = rows_f32(a.weight.ptr<T>(), OC, IC, w_scratch.data());  // (OC, IC)
-  Tiling tiles = plan_tiles(N, OC);
-  parallel_for(tiles.count(), 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      int64_t r0, r1, c0, c1;
-      tiles.bounds(t, r0, r1, c0, c1);
-      forward_tile<T>(a, wf, r0, r1, c0, c1);
-    }
-  });
+  ThreadScratch<float, kPackW> w_pack(PackedB::size(IC, OC));
+  const PackedB w_t({wf, 1, IC}, IC, OC, w_pack);  // (IC, OC)
+  plan_tiles(N, OC).for_each(
+      [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) { forward_tile<T>(a, w_t, r0, r1, c0, c1); });
 }
 
 // Rows [k0, k0 + kc) of the backward: d_inp rows (assigned) and their contribution
 // to d_weight (accumulated in f32 into dw, row stride IC), in one set of tasks.
 template <class T>
 void backward_chunk(const ops::MatmulBackwardArgs& a, const float* d_out_f, const float* inp_f,
-                    const float* wf, float* dw, int64_t k0, int64_t kc) {
+                    const PackedB* w, float* dw, int64_t k0, int64_t kc) {
   const int64_t OC = a.weight.shape[0], IC = a.weight.shape[1];
-  Tiling t_inp = a.d_inp.defined() ? plan_tiles(kc, IC) : Tiling{0, 0, 0, 0};
-  Tiling t_w = dw ? plan_tiles(OC, IC) : Tiling{0, 0, 0, 0};
+  const GemmTiles t_inp = a.d_inp.defined() ? plan_tiles(kc, IC) : GemmTiles{0, 0, 1, 1};
+  const GemmTiles t_w = dw ? plan_tiles(OC, IC) : GemmTiles{0, 0, 1, 1};
+  auto input_tile = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    const int64_t n = r1 - r0, m = c1 - c0;
+    const Strided<float> d_out{d_out_f + r0 * OC, OC, 1};
+    T* out = a.d_inp.ptr<T>() + (k0 + r0) * IC + c0;  // (n, m) with row stride IC
+    if constexpr (std::is_same_v<T, float>) {
+      w->gemm(n, m, OC, d_out, c0, out, IC, false);
+    } else {
+      ThreadScratch<float, kTileC> out_f(size_t(n * m));  // (n, m)
+      w->gemm(n, m, OC, d_out, c0, out_f.data(), m, false);
+      for (int64_t r = 0; r < n; ++r) {
+        const float* __restrict src = out_f.data() + r * m;
+        T* __restrict dst = out + r * IC;
+        for (int64_t j = 0; j < m; ++j) dst[j] = store<T>(src[j]);
+      }
+    }
+  };
+  ThreadScratch<float, kPackInp> inp_pack(dw ? PackedB::size(kc, IC) : 0);
+  const PackedB inp = dw ? PackedB({inp_f, IC, 1}, kc, IC, inp_pack) : PackedB();  // (kc, IC)
+  auto weight_tile = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    inp.gemm(r1 - r0, c1 - c0, kc, {d_out_f + r0, 1, OC}, c0, dw + r0 * IC + c0, IC, true);
+  };
+  // One set of tasks for both products, so neither waits for the other's stragglers.
   parallel_for(t_inp.count() + t_w.count(), 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
+      const bool inp_task = t < t_inp.count();
       int64_t r0, r1, c0, c1;
-      if (t < t_inp.count()) {
-        t_inp.bounds(t, r0, r1, c0, c1);
-        int64_t n = r1 - r0, m = c1 - c0;
-        T* out = a.d_inp.ptr<T>() + (k0 + r0) * IC + c0;  // (n, m) with row stride IC
-        if constexpr (std::is_same_v<T, float>) {
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(m), int(OC), 1.0f,
-                      d_out_f + r0 * OC, int(OC), wf + c0, int(IC), 0.0f, out, int(IC));
-        } else {
-          ThreadScratch<float, kTileC> out_f(size_t(n * m));  // (n, m)
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(m), int(OC), 1.0f,
-                      d_out_f + r0 * OC, int(OC), wf + c0, int(IC), 0.0f, out_f.data(), int(m));
-          for (int64_t r = 0; r < n; ++r) {
-            const float* __restrict src = out_f.data() + r * m;
-            T* __restrict dst = out + r * IC;
-            for (int64_t j = 0; j < m; ++j) dst[j] = store<T>(src[j]);
-          }
-        }
-      } else {
-        t_w.bounds(t - t_inp.count(), r0, r1, c0, c1);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(r1 - r0), int(c1 - c0), int(kc), 1.0f,
-                    d_out_f + r0, int(OC), inp_f + c0, int(IC), 1.0f, dw + r0 * IC + c0, int(IC));
-      }
+      if (inp_task) t_inp.bounds(t, r0, r1, c0, c1);
+      else t_w.bounds(t - t_inp.count(), r0, r1, c0, c1);
+      if (inp_task) input_tile(r0, r1, c0, c1);
+      else weight_tile(r0, r1, c0, c1);
     }
   });
 }
@@ -194,6 +205,8 @@ void backward(const ops::MatmulBackwardArgs& a) {
 
   ThreadScratch<float, kWeight> w_scratch(!is_f32 && a.d_inp.defined() ? size_t(OC * IC) : 0);
   const float* wf = a.d_inp.defined() ? rows_f32(a.weight.ptr<T>(), OC, IC, w_scratch.data()) : nullptr;
+  ThreadScratch<float, kPackW> w_pack(a.d_inp.defined() ? PackedB::size(OC, IC) : 0);
+  const PackedB w = a.d_inp.defined() ? PackedB({wf, IC, 1}, OC, IC, w_pack) : PackedB();  // (OC, IC)
 
   // d_weight accumulates in f32: in place when it is f32, else in scratch added once.
   const bool dw_in_place = want_dw && a.d_weight.dtype == DType::f32;
@@ -213,7 +226,7 @@ void backward(const ops::MatmulBackwardArgs& a) {
     const float* d_out_f = rows_f32(a.d_out.ptr<T>() + k0 * OC, kc, OC, d_out_s.data());  // (kc, OC)
     const float* inp_f = want_dw ? rows_f32(a.inp.ptr<T>() + k0 * IC, kc, IC, inp_s.data()) : nullptr;
     if (want_db) bias_chunk(d_out_f, db.data(), kc, OC);
-    backward_chunk<T>(a, d_out_f, inp_f, wf, dw, k0, kc);
+    backward_chunk<T>(a, d_out_f, inp_f, &w, dw, k0, kc);
   }
   if (want_dw && !dw_in_place) accumulate_f32(a.d_weight, dw, OC * IC);
   if (want_db) accumulate_f32(a.d_bias, db.data(), OC);
@@ -229,6 +242,7 @@ void matmul_forward(const ops::MatmulForwardArgs& a) {
 
 void matmul_backward(const ops::MatmulBackwardArgs& a) {
   blas_single_threaded();
+  if (a.weight.dtype == DType::bf16 && matmul_backward_bf16(a)) return;
   dispatch_float(a.weight.dtype, [&](auto tag) { backward<decltype(tag)>(a); });
 }
 

@@ -1,25 +1,22 @@
-// bf16 matmul forward on AVX512-BF16: out (N, OC) = inp (N, IC) @ weight (OC, IC)^T
-// + bias, with vdpbf16ps multiplying bf16 pairs into f32 accumulators.
-// The weight is packed once per call into panels of 32 output columns, each k-pair
-// of a panel one 64-byte line pair, so the micro-kernel streams it linearly; inp rows
-// are read in place (their k-pairs are broadcast).
-// Invariants: accumulation is f32 over k in ascending pair order whatever the
-// tiling, so results do not depend on the thread count; each output is rounded once
-// through num::store<bf16>. vdpbf16ps flushes subnormal inputs and outputs to zero,
-// unlike the sgemm path: harmless at bf16 precision, but the two paths are not
-// bit-identical.
+// bf16 matmul on AVX512-BF16, forward and backward, on the gemm_tile_bf16 tiles:
+//   out (N, OC)    = inp (N, IC) @ weight (OC, IC)^T + bias
+//   d_inp (N, IC)  = d_out (N, OC) @ weight (OC, IC)
+//   d_weight (OC, IC) += d_out^T (OC, N) @ inp (N, IC);  d_bias (OC) += sum of d_out rows
+// A operands are read in place through strides (the tiles pack them), B operands are
+// packed once per call; products are exact bf16 x bf16 in f32, accumulated in f32.
+// Invariants: tiles split only output dimensions, so each element is summed in the
+// same order on any thread count; every 16-bit output is rounded once, d_weight
+// included (its tile is loaded to f32, accumulated, stored). vdpbf16ps flushes
+// subnormal inputs and outputs to zero, unlike the f32 path: harmless at bf16
+// precision, but the two paths are not bit-identical.
 #include "matmul_bf16.h"
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 
+#include "gemm_avx512.h"
 #include "thread_scratch.h"
 #include "util.h"
-
-#ifdef __AVX512BF16__
-#include <immintrin.h>
-#endif
 
 namespace strata::cpu {
 
@@ -27,81 +24,74 @@ namespace strata::cpu {
 
 namespace {
 
-constexpr int64_t kPanel = 32;    // output columns per packed panel (two zmm)
-constexpr int kRowsPerKernel = 8;  // rows of inp per micro-kernel call
-constexpr int64_t kRowsPerTask = 64;
-constexpr int64_t kPanelsPerTask = 4;
+constexpr int kTileSlot = 30;  // the f32 C tile of one task
+constexpr int kPackSlot = 31;  // the packed B of one call
 
-// Two consecutive bf16 values as one 32-bit word (element 2k in the low half).
-inline uint32_t pair_at(const uint16_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
+const uint16_t* bits(const TensorView& t) { return t.ptr<uint16_t>(); }
+
+// acc (width) = column sums of d_out (N, OC) over columns [c0, c0 + width), in row order.
+void column_sums(const bf16* d_out, int64_t N, int64_t OC, int64_t c0, int64_t width, float* acc) {
+  std::fill(acc, acc + width, 0.0f);
+  for (int64_t r = 0; r < N; ++r) {
+    const bf16* __restrict row = d_out + r * OC + c0;
+    for (int64_t j = 0; j < width; ++j) acc[j] += load(row[j]);
+  }
 }
 
-// packed (panels, KP, 32) u32 = weight (OC, IC) bf16 pairs, KP = ceil(IC / 2);
-// columns past OC and the odd k past IC are zero.
-void pack_weight(const uint16_t* w, int64_t OC, int64_t IC, uint32_t* packed) {
-  const int64_t KP = (IC + 1) / 2, panels = (OC + kPanel - 1) / kPanel;
-  parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      uint32_t* dst = packed + p * KP * kPanel;
-      for (int64_t j = 0; j < kPanel; ++j) {
-        const int64_t o = p * kPanel + j;
-        if (o >= OC) {
-          for (int64_t kp = 0; kp < KP; ++kp) dst[kp * kPanel + j] = 0;
-          continue;
-        }
-        const uint16_t* row = w + o * IC;
-        for (int64_t kp = 0; kp < IC / 2; ++kp) dst[kp * kPanel + j] = pair_at(row + 2 * kp);
-        if (IC % 2) dst[(KP - 1) * kPanel + j] = row[IC - 1];
+// d_bias (OC) += column sums of d_out, d_bias bf16 or f32.
+void bias_backward(const TensorView& d_bias, const bf16* d_out, int64_t N, int64_t OC) {
+  dispatch_float(d_bias.dtype, [&](auto tag) {
+    using D = decltype(tag);
+    D* db = d_bias.ptr<D>();
+    parallel_for(OC, 128, [&](int64_t o0, int64_t o1) {
+      float acc[128];
+      for (int64_t c0 = o0; c0 < o1; c0 += 128) {
+        const int64_t w = std::min<int64_t>(128, o1 - c0);
+        column_sums(d_out, N, OC, c0, w, acc);
+        for (int64_t j = 0; j < w; ++j) db[c0 + j] = store<D>(load(db[c0 + j]) + acc[j]);
       }
-    }
+    });
   });
 }
 
-// acc (R, 32) = rows of `a` (R, K, row stride lda) times one packed panel.
-template <int R>
-void micro_kernel(const uint16_t* a, int64_t lda, const uint32_t* panel, int64_t K, float* acc) {
-  __m512 c0[R], c1[R];
-  for (int r = 0; r < R; ++r) c0[r] = c1[r] = _mm512_setzero_ps();
-  const int64_t full = K / 2;
-  for (int64_t kp = 0; kp < full; ++kp) {
-    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(panel + kp * kPanel);
-    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(panel + kp * kPanel + 16);
-    for (int r = 0; r < R; ++r) {
-      const __m512bh av = (__m512bh)_mm512_set1_epi32(int(pair_at(a + r * lda + 2 * kp)));
-      c0[r] = _mm512_dpbf16_ps(c0[r], av, b0);
-      c1[r] = _mm512_dpbf16_ps(c1[r], av, b1);
+// d_weight (OC, IC) += d_out^T @ inp: in place when f32, else through an f32 tile.
+void weight_backward(const ops::MatmulBackwardArgs& a, int64_t N, int64_t OC, int64_t IC) {
+  const Strided<uint16_t> d_out_t{bits(a.d_out), 1, OC};  // (OC, N)
+  ThreadScratch<uint32_t, kPackSlot> inp(size_t(packed_b_size_bf16(N, IC)));
+  pack_b_bf16({bits(a.inp), IC, 1}, N, IC, inp.data());  // (N, IC)
+  GemmTiles::plan(OC, IC, kGemmRowsBf16).for_each([&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+    const int64_t m = i1 - i0, n = j1 - j0;
+    if (a.d_weight.dtype == DType::f32) {
+      gemm_tile_bf16(m, n, N, d_out_t.at(i0, 0), inp.data(), j0, a.d_weight.ptr<float>() + i0 * IC + j0, IC,
+                     true);
+      return;
     }
-  }
-  if (K % 2) {  // last k alone: the high half of the pair is zero in both operands
-    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(panel + full * kPanel);
-    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(panel + full * kPanel + 16);
-    for (int r = 0; r < R; ++r) {
-      const __m512bh av = (__m512bh)_mm512_set1_epi32(int(a[r * lda + K - 1]));
-      c0[r] = _mm512_dpbf16_ps(c0[r], av, b0);
-      c1[r] = _mm512_dpbf16_ps(c1[r], av, b1);
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    _mm512_storeu_ps(acc + r * kPanel, c0[r]);
-    _mm512_storeu_ps(acc + r * kPanel + 16, c1[r]);
-  }
+    ThreadScratch<float, kTileSlot> c(size_t(m * n));  // (m, n)
+    bf16* dw = a.d_weight.ptr<bf16>() + i0 * IC + j0;   // (m, n) with row stride IC
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t j = 0; j < n; ++j) c.data()[r * n + j] = load(dw[r * IC + j]);
+    gemm_tile_bf16(m, n, N, d_out_t.at(i0, 0), inp.data(), j0, c.data(), n, true);
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t j = 0; j < n; ++j) dw[r * IC + j] = store<bf16>(c.data()[r * n + j]);
+  });
 }
 
-void micro_kernel_rows(int rows, const uint16_t* a, int64_t lda, const uint32_t* panel, int64_t K,
-                       float* acc) {
-  switch (rows) {
-    case 8: micro_kernel<8>(a, lda, panel, K, acc); break;
-    case 7: micro_kernel<7>(a, lda, panel, K, acc); break;
-    case 6: micro_kernel<6>(a, lda, panel, K, acc); break;
-    case 5: micro_kernel<5>(a, lda, panel, K, acc); break;
-    case 4: micro_kernel<4>(a, lda, panel, K, acc); break;
-    case 3: micro_kernel<3>(a, lda, panel, K, acc); break;
-    case 2: micro_kernel<2>(a, lda, panel, K, acc); break;
-    default: micro_kernel<1>(a, lda, panel, K, acc); break;
-  }
+// d_inp (N, IC) = d_out @ weight.
+void input_backward(const ops::MatmulBackwardArgs& a, int64_t N, int64_t OC, int64_t IC) {
+  const Strided<uint16_t> d_out{bits(a.d_out), OC, 1};  // (N, OC)
+  ThreadScratch<uint32_t, kPackSlot> w(size_t(packed_b_size_bf16(OC, IC)));
+  pack_b_bf16({bits(a.weight), IC, 1}, OC, IC, w.data());  // (OC, IC)
+  bf16* d_inp = a.d_inp.ptr<bf16>();
+  GemmTiles::plan(N, IC, kGemmRowsBf16).for_each([&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+    const int64_t m = i1 - i0, n = j1 - j0;
+    ThreadScratch<float, kTileSlot> c(size_t(m * n));  // (m, n)
+    gemm_tile_bf16(m, n, OC, d_out.at(i0, 0), w.data(), j0, c.data(), n, false);
+    for (int64_t r = 0; r < m; ++r) {
+      bf16* __restrict dst = d_inp + (i0 + r) * IC + j0;
+      const float* __restrict src = c.data() + r * n;
+      for (int64_t j = 0; j < n; ++j) dst[j] = store<bf16>(src[j]);
+    }
+  });
 }
 
 }  // namespace
@@ -109,46 +99,41 @@ void micro_kernel_rows(int rows, const uint16_t* a, int64_t lda, const uint32_t*
 bool matmul_forward_bf16(const ops::MatmulForwardArgs& a) {
   const int64_t OC = a.weight.shape[0], IC = a.weight.shape[1];
   const int64_t N = a.inp.numel() / IC;
-  const int64_t KP = (IC + 1) / 2, panels = (OC + kPanel - 1) / kPanel;
-  ThreadScratch<uint32_t, 0> packed_s(size_t(panels * KP * kPanel));  // (panels, KP, 32)
-  const uint32_t* packed = packed_s.data();
-  pack_weight(a.weight.ptr<uint16_t>(), OC, IC, packed_s.data());
-
-  const uint16_t* inp = a.inp.ptr<uint16_t>();  // (N, IC)
+  const Strided<uint16_t> inp{bits(a.inp), IC, 1};    // (N, IC)
+  ThreadScratch<uint32_t, kPackSlot> w_t(size_t(packed_b_size_bf16(IC, OC)));
+  pack_b_bf16({bits(a.weight), 1, IC}, IC, OC, w_t.data());  // (IC, OC)
   const bf16* bias = a.bias.defined() ? a.bias.ptr<bf16>() : nullptr;
   bf16* out = a.out.ptr<bf16>();  // (N, OC)
-  const int64_t row_tasks = (N + kRowsPerTask - 1) / kRowsPerTask;
-  const int64_t col_tasks = (panels + kPanelsPerTask - 1) / kPanelsPerTask;
-  parallel_for(row_tasks * col_tasks, 1, [&](int64_t t0, int64_t t1) {
-    alignas(64) float acc[kRowsPerKernel * kPanel];  // (8, 32)
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t r_begin = (t / col_tasks) * kRowsPerTask, r_end = std::min(N, r_begin + kRowsPerTask);
-      const int64_t p_begin = (t % col_tasks) * kPanelsPerTask;
-      const int64_t p_end = std::min(panels, p_begin + kPanelsPerTask);
-      for (int64_t p = p_begin; p < p_end; ++p) {
-        const int64_t c0 = p * kPanel, width = std::min(kPanel, OC - c0);
-        for (int64_t r = r_begin; r < r_end; r += kRowsPerKernel) {
-          const int rows = int(std::min<int64_t>(kRowsPerKernel, r_end - r));
-          micro_kernel_rows(rows, inp + r * IC, IC, packed + p * KP * kPanel, IC, acc);
-          for (int i = 0; i < rows; ++i) {
-            bf16* __restrict dst = out + (r + i) * OC + c0;
-            const float* __restrict src = acc + i * kPanel;
-            if (bias) {
-              for (int64_t j = 0; j < width; ++j) dst[j] = store<bf16>(src[j] + load(bias[c0 + j]));
-            } else {
-              for (int64_t j = 0; j < width; ++j) dst[j] = store<bf16>(src[j]);
-            }
-          }
-        }
+  GemmTiles::plan(N, OC, kGemmRowsBf16).for_each([&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+    const int64_t m = i1 - i0, n = j1 - j0;
+    ThreadScratch<float, kTileSlot> c(size_t(m * n));  // (m, n)
+    gemm_tile_bf16(m, n, IC, inp.at(i0, 0), w_t.data(), j0, c.data(), n, false);
+    for (int64_t r = 0; r < m; ++r) {
+      bf16* __restrict dst = out + (i0 + r) * OC + j0;
+      const float* __restrict src = c.data() + r * n;
+      if (bias) {
+        for (int64_t j = 0; j < n; ++j) dst[j] = store<bf16>(src[j] + load(bias[j0 + j]));
+      } else {
+        for (int64_t j = 0; j < n; ++j) dst[j] = store<bf16>(src[j]);
       }
     }
   });
   return true;
 }
 
+bool matmul_backward_bf16(const ops::MatmulBackwardArgs& a) {
+  const int64_t OC = a.weight.shape[0], IC = a.weight.shape[1];
+  const int64_t N = a.d_out.numel() / OC;
+  if (a.d_bias.defined()) bias_backward(a.d_bias, a.d_out.ptr<bf16>(), N, OC);
+  if (a.d_inp.defined()) input_backward(a, N, OC, IC);
+  if (a.d_weight.defined()) weight_backward(a, N, OC, IC);
+  return true;
+}
+
 #else
 
 bool matmul_forward_bf16(const ops::MatmulForwardArgs&) { return false; }
+bool matmul_backward_bf16(const ops::MatmulBackwardArgs&) { return false; }
 
 #endif
 

@@ -2,8 +2,11 @@
 // reference computed here from the dtype-rounded inputs, plus finite differences
 // and argument errors. Shapes are {N, IC, OC}, or {B, T, IC, OC} to check that
 // leading dimensions flatten into rows.
+#include <tbb/global_control.h>
+
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 
 #include "op_table.h"
 #include "ops.h"
@@ -182,13 +185,59 @@ void run_errors(DType, const std::vector<int64_t>&) {
   EXPECT_ARG_ERROR(bwd({}, {}, {}, d_out.view(), inp_bf.view(), w_bf.view()), "d_out");
 }
 
+// Sizes around the GEMM tiles' edges (14 rows, 32 columns, K blocks of 512 for f32
+// and 1024 for bf16, odd K for the bf16 pairs: 1101 ends on an odd block), with
+// several tiles per output in both directions. The backward sets accumulate into
+// non-zero d_weight of the weight's dtype and of f32.
 const std::vector<std::vector<int64_t>> kForwardShapes = {
-    {1, 1, 1}, {3, 17, 5}, {17, 3, 1000}, {1000, 17, 3}, {2, 1000, 17}, {2, 150, 33, 70}, {300, 64, 130}};
+    {1, 1, 1},      {3, 17, 5},       {17, 3, 1000},  {1000, 17, 3},   {2, 1000, 17},  {33, 1000, 33},
+    {3, 1101, 5},   {1101, 9, 33},    {2, 150, 33, 70}, {300, 64, 130}, {1000, 33, 300}};
 
 STRATA_OP_CASE({"matmul_forward", CaseKind::reference, kForwardShapes, kAllFloat, run_forward_reference});
 STRATA_OP_CASE({"matmul_backward", CaseKind::reference, kForwardShapes, kAllFloat, run_backward_reference});
 STRATA_OP_CASE({"matmul_backward", CaseKind::gradcheck, {{3, 5, 4}, {2, 3, 17, 6}}, kF32, run_gradcheck});
 STRATA_OP_CASE({"matmul_forward", CaseKind::errors, {{1}}, kF32, run_errors});
+
+// Every output of one forward + backward, as raw bytes.
+std::vector<uint8_t> run_all(DType dtype, const Dims& d) {
+  Operands x(dtype, d, 51);
+  HostTensor out(dtype, with_last(d.rows_shape, d.oc)), d_out(dtype, with_last(d.rows_shape, d.oc));
+  HostTensor d_inp(dtype, with_last(d.rows_shape, d.ic)), d_weight(dtype, {d.oc, d.ic}), d_bias(dtype, {d.oc});
+  HostTensor d_weight_f32(DType::f32, {d.oc, d.ic});
+  d_out.uniform(52);
+  d_weight.uniform(53);
+  d_weight_f32.uniform(54);
+  d_bias.uniform(55);
+  Stream& s = cpu().stream();
+  ops::matmul_forward({out.view(), x.inp.view(), x.weight.view(), x.bias.view()}, s);
+  ops::matmul_backward({d_inp.view(), d_weight.view(), d_bias.view(), d_out.view(), x.inp.view(), x.weight.view()},
+                       s);
+  ops::matmul_backward({{}, d_weight_f32.view(), {}, d_out.view(), x.inp.view(), x.weight.view()}, s);
+  std::vector<uint8_t> bytes;
+  for (const HostTensor* t : {&out, &d_inp, &d_weight, &d_bias, &d_weight_f32}) {
+    const TensorView v = t->view();
+    const uint8_t* p = static_cast<const uint8_t*>(v.data);
+    bytes.insert(bytes.end(), p, p + v.nbytes());
+  }
+  return bytes;
+}
+
+TEST_CASE("matmul results do not depend on the thread count", "[matmul]") {
+  for (DType dtype : kAllFloat) {
+    for (const std::vector<int64_t>& shape : {std::vector<int64_t>{1000, 300, 260}, {2048, 256, 768}}) {
+      INFO("dtype " << dtype_name(dtype) << " N " << shape[0]);
+      const Dims d = dims_of(shape);
+      const std::vector<uint8_t> many = run_all(dtype, d);
+      std::vector<uint8_t> one;
+      {
+        tbb::global_control single(tbb::global_control::max_allowed_parallelism, 1);
+        one = run_all(dtype, d);
+      }
+      CHECK(many.size() == one.size());
+      CHECK(std::memcmp(many.data(), one.data(), many.size()) == 0);
+    }
+  }
+}
 
 }  // namespace
 

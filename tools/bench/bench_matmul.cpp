@@ -1,6 +1,7 @@
-// matmul_forward speed at transformer shapes (N = 8*256 rows, GPT-2 small widths),
-// against OpenBLAS sgemm threaded by OpenBLAS itself on two threads: the question is
-// what strata's tiling on oneTBB costs or gains over letting the BLAS split the work.
+// matmul forward and backward speed at transformer shapes (N = 8*256 rows, GPT-2
+// small widths), each GEMM against the same OpenBLAS sgemm threaded by OpenBLAS
+// itself on two threads in the same run: the question is what strata's kernels and
+// tiling on oneTBB gain over letting the BLAS do it all.
 // Timing is the minimum over repeats after a warm-up, so other load on the machine
 // inflates nothing but the noise.
 #include "bench.h"
@@ -39,49 +40,76 @@ std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
 
 }  // namespace
 
+// Seconds per call of OpenBLAS on two threads of its own; strata keeps it
+// single-threaded, so that is restored after.
+template <class F>
+double blas_seconds(F&& f) {
+  const int previous = openblas_get_num_threads();
+  openblas_set_num_threads(2);
+  const double t = min_seconds(f);
+  openblas_set_num_threads(previous);
+  return t;
+}
+
+void print_row(int64_t IC, int64_t OC, const char* pass, double flops, double t_f32, double t_bf16, double t_blas) {
+  std::printf("%6lld %6lld %-8s | %11.1f %11.1f | %12.1f | %9.2f %9.2f\n", (long long)IC, (long long)OC, pass,
+              flops / t_f32 * 1e-9, flops / t_bf16 * 1e-9, flops / t_blas * 1e-9, t_blas / t_f32, t_blas / t_bf16);
+}
+
 void bench_matmul() {
   std::unique_ptr<Device> device = Device::cpu(0);
   Stream& s = device->stream();
   const int64_t N = 8 * 256;
   const int64_t shapes[][2] = {{256, 768}, {256, 256}, {256, 1024}, {1024, 256}, {768, 3072}, {3072, 768}};
 
-  std::printf("matmul_forward, N = %lld rows, bias on; GFLOP/s (min of repeats)\n", (long long)N);
-  std::printf("%6s %6s | %11s %11s | %12s | %9s %9s\n", "IC", "OC", "strata f32", "strata bf16",
+  std::printf("matmul, N = %lld rows; forward with bias, d_inp, d_weight (+=, dtype of weight);\n"
+              "GFLOP/s (min of repeats), OpenBLAS sgemm on 2 threads of its own for the same product\n",
+              (long long)N);
+  std::printf("%6s %6s %-8s | %11s %11s | %12s | %9s %9s\n", "IC", "OC", "pass", "strata f32", "strata bf16",
               "OpenBLAS 2t", "f32/BLAS", "bf16/BLAS");
   for (const auto& shape : shapes) {
     const int64_t IC = shape[0], OC = shape[1];
     std::vector<float> inp = random_floats(size_t(N * IC), 1, 1.0f);
     std::vector<float> w = random_floats(size_t(OC * IC), 2, 0.05f);
     std::vector<float> bias = random_floats(size_t(OC), 3, 0.1f);
-    std::vector<float> out(size_t(N * OC));
-    std::vector<uint16_t> inp_h = to_bf16(inp), w_h = to_bf16(w), bias_h = to_bf16(bias);
-    std::vector<uint16_t> out_h(size_t(N * OC));
+    std::vector<float> out(size_t(N * OC)), d_inp(size_t(N * IC)), d_w(size_t(OC * IC), 0.0f);
+    std::vector<float> d_out = random_floats(size_t(N * OC), 4, 0.01f);
+    std::vector<uint16_t> inp_h = to_bf16(inp), w_h = to_bf16(w), bias_h = to_bf16(bias), d_out_h = to_bf16(d_out);
+    std::vector<uint16_t> out_h(size_t(N * OC)), d_inp_h(size_t(N * IC)), d_w_h(size_t(OC * IC), 0);
     Device* d = device.get();
-
-    ops::MatmulForwardArgs f32{TensorView(out.data(), DType::f32, {N, OC}, d),
-                               TensorView(inp.data(), DType::f32, {N, IC}, d),
-                               TensorView(w.data(), DType::f32, {OC, IC}, d),
-                               TensorView(bias.data(), DType::f32, {OC}, d)};
-    ops::MatmulForwardArgs bf{TensorView(out_h.data(), DType::bf16, {N, OC}, d),
-                              TensorView(inp_h.data(), DType::bf16, {N, IC}, d),
-                              TensorView(w_h.data(), DType::bf16, {OC, IC}, d),
-                              TensorView(bias_h.data(), DType::bf16, {OC}, d)};
+    auto view = [&](auto& v, DType dt, std::initializer_list<int64_t> shape) { return TensorView(v.data(), dt, shape, d); };
+    const DType f = DType::f32, h = DType::bf16;
     const double flops = 2.0 * double(N) * double(IC) * double(OC);
-    const double t_f32 = min_seconds([&] { ops::matmul_forward(f32, s); });
-    const double t_bf16 = min_seconds([&] { ops::matmul_forward(bf, s); });
 
-    // OpenBLAS on its own threads; strata keeps it single-threaded, so restore that.
-    const int previous = openblas_get_num_threads();
-    openblas_set_num_threads(2);
-    const double t_blas = min_seconds([&] {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(N), int(OC), int(IC), 1.0f, inp.data(),
-                  int(IC), w.data(), int(IC), 0.0f, out.data(), int(OC));
-    });
-    openblas_set_num_threads(previous);
+    ops::MatmulForwardArgs fwd_f{view(out, f, {N, OC}), view(inp, f, {N, IC}), view(w, f, {OC, IC}),
+                                 view(bias, f, {OC})};
+    ops::MatmulForwardArgs fwd_h{view(out_h, h, {N, OC}), view(inp_h, h, {N, IC}), view(w_h, h, {OC, IC}),
+                                 view(bias_h, h, {OC})};
+    print_row(IC, OC, "forward", flops, min_seconds([&] { ops::matmul_forward(fwd_f, s); }),
+              min_seconds([&] { ops::matmul_forward(fwd_h, s); }), blas_seconds([&] {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(N), int(OC), int(IC), 1.0f, inp.data(),
+                            int(IC), w.data(), int(IC), 0.0f, out.data(), int(OC));
+              }));
 
-    std::printf("%6lld %6lld | %11.1f %11.1f | %12.1f | %9.2f %9.2f\n", (long long)IC, (long long)OC,
-                flops / t_f32 * 1e-9, flops / t_bf16 * 1e-9, flops / t_blas * 1e-9, t_blas / t_f32,
-                t_blas / t_bf16);
+    ops::MatmulBackwardArgs di_f{view(d_inp, f, {N, IC}), {}, {}, view(d_out, f, {N, OC}), view(inp, f, {N, IC}),
+                                 view(w, f, {OC, IC})};
+    ops::MatmulBackwardArgs di_h{view(d_inp_h, h, {N, IC}), {}, {}, view(d_out_h, h, {N, OC}),
+                                 view(inp_h, h, {N, IC}), view(w_h, h, {OC, IC})};
+    print_row(IC, OC, "d_inp", flops, min_seconds([&] { ops::matmul_backward(di_f, s); }),
+              min_seconds([&] { ops::matmul_backward(di_h, s); }), blas_seconds([&] {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(N), int(IC), int(OC), 1.0f,
+                            d_out.data(), int(OC), w.data(), int(IC), 0.0f, d_inp.data(), int(IC));
+              }));
+
+    ops::MatmulBackwardArgs dw_f{{}, view(d_w, f, {OC, IC}), {}, view(d_out, f, {N, OC}), view(inp, f, {N, IC}),
+                                 view(w, f, {OC, IC})};
+    ops::MatmulBackwardArgs dw_h{{}, view(d_w_h, h, {OC, IC}), {}, view(d_out_h, h, {N, OC}),
+                                 view(inp_h, h, {N, IC}), view(w_h, h, {OC, IC})};
+    print_row(IC, OC, "d_weight", flops, min_seconds([&] { ops::matmul_backward(dw_f, s); }),
+              min_seconds([&] { ops::matmul_backward(dw_h, s); }), blas_seconds([&] {
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(OC), int(IC), int(N), 1.0f,
+                            d_out.data(), int(OC), inp.data(), int(IC), 1.0f, d_w.data(), int(IC));
+              }));
   }
 }
 
