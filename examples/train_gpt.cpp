@@ -27,16 +27,16 @@ struct Options {
   std::string data;  // token shards (llm.c format), glob
   std::string val;   // validation shards, glob
   std::string preset = "demo";
-  std::string precision = "fp32";
+  std::string precision = "bf16";
   std::string recompute = "none";
-  int64_t steps = 600;
+  int64_t steps = 1500;
   int64_t batch = 16;
   int64_t seq = 128;
   int64_t accum = 1;
   float lr = 2e-3f;
-  int64_t warmup = 30;
+  int64_t warmup = 50;
   float dropout = 0.0f;
-  int64_t eval_every = 100;
+  int64_t eval_every = 250;
   int64_t eval_batches = 20;
   int64_t sample_len = 400;
   float temperature = 0.8f;
@@ -54,16 +54,16 @@ void usage() {
       "  --data GLOB         train on llm.c-format token shards\n"
       "  --val GLOB          validation shards (with --data)\n"
       "  --preset NAME       model preset (default demo; see below)\n"
-      "  --precision P       fp32 | bf16 | fp16 (default fp32)\n"
-      "  --steps N           optimizer steps (default 600)\n"
+      "  --precision P       fp32 | bf16 | fp16 (default bf16)\n"
+      "  --steps N           optimizer steps (default 1500)\n"
       "  --batch B           sequences per micro-batch (default 16)\n"
       "  --seq T             sequence length (default 128)\n"
       "  --accum K           micro-batches per step (default 1)\n"
       "  --lr X              peak learning rate (default 2e-3; warmup, then cosine to 10%%)\n"
-      "  --warmup N          warmup steps (default 30)\n"
+      "  --warmup N          warmup steps (default 50)\n"
       "  --dropout P         residual and attention dropout (default 0)\n"
       "  --recompute R       activation checkpointing: none, selective, full or every-K (default none)\n"
-      "  --eval-every N      validation every N steps (default 100)\n"
+      "  --eval-every N      validation every N steps (default 250)\n"
       "  --eval-batches N    validation batches per evaluation (default 20)\n"
       "  --sample-len N      bytes to generate at the end (default 400)\n"
       "  --temperature X     sampling temperature (default 0.8)\n"
