@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <filesystem>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -119,6 +120,10 @@ PrepareResult prepare_text(const std::vector<std::string>& inputs, const std::st
   r.val_path = prefix + "_val.bin";
   r.train_tokens = int64_t(train.size());
   r.val_tokens = int64_t(val.size());
+  const std::filesystem::path dir = std::filesystem::path(r.train_path).parent_path();
+  std::error_code ec;
+  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+  STRATA_CHECK(!ec, "prepare_text: cannot create the output directory '" << dir.string() << "': " << ec.message());
   write_token_shard(r.train_path, train);
   write_token_shard(r.val_path, val);
   return r;
