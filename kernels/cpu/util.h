@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "../common/convert.h"
+#include "../common/dispatch.h"
 #include "strata/dtype.h"
 #include "strata/tensor.h"
 
@@ -17,16 +18,7 @@ using num::f16;
 using num::load;
 using num::store;
 
-// Calls f(T{}) with T the storage type of `t` (float, bf16 or f16).
-template <class F>
-void dispatch_float(DType t, F&& f) {
-  switch (t) {
-    case DType::f32: f(float{}); return;
-    case DType::bf16: f(bf16{}); return;
-    case DType::f16: f(f16{}); return;
-    case DType::i32: break;
-  }
-}
+using num::dispatch_float;
 
 // Runs f(begin, end) over [0, n) in chunks of at least `grain`, on oneTBB.
 template <class F>

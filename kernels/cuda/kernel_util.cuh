@@ -5,6 +5,7 @@
 // in the emulator as on the GPU, up to fused multiply-add contraction by nvcc).
 #pragma once
 #include "../common/convert.h"
+#include "../common/dispatch.h"
 #include "../common/hd.h"
 #include "cuda_ops.h"
 #include "launch.cuh"
@@ -16,16 +17,7 @@ using num::f16;
 using num::load;
 using num::store;
 
-// Calls f(T{}) with T the storage type of dtype t (float, bf16 or f16).
-template <class F>
-void dispatch_float(DType t, F&& f) {
-  switch (t) {
-    case DType::f32: f(float{}); return;
-    case DType::bf16: f(bf16{}); return;
-    case DType::f16: f(f16{}); return;
-    case DType::i32: break;
-  }
-}
+using num::dispatch_float;
 
 // Threads per block for row kernels and elementwise kernels.
 constexpr int kThreads = 256;
