@@ -38,9 +38,8 @@ double best_of(int runs, F&& f) {
   return best;
 }
 
-// Matmul FLOP/s on the device at `dt`: (N x K) @ (M x K)^T with N = M = K = 1024.
-double probe_flops(Device& dev, DType dt) {
-  const int64_t n = 1024;
+// Matmul FLOP/s on the device at `dt`: (n x n) @ (n x n)^T.
+double probe_flops(Device& dev, DType dt, int64_t n) {
   Buffer a(dev, size_t(n * n) * dtype_size(dt), "plan probe"), b(dev, size_t(n * n) * dtype_size(dt), "plan probe"),
       c(dev, size_t(n * n) * dtype_size(dt), "plan probe");
   TensorView av(a.data(), dt, {n, n}, &dev), bv(b.data(), dt, {n, n}, &dev), cv(c.data(), dt, {n, n}, &dev);
@@ -116,7 +115,9 @@ double peak_flops(Device& device, Precision p) {
   const DType dt = precision_dtype(p);
   auto it = cache.find(int(dt));
   if (it != cache.end()) return it->second;
-  return cache[int(dt)] = probe_flops(device, dt);
+  // The better of two sizes: small ones under-fill the cores, large ones can fall
+  // out of cache; the peak is what the best shape reaches.
+  return cache[int(dt)] = std::max(probe_flops(device, dt, 1024), probe_flops(device, dt, 2048));
 }
 
 Rates probe_rates(Device& device, Precision p, const std::vector<std::string>& paths, size_t nvme_bytes) {
