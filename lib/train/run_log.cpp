@@ -4,6 +4,7 @@
 #include "strata/run_log.h"
 
 #include <cmath>
+#include <filesystem>
 
 #include "../io/json.h"
 #include "../io/state_json.h"
@@ -22,6 +23,9 @@ double growth(float a, float b) { return a > 1e-12f && std::isfinite(a) ? double
 RunLog::RunLog(const std::string& path, const Model& model, const TrainOptions& options,
                const std::vector<std::pair<std::string, std::string>>& extra, double growth_factor)
     : path_(path), growth_factor_(growth_factor) {
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
   file_ = std::fopen(path.c_str(), "a");
   STRATA_CHECK(file_, "RunLog: cannot open " << path << " for appending");
   for (int u = 0; u < model.num_units(); ++u) unit_names_.push_back(model.unit_name(u));
