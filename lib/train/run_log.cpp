@@ -15,6 +15,15 @@ namespace strata {
 namespace {
 json::Value u64(size_t x) { return json::Value::unsigned_integer(uint64_t(x)); }
 
+// JSON has no NaN or infinity, and a diverging run is exactly when they appear (a
+// skipped step's gradient norm is inf): those are written as the strings "nan",
+// "inf", "-inf", which Python's float() and gnuplot read back.
+template <class T>
+json::Value num(T x) {
+  if (std::isfinite(x)) return json::Value::real(x);
+  return json::Value::string(std::isnan(x) ? "nan" : x > 0 ? "inf" : "-inf");
+}
+
 // Growth of b over a, or 0 when a is too small to compare against (a unit whose
 // statistic starts at zero is not "growing infinitely").
 double growth(float a, float b) { return a > 1e-12f && std::isfinite(a) ? double(b) / double(a) : 0.0; }
@@ -61,27 +70,27 @@ std::vector<std::string> RunLog::record(const StepReport& r) {
   json::Value o = json::Value::object();
   o.set("type", json::Value::string("step"));
   o.set("step", json::Value::integer(r.step));
-  o.set("loss", json::Value::real(r.loss));
-  o.set("lr", json::Value::real(r.lr));
-  o.set("grad_norm", json::Value::real(r.grad_norm));
+  o.set("loss", num(r.loss));
+  o.set("lr", num(r.lr));
+  o.set("grad_norm", num(r.grad_norm));
   o.set("skipped", json::Value::boolean(r.skipped));
   o.set("skipped_steps", json::Value::integer(r.skipped_steps));
-  o.set("loss_scale", json::Value::real(r.loss_scale));
+  o.set("loss_scale", num(r.loss_scale));
   o.set("tokens", json::Value::integer(r.tokens));
-  o.set("step_seconds", json::Value::real(r.step_seconds));
-  o.set("tokens_per_second", json::Value::real(r.tokens_per_second));
-  o.set("compute_seconds", json::Value::real(r.compute_seconds));
-  o.set("comm_seconds", json::Value::real(r.comm_seconds));
-  o.set("io_stall_seconds", json::Value::real(r.io_stall_seconds));
-  o.set("optimizer_seconds", json::Value::real(r.optimizer_seconds));
-  o.set("model_flops", json::Value::real(r.model_flops));
-  o.set("mfu", json::Value::real(r.mfu));
+  o.set("step_seconds", num(r.step_seconds));
+  o.set("tokens_per_second", num(r.tokens_per_second));
+  o.set("compute_seconds", num(r.compute_seconds));
+  o.set("comm_seconds", num(r.comm_seconds));
+  o.set("io_stall_seconds", num(r.io_stall_seconds));
+  o.set("optimizer_seconds", num(r.optimizer_seconds));
+  o.set("model_flops", num(r.model_flops));
+  o.set("mfu", num(r.mfu));
   o.set("device_bytes", u64(r.device_bytes));
   o.set("pinned_bytes", u64(r.pinned_bytes));
   o.set("host_bytes", u64(r.host_bytes));
   o.set("nvme_bytes", u64(r.nvme_bytes));
-  o.set("nvme_read_gbps", json::Value::real(r.nvme_read_gbps));
-  o.set("nvme_write_gbps", json::Value::real(r.nvme_write_gbps));
+  o.set("nvme_read_gbps", num(r.nvme_read_gbps));
+  o.set("nvme_write_gbps", num(r.nvme_write_gbps));
 
   std::vector<std::string> warnings;
   if (!r.unit_stats.empty()) {
@@ -89,9 +98,9 @@ std::vector<std::string> RunLog::record(const StepReport& r) {
     for (const UnitStats& u : r.unit_stats) {
       json::Value x = json::Value::object();
       x.set("unit", json::Value::integer(u.unit));
-      x.set("act_rms", json::Value::real(u.act_rms));
-      x.set("act_max_abs", json::Value::real(u.act_max_abs));
-      x.set("grad_rms", json::Value::real(u.grad_rms));
+      x.set("act_rms", num(u.act_rms));
+      x.set("act_max_abs", num(u.act_max_abs));
+      x.set("grad_rms", num(u.grad_rms));
       units.push(std::move(x));
     }
     o.set("units", units);
@@ -130,7 +139,7 @@ void RunLog::record_eval(int64_t step, float loss) {
   json::Value o = json::Value::object();
   o.set("type", json::Value::string("eval"));
   o.set("step", json::Value::integer(step));
-  o.set("val_loss", json::Value::real(loss));
+  o.set("val_loss", num(loss));
   write_line(o.dump());
 }
 
