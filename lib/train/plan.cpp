@@ -290,6 +290,8 @@ std::string format_plan(const PlanRequest& q, const Plan& p) {
   else if (!p.options[size_t(p.chosen)].fits)
     o << "the requested placement '" << p.options[size_t(p.chosen)].name
       << "' does not fit: " << p.options[size_t(p.chosen)].why << "\n";
+  else if (p.rates.flops <= 0)
+    o << "strata would use: " << p.options[size_t(p.chosen)].name << " (step time not predicted: no probe)\n";
   else
     o << "strata would use: " << p.options[size_t(p.chosen)].name << " (predicted step "
       << p.options[size_t(p.chosen)].step_s << " s)\n";
