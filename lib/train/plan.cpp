@@ -107,6 +107,20 @@ double peak_flops_table(const std::string& product, Precision p) {
   return 0;
 }
 
+namespace {
+// Where the CPU peak is remembered across processes: $XDG_CACHE_HOME/strata or
+// ~/.cache/strata ("" when neither is set).
+std::string peak_cache_file(DType dt) {
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  const char* home = std::getenv("HOME");
+  std::string dir = xdg && *xdg ? std::string(xdg) + "/strata" : home && *home ? std::string(home) + "/.cache/strata" : "";
+  if (dir.empty()) return "";
+  ::mkdir((dir.substr(0, dir.rfind('/'))).c_str(), 0755);
+  ::mkdir(dir.c_str(), 0755);
+  return dir + "/cpu-peak-flops-" + dtype_name(dt) + "-" + std::to_string(num_threads()) + "threads";
+}
+}  // namespace
+
 double peak_flops(Device& device, Precision p) {
   if (device.kind() != DeviceKind::cpu) return 0;  // the CUDA backend will name its product for the table
   static std::mutex mu;
@@ -116,8 +130,23 @@ double peak_flops(Device& device, Precision p) {
   auto it = cache.find(int(dt));
   if (it != cache.end()) return it->second;
   // The better of two sizes: small ones under-fill the cores, large ones can fall
-  // out of cache; the peak is what the best shape reaches.
-  return cache[int(dt)] = std::max(probe_flops(device, dt, 1024), probe_flops(device, dt, 2048));
+  // out of cache; the peak is what the best shape reaches. Other processes on the
+  // cores make a probe read low, so the best ever measured here (same dtype and
+  // thread count) is kept in a cache file and used when higher.
+  double peak = std::max(probe_flops(device, dt, 1024), probe_flops(device, dt, 2048));
+  const std::string file = peak_cache_file(dt);
+  if (!file.empty()) {
+    if (FILE* f = std::fopen(file.c_str(), "r")) {
+      double old = 0;
+      if (std::fscanf(f, "%lf", &old) == 1 && std::isfinite(old) && old > peak) peak = old;
+      std::fclose(f);
+    }
+    if (FILE* f = std::fopen(file.c_str(), "w")) {
+      std::fprintf(f, "%.6e\n", peak);
+      std::fclose(f);
+    }
+  }
+  return cache[int(dt)] = peak;
 }
 
 Rates probe_rates(Device& device, Precision p, const std::vector<std::string>& paths, size_t nvme_bytes) {
