@@ -9,6 +9,8 @@
 // What it shows: the three layers a researcher uses — data (prepare_text, a
 // TokenDataset and a BatchLoader), the Model, and the Trainer's train_step — plus
 // sampling. Everything here is public API from <strata/strata.h>.
+#include <strata/plan.h>
+#include <strata/run_log.h>
 #include <strata/strata.h>
 
 #include <chrono>
@@ -29,6 +31,8 @@ struct Options {
   std::string preset = "demo";
   std::string precision = "bf16";
   std::string recompute = "none";
+  std::string log;  // JSONL run log (tools/plot/plot.sh renders it)
+  int64_t stats_every = 50;
   int64_t steps = 1500;
   int64_t batch = 16;
   int64_t seq = 128;
@@ -70,7 +74,9 @@ void usage() {
       "  --top-k K           sample from the K most likely bytes (default 40; 0 = all)\n"
       "  --prompt TEXT       the sample's prompt (default \"Q: \")\n"
       "  --seed S            data order, dropout and init seed (default 1337)\n"
-      "  --threads N         worker threads (default: all cores)\n\npresets:");
+      "  --threads N         worker threads (default: all cores)\n"
+      "  --log FILE          JSONL run log: config, then every step (tools/plot/plot.sh FILE draws it)\n"
+      "  --stats-every N     per-unit activation / gradient statistics every N steps (default 50; 0 off)\n\npresets:");
   for (const auto& n : strata::ModelConfig::preset_names()) std::printf(" %s", n.c_str());
   std::printf("\n");
 }
@@ -100,6 +106,8 @@ Options parse(int argc, char** argv) {
     else if (a == "--precision") o.precision = value();
     else if (a == "--recompute") o.recompute = value();
     else if (a == "--prompt") o.prompt = value();
+    else if (a == "--log") o.log = value();
+    else if (a == "--stats-every") number(o.stats_every);
     else if (a == "--steps") number(o.steps);
     else if (a == "--batch") number(o.batch);
     else if (a == "--seq") number(o.seq);
@@ -203,7 +211,15 @@ int run(const Options& o) {
   to.schedule.warmup_steps = o.warmup;
   to.schedule.total_steps = o.steps;
   to.seed = o.seed;
+  to.stats_every = o.log.empty() ? 0 : o.stats_every;
+  to.peak_flops = strata::peak_flops(*device, precision);  // measured: a short matmul probe
   strata::Trainer trainer(model, to);
+  std::unique_ptr<strata::RunLog> log;
+  if (!o.log.empty())
+    log = std::make_unique<strata::RunLog>(o.log, model, to,
+                                           std::vector<std::pair<std::string, std::string>>{
+                                               {"example", "train_gpt"}, {"batch", std::to_string(o.batch)},
+                                               {"seq", std::to_string(o.seq)}, {"recompute", o.recompute}});
   std::printf("model: %s\n", config.describe().c_str());
   std::printf("training: %lld steps of %lld x %lld x %lld tokens, %s, recompute %s, %d threads; "
               "unigram entropy %.3f nats\n",
@@ -223,11 +239,14 @@ int run(const Options& o) {
     train_loss = r.loss;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double eta = elapsed / double(s + 1) * double(o.steps - s - 1);
-    std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %7.0f tok/s | %s ETA%s\n", (long long)r.step,
-                (long long)o.steps, r.loss, r.lr, r.grad_norm, r.tokens_per_second, duration(eta).c_str(),
-                r.skipped ? " | skipped (non-finite gradients)" : "");
+    std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %7.0f tok/s | MFU %4.1f%% | %s ETA%s\n",
+                (long long)r.step, (long long)o.steps, r.loss, r.lr, r.grad_norm, r.tokens_per_second, 100 * r.mfu,
+                duration(eta).c_str(), r.skipped ? " | skipped (non-finite gradients)" : "");
+    if (log)
+      for (const std::string& w : log->record(r)) std::printf("%s\n", w.c_str());
     if (val && ((s + 1) % o.eval_every == 0 || s + 1 == o.steps)) {
       val_loss = validate(trainer, *val, o.eval_batches);
+      if (log) log->record_eval(r.step, val_loss);
       std::printf("validation loss %.4f (unigram entropy %.4f)\n", val_loss, entropy);
     }
     std::fflush(stdout);

@@ -358,6 +358,13 @@ void Model::backward(float d_loss_scale) {
   }
 }
 
+TensorView Model::unit_output(int u) const {
+  STRATA_CHECK(u >= 0 && u < num_units(), "Model::unit_output: unit " << u << " of " << num_units());
+  if (!acts_ || u + 1 >= num_units() || last_B_ == 0) return TensorView{};
+  return TensorView(acts_->residual[size_t(u)].data(), precision_dtype(precision_),
+                    {last_B_, last_T_, config_.d_model}, device_);
+}
+
 std::vector<float> Model::last_logits(const TensorView& inputs) {
   check_batch(Batch{inputs, {}});
   const int64_t B = inputs.shape[0], T = inputs.shape[1];

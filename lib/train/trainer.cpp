@@ -5,6 +5,8 @@
 // Invariant: the weights change only in AdamW::step, and only with finite grads.
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <unistd.h>
 
 #include "ops.h"
 #include "strata/dist.h"
@@ -17,6 +19,33 @@ namespace strata {
 namespace {
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Resident bytes of this process (Linux /proc/self/statm), 0 when unknown.
+size_t resident_bytes() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f) return 0;
+  unsigned long long pages = 0, resident = 0;
+  const int n = std::fscanf(f, "%llu %llu", &pages, &resident);
+  std::fclose(f);
+  return n == 2 ? size_t(resident) * size_t(sysconf(_SC_PAGESIZE)) : 0;
+}
+
+// RMS and max |x| of a buffer, through an f32 copy (only on statistics steps).
+void rms_max(const TensorView& x, float& rms, float& max_abs) {
+  const int64_t n = x.numel();
+  std::vector<float> f(static_cast<size_t>(n));
+  ops::cast({TensorView(f.data(), DType::f32, {n}, x.device), TensorView(x.data, x.dtype, {n}, x.device)},
+            x.device->stream());
+  x.device->stream().synchronize();
+  double ss = 0;
+  float m = 0;
+  for (float v : f) {
+    ss += double(v) * v;
+    m = std::max(m, std::fabs(v));
+  }
+  rms = n ? float(std::sqrt(ss / double(n))) : 0.0f;
+  max_abs = m;
 }
 }  // namespace
 
@@ -86,11 +115,29 @@ std::vector<float> Trainer::unit_parameters(int u) {
 }
 
 float Trainer::forward_backward(const Batch& batch) {
-  if (t_start_ < 0) t_start_ = now_seconds();
+  const double t0 = now_seconds();
+  if (t_start_ < 0) t_start_ = t0;
   StepKey key{options_.seed, step_, micro_};
   const float loss = model_->forward(batch, key, true);
+  // Activation statistics from the step's last micro-batch, outside the compute time.
+  const bool stats = options_.stats_every > 0 && (step_ + 1) % options_.stats_every == 0 &&
+                     micro_ + 1 == options_.grad_accum;
+  double t_stats = 0;
+  if (stats) {
+    const double ts = now_seconds();
+    stats_.assign(size_t(model_->num_units()), UnitStats{});
+    for (int u = 0; u < model_->num_units(); ++u) {
+      stats_[size_t(u)].unit = u;
+      const TensorView y = model_->unit_output(u);
+      if (y.data) rms_max(y, stats_[size_t(u)].act_rms, stats_[size_t(u)].act_max_abs);
+    }
+    t_stats = now_seconds() - ts;
+  }
   const float ranks = comm_ ? float(comm_->size()) : 1.0f;
   model_->backward(loss_scale_ / float(options_.grad_accum) / ranks);
+  model_->device().stream().synchronize();
+  compute_seconds_ += now_seconds() - t0 - t_stats;
+  seq_ = batch.inputs.shape[1];
   ++micro_;
   tokens_ += batch.inputs.numel();
   loss_sum_ += loss;
@@ -103,10 +150,25 @@ StepReport Trainer::step() {
   Stream& s = dev.stream();
   StepReport r;
 
+  // Gradient RMS per unit, before the optimizer zeroes them (single device only: under
+  // ZeRO a rank holds shards).
+  if (!stats_.empty() && !zero_) {
+    std::vector<int64_t> numel(size_t(model_->num_units()), 0);
+    for (const ParamInfo& p : model_->parameters()) numel[size_t(p.unit)] += p.numel();
+    for (int u = 0; u < model_->num_units(); ++u) {
+      float n = 0;
+      ops::global_norm({TensorView(&n, DType::f32, {1}, &dev), {model_->unit_grads(u)}}, s);
+      s.synchronize();
+      stats_[size_t(u)].grad_rms = numel[size_t(u)] ? n / loss_scale_ / std::sqrt(float(numel[size_t(u)])) : 0.0f;
+    }
+  }
+
+  const double t_comm = now_seconds();
   float norm_raw = 0;
   if (zero_) {
     zero_->reduce_gradients();
     norm_raw = zero_->grad_norm();
+    r.comm_seconds = now_seconds() - t_comm;
   } else {
     ops::GlobalNormArgs g;
     g.out = TensorView(&norm_raw, DType::f32, {1}, &dev);
@@ -114,6 +176,7 @@ StepReport Trainer::step() {
     ops::global_norm(g, s);
   }
   s.synchronize();
+  const double t_opt = now_seconds();
   const float norm = norm_raw / loss_scale_;
 
   r.lr = options_.adamw.lr * options_.schedule.factor(step_);
@@ -140,6 +203,7 @@ StepReport Trainer::step() {
   else
     model_->zero_grad();
   s.synchronize();
+  r.optimizer_seconds = now_seconds() - t_opt + (zero_ ? 0.0 : t_opt - t_comm);
 
   ++step_;
   r.step = step_;
@@ -154,6 +218,18 @@ StepReport Trainer::step() {
   r.tokens = tokens_;
   r.step_seconds = now_seconds() - t_start_;
   r.tokens_per_second = r.step_seconds > 0 ? double(tokens_) / r.step_seconds : 0;
+  r.compute_seconds = compute_seconds_;
+  r.model_flops = model_->config().flops_per_token(seq_) * double(tokens_);
+  if (options_.peak_flops > 0 && r.step_seconds > 0) r.mfu = r.model_flops / r.step_seconds / options_.peak_flops;
+  r.device_bytes = dev.arena().bytes_live();
+  const size_t rss = resident_bytes();
+  if (dev.kind() == DeviceKind::cpu)
+    r.host_bytes = rss > r.device_bytes ? rss - r.device_bytes : 0;
+  else
+    r.host_bytes = rss;
+  r.unit_stats = std::move(stats_);
+  stats_.clear();
+  compute_seconds_ = 0;
   micro_ = 0;
   tokens_ = 0;
   loss_sum_ = 0;

@@ -15,3 +15,5 @@ int sample_main(int argc, char** argv);
 int inspect_main(int argc, char** argv);
 // strata convert --from PATH --to DIR --format strata|gpt2|llama --dtype f32|bf16.
 int convert_main(int argc, char** argv);
+// strata plan (--preset | --model-config | --params) [...]: placement, bytes per tier, step time.
+int plan_main(int argc, char** argv);

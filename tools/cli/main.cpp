@@ -15,7 +15,8 @@ void usage() {
       "  eval      loss and perplexity of a checkpoint on token shards (--dump-grads)\n"
       "  sample    generate text from a checkpoint\n"
       "  inspect   tensors, dtypes, shapes, checksums and trainer state of a checkpoint\n"
-      "  convert   weights between strata, Hugging Face GPT-2 and LLaMA layouts, f32 or bf16\n\n"
+      "  convert   weights between strata, Hugging Face GPT-2 and LLaMA layouts, f32 or bf16\n"
+      "  plan      placement, bytes per memory tier and predicted step time of a training run\n\n"
       "Run 'strata <command> --help' for a command's options.\n");
 }
 }  // namespace
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
   if (cmd == "sample") return sample_main(argc - 1, argv + 1);
   if (cmd == "inspect") return inspect_main(argc - 1, argv + 1);
   if (cmd == "convert") return convert_main(argc - 1, argv + 1);
+  if (cmd == "plan") return plan_main(argc - 1, argv + 1);
   std::fprintf(stderr, "strata: unknown command '%s'\n\n", cmd.c_str());
   usage();
   return 1;

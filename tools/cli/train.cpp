@@ -3,6 +3,9 @@
 // Invariant: a resumed run continues bit for bit — weights, optimizer, trainer state
 // and the loader's position come from the checkpoint; the flags must describe the
 // same model (a mismatch is an error, not a silent restart).
+#include <unistd.h>
+
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -10,16 +13,21 @@
 #include "args.h"
 #include "commands.h"
 #include "model_source.h"
+#include "strata/plan.h"
+#include "strata/run_log.h"
 #include "strata/strata.h"
 
 namespace {
 
 struct Options {
   std::string data, val, out, preset = "demo", precision = "fp32", schedule = "cosine", init_from;
-  std::string weights_dtype = "f32";
+  std::string weights_dtype = "f32", log;
   int64_t steps = 200, batch = 16, seq = 128, accum = 1, warmup = 20, decay_steps = 0;
   int64_t n_layers = 0, n_heads = 0, d_model = 0, d_mlp = 0, max_seq = 0, vocab_size = 0;
   int64_t save_every = 100, keep = 3, eval_every = 0, eval_batches = 20, threads = 0, seed = 1337;
+  int64_t stats_every = 50;
+  double growth_warning = 10;
+  bool no_progress = false;
   double lr = 2e-3, min_lr_ratio = 0.1, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, clip = 1.0;
   double dropout = -1;
 };
@@ -109,8 +117,14 @@ int train_main(int argc, char** argv) {
   args.option("eval-every", &o.eval_every, "N", "validation every N steps (0: only at the end, with --val)");
   args.option("eval-batches", &o.eval_batches, "N", "validation batches per evaluation");
   args.option("threads", &o.threads, "N", "worker threads (0: all cores)");
+  args.option("log", &o.log, "FILE", "JSONL run log, appended to (default: DIR/log.jsonl; tools/plot renders it)");
+  args.option("stats-every", &o.stats_every, "N", "per-unit activation and gradient statistics every N steps (0: off)");
+  args.option("growth-warning", &o.growth_warning, "X", "warn when a unit statistic grows more than X-fold between logs");
+  args.flag("no-progress", &o.no_progress, "no progress bar, even on a terminal");
   if (int rc = args.parse(argc, argv); rc >= 0) return rc;
   if (o.data.empty() || o.out.empty()) return args.usage_error("--data and --out are required");
+  if (o.stats_every < 0 || o.growth_warning <= 1)
+    return args.usage_error("--stats-every must be at least 0 and --growth-warning more than 1");
   if (o.steps < 1 || o.batch < 1 || o.seq < 1 || o.accum < 1 || o.save_every < 0 || o.keep < 0)
     return args.usage_error("--steps, --batch, --seq, --accum must be at least 1; --save-every, --keep at least 0");
 
@@ -151,7 +165,10 @@ int train_main(int argc, char** argv) {
       std::filesystem::remove_all(tmp);
       std::printf("initial weights from %s\n", init.source.c_str());
     }
-    strata::Trainer trainer(model, train_options(o));
+    strata::TrainOptions topt = train_options(o);
+    topt.stats_every = o.stats_every;
+    topt.peak_flops = strata::peak_flops(*device, precision);
+    strata::Trainer trainer(model, topt);
     if (!resume.empty()) {
       strata::CheckpointInfo info = strata::load_checkpoint(resume, model, &trainer);
       loader.seek(info.progress.data_position);
@@ -160,7 +177,19 @@ int train_main(int argc, char** argv) {
     std::printf("model: %s\ntraining: %lld steps of %lld x %lld x %lld tokens, %s, %d threads\n",
                 config.describe().c_str(), (long long)o.steps, (long long)o.accum, (long long)o.batch,
                 (long long)o.seq, strata::precision_name(precision), strata::num_threads());
+    std::filesystem::create_directories(o.out);
+    const std::string log_path = o.log.empty() ? o.out + "/log.jsonl" : o.log;
+    strata::RunLog log(log_path, model, topt,
+                       {{"command", args.command_line()}, {"data", o.data}, {"batch", std::to_string(o.batch)},
+                        {"seq", std::to_string(o.seq)}, {"threads", std::to_string(strata::num_threads())},
+                        {"resumed_from", resume}},
+                       o.growth_warning);
+    std::printf("log: %s (peak %.1f GFLOP/s measured for MFU)\n", log_path.c_str(), topt.peak_flops / 1e9);
     std::fflush(stdout);
+    // On a terminal the bar redraws one line; into a file every step is a line.
+    const bool tty = !o.no_progress && isatty(fileno(stdout));
+    const int64_t first_step = trainer.step_count();
+    const auto t0 = std::chrono::steady_clock::now();
 
     auto save = [&] {
       strata::TrainingProgress progress{loader.position(), {{"command", args.command_line()}}};
@@ -176,12 +205,24 @@ int train_main(int argc, char** argv) {
       for (int64_t k = 0; k < o.accum; ++k) micro.push_back(loader.next());
       for (auto& b : micro) views.push_back(b.batch());
       const strata::StepReport r = trainer.train_step(views);
+      const std::vector<std::string> warnings = log.record(r);
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const std::string bar = strata::progress_bar(r.step - first_step, o.steps - first_step, elapsed);
+      if (tty) std::printf("\r\033[K");
       // 9 significant digits: the float itself, so runs can be compared exactly.
-      std::printf("step %lld/%lld | loss %.9g | lr %.3e | norm %.4f | %.0f tok/s%s\n", (long long)r.step,
-                  (long long)o.steps, r.loss, r.lr, r.grad_norm, r.tokens_per_second,
+      std::printf("step %lld/%lld | loss %.9g | lr %.3e | norm %.4f | %.0f tok/s | MFU %.1f%% | %s%s", (long long)r.step,
+                  (long long)o.steps, r.loss, r.lr, r.grad_norm, r.tokens_per_second, 100 * r.mfu, bar.c_str(),
                   r.skipped ? " | skipped (non-finite gradients)" : "");
-      if (val && o.eval_every > 0 && r.step % o.eval_every == 0)
-        std::printf("validation loss %.6f\n", validate(trainer, *val, o.eval_batches));
+      // On a terminal the line stays open for the next redraw unless something follows.
+      const bool eval_now = val && o.eval_every > 0 && r.step % o.eval_every == 0;
+      const bool save_now = o.save_every > 0 && r.step % o.save_every == 0;
+      if (!tty || !warnings.empty() || eval_now || save_now || r.step == o.steps) std::printf("\n");
+      for (const std::string& w : warnings) std::printf("%s\n", w.c_str());
+      if (eval_now) {
+        const float vl = validate(trainer, *val, o.eval_batches);
+        log.record_eval(r.step, vl);
+        std::printf("validation loss %.6f\n", vl);
+      }
       std::fflush(stdout);
       if (o.save_every > 0 && r.step % o.save_every == 0) {
         save();
@@ -189,7 +230,11 @@ int train_main(int argc, char** argv) {
       }
     }
     if (last_saved != trainer.step_count()) save();
-    if (val) std::printf("validation loss %.6f\n", validate(trainer, *val, o.eval_batches));
+    if (val) {
+      const float vl = validate(trainer, *val, o.eval_batches);
+      if (o.eval_every <= 0 || trainer.step_count() % o.eval_every != 0) log.record_eval(trainer.step_count(), vl);
+      std::printf("validation loss %.6f\n", vl);
+    }
     return 0;
   } catch (const std::exception& e) {
     return cli::fail("train", e);

@@ -158,6 +158,10 @@ class Model {
   // d_loss_scale multiplies the gradient of the mean loss (1/accum, loss scale).
   void backward(float d_loss_scale);
 
+  // Unit u's output in the last forward: the residual stream after it, (B, T, C) in
+  // the working dtype, valid until the next forward; undefined for the head.
+  TensorView unit_output(int u) const;
+
   // Logits of the last position of each row of `inputs` (B, T): (B, V) f32, host.
   std::vector<float> last_logits(const TensorView& inputs);
 

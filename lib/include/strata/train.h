@@ -72,6 +72,20 @@ struct TrainOptions {
   // fp16 dynamic loss scaling.
   float loss_scale_init = 65536.0f;
   int64_t loss_scale_window = 2000;  // clean steps before the scale doubles
+  // Observability: per-unit activation / gradient statistics every N steps (0: off),
+  // and the peak FLOP/s that MFU is measured against (0: MFU not reported).
+  int64_t stats_every = 0;
+  double peak_flops = 0;
+};
+
+// One unit's health on a statistics step: RMS and max |x| of its output (the
+// residual stream after it; 0 for the head, whose output is the loss) over the last
+// micro-batch, and the RMS of its accumulated, unscaled gradient.
+struct UnitStats {
+  int unit = 0;
+  float act_rms = 0;
+  float act_max_abs = 0;
+  float grad_rms = 0;
 };
 
 struct StepReport {
@@ -85,6 +99,22 @@ struct StepReport {
   int64_t tokens = 0;
   double step_seconds = 0;
   double tokens_per_second = 0;
+  // Where the step's time went. The parts need not sum to step_seconds (batch
+  // loading between micro-batches is in none of them).
+  double compute_seconds = 0;    // forward + backward (ZeRO-2/3 per-unit collectives included)
+  double comm_seconds = 0;       // ZeRO gradient reduction and norm all-reduce after backward
+  double io_stall_seconds = 0;   // waiting for offload transfers (set by offload; 0 otherwise)
+  double optimizer_seconds = 0;  // norm, AdamW and zeroing the gradients
+  double model_flops = 0;        // flops_per_token(T) x tokens (PaLM accounting, no recompute)
+  double mfu = 0;                // model_flops / step_seconds / peak_flops; 0 when no peak is given
+  // Bytes live per memory tier after the step. On a CPU device the device tier is
+  // the arena and host is the rest of the process's resident memory.
+  size_t device_bytes = 0;
+  size_t pinned_bytes = 0;  // offload's pinned pool (0 without offload)
+  size_t host_bytes = 0;
+  size_t nvme_bytes = 0;    // offload's swap files (0 without offload)
+  double nvme_read_gbps = 0, nvme_write_gbps = 0;  // offload's NVMe traffic this step
+  std::vector<UnitStats> unit_stats;  // on steps that are multiples of stats_every; else empty
 };
 
 // Bytes this rank holds for training state (the ZeRO arithmetic: with Ψ parameters
@@ -158,6 +188,9 @@ class Trainer {
   float loss_scale_ = 1.0f;
   int64_t clean_steps_ = 0;
   double t_start_ = -1;
+  double compute_seconds_ = 0;
+  int64_t seq_ = 0;
+  std::vector<UnitStats> stats_;  // activation statistics of this step's last micro-batch
 };
 
 }  // namespace strata
