@@ -85,6 +85,8 @@ struct StepReport {
   int64_t tokens = 0;
   double step_seconds = 0;
   double tokens_per_second = 0;
+  // LoRA (frozen base): gradient and optimizer bytes the base does not hold.
+  size_t frozen_bytes_saved = 0;
 };
 
 // Bytes this rank holds for training state (the ZeRO arithmetic: with Ψ parameters
