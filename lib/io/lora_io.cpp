@@ -17,7 +17,7 @@ namespace fs = std::filesystem;
 
 std::string number(double x) {
   std::ostringstream o;
-  o.precision(9);
+  o.precision(7);  // a float's digits: 0.05, not 0.0500000007
   o << x;
   std::string s = o.str();
   return s;
