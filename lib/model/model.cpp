@@ -172,10 +172,12 @@ UnitParams Model::acquire(int u, bool grads) {
     }
     const ParamInfo& info = params_[size_t(slot)];
     p.params.push_back(shaped(pbase[size_t(info.unit)], dt, info, device_));
-    if (grads && frozen_)  // norm_backward needs somewhere to put d_weight; matmuls skip undefined ones
-      p.grads.push_back(info.shape.size() == 1 ? shaped(grad_sink_.data(), DType::f32, ParamInfo{"", 0, 0, info.shape, false}, device_)
-                                                : TensorView{});
-    else
+    if (grads && frozen_) {  // norm_backward requires d_weight (a discarded sink); every other grad is optional
+      const bool norm_weight = info.shape.size() == 1 && info.name.size() > 7 &&
+                               info.name.compare(info.name.size() - 7, 7, ".weight") == 0;
+      p.grads.push_back(norm_weight ? shaped(grad_sink_.data(), DType::f32, ParamInfo{"", 0, 0, info.shape, false}, device_)
+                                    : TensorView{});
+    } else
       p.grads.push_back(grads ? shaped(gbase[size_t(info.unit)], DType::f32, info, device_) : TensorView{});
   }
   return p;
