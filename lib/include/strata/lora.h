@@ -48,7 +48,8 @@ struct LoraTensor {
 
 class Lora {
  public:
-  // Attaches to `model` (which must have no Lora yet) and freezes its base.
+  // Attaches to `model` (which must have no Lora yet) and freezes its base. Create it
+  // before the model's Trainer: a Trainer made earlier holds base optimizer state.
   Lora(Model& model, const LoraOptions& options);
   ~Lora();  // detaches; the base stays frozen
   Lora(const Lora&) = delete;
@@ -63,7 +64,8 @@ class Lora {
   TensorView flat_params() const;
   TensorView flat_grads() const;
 
-  // Optimizer (the Trainer calls these when the model's base is frozen).
+  // Optimizer (the Trainer calls these when the model's base is frozen). Weight decay
+  // (options.weight_decay) applies to every A and B.
   void zero_grad();
   void step(const AdamWOptions& options, float lr, float grad_scale, int64_t t);
   // Adapter bytes: working params, f32 grads, f32 master (if not fp32) and moments.
