@@ -99,6 +99,9 @@ std::vector<float> Trainer::unit_parameters(int u) {
 }
 
 float Trainer::forward_backward(const Batch& batch) {
+  STRATA_CHECK(!(adamw_ && model_->base_frozen()),
+               "Trainer: the model's base was frozen (a Lora attached) after this Trainer was made; "
+               "make the Trainer after the Lora");
   if (t_start_ < 0) t_start_ = now_seconds();
   StepKey key{options_.seed, step_, micro_};
   const float loss = model_->forward(batch, key, true);
