@@ -216,6 +216,12 @@ TEST_CASE("training moves the adapters only: the base is bitwise unchanged", "[t
     CHECK(mem.optimizer == lora.optimizer_bytes());
     CHECK(r.frozen_bytes_saved == base_numel * 16);
     CHECK_THROWS(t.optimizer());
+    {  // a Trainer made before the Lora holds base optimizer state: refused with a clear error
+      Model late(c, cpu(), Precision::bf16, 6);
+      Trainer early(late, lora_train_options());
+      Lora attached(late, lo);
+      CHECK_THROWS_WITH(early.forward_backward(batch.batch()), Catch::Contains("make the Trainer after the Lora"));
+    }
     // GPT-2 q+v on the fused c_attn: the k rows of B never move.
     if (std::string(arch) == "gpt") {
       TensorView b = lora.tensor("base_model.model.transformer.h.0.attn.c_attn.lora_B.weight");
