@@ -51,6 +51,7 @@ class BlockUnit final : public Unit {
   }
 
   void set_recompute(Recompute mode) override { mode_ = mode; }
+  void set_adapter(LinearAdapter* adapter) override { adapter_ = adapter; }
 
   void reserve(Device& device, DType dtype, int64_t B, int64_t T) override {
     // Re-sized when the mode changes, so what recompute saves is really returned.
@@ -78,6 +79,7 @@ class BlockUnit final : public Unit {
     norm2(ctx, p, a);
     mlp_in(ctx, p, a);
     ops::matmul_forward({y, a.act, P[kFc2W], P[kFc2B]}, ctx.stream);
+    if (adapter_) adapter_->forward(ctx, layer_, 3, a.act, y);
     if (drop(ctx, c_.dropout_residual) > 0)
       ops::dropout_forward({y, y, c_.dropout_residual, ctx.dropout_key(kSiteMlpResidual)}, ctx.stream);
     ops::add({y, a.x2, y}, ctx.stream);
@@ -118,11 +120,13 @@ class BlockUnit final : public Unit {
       d_mlp_out = sa;
     }
     ops::matmul_backward({d_act, G[kFc2W], G[kFc2B], d_mlp_out, a.act, P[kFc2W]}, s);
+    if (adapter_) adapter_->backward(ctx, layer_, 3, a.act, d_mlp_out, d_act);
     if (c_.mlp == MlpKind::swiglu)
       ops::swiglu_backward({d_fc, d_act, a.fc}, s);
     else
       ops::gelu_backward({d_fc, d_act, a.fc}, s);
     ops::matmul_backward({sb, G[kFcW], G[kFcB], d_fc, a.ln2, P[kFcW]}, s);
+    if (adapter_) adapter_->backward(ctx, layer_, 2, a.ln2, d_fc, sb);
     ops::norm_backward({sa, G[kLn2W], G[kLn2B], sb, a.x2, P[kLn2W], rms ? TensorView{} : a.mean2, a.rstd2, rms}, s);
     ops::add({d_x2, dy, sa}, s);
 
@@ -133,6 +137,7 @@ class BlockUnit final : public Unit {
       d_att_out = sa;
     }
     ops::matmul_backward({sb, G[kProjW], G[kProjB], d_att_out, a.att, P[kProjW]}, s);
+    if (adapter_) adapter_->backward(ctx, layer_, 1, a.att, d_att_out, sb);
     ops::attention_backward({qkv3(ctx, d_qkv), sb.reshape({ctx.B, ctx.T, c_.n_heads, c_.head_dim()}),
                              qkv3(ctx, a.qkv), a.att.reshape({ctx.B, ctx.T, c_.n_heads, c_.head_dim()}), a.lse,
                              c_.n_heads, c_.causal, drop(ctx, c_.dropout_attention),
@@ -143,6 +148,7 @@ class BlockUnit final : public Unit {
       ops::rope_backward({q, q, 2 * c_.n_heads, c_.rope_theta, 0}, s);
     }
     ops::matmul_backward({sa, G[kQkvW], G[kQkvB], d_qkv, a.ln1, P[kQkvW]}, s);
+    if (adapter_) adapter_->backward(ctx, layer_, 0, a.ln1, d_qkv, sa);
     ops::norm_backward({sb, G[kLn1W], G[kLn1B], sa, x, P[kLn1W], rms ? TensorView{} : a.mean1, a.rstd1, rms}, s);
     ops::add({dx, d_x2, sb}, s);
   }
@@ -181,6 +187,7 @@ class BlockUnit final : public Unit {
     Stream& s = ctx.stream;
     norm1(ctx, p, a, x);
     ops::matmul_forward({a.qkv, a.ln1, P[kQkvW], P[kQkvB]}, s);
+    if (adapter_) adapter_->forward(ctx, layer_, 0, a.ln1, a.qkv);
     if (c_.positions == PositionKind::rope) {
       TensorView q = a.qkv.reshape({ctx.B, ctx.T, 3 * c_.n_heads, c_.head_dim()});
       ops::rope_forward({q, q, 2 * c_.n_heads, c_.rope_theta, 0}, s);
@@ -189,6 +196,7 @@ class BlockUnit final : public Unit {
                             c_.n_heads, c_.causal, drop(ctx, c_.dropout_attention), ctx.dropout_key(kSiteAttention)},
                            s);
     ops::matmul_forward({a.x2, a.att, P[kProjW], P[kProjB]}, s);
+    if (adapter_) adapter_->forward(ctx, layer_, 1, a.att, a.x2);
     if (drop(ctx, c_.dropout_residual) > 0)
       ops::dropout_forward({a.x2, a.x2, c_.dropout_residual, ctx.dropout_key(kSiteAttnResidual)}, s);
     ops::add({a.x2, x, a.x2}, s);
@@ -197,6 +205,7 @@ class BlockUnit final : public Unit {
   // fc = fc(ln2), act = act(fc)
   void mlp_in(const UnitContext& ctx, const UnitParams& p, Saved& a) {
     ops::matmul_forward({a.fc, a.ln2, p.params[kFcW], p.params[kFcB]}, ctx.stream);
+    if (adapter_) adapter_->forward(ctx, layer_, 2, a.ln2, a.fc);
     activation(ctx, a);
   }
 
@@ -256,6 +265,7 @@ class BlockUnit final : public Unit {
   Recompute mode_ = Recompute::none;
   Recompute reserved_mode_ = Recompute::none;
   Buffer saved_;
+  LinearAdapter* adapter_ = nullptr;  // LoRA; its saved state is its own
 };
 
 }  // namespace

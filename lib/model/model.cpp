@@ -161,7 +161,7 @@ UnitParams Model::acquire(int u, bool grads) {
   std::vector<void*> pbase(units_.size(), nullptr), gbase(units_.size(), nullptr);
   for (int v : used) {
     pbase[size_t(v)] = store_ ? store_->acquire_params(v) : param_buffers_[size_t(v)].data();
-    if (grads) gbase[size_t(v)] = store_ ? store_->acquire_grads(v) : grad_buffers_[size_t(v)].data();
+    if (grads && !frozen_) gbase[size_t(v)] = store_ ? store_->acquire_grads(v) : grad_buffers_[size_t(v)].data();
   }
   UnitParams p;
   for (int slot : views_->slots[size_t(u)]) {
@@ -172,13 +172,20 @@ UnitParams Model::acquire(int u, bool grads) {
     }
     const ParamInfo& info = params_[size_t(slot)];
     p.params.push_back(shaped(pbase[size_t(info.unit)], dt, info, device_));
-    p.grads.push_back(grads ? shaped(gbase[size_t(info.unit)], DType::f32, info, device_) : TensorView{});
+    if (grads && frozen_) {  // norm_backward requires d_weight (a discarded sink); every other grad is optional
+      const bool norm_weight = info.shape.size() == 1 && info.name.size() > 7 &&
+                               info.name.compare(info.name.size() - 7, 7, ".weight") == 0;
+      p.grads.push_back(norm_weight ? shaped(grad_sink_.data(), DType::f32, ParamInfo{"", 0, 0, info.shape, false}, device_)
+                                    : TensorView{});
+    } else
+      p.grads.push_back(grads ? shaped(gbase[size_t(info.unit)], DType::f32, info, device_) : TensorView{});
   }
   return p;
 }
 
 void Model::release(int u, bool grads) {
   if (!store_) return;
+  grads = grads && !frozen_;
   for (int v : units_used_by(u)) {
     store_->release_params(v);
     if (grads) store_->release_grads(v);
@@ -201,6 +208,25 @@ int64_t Model::num_parameters() const {
   int64_t n = 0;
   for (const ParamInfo& p : params_) n += p.numel();
   return n;
+}
+
+void Model::attach_lora(Lora* lora, LinearAdapter* adapter) {
+  lora_ = lora;
+  adapter_ = adapter;
+  for (auto& u : units_) u->set_adapter(adapter);
+  have_saved_ = false;
+}
+
+void Model::freeze_base() {
+  if (frozen_) return;
+  int64_t widest = 1;
+  for (const ParamInfo& p : params_)
+    if (p.shape.size() == 1) widest = std::max(widest, p.numel());
+  grad_sink_ = Buffer(*device_, size_t(widest) * 4, "frozen norm gradient sink");
+  std::memset(grad_sink_.data(), 0, grad_sink_.size());
+  grad_buffers_.clear();
+  grads_resident_ = false;
+  frozen_ = true;
 }
 
 void Model::set_recompute(const RecomputePolicy& policy) {
@@ -251,6 +277,7 @@ void Model::ensure_activations(int64_t B, int64_t T) {
   const DType dt = precision_dtype(precision_);
   if (!acts_) acts_ = std::make_unique<Activations>();
   for (auto& u : units_) u->reserve(*device_, dt, B, T);
+  if (adapter_) adapter_->reserve(*device_, dt, B, T);
   size_t transient = 0;
   for (auto& u : units_) transient = std::max(transient, u->transient_bytes(dt, B, T));
   if (acts_->transient.size() < transient || (transient == 0 && acts_->transient.size() > 0)) {
@@ -342,7 +369,8 @@ void Model::backward(float d_loss_scale) {
   Stream& s = device_->stream();
   TensorView dy(a.grad_a.data(), dt, {B, T, config_.d_model}, device_);
   TensorView dx(a.grad_b.data(), dt, {B, T, config_.d_model}, device_);
-  for (int u = num_units() - 1; u >= 0; --u) {
+  // A frozen embedding has parameter gradients only: nothing to compute.
+  for (int u = num_units() - 1; u >= (frozen_ ? 1 : 0); --u) {
     UnitContext ctx{s, config_, dt, u, B, T, last_key_, true};
     UnitIO io;
     io.tokens = TensorView(a.tokens.data(), DType::i32, {B, T}, device_);

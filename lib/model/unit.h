@@ -59,6 +59,19 @@ struct UnitIO {
   void* transient = nullptr;  // shared workspace for what the unit recomputes
 };
 
+// A trainable side path on a block's linear layers (LoRA, lib/model/lora.cpp). The
+// block calls forward right after the targeted matmul's forward (y += delta(x)) and
+// backward right after its matmul_backward (d_inp += d delta/dx, own grads +=).
+// Sites: 0 attention qkv, 1 attention proj, 2 mlp fc, 3 mlp proj.
+class LinearAdapter {
+ public:
+  virtual ~LinearAdapter() = default;
+  virtual void reserve(Device& device, DType dtype, int64_t B, int64_t T) = 0;
+  virtual void forward(const UnitContext& ctx, int layer, int site, const TensorView& x, const TensorView& y) = 0;
+  virtual void backward(const UnitContext& ctx, int layer, int site, const TensorView& x, const TensorView& d_out,
+                        const TensorView& d_inp) = 0;
+};
+
 class Unit {
  public:
   virtual ~Unit() = default;
@@ -72,6 +85,8 @@ class Unit {
   // What the unit keeps for backward and what it recomputes there. Units that do
   // not support a mode keep everything.
   virtual void set_recompute(Recompute mode) {}
+  // Blocks run the adapter (null: none) on their linear layers.
+  virtual void set_adapter(LinearAdapter* adapter) {}
   // Bytes of the workspace shared by all units for activations they recompute:
   // valid from a unit's forward (or recompute) until the next unit's.
   virtual size_t transient_bytes(DType dtype, int64_t B, int64_t T) const { return 0; }

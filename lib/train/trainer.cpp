@@ -12,6 +12,7 @@
 #include "strata/dist.h"
 #include "zero.h"
 #include "strata/error.h"
+#include "strata/lora.h"
 #include "strata/train.h"
 
 namespace strata {
@@ -64,13 +65,19 @@ Trainer::Trainer(Model& model, const TrainOptions& o) : model_(&model), options_
   check_options(o);
   STRATA_CHECK(o.zero_stage == 0, "Trainer: ZeRO stage " << o.zero_stage
                                                          << " shards state across ranks; pass a dist::Comm");
-  adamw_ = std::make_unique<AdamW>(model, o.adamw);
+  // A frozen base (LoRA) has no gradients and gets no optimizer state.
+  if (model.base_frozen())
+    STRATA_CHECK(model.lora(), "Trainer: the model's base is frozen and no Lora is attached: nothing to train");
+  else
+    adamw_ = std::make_unique<AdamW>(model, o.adamw);
   loss_scale_ = model.precision() == Precision::fp16 ? o.loss_scale_init : 1.0f;
+  if (model.lora()) model.lora()->zero_grad();
   model.zero_grad();
 }
 
 Trainer::Trainer(Model& model, const TrainOptions& o, dist::Comm& comm) : model_(&model), options_(o), comm_(&comm) {
   check_options(o);
+  STRATA_CHECK(!model.base_frozen(), "Trainer: data-parallel LoRA (frozen base) is not supported yet");
   zero_ = std::make_unique<ZeroEngine>(model, comm, o.zero_stage, o.adamw);
   loss_scale_ = model.precision() == Precision::fp16 ? o.loss_scale_init : 1.0f;
   zero_->zero_grad();
@@ -92,11 +99,17 @@ ZeroMemory Trainer::memory() const {
   if (zero_) return zero_->memory();
   ZeroMemory m;
   const size_t ds = dtype_size(precision_dtype(model_->precision()));
+  const bool frozen = model_->base_frozen();
   for (int u = 0; u < model_->num_units(); ++u) {
     const size_t n = size_t(model_->unit_numel(u));
     m.params += n * ds;
-    m.grads += n * 4;
-    m.optimizer += n * (model_->precision() == Precision::fp32 ? 8 : 12);
+    m.grads += frozen ? 0 : n * 4;
+    m.optimizer += frozen ? 0 : n * (model_->precision() == Precision::fp32 ? 8 : 12);
+  }
+  if (const Lora* lora = model_->lora()) {
+    m.params += lora->param_bytes();
+    m.grads += lora->grad_bytes();
+    m.optimizer += lora->optimizer_bytes();
   }
   return m;
 }
@@ -115,6 +128,9 @@ std::vector<float> Trainer::unit_parameters(int u) {
 }
 
 float Trainer::forward_backward(const Batch& batch) {
+  STRATA_CHECK(!(adamw_ && model_->base_frozen()),
+               "Trainer: the model's base was frozen (a Lora attached) after this Trainer was made; "
+               "make the Trainer after the Lora");
   const double t0 = now_seconds();
   if (t_start_ < 0) t_start_ = t0;
   StepKey key{options_.seed, step_, micro_};
@@ -172,7 +188,9 @@ StepReport Trainer::step() {
   } else {
     ops::GlobalNormArgs g;
     g.out = TensorView(&norm_raw, DType::f32, {1}, &dev);
-    for (int u = 0; u < model_->num_units(); ++u) g.inputs.push_back(model_->unit_grads(u));
+    if (!model_->base_frozen())
+      for (int u = 0; u < model_->num_units(); ++u) g.inputs.push_back(model_->unit_grads(u));
+    if (model_->lora()) g.inputs.push_back(model_->lora()->flat_grads());
     ops::global_norm(g, s);
   }
   s.synchronize();
@@ -191,8 +209,9 @@ StepReport Trainer::step() {
     if (options_.clip_norm > 0 && norm > options_.clip_norm) coef = options_.clip_norm / norm;
     if (zero_)
       zero_->update(r.lr, coef / loss_scale_, step_ + 1);
-    else
+    else if (adamw_)
       adamw_->step(r.lr, coef / loss_scale_, step_ + 1);
+    if (!zero_ && model_->lora()) model_->lora()->step(options_.adamw, r.lr, coef / loss_scale_, step_ + 1);
     if (model_->precision() == Precision::fp16 && ++clean_steps_ >= options_.loss_scale_window) {
       loss_scale_ *= 2.0f;
       clean_steps_ = 0;
@@ -202,6 +221,7 @@ StepReport Trainer::step() {
     zero_->zero_grad();
   else
     model_->zero_grad();
+  if (model_->lora()) model_->lora()->zero_grad();
   s.synchronize();
   r.optimizer_seconds = now_seconds() - t_opt + (zero_ ? 0.0 : t_opt - t_comm);
 
@@ -216,6 +236,11 @@ StepReport Trainer::step() {
   r.skipped_steps = skipped_;
   r.loss_scale = loss_scale_;
   r.tokens = tokens_;
+  if (model_->base_frozen()) {
+    size_t numel = 0;
+    for (int u = 0; u < model_->num_units(); ++u) numel += size_t(model_->unit_numel(u));
+    r.frozen_bytes_saved = numel * (4 + (model_->precision() == Precision::fp32 ? 8 : 12));
+  }
   r.step_seconds = now_seconds() - t_start_;
   r.tokens_per_second = r.step_seconds > 0 ? double(tokens_) / r.step_seconds : 0;
   r.compute_seconds = compute_seconds_;

@@ -109,6 +109,8 @@ struct RecomputePolicy {
 
 class Unit;
 class ParamStore;
+class LinearAdapter;
+class Lora;
 struct UnitParams;
 
 class Model {
@@ -148,6 +150,14 @@ class Model {
   // Activation checkpointing per block; takes effect at the next forward.
   void set_recompute(const RecomputePolicy& policy);
   const RecomputePolicy& recompute() const { return recompute_; }
+
+  // LoRA (strata/lora.h) attaches itself here (null, null detaches). A frozen base
+  // holds no gradient buffers: backward computes activation gradients only (the
+  // norms' weight gradients go to a small discarded sink) and skips the embedding.
+  void attach_lora(Lora* lora, LinearAdapter* adapter);
+  Lora* lora() const { return lora_; }
+  void freeze_base();
+  bool base_frozen() const { return frozen_; }
 
   // ---- one micro-batch
   // Forward; returns the mean loss over non-ignored targets (targets required).
@@ -194,6 +204,10 @@ class Model {
   int64_t last_B_ = 0, last_T_ = 0;
   int64_t last_valid_ = 0;
   bool have_saved_ = false;
+  Lora* lora_ = nullptr;
+  LinearAdapter* adapter_ = nullptr;
+  bool frozen_ = false;
+  Buffer grad_sink_;  // f32, the largest 1-D parameter: norm weight grads of a frozen base
 };
 
 // Text generation: extends `prompt` by `n` tokens sampled with temperature and

@@ -7,6 +7,7 @@
 #include "strata/device.h"
 #include "strata/dtype.h"
 #include "strata/error.h"
+#include "strata/lora.h"
 #include "strata/model.h"
 #include "strata/tensor.h"
 #include "strata/train.h"

@@ -115,6 +115,8 @@ struct StepReport {
   size_t nvme_bytes = 0;    // offload's swap files (0 without offload)
   double nvme_read_gbps = 0, nvme_write_gbps = 0;  // offload's NVMe traffic this step
   std::vector<UnitStats> unit_stats;  // on steps that are multiples of stats_every; else empty
+  // LoRA (frozen base): gradient and optimizer bytes the base does not hold.
+  size_t frozen_bytes_saved = 0;
 };
 
 // Bytes this rank holds for training state (the ZeRO arithmetic: with Ψ parameters
