@@ -85,6 +85,11 @@ struct StepReport {
   int64_t tokens = 0;
   double step_seconds = 0;
   double tokens_per_second = 0;
+  // Offload only (zero otherwise): bytes live per tier, NVMe traffic, I/O stalls.
+  size_t device_bytes = 0, pinned_bytes = 0, host_bytes = 0;
+  uint64_t nvme_bytes = 0;
+  double nvme_read_gbps = 0, nvme_write_gbps = 0;
+  double stall_seconds = 0;
 };
 
 // Bytes this rank holds for training state (the ZeRO arithmetic: with Ψ parameters
@@ -100,6 +105,10 @@ namespace dist {
 class Comm;
 }
 class ZeroEngine;
+namespace offload {
+struct OffloadOptions;
+class OffloadStore;
+}  // namespace offload
 
 // The Trainer's own state between optimizer steps: what a checkpoint saves so that a
 // resumed run continues bit for bit (dropout keys and the schedule depend on step).
@@ -117,6 +126,9 @@ class Trainer {
   // built with the same seed), ZeRO stage options.zero_stage. Each rank feeds its own
   // micro-batches; the global batch is ranks x micro-batch x grad_accum.
   Trainer(Model& model, const TrainOptions& options, dist::Comm& comm);
+  // One device with the state placed per `offload` (ZeRO-Infinity style): the model's
+  // resident buffers are released and every unit is paged through the store.
+  Trainer(Model& model, const TrainOptions& options, const offload::OffloadOptions& offload);
   ~Trainer();
 
   // Forward and backward of one micro-batch, gradients accumulating; returns its loss.
@@ -150,6 +162,7 @@ class Trainer {
   std::unique_ptr<AdamW> adamw_;
   dist::Comm* comm_ = nullptr;
   std::unique_ptr<ZeroEngine> zero_;
+  std::unique_ptr<offload::OffloadStore> offload_;
   int64_t step_ = 0;
   int64_t micro_ = 0;
   int64_t tokens_ = 0;
