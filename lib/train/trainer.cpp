@@ -8,6 +8,7 @@
 
 #include "ops.h"
 #include "strata/dist.h"
+#include "offload/offload_store.h"
 #include "zero.h"
 #include "strata/error.h"
 #include "strata/train.h"
@@ -47,10 +48,22 @@ Trainer::Trainer(Model& model, const TrainOptions& o, dist::Comm& comm) : model_
   zero_->zero_grad();
 }
 
+Trainer::Trainer(Model& model, const TrainOptions& o, const offload::OffloadOptions& off)
+    : model_(&model), options_(o) {
+  check_options(o);
+  STRATA_CHECK(o.zero_stage == 0, "Trainer: offload runs on one device; ZeRO stage " << o.zero_stage
+                                                                                     << " needs a dist::Comm");
+  STRATA_CHECK(model.precision() != Precision::fp16,
+               "Trainer: offload supports fp32 and bf16 (fp16 loss scaling is not wired through it yet)");
+  offload_ = std::make_unique<offload::OffloadStore>(model, off, o.adamw);
+  loss_scale_ = 1.0f;
+  offload_->zero_grad();
+}
+
 Trainer::~Trainer() = default;
 
 AdamW& Trainer::optimizer() {
-  STRATA_CHECK(adamw_, "Trainer::optimizer: a data-parallel Trainer keeps its optimizer state in shards");
+  STRATA_CHECK(adamw_, "Trainer::optimizer: a data-parallel or offloaded Trainer keeps its optimizer state in its store");
   return *adamw_;
 }
 
@@ -90,6 +103,7 @@ float Trainer::forward_backward(const Batch& batch) {
   StepKey key{options_.seed, step_, micro_};
   const float loss = model_->forward(batch, key, true);
   const float ranks = comm_ ? float(comm_->size()) : 1.0f;
+  if (offload_) offload_->set_final_micro(micro_ + 1 >= options_.grad_accum);
   model_->backward(loss_scale_ / float(options_.grad_accum) / ranks);
   ++micro_;
   tokens_ += batch.inputs.numel();
@@ -107,6 +121,8 @@ StepReport Trainer::step() {
   if (zero_) {
     zero_->reduce_gradients();
     norm_raw = zero_->grad_norm();
+  } else if (offload_) {
+    norm_raw = offload_->grad_norm();
   } else {
     ops::GlobalNormArgs g;
     g.out = TensorView(&norm_raw, DType::f32, {1}, &dev);
@@ -128,6 +144,8 @@ StepReport Trainer::step() {
     if (options_.clip_norm > 0 && norm > options_.clip_norm) coef = options_.clip_norm / norm;
     if (zero_)
       zero_->update(r.lr, coef / loss_scale_, step_ + 1);
+    else if (offload_)
+      offload_->update(r.lr, coef / loss_scale_, step_ + 1);
     else
       adamw_->step(r.lr, coef / loss_scale_, step_ + 1);
     if (model_->precision() == Precision::fp16 && ++clean_steps_ >= options_.loss_scale_window) {
@@ -137,9 +155,21 @@ StepReport Trainer::step() {
   }
   if (zero_)
     zero_->zero_grad();
+  else if (offload_)
+    offload_->zero_grad();
   else
     model_->zero_grad();
   s.synchronize();
+  if (offload_) {
+    const offload::OffloadStats st = offload_->take_stats();
+    r.device_bytes = st.device_bytes;
+    r.pinned_bytes = st.pinned_bytes;
+    r.host_bytes = st.host_bytes;
+    r.nvme_bytes = st.nvme_bytes;
+    r.nvme_read_gbps = st.read_gbps();
+    r.nvme_write_gbps = st.write_gbps();
+    r.stall_seconds = st.stall_seconds;
+  }
 
   ++step_;
   r.step = step_;
