@@ -192,7 +192,7 @@ Buffer OffloadStore::take(std::vector<Buffer>& pool, size_t bytes, const char* w
 
 void OffloadStore::start_param_read(int u) {
   UnitState& x = units_[size_t(u)];
-  x.param_stage = pinned_->allocate(x.params.bytes);
+  x.param_stage = stage_bytes(x.params.bytes);
   x.param_read = nvme_->read(x.params.object, 0, x.param_stage.data(), x.params.bytes);
 }
 
@@ -254,12 +254,15 @@ void* OffloadStore::acquire_grads(int u) {
     x.grad_dev = take(grad_pool_, size_t(largest_) * 4, "offload gradient pool");
     dst = x.grad_dev.data();
   }
+  if (x.grad_write.valid()) {  // its last write-out must land (and free its staging) first
+    wait(x.grad_write);
+    x.grad_stage.reset();
+  }
   if (x.grad_zero) {
     ops::fill_zero(TensorView(dst, DType::f32, {x.numel}, &model_->device()), s);
   } else if (x.grads.tier == Tier::host) {
     std::memcpy(dst, x.grads.data(), x.grads.bytes);
   } else if (x.grads.tier == Tier::nvme) {
-    if (x.grad_write.valid()) wait(x.grad_write);  // its own write-out must land first
     if (!x.grad_stage) x.grad_stage = stage_bytes(x.grads.bytes);
     std::future<void> r = nvme_->read(x.grads.object, 0, x.grad_stage.data(), x.grads.bytes);
     wait(r);
