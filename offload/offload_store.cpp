@@ -206,7 +206,12 @@ void OffloadStore::prefetch_from(int u, int d) {
     if (x.param_refs > 0 || x.param_stage) continue;
     const PinnedPoolStats st = pinned_->stats();
     if (st.bytes_reserved - st.bytes_in_use < round_block(x.params.bytes) + round_block(size_t(x.numel) * 4)) return;
-    start_param_read(v);
+    try {
+      x.param_stage = pinned_->allocate(x.params.bytes);  // never waits: a guess may give up
+    } catch (const Error&) {
+      return;
+    }
+    x.param_read = nvme_->read(x.params.object, 0, x.param_stage.data(), x.params.bytes);
   }
 }
 
@@ -294,19 +299,25 @@ void OffloadStore::release_grads(int u) {
 // Pinned memory for one unit's staging: when the pool is short, gradient writes in
 // flight are awaited first, then read-ahead is dropped (it is only a guess).
 PinnedBuffer OffloadStore::stage_bytes(size_t bytes) {
-  auto fits = [&] {
-    const PinnedPoolStats st = pinned_->stats();
-    return st.bytes_reserved - st.bytes_in_use >= round_block(bytes);
-  };
-  for (UnitState& x : units_) {
-    if (fits()) break;
-    if (x.grad_write.valid()) {
-      wait(x.grad_write);
-      x.grad_stage.reset();
+  // Free bytes may be fragmented, so "fits" means the allocation succeeded.
+  auto attempt = [&] {
+    try {
+      return pinned_->allocate(bytes);
+    } catch (const Error&) {
+      return PinnedBuffer();
     }
+  };
+  PinnedBuffer b = attempt();
+  for (size_t i = 0; !b && i < units_.size(); ++i) {
+    UnitState& x = units_[i];
+    if (!x.grad_write.valid()) continue;
+    wait(x.grad_write);
+    x.grad_stage.reset();
+    b = attempt();
   }
-  drain(/*reads=*/!fits(), /*writes=*/false);
-  return pinned_->allocate(bytes);
+  if (b) return b;
+  drain(/*reads=*/true, /*writes=*/false);
+  return pinned_->allocate(bytes);  // throws, naming what is in use, if it still does not fit
 }
 
 void OffloadStore::drain(bool reads, bool writes) {
