@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <string>
 
 namespace {
@@ -29,8 +30,9 @@ struct Options {
   int64_t layers = 4, d_model = 256, heads = 4, d_mlp = 0;
   int64_t steps = 3, batch = 1, seq = 64, accum = 1;
   int64_t pinned_mib = 512;
-  float lr = 1e-3f;
+  float lr = 1e-5f;  // no warmup: wide models diverge at 1e-4 (resident too)
   int threads = 0;
+  bool resident = false;  // the plain Trainer, for comparison (state must fit in RAM)
 };
 
 strata::offload::Tier tier(const std::string& s) {
@@ -50,7 +52,8 @@ void usage() {
       "  --layers N --d-model C --heads H --d-mlp M   model shape (d-mlp default 4C)\n"
       "  --steps N --batch B --seq T --accum K --lr LR\n"
       "  --pinned MIB        pinned pool budget (default 512)\n"
-      "  --threads N\n");
+      "  --threads N\n"
+      "  --resident 1        no offload: the plain Trainer, to compare losses\n");
 }
 
 Options parse(int argc, char** argv) {
@@ -78,6 +81,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--lr") o.lr = std::stof(v);
     else if (a == "--pinned") o.pinned_mib = std::stoll(v);
     else if (a == "--threads") o.threads = std::stoi(v);
+    else if (a == "--resident") o.resident = v == "1";
     else throw strata::Error("train_offload: unknown option " + a + " (see --help)");
   }
   return o;
@@ -124,7 +128,9 @@ int run(const Options& o) {
   std::printf("placement: params %s, grads %s, optimizer %s; pinned %lld MiB\n", o.params.c_str(),
               o.grads.c_str(), o.optimizer.c_str(), (long long)o.pinned_mib);
   std::fflush(stdout);
-  strata::Trainer trainer(model, to, off);
+  std::unique_ptr<strata::Trainer> owned =
+      o.resident ? std::make_unique<strata::Trainer>(model, to) : std::make_unique<strata::Trainer>(model, to, off);
+  strata::Trainer& trainer = *owned;
   const size_t arena_after_setup = device->arena().bytes_live();
   device->arena().reset_high_water();
 

@@ -1,4 +1,5 @@
-// The OffloadStore's optimizer step: ops::adamw_step (fused, vectorised, parallel,
+// The OffloadStore's optimizer step: the global norm (from the gradient tier, or
+// summed during the last NVMe write-out), then ops::adamw_step (fused, vectorised, parallel,
 // bias correction, decoupled decay, working-dtype rounding) over each unit's arrays
 // where they live. Arrays on NVMe stream through three pinned tile slots: tile i+1
 // is read while tile i is updated and tile i-1 is written.
@@ -7,7 +8,9 @@
 // forward reads them). One adamw_step call never spans two tensors: weight decay is
 // per tensor, as in the resident AdamW.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "offload_state.h"
 #include "ops.h"
@@ -19,6 +22,57 @@ namespace {
 constexpr int kMaster = 0, kGrad = 1, kM = 2, kV = 3, kWorking = 4, kArrays = 5;
 constexpr int kSlots = 3;
 }  // namespace
+
+// Bitwise ops::global_norm's per-buffer sum (CPU backend): chunks of 2^16 elements,
+// eight double lanes per chunk summed in lane order, chunks summed in order.
+double OffloadStore::unit_sum_squares(const float* g, int64_t n) const {
+  constexpr int64_t kChunk = int64_t(1) << 16;
+  constexpr int kLanes = 8;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(size_t(chunks), 0.0);
+  for (int64_t c = 0; c < chunks; ++c) {
+    const float* x = g + c * kChunk;
+    const int64_t len = std::min(kChunk, n - c * kChunk);
+    double acc[kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= len; i += kLanes)
+      for (int j = 0; j < kLanes; ++j) acc[j] += double(x[i + j]) * double(x[i + j]);
+    for (int j = 0; i < len; ++i, ++j) acc[j] += double(x[i]) * double(x[i]);
+    double s = 0;
+    for (double a : acc) s += a;
+    partial[size_t(c)] = s;
+  }
+  double total = 0;
+  for (double p : partial) total += p;
+  return total;
+}
+
+float OffloadStore::grad_norm() {
+  Device& dev = model_->device();
+  float norm = 0;
+  if (options_.grads == Tier::nvme) {
+    double total = 0;
+    for (const UnitState& x : units_) total += x.grad_zero ? 0.0 : x.sum_squares;
+    return float(std::sqrt(total));
+  }
+  std::vector<float> zeros;
+  ops::GlobalNormArgs g;
+  g.out = TensorView(&norm, DType::f32, {1}, &dev);
+  for (UnitState& x : units_) {
+    if (x.grad_zero) std::memset(x.grads.data(), 0, x.grads.bytes);
+    g.inputs.push_back(TensorView(x.grads.data(), DType::f32, {x.numel}, &dev));
+  }
+  ops::global_norm(g, dev.stream());
+  dev.stream().synchronize();
+  return norm;
+}
+
+void OffloadStore::zero_grad() {
+  for (UnitState& x : units_) {
+    x.grad_zero = true;
+    x.sum_squares = 0;
+  }
+}
 
 void OffloadStore::read_tile(Tile& tile) {
   UnitState& x = units_[size_t(tile.unit)];

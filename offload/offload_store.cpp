@@ -60,7 +60,12 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
   const int N = model.num_units();
   const size_t ds = dtype_size(dtype_);
   int64_t largest = 0;
-  for (int u = 0; u < N; ++u) largest = std::max(largest, model.unit_numel(u));
+  int largest_unit = 0;
+  for (int u = 0; u < N; ++u)
+    if (model.unit_numel(u) > largest) {
+      largest = model.unit_numel(u);
+      largest_unit = u;
+    }
   largest_ = largest;
   const bool any_nvme = o.params == Tier::nvme || o.grads == Tier::nvme || o.optimizer == Tier::nvme;
   if (any_nvme) {
@@ -71,8 +76,8 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
                                                          << "' does not exist or is not a directory");
     STRATA_CHECK(o.pinned_bytes >= size_t(largest) * 4,
                  "OffloadStore: pinned budget of " << o.pinned_bytes << " bytes is smaller than the largest unit ('"
-                                                   << model.unit_name(0) << "' family, " << largest * 4
-                                                   << " bytes of f32 staging); raise pinned_bytes");
+                                                   << model.unit_name(largest_unit) << "', " << largest * 4
+                                                   << " bytes as f32 gradients); raise pinned_bytes");
     pinned_ = std::make_unique<PinnedPool>(o.pinned_bytes, "offload pinned pool");
     NvmeOptions no;
     no.paths = o.nvme_paths;
@@ -330,57 +335,6 @@ void OffloadStore::drain(bool reads, bool writes) {
       wait(x.grad_write);
       x.grad_stage.reset();
     }
-  }
-}
-
-// Bitwise ops::global_norm's per-buffer sum (CPU backend): chunks of 2^16 elements,
-// eight double lanes per chunk summed in lane order, chunks summed in order.
-double OffloadStore::unit_sum_squares(const float* g, int64_t n) const {
-  constexpr int64_t kChunk = int64_t(1) << 16;
-  constexpr int kLanes = 8;
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-  std::vector<double> partial(size_t(chunks), 0.0);
-  for (int64_t c = 0; c < chunks; ++c) {
-    const float* x = g + c * kChunk;
-    const int64_t len = std::min(kChunk, n - c * kChunk);
-    double acc[kLanes] = {};
-    int64_t i = 0;
-    for (; i + kLanes <= len; i += kLanes)
-      for (int j = 0; j < kLanes; ++j) acc[j] += double(x[i + j]) * double(x[i + j]);
-    for (int j = 0; i < len; ++i, ++j) acc[j] += double(x[i]) * double(x[i]);
-    double s = 0;
-    for (double a : acc) s += a;
-    partial[size_t(c)] = s;
-  }
-  double total = 0;
-  for (double p : partial) total += p;
-  return total;
-}
-
-float OffloadStore::grad_norm() {
-  Device& dev = model_->device();
-  float norm = 0;
-  if (options_.grads == Tier::nvme) {
-    double total = 0;
-    for (const UnitState& x : units_) total += x.grad_zero ? 0.0 : x.sum_squares;
-    return float(std::sqrt(total));
-  }
-  std::vector<float> zeros;
-  ops::GlobalNormArgs g;
-  g.out = TensorView(&norm, DType::f32, {1}, &dev);
-  for (UnitState& x : units_) {
-    if (x.grad_zero) std::memset(x.grads.data(), 0, x.grads.bytes);
-    g.inputs.push_back(TensorView(x.grads.data(), DType::f32, {x.numel}, &dev));
-  }
-  ops::global_norm(g, dev.stream());
-  dev.stream().synchronize();
-  return norm;
-}
-
-void OffloadStore::zero_grad() {
-  for (UnitState& x : units_) {
-    x.grad_zero = true;
-    x.sum_squares = 0;
   }
 }
 
