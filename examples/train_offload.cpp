@@ -89,6 +89,18 @@ Options parse(int argc, char** argv) {
 
 double gib(double bytes) { return bytes / double(1ull << 30); }
 
+// Resident set size now, from /proc (0 where there is none).
+double rss_gib() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  long kb = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "VmRSS: %ld kB", &kb) == 1) break;
+  std::fclose(f);
+  return double(kb) / double(1 << 20);
+}
+
 int run(const Options& o) {
   if (o.threads > 0) strata::set_num_threads(o.threads);
   strata::ModelConfig config = strata::ModelConfig::preset("demo");
@@ -140,11 +152,11 @@ int run(const Options& o) {
     for (int64_t k = 0; k < o.accum; ++k) micro.push_back(loader.next());
     for (auto& b : micro) views.push_back(b.batch());
     strata::StepReport r = trainer.train_step(views);
-    std::printf("step %lld | loss %.4f | norm %.3f | %.1f s | NVMe read %.2f GB/s, write %.2f GB/s | stall %.2f s | "
-                "device %.2f GiB, pinned %.2f GiB, host %.2f GiB, nvme %.2f GiB\n",
+    std::printf("step %lld | loss %.4f | norm %.3f | %.1f s | NVMe read %.2f GB/s, write %.2f GB/s | stall %.2f s | norm pass %.3f s | "
+                "device %.2f GiB, pinned %.2f GiB, host %.2f GiB, nvme %.2f GiB | RSS %.2f GiB\n",
                 (long long)r.step, r.loss, r.grad_norm, r.step_seconds, r.nvme_read_gbps, r.nvme_write_gbps,
-                r.stall_seconds, gib(double(r.device_bytes)), gib(double(r.pinned_bytes)), gib(double(r.host_bytes)),
-                gib(double(r.nvme_bytes)));
+                r.stall_seconds, r.norm_seconds, gib(double(r.device_bytes)), gib(double(r.pinned_bytes)), gib(double(r.host_bytes)),
+                gib(double(r.nvme_bytes)), rss_gib());
     std::fflush(stdout);
   }
   std::printf("device arena: %.3f GiB live after setup, %.3f GiB high-water while training\n",

@@ -8,6 +8,7 @@
 // forward reads them). One adamw_step call never spans two tensors: weight decay is
 // per tensor, as in the resident AdamW.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -19,6 +20,9 @@
 namespace strata::offload {
 
 namespace {
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 constexpr int kMaster = 0, kGrad = 1, kM = 2, kV = 3, kWorking = 4, kArrays = 5;
 constexpr int kSlots = 3;
 }  // namespace
@@ -48,6 +52,13 @@ double OffloadStore::unit_sum_squares(const float* g, int64_t n) const {
 }
 
 float OffloadStore::grad_norm() {
+  const double t0 = now_seconds();
+  const float norm = grad_norm_now();
+  norm_seconds_ += now_seconds() - t0;
+  return norm;
+}
+
+float OffloadStore::grad_norm_now() {
   Device& dev = model_->device();
   float norm = 0;
   if (options_.grads == Tier::nvme) {

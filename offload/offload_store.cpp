@@ -352,6 +352,8 @@ OffloadStats OffloadStore::take_stats() {
   const double now = now_seconds();
   st.seconds = window_start_ > 0 ? now - window_start_ : 0;
   st.stall_seconds = stall_;
+  st.norm_seconds = norm_seconds_;
+  norm_seconds_ = 0;
   if (nvme_) {
     const NvmeStats io = nvme_->stats();
     st.nvme_read = io.bytes_read - io_at_window_.bytes_read;

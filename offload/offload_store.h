@@ -57,6 +57,7 @@ class OffloadStore final : public ParamStore {
   void start_param_read(int unit);
   PinnedBuffer stage_bytes(size_t bytes);
   void drain(bool reads, bool writes);
+  float grad_norm_now();
   double unit_sum_squares(const float* g, int64_t n) const;
   void read_tile(Tile& tile);
   void write_tile(Tile& tile);
@@ -73,7 +74,7 @@ class OffloadStore final : public ParamStore {
   int64_t largest_ = 0;  // elements of the largest unit
   int last_acquired_ = -1;
   bool final_micro_ = true;
-  double stall_ = 0, window_start_ = 0;
+  double stall_ = 0, norm_seconds_ = 0, window_start_ = 0;
   NvmeStats io_at_window_;
 };
 

@@ -169,6 +169,7 @@ StepReport Trainer::step() {
     r.nvme_read_gbps = st.read_gbps();
     r.nvme_write_gbps = st.write_gbps();
     r.stall_seconds = st.stall_seconds;
+    r.norm_seconds = st.norm_seconds;
   }
 
   ++step_;

@@ -221,6 +221,7 @@ struct OffloadStats {
   uint64_t nvme_read = 0, nvme_written = 0;  // bytes moved in the window
   double seconds = 0;            // the window's wall time
   double stall_seconds = 0;      // compute waiting on I/O in the window
+  double norm_seconds = 0;       // the global-norm pass (clipping's price) in the window
   double read_gbps() const { return seconds > 0 ? double(nvme_read) / seconds / 1e9 : 0; }
   double write_gbps() const { return seconds > 0 ? double(nvme_written) / seconds / 1e9 : 0; }
 };

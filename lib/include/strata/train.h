@@ -90,6 +90,7 @@ struct StepReport {
   uint64_t nvme_bytes = 0;
   double nvme_read_gbps = 0, nvme_write_gbps = 0;
   double stall_seconds = 0;
+  double norm_seconds = 0;  // the gradient-norm pass before the update
 };
 
 // Bytes this rank holds for training state (the ZeRO arithmetic: with Ψ parameters
