@@ -3,8 +3,8 @@
 // (ZeRO-Infinity style), printing per step the loss, NVMe GB/s read and written,
 // the I/O stall time and the bytes live per tier.
 //
-//   /usr/bin/time -v build/examples/train_offload --nvme /var/tmp/strata-swap \
-//       --layers 32 --d-model 2560 --heads 20 --steps 3     # about 2.5B parameters
+//   mkdir -p build/swap && /usr/bin/time -v build/examples/train_offload --nvme build/swap \
+//       --layers 32 --d-model 2560 --heads 20 --steps 3   # 2.52B parameters, 37.5 GiB of state
 //   build/examples/train_offload --nvme DIR --layers 4 --d-model 256 --heads 4   # quick
 //   build/examples/train_offload --help
 //
@@ -26,11 +26,11 @@ namespace {
 
 struct Options {
   std::string nvme;
-  std::string params = "nvme", grads = "host", optimizer = "nvme";
+  std::string params = "nvme", grads = "nvme", optimizer = "nvme";
   int64_t layers = 4, d_model = 256, heads = 4, d_mlp = 0;
   int64_t steps = 3, batch = 1, seq = 64, accum = 1;
-  int64_t pinned_mib = 512;
-  float lr = 1e-5f;  // no warmup: wide models diverge at 1e-4 (resident too)
+  int64_t pinned_mib = 1024;
+  float lr = 3e-6f;  // no warmup: width 2560 diverges at 1e-5 (resident too)
   int threads = 0;
   bool resident = false;  // the plain Trainer, for comparison (state must fit in RAM)
 };
@@ -47,11 +47,11 @@ void usage() {
       "usage: train_offload --nvme DIR [options]\n"
       "  --nvme DIR          swap directory on a local drive (O_DIRECT)\n"
       "  --params T          device | host | nvme (default nvme): working parameters\n"
-      "  --grads T           (default host): f32 gradients\n"
+      "  --grads T           (default nvme): f32 gradients\n"
       "  --optimizer T       (default nvme): f32 master, m, v\n"
       "  --layers N --d-model C --heads H --d-mlp M   model shape (d-mlp default 4C)\n"
       "  --steps N --batch B --seq T --accum K --lr LR\n"
-      "  --pinned MIB        pinned pool budget (default 512)\n"
+      "  --pinned MIB        pinned pool budget (default 1024)\n"
       "  --threads N\n"
       "  --resident 1        no offload: the plain Trainer, to compare losses\n");
 }
