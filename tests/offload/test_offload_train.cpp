@@ -194,6 +194,16 @@ TEST_CASE("bad offload placements fail before training", "[offload][train]") {
     REQUIRE_THROWS_WITH(make(o), Catch::Contains("OffloadStore") && Catch::Contains(dir.paths()[0]));
     ::chmod(dir.paths()[0].c_str(), 0700);
   }
+  SECTION("NVMe path without O_DIRECT") {
+    if (!std::filesystem::is_directory("/dev/shm") || accepts_direct_io("/dev/shm")) {
+      WARN("no directory refusing O_DIRECT here (/dev/shm accepts it): not checked");
+      return;
+    }
+    ScratchDir shm(1, "/dev/shm");
+    o.nvme_paths = shm.paths();
+    o.require_direct = true;
+    REQUIRE_THROWS_WITH(make(o), Catch::Contains("OffloadStore") && Catch::Contains("O_DIRECT"));
+  }
   SECTION("device budget too small for a unit") {
     o.params = o.grads = o.optimizer = Tier::host;
     // Exactly the resident model: the pool is allocated after the resident state is
