@@ -4,7 +4,7 @@
 // the I/O stall time and the bytes live per tier.
 //
 //   mkdir -p build/swap && /usr/bin/time -v build/examples/train_offload --nvme build/swap \
-//       --layers 32 --d-model 2560 --heads 20 --steps 3   # 2.52B parameters, 37.5 GiB of state
+//       --layers 32 --d-model 2560 --heads 20   # 2.52B parameters, 37.5 GiB of state
 //   build/examples/train_offload --nvme DIR --layers 4 --d-model 256 --heads 4   # quick
 //   build/examples/train_offload --help
 //
@@ -28,9 +28,9 @@ struct Options {
   std::string nvme;
   std::string params = "nvme", grads = "nvme", optimizer = "nvme";
   int64_t layers = 4, d_model = 256, heads = 4, d_mlp = 0;
-  int64_t steps = 3, batch = 1, seq = 64, accum = 1;
+  int64_t steps = 4, batch = 4, seq = 64, accum = 1;
   int64_t pinned_mib = 1024;
-  float lr = 3e-6f;  // no warmup: width 2560 diverges at 1e-5 (resident too)
+  float lr = 2e-6f;  // no warmup: width 2560 diverges at 1e-5 (resident too)
   int threads = 0;
   bool resident = false;  // the plain Trainer, for comparison (state must fit in RAM)
 };
