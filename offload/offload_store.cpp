@@ -19,8 +19,12 @@
 // host or device the norm is ops::global_norm over the tier's buffers (memory
 // bandwidth only, about 4 bytes per parameter). The price of keeping exact clipping
 // is that no unit's update starts before backward ends; the step report's stall
-// time and NVMe rates measure what that costs. Without clipping the update could
-// start per unit as its gradient becomes final: not done yet.
+// time and NVMe rates measure what that costs. Measured (train_offload, 2 cores,
+// one virtio disk): the norm pass over 200M host gradients takes 0.03 s of a 2.5 s
+// step, and 0 s with gradients on NVMe; on the 2.52B all-NVMe run a step is 40-45 s
+// at 1.0-1.3 GB/s each way, of which 18-23 s is waiting on I/O, mostly the streamed
+// update (16 bytes read and 14 written per parameter). Without clipping the update
+// could start per unit as its gradient becomes final: not done yet.
 #include "offload_state.h"
 
 #include <algorithm>
