@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstring>
 
+#include <sys/mman.h>
+
 #include "strata/error.h"
 #include "store.h"
 #include "unit.h"
@@ -17,6 +19,23 @@ namespace {
 constexpr int64_t kTensorAlign = 16;  // elements: each tensor starts 64-byte aligned in f32
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Zeroes a new gradient buffer. On a CPU device its whole pages are handed back to
+// the kernel instead (private anonymous memory reads as zero afterwards and costs
+// nothing until touched), so a model whose gradients an offload store will own never
+// makes them resident: a model larger than RAM can still be built.
+void zero_new_grads(Device& device, void* data, size_t bytes) {
+  if (device.kind() == DeviceKind::cpu && bytes >= size_t(1) << 20) {
+    const uintptr_t page = 4096, lo = uintptr_t(data), hi = lo + bytes;
+    const uintptr_t a = (lo + page - 1) / page * page, b = hi / page * page;
+    if (::madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED) == 0) {
+      std::memset(data, 0, a - lo);
+      std::memset(reinterpret_cast<void*>(b), 0, hi - b);
+      return;
+    }
+  }
+  std::memset(data, 0, bytes);
+}
 }  // namespace
 
 int64_t ParamInfo::numel() const {
@@ -64,7 +83,7 @@ Model::Model(const ModelConfig& config, Device& device, Precision precision, uin
     param_buffers_.emplace_back(device, size_t(numel) * dtype_size(dt), "parameters");
     grad_buffers_.emplace_back(device, size_t(numel) * 4, "gradients");
     std::memset(param_buffers_.back().data(), 0, param_buffers_.back().size());
-    std::memset(grad_buffers_.back().data(), 0, grad_buffers_.back().size());
+    zero_new_grads(device, grad_buffers_.back().data(), grad_buffers_.back().size());
   }
 
   // GPT-2 initialisation: element i of parameter tensor k of unit u is

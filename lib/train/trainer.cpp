@@ -10,6 +10,7 @@
 
 #include "ops.h"
 #include "strata/dist.h"
+#include "offload/offload_store.h"
 #include "zero.h"
 #include "strata/error.h"
 #include "strata/lora.h"
@@ -83,10 +84,22 @@ Trainer::Trainer(Model& model, const TrainOptions& o, dist::Comm& comm) : model_
   zero_->zero_grad();
 }
 
+Trainer::Trainer(Model& model, const TrainOptions& o, const offload::OffloadOptions& off)
+    : model_(&model), options_(o) {
+  check_options(o);
+  STRATA_CHECK(o.zero_stage == 0, "Trainer: offload runs on one device; ZeRO stage " << o.zero_stage
+                                                                                     << " needs a dist::Comm");
+  STRATA_CHECK(model.precision() != Precision::fp16,
+               "Trainer: offload supports fp32 and bf16 (fp16 loss scaling is not wired through it yet)");
+  offload_ = std::make_unique<offload::OffloadStore>(model, off, o.adamw);
+  loss_scale_ = 1.0f;
+  offload_->zero_grad();
+}
+
 Trainer::~Trainer() = default;
 
 AdamW& Trainer::optimizer() {
-  STRATA_CHECK(adamw_, "Trainer::optimizer: a data-parallel Trainer keeps its optimizer state in shards");
+  STRATA_CHECK(adamw_, "Trainer::optimizer: a data-parallel or offloaded Trainer keeps its optimizer state in its store");
   return *adamw_;
 }
 
@@ -150,6 +163,7 @@ float Trainer::forward_backward(const Batch& batch) {
     t_stats = now_seconds() - ts;
   }
   const float ranks = comm_ ? float(comm_->size()) : 1.0f;
+  if (offload_) offload_->set_final_micro(micro_ + 1 >= options_.grad_accum);
   model_->backward(loss_scale_ / float(options_.grad_accum) / ranks);
   model_->device().stream().synchronize();
   compute_seconds_ += now_seconds() - t0 - t_stats;
@@ -185,6 +199,8 @@ StepReport Trainer::step() {
     zero_->reduce_gradients();
     norm_raw = zero_->grad_norm();
     r.comm_seconds = now_seconds() - t_comm;
+  } else if (offload_) {
+    norm_raw = offload_->grad_norm();
   } else {
     ops::GlobalNormArgs g;
     g.out = TensorView(&norm_raw, DType::f32, {1}, &dev);
@@ -209,6 +225,8 @@ StepReport Trainer::step() {
     if (options_.clip_norm > 0 && norm > options_.clip_norm) coef = options_.clip_norm / norm;
     if (zero_)
       zero_->update(r.lr, coef / loss_scale_, step_ + 1);
+    else if (offload_)
+      offload_->update(r.lr, coef / loss_scale_, step_ + 1);
     else if (adamw_)
       adamw_->step(r.lr, coef / loss_scale_, step_ + 1);
     if (!zero_ && model_->lora()) model_->lora()->step(options_.adamw, r.lr, coef / loss_scale_, step_ + 1);
@@ -219,11 +237,22 @@ StepReport Trainer::step() {
   }
   if (zero_)
     zero_->zero_grad();
+  else if (offload_)
+    offload_->zero_grad();
   else
     model_->zero_grad();
   if (model_->lora()) model_->lora()->zero_grad();
   s.synchronize();
   r.optimizer_seconds = now_seconds() - t_opt + (zero_ ? 0.0 : t_opt - t_comm);
+  if (offload_) {
+    const offload::OffloadStats st = offload_->take_stats();
+    r.pinned_bytes = st.pinned_bytes;
+    r.nvme_bytes = st.nvme_bytes;
+    r.nvme_read_gbps = st.read_gbps();
+    r.nvme_write_gbps = st.write_gbps();
+    r.io_stall_seconds = st.stall_seconds;
+    r.norm_seconds = st.norm_seconds;
+  }
 
   ++step_;
   r.step = step_;

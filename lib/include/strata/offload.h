@@ -194,4 +194,36 @@ class NvmeStore {
   std::unique_ptr<NvmeBackend> backend_;
 };
 
+// ---- offload placement (the OffloadStore, offload/offload_store.h, implements it)
+
+// Where one kind of training state lives: the device arena, host RAM, or NVMe
+// (swap files, moved through the pinned pool).
+enum class Tier : uint8_t { device, host, nvme };
+const char* tier_name(Tier t);
+
+struct OffloadOptions {
+  Tier params = Tier::host;     // working parameters (precision dtype)
+  Tier grads = Tier::host;      // f32 accumulated gradients
+  Tier optimizer = Tier::host;  // f32 master, Adam m and v
+  std::vector<std::string> nvme_paths;  // one directory per drive (any tier on nvme)
+  size_t pinned_bytes = size_t(256) << 20;  // the pinned pool's budget
+  int prefetch = 2;                 // units read ahead (forward order, reverse in backward)
+  int64_t tile_elements = 1 << 20;  // optimizer tile streamed from NVMe (multiple of 2048)
+  bool require_direct = true;       // false: accept paths that refuse O_DIRECT (tests)
+};
+
+// Bytes live per tier and I/O of the last step (or since construction).
+struct OffloadStats {
+  size_t device_bytes = 0;       // the store's device buffers (pool + device-tier state)
+  size_t pinned_bytes = 0;       // pinned pool high-water since the last reset
+  size_t host_bytes = 0;         // host-tier state
+  uint64_t nvme_bytes = 0;       // reserved on NVMe
+  uint64_t nvme_read = 0, nvme_written = 0;  // bytes moved in the window
+  double seconds = 0;            // the window's wall time
+  double stall_seconds = 0;      // compute waiting on I/O in the window
+  double norm_seconds = 0;       // the global-norm pass (clipping's price) in the window
+  double read_gbps() const { return seconds > 0 ? double(nvme_read) / seconds / 1e9 : 0; }
+  double write_gbps() const { return seconds > 0 ? double(nvme_written) / seconds / 1e9 : 0; }
+};
+
 }  // namespace strata::offload

@@ -114,6 +114,7 @@ struct StepReport {
   size_t host_bytes = 0;
   size_t nvme_bytes = 0;    // offload's swap files (0 without offload)
   double nvme_read_gbps = 0, nvme_write_gbps = 0;  // offload's NVMe traffic this step
+  double norm_seconds = 0;  // offload: the gradient-norm pass before the update (in optimizer_seconds)
   std::vector<UnitStats> unit_stats;  // on steps that are multiples of stats_every; else empty
   // LoRA (frozen base): gradient and optimizer bytes the base does not hold.
   size_t frozen_bytes_saved = 0;
@@ -132,6 +133,10 @@ namespace dist {
 class Comm;
 }
 class ZeroEngine;
+namespace offload {
+struct OffloadOptions;
+class OffloadStore;
+}  // namespace offload
 
 // The Trainer's own state between optimizer steps: what a checkpoint saves so that a
 // resumed run continues bit for bit (dropout keys and the schedule depend on step).
@@ -149,6 +154,9 @@ class Trainer {
   // built with the same seed), ZeRO stage options.zero_stage. Each rank feeds its own
   // micro-batches; the global batch is ranks x micro-batch x grad_accum.
   Trainer(Model& model, const TrainOptions& options, dist::Comm& comm);
+  // One device with the state placed per `offload` (ZeRO-Infinity style): the model's
+  // resident buffers are released and every unit is paged through the store.
+  Trainer(Model& model, const TrainOptions& options, const offload::OffloadOptions& offload);
   ~Trainer();
 
   // Forward and backward of one micro-batch, gradients accumulating; returns its loss.
@@ -182,6 +190,7 @@ class Trainer {
   std::unique_ptr<AdamW> adamw_;
   dist::Comm* comm_ = nullptr;
   std::unique_ptr<ZeroEngine> zero_;
+  std::unique_ptr<offload::OffloadStore> offload_;
   int64_t step_ = 0;
   int64_t micro_ = 0;
   int64_t tokens_ = 0;

@@ -1,0 +1,81 @@
+// OffloadStore: ZeRO-Infinity-style placement of one device's training state. Each
+// unit's working params, f32 gradients and AdamW state (f32 master, m, v) live on the
+// tier OffloadOptions names (device arena, host RAM, NVMe through the pinned pool);
+// the device holds only a small pool of unit-sized buffers, borrowed per acquire.
+// Invariant: results never depend on placement. Working params are copied bit for
+// bit; a unit's gradient accumulates in one device buffer that is copied in from
+// its tier and back out (never staged and summed apart), so every += happens in the
+// same order as with resident buffers; AdamW is elementwise, so tiling it is exact.
+// Design of the step (norm before update, tiles, overlap): offload_store.cpp, top.
+#pragma once
+#include <future>
+#include <memory>
+#include <vector>
+
+#include "lib/model/store.h"
+#include "strata/model.h"
+#include "strata/offload.h"
+#include "strata/train.h"
+
+namespace strata::offload {
+
+class OffloadStore final : public ParamStore {
+ public:
+  // Moves the model's state onto its tiers and releases the model's resident
+  // buffers. Every bad placement (NVMe path missing, not writable, without O_DIRECT
+  // or space; pinned budget below the largest unit) throws here, before training.
+  OffloadStore(Model& model, const OffloadOptions& options, const AdamWOptions& adamw);
+  ~OffloadStore() override;
+
+  // ParamStore.
+  void* acquire_params(int unit) override;
+  void release_params(int unit) override;
+  void* acquire_grads(int unit) override;
+  void release_grads(int unit) override;
+
+  // The Trainer says which backward is the last of the step: its gradient write-out
+  // also yields each unit's sum of squares (the norm needs no second NVMe pass).
+  void set_final_micro(bool final) { final_micro_ = final; }
+  // Global L2 norm of the accumulated gradients, bitwise ops::global_norm's.
+  float grad_norm();
+  // AdamW over every unit on the tiers holding its state; new working params are
+  // written to their tier.
+  void update(float lr, float grad_scale, int64_t t);
+  void zero_grad();
+
+  // The window since the last call (bytes live, NVMe traffic, stalls); resets it.
+  OffloadStats take_stats();
+  const OffloadOptions& options() const { return options_; }
+
+ private:
+  struct Home;
+  struct UnitState;
+  struct Tile;
+  void wait(std::future<void>& f);  // counts the stall
+  Buffer take(std::vector<Buffer>& pool, size_t bytes, const char* what);
+  void prefetch_from(int unit, int direction);
+  void start_param_read(int unit);
+  PinnedBuffer stage_bytes(size_t bytes);
+  void drain(bool reads, bool writes);
+  float grad_norm_now();
+  double unit_sum_squares(const float* g, int64_t n) const;
+  void read_tile(Tile& tile);
+  void write_tile(Tile& tile);
+  void update_tile(const Tile& tile, float lr, float grad_scale, int64_t t);
+
+  Model* model_;
+  OffloadOptions options_;
+  AdamWOptions adamw_;
+  DType dtype_;
+  std::unique_ptr<PinnedPool> pinned_;
+  std::unique_ptr<NvmeStore> nvme_;
+  std::vector<UnitState> units_;
+  std::vector<Buffer> param_pool_, grad_pool_;  // free device buffers of the largest unit
+  int64_t largest_ = 0;  // elements of the largest unit
+  int last_acquired_ = -1;
+  bool final_micro_ = true;
+  double stall_ = 0, norm_seconds_ = 0, window_start_ = 0;
+  NvmeStats io_at_window_;
+};
+
+}  // namespace strata::offload
