@@ -91,6 +91,8 @@ Trainer::Trainer(Model& model, const TrainOptions& o, const offload::OffloadOpti
                                                                                      << " needs a dist::Comm");
   STRATA_CHECK(model.precision() != Precision::fp16,
                "Trainer: offload supports fp32 and bf16 (fp16 loss scaling is not wired through it yet)");
+  STRATA_CHECK(!model.base_frozen() && !model.lora(),
+               "Trainer: LoRA with offload is not supported yet; keep the frozen base resident");
   offload_ = std::make_unique<offload::OffloadStore>(model, off, o.adamw);
   loss_scale_ = 1.0f;
   offload_->zero_grad();
