@@ -16,7 +16,8 @@ void usage() {
       "  sample    generate text from a checkpoint\n"
       "  inspect   tensors, dtypes, shapes, checksums and trainer state of a checkpoint\n"
       "  convert   weights between strata, Hugging Face GPT-2 and LLaMA layouts, f32 or bf16\n"
-      "  plan      placement, bytes per memory tier and predicted step time of a training run\n\n"
+      "  plan      placement, bytes per memory tier and predicted step time of a training run\n"
+      "  bench     benchmarks: ops, training vs PyTorch, recompute, ZeRO, NVMe vs fio (strata bench --help)\n\n"
       "Run 'strata <command> --help' for a command's options.\n");
 }
 }  // namespace
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
   if (cmd == "inspect") return inspect_main(argc - 1, argv + 1);
   if (cmd == "convert") return convert_main(argc - 1, argv + 1);
   if (cmd == "plan") return plan_main(argc - 1, argv + 1);
+  if (cmd == "bench") return bench_main(argc - 1, argv + 1);
   std::fprintf(stderr, "strata: unknown command '%s'\n\n", cmd.c_str());
   usage();
   return 1;
