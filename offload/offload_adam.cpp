@@ -13,6 +13,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../lib/optim/adamw_args.h"
 #include "offload_state.h"
 #include "ops.h"
 #include "strata/error.h"
@@ -125,19 +126,12 @@ void OffloadStore::update_tile(const Tile& tile, float lr, float grad_scale, int
     if (begin >= end) continue;
     const int64_t at = begin - lo, n = end - begin;
     auto f32 = [&](int a) { return TensorView(tile.ptr[a] + size_t(at) * 4, DType::f32, {n}, &dev); };
-    ops::AdamWArgs args;
+    ops::AdamWArgs args = adamw_args(adamw_, &p, lr, grad_scale, t);
     args.master = f32(kMaster);
     args.grad = f32(kGrad);
     args.m = f32(kM);
     args.v = f32(kV);
     args.working = TensorView(tile.ptr[kWorking] + size_t(at) * ds, dtype_, {n}, &dev);
-    args.lr = lr;
-    args.beta1 = adamw_.beta1;
-    args.beta2 = adamw_.beta2;
-    args.eps = adamw_.eps;
-    args.weight_decay = adamw_decays(adamw_, p) ? adamw_.weight_decay : 0.0f;
-    args.grad_scale = grad_scale;
-    args.step = t;
     ops::adamw_step(args, dev.stream());
   }
   dev.stream().synchronize();

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../optim/adamw_args.h"
 #include "lora_impl.h"
 #include "strata/error.h"
 
@@ -213,20 +214,13 @@ void Lora::zero_grad() { ops::fill_zero(flat_grads(), impl_->model->device().str
 void Lora::step(const AdamWOptions& o, float lr, float grad_scale, int64_t t) {
   Impl& m = *impl_;
   const bool fp32 = m.model->precision() == Precision::fp32;
-  ops::AdamWArgs a;
+  ops::AdamWArgs a = adamw_args(o, nullptr, lr, grad_scale, t);
   // One call over the flat buffer: dead rows and padding have zero grads and stay zero.
   a.master = fp32 ? m.flat(m.params, DType::f32) : m.flat(m.master, DType::f32);
   a.grad = m.flat(m.grads, DType::f32);
   a.m = m.flat(m.m, DType::f32);
   a.v = m.flat(m.v, DType::f32);
   if (!fp32) a.working = m.flat(m.params, m.dtype);
-  a.lr = lr;
-  a.beta1 = o.beta1;
-  a.beta2 = o.beta2;
-  a.eps = o.eps;
-  a.weight_decay = o.weight_decay;
-  a.grad_scale = grad_scale;
-  a.step = t;
   ops::adamw_step(a, m.model->device().stream());
 }
 

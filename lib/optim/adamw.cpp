@@ -4,6 +4,7 @@
 // master (no copy).
 #include <cstring>
 
+#include "adamw_args.h"
 #include "ops.h"
 #include "strata/error.h"
 #include "strata/train.h"
@@ -64,19 +65,12 @@ void AdamW::step(float lr, float grad_scale, int64_t t) {
       v.shape[0] = n;
       return v;
     };
-    ops::AdamWArgs a;
+    ops::AdamWArgs a = adamw_args(options_, &p, lr, grad_scale, t);
     a.master = range(master(p.unit));
     a.grad = range(model_->unit_grads(p.unit));
     a.m = range(exp_avg(p.unit));
     a.v = range(exp_avg_sq(p.unit));
     if (!fp32) a.working = range(model_->unit_params(p.unit));
-    a.lr = lr;
-    a.beta1 = options_.beta1;
-    a.beta2 = options_.beta2;
-    a.eps = options_.eps;
-    a.weight_decay = decays(p) ? options_.weight_decay : 0.0f;
-    a.grad_scale = grad_scale;
-    a.step = t;
     ops::adamw_step(a, s);
   }
 }

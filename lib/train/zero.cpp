@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../optim/adamw_args.h"
 #include "ops.h"
 #include "strata/error.h"
 
@@ -139,11 +140,7 @@ void ZeroEngine::reduce_gradients() {
   Stream& s = model_->device().stream();
   for (int u = 0; u < model_->num_units(); ++u) {
     if (stage_ == 0) comm_->all_reduce_sum(model_->unit_grads(u), s);
-    if (stage_ == 1) {
-      Unit& x = units_[size_t(u)];
-      comm_->reduce_scatter_sum(model_->unit_grads(u), shard_grads(u), s);
-      (void)x;
-    }
+    if (stage_ == 1) comm_->reduce_scatter_sum(model_->unit_grads(u), shard_grads(u), s);
   }
 }
 
@@ -171,19 +168,12 @@ void ZeroEngine::update(float lr, float grad_scale, int64_t t) {
     if (begin >= end) continue;
     const int64_t at = begin - x.lo, n = end - begin;
     TensorView working = shard_params(p.unit);
-    ops::AdamWArgs a;
+    ops::AdamWArgs a = adamw_args(options_, &p, lr, grad_scale, t);
     a.working = fp32 ? TensorView{} : range(working.data, dt, at, n, &dev);
     a.master = fp32 ? range(working.data, DType::f32, at, n, &dev) : range(x.master.data(), DType::f32, at, n, &dev);
     a.grad = range(shard_grads(p.unit).data, DType::f32, at, n, &dev);
     a.m = range(x.m.data(), DType::f32, at, n, &dev);
     a.v = range(x.v.data(), DType::f32, at, n, &dev);
-    a.lr = lr;
-    a.beta1 = options_.beta1;
-    a.beta2 = options_.beta2;
-    a.eps = options_.eps;
-    a.weight_decay = adamw_decays(options_, p) ? options_.weight_decay : 0.0f;
-    a.grad_scale = grad_scale;
-    a.step = t;
     ops::adamw_step(a, s);
   }
   if (stage_ == 1 || stage_ == 2)
