@@ -26,11 +26,18 @@ namespace strata::ops {
 
 // ---------------------------------------------------------------- matmul
 // out (N, OC) = inp (N, IC) @ weight(OC, IC)^T + bias (OC)      [PyTorch Linear]
+// With gelu_pre defined, a GELU epilogue: gelu_pre = inp @ weight^T + bias (the
+// pre-activation, kept for gelu_backward) and out = GELU(gelu_pre), in one pass.
+// On CPU out is bitwise gelu_forward of the rounded gelu_pre; cuBLASLt applies GELU
+// before rounding, so on CUDA the two agree within one rounding of gelu_pre.
 struct MatmulForwardArgs {
-  TensorView out;     // (..., OC)
-  TensorView inp;     // (..., IC)
-  TensorView weight;  // (OC, IC)
-  TensorView bias;    // (OC) or undefined
+  TensorView out;       // (..., OC)
+  TensorView inp;       // (..., IC)
+  TensorView weight;    // (OC, IC)
+  TensorView bias;      // (OC) or undefined
+  // (..., OC) like out, or undefined: no epilogue. The initializer keeps the
+  // four-field {out, inp, weight, bias} form free of missing-initializer warnings.
+  TensorView gelu_pre = {};
 };
 void matmul_forward(const MatmulForwardArgs& a, Stream& s);
 
@@ -96,6 +103,41 @@ struct NormBackwardArgs {
   bool rms = false;
 };
 void norm_backward(const NormBackwardArgs& a, Stream& s);
+
+// Residual add fused with the norm that follows it (pre-norm blocks):
+//   res_out = x + y (rounded to the dtype);  out = norm(res_out)
+// out, mean and rstd are bitwise those of norm_forward on res_out, so a norm replayed
+// from the saved res_out (recompute) matches. res_out may alias x or y (not out).
+struct ResidualNormForwardArgs {
+  TensorView res_out;  // (N, C)
+  TensorView out;      // (N, C)
+  TensorView mean;     // (N) f32 (LayerNorm only)
+  TensorView rstd;     // (N) f32
+  TensorView x;        // (N, C)
+  TensorView y;        // (N, C)
+  TensorView weight;   // (C)
+  TensorView bias;     // (C) or undefined
+  float eps = 1e-5f;
+  bool rms = false;
+};
+void residual_norm_forward(const ResidualNormForwardArgs& a, Stream& s);
+
+// The gradient of a residual stream that also feeds a norm, in one pass:
+//   d_res = d_resid + d_inp of norm_backward (one f32 sum, rounded once; assigned);
+//   d_weight / d_bias accumulate as in norm_backward. d_res may alias d_resid.
+struct ResidualNormBackwardArgs {
+  TensorView d_res;     // (N, C), assigned
+  TensorView d_weight;  // (C), accumulated
+  TensorView d_bias;    // (C), accumulated, or undefined
+  TensorView d_resid;   // (N, C): the gradient reaching the stream past the norm
+  TensorView d_out;     // (N, C): the gradient of the norm's output
+  TensorView inp;       // (N, C): the norm's input (res_out of the forward)
+  TensorView weight;    // (C)
+  TensorView mean;      // (N) f32 (LayerNorm only)
+  TensorView rstd;      // (N) f32
+  bool rms = false;
+};
+void residual_norm_backward(const ResidualNormBackwardArgs& a, Stream& s);
 
 // ---------------------------------------------------------------- activations
 // GELU, tanh approximation. out and inp have the same shape.

@@ -13,6 +13,8 @@ void embedding_forward(const ops::EmbeddingForwardArgs& a);
 void embedding_backward(const ops::EmbeddingBackwardArgs& a);
 void norm_forward(const ops::NormForwardArgs& a);
 void norm_backward(const ops::NormBackwardArgs& a);
+void residual_norm_forward(const ops::ResidualNormForwardArgs& a);
+void residual_norm_backward(const ops::ResidualNormBackwardArgs& a);
 void gelu_forward(const ops::GeluForwardArgs& a);
 void gelu_backward(const ops::GeluBackwardArgs& a);
 void swiglu_forward(const ops::SwigluForwardArgs& a);

@@ -6,6 +6,8 @@
 // f16 operands are converted to f32 scratch, multiplied in f32 and rounded once on
 // store; bf16 goes to the AVX512-BF16 kernels (matmul_bf16.cpp) when the build
 // targets them, else takes the f16 road.
+// With gelu_pre defined, each output tile is written to gelu_pre and GELU'd into out
+// while it is still in cache (activation_math.h's gelu_tile).
 // Invariants: d_inp is assigned; d_weight and d_bias accumulate (+=), with one
 // rounding per call when they are 16-bit. Tiles split only output dimensions, never
 // the reduction, so every element is summed in the same order on any thread count.
@@ -15,6 +17,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "activation_math.h"
 #include "cpu.h"
 #include "gemm_avx512.h"
 #include "matmul_bf16.h"
@@ -98,14 +101,16 @@ void accumulate_f32(const TensorView& dst, const float* acc, int64_t n) {
   });
 }
 
-// out tile (r1-r0, c1-c0) = inp rows @ weight rows^T + bias, stored to T.
+// out tile (r1-r0, c1-c0) = inp rows @ weight rows^T + bias, stored to T (to
+// gelu_pre, then GELU'd into out, with the epilogue).
 template <class T>
 void forward_tile(const ops::MatmulForwardArgs& a, const PackedB& w_t, int64_t r0, int64_t r1,
                   int64_t c0, int64_t c1) {
   const int64_t IC = a.weight.shape[1], OC = a.weight.shape[0];
   const int64_t n = r1 - r0, m = c1 - c0;
   const T* bias = a.bias.defined() ? a.bias.ptr<T>() + c0 : nullptr;
-  T* out = a.out.ptr<T>() + r0 * OC + c0;  // (n, m) with row stride OC
+  const bool epilogue = a.gelu_pre.defined();
+  T* out = (epilogue ? a.gelu_pre : a.out).ptr<T>() + r0 * OC + c0;  // (n, m) with row stride OC
   if constexpr (std::is_same_v<T, float>) {
     float beta = 0.0f;
     if (bias) {
@@ -128,6 +133,7 @@ void forward_tile(const ops::MatmulForwardArgs& a, const PackedB& w_t, int64_t r
       }
     }
   }
+  if (epilogue) gelu_tile(static_cast<const T*>(out), a.out.ptr<T>() + r0 * OC + c0, n, m, OC);
 }
 
 template <class T>

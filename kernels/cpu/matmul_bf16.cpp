@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "activation_math.h"
 #include "gemm_avx512.h"
 #include "thread_scratch.h"
 #include "util.h"
@@ -103,7 +104,8 @@ bool matmul_forward_bf16(const ops::MatmulForwardArgs& a) {
   ThreadScratch<uint32_t, kPackSlot> w_t(size_t(packed_b_size_bf16(IC, OC)));
   pack_b_bf16({bits(a.weight), 1, IC}, IC, OC, w_t.data());  // (IC, OC)
   const bf16* bias = a.bias.defined() ? a.bias.ptr<bf16>() : nullptr;
-  bf16* out = a.out.ptr<bf16>();  // (N, OC)
+  // (N, OC); with the GELU epilogue the GEMM writes gelu_pre, GELU'd into out per tile.
+  bf16* out = (a.gelu_pre.defined() ? a.gelu_pre : a.out).ptr<bf16>();
   GemmTiles::plan(N, OC, kGemmRowsBf16).for_each([&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
     const int64_t m = i1 - i0, n = j1 - j0;
     ThreadScratch<float, kTileSlot> c(size_t(m * n));  // (m, n)
@@ -117,6 +119,8 @@ bool matmul_forward_bf16(const ops::MatmulForwardArgs& a) {
         for (int64_t j = 0; j < n; ++j) dst[j] = store<bf16>(src[j]);
       }
     }
+    if (a.gelu_pre.defined())
+      gelu_tile(static_cast<const bf16*>(out + i0 * OC + j0), a.out.ptr<bf16>() + i0 * OC + j0, m, n, OC);
   });
   return true;
 }

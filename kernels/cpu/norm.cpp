@@ -1,10 +1,14 @@
-// CPU LayerNorm and RMSNorm, forward and backward.
+// CPU LayerNorm and RMSNorm, forward and backward, optionally fused with the
+// residual add around them (residual_norm_forward / _backward).
 // Invariants: statistics (mean, rstd) are f32 and computed in f32 from the row
 // converted to f32; d_inp is assigned, d_weight / d_bias accumulate (+=). The
 // parameter-gradient sums are deterministic: rows are cut into fixed chunks of
 // kChunkRows (independent of the thread count), each chunk sums its rows in order
-// into its own f32 partial row, and the partials are added in chunk order.
+// into its own f32 partial row, and the partials are added in chunk order. The fused
+// forward normalises the residual sum as stored (rounded), so it is bitwise
+// norm_forward of res_out; the rest of the row math is shared, not duplicated.
 #include <cmath>
+#include <type_traits>
 
 #include "cpu.h"
 #include "row_math.h"
@@ -17,13 +21,14 @@ constexpr int64_t kChunkRows = 64;
 
 // Scratch slots (rows::scratch): the calling thread keeps weight / bias / partials
 // in slots that the row loops, which also run on it, never touch.
-enum Slot { kRowX = 0, kRowDy, kRowDx, kWeight = 4, kBias, kPartials };
+enum Slot { kRowX = 0, kRowDy, kRowDx, kRowResid, kWeight, kBias, kPartials };
 
 // Rows per task so a task has some tens of thousands of elements.
 int64_t row_grain(int64_t c) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(c, 1)); }
 
+// With y defined: the input row is inp + y, stored to res_out first.
 template <class T>
-void forward_impl(const ops::NormForwardArgs& a) {
+void forward_impl(const ops::NormForwardArgs& a, const T* y = nullptr, T* res_out = nullptr) {
   const int64_t c = a.inp.shape[a.inp.ndim - 1];
   const int64_t n = a.inp.numel() / c;
   const T* inp = a.inp.ptr<T>();  // (N, C)
@@ -41,6 +46,13 @@ void forward_impl(const ops::NormForwardArgs& a) {
     for (int64_t r = begin; r < end; ++r) {
       // Converting first also makes out aliasing inp harmless.
       rows::load(inp + r * c, x, c);
+      if (y) {
+        float* yr = rows::scratch(kRowResid, c);
+        rows::load(y + r * c, yr, c);  // both rows read: res_out may alias inp or y
+        for (int64_t i = 0; i < c; ++i) x[i] += yr[i];
+        rows::store(x, res_out + r * c, c);
+        if constexpr (!std::is_same_v<T, float>) rows::load(res_out + r * c, x, c);  // as rounded
+      }
       float m = 0.0f, s;
       if (rms) {
         s = 1.0f / std::sqrt(rows::dot(x, x, c) / float(c) + eps);
@@ -87,8 +99,9 @@ void add_partials(const float* partials, int64_t chunks, int64_t c, const Tensor
     reduce_partials(partials, chunks, c, grad.ptr<T>());
 }
 
+// With d_resid defined: d_inp = d_resid + the norm's input gradient, rounded once.
 template <class T>
-void backward_impl(const ops::NormBackwardArgs& a) {
+void backward_impl(const ops::NormBackwardArgs& a, const T* d_resid = nullptr) {
   const int64_t c = a.inp.shape[a.inp.ndim - 1];
   const int64_t n = a.inp.numel() / c;
   const int64_t chunks = (n + kChunkRows - 1) / kChunkRows;
@@ -107,6 +120,7 @@ void backward_impl(const ops::NormBackwardArgs& a) {
     float* xhat = rows::scratch(kRowX, c);  // (C) normalised input
     float* dy = rows::scratch(kRowDy, c);   // (C) d_out row
     float* dx = rows::scratch(kRowDx, c);   // (C) dy * weight, then d_inp row
+    float* res = d_resid ? rows::scratch(kRowResid, c) : nullptr;  // (C) d_resid row
     for (int64_t k = chunk_begin; k < chunk_end; ++k) {
       float* __restrict dw = partials + k * c;
       float* __restrict db = with_bias ? partials + (chunks + k) * c : nullptr;
@@ -131,6 +145,10 @@ void backward_impl(const ops::NormBackwardArgs& a) {
         }
         if (db)
           for (int64_t i = 0; i < c; ++i) db[i] += dy[i];
+        if (res) {
+          rows::load(d_resid + r * c, res, c);  // d_inp may alias d_resid: read first
+          for (int64_t i = 0; i < c; ++i) dx[i] += res[i];
+        }
         rows::store(dx, d_inp + r * c, c);
       }
     }
@@ -148,6 +166,22 @@ void norm_forward(const ops::NormForwardArgs& a) {
 
 void norm_backward(const ops::NormBackwardArgs& a) {
   dispatch_float(a.inp.dtype, [&](auto t) { backward_impl<decltype(t)>(a); });
+}
+
+void residual_norm_forward(const ops::ResidualNormForwardArgs& a) {
+  const ops::NormForwardArgs n{a.out, a.mean, a.rstd, a.x, a.weight, a.bias, a.eps, a.rms};
+  dispatch_float(a.x.dtype, [&](auto t) {
+    using T = decltype(t);
+    forward_impl<T>(n, a.y.ptr<T>(), a.res_out.ptr<T>());
+  });
+}
+
+void residual_norm_backward(const ops::ResidualNormBackwardArgs& a) {
+  const ops::NormBackwardArgs n{a.d_res, a.d_weight, a.d_bias, a.d_out, a.inp, a.weight, a.mean, a.rstd, a.rms};
+  dispatch_float(a.inp.dtype, [&](auto t) {
+    using T = decltype(t);
+    backward_impl<T>(n, a.d_resid.ptr<T>());
+  });
 }
 
 }  // namespace strata::cpu

@@ -56,6 +56,8 @@ void embedding_forward(const ops::EmbeddingForwardArgs& a, const Context& c);
 void embedding_backward(const ops::EmbeddingBackwardArgs& a, const Context& c);
 void norm_forward(const ops::NormForwardArgs& a, const Context& c);
 void norm_backward(const ops::NormBackwardArgs& a, const Context& c);
+void residual_norm_forward(const ops::ResidualNormForwardArgs& a, const Context& c);
+void residual_norm_backward(const ops::ResidualNormBackwardArgs& a, const Context& c);
 void gelu_forward(const ops::GeluForwardArgs& a, const Context& c);
 void gelu_backward(const ops::GeluBackwardArgs& a, const Context& c);
 void swiglu_forward(const ops::SwigluForwardArgs& a, const Context& c);

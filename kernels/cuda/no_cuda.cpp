@@ -20,6 +20,7 @@ DeviceState* open(int index, size_t&) {
 }
 void close(DeviceState*) {}
 void* stream(DeviceState*, StreamRole) { return nullptr; }
+std::string product_name(int) { return ""; }
 void synchronize(void*) {}
 void* event_create() { return nullptr; }
 void event_destroy(void*) {}

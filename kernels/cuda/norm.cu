@@ -1,10 +1,13 @@
-// CUDA LayerNorm and RMSNorm, forward and backward.
+// CUDA LayerNorm and RMSNorm, forward and backward, optionally fused with the
+// residual add around them (residual_norm_forward / _backward: the same kernels with
+// the residual pointers set).
 // Invariants: statistics (mean, rstd) are f32, from the row in f32, two passes (no
 // E[x^2] - E[x]^2 cancellation); d_inp is assigned, d_weight / d_bias accumulate.
 // The parameter-gradient sums are deterministic without float atomics: rows are cut
 // into fixed chunks of kChunkRows, one block per chunk sums its rows in order into
 // its own f32 partial row (scratch), and a second kernel adds the partials in chunk
-// order, so the result depends on neither the grid nor the timing.
+// order, so the result depends on neither the grid nor the timing. The fused forward
+// normalises res_out as stored (rounded), exactly what norm_forward would read.
 #include "kernel_util.cuh"
 
 namespace strata::STRATA_CUDA_NS {
@@ -19,12 +22,19 @@ int row_threads(int64_t c) {
 }
 }  // namespace
 
+// With y set, the row is inp + y: each thread writes its elements of the sum to
+// res_out first and reads them back from there (its own writes: no barrier needed).
 template <class T>
 static __global__ void norm_forward_kernel(T* out, float* mean, float* rstd, const T* inp, const T* weight,
-                                           const T* bias, int64_t c, float eps, bool rms) {
+                                           const T* bias, int64_t c, float eps, bool rms, const T* y, T* res_out) {
   __shared__ float buf[32];
   const int64_t row = blockIdx.x;
   const T* x = inp + row * c;
+  if (y) {
+    for (int64_t i = threadIdx.x; i < c; i += blockDim.x)
+      res_out[row * c + i] = store<T>(load(x[i]) + load(y[row * c + i]));
+    x = res_out + row * c;
+  }
   float m = 0.0f, acc = 0.0f;
   if (!rms) {
     for (int64_t i = threadIdx.x; i < c; i += blockDim.x) acc += load(x[i]);
@@ -49,10 +59,13 @@ static __global__ void norm_forward_kernel(T* out, float* mean, float* rstd, con
 }
 
 // One block per chunk of rows: d_inp rows, and the chunk's partial dw / db rows.
+// With d_resid set, d_inp = d_resid + the norm's input gradient (rounded once; each
+// element is read before it is written by the same thread, so they may alias).
 template <class T>
 static __global__ void norm_backward_rows_kernel(T* d_inp, float* dw_partials, float* db_partials,
                                                  const T* d_out, const T* inp, const T* weight,
-                                                 const float* mean, const float* rstd, int64_t n, int64_t c) {
+                                                 const float* mean, const float* rstd, int64_t n, int64_t c,
+                                                 const T* d_resid) {
   __shared__ float buf[32];
   const int64_t chunk = blockIdx.x;
   float* dw = dw_partials + chunk * c;                          // (C)
@@ -76,7 +89,8 @@ static __global__ void norm_backward_rows_kernel(T* d_inp, float* dw_partials, f
     shift = mean ? block_sum(shift, buf) / float(c) : 0.0f;  // RMSNorm has no centring
     for (int64_t i = threadIdx.x; i < c; i += blockDim.x) {
       const float xhat = (load(x[i]) - m) * s, d = load(dy[i]), g = d * load(weight[i]);
-      d_inp[r * c + i] = store<T>(s * (g - shift - xhat * proj));
+      const float dx = s * (g - shift - xhat * proj);
+      d_inp[r * c + i] = store<T>(d_resid ? load(d_resid[r * c + i]) + dx : dx);
       dw[i] += d * xhat;  // column i is this thread's alone: rows add in order
       if (db) db[i] += d;
     }
@@ -102,20 +116,22 @@ void add_partials(const TensorView& grad, const float* partials, int64_t chunks,
   else
     launch(add_partials_kernel<T>, grid, kThreads, 0, ctx.stream, grad.ptr<T>(), partials, chunks, c);
 }
-}  // namespace
 
-void norm_forward(const ops::NormForwardArgs& a, const Context& ctx) {
+// norm_forward, and with y / res_out defined the residual-fused forward.
+void forward(const ops::NormForwardArgs& a, const TensorView& y, const TensorView& res_out, const Context& ctx) {
   const int64_t c = a.inp.shape[a.inp.ndim - 1], n = a.inp.numel() / c;
   dispatch_float(a.inp.dtype, [&](auto tag) {
     using T = decltype(tag);
     launch(norm_forward_kernel<T>, unsigned(n), row_threads(c), 0, ctx.stream, a.out.ptr<T>(),
            a.rms ? nullptr : a.mean.ptr<float>(), a.rstd.ptr<float>(), static_cast<const T*>(a.inp.ptr<T>()),
            static_cast<const T*>(a.weight.ptr<T>()),
-           static_cast<const T*>(a.bias.defined() ? a.bias.ptr<T>() : nullptr), c, a.eps, a.rms);
+           static_cast<const T*>(a.bias.defined() ? a.bias.ptr<T>() : nullptr), c, a.eps, a.rms,
+           static_cast<const T*>(y.defined() ? y.ptr<T>() : nullptr), res_out.defined() ? res_out.ptr<T>() : nullptr);
   });
 }
 
-void norm_backward(const ops::NormBackwardArgs& a, const Context& ctx) {
+// norm_backward, and with d_resid defined the residual-fused backward.
+void backward(const ops::NormBackwardArgs& a, const TensorView& d_resid, const Context& ctx) {
   const int64_t c = a.inp.shape[a.inp.ndim - 1], n = a.inp.numel() / c;
   const int64_t chunks = (n + kChunkRows - 1) / kChunkRows;
   const bool with_bias = a.d_bias.defined();
@@ -127,10 +143,25 @@ void norm_backward(const ops::NormBackwardArgs& a, const Context& ctx) {
     launch(norm_backward_rows_kernel<T>, unsigned(chunks), row_threads(c), 0, ctx.stream, a.d_inp.ptr<T>(),
            partials, db_partials, static_cast<const T*>(a.d_out.ptr<T>()), static_cast<const T*>(a.inp.ptr<T>()),
            static_cast<const T*>(a.weight.ptr<T>()), static_cast<const float*>(a.rms ? nullptr : a.mean.ptr<float>()),
-           static_cast<const float*>(a.rstd.ptr<float>()), n, c);
+           static_cast<const float*>(a.rstd.ptr<float>()), n, c,
+           static_cast<const T*>(d_resid.defined() ? d_resid.ptr<T>() : nullptr));
     add_partials<T>(a.d_weight, partials, chunks, c, ctx);
     if (with_bias) add_partials<T>(a.d_bias, db_partials, chunks, c, ctx);
   });
+}
+
+}  // namespace
+
+void norm_forward(const ops::NormForwardArgs& a, const Context& ctx) { forward(a, {}, {}, ctx); }
+
+void norm_backward(const ops::NormBackwardArgs& a, const Context& ctx) { backward(a, {}, ctx); }
+
+void residual_norm_forward(const ops::ResidualNormForwardArgs& a, const Context& ctx) {
+  forward({a.out, a.mean, a.rstd, a.x, a.weight, a.bias, a.eps, a.rms}, a.y, a.res_out, ctx);
+}
+
+void residual_norm_backward(const ops::ResidualNormBackwardArgs& a, const Context& ctx) {
+  backward({a.d_res, a.d_weight, a.d_bias, a.d_out, a.inp, a.weight, a.mean, a.rstd, a.rms}, a.d_resid, ctx);
 }
 
 }  // namespace strata::STRATA_CUDA_NS

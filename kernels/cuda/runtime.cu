@@ -11,6 +11,7 @@
 
 #include "cuda_ops.h"
 #include "launch.cuh"
+#include "lib/dist/cuda_stream.h"
 #include "runtime.h"
 #include "strata/error.h"
 
@@ -84,6 +85,13 @@ struct DeviceState {
   size_t blas_workspace_bytes = size_t(32) << 20;
 };
 
+namespace {
+// What NCCL enqueues on (lib/dist/cuda_stream.h): a CUDA stream's cudaStream_t.
+void* native_stream_of(Stream& stream) {
+  return stream.device().kind() == DeviceKind::cuda ? stream.native() : nullptr;
+}
+}  // namespace
+
 DeviceState* open(int index, size_t& budget) {
   const int count = cuda_device_count();
   if (count == 0)
@@ -93,6 +101,7 @@ DeviceState* open(int index, size_t& budget) {
   STRATA_CHECK(index >= 0 && index < count,
                "no CUDA device: cuda:" << index << " was requested but only " << count << " GPU(s) are visible");
   STRATA_CUDA_CHECK(cudaSetDevice(index));
+  dist::detail::set_native_stream_accessor(native_stream_of);
   auto* s = new DeviceState;
   s->index = index;
   for (cudaStream_t& st : s->streams) STRATA_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
@@ -119,6 +128,15 @@ void close(DeviceState* s) {
 }
 
 void* stream(DeviceState* s, StreamRole role) { return s->streams[int(role)]; }
+
+std::string product_name(int index) {
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, index) != cudaSuccess) {
+    cudaGetLastError();
+    return "";
+  }
+  return prop.name;
+}
 
 void synchronize(void* stream) { STRATA_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream))); }
 

@@ -4,6 +4,7 @@
 // Invariant: no CUDA header here; handles are void* (cudaStream_t, cudaEvent_t).
 #pragma once
 #include <cstddef>
+#include <string>
 
 #include "strata/device.h"
 
@@ -22,6 +23,10 @@ DeviceState* open(int index, size_t& budget);
 void close(DeviceState* state);  // never throws
 
 void* stream(DeviceState* state, StreamRole role);  // a cudaStream_t
+
+// The GPU's product name (cudaGetDeviceProperties), e.g. "NVIDIA H100 80GB HBM3";
+// "" when there is no such device.
+std::string product_name(int index);
 void synchronize(void* stream);
 
 // Events order streams without blocking the host: record on one, wait on another.

@@ -62,6 +62,12 @@ void numel(const char* op, const char* arg, const TensorView& t, int64_t n) {
     fail(op, arg, t, "has " + std::to_string(t.numel()) + " elements, expected " + std::to_string(n));
 }
 
+bool overlaps(const TensorView& x, const TensorView& y) {
+  auto* x0 = static_cast<const char*>(x.data);
+  auto* y0 = static_cast<const char*>(y.data);
+  return x0 < y0 + y.nbytes() && y0 < x0 + x.nbytes();
+}
+
 int64_t last_dim(const TensorView& t) { return t.ndim ? t.shape[t.ndim - 1] : 0; }
 
 int64_t rows(const TensorView& t) {

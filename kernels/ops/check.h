@@ -32,6 +32,9 @@ void numel(const char* op, const char* arg, const TensorView& t, int64_t n);
 int64_t last_dim(const TensorView& t);
 int64_t rows(const TensorView& t);
 
+// Whether the bytes of x and y overlap (two views of one buffer, or aliases).
+bool overlaps(const TensorView& x, const TensorView& y);
+
 // A generic failed condition about an argument: "op: argument 'arg' (shape) what".
 [[noreturn]] void fail(const char* op, const char* arg, const TensorView& t, const std::string& what);
 

@@ -27,12 +27,6 @@ void rows_cols(const char* op, const char* arg, const TensorView& t, int64_t row
                 "must have " + std::to_string(rows) + " rows (the rows of '" + rows_from + "')");
 }
 
-bool overlaps(const TensorView& x, const TensorView& y) {
-  auto* x0 = static_cast<const char*>(x.data);
-  auto* y0 = static_cast<const char*>(y.data);
-  return x0 < y0 + y.nbytes() && y0 < x0 + x.nbytes();
-}
-
 // A gradient of a parameter: the parameter's dtype, or f32 for f32 accumulation.
 void param_grad_dtype(const char* op, const char* arg, const TensorView& g, const TensorView& w) {
   if (w.dtype == DType::f32)
@@ -62,8 +56,16 @@ void matmul_forward(const MatmulForwardArgs& a, Stream& s) {
     check::same_dtype(op, "bias", a.bias, "weight", a.weight);
     check::shape(op, "bias", a.bias, {oc});
   }
-  if (overlaps(a.out, a.inp)) check::fail(op, "out", a.out, "overlaps 'inp': matmul cannot run in place");
-  if (overlaps(a.out, a.weight)) check::fail(op, "out", a.out, "overlaps 'weight'");
+  if (check::overlaps(a.out, a.inp)) check::fail(op, "out", a.out, "overlaps 'inp': matmul cannot run in place");
+  if (check::overlaps(a.out, a.weight)) check::fail(op, "out", a.out, "overlaps 'weight'");
+  if (a.gelu_pre.defined()) {
+    check::present(op, "gelu_pre", a.gelu_pre, s);
+    check::same_dtype(op, "gelu_pre", a.gelu_pre, "weight", a.weight);
+    rows_cols(op, "gelu_pre", a.gelu_pre, check::rows(a.inp), oc, "inp");
+    if (check::overlaps(a.gelu_pre, a.out) || check::overlaps(a.gelu_pre, a.inp) ||
+        check::overlaps(a.gelu_pre, a.weight))
+      check::fail(op, "gelu_pre", a.gelu_pre, "overlaps 'out', 'inp' or 'weight': it needs its own memory");
+  }
   check::require_backend(op, s);
   STRATA_CUDA_OP(s, cuda::matmul_forward(a, cuda::context(s)));
   cpu::matmul_forward(a);
@@ -88,8 +90,8 @@ void matmul_backward(const MatmulBackwardArgs& a, Stream& s) {
     check::present(op, "d_inp", a.d_inp, s);
     check::same_dtype(op, "d_inp", a.d_inp, "weight", a.weight);
     rows_cols(op, "d_inp", a.d_inp, n, ic, "inp");
-    if (overlaps(a.d_inp, a.d_out)) check::fail(op, "d_inp", a.d_inp, "overlaps 'd_out'");
-    if (overlaps(a.d_inp, a.weight)) check::fail(op, "d_inp", a.d_inp, "overlaps 'weight'");
+    if (check::overlaps(a.d_inp, a.d_out)) check::fail(op, "d_inp", a.d_inp, "overlaps 'd_out'");
+    if (check::overlaps(a.d_inp, a.weight)) check::fail(op, "d_inp", a.d_inp, "overlaps 'weight'");
   }
   if (a.d_weight.defined()) {
     check::present(op, "d_weight", a.d_weight, s);

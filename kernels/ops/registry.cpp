@@ -17,6 +17,7 @@ const std::vector<OpInfo>& op_registry() {
       {"matmul_forward", true, kCuda},        {"matmul_backward", true, kCuda},
       {"embedding_forward", true, kCuda},     {"embedding_backward", true, kCuda},
       {"norm_forward", true, kCuda},          {"norm_backward", true, kCuda},
+      {"residual_norm_forward", true, kCuda}, {"residual_norm_backward", true, kCuda},
       {"gelu_forward", true, kCuda},          {"gelu_backward", true, kCuda},
       {"swiglu_forward", true, kCuda},        {"swiglu_backward", true, kCuda},
       {"rope_forward", true, kCuda},          {"rope_backward", true, kCuda},

@@ -6,6 +6,13 @@
 // recompute, what a mode does not keep lives in the Model's shared transient
 // workspace and is replayed at the start of backward with the same ops and keys,
 // so gradients are bitwise those without recompute.
+// Fused ops remove passes: x2's residual add runs with norm2 (residual_norm_forward),
+// both norm backwards add into the residual gradient (residual_norm_backward), and
+// the GPT MLP's fc writes GELU through the matmul epilogue. What recompute replays
+// must match what the forward computed bit for bit: a plain norm2 on the kept x2 is
+// bitwise the fused one, and the GELU epilogue is used only where act is never
+// replayed alone (not under selective recompute; on CUDA cuBLASLt's GELU is not
+// bitwise gelu_forward of the rounded fc).
 #include <cmath>
 
 #include "unit.h"
@@ -76,7 +83,6 @@ class BlockUnit final : public Unit {
     TensorView x = io.x.reshape({ctx.rows(), C_});
     TensorView y = io.y.reshape({ctx.rows(), C_});
     attention_half(ctx, p, a, x);
-    norm2(ctx, p, a);
     mlp_in(ctx, p, a);
     ops::matmul_forward({y, a.act, P[kFc2W], P[kFc2B]}, ctx.stream);
     if (adapter_) adapter_->forward(ctx, layer_, 3, a.act, y);
@@ -91,7 +97,6 @@ class BlockUnit final : public Unit {
     // Replay what was not kept: the same ops on the same inputs and Philox keys.
     if (mode_ == Recompute::full) {
       attention_half(ctx, p, a, io.x.reshape({ctx.rows(), C_}));
-      norm2(ctx, p, a);
       mlp_in(ctx, p, a);
     } else if (mode_ == Recompute::selective) {
       norm1(ctx, p, a, io.x.reshape({ctx.rows(), C_}));
@@ -127,8 +132,9 @@ class BlockUnit final : public Unit {
       ops::gelu_backward({d_fc, d_act, a.fc}, s);
     ops::matmul_backward({sb, G[kFcW], G[kFcB], d_fc, a.ln2, P[kFcW]}, s);
     if (adapter_) adapter_->backward(ctx, layer_, 2, a.ln2, d_fc, sb);
-    ops::norm_backward({sa, G[kLn2W], G[kLn2B], sb, a.x2, P[kLn2W], rms ? TensorView{} : a.mean2, a.rstd2, rms}, s);
-    ops::add({d_x2, dy, sa}, s);
+    // d_x2 = dy (the residual path) + d(norm2 input)
+    ops::residual_norm_backward(
+        {d_x2, G[kLn2W], G[kLn2B], dy, sb, a.x2, P[kLn2W], rms ? TensorView{} : a.mean2, a.rstd2, rms}, s);
 
     // Attention branch: x2 = x + drop(proj(att))
     TensorView d_att_out = d_x2;
@@ -149,8 +155,9 @@ class BlockUnit final : public Unit {
     }
     ops::matmul_backward({sa, G[kQkvW], G[kQkvB], d_qkv, a.ln1, P[kQkvW]}, s);
     if (adapter_) adapter_->backward(ctx, layer_, 0, a.ln1, d_qkv, sa);
-    ops::norm_backward({sb, G[kLn1W], G[kLn1B], sa, x, P[kLn1W], rms ? TensorView{} : a.mean1, a.rstd1, rms}, s);
-    ops::add({dx, d_x2, sb}, s);
+    // dx = d_x2 (the residual path) + d(norm1 input)
+    ops::residual_norm_backward(
+        {dx, G[kLn1W], G[kLn1B], d_x2, sa, x, P[kLn1W], rms ? TensorView{} : a.mean1, a.rstd1, rms}, s);
   }
 
  private:
@@ -181,7 +188,8 @@ class BlockUnit final : public Unit {
       ops::gelu_forward({a.act, a.fc}, ctx.stream);
   }
 
-  // ln1 .. x2 = x + drop(proj(attention(rope(qkv(ln1))))); proj is computed into x2.
+  // ln1 .. x2 = x + drop(proj(attention(rope(qkv(ln1))))), then ln2 = norm2(x2) in the
+  // same pass as the residual add; proj is computed into x2.
   void attention_half(const UnitContext& ctx, const UnitParams& p, Saved& a, const TensorView& x) {
     const auto& P = p.params;
     Stream& s = ctx.stream;
@@ -199,11 +207,19 @@ class BlockUnit final : public Unit {
     if (adapter_) adapter_->forward(ctx, layer_, 1, a.att, a.x2);
     if (drop(ctx, c_.dropout_residual) > 0)
       ops::dropout_forward({a.x2, a.x2, c_.dropout_residual, ctx.dropout_key(kSiteAttnResidual)}, s);
-    ops::add({a.x2, x, a.x2}, s);
+    const bool rms = c_.norm == NormKind::rmsnorm;
+    ops::residual_norm_forward({a.x2, a.ln2, rms ? TensorView{} : a.mean2, a.rstd2, x, a.x2, P[kLn2W], P[kLn2B],
+                                c_.norm_eps, rms},
+                               s);
   }
 
-  // fc = fc(ln2), act = act(fc)
+  // fc = fc(ln2), act = act(fc): one pass with the GELU epilogue where that is exact
+  // for every replay (see the top of the file); LoRA adds to fc before act.
   void mlp_in(const UnitContext& ctx, const UnitParams& p, Saved& a) {
+    if (c_.mlp == MlpKind::gelu && !adapter_ && mode_ != Recompute::selective) {
+      ops::matmul_forward({a.act, a.ln2, p.params[kFcW], p.params[kFcB], a.fc}, ctx.stream);
+      return;
+    }
     ops::matmul_forward({a.fc, a.ln2, p.params[kFcW], p.params[kFcB]}, ctx.stream);
     if (adapter_) adapter_->forward(ctx, layer_, 2, a.ln2, a.fc);
     activation(ctx, a);

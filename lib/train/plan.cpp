@@ -17,6 +17,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "cuda/runtime.h"
 #include "ops.h"
 #include "strata/error.h"
 #include "strata/tensor.h"
@@ -98,10 +99,14 @@ std::string gib(double bytes) {
 double peak_flops_table(const std::string& product, Precision p) {
   // Dense tensor-core peaks from the vendors' data sheets (no sparsity); fp32 is
   // plain fp32 (strata does not enable TF32).
+  // Matched in order against the CUDA product name ("NVIDIA H100 PCIe", "NVIDIA H100
+  // 80GB HBM3" for the SXM part): more specific names first.
   struct Row { const char* name; double half, single; };
-  static const Row rows[] = {{"H200", 989e12, 67e12},   {"H100", 989e12, 67e12}, {"A100", 312e12, 19.5e12},
-                             {"L40S", 362e12, 91.6e12}, {"A10", 125e12, 31.2e12}, {"RTX 4090", 165e12, 82.6e12},
-                             {"V100", 125e12, 15.7e12}};
+  static const Row rows[] = {{"H200", 989e12, 67e12},         {"H100 PCIe", 756e12, 51e12},
+                             {"H100", 989e12, 67e12},         {"A100", 312e12, 19.5e12},
+                             {"L40S", 362e12, 91.6e12},       {"RTX 6000 Ada", 364e12, 91.1e12},
+                             {"A6000", 155e12, 38.7e12},      {"A10", 125e12, 31.2e12},
+                             {"RTX 4090", 165e12, 82.6e12},   {"V100", 125e12, 15.7e12}};
   for (const Row& r : rows)
     if (product.find(r.name) != std::string::npos) return p == Precision::fp32 ? r.single : r.half;
   return 0;
@@ -122,7 +127,8 @@ std::string peak_cache_file(DType dt) {
 }  // namespace
 
 double peak_flops(Device& device, Precision p) {
-  if (device.kind() != DeviceKind::cpu) return 0;  // the CUDA backend will name its product for the table
+  if (device.kind() == DeviceKind::cuda)
+    return peak_flops_table(cuda_runtime::product_name(device.index()), p);  // 0 when not in the table
   static std::mutex mu;
   static std::map<int, double> cache;
   std::lock_guard<std::mutex> lock(mu);

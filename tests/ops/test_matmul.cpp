@@ -75,6 +75,26 @@ void run_forward_reference(DType dtype, const std::vector<int64_t>& shape) {
   }
 }
 
+double ref_gelu(double x) { return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x))); }
+
+// The GELU epilogue: gelu_pre against the plain reference, out against GELU of it.
+void run_gelu_reference(DType dtype, const std::vector<int64_t>& shape) {
+  Dims d = dims_of(shape);
+  for (bool with_bias : {false, true}) {
+    INFO("bias " << with_bias);
+    Operands x(dtype, d, 13);
+    HostTensor out(dtype, with_last(d.rows_shape, d.oc)), pre(dtype, with_last(d.rows_shape, d.oc));
+    ops::matmul_forward({out.view(), x.inp.view(), x.weight.view(), with_bias ? x.bias.view() : TensorView{},
+                         pre.view()},
+                        cpu().stream());
+    std::vector<double> bias = x.bias.values();
+    std::vector<double> ref = ref_forward(d, x.inp.values(), x.weight.values(), with_bias ? &bias : nullptr);
+    expect_close("gelu_pre", pre, ref, tolerance_for(dtype));
+    for (double& v : ref) v = ref_gelu(v);
+    expect_close("out", out, ref, tolerance_for(dtype));
+  }
+}
+
 // Which gradients one backward call asks for, and in which dtype.
 struct GradSet {
   bool d_inp, d_weight, d_bias, f32_params;
@@ -167,6 +187,13 @@ void run_errors(DType, const std::vector<int64_t>&) {
   REQUIRE_THROWS_WITH(fwd(out_on_inp, inp.view(), w.view(), {}), Contains(kOp) && Contains("overlaps"));
   EXPECT_ARG_ERROR(fwd(out.view(), inp.view(), w.view().reshape({40}), {}), "weight");
   REQUIRE_NOTHROW(fwd(out.view(), inp.view(), w.view(), b.view()));
+  HostTensor pre(DType::f32, {4, 5}), pre_bf(DType::bf16, {4, 5});
+  auto fwd_gelu = [&](TensorView p) { ops::matmul_forward({out.view(), inp.view(), w.view(), b.view(), p}, s); };
+  EXPECT_ARG_ERROR(fwd_gelu(out_bad.view()), "gelu_pre");
+  EXPECT_ARG_ERROR(fwd_gelu(pre_bf.view()), "gelu_pre");
+  EXPECT_ARG_ERROR(fwd_gelu(out.view()), "gelu_pre");  // must not be out itself
+  EXPECT_ARG_ERROR(fwd_gelu(TensorView(inp.view().data, DType::f32, {4, 5}, &cpu())), "gelu_pre");
+  REQUIRE_NOTHROW(fwd_gelu(pre.view()));
 
   HostTensor d_out(DType::f32, {4, 5}), d_inp(DType::f32, {4, 8}), dw(DType::f32, {5, 8}), db(DType::f32, {5});
   kOp = "matmul_backward";
@@ -197,6 +224,29 @@ STRATA_OP_CASE({"matmul_forward", CaseKind::reference, kForwardShapes, kAllFloat
 STRATA_OP_CASE({"matmul_backward", CaseKind::reference, kForwardShapes, kAllFloat, run_backward_reference});
 STRATA_OP_CASE({"matmul_backward", CaseKind::gradcheck, {{3, 5, 4}, {2, 3, 17, 6}}, kF32, run_gradcheck});
 STRATA_OP_CASE({"matmul_forward", CaseKind::errors, {{1}}, kF32, run_errors});
+const std::vector<std::vector<int64_t>> kGeluShapes = {{1, 1, 1}, {3, 17, 5}, {17, 3, 1000}, {2, 150, 33, 70},
+                                                       {300, 64, 130}};
+STRATA_OP_CASE({"matmul_forward", CaseKind::reference, kGeluShapes, kAllFloat, run_gelu_reference});
+
+// On CPU the epilogue GELUs the stored pre-activation with gelu_forward's function:
+// bitwise matmul_forward then gelu_forward, so selective recompute could replay it.
+TEST_CASE("matmul GELU epilogue equals matmul then gelu_forward bitwise", "[matmul]") {
+  for (DType dtype : kAllFloat) {
+    for (const std::vector<int64_t>& shape : kGeluShapes) {
+      INFO("dtype " << dtype_name(dtype) << " shape " << shape_str(shape));
+      const Dims d = dims_of(shape);
+      Operands x(dtype, d, 17);
+      const std::vector<int64_t> out_shape = with_last(d.rows_shape, d.oc);
+      HostTensor out(dtype, out_shape), pre(dtype, out_shape), plain_pre(dtype, out_shape), plain(dtype, out_shape);
+      Stream& s = cpu().stream();
+      ops::matmul_forward({out.view(), x.inp.view(), x.weight.view(), x.bias.view(), pre.view()}, s);
+      ops::matmul_forward({plain_pre.view(), x.inp.view(), x.weight.view(), x.bias.view()}, s);
+      ops::gelu_forward({plain.view(), plain_pre.view()}, s);
+      CHECK(std::memcmp(pre.view().data, plain_pre.view().data, pre.view().nbytes()) == 0);
+      CHECK(std::memcmp(out.view().data, plain.view().data, out.view().nbytes()) == 0);
+    }
+  }
+}
 
 // Every output of one forward + backward, as raw bytes.
 std::vector<uint8_t> run_all(DType dtype, const Dims& d) {

@@ -1,6 +1,7 @@
-// Op-table cases for norm_forward / norm_backward (LayerNorm and RMSNorm): a
-// double-precision reference, finite differences, argument errors, and
-// thread-count independence of the parameter-gradient sums.
+// Op-table cases for norm_forward / norm_backward (LayerNorm and RMSNorm) and the
+// residual-fused residual_norm_forward / residual_norm_backward: a double-precision
+// reference, finite differences, argument errors, thread-count independence of the
+// parameter-gradient sums, and the fused ops against add + norm.
 // Shapes are {N, C}; every case runs LayerNorm (with bias) and RMSNorm.
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -230,7 +231,203 @@ STRATA_OP_CASE({"norm_backward", CaseKind::errors, {{4, 8}}, kF32,
                   run([&](auto& b) { b.rms = true, b.mean = TensorView(); }, "d_bias");
                 }});
 
+// ---------------------------------------------------------------- residual + norm
+// The norm's tensors are a NormCase whose inp is res_out = x + y, so NormReference
+// of it is the reference of the norm of the sum as stored.
+struct ResidualNormCase {
+  NormCase k;
+  HostTensor x, y, d_resid, d_res;
+
+  ResidualNormCase(DType dtype, DType grad_dtype, int64_t n, int64_t c, bool rms)
+      : k(dtype, grad_dtype, n, c, rms), x(dtype, {n, c}), y(dtype, {n, c}), d_resid(dtype, {n, c}),
+        d_res(dtype, {n, c}) {
+    x.uniform(7, -1.0, 3.0);
+    y.uniform(8, -0.5, 0.5);
+    d_resid.uniform(9);
+    k.inp.fill(-7.0);  // res_out is assigned
+  }
+
+  ops::ResidualNormForwardArgs forward_args() const {
+    const ops::NormForwardArgs n = k.forward_args();
+    return {k.inp.view(), n.out, n.mean, n.rstd, x.view(), y.view(), n.weight, n.bias, n.eps, n.rms};
+  }
+
+  ops::ResidualNormBackwardArgs backward_args() const {
+    const ops::NormBackwardArgs n = k.backward_args();
+    return {d_res.view(), n.d_weight, n.d_bias, d_resid.view(), n.d_out, n.inp, n.weight, n.mean, n.rstd, n.rms};
+  }
+
+  void forward() { ops::residual_norm_forward(forward_args(), cpu().stream()); }
+  void backward() { ops::residual_norm_backward(backward_args(), cpu().stream()); }
+};
+
+std::vector<double> sum(const HostTensor& a, const std::vector<double>& b) {
+  std::vector<double> v = a.values();
+  for (size_t i = 0; i < v.size(); ++i) v[i] += b[i];
+  return v;
+}
+
+STRATA_OP_CASE({"residual_norm_forward", CaseKind::reference, kShapes, kAllFloat,
+                [](DType dtype, const std::vector<int64_t>& shape) {
+                  for (bool rms : {false, true}) {
+                    INFO((rms ? "RMSNorm" : "LayerNorm"));
+                    ResidualNormCase r(dtype, dtype, shape[0], shape[1], rms);
+                    r.forward();
+                    expect_close("res_out", r.k.inp, sum(r.x, r.y.values()), tolerance_for(dtype));
+                    NormReference ref(r.k);  // of res_out as stored
+                    expect_close("out", r.k.out, ref.out, tolerance_for(dtype));
+                    expect_close("rstd", r.k.rstd, ref.rstd, tolerance_for(DType::f32));
+                    if (!rms) expect_close("mean", r.k.mean, ref.mean, tolerance_for(DType::f32));
+                  }
+                }});
+
+STRATA_OP_CASE({"residual_norm_backward", CaseKind::reference, kShapes, kAllFloat,
+                [](DType dtype, const std::vector<int64_t>& shape) {
+                  for (bool rms : {false, true}) {
+                    for (DType grad_dtype : {dtype, DType::f32}) {
+                      INFO((rms ? "RMSNorm" : "LayerNorm") << ", grads " << dtype_name(grad_dtype));
+                      ResidualNormCase r(dtype, grad_dtype, shape[0], shape[1], rms);
+                      r.forward();
+                      NormReference ref(r.k);
+                      r.backward();
+                      expect_close("d_res", r.d_res, sum(r.d_resid, ref.d_inp), tolerance_for(dtype));
+                      expect_close("d_weight", r.k.d_weight, ref.d_weight, tolerance_for(grad_dtype));
+                      if (!rms) expect_close("d_bias", r.k.d_bias, ref.d_bias, tolerance_for(grad_dtype));
+                      if (grad_dtype == dtype) break;
+                    }
+                  }
+                }});
+
+// L = dot(out, w) + dot(res_out, w2): d_out = w, d_resid = w2, and d_x = d_y = d_res.
+STRATA_OP_CASE({"residual_norm_backward", CaseKind::gradcheck, {{3, 17}, {2, 5}}, kF32,
+                [](DType dtype, const std::vector<int64_t>& shape) {
+                  for (bool rms : {false, true}) {
+                    INFO((rms ? "RMSNorm" : "LayerNorm"));
+                    ResidualNormCase r(dtype, dtype, shape[0], shape[1], rms);
+                    const std::vector<double> w = r.k.d_out.values(), w2 = r.d_resid.values();
+                    auto loss = [&] {
+                      r.forward();
+                      return dot(r.k.out, w) + dot(r.k.inp, w2);
+                    };
+                    r.forward();
+                    r.k.d_weight.fill(0);
+                    if (!rms) r.k.d_bias.fill(0);
+                    r.backward();
+                    expect_gradient("d_x", r.x, loss, r.d_res.values());
+                    expect_gradient("d_y", r.y, loss, r.d_res.values());
+                    expect_gradient("d_weight", r.k.weight, loss, r.k.d_weight.values());
+                    if (!rms) expect_gradient("d_bias", r.k.bias, loss, r.k.d_bias.values());
+                  }
+                }});
+
+STRATA_OP_CASE({"residual_norm_forward", CaseKind::errors, {{4, 8}}, kF32,
+                [](DType dtype, const std::vector<int64_t>& shape) {
+                  const char* op = "residual_norm_forward";
+                  ResidualNormCase r(DType::bf16, DType::bf16, shape[0], shape[1], false);
+                  Stream& s = cpu().stream();
+                  auto a = r.forward_args();
+                  auto run = [&](auto change, const char* arg) {
+                    auto b = a;
+                    change(b);
+                    expect_error([&] { ops::residual_norm_forward(b, s); }, op, arg);
+                  };
+                  HostTensor f32_nc(DType::f32, {shape[0], shape[1]});
+                  HostTensor other_rows(DType::bf16, {shape[0] + 1, shape[1]});
+                  HostTensor wrong_c(DType::bf16, {shape[1] + 1});
+                  run([&](auto& b) { b.x = TensorView(); }, "x");
+                  run([&](auto& b) { b.y = TensorView(); }, "y");
+                  run([&](auto& b) { b.y = f32_nc.view(); }, "y");
+                  run([&](auto& b) { b.y = other_rows.view(); }, "y");
+                  run([&](auto& b) { b.res_out = TensorView(); }, "res_out");
+                  run([&](auto& b) { b.res_out = other_rows.view(); }, "res_out");
+                  run([&](auto& b) { b.weight = wrong_c.view(); }, "weight");
+                  run([&](auto& b) { b.out = b.x; }, "out");  // out must not alias the sum's inputs
+                  run([&](auto& b) { b.out = b.res_out; }, "out");
+                  // res_out one row into x: a partial overlap, not an in-place alias
+                  run([&](auto& b) { b.res_out = TensorView(r.x.view().ptr<uint16_t>() + shape[1], DType::bf16,
+                                                             {shape[0] - 1, shape[1]}); },
+                      "res_out");
+                  run([&](auto& b) { b.rms = true; }, "mean");
+                  run([&](auto& b) { b.eps = -1.0f; }, "eps");
+                  // in place is allowed: res_out may be x or y
+                  auto in_place = a;
+                  in_place.res_out = in_place.y;
+                  REQUIRE_NOTHROW(ops::residual_norm_forward(in_place, s));
+                }});
+
+STRATA_OP_CASE({"residual_norm_backward", CaseKind::errors, {{4, 8}}, kF32,
+                [](DType dtype, const std::vector<int64_t>& shape) {
+                  const char* op = "residual_norm_backward";
+                  ResidualNormCase r(DType::bf16, DType::f32, shape[0], shape[1], false);
+                  Stream& s = cpu().stream();
+                  auto a = r.backward_args();
+                  auto run = [&](auto change, const char* arg) {
+                    auto b = a;
+                    change(b);
+                    expect_error([&] { ops::residual_norm_backward(b, s); }, op, arg);
+                  };
+                  HostTensor f32_nc(DType::f32, {shape[0], shape[1]});
+                  HostTensor other_rows(DType::bf16, {shape[0] + 1, shape[1]});
+                  HostTensor f16_c(DType::f16, {shape[1]});
+                  run([&](auto& b) { b.d_res = TensorView(); }, "d_res");
+                  run([&](auto& b) { b.d_res = f32_nc.view(); }, "d_res");
+                  run([&](auto& b) { b.d_resid = TensorView(); }, "d_resid");
+                  run([&](auto& b) { b.d_resid = other_rows.view(); }, "d_resid");
+                  run([&](auto& b) { b.d_resid = f32_nc.view(); }, "d_resid");
+                  run([&](auto& b) { b.d_out = other_rows.view(); }, "d_out");
+                  run([&](auto& b) { b.d_weight = f16_c.view(); }, "d_weight");
+                  run([&](auto& b) { b.d_res = b.d_out; }, "d_res");
+                  run([&](auto& b) { b.d_res = b.inp; }, "d_res");
+                  run([&](auto& b) { b.rms = true, b.mean = TensorView(); }, "d_bias");
+                  auto in_place = a;
+                  in_place.d_res = in_place.d_resid;
+                  REQUIRE_NOTHROW(ops::residual_norm_backward(in_place, s));
+                }});
+
 }  // namespace
+
+// The fused forward normalises the stored sum: bitwise add then norm_forward, so a
+// norm replayed from res_out (recompute) matches it. The fused backward is bitwise
+// norm_backward then add in f32 (16-bit rounds the sum once instead of twice).
+TEST_CASE("residual_norm equals add then norm bitwise", "[ops][cpu]") {
+  const DType dt = GENERATE(DType::f32, DType::bf16, DType::f16);
+  const bool rms = GENERATE(false, true);
+  INFO(dtype_name(dt) << (rms ? " RMSNorm" : " LayerNorm"));
+  Stream& s = cpu().stream();
+  ResidualNormCase fused(dt, DType::f32, 70, 33, rms), plain(dt, DType::f32, 70, 33, rms);
+  fused.forward();
+  ops::add({plain.k.inp.view(), plain.x.view(), plain.y.view()}, s);
+  plain.k.forward();
+  auto same = [](const HostTensor& a, const HostTensor& b) { return a.values() == b.values(); };
+  CHECK(same(fused.k.inp, plain.k.inp));
+  CHECK(same(fused.k.out, plain.k.out));
+  CHECK(same(fused.k.rstd, plain.k.rstd));
+  if (!rms) CHECK(same(fused.k.mean, plain.k.mean));
+
+  fused.backward();
+  HostTensor d_inp(dt, {70, 33});
+  auto nb = plain.k.backward_args();
+  nb.d_inp = d_inp.view();
+  ops::norm_backward(nb, s);
+  ops::add({plain.d_res.view(), plain.d_resid.view(), d_inp.view()}, s);
+  CHECK(same(fused.k.d_weight, plain.k.d_weight));
+  if (!rms) CHECK(same(fused.k.d_bias, plain.k.d_bias));
+  if (dt == DType::f32) CHECK(same(fused.d_res, plain.d_res));
+  else expect_close("d_res", fused.d_res, plain.d_res.values(), tolerance_for(dt));
+
+  // In place (res_out = y, d_res = d_resid) gives the same results.
+  ResidualNormCase in_place(dt, DType::f32, 70, 33, rms);
+  auto fa = in_place.forward_args();
+  fa.res_out = fa.y;
+  ops::residual_norm_forward(fa, s);
+  CHECK(same(in_place.y, fused.k.inp));
+  CHECK(same(in_place.k.out, fused.k.out));
+  auto ba = in_place.backward_args();
+  ba.inp = in_place.y.view();
+  ba.d_res = ba.d_resid;
+  ops::residual_norm_backward(ba, s);
+  CHECK(same(in_place.d_resid, fused.d_res));
+}
 
 TEST_CASE("norm_backward parameter gradients do not depend on the thread count", "[ops][cpu]") {
   // 1000 rows are 16 row chunks: with several threads the chunks finish in any order.

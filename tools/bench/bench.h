@@ -20,21 +20,28 @@ namespace strata::bench {
 
 // ---- registry
 
+// A benchmark runs on the CPU device, or (cuda) on the GPU `--device cuda:N` names.
 struct Benchmark {
   std::string name;
   void (*run)();
+  bool cuda = false;
 };
 
 std::vector<Benchmark>& registry();
 
 struct Register {
-  Register(const char* name, void (*run)()) { registry().push_back({name, run}); }
+  Register(const char* name, void (*run)(), bool cuda = false) { registry().push_back({name, run, cuda}); }
 };
 
 #define STRATA_BENCH_CAT2(a, b) a##b
 #define STRATA_BENCH_CAT(a, b) STRATA_BENCH_CAT2(a, b)
 #define STRATA_BENCH(name, fn) \
   static ::strata::bench::Register STRATA_BENCH_CAT(strata_bench_, __LINE__)(name, fn)
+#define STRATA_BENCH_CUDA(name, fn) \
+  static ::strata::bench::Register STRATA_BENCH_CAT(strata_bench_, __LINE__)(name, fn, true)
+
+// The CUDA device index `--device cuda:N` chose; -1 when benchmarks run on the CPU.
+int& cuda_index();
 
 // ---- timing
 

@@ -1,5 +1,6 @@
 // strata-bench: runs the registered benchmarks (all, or those whose name contains
-// one of the filters given) and implements the shared helpers of bench.h.
+// one of the filters given) on the CPU, or with --device cuda:N those that run on a
+// GPU, and implements the shared helpers of bench.h.
 // Invariant: the output is tables for people; nothing here decides pass or fail.
 #include <algorithm>
 #include <cctype>
@@ -17,6 +18,11 @@ namespace strata::bench {
 std::vector<Benchmark>& registry() {
   static std::vector<Benchmark> benchmarks;
   return benchmarks;
+}
+
+int& cuda_index() {
+  static int index = -1;
+  return index;
 }
 
 namespace {
@@ -117,10 +123,24 @@ void bandwidth_row(Table& table, const std::string& op, const std::string& dtype
 
 namespace {
 void usage() {
-  std::cout << "usage: strata-bench [--help] [filter...]\n"
+  std::cout << "usage: strata-bench [--help] [--device cpu|cuda:N] [filter...]\n"
                "Runs the benchmarks whose name contains one of the filters (all of them when\n"
-               "none is given) and prints a table for each. Benchmarks:\n";
-  for (const auto& b : strata::bench::registry()) std::cout << "  " << b.name << "\n";
+               "none is given) and prints a table for each. --device cuda:N runs those marked\n"
+               "(cuda) on GPU N instead (tokens/s and MFU against the GPU's bf16 peak);\n"
+               "without a usable GPU it stops with \"no CUDA device\". Benchmarks:\n";
+  for (const auto& b : strata::bench::registry())
+    std::cout << "  " << b.name << (b.cuda ? " (cuda)" : "") << "\n";
+}
+
+// "cpu" -> -1, "cuda:N" / "cuda" -> N (0); anything else is a usage error.
+bool parse_device(const std::string& spec, int& index) {
+  if (spec == "cpu") return index = -1, true;
+  if (spec == "cuda") return index = 0, true;
+  if (spec.rfind("cuda:", 0) != 0 || spec.size() == 5) return false;
+  for (size_t i = 5; i < spec.size(); ++i)
+    if (!std::isdigit(static_cast<unsigned char>(spec[i]))) return false;
+  index = std::stoi(spec.substr(5));
+  return true;
 }
 }  // namespace
 
@@ -131,6 +151,14 @@ int main(int argc, char** argv) {
     if (arg == "--help" || arg == "-h") {
       usage();
       return 0;
+    }
+    if (arg == "--device" || arg.rfind("--device=", 0) == 0) {
+      std::string spec = arg == "--device" ? (i + 1 < argc ? argv[++i] : "") : arg.substr(9);
+      if (!parse_device(spec, strata::bench::cuda_index())) {
+        std::cerr << "strata-bench: --device '" << spec << "' is not cpu, cuda or cuda:N\n";
+        return 2;
+      }
+      continue;
     }
     if (!arg.empty() && arg[0] == '-') {
       std::cerr << "strata-bench: unknown option '" << arg << "'\n";
@@ -144,7 +172,7 @@ int main(int argc, char** argv) {
     for (const auto& b : strata::bench::registry()) {
       bool selected = filters.empty();
       for (const auto& f : filters) selected = selected || b.name.find(f) != std::string::npos;
-      if (!selected) continue;
+      if (!selected || b.cuda != (strata::bench::cuda_index() >= 0)) continue;
       b.run();
       ++ran;
     }
@@ -153,10 +181,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (!ran) {
-    std::cerr << "strata-bench: no benchmark name contains any of the filters given\n";
+    std::cerr << "strata-bench: no " << (strata::bench::cuda_index() >= 0 ? "(cuda) " : "")
+              << "benchmark name contains any of the filters given\n";
     usage();
     return 2;
   }
+  if (strata::bench::cuda_index() >= 0) return 0;
   std::cout << "\n" << strata::num_threads()
             << " threads. GB/s counts the bytes an op must read + write; stores to memory not\n"
                "read first (memcpy's target, an out-of-place op's output) also cost a\n"

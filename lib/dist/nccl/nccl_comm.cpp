@@ -1,5 +1,9 @@
-// NCCL communicators (built only with CUDA and NCCL). Collectives are enqueued on the
-// cudaStream_t behind the strata::Stream given (cuda_stream.h) and return at once.
+// NCCL communicators (built only with CUDA and NCCL). Collectives run on the CUDA
+// device's communication stream, ordered against the strata::Stream given (usually
+// compute; its cudaStream_t comes through cuda_stream.h) by two events: the comm
+// stream waits for what the caller enqueued before, and the caller's stream waits
+// for the collective, so work after it on that stream sees the result. They return
+// at once; the host never blocks.
 // Invariants:
 // - Every NCCL and CUDA call goes through a check macro that records the expression,
 //   the library's error string and file:line.
@@ -15,6 +19,7 @@
 
 #include "../bootstrap_file.h"
 #include "../cuda_stream.h"
+#include "cuda/runtime.h"
 #include "strata/dist.h"
 #include "strata/error.h"
 
@@ -65,12 +70,16 @@ class NcclComm final : public Comm {
     STRATA_DIST_CUDA_CHECK(cudaSetDevice(device_));
     STRATA_DIST_CUDA_CHECK(cudaMalloc(&barrier_word_, sizeof(float)));
     STRATA_DIST_CUDA_CHECK(cudaMemset(barrier_word_, 0, sizeof(float)));
+    STRATA_DIST_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
+    STRATA_DIST_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
   }
 
   ~NcclComm() override {
     std::lock_guard lock(mutex_);
     if (comm_) STRATA_CHECK_PRINT(ncclCommDestroy(comm_) == ncclSuccess, "ncclCommDestroy");
     if (barrier_word_) STRATA_CHECK_PRINT(cudaFree(barrier_word_) == cudaSuccess, "cudaFree");
+    if (ready_) STRATA_CHECK_PRINT(cudaEventDestroy(ready_) == cudaSuccess, "cudaEventDestroy");
+    if (done_) STRATA_CHECK_PRINT(cudaEventDestroy(done_) == cudaSuccess, "cudaEventDestroy");
   }
 
   const char* backend() const override { return "nccl"; }
@@ -91,37 +100,35 @@ class NcclComm final : public Comm {
 
  protected:
   void do_all_reduce_sum(TensorView buf, Stream& stream) override {
-    std::lock_guard lock(mutex_);
-    cudaStream_t s = enter("all_reduce_sum", stream);
-    STRATA_NCCL_CHECK(ncclAllReduce(buf.data, buf.data, size_t(buf.numel()),
-                                    nccl_dtype(buf.dtype), ncclSum, comm_, s));
+    enqueue("all_reduce_sum", stream, [&](cudaStream_t s) {
+      STRATA_NCCL_CHECK(ncclAllReduce(buf.data, buf.data, size_t(buf.numel()), nccl_dtype(buf.dtype), ncclSum,
+                                      comm_, s));
+    });
   }
 
   void do_reduce_scatter_sum(TensorView in, TensorView out, Stream& stream) override {
-    std::lock_guard lock(mutex_);
-    cudaStream_t s = enter("reduce_scatter_sum", stream);
-    STRATA_NCCL_CHECK(ncclReduceScatter(in.data, out.data, size_t(out.numel()),
-                                        nccl_dtype(in.dtype), ncclSum, comm_, s));
+    enqueue("reduce_scatter_sum", stream, [&](cudaStream_t s) {
+      STRATA_NCCL_CHECK(ncclReduceScatter(in.data, out.data, size_t(out.numel()), nccl_dtype(in.dtype), ncclSum,
+                                          comm_, s));
+    });
   }
 
   void do_all_gather(TensorView in, TensorView out, Stream& stream) override {
-    std::lock_guard lock(mutex_);
-    cudaStream_t s = enter("all_gather", stream);
-    STRATA_NCCL_CHECK(
-        ncclAllGather(in.data, out.data, size_t(in.numel()), nccl_dtype(in.dtype), comm_, s));
+    enqueue("all_gather", stream, [&](cudaStream_t s) {
+      STRATA_NCCL_CHECK(ncclAllGather(in.data, out.data, size_t(in.numel()), nccl_dtype(in.dtype), comm_, s));
+    });
   }
 
   void do_broadcast(TensorView buf, int root, Stream& stream) override {
-    std::lock_guard lock(mutex_);
-    cudaStream_t s = enter("broadcast", stream);
-    STRATA_NCCL_CHECK(ncclBroadcast(buf.data, buf.data, size_t(buf.numel()),
-                                    nccl_dtype(buf.dtype), root, comm_, s));
+    enqueue("broadcast", stream, [&](cudaStream_t s) {
+      STRATA_NCCL_CHECK(ncclBroadcast(buf.data, buf.data, size_t(buf.numel()), nccl_dtype(buf.dtype), root, comm_, s));
+    });
   }
 
   void do_barrier(Stream& stream) override {
-    std::lock_guard lock(mutex_);
-    cudaStream_t s = enter("barrier", stream);
-    STRATA_NCCL_CHECK(ncclAllReduce(barrier_word_, barrier_word_, 1, ncclFloat32, ncclSum, comm_, s));
+    enqueue("barrier", stream, [&](cudaStream_t s) {
+      STRATA_NCCL_CHECK(ncclAllReduce(barrier_word_, barrier_word_, 1, ncclFloat32, ncclSum, comm_, s));
+    });
   }
 
  private:
@@ -144,10 +151,33 @@ class NcclComm final : public Comm {
     return static_cast<cudaStream_t>(native);
   }
 
+  // Runs `collective` (NCCL calls on a cudaStream_t) on the device's communication
+  // stream, ordered after the caller's stream and before whatever the caller
+  // enqueues next. The events are reused: a wait captures the latest record, and
+  // mutex_ keeps record and wait of one collective together.
+  template <class F>
+  void enqueue(const char* op, Stream& stream, F&& collective) {
+    std::lock_guard lock(mutex_);
+    cudaStream_t caller = enter(op, stream);
+    auto* state = static_cast<cuda_runtime::DeviceState*>(stream.device().backend());
+    auto comm = static_cast<cudaStream_t>(cuda_runtime::stream(state, cuda_runtime::StreamRole::communication));
+    if (comm == caller) {
+      collective(caller);
+      return;
+    }
+    STRATA_DIST_CUDA_CHECK(cudaEventRecord(ready_, caller));
+    STRATA_DIST_CUDA_CHECK(cudaStreamWaitEvent(comm, ready_, 0));
+    collective(comm);
+    STRATA_DIST_CUDA_CHECK(cudaEventRecord(done_, comm));
+    STRATA_DIST_CUDA_CHECK(cudaStreamWaitEvent(caller, done_, 0));
+  }
+
   mutable std::mutex mutex_;
   ncclComm_t comm_;
   int device_;
   float* barrier_word_ = nullptr;  // (1) device scratch of the stream-ordered barrier
+  cudaEvent_t ready_ = nullptr;    // recorded on the caller's stream, waited on by comm
+  cudaEvent_t done_ = nullptr;     // recorded on the comm stream after a collective
   bool aborted_ = false;
   std::string reason_;
 };

@@ -14,9 +14,10 @@
 
 namespace strata {
 
-// Peak dense matmul FLOP/s of the device at the precision's dtype: a table for
-// accelerators, and for a CPU device a short probe of the matmul op (cached per
-// dtype for the process; about 0.3 s the first time).
+// Peak dense matmul FLOP/s of the device at the precision's dtype: for a GPU the
+// table below by its CUDA product name (0 when the name is not there: MFU unknown),
+// for a CPU device a short probe of the matmul op (cached per dtype for the
+// process; about 0.3 s the first time).
 double peak_flops(Device& device, Precision precision);
 // The accelerator table (bf16/fp16 dense, fp32 without TF32), 0 for unknown names.
 double peak_flops_table(const std::string& product, Precision precision);
