@@ -26,9 +26,10 @@ enum Slot { kRowX = 0, kRowDy, kRowDx, kRowResid, kWeight, kBias, kPartials };
 // Rows per task so a task has some tens of thousands of elements.
 int64_t row_grain(int64_t c) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(c, 1)); }
 
-// With y defined: the input row is inp + y, stored to res_out first.
+// With add defined: the input row is inp + add, stored to sum first (the residual
+// sum of residual_norm_forward).
 template <class T>
-void forward_impl(const ops::NormForwardArgs& a, const T* y = nullptr, T* res_out = nullptr) {
+void forward_impl(const ops::NormForwardArgs& a, const T* add = nullptr, T* sum = nullptr) {
   const int64_t c = a.inp.shape[a.inp.ndim - 1];
   const int64_t n = a.inp.numel() / c;
   const T* inp = a.inp.ptr<T>();  // (N, C)
@@ -46,12 +47,12 @@ void forward_impl(const ops::NormForwardArgs& a, const T* y = nullptr, T* res_ou
     for (int64_t r = begin; r < end; ++r) {
       // Converting first also makes out aliasing inp harmless.
       rows::load(inp + r * c, x, c);
-      if (y) {
-        float* yr = rows::scratch(kRowResid, c);
-        rows::load(y + r * c, yr, c);  // both rows read: res_out may alias inp or y
-        for (int64_t i = 0; i < c; ++i) x[i] += yr[i];
-        rows::store(x, res_out + r * c, c);
-        if constexpr (!std::is_same_v<T, float>) rows::load(res_out + r * c, x, c);  // as rounded
+      if (add) {
+        float* b = rows::scratch(kRowResid, c);
+        rows::load(add + r * c, b, c);  // both rows read: sum may alias inp or add
+        for (int64_t i = 0; i < c; ++i) x[i] += b[i];
+        rows::store(x, sum + r * c, c);
+        if constexpr (!std::is_same_v<T, float>) rows::load(sum + r * c, x, c);  // as rounded
       }
       float m = 0.0f, s;
       if (rms) {

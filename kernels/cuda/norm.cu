@@ -22,18 +22,18 @@ int row_threads(int64_t c) {
 }
 }  // namespace
 
-// With y set, the row is inp + y: each thread writes its elements of the sum to
-// res_out first and reads them back from there (its own writes: no barrier needed).
+// With add set, the row is inp + add: each thread writes its elements of the sum to
+// `sum` first and reads them back from there (its own writes: no barrier needed).
 template <class T>
 static __global__ void norm_forward_kernel(T* out, float* mean, float* rstd, const T* inp, const T* weight,
-                                           const T* bias, int64_t c, float eps, bool rms, const T* y, T* res_out) {
+                                           const T* bias, int64_t c, float eps, bool rms, const T* add, T* sum) {
   __shared__ float buf[32];
   const int64_t row = blockIdx.x;
   const T* x = inp + row * c;
-  if (y) {
+  if (add) {
     for (int64_t i = threadIdx.x; i < c; i += blockDim.x)
-      res_out[row * c + i] = store<T>(load(x[i]) + load(y[row * c + i]));
-    x = res_out + row * c;
+      sum[row * c + i] = store<T>(load(x[i]) + load(add[row * c + i]));
+    x = sum + row * c;
   }
   float m = 0.0f, acc = 0.0f;
   if (!rms) {

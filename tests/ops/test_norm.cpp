@@ -345,7 +345,7 @@ STRATA_OP_CASE({"residual_norm_forward", CaseKind::errors, {{4, 8}}, kF32,
                   run([&](auto& b) { b.out = b.res_out; }, "out");
                   // res_out one row into x: a partial overlap, not an in-place alias
                   run([&](auto& b) { b.res_out = TensorView(r.x.view().ptr<uint16_t>() + shape[1], DType::bf16,
-                                                             {shape[0] - 1, shape[1]}); },
+                                                             {shape[0] - 1, shape[1]}, &cpu()); },
                       "res_out");
                   run([&](auto& b) { b.rms = true; }, "mean");
                   run([&](auto& b) { b.eps = -1.0f; }, "eps");
