@@ -53,7 +53,7 @@ Result measure(Device& device, const Run& run, bool offload, double peak, int wa
   }
   // One fixed random batch: throughput does not depend on the data.
   const int64_t n = run.batch * run.seq;
-  std::vector<int32_t> inputs(size_t(n)), targets(size_t(n));
+  std::vector<int32_t> inputs(static_cast<size_t>(n)), targets(static_cast<size_t>(n));
   const num::RandomKey key{7, 0, 0};
   for (size_t i = 0; i < inputs.size(); ++i) {
     inputs[i] = int32_t(num::philox_word(key, 2 * i) % uint32_t(c.vocab_size));
