@@ -16,8 +16,6 @@ the figures go into reports. Exit status 1 on a mismatch.
 """
 import argparse
 import os
-import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -26,7 +24,7 @@ import torch
 import transformers
 from safetensors.numpy import load_file
 
-from check_hf import B, BATCHES, T, hf_loss, load_hf, run, shard_tokens, windows
+from check_hf import B, BATCHES, T, hf_loss, load_hf, prepare_work, run, windows
 
 
 def make_base(path):
@@ -78,12 +76,7 @@ def main():
     ap.add_argument("--work", default="/tmp/strata-peft-check")
     args = ap.parse_args()
     args.strata, args.finetune = os.path.abspath(args.strata), os.path.abspath(args.finetune)
-    shutil.rmtree(args.work, ignore_errors=True)
-    os.makedirs(os.path.join(args.work, "data"))
-    prefix = os.path.join(args.work, "data", "text")
-    run([args.strata, "prepare", "--out", prefix])
-    data_train, data_val = prefix + "_train.bin", prefix + "_val.bin"
-    tokens = shard_tokens(data_val)
+    data_train, data_val, tokens = prepare_work(args.strata, args.work)
     base_dir = os.path.join(args.work, "hf_gpt2")
     make_base(base_dir)
     print(f"peft {peft.__version__}, transformers {transformers.__version__}, torch {torch.__version__}")
