@@ -7,12 +7,15 @@
 //   build/tools/strata train --data /tmp/ft/fortunes_train.bin --steps 300 --out /tmp/ft/base
 //   build/examples/finetune_lora --model /tmp/ft/base --text /usr/share/common-licenses/GPL-3 \
 //       --out /tmp/ft/adapters
+//   build/examples/finetune_lora --model /tmp/ft/base --text /usr/share/common-licenses/GPL-3 \
+//       --offload nvme --nvme-path /var/tmp     # the frozen base paged from NVMe
 //   build/examples/finetune_lora --help
 //
 // Text is tokenized byte by byte (the demo model's vocabulary). A Hugging Face GPT-2
 // needs its own BPE tokens: pass --data/--val llm.c-format shards made with GPT-2's
 // tokenizer instead of --text; strata has no BPE decoder, so the final sample is
 // then only meaningful as token ids (use --sample-len 0 to skip it).
+#include <strata/offload.h>
 #include <strata/strata.h>
 
 #include <chrono>
@@ -35,6 +38,9 @@ struct Options {
   std::string precision = "bf16";
   std::string targets = "qv";
   std::string recompute = "none";
+  std::string offload;    // "", host or nvme: where the frozen base's params live
+  std::string nvme_path;  // swap directory for --offload nvme
+  int64_t pinned_mib = 64;
   int64_t rank = 8;
   float alpha = 8.0f;
   float lora_dropout = 0.05f;
@@ -71,6 +77,10 @@ void usage() {
       "  --lr X              peak learning rate (default 2e-3; warmup, then cosine)\n"
       "  --warmup N          warmup steps (default 20)\n"
       "  --recompute R       none | selective | full | every-K (default none)\n"
+      "  --offload T         keep the frozen base's params on host | nvme, paged per layer\n"
+      "                      (default: resident; the adapters always stay resident)\n"
+      "  --nvme-path DIR     swap directory on a local drive (O_DIRECT) for --offload nvme\n"
+      "  --pinned MIB        pinned staging pool for --offload nvme (default 64)\n"
       "  --eval-batches N    validation batches (default 20)\n"
       "  --sample-len N, --temperature X, --top-k K, --prompt TEXT   the final sample\n"
       "  --seed S, --threads N\n");
@@ -103,6 +113,9 @@ Options parse(int argc, char** argv) {
     else if (a == "--targets") o.targets = value();
     else if (a == "--recompute") o.recompute = value();
     else if (a == "--prompt") o.prompt = value();
+    else if (a == "--offload") o.offload = value();
+    else if (a == "--nvme-path") o.nvme_path = value();
+    else if (a == "--pinned") number(o.pinned_mib);
     else if (a == "--rank") number(o.rank);
     else if (a == "--alpha") number(o.alpha);
     else if (a == "--lora-dropout") number(o.lora_dropout);
@@ -123,6 +136,10 @@ Options parse(int argc, char** argv) {
   if (o.model.empty()) throw strata::Error("finetune_lora: --model is required (see --help)");
   if (o.text.empty() == o.data.empty()) throw strata::Error("finetune_lora: give --text FILE or --data GLOB");
   if (!o.data.empty() && o.val.empty()) throw strata::Error("finetune_lora: --data needs --val");
+  if (!o.offload.empty() && o.offload != "host" && o.offload != "nvme")
+    throw strata::Error("finetune_lora: --offload '" + o.offload + "' is not host or nvme");
+  if ((o.offload == "nvme") != !o.nvme_path.empty())
+    throw strata::Error("finetune_lora: --offload nvme and --nvme-path DIR go together");
   strata::lora_targets_from_string(o.targets);
   strata::precision_from_string(o.precision);
   return o;
@@ -208,7 +225,18 @@ int run(const Options& o) {
   to.schedule.warmup_steps = o.warmup;
   to.schedule.total_steps = o.steps;
   to.seed = o.seed;
-  strata::Trainer trainer(*model, to);
+  std::unique_ptr<strata::Trainer> owned;
+  if (o.offload.empty()) {
+    owned = std::make_unique<strata::Trainer>(*model, to);
+  } else {  // the base's params move to their tier; nothing else of it is stored
+    strata::offload::OffloadOptions off;
+    off.params = o.offload == "nvme" ? strata::offload::Tier::nvme : strata::offload::Tier::host;
+    if (!o.nvme_path.empty()) off.nvme_paths = {o.nvme_path};
+    off.pinned_bytes = size_t(o.pinned_mib) << 20;
+    owned = std::make_unique<strata::Trainer>(*model, to, off);
+    std::printf("offload: frozen base params on %s %s\n", o.offload.c_str(), o.nvme_path.c_str());
+  }
+  strata::Trainer& trainer = *owned;
   std::printf("lora: targets %s, rank %lld, alpha %g (scale %g), dropout %g: %lld trainable parameters (%.3f%% of %lld)\n",
               strata::lora_targets_name(lopt.targets), (long long)lopt.rank, lopt.alpha, lora.scale(), lopt.dropout,
               (long long)lora.num_parameters(), 100.0 * double(lora.num_parameters()) / double(model->num_parameters()),
@@ -241,16 +269,21 @@ int run(const Options& o) {
               "        the frozen base saves %.2f MiB of gradients and optimizer state\n",
               mib(mem.params - lora.param_bytes()), mib(lora.param_bytes()), mib(mem.grads), mib(mem.optimizer),
               mib(r.frozen_bytes_saved));
+  std::printf("tiers:  device %.2f MiB, pinned %.2f MiB, nvme %.2f MiB (read %.2f GB/s), host RSS %.2f MiB\n",
+              mib(r.device_bytes), mib(r.pinned_bytes), mib(r.nvme_bytes), r.nvme_read_gbps, mib(r.host_bytes));
 
   if (!o.out.empty()) {
     lora.save(o.out, source);
     std::printf("adapters: %s/adapter_model.safetensors + adapter_config.json\n", o.out.c_str());
   }
   // Merged weights give the same model (within the working precision's rounding).
-  lora.merge();
-  const float merged = validate(trainer, val, o.eval_batches);
-  std::printf("validation loss with the adapters merged into the base: %.4f\n", merged);
-  lora.unmerge();
+  // Merging rewrites the base in place, so it needs the base resident.
+  if (o.offload.empty()) {
+    lora.merge();
+    const float merged = validate(trainer, val, o.eval_batches);
+    std::printf("validation loss with the adapters merged into the base: %.4f\n", merged);
+    lora.unmerge();
+  }
   if (!scratch.empty()) fs::remove_all(scratch);
 
   strata::SampleOptions so;

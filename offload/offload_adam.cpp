@@ -60,6 +60,7 @@ float OffloadStore::grad_norm() {
 }
 
 float OffloadStore::grad_norm_now() {
+  if (frozen_) return 0;  // no base gradients
   Device& dev = model_->device();
   float norm = 0;
   if (options_.grads == Tier::nvme) {
@@ -138,6 +139,7 @@ void OffloadStore::update_tile(const Tile& tile, float lr, float grad_scale, int
 }
 
 void OffloadStore::update(float lr, float grad_scale, int64_t t) {
+  if (frozen_) return;  // nothing to update; the Trainer steps the adapters
   drain(/*reads=*/true, /*writes=*/true);  // read-ahead would be stale after the update
   const size_t ds = dtype_size(dtype_);
   const Tier tiers[kArrays] = {options_.optimizer, options_.grads, options_.optimizer, options_.optimizer,

@@ -25,6 +25,11 @@
 // at 1.0-1.3 GB/s each way, of which 18-23 s is waiting on I/O, mostly the streamed
 // update (16 bytes read and 14 written per parameter). Without clipping the update
 // could start per unit as its gradient becomes final: not done yet.
+//
+// A frozen base (LoRA) keeps only its working params here: no gradient or optimizer
+// homes, no gradient pool, no NVMe space for them; the Model never asks for its
+// gradients, and grad_norm/update/zero_grad have nothing to do (the Trainer steps the
+// adapters, which stay resident).
 #include "offload_state.h"
 
 #include <algorithm>
@@ -56,7 +61,8 @@ const char* tier_name(Tier t) {
 }
 
 OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOptions& adamw)
-    : model_(&model), options_(o), adamw_(adamw), dtype_(precision_dtype(model.precision())) {
+    : model_(&model), options_(o), adamw_(adamw), dtype_(precision_dtype(model.precision())),
+      frozen_(model.base_frozen()) {
   STRATA_CHECK(model.store() == nullptr, "OffloadStore: the model already has a parameter store");
   STRATA_CHECK(o.prefetch >= 0, "OffloadStore: prefetch " << o.prefetch << " must be non-negative");
   STRATA_CHECK(o.tile_elements >= 2048 && o.tile_elements % 2048 == 0,
@@ -71,17 +77,20 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
       largest_unit = u;
     }
   largest_ = largest;
-  const bool any_nvme = o.params == Tier::nvme || o.grads == Tier::nvme || o.optimizer == Tier::nvme;
+  // Only what is stored counts: a frozen base has no gradients or optimizer state.
+  const bool any_nvme = o.params == Tier::nvme || (!frozen_ && (o.grads == Tier::nvme || o.optimizer == Tier::nvme));
+  const size_t staged = frozen_ ? ds : 4;  // bytes per element of the largest staged array
   if (any_nvme) {
     STRATA_CHECK(!o.nvme_paths.empty(), "OffloadStore: a tier is on nvme but nvme_paths is empty; "
                                         "pass one directory per drive");
     for (const std::string& p : o.nvme_paths)
       STRATA_CHECK(std::filesystem::is_directory(p), "OffloadStore: NVMe path '" << p
                                                          << "' does not exist or is not a directory");
-    STRATA_CHECK(o.pinned_bytes >= size_t(largest) * 4,
+    STRATA_CHECK(o.pinned_bytes >= size_t(largest) * staged,
                  "OffloadStore: pinned budget of " << o.pinned_bytes << " bytes is smaller than the largest unit ('"
-                                                   << model.unit_name(largest_unit) << "', " << largest * 4
-                                                   << " bytes as f32 gradients); raise pinned_bytes");
+                                                   << model.unit_name(largest_unit) << "', " << size_t(largest) * staged
+                                                   << (frozen_ ? " bytes as frozen parameters" : " bytes as f32 gradients")
+                                                   << "); raise pinned_bytes");
     pinned_ = std::make_unique<PinnedPool>(o.pinned_bytes, "offload pinned pool");
     NvmeOptions no;
     no.paths = o.nvme_paths;
@@ -119,6 +128,7 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
     const size_t n = size_t(x.numel);
     const std::string un = model.unit_name(u);
     place(x.params, o.params, n * ds, un + ".params", "offloaded parameters");
+    if (frozen_) continue;
     place(x.grads, o.grads, n * 4, un + ".grads", "offloaded gradients");
     place(x.master, o.optimizer, n * 4, un + ".master", "AdamW master weights");
     place(x.m, o.optimizer, n * 4, un + ".exp_avg", "AdamW exp_avg");
@@ -137,7 +147,7 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
   // Initial state: working params as they are, master = their f32 value, m = v = 0.
   Stream& s = model.device().stream();
   PinnedBuffer stage;
-  if (nvme_) stage = pinned_->allocate(size_t(largest) * 4);
+  if (nvme_) stage = pinned_->allocate(size_t(largest) * staged);
   auto store = [&](Home& h, const void* src) {
     if (h.tier != Tier::nvme) {
       std::memcpy(h.data(), src, h.bytes);
@@ -151,6 +161,7 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
     UnitState& x = units_[size_t(u)];
     TensorView working = model.unit_params(u);
     store(x.params, working.data);
+    if (frozen_) continue;
     f32.assign(size_t(x.numel), 0.0f);
     ops::cast({TensorView(f32.data(), DType::f32, {x.numel}, &model.device()), working}, s);
     s.synchronize();
@@ -165,12 +176,12 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
   try {
     for (int i = 0; i < 2; ++i) {
       param_pool_.emplace_back(model.device(), size_t(largest) * ds, "offload parameter pool");
-      grad_pool_.emplace_back(model.device(), size_t(largest) * 4, "offload gradient pool");
+      if (!frozen_) grad_pool_.emplace_back(model.device(), size_t(largest) * 4, "offload gradient pool");
     }
   } catch (const Error& e) {
     model.set_store(nullptr);  // the model's state is gone with this store: rebuild it
     STRATA_FAIL("OffloadStore: the device budget cannot hold two units' parameter and gradient buffers ("
-                << 2 * size_t(largest) * (ds + 4) << " bytes) with the resident buffers released: " << e.what());
+                << 2 * size_t(largest) * (ds + (frozen_ ? 0 : 4)) << " bytes) with the resident buffers released: " << e.what());
   }
 
   take_stats();
@@ -214,7 +225,8 @@ void OffloadStore::prefetch_from(int u, int d) {
     UnitState& x = units_[size_t(v)];
     if (x.param_refs > 0 || x.param_stage) continue;
     const PinnedPoolStats st = pinned_->stats();
-    if (st.bytes_reserved - st.bytes_in_use < round_block(x.params.bytes) + round_block(size_t(x.numel) * 4)) return;
+    const size_t grad_room = frozen_ ? 0 : round_block(size_t(x.numel) * 4);  // backward's gradient staging
+    if (st.bytes_reserved - st.bytes_in_use < round_block(x.params.bytes) + grad_room) return;
     try {
       x.param_stage = pinned_->allocate(x.params.bytes);  // never waits: a guess may give up
     } catch (const Error&) {
@@ -260,6 +272,7 @@ void OffloadStore::release_params(int u) {
 }
 
 void* OffloadStore::acquire_grads(int u) {
+  STRATA_CHECK(!frozen_, "OffloadStore: acquire_grads(" << u << ") on a frozen base, which has no gradients");
   UnitState& x = units_[size_t(u)];
   Stream& s = model_->device().stream();
   if (x.grad_refs++ > 0) return x.grads.tier == Tier::device ? x.grads.data() : x.grad_dev.data();
@@ -287,6 +300,7 @@ void* OffloadStore::acquire_grads(int u) {
 }
 
 void OffloadStore::release_grads(int u) {
+  STRATA_CHECK(!frozen_, "OffloadStore: release_grads(" << u << ") on a frozen base, which has no gradients");
   UnitState& x = units_[size_t(u)];
   STRATA_CHECK(x.grad_refs > 0, "OffloadStore: release_grads(" << u << ") without acquire");
   if (--x.grad_refs > 0) return;

@@ -46,6 +46,9 @@ class OffloadStore final : public ParamStore {
   // The window since the last call (bytes live, NVMe traffic, stalls); resets it.
   OffloadStats take_stats();
   const OffloadOptions& options() const { return options_; }
+  // The model's base was frozen (LoRA) when the store was made: only working params
+  // are stored; the gradient calls throw and grad_norm/update do nothing.
+  bool frozen() const { return frozen_; }
 
  private:
   struct Home;
@@ -67,6 +70,7 @@ class OffloadStore final : public ParamStore {
   OffloadOptions options_;
   AdamWOptions adamw_;
   DType dtype_;
+  bool frozen_;
   std::unique_ptr<PinnedPool> pinned_;
   std::unique_ptr<NvmeStore> nvme_;
   std::vector<UnitState> units_;

@@ -27,6 +27,29 @@ std::string number(double x) {
 int64_t saved_rows(const LoraAdapter& a) { return a.save_end - a.save_begin; }
 }  // namespace
 
+LoraOptions read_lora_options(const std::string& dir) {
+  const std::string cfg_path = dir + "/adapter_config.json";
+  const json::Value cfg = json::parse(io::read_file(cfg_path), cfg_path);
+  LoraOptions o;
+  o.rank = cfg.at("r", cfg_path).as_int(cfg_path + ": r");
+  o.alpha = float(cfg.at("lora_alpha", cfg_path).as_double(cfg_path + ": lora_alpha"));
+  if (const json::Value* d = cfg.find("lora_dropout")) o.dropout = float(d->as_double(cfg_path + ": lora_dropout"));
+  if (const json::Value* t = cfg.find("strata_targets")) {
+    o.targets = lora_targets_from_string(t->as_string(cfg_path + ": strata_targets"));
+    return o;
+  }
+  // A PEFT file: the widest family its modules name (GPT-2's c_proj is in both
+  // attention and MLP; load() then checks every key).
+  bool mlp = false, attention = false;
+  for (const json::Value& v : cfg.at("target_modules", cfg_path).items(cfg_path + ": target_modules")) {
+    const std::string& name = v.as_string(cfg_path + ": target_modules");
+    for (const char* m : {"c_fc", "gate_proj", "up_proj", "down_proj"}) mlp = mlp || name == m;
+    for (const char* a : {"c_proj", "attn.c_proj", "k_proj", "o_proj"}) attention = attention || name == a;
+  }
+  o.targets = mlp ? LoraTargets::all_linear : attention ? LoraTargets::attention : LoraTargets::query_value;
+  return o;
+}
+
 void Lora::save(const std::string& dir, const std::string& base_name) const {
   const Impl& m = *impl_;
   Device& dev = m.model->device();

@@ -324,12 +324,18 @@ void fold(Lora::Impl& m, const LoraAdapter& a, float sign) {
 
 void Lora::merge() {
   STRATA_CHECK(!impl_->merged, "Lora::merge: already merged");
+  STRATA_CHECK(!impl_->model->store(), "Lora::merge: the base lives in a parameter store (offload or ZeRO-3), and "
+                                        "merge rewrites its weights in place; merge on a resident copy of the base "
+                                        "(save() the adapters and load() them there)");
   for (const LoraAdapter& a : impl_->adapters) fold(*impl_, a, 1.0f);
   impl_->merged = true;
 }
 
 void Lora::unmerge() {
   STRATA_CHECK(impl_->merged, "Lora::unmerge: not merged");
+  STRATA_CHECK(!impl_->model->store(), "Lora::unmerge: the base lives in a parameter store (offload or ZeRO-3), and "
+                                        "unmerge rewrites its weights in place; unmerge on a resident copy of the base "
+                                        "(save() the adapters and load() them there)");
   for (const LoraAdapter& a : impl_->adapters) fold(*impl_, a, -1.0f);
   impl_->merged = false;
 }

@@ -91,11 +91,13 @@ Trainer::Trainer(Model& model, const TrainOptions& o, const offload::OffloadOpti
                                                                                      << " needs a dist::Comm");
   STRATA_CHECK(model.precision() != Precision::fp16,
                "Trainer: offload supports fp32 and bf16 (fp16 loss scaling is not wired through it yet)");
-  STRATA_CHECK(!model.base_frozen() && !model.lora(),
-               "Trainer: LoRA with offload is not supported yet; keep the frozen base resident");
+  // LoRA: the store pages the frozen base's params only; the adapters stay resident.
+  if (model.base_frozen())
+    STRATA_CHECK(model.lora(), "Trainer: the model's base is frozen and no Lora is attached: nothing to train");
   offload_ = std::make_unique<offload::OffloadStore>(model, off, o.adamw);
   loss_scale_ = 1.0f;
   offload_->zero_grad();
+  if (model.lora()) model.lora()->zero_grad();
 }
 
 Trainer::~Trainer() = default;
@@ -143,7 +145,7 @@ std::vector<float> Trainer::unit_parameters(int u) {
 }
 
 float Trainer::forward_backward(const Batch& batch) {
-  STRATA_CHECK(!(adamw_ && model_->base_frozen()),
+  STRATA_CHECK(!((adamw_ || (offload_ && !offload_->frozen())) && model_->base_frozen()),
                "Trainer: the model's base was frozen (a Lora attached) after this Trainer was made; "
                "make the Trainer after the Lora");
   const double t0 = now_seconds();
@@ -182,9 +184,9 @@ StepReport Trainer::step() {
   Stream& s = dev.stream();
   StepReport r;
 
-  // Gradient RMS per unit, before the optimizer zeroes them (single device only: under
-  // ZeRO a rank holds shards).
-  if (!stats_.empty() && !zero_) {
+  // Gradient RMS per unit, before the optimizer zeroes them (resident gradients only:
+  // under ZeRO a rank holds shards, offload pages them, a frozen base has none).
+  if (!stats_.empty() && !zero_ && !offload_ && !model_->base_frozen()) {
     std::vector<int64_t> numel(size_t(model_->num_units()), 0);
     for (const ParamInfo& p : model_->parameters()) numel[size_t(p.unit)] += p.numel();
     for (int u = 0; u < model_->num_units(); ++u) {
@@ -201,9 +203,9 @@ StepReport Trainer::step() {
     zero_->reduce_gradients();
     norm_raw = zero_->grad_norm();
     r.comm_seconds = now_seconds() - t_comm;
-  } else if (offload_) {
+  } else if (offload_ && !offload_->frozen()) {
     norm_raw = offload_->grad_norm();
-  } else {
+  } else {  // resident, or a frozen offloaded base: the adapters' norm alone
     ops::GlobalNormArgs g;
     g.out = TensorView(&norm_raw, DType::f32, {1}, &dev);
     if (!model_->base_frozen())

@@ -1,8 +1,8 @@
 // LoRA: adapter gradients against finite differences, zero-init identity with the
 // base, a bitwise-frozen base, merge/unmerge, accumulation and recompute, and PEFT
 // files (keys, shapes, config, round trip). The frozen base behind a ParamStore is
-// tested with a staging store; the real offload store (host/NVMe) is being built on
-// another branch and is not exercised here.
+// tested with a staging store here; the real offload store (host/NVMe) in
+// tests/offload/test_offload_lora.cpp.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
@@ -240,8 +240,8 @@ TEST_CASE("training moves the adapters only: the base is bitwise unchanged", "[t
 }
 
 TEST_CASE("a frozen base served by a ParamStore is never asked for gradients", "[train][cpu][lora]") {
-  // The seam offload uses (host or NVMe tiers); the offload store itself is being
-  // built on another branch, so a staging store stands in for it here.
+  // The seam offload uses (host or NVMe tiers), with a minimal store; the offload
+  // store itself is tested in tests/offload/test_offload_lora.cpp.
   ModelConfig c = tiny_config("gpt");
   auto train = [&](bool with_store, StagingStore** out_store) {
     auto m = std::make_unique<Model>(c, cpu(), Precision::bf16, 8);
@@ -432,4 +432,37 @@ TEST_CASE("adapters save as PEFT files and load back", "[train][cpu][lora]") {
     CHECK_THROWS_WITH(missing.load(dir), Catch::Contains("has no tensor"));
     std::filesystem::remove_all(dir);
   }
+}
+
+TEST_CASE("read_lora_options gives back the options adapters were saved with", "[train][cpu][lora]") {
+  ModelConfig c = tiny_config("gpt");
+  Model m(c, cpu(), Precision::fp32, 2);
+  LoraOptions lo;
+  lo.targets = LoraTargets::attention;
+  lo.rank = 3;
+  lo.alpha = 12.0f;
+  lo.dropout = 0.25f;
+  Lora lora(m, lo);
+  const std::string dir = temp_dir("options");
+  lora.save(dir);
+  LoraOptions back = read_lora_options(dir);
+  CHECK(back.targets == lo.targets);
+  CHECK(back.rank == 3);
+  CHECK(back.alpha == 12.0f);
+  CHECK(back.dropout == 0.25f);
+  // A PEFT-written config has no strata_targets: its target_modules tell.
+  auto peft = [&](const std::string& modules) {
+    std::ofstream(dir + "/adapter_config.json")
+        << "{\"peft_type\": \"LORA\", \"r\": 2, \"lora_alpha\": 4, \"target_modules\": [" << modules << "]}";
+    return read_lora_options(dir);
+  };
+  CHECK(peft("\"c_attn\"").targets == LoraTargets::query_value);
+  CHECK(peft("\"q_proj\", \"v_proj\"").targets == LoraTargets::query_value);
+  CHECK(peft("\"attn.c_attn\", \"attn.c_proj\"").targets == LoraTargets::attention);
+  CHECK(peft("\"c_attn\", \"c_proj\", \"c_fc\"").targets == LoraTargets::all_linear);
+  CHECK(peft("\"q_proj\", \"k_proj\", \"v_proj\", \"o_proj\", \"gate_proj\"").targets == LoraTargets::all_linear);
+  CHECK(peft("\"c_attn\"").rank == 2);
+  std::filesystem::remove(dir + "/adapter_config.json");
+  CHECK_THROWS_WITH(read_lora_options(dir), Catch::Contains("adapter_config.json"));
+  std::filesystem::remove_all(dir);
 }

@@ -1,9 +1,11 @@
 // `strata eval`: loss and perplexity of a model on token shards; optionally the
-// gradients of the first batch as safetensors (for comparing with other frameworks).
+// gradients or logits of the first batch as safetensors (for comparing with other
+// frameworks), with LoRA adapters (PEFT files) applied when --lora names them.
 // Invariant: evaluation has no dropout and never changes the weights.
 #include <cmath>
 #include <algorithm>
 #include <cstdio>
+#include <memory>
 
 #include "args.h"
 #include "commands.h"
@@ -29,7 +31,7 @@ void dump_logits(strata::Model& model, strata::TokenBatch& b, const std::string&
 }  // namespace
 
 int eval_main(int argc, char** argv) {
-  std::string model_path, data, grads, logits_path, precision;
+  std::string model_path, data, grads, logits_path, precision, lora_dir;
   int64_t batch = 8, seq = 0, batches = 0, threads = 0;
   cli::Args args("strata eval --model PATH --data GLOB [options]",
                  "Mean loss and perplexity over consecutive windows of the data (no dropout).");
@@ -41,13 +43,23 @@ int eval_main(int argc, char** argv) {
   args.option("precision", &precision, "P", "fp32 | bf16 | fp16 (default: the checkpoint's)");
   args.option("dump-grads", &grads, "FILE", "write the gradients of the first batch (f32) as safetensors");
   args.option("dump-logits", &logits_path, "FILE", "write the logits (B, T, V) f32 of the first batch as safetensors");
+  args.option("lora", &lora_dir, "DIR", "apply the LoRA adapters in DIR (adapter_config.json + adapter_model.safetensors)");
   args.option("threads", &threads, "N", "worker threads (0: all cores)");
   if (int rc = args.parse(argc, argv); rc >= 0) return rc;
   if (model_path.empty() || data.empty()) return args.usage_error("--model and --data are required");
+  if (!lora_dir.empty() && !grads.empty())
+    return args.usage_error("--dump-grads needs the base's gradients, which a LoRA-adapted (frozen) model has none of");
   try {
     if (threads > 0) strata::set_num_threads(int(threads));
     cli::LoadedModel lm = cli::load_model(model_path, precision, true);
     strata::Model& model = *lm.model;
+    std::unique_ptr<strata::Lora> lora;
+    if (!lora_dir.empty()) {
+      lora = std::make_unique<strata::Lora>(model, strata::read_lora_options(lora_dir));
+      lora->load(lora_dir);
+      std::printf("lora: %s (%s, rank %lld)\n", lora_dir.c_str(), strata::lora_targets_name(lora->options().targets),
+                  (long long)lora->options().rank);
+    }
     auto dataset = std::make_shared<strata::TokenDataset>(data);
     dataset->validate_tokens(model.config().vocab_size);
     strata::LoaderOptions lo;

@@ -46,6 +46,15 @@ def windows(tokens):
     return x[:, :-1], x[:, 1:]
 
 
+def prepare_work(strata, work):
+    """A fresh work directory with `strata prepare`'s shards: (train, val, val tokens)."""
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(os.path.join(work, "data"))
+    prefix = os.path.join(work, "data", "text")
+    run([strata, "prepare", "--out", prefix])
+    return prefix + "_train.bin", prefix + "_val.bin", shard_tokens(prefix + "_val.bin")
+
+
 def hf_loss(model, inputs, targets):
     with torch.no_grad():
         logits = model(inputs).logits.double()
@@ -122,12 +131,7 @@ def main():
     ap.add_argument("--work", default="/tmp/strata-hf-check")
     args = ap.parse_args()
     args.strata = os.path.abspath(args.strata)
-    shutil.rmtree(args.work, ignore_errors=True)
-    os.makedirs(os.path.join(args.work, "data"))
-    prefix = os.path.join(args.work, "data", "text")
-    run([args.strata, "prepare", "--out", prefix])
-    data_train, data_val = prefix + "_train.bin", prefix + "_val.bin"
-    tokens = shard_tokens(data_val)
+    data_train, data_val, tokens = prepare_work(args.strata, args.work)
     print(f"transformers {transformers.__version__}, torch {torch.__version__}")
     failures = []
     for arch in ("gpt2", "llama"):

@@ -46,6 +46,11 @@ struct LoraTensor {
   int64_t numel() const;
 };
 
+// The options a saved adapter directory was trained with (its adapter_config.json:
+// r, lora_alpha, lora_dropout, and strata_targets or, in a PEFT file, the targets
+// its target_modules imply), so a Lora made with them can load() it.
+LoraOptions read_lora_options(const std::string& dir);
+
 class Lora {
  public:
   // Attaches to `model` (which must have no Lora yet) and freezes its base. Create it

@@ -80,7 +80,8 @@ struct TrainOptions {
 
 // One unit's health on a statistics step: RMS and max |x| of its output (the
 // residual stream after it; 0 for the head, whose output is the loss) over the last
-// micro-batch, and the RMS of its accumulated, unscaled gradient.
+// micro-batch, and the RMS of its accumulated, unscaled gradient (0 where the
+// gradients are not resident: ZeRO, offload, a frozen LoRA base).
 struct UnitStats {
   int unit = 0;
   float act_rms = 0;
@@ -155,7 +156,9 @@ class Trainer {
   // micro-batches; the global batch is ranks x micro-batch x grad_accum.
   Trainer(Model& model, const TrainOptions& options, dist::Comm& comm);
   // One device with the state placed per `offload` (ZeRO-Infinity style): the model's
-  // resident buffers are released and every unit is paged through the store.
+  // resident buffers are released and every unit is paged through the store. With a
+  // Lora attached first, only the frozen base's params are stored (no gradients or
+  // optimizer state anywhere) and the adapters train resident.
   Trainer(Model& model, const TrainOptions& options, const offload::OffloadOptions& offload);
   ~Trainer();
 
