@@ -84,6 +84,18 @@ Trainer::Trainer(Model& model, const TrainOptions& o, dist::Comm& comm) : model_
   zero_->zero_grad();
 }
 
+Trainer::Trainer(Model& model, const TrainOptions& o, dist::Comm& comm, const offload::OffloadOptions& off)
+    : model_(&model), options_(o), comm_(&comm) {
+  check_options(o);
+  STRATA_CHECK(model.precision() != Precision::fp16,
+               "Trainer: offload supports fp32 and bf16 (fp16 loss scaling is not wired through it yet)");
+  STRATA_CHECK(!model.base_frozen() && !model.lora(),
+               "Trainer: LoRA with offload is not supported yet; keep the frozen base resident");
+  zero_ = std::make_unique<ZeroEngine>(model, comm, o.zero_stage, o.adamw, &off);
+  loss_scale_ = 1.0f;
+  zero_->zero_grad();
+}
+
 Trainer::Trainer(Model& model, const TrainOptions& o, const offload::OffloadOptions& off)
     : model_(&model), options_(o) {
   check_options(o);
@@ -166,6 +178,7 @@ float Trainer::forward_backward(const Batch& batch) {
   }
   const float ranks = comm_ ? float(comm_->size()) : 1.0f;
   if (offload_) offload_->set_final_micro(micro_ + 1 >= options_.grad_accum);
+  if (zero_) zero_->set_final_micro(micro_ + 1 >= options_.grad_accum);
   model_->backward(loss_scale_ / float(options_.grad_accum) / ranks);
   model_->device().stream().synchronize();
   compute_seconds_ += now_seconds() - t0 - t_stats;
@@ -254,6 +267,12 @@ StepReport Trainer::step() {
     r.nvme_write_gbps = st.write_gbps();
     r.io_stall_seconds = st.stall_seconds;
     r.norm_seconds = st.norm_seconds;
+  }
+  if (zero_) {
+    const ZeroMemory mem = zero_->memory();
+    r.pinned_bytes = mem.pinned_bytes;
+    r.nvme_bytes = mem.nvme_bytes;
+    r.io_stall_seconds = zero_->take_stall_seconds();
   }
 
   ++step_;

@@ -7,13 +7,19 @@
 //            rank's f32 shard as soon as its backward ends (one staging buffer)
 //   stage 3  working parameters sharded too: gathered into a pooled buffer just
 //            before a unit runs and dropped after; the update writes the shard
+// With OffloadOptions every rank pages its own shards (ZeRO-Infinity): optimizer
+// state on options.optimizer, the gradient shard (stage 2+) on options.grads, the
+// working shard (stage 3) on options.params; NVMe files under <path>/rank<r>.
+// Without, the same arrays sit on the device.
 // Invariant: every rank takes the same decisions (skip, clip) from all-reduced
 // scalars, so replicas never diverge.
 #pragma once
+#include <functional>
 #include <memory>
 #include <vector>
 
 #include "../model/store.h"
+#include "offload/tiered_adam.h"
 #include "strata/dist.h"
 #include "strata/train.h"
 
@@ -21,7 +27,9 @@ namespace strata {
 
 class ZeroEngine final : public ParamStore {
  public:
-  ZeroEngine(Model& model, dist::Comm& comm, int stage, const AdamWOptions& options);
+  // offload: nullptr keeps every shard on the device.
+  ZeroEngine(Model& model, dist::Comm& comm, int stage, const AdamWOptions& options,
+             const offload::OffloadOptions* offload = nullptr);
   ~ZeroEngine() override;
 
   // After the micro-batches of a step: make this rank's gradient shard final.
@@ -32,6 +40,10 @@ class ZeroEngine final : public ParamStore {
   void update(float lr, float grad_scale, int64_t t);
   void zero_grad();
   ZeroMemory memory() const;
+  // Whether the coming backward is the step's last: a gradient shard on NVMe then
+  // yields its sum of squares as it is written (the norm needs no read-back).
+  void set_final_micro(bool final) { final_micro_ = final; }
+  double take_stall_seconds();  // waiting on NVMe since the last call
 
   // ParamStore (stages 2 and 3).
   void* acquire_params(int unit) override;
@@ -44,13 +56,18 @@ class ZeroEngine final : public ParamStore {
   TensorView shard_grads(int u);
   TensorView shard_params(int u);  // the working-dtype shard AdamW writes
   Buffer take(std::vector<Buffer>& pool, size_t bytes, const char* what);
+  void init_array(offload::TierArray& a, const std::function<void(void*)>& fill);
+  bool grads_on_nvme() const;
 
   Model* model_;
   dist::Comm* comm_;
   int stage_;
   AdamWOptions options_;
+  std::unique_ptr<offload::TieredArrays> tiers_;  // this rank's shards, on their tiers
   std::vector<Unit> units_;
   std::vector<Buffer> param_pool_, grad_pool_;  // free full-unit buffers (stages 3, 2+)
+  bool final_micro_ = true;
+  double stall_at_ = 0;
 };
 
 }  // namespace strata

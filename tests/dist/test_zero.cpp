@@ -1,11 +1,15 @@
 // ZeRO data parallelism on CPU devices: stages 0-3 on N = 1, 2, 4 ranks train like
-// one device with the same global batch; per-rank memory follows ZeRO's arithmetic;
-// a rank that fails stops every rank with its error.
+// one device with the same global batch; with offload (each rank paging its shards
+// to host or NVMe) bit for bit like the same run without; per-rank memory follows
+// ZeRO's arithmetic; a rank that fails stops every rank with its error.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 
+#include "../offload/nvme_test_dirs.h"
 #include "strata/dist.h"
+#include "strata/offload.h"
 #include "strata/strata.h"
 #include "support/host_tensor.h"
 #include "../train/train_support.h"
@@ -51,12 +55,15 @@ Result single(const ModelConfig& c, Precision p, int N) {
   return r;
 }
 
-Result parallel(const ModelConfig& c, Precision p, int N, int stage) {
+// Without offload when `off` is null.
+Result parallel(const ModelConfig& c, Precision p, int N, int stage, const offload::OffloadOptions* off = nullptr) {
   std::vector<Result> per_rank(static_cast<size_t>(N));
   dist::run_ranks(N, [&](int rank, dist::Comm& comm) {
     auto device = Device::cpu(rank);
     Model m(c, *device, p, 5);
-    Trainer t(m, options(stage), comm);
+    std::unique_ptr<Trainer> owner = off ? std::make_unique<Trainer>(m, options(stage), comm, *off)
+                                         : std::make_unique<Trainer>(m, options(stage), comm);
+    Trainer& t = *owner;
     Result& r = per_rank[size_t(rank)];
     for (int s = 0; s < kSteps; ++s) {
       std::vector<RandomBatch> mine;
@@ -74,6 +81,25 @@ Result parallel(const ModelConfig& c, Precision p, int N, int stage) {
     CHECK(per_rank[size_t(rank)].weights == per_rank[0].weights);
   }
   return per_rank[0];
+}
+
+// Each rank's shards where the stage shards them on `tier` (optimizer always; gradients
+// from stage 2; working parameters at stage 3); the rest stays on the device.
+offload::OffloadOptions shard_placement(int stage, offload::Tier tier, const ScratchDir& dir) {
+  offload::OffloadOptions o;
+  o.optimizer = tier;
+  o.grads = stage >= 2 ? tier : offload::Tier::device;
+  o.params = stage == 3 ? tier : offload::Tier::device;
+  o.nvme_paths = dir.paths();
+  o.pinned_bytes = size_t(1) << 20;
+  o.tile_elements = 2048;  // several tiles per shard: the streamed pipeline is exercised
+  o.require_direct = accepts_direct_io(dir.paths()[0]);
+  return o;
+}
+
+Batch rank_batch(RandomBatch& b, Device* device) {
+  return Batch{TensorView(b.inputs.data(), DType::i32, {b.B, b.T}, device),
+               TensorView(b.targets.data(), DType::i32, {b.B, b.T}, device)};
 }
 
 }  // namespace
@@ -172,4 +198,101 @@ TEST_CASE("a rank with bad input stops every rank with its error", "[dist][cpu]"
   // Stages that shard need a communicator.
   Model m(c, cpu(), Precision::fp32, 1);
   REQUIRE_THROWS_WITH(Trainer(m, options(3)), Catch::Contains("pass a dist::Comm"));
+}
+
+TEST_CASE("ZeRO with offload trains bit for bit like ZeRO without", "[dist][cpu][offload]") {
+  ScratchDir dir(2);  // two "drives": each rank stripes over both
+  const ModelConfig c = tiny_config("gpt");
+  for (Precision p : {Precision::fp32, Precision::bf16})
+    for (int N : {1, 2, 4})
+      for (int stage = 0; stage <= 3; ++stage) {
+        const Result ref = parallel(c, p, N, stage);
+        for (offload::Tier tier : {offload::Tier::host, offload::Tier::nvme}) {
+          INFO(precision_name(p) << " N = " << N << " stage " << stage << " shards on " << offload::tier_name(tier));
+          const offload::OffloadOptions o = shard_placement(stage, tier, dir);
+          const Result r = parallel(c, p, N, stage, &o);
+          CHECK(r.losses == ref.losses);
+          CHECK(r.weights == ref.weights);
+        }
+      }
+}
+
+TEST_CASE("ZeRO with offload: NVMe files per rank and the memory report per tier", "[dist][cpu][offload]") {
+  ScratchDir dir(2);
+  ModelConfig c = tiny_config("gpt");
+  const int N = 4;
+  size_t psi = 0;
+  {
+    Model m(c, cpu(), Precision::bf16, 1);
+    for (int u = 0; u < m.num_units(); ++u) psi += size_t(m.unit_numel(u));
+  }
+  for (int stage : {1, 3}) {
+    INFO("stage " << stage);
+    std::vector<ZeroMemory> mem(static_cast<size_t>(N));
+    std::vector<size_t> files(static_cast<size_t>(N));  // drives holding the rank's directory
+    const offload::OffloadOptions o = shard_placement(stage, offload::Tier::nvme, dir);
+    dist::run_ranks(N, [&](int rank, dist::Comm& comm) {
+      auto device = Device::cpu(rank);
+      Model m(c, *device, Precision::bf16, 1);
+      Trainer t(m, options(stage), comm, o);
+      RandomBatch b = global_batch(N, 0, 0, c.vocab_size).rows(rank * kRowsPerRank, (rank + 1) * kRowsPerRank);
+      const StepReport report = t.train_step({rank_batch(b, device.get()), rank_batch(b, device.get())});
+      mem[size_t(rank)] = t.memory();
+      CHECK(report.nvme_bytes == mem[size_t(rank)].nvme_bytes);
+      for (const std::string& path : o.nvme_paths)  // this rank's swap space on every drive
+        files[size_t(rank)] += std::filesystem::is_directory(path + "/rank" + std::to_string(rank)) ? 1 : 0;
+    });
+    for (int rank = 0; rank < N; ++rank) {
+      const ZeroMemory& m = mem[size_t(rank)];
+      CHECK(files[size_t(rank)] == o.nvme_paths.size());
+      CHECK(m.optimizer == 12 * psi / N);
+      // Everything the stage shards is on NVMe: optimizer, gradient (2+), parameter (3) shards.
+      CHECK(m.nvme_bytes == (stage == 3 ? (12 + 4 + 2) * psi / N : 12 * psi / N));
+      CHECK(m.host_bytes == 0);
+      CHECK(m.pinned_bytes > 0);
+      CHECK(m.pinned_bytes <= o.pinned_bytes);
+    }
+  }
+  // Host tier: the optimizer shard in RAM.
+  const offload::OffloadOptions host = shard_placement(1, offload::Tier::host, dir);
+  dist::run_ranks(2, [&](int rank, dist::Comm& comm) {
+    auto device = Device::cpu(rank);
+    Model m(c, *device, Precision::bf16, 1);
+    Trainer t(m, options(1), comm, host);
+    CHECK(t.memory().host_bytes == 12 * psi / 2);
+    CHECK(t.memory().nvme_bytes == 0);
+  });
+}
+
+TEST_CASE("ZeRO with offload refuses bad placements before training", "[dist][cpu][offload]") {
+  ScratchDir dir(1);
+  const ModelConfig c = tiny_config("gpt");
+  auto construct = [&](int stage, const offload::OffloadOptions& o) {
+    dist::run_ranks(2, [&](int rank, dist::Comm& comm) {
+      auto device = Device::cpu(rank);
+      Model m(c, *device, Precision::fp32, 1);
+      Trainer t(m, options(stage), comm, o);
+    });
+  };
+  offload::OffloadOptions o = shard_placement(1, offload::Tier::nvme, dir);
+  o.grads = offload::Tier::nvme;  // stage 1 keeps full gradients
+  REQUIRE_THROWS_WITH(construct(1, o), Catch::Contains("stage 1 keeps full gradients on the device"));
+  o = shard_placement(2, offload::Tier::host, dir);
+  o.params = offload::Tier::host;  // stage 2 keeps full parameters
+  REQUIRE_THROWS_WITH(construct(2, o), Catch::Contains("stage 2 keeps full working parameters on the device"));
+  o = shard_placement(3, offload::Tier::nvme, dir);
+  o.nvme_paths = {dir.path() + "/missing"};
+  REQUIRE_THROWS_WITH(construct(3, o), Catch::Contains("does not exist"));
+  o = shard_placement(3, offload::Tier::nvme, dir);
+  o.pinned_bytes = 1000;  // below one shard's f32 staging
+  REQUIRE_THROWS_WITH(construct(3, o), Catch::Contains("raise pinned_bytes"));
+  o = shard_placement(3, offload::Tier::nvme, dir);
+  o.nvme_paths.clear();
+  REQUIRE_THROWS_WITH(construct(3, o), Catch::Contains("nvme_paths is empty"));
+  o = shard_placement(0, offload::Tier::host, dir);
+  o.tile_elements = 1000;
+  REQUIRE_THROWS_WITH(construct(0, o), Catch::Contains("multiple of 2048"));
+  Model m(c, cpu(), Precision::fp16, 1);
+  REQUIRE_THROWS_WITH(dist::run_ranks(1, [&](int, dist::Comm& comm) { Trainer t(m, options(1), comm, o); }),
+                      Catch::Contains("offload supports fp32 and bf16"));
 }

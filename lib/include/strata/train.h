@@ -127,6 +127,11 @@ struct ZeroMemory {
   size_t params = 0;     // working parameters (full replicas, shards, gather buffers)
   size_t grads = 0;      // f32 gradient accumulators and staging buffers
   size_t optimizer = 0;  // f32 master weights and moments
+  // With offload (ZeRO-Infinity), where the shards above live: bytes on host RAM and
+  // on NVMe (the rest is on the device), and the pinned staging pool's high water.
+  size_t host_bytes = 0;
+  size_t nvme_bytes = 0;
+  size_t pinned_bytes = 0;
 };
 
 namespace dist {
@@ -157,6 +162,11 @@ class Trainer {
   // One device with the state placed per `offload` (ZeRO-Infinity style): the model's
   // resident buffers are released and every unit is paged through the store.
   Trainer(Model& model, const TrainOptions& options, const offload::OffloadOptions& offload);
+  // Both (ZeRO-Infinity): every rank pages its own shards per `offload` — optimizer
+  // state on offload.optimizer, the gradient shard (stage 2+) on offload.grads, the
+  // working-parameter shard (stage 3) on offload.params; a tier the stage does not
+  // shard must be device. NVMe files go to <path>/rank<r>; pinned_bytes is per rank.
+  Trainer(Model& model, const TrainOptions& options, dist::Comm& comm, const offload::OffloadOptions& offload);
   ~Trainer();
 
   // Forward and backward of one micro-batch, gradients accumulating; returns its loss.
