@@ -273,6 +273,7 @@ StepReport Trainer::step() {
     r.pinned_bytes = mem.pinned_bytes;
     r.nvme_bytes = mem.nvme_bytes;
     r.io_stall_seconds = zero_->take_stall_seconds();
+    r.comm_wait_seconds = zero_->take_comm_wait_seconds();
   }
 
   ++step_;

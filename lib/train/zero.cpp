@@ -1,6 +1,7 @@
 #include "zero.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "ops.h"
@@ -25,6 +26,16 @@ struct ZeroEngine::Unit {
 };
 
 namespace {
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+// Adds the scope's duration to `total`: the time a rank is blocked on a collective.
+struct Blocked {
+  double& total;
+  double start = now_seconds();
+  ~Blocked() { total += now_seconds() - start; }
+};
+
 TensorView range(void* base, DType dt, int64_t begin, int64_t count, Device* device) {
   return TensorView(static_cast<char*>(base) + size_t(begin) * dtype_size(dt), dt, {count}, device);
 }
@@ -118,6 +129,12 @@ void ZeroEngine::init_array(offload::TierArray& a, const std::function<void(void
 
 bool ZeroEngine::grads_on_nvme() const { return stage_ >= 2 && tiers_->options().grads == offload::Tier::nvme; }
 
+double ZeroEngine::take_comm_wait_seconds() {
+  const double w = comm_wait_;
+  comm_wait_ = 0;
+  return w;
+}
+
 double ZeroEngine::take_stall_seconds() {
   const double now = tiers_->stall_seconds(), d = now - stall_at_;
   stall_at_ = now;
@@ -150,6 +167,7 @@ void* ZeroEngine::acquire_params(int u) {
       tiers_->wait(done);
       shard = staged.data();
     }
+    Blocked b{comm_wait_};
     comm_->all_gather(range(shard, dt, 0, n, &dev), range(x.gathered.data(), dt, 0, x.numel, &dev), dev.stream());
   }
   return x.gathered.data();
@@ -178,7 +196,10 @@ void ZeroEngine::release_grads(int u) {
   Device& dev = model_->device();
   TensorView full = range(x.staging.data(), DType::f32, 0, x.numel, &dev);
   TensorView mine = range(x.staging.data(), DType::f32, x.lo, x.hi - x.lo, &dev);
-  comm_->reduce_scatter_sum(full, mine, dev.stream());
+  {
+    Blocked b{comm_wait_};
+    comm_->reduce_scatter_sum(full, mine, dev.stream());
+  }
   const int64_t n = x.hi - x.lo;
   offload::TierArray& g = *x.grad_shard;
   if (g.tier != offload::Tier::nvme) {
@@ -218,6 +239,7 @@ TensorView ZeroEngine::shard_params(int u) {
 
 void ZeroEngine::reduce_gradients() {
   Stream& s = model_->device().stream();
+  Blocked b{comm_wait_};
   for (int u = 0; u < model_->num_units(); ++u) {
     if (stage_ == 0) comm_->all_reduce_sum(model_->unit_grads(u), s);
     if (stage_ == 1) comm_->reduce_scatter_sum(model_->unit_grads(u), shard_grads(u), s);
@@ -251,7 +273,10 @@ float ZeroEngine::grad_norm() {
   }
   if (stage_ == 0) return norm;  // every rank holds the whole reduced gradient
   float squared = norm * norm;
-  comm_->all_reduce_sum(TensorView(&squared, DType::f32, {1}, &dev), dev.stream());
+  {
+    Blocked b{comm_wait_};
+    comm_->all_reduce_sum(TensorView(&squared, DType::f32, {1}, &dev), dev.stream());
+  }
   return std::sqrt(squared);
 }
 
@@ -280,8 +305,10 @@ void ZeroEngine::update(float lr, float grad_scale, int64_t t) {
     shards.push_back(a);
   }
   offload::tiled_adamw(*tiers_, *model_, options_, shards, lr, grad_scale, t);
-  if (stage_ == 1 || stage_ == 2)
+  if (stage_ == 1 || stage_ == 2) {
+    Blocked b{comm_wait_};
     for (int u = 0; u < model_->num_units(); ++u) comm_->all_gather(shard_params(u), model_->unit_params(u), s);
+  }
 }
 
 void ZeroEngine::zero_grad() {

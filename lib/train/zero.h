@@ -44,6 +44,7 @@ class ZeroEngine final : public ParamStore {
   // yields its sum of squares as it is written (the norm needs no read-back).
   void set_final_micro(bool final) { final_micro_ = final; }
   double take_stall_seconds();  // waiting on NVMe since the last call
+  double take_comm_wait_seconds();  // blocked on collectives since the last call
 
   // ParamStore (stages 2 and 3).
   void* acquire_params(int unit) override;
@@ -68,6 +69,7 @@ class ZeroEngine final : public ParamStore {
   std::vector<Buffer> param_pool_, grad_pool_;  // free full-unit buffers (stages 3, 2+)
   bool final_micro_ = true;
   double stall_at_ = 0;
+  double comm_wait_ = 0;
 };
 
 }  // namespace strata

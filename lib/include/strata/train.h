@@ -103,6 +103,8 @@ struct StepReport {
   // loading between micro-batches is in none of them).
   double compute_seconds = 0;    // forward + backward (ZeRO-2/3 per-unit collectives included)
   double comm_seconds = 0;       // ZeRO gradient reduction and norm all-reduce after backward
+  double comm_wait_seconds = 0;  // ZeRO: this rank blocked on collectives, in backward and after
+                                 // (all of the communication while it does not overlap compute)
   double io_stall_seconds = 0;   // waiting for offload transfers (set by offload; 0 otherwise)
   double optimizer_seconds = 0;  // norm, AdamW and zeroing the gradients
   double model_flops = 0;        // flops_per_token(T) x tokens (PaLM accounting, no recompute)
