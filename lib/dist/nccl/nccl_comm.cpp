@@ -58,6 +58,32 @@ void check_devices(const char* fn, const std::vector<int>& devices) {
   }
 }
 
+// Done when the stream has run everything enqueued before the event was recorded.
+class NcclWork final : public Work::State {
+ public:
+  NcclWork(cudaStream_t stream, int device) : device_(device) {
+    STRATA_DIST_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
+    STRATA_DIST_CUDA_CHECK(cudaEventRecord(event_, stream));
+  }
+  ~NcclWork() override {
+    if (event_) STRATA_CHECK_PRINT(cudaEventDestroy(event_) == cudaSuccess, "cudaEventDestroy");
+  }
+  void wait() override {
+    STRATA_DIST_CUDA_CHECK(cudaSetDevice(device_));
+    STRATA_DIST_CUDA_CHECK(cudaEventSynchronize(event_));
+  }
+  bool test() override {
+    const cudaError_t e = cudaEventQuery(event_);
+    if (e == cudaErrorNotReady) return false;
+    STRATA_DIST_CUDA_CHECK(e);
+    return true;
+  }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+  int device_;
+};
+
 class NcclComm final : public Comm {
  public:
   NcclComm(ncclComm_t comm, int rank, int size, int device)
@@ -90,41 +116,50 @@ class NcclComm final : public Comm {
   }
 
  protected:
-  void do_all_reduce_sum(TensorView buf, Stream& stream) override {
+  bool stream_ordered() const override { return true; }
+
+  Work do_all_reduce_sum(TensorView buf, Stream& stream) override {
     std::lock_guard lock(mutex_);
     cudaStream_t s = enter("all_reduce_sum", stream);
     STRATA_NCCL_CHECK(ncclAllReduce(buf.data, buf.data, size_t(buf.numel()),
                                     nccl_dtype(buf.dtype), ncclSum, comm_, s));
+    return completion(s);
   }
 
-  void do_reduce_scatter_sum(TensorView in, TensorView out, Stream& stream) override {
+  Work do_reduce_scatter_sum(TensorView in, TensorView out, Stream& stream) override {
     std::lock_guard lock(mutex_);
     cudaStream_t s = enter("reduce_scatter_sum", stream);
     STRATA_NCCL_CHECK(ncclReduceScatter(in.data, out.data, size_t(out.numel()),
                                         nccl_dtype(in.dtype), ncclSum, comm_, s));
+    return completion(s);
   }
 
-  void do_all_gather(TensorView in, TensorView out, Stream& stream) override {
+  Work do_all_gather(TensorView in, TensorView out, Stream& stream) override {
     std::lock_guard lock(mutex_);
     cudaStream_t s = enter("all_gather", stream);
     STRATA_NCCL_CHECK(
         ncclAllGather(in.data, out.data, size_t(in.numel()), nccl_dtype(in.dtype), comm_, s));
+    return completion(s);
   }
 
-  void do_broadcast(TensorView buf, int root, Stream& stream) override {
+  Work do_broadcast(TensorView buf, int root, Stream& stream) override {
     std::lock_guard lock(mutex_);
     cudaStream_t s = enter("broadcast", stream);
     STRATA_NCCL_CHECK(ncclBroadcast(buf.data, buf.data, size_t(buf.numel()),
                                     nccl_dtype(buf.dtype), root, comm_, s));
+    return completion(s);
   }
 
-  void do_barrier(Stream& stream) override {
+  Work do_barrier(Stream& stream) override {
     std::lock_guard lock(mutex_);
     cudaStream_t s = enter("barrier", stream);
     STRATA_NCCL_CHECK(ncclAllReduce(barrier_word_, barrier_word_, 1, ncclFloat32, ncclSum, comm_, s));
+    return completion(s);
   }
 
  private:
+  Work completion(cudaStream_t s) { return Work(std::make_shared<NcclWork>(s, device_)); }
+
   // Under mutex_: fails if aborted or if the stream is not this GPU's; returns the
   // cudaStream_t to enqueue on, with this rank's device current.
   cudaStream_t enter(const char* op, Stream& stream) {
