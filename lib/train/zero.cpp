@@ -17,9 +17,13 @@ struct ZeroEngine::Unit {
   offload::TierArray *m = nullptr, *v = nullptr;
   offload::TierArray* grad_shard = nullptr;   // stages 2, 3: f32
   offload::TierArray* param_shard = nullptr;  // stage 3: working dtype
-  Buffer gathered;         // stage 3: the full parameters while acquired
+  Buffer gathered;         // stage 3: the full parameters while acquired or prefetched
   Buffer staging;          // stages 2, 3: the full gradient while acquired
   int param_refs = 0, grad_refs = 0;
+  dist::Work gather;                      // stage 3: the all-gather into `gathered`
+  bool gathering = false;                 // ... started and not yet waited for
+  offload::PinnedBuffer gather_source;    // ... its shard read from NVMe, until it lands
+  bool reduce_started = false;            // stages 0, 1: this step's reduction is issued
   bool grad_zero = true;        // gradient shard on NVMe: its stored bytes are stale, read as 0
   bool squares_valid = false;   // sum_squares is the final shard's (written on the last micro)
   double sum_squares = 0;
@@ -102,13 +106,20 @@ ZeroEngine::ZeroEngine(Model& model, dist::Comm& comm, int stage, const AdamWOpt
       init_array(*a, [&](void* p) { ops::fill_zero(range(p, DType::f32, 0, n, &dev), s); });
   }
   zero_grad();
-  if (stage >= 2) {
-    model.set_store(this);
-    model.release_resident_state(/*params=*/stage == 3, /*grads=*/true);
-  }
+  model.set_store(this);  // stages 0, 1: buffers stay resident; the store starts reductions
+  if (stage >= 2) model.release_resident_state(/*params=*/stage == 3, /*grads=*/true);
 }
 
 ZeroEngine::~ZeroEngine() {
+  // Collectives in flight write buffers owned here: let them land (or fail) first.
+  for (Reduction& r : reducing_) try {
+      r.work.wait();
+    } catch (const std::exception&) {
+    }
+  for (Unit& x : units_) try {
+      x.gather.wait();
+    } catch (const std::exception&) {
+    }
   if (model_->store() == this) model_->set_store(nullptr);
 }
 
@@ -141,34 +152,84 @@ double ZeroEngine::take_stall_seconds() {
   return d;
 }
 
+// A pooled buffer of at least `bytes`. Gradient staging in flight is reclaimed first
+// while more than one reduction is pending: one stays in flight behind the compute.
 Buffer ZeroEngine::take(std::vector<Buffer>& pool, size_t bytes, const char* what) {
-  for (size_t i = 0; i < pool.size(); ++i)
-    if (pool[i].size() >= bytes) {
-      Buffer b = std::move(pool[i]);
-      pool.erase(pool.begin() + long(i));
-      return b;
+  for (;;) {
+    for (size_t i = 0; i < pool.size(); ++i)
+      if (pool[i].size() >= bytes) {
+        Buffer b = std::move(pool[i]);
+        pool.erase(pool.begin() + long(i));
+        return b;
+      }
+    if (&pool != &grad_pool_ || reducing_.size() < 2) return Buffer(model_->device(), bytes, what);
+    finish_reduce();
+  }
+}
+
+// Stage 3: the all-gather of unit u into a pooled buffer, started now; acquire waits.
+void ZeroEngine::start_gather(int u) {
+  Unit& x = units_[size_t(u)];
+  const DType dt = precision_dtype(model_->precision());
+  Device& dev = model_->device();
+  x.gathered = take(param_pool_, size_t(x.numel) * dtype_size(dt), "ZeRO-3 gathered parameters");
+  void* shard = x.param_shard->data;
+  if (x.param_shard->tier == offload::Tier::nvme) {  // staged until the gather completes
+    x.gather_source = tiers_->stage(x.param_shard->bytes);
+    std::future<void> done = tiers_->read(*x.param_shard, 0, x.gather_source.data(), x.param_shard->bytes);
+    tiers_->wait(done);
+    shard = x.gather_source.data();
+  }
+  x.gather = comm_->all_gather_async(range(shard, dt, 0, x.hi - x.lo, &dev),
+                                     range(x.gathered.data(), dt, 0, x.numel, &dev), dev.stream());
+  x.gathering = true;
+}
+
+void ZeroEngine::finish_gather(Unit& x) {
+  {
+    Blocked b{comm_wait_};
+    x.gather.wait();
+  }
+  x.gathering = false;
+  x.gather_source.reset();
+}
+
+// Stage 3 read-ahead: the unit after u in the pass's direction (the first unit acquired
+// while no other is held is the one about to run; the others are borrowed). Every rank
+// sees the same acquires, so every rank issues the same gathers in the same order.
+void ZeroEngine::prefetch_after(int u) {
+  const int N = model_->num_units(), last = last_primary_;
+  last_primary_ = u;
+  int next = -1;
+  if (u == N - 1 || u == last - 1)
+    next = u - 1;
+  else if (u == last + 1 || (u == 0 && last != 1))
+    next = u + 1;
+  if (next < 0 || next >= N) return;
+  Unit& y = units_[size_t(next)];
+  if (y.param_refs > 0 || y.gathering) return;
+  start_gather(next);
+}
+
+// Prefetched gathers read the parameter shards: they land (and are dropped) before
+// the update writes them.
+void ZeroEngine::drop_prefetched() {
+  for (Unit& x : units_)
+    if (x.gathering && x.param_refs == 0) {
+      finish_gather(x);
+      param_pool_.push_back(std::move(x.gathered));
     }
-  return Buffer(model_->device(), bytes, what);
 }
 
 void* ZeroEngine::acquire_params(int u) {
   Unit& x = units_[size_t(u)];
   if (stage_ < 3) return model_->unit_params(u).data;
   if (x.param_refs++ == 0) {
-    const DType dt = precision_dtype(model_->precision());
-    Device& dev = model_->device();
-    const int64_t n = x.hi - x.lo;
-    x.gathered = take(param_pool_, size_t(x.numel) * dtype_size(dt), "ZeRO-3 gathered parameters");
-    offload::PinnedBuffer staged;  // the shard read from NVMe, alive until the gather returns
-    void* shard = x.param_shard->data;
-    if (x.param_shard->tier == offload::Tier::nvme) {
-      staged = tiers_->stage(x.param_shard->bytes);
-      std::future<void> done = tiers_->read(*x.param_shard, 0, staged.data(), x.param_shard->bytes);
-      tiers_->wait(done);
-      shard = staged.data();
-    }
-    Blocked b{comm_wait_};
-    comm_->all_gather(range(shard, dt, 0, n, &dev), range(x.gathered.data(), dt, 0, x.numel, &dev), dev.stream());
+    bool primary = true;
+    for (const Unit& y : units_) primary = primary && (&y == &x || y.param_refs == 0);
+    if (!x.gathering) start_gather(u);
+    if (primary) prefetch_after(u);  // starts before this unit's wait, runs during its compute
+    finish_gather(x);
   }
   return x.gathered.data();
 }
@@ -181,7 +242,19 @@ void ZeroEngine::release_params(int u) {
 
 void* ZeroEngine::acquire_grads(int u) {
   Unit& x = units_[size_t(u)];
-  if (stage_ < 2) return model_->unit_grads(u).data;
+  if (stage_ < 2) {
+    STRATA_CHECK(!x.reduce_started, "ZeRO: unit '" << model_->unit_name(u)
+                                                   << "' is used after its gradient reduction started; a unit may "
+                                                      "borrow parameters only from units before it");
+    // Backward runs units in reverse: once a unit starts its own backward (acquired while
+    // no other is held), every later unit's gradient of the last micro-batch is final.
+    bool primary = true;
+    for (const Unit& y : units_) primary = primary && y.grad_refs == 0;
+    if (primary && final_micro_)
+      for (int v = model_->num_units() - 1; v > u; --v) start_reduce(v);
+    ++x.grad_refs;
+    return model_->unit_grads(u).data;
+  }
   if (x.grad_refs++ == 0) {
     x.staging = take(grad_pool_, size_t(x.numel) * 4, "ZeRO gradient staging");
     ops::fill_zero(range(x.staging.data(), DType::f32, 0, x.numel, &model_->device()), model_->device().stream());
@@ -191,16 +264,41 @@ void* ZeroEngine::acquire_grads(int u) {
 
 void ZeroEngine::release_grads(int u) {
   Unit& x = units_[size_t(u)];
-  if (stage_ < 2 || --x.grad_refs > 0) return;
-  // This unit's gradient of this micro-batch is final: reduce it into the shard.
+  if (--x.grad_refs > 0 || stage_ < 2) return;
+  // This unit's gradient of this micro-batch is final: reduce-scatter it while the
+  // units before it compute; finish_reduce adds it to the shard.
   Device& dev = model_->device();
   TensorView full = range(x.staging.data(), DType::f32, 0, x.numel, &dev);
   TensorView mine = range(x.staging.data(), DType::f32, x.lo, x.hi - x.lo, &dev);
+  Reduction r{u, comm_->reduce_scatter_sum_async(full, mine, dev.stream()), std::move(x.staging), final_micro_};
+  reducing_.push_back(std::move(r));
+  while (!reducing_.empty() && reducing_.front().work.test()) finish_reduce();  // never blocks
+}
+
+// Stages 0, 1: unit u's gradient (all of this step's micro-batches) is reduced in place.
+void ZeroEngine::start_reduce(int u) {
+  Unit& x = units_[size_t(u)];
+  if (x.reduce_started) return;
+  x.reduce_started = true;
+  Stream& s = model_->device().stream();
+  dist::Work w = stage_ == 0 ? comm_->all_reduce_sum_async(model_->unit_grads(u), s)
+                             : comm_->reduce_scatter_sum_async(model_->unit_grads(u), shard_grads(u), s);
+  reducing_.push_back(Reduction{u, std::move(w), Buffer(), true});
+}
+
+// Waits for the oldest reduction; at stages 2, 3 adds its shard to the accumulator.
+void ZeroEngine::finish_reduce() {
+  Reduction r = std::move(reducing_.front());
+  reducing_.pop_front();
   {
     Blocked b{comm_wait_};
-    comm_->reduce_scatter_sum(full, mine, dev.stream());
+    r.work.wait();
   }
+  if (stage_ < 2) return;
+  Unit& x = units_[size_t(r.unit)];
+  Device& dev = model_->device();
   const int64_t n = x.hi - x.lo;
+  TensorView mine = range(r.staging.data(), DType::f32, x.lo, n, &dev);
   offload::TierArray& g = *x.grad_shard;
   if (g.tier != offload::Tier::nvme) {
     ops::accumulate({range(g.data, DType::f32, 0, n, &dev), mine}, dev.stream());
@@ -216,12 +314,12 @@ void ZeroEngine::release_grads(int u) {
     }
     ops::accumulate({a, mine}, dev.stream());
     dev.stream().synchronize();
-    x.squares_valid = final_micro_;
-    if (final_micro_) x.sum_squares = offload::sum_squares_f32(static_cast<const float*>(acc.data()), n);
+    x.squares_valid = r.final_micro;
+    if (r.final_micro) x.sum_squares = offload::sum_squares_f32(static_cast<const float*>(acc.data()), n);
     tiers_->write_behind(g, std::move(acc), g.bytes);
   }
   x.grad_zero = false;
-  grad_pool_.push_back(std::move(x.staging));
+  grad_pool_.push_back(std::move(r.staging));
 }
 
 TensorView ZeroEngine::shard_grads(int u) {
@@ -238,12 +336,10 @@ TensorView ZeroEngine::shard_params(int u) {
 }
 
 void ZeroEngine::reduce_gradients() {
-  Stream& s = model_->device().stream();
-  Blocked b{comm_wait_};
-  for (int u = 0; u < model_->num_units(); ++u) {
-    if (stage_ == 0) comm_->all_reduce_sum(model_->unit_grads(u), s);
-    if (stage_ == 1) comm_->reduce_scatter_sum(model_->unit_grads(u), shard_grads(u), s);
-  }
+  if (stage_ < 2)  // the units whose reduction did not start during backward
+    for (int u = 0; u < model_->num_units(); ++u) start_reduce(u);
+  while (!reducing_.empty()) finish_reduce();
+  for (Unit& x : units_) x.reduce_started = false;
 }
 
 float ZeroEngine::grad_norm() {
@@ -287,6 +383,7 @@ void ZeroEngine::update(float lr, float grad_scale, int64_t t) {
   std::vector<offload::TierArray> borrowed;  // the model's resident shards (stages < 3, < 2)
   borrowed.reserve(2 * units_.size());       // no reallocation: the shards point into it
   std::vector<offload::AdamShard> shards;
+  drop_prefetched();
   for (int u = 0; u < model_->num_units(); ++u) {
     Unit& x = units_[size_t(u)];
     const int64_t n = x.hi - x.lo;

@@ -14,6 +14,7 @@
 // Invariant: every rank takes the same decisions (skip, clip) from all-reduced
 // scalars, so replicas never diverge.
 #pragma once
+#include <deque>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -58,6 +59,12 @@ class ZeroEngine final : public ParamStore {
   TensorView shard_params(int u);  // the working-dtype shard AdamW writes
   Buffer take(std::vector<Buffer>& pool, size_t bytes, const char* what);
   void init_array(offload::TierArray& a, const std::function<void(void*)>& fill);
+  void start_gather(int u);
+  void finish_gather(Unit& x);
+  void prefetch_after(int u);
+  void drop_prefetched();
+  void start_reduce(int u);
+  void finish_reduce();
   bool grads_on_nvme() const;
 
   Model* model_;
@@ -67,6 +74,16 @@ class ZeroEngine final : public ParamStore {
   std::unique_ptr<offload::TieredArrays> tiers_;  // this rank's shards, on their tiers
   std::vector<Unit> units_;
   std::vector<Buffer> param_pool_, grad_pool_;  // free full-unit buffers (stages 3, 2+)
+  // Reductions in flight, oldest first (finished in this order, so every shard adds
+  // its micro-batches in the order they ran). Stages 2, 3 carry the staging buffer.
+  struct Reduction {
+    int unit;
+    dist::Work work;
+    Buffer staging;
+    bool final_micro;
+  };
+  std::deque<Reduction> reducing_;
+  int last_primary_ = -1;  // stage 3: the unit that ran last (read-ahead direction)
   bool final_micro_ = true;
   double stall_at_ = 0;
   double comm_wait_ = 0;
