@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <unistd.h>
 
 #include "ops.h"
@@ -141,7 +142,7 @@ ZeroMemory Trainer::memory() const {
   return m;
 }
 
-std::vector<float> Trainer::unit_parameters(int u) {
+std::vector<float> Trainer::unit_parameters(int u) const {
   Device& dev = model_->device();
   const DType dt = precision_dtype(model_->precision());
   const int64_t n = model_->unit_numel(u);
@@ -152,6 +153,43 @@ std::vector<float> Trainer::unit_parameters(int u) {
   dev.stream().synchronize();
   if (store) store->release_params(u);
   return out;
+}
+
+void Trainer::optimizer_state(int u, std::vector<float>& master, std::vector<float>& exp_avg,
+                              std::vector<float>& exp_avg_sq) const {
+  if (zero_) {
+    zero_->gather_state(u, master, exp_avg, exp_avg_sq);
+    return;
+  }
+  const AdamW& a = optimizer();
+  auto copy = [](const TensorView& t, std::vector<float>& out) {
+    const float* p = static_cast<const float*>(t.data);
+    out.assign(p, p + t.numel());
+  };
+  copy(a.master(u), master);
+  copy(a.exp_avg(u), exp_avg);
+  copy(a.exp_avg_sq(u), exp_avg_sq);
+}
+
+void Trainer::load_optimizer_state(int u, const float* master, const float* exp_avg, const float* exp_avg_sq) {
+  if (zero_) {
+    zero_->load_state(u, master, exp_avg, exp_avg_sq);
+    return;
+  }
+  AdamW& a = optimizer();
+  for (auto [t, src] : {std::pair{a.master(u), master}, {a.exp_avg(u), exp_avg}, {a.exp_avg_sq(u), exp_avg_sq}})
+    std::memcpy(t.data, src, size_t(t.numel()) * 4);
+}
+
+void Trainer::load_unit_parameters(int u, const float* values) {
+  if (zero_) {
+    zero_->load_params(u, values);
+    return;
+  }
+  Device& dev = model_->device();
+  const int64_t n = model_->unit_numel(u);
+  ops::cast({model_->unit_params(u), TensorView(const_cast<float*>(values), DType::f32, {n}, &dev)}, dev.stream());
+  dev.stream().synchronize();
 }
 
 float Trainer::forward_backward(const Batch& batch) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 
 #include "ops.h"
 #include "strata/error.h"
@@ -419,6 +420,90 @@ void ZeroEngine::zero_grad() {
     if (x.grad_shard->tier != offload::Tier::nvme)
       ops::fill_zero(range(x.grad_shard->data, DType::f32, 0, x.hi - x.lo, &model_->device()), model_->device().stream());
   }
+}
+
+// ---- checkpoints
+
+void ZeroEngine::read_shard(const offload::TierArray& a, void* dst) {
+  if (a.tier != offload::Tier::nvme) {
+    std::memcpy(dst, a.data, a.bytes);
+    return;
+  }
+  tiers_->settle(a);
+  offload::PinnedBuffer b = tiers_->stage(a.bytes);
+  std::future<void> done = tiers_->read(a, 0, b.data(), a.bytes);
+  tiers_->wait(done);
+  std::memcpy(dst, b.data(), a.bytes);
+}
+
+void ZeroEngine::write_shard(offload::TierArray& a, const void* src) {
+  if (a.tier != offload::Tier::nvme) {
+    std::memcpy(a.data, src, a.bytes);
+    return;
+  }
+  tiers_->settle(a);
+  offload::PinnedBuffer b = tiers_->stage(a.bytes);
+  std::memcpy(b.data(), src, a.bytes);
+  std::future<void> done = tiers_->write(a, 0, b.data(), a.bytes);
+  tiers_->wait(done);
+}
+
+// full (numel) = every rank's f32 shard, rank-major.
+void ZeroEngine::gather_f32(int u, const offload::TierArray& shard, std::vector<float>& full) {
+  Unit& x = units_[size_t(u)];
+  Device& dev = model_->device();
+  full.assign(size_t(x.numel), 0.0f);
+  if (stage_ == 0) {  // every rank holds the whole unit
+    read_shard(shard, full.data());
+    return;
+  }
+  std::vector<float> mine(size_t(x.hi - x.lo));
+  read_shard(shard, mine.data());
+  comm_->all_gather(TensorView(mine.data(), DType::f32, {x.hi - x.lo}, &dev),
+                    TensorView(full.data(), DType::f32, {x.numel}, &dev), dev.stream());
+}
+
+void ZeroEngine::gather_state(int u, std::vector<float>& master, std::vector<float>& exp_avg,
+                              std::vector<float>& exp_avg_sq) {
+  Unit& x = units_[size_t(u)];
+  drop_prefetched();
+  if (x.master) {
+    gather_f32(u, *x.master, master);
+  } else {  // fp32: the working shard is the master
+    offload::TierArray working = x.param_shard ? offload::TierArray() : offload::TierArray::borrow(shard_params(u).data, size_t(x.hi - x.lo) * 4);
+    gather_f32(u, x.param_shard ? *x.param_shard : working, master);
+  }
+  gather_f32(u, *x.m, exp_avg);
+  gather_f32(u, *x.v, exp_avg_sq);
+}
+
+void ZeroEngine::load_state(int u, const float* master, const float* exp_avg, const float* exp_avg_sq) {
+  Unit& x = units_[size_t(u)];
+  drop_prefetched();
+  if (x.master)
+    write_shard(*x.master, master + x.lo);
+  else
+    load_params(u, master);  // fp32: the master is the working parameters
+  write_shard(*x.m, exp_avg + x.lo);
+  write_shard(*x.v, exp_avg_sq + x.lo);
+}
+
+void ZeroEngine::load_params(int u, const float* values) {
+  Unit& x = units_[size_t(u)];
+  Device& dev = model_->device();
+  const DType dt = precision_dtype(model_->precision());
+  drop_prefetched();
+  if (stage_ < 3) {  // the full working parameters are resident
+    ops::cast({model_->unit_params(u), TensorView(const_cast<float*>(values), DType::f32, {x.numel}, &dev)}, dev.stream());
+    dev.stream().synchronize();
+    return;
+  }
+  const int64_t n = x.hi - x.lo;
+  std::vector<char> shard(size_t(n) * dtype_size(dt));
+  ops::cast({TensorView(shard.data(), dt, {n}, &dev), TensorView(const_cast<float*>(values) + x.lo, DType::f32, {n}, &dev)},
+            dev.stream());
+  dev.stream().synchronize();
+  write_shard(*x.param_shard, shard.data());
 }
 
 ZeroMemory ZeroEngine::memory() const {

@@ -47,7 +47,15 @@ class ZeroEngine final : public ParamStore {
   double take_stall_seconds();  // waiting on NVMe since the last call
   double take_comm_wait_seconds();  // blocked on collectives since the last call
 
-  // ParamStore (stages 2 and 3).
+  // Checkpoints, unit by unit as full flat f32 arrays (the single-device layout):
+  // gather_state all-gathers the shards (every rank calls it together); load_state and
+  // load_params keep this rank's slice of full arrays every rank holds. fp32: master
+  // is the working parameters.
+  void gather_state(int u, std::vector<float>& master, std::vector<float>& exp_avg, std::vector<float>& exp_avg_sq);
+  void load_state(int u, const float* master, const float* exp_avg, const float* exp_avg_sq);
+  void load_params(int u, const float* values);
+
+  // ParamStore (every stage: stages 0, 1 start reductions from it).
   void* acquire_params(int unit) override;
   void release_params(int unit) override;
   void* acquire_grads(int unit) override;
@@ -64,6 +72,9 @@ class ZeroEngine final : public ParamStore {
   void prefetch_after(int u);
   void drop_prefetched();
   void start_reduce(int u);
+  void read_shard(const offload::TierArray& a, void* dst);
+  void write_shard(offload::TierArray& a, const void* src);
+  void gather_f32(int u, const offload::TierArray& shard, std::vector<float>& full);
   void finish_reduce();
   bool grads_on_nvme() const;
 

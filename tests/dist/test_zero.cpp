@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "../offload/nvme_test_dirs.h"
+#include "strata/checkpoint.h"
 #include "strata/dist.h"
 #include "strata/offload.h"
 #include "strata/strata.h"
@@ -55,8 +56,16 @@ Result single(const ModelConfig& c, Precision p, int N) {
   return r;
 }
 
+// Steps [first, last) of a run; `load` is a checkpoint to start from, `save` one to
+// write after the last step ("" for neither).
+struct Span {
+  int first = 0, last = kSteps;
+  std::string load, save;
+};
+
 // Without offload when `off` is null.
-Result parallel(const ModelConfig& c, Precision p, int N, int stage, const offload::OffloadOptions* off = nullptr) {
+Result parallel(const ModelConfig& c, Precision p, int N, int stage, const offload::OffloadOptions* off = nullptr,
+                const Span& span = {}) {
   std::vector<Result> per_rank(static_cast<size_t>(N));
   dist::run_ranks(N, [&](int rank, dist::Comm& comm) {
     auto device = Device::cpu(rank);
@@ -64,8 +73,9 @@ Result parallel(const ModelConfig& c, Precision p, int N, int stage, const offlo
     std::unique_ptr<Trainer> owner = off ? std::make_unique<Trainer>(m, options(stage), comm, *off)
                                          : std::make_unique<Trainer>(m, options(stage), comm);
     Trainer& t = *owner;
+    if (!span.load.empty()) load_checkpoint(span.load, m, &t);
     Result& r = per_rank[size_t(rank)];
-    for (int s = 0; s < kSteps; ++s) {
+    for (int s = span.first; s < span.last; ++s) {
       std::vector<RandomBatch> mine;
       for (int k = 0; k < kAccum; ++k)
         mine.push_back(global_batch(N, s, k, c.vocab_size).rows(rank * kRowsPerRank, (rank + 1) * kRowsPerRank));
@@ -75,6 +85,7 @@ Result parallel(const ModelConfig& c, Precision p, int N, int stage, const offlo
       r.losses.push_back(t.train_step(views).loss);
     }
     for (int u = 0; u < m.num_units(); ++u) r.weights.push_back(t.unit_parameters(u));
+    if (!span.save.empty()) save_checkpoint(span.save, m, &t);
   });
   for (int rank = 1; rank < N; ++rank) {  // replicas never diverge
     CHECK(per_rank[size_t(rank)].losses == per_rank[0].losses);
@@ -297,4 +308,40 @@ TEST_CASE("ZeRO with offload refuses bad placements before training", "[dist][cp
   Model m(c, cpu(), Precision::fp16, 1);
   REQUIRE_THROWS_WITH(dist::run_ranks(1, [&](int, dist::Comm& comm) { Trainer t(m, options(1), comm, o); }),
                       Catch::Contains("offload supports fp32 and bf16"));
+}
+
+TEST_CASE("a ZeRO checkpoint resumes bit for bit, and loads on any number of ranks", "[dist][cpu][checkpoint]") {
+  ScratchDir dir(1);
+  const ModelConfig c = tiny_config("gpt");
+  const int N = 2;
+  for (Precision p : {Precision::fp32, Precision::bf16})
+    for (int stage = 0; stage <= 3; ++stage) {
+      INFO(precision_name(p) << " stage " << stage);
+      const std::string ckpt = dir.path() + "/" + precision_name(p) + std::to_string(stage);
+      const Result whole = parallel(c, p, N, stage, nullptr, {0, 4, "", ""});
+      const Result first = parallel(c, p, N, stage, nullptr, {0, 2, "", ckpt});
+      const Result rest = parallel(c, p, N, stage, nullptr, {2, 4, ckpt, ""});
+      CHECK(std::vector<float>(whole.losses.begin(), whole.losses.begin() + 2) == first.losses);
+      CHECK(std::vector<float>(whole.losses.begin() + 2, whole.losses.end()) == rest.losses);
+      CHECK(rest.weights == whole.weights);
+    }
+  // Saved at 2 ranks (stage 2), loaded at 4 (stage 3, shards on NVMe) and saved again:
+  // the same tensors, bit for bit; and a single-device Trainer loads the ZeRO checkpoint.
+  const std::string a = dir.path() + "/two", b = dir.path() + "/four";
+  parallel(c, Precision::bf16, 2, 2, nullptr, {0, 2, "", a});
+  const offload::OffloadOptions o = shard_placement(3, offload::Tier::nvme, dir);
+  parallel(c, Precision::bf16, 4, 3, &o, {2, 2, a, b});
+  for (const char* file : {"/model.safetensors", "/optimizer.rank0.safetensors"}) {
+    SafetensorsReader ra(a + file), rb(b + file);
+    REQUIRE(ra.tensors().size() == rb.tensors().size());
+    for (const SafetensorsEntry& e : ra.tensors()) {
+      INFO(file << " " << e.name);
+      CHECK(ra.read_f32(e.name) == rb.read_f32(e.name));
+    }
+  }
+  Model m(c, cpu(), Precision::bf16, 5);
+  Trainer t(m, options(0));
+  load_checkpoint(a, m, &t);
+  CHECK(t.step_count() == 2);
+  CHECK(t.unit_parameters(1) == parallel(c, Precision::bf16, 2, 2, nullptr, {2, 2, a, ""}).weights[1]);
 }

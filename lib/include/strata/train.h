@@ -191,7 +191,17 @@ class Trainer {
   ZeroMemory memory() const;
   // Unit u's working parameters as f32 (gathered from every rank's shard under
   // ZeRO-3, so every rank must call it together).
-  std::vector<float> unit_parameters(int u);
+  std::vector<float> unit_parameters(int u) const;
+  // Checkpoint access: unit u's optimizer state as full flat f32 arrays (master, Adam
+  // m, v), whatever the sharding. Under ZeRO every rank calls optimizer_state together
+  // (it gathers the shards); the loads take full arrays and keep each rank's shard.
+  void optimizer_state(int u, std::vector<float>& master, std::vector<float>& exp_avg,
+                       std::vector<float>& exp_avg_sq) const;
+  void load_optimizer_state(int u, const float* master, const float* exp_avg, const float* exp_avg_sq);
+  // Sets unit u's working parameters from a full flat f32 array (rounded to the precision).
+  void load_unit_parameters(int u, const float* values);
+  // The communicator of a data-parallel Trainer; nullptr otherwise.
+  dist::Comm* comm() const { return comm_; }
   // Between steps only (no micro-batch accumulated): throws otherwise.
   TrainerState state() const;
   void load_state(const TrainerState& state);
