@@ -101,8 +101,9 @@ class Comm {
   // strata::Error(reason). The first reason wins; a communicator stays aborted.
   virtual void abort(const std::string& reason) = 0;
   virtual bool aborted() const = 0;
-  // This rank will call no more collectives. A rank that returns while others wait
-  // in a collective would hang them: the CPU backend aborts instead.
+  // This rank will call no more collectives. The CPU backend first lets the ones it
+  // issued complete; then, since a rank that returns while others wait in a
+  // collective would hang them, it aborts those instead.
   virtual void finish() {}
 
  protected:
