@@ -1,7 +1,9 @@
 // ZeRO on CPU devices (ranks are threads): bytes each rank's communicator moved in
 // one optimizer step per stage against ZeRO's theory (2Ψ for stages 0-2, 3Ψ for
 // stage 3, Ψ = parameter elements; strata reduces gradients in f32 and gathers
-// parameters in the working dtype), and gpt-mini tokens/s from 1 to 2 CPU devices.
+// parameters in the working dtype) with the step time and the time rank 0 was blocked
+// on collectives (what overlap did not hide, plus waiting for the slower rank), and
+// gpt-mini tokens/s from 1 to 2 CPU devices.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
