@@ -28,30 +28,6 @@ constexpr int kMaster = 0, kGrad = 1, kM = 2, kV = 3, kWorking = 4, kArrays = 5;
 constexpr int kSlots = 3;
 }  // namespace
 
-// Bitwise ops::global_norm's per-buffer sum (CPU backend): chunks of 2^16 elements,
-// eight double lanes per chunk summed in lane order, chunks summed in order.
-double OffloadStore::unit_sum_squares(const float* g, int64_t n) const {
-  constexpr int64_t kChunk = int64_t(1) << 16;
-  constexpr int kLanes = 8;
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-  std::vector<double> partial(size_t(chunks), 0.0);
-  for (int64_t c = 0; c < chunks; ++c) {
-    const float* x = g + c * kChunk;
-    const int64_t len = std::min(kChunk, n - c * kChunk);
-    double acc[kLanes] = {};
-    int64_t i = 0;
-    for (; i + kLanes <= len; i += kLanes)
-      for (int j = 0; j < kLanes; ++j) acc[j] += double(x[i + j]) * double(x[i + j]);
-    for (int j = 0; i < len; ++i, ++j) acc[j] += double(x[i]) * double(x[i]);
-    double s = 0;
-    for (double a : acc) s += a;
-    partial[size_t(c)] = s;
-  }
-  double total = 0;
-  for (double p : partial) total += p;
-  return total;
-}
-
 float OffloadStore::grad_norm() {
   const double t0 = now_seconds();
   const float norm = grad_norm_now();

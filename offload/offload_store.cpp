@@ -41,6 +41,7 @@
 
 #include "ops.h"
 #include "strata/error.h"
+#include "tiered_adam.h"
 
 namespace strata::offload {
 
@@ -311,7 +312,7 @@ void OffloadStore::release_grads(int u) {
   if (x.grads.tier == Tier::host) {
     std::memcpy(x.grads.data(), g, x.grads.bytes);
   } else {
-    if (final_micro_) x.sum_squares = unit_sum_squares(g, x.numel);
+    if (final_micro_) x.sum_squares = sum_squares_f32(g, x.numel);
     x.grad_stage = stage_bytes(x.grads.bytes);
     std::memcpy(x.grad_stage.data(), g, x.grads.bytes);
     x.grad_write = nvme_->write(x.grads.object, 0, x.grad_stage.data(), x.grads.bytes);

@@ -61,7 +61,6 @@ class OffloadStore final : public ParamStore {
   PinnedBuffer stage_bytes(size_t bytes);
   void drain(bool reads, bool writes);
   float grad_norm_now();
-  double unit_sum_squares(const float* g, int64_t n) const;
   void read_tile(Tile& tile);
   void write_tile(Tile& tile);
   void update_tile(const Tile& tile, float lr, float grad_scale, int64_t t);

@@ -35,6 +35,7 @@ uint64_t ring_share(uint64_t bytes, int n) {  // (N-1)/N of bytes
 
 }  // namespace
 
+Work::State::~State() = default;
 Comm::~Comm() = default;
 
 void Comm::count_bytes(uint64_t sent, uint64_t received) {
@@ -47,15 +48,16 @@ void Comm::reset_bytes() {
   bytes_received_ = 0;
 }
 
-void Comm::all_reduce_sum(TensorView buf, Stream& stream) {
+Work Comm::all_reduce_sum_async(TensorView buf, Stream& stream) {
   check_buffer(*this, "all_reduce_sum", "buf", buf, stream);
-  do_all_reduce_sum(buf, stream);
+  Work w = do_all_reduce_sum(buf, stream);
   // floor(2 (N-1) B / N), not 2 floor((N-1) B / N): one rounding, as documented.
   uint64_t b = 2 * uint64_t(buf.nbytes()) * uint64_t(size_ - 1) / uint64_t(size_);
   count_bytes(b, b);
+  return w;
 }
 
-void Comm::reduce_scatter_sum(TensorView in, TensorView out, Stream& stream) {
+Work Comm::reduce_scatter_sum_async(TensorView in, TensorView out, Stream& stream) {
   check_buffer(*this, "reduce_scatter_sum", "in", in, stream);
   check_buffer(*this, "reduce_scatter_sum", "out", out, stream);
   STRATA_CHECK(in.dtype == out.dtype, "dist::reduce_scatter_sum: in is "
@@ -70,12 +72,13 @@ void Comm::reduce_scatter_sum(TensorView in, TensorView out, Stream& stream) {
                                                  << " elements; it must hold one shard of in ("
                                                  << in.numel() << " / " << size_
                                                  << " ranks = " << in.numel() / size_ << ")");
-  do_reduce_scatter_sum(in, out, stream);
+  Work w = do_reduce_scatter_sum(in, out, stream);
   uint64_t b = ring_share(in.nbytes(), size_);
   count_bytes(b, b);
+  return w;
 }
 
-void Comm::all_gather(TensorView in, TensorView out, Stream& stream) {
+Work Comm::all_gather_async(TensorView in, TensorView out, Stream& stream) {
   check_buffer(*this, "all_gather", "in", in, stream);
   check_buffer(*this, "all_gather", "out", out, stream);
   STRATA_CHECK(in.dtype == out.dtype, "dist::all_gather: in is " << in.str() << " but out is "
@@ -89,24 +92,49 @@ void Comm::all_gather(TensorView in, TensorView out, Stream& stream) {
                "dist::all_gather: in (" << in.str() << ") has " << in.numel() << " elements, out ("
                                         << out.str() << ") has " << out.numel() << "; out must hold "
                                         << size_ << " ranks x " << in.numel() << " elements");
-  do_all_gather(in, out, stream);
+  Work w = do_all_gather(in, out, stream);
   uint64_t b = ring_share(out.nbytes(), size_);
   count_bytes(b, b);
+  return w;
 }
 
-void Comm::broadcast(TensorView buf, int root, Stream& stream) {
+Work Comm::broadcast_async(TensorView buf, int root, Stream& stream) {
   check_buffer(*this, "broadcast", "buf", buf, stream);
   STRATA_CHECK(root >= 0 && root < size_, "dist::broadcast: root " << root << " is not a rank of a "
                                                                    << size_ << "-rank communicator");
-  do_broadcast(buf, root, stream);
+  Work w = do_broadcast(buf, root, stream);
   if (size_ > 1) {
     uint64_t b = buf.nbytes();
     bool last = rank_ == (root + size_ - 1) % size_;  // end of the pipeline: sends nothing
     count_bytes(last ? 0 : b, rank_ == root ? 0 : b);
   }
+  return w;
 }
 
-void Comm::barrier(Stream& stream) { do_barrier(stream); }
+void Comm::all_reduce_sum(TensorView buf, Stream& stream) {
+  Work w = all_reduce_sum_async(buf, stream);
+  complete(w);
+}
+
+void Comm::reduce_scatter_sum(TensorView in, TensorView out, Stream& stream) {
+  Work w = reduce_scatter_sum_async(in, out, stream);
+  complete(w);
+}
+
+void Comm::all_gather(TensorView in, TensorView out, Stream& stream) {
+  Work w = all_gather_async(in, out, stream);
+  complete(w);
+}
+
+void Comm::broadcast(TensorView buf, int root, Stream& stream) {
+  Work w = broadcast_async(buf, root, stream);
+  complete(w);
+}
+
+void Comm::barrier(Stream& stream) {
+  Work w = do_barrier(stream);
+  complete(w);
+}
 
 // ---- run_ranks
 

@@ -7,11 +7,18 @@
 //   barrier. No rank writes memory another rank reads during the same phase, and no
 //   rank returns (and reuses its buffers) before all have finished reading them.
 // - The barrier is abortable: std::barrier cannot be woken with an error.
+// - Each rank's collectives run on that rank's progress thread, one at a time, in the
+//   order the rank issued them (so every rank meets the others in the same order); the
+//   caller gets a Work and the plain forms wait for it. Only the progress thread
+//   touches the rank's slot.
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "common/convert.h"
 #include "strata/dist.h"
@@ -166,20 +173,158 @@ std::pair<int64_t, int64_t> chunk(int64_t count, int n, int r, DType dtype) {
   return {lo, hi};
 }
 
+// Done once the progress thread has run the collective; holds its error, if any.
+class CpuWork final : public Work::State {
+ public:
+  void wait() override {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return done_; });
+    if (error_) std::rethrow_exception(error_);
+  }
+  bool test() override {
+    std::lock_guard lock(mutex_);
+    return done_;
+  }
+  void set_done(std::exception_ptr error) {
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+      error_ = std::move(error);
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::exception_ptr error_;
+};
+
+// One thread running a rank's collectives in issue order; started by the first one.
+class ProgressThread {
+ public:
+  ~ProgressThread() { stop(); }
+
+  Work run(std::function<void()> job) {
+    auto work = std::make_shared<CpuWork>();
+    {
+      std::lock_guard lock(mutex_);
+      if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
+      queue_.push_back({std::move(job), work});
+    }
+    cv_.notify_all();
+    return Work(work);
+  }
+
+  // Waits until every collective issued so far has run (or failed).
+  void drain() {
+    std::unique_lock lock(mutex_);
+    idle_.wait(lock, [&] { return queue_.empty() && !busy_; });
+  }
+
+  bool idle() {
+    std::lock_guard lock(mutex_);
+    return queue_.empty() && !busy_;
+  }
+
+  // Runs what is queued (an aborted group makes it fail fast), then joins.
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  struct Job {
+    std::function<void()> fn;
+    std::shared_ptr<CpuWork> work;
+  };
+
+  void loop() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stop_ and nothing left
+      Job job = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+      lock.unlock();
+      std::exception_ptr error;
+      try {
+        job.fn();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      job.work->set_done(error);
+      lock.lock();
+      busy_ = false;
+      if (queue_.empty()) idle_.notify_all();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable cv_, idle_;
+  std::deque<Job> queue_;
+  bool busy_ = false;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 class CpuComm final : public Comm {
  public:
   CpuComm(int rank, int size, std::shared_ptr<CpuGroup> group)
       : Comm(rank, size), group_(std::move(group)) {}
+  ~CpuComm() override {
+    // Peers will not meet collectives still queued here: fail them instead of hanging.
+    if (!progress_.idle()) group_->abort("rank " + std::to_string(rank()) +
+                                         "'s communicator was destroyed with collectives in flight");
+    progress_.stop();
+  }
 
   const char* backend() const override { return "cpu"; }
   void abort(const std::string& reason) override { group_->abort(reason); }
   bool aborted() const override { return group_->aborted(); }
-  void finish() override { group_->finish(rank()); }
+  void finish() override {
+    progress_.drain();  // what this rank issued completes (or is aborted) first
+    group_->finish(rank());
+  }
 
  protected:
-  void do_all_reduce_sum(TensorView buf, Stream& stream) override {
+  Work do_all_reduce_sum(TensorView buf, Stream& stream) override {
+    return start("all_reduce_sum", stream, [this, buf] { all_reduce_sum_now(buf); });
+  }
+  Work do_reduce_scatter_sum(TensorView in, TensorView out, Stream& stream) override {
+    return start("reduce_scatter_sum", stream, [this, in, out] { reduce_scatter_sum_now(in, out); });
+  }
+  Work do_all_gather(TensorView in, TensorView out, Stream& stream) override {
+    return start("all_gather", stream, [this, in, out] { all_gather_now(in, out); });
+  }
+  Work do_broadcast(TensorView buf, int root, Stream& stream) override {
+    return start("broadcast", stream, [this, buf, root] { broadcast_now(buf, root); });
+  }
+  Work do_barrier(Stream& stream) override {
+    return start("barrier", stream, [this] {
+      publish(Op::barrier, TensorView(), nullptr, nullptr, 0);
+      group_->arrive_and_wait();
+    });
+  }
+
+ private:
+  // The caller's stream has written the buffers before the progress thread reads them.
+  Work start(const char* op, Stream& stream, std::function<void()> job) {
+    STRATA_CHECK(stream.device().kind() == DeviceKind::cpu,
+                 "dist::" << op << ": a cpu communicator was given a stream on " << stream.device().name());
+    stream.synchronize();
+    return progress_.run(std::move(job));
+  }
+
+  void all_reduce_sum_now(const TensorView& buf) {
     int n = size();
-    Slot& me = publish(Op::all_reduce_sum, buf, buf.data, buf.data, 0, stream);
+    Slot& me = publish(Op::all_reduce_sum, buf, buf.data, buf.data, 0);
     auto [lo, hi] = chunk(me.count, n, rank(), me.dtype);
     const void* srcs[kMaxRanks];
     void* dsts[kMaxRanks];
@@ -191,9 +336,9 @@ class CpuComm final : public Comm {
     group_->arrive_and_wait();
   }
 
-  void do_reduce_scatter_sum(TensorView in, TensorView out, Stream& stream) override {
+  void reduce_scatter_sum_now(const TensorView& in, const TensorView& out) {
     int n = size();
-    Slot& me = publish(Op::reduce_scatter_sum, in, in.data, out.data, 0, stream);
+    Slot& me = publish(Op::reduce_scatter_sum, in, in.data, out.data, 0);
     int64_t shard = me.count / n;
     size_t elt = dtype_size(me.dtype);
     const void* srcs[kMaxRanks];
@@ -204,9 +349,9 @@ class CpuComm final : public Comm {
     group_->arrive_and_wait();
   }
 
-  void do_all_gather(TensorView in, TensorView out, Stream& stream) override {
+  void all_gather_now(const TensorView& in, const TensorView& out) {
     int n = size();
-    Slot& me = publish(Op::all_gather, in, in.data, out.data, 0, stream);
+    Slot& me = publish(Op::all_gather, in, in.data, out.data, 0);
     size_t bytes = size_t(me.count) * dtype_size(me.dtype);
     for (int k = 0; k < n; ++k) {
       char* dst = static_cast<char*>(out.data) + size_t(k) * bytes;
@@ -216,26 +361,17 @@ class CpuComm final : public Comm {
     group_->arrive_and_wait();
   }
 
-  void do_broadcast(TensorView buf, int root, Stream& stream) override {
-    Slot& me = publish(Op::broadcast, buf, buf.data, buf.data, root, stream);
+  void broadcast_now(const TensorView& buf, int root) {
+    Slot& me = publish(Op::broadcast, buf, buf.data, buf.data, root);
     size_t bytes = size_t(me.count) * dtype_size(me.dtype);
     if (rank() != root && bytes) std::memcpy(buf.data, group_->slot(root).in, bytes);
     group_->arrive_and_wait();
   }
 
-  void do_barrier(Stream& stream) override {
-    publish(Op::barrier, TensorView(), nullptr, nullptr, 0, stream);
-    group_->arrive_and_wait();
-  }
-
- private:
   // Fills this rank's slot, waits for all ranks, and checks that they all asked for
   // the same collective. Every rank sees the same slots, so on a mismatch every rank
   // throws the same error and none is left waiting.
-  Slot& publish(Op op, const TensorView& v, const void* in, void* out, int root, Stream& stream) {
-    STRATA_CHECK(stream.device().kind() == DeviceKind::cpu,
-                 "dist::" << op_name(op) << ": a cpu communicator was given a stream on "
-                          << stream.device().name());
+  Slot& publish(Op op, const TensorView& v, const void* in, void* out, int root) {
     Slot& me = group_->slot(rank());
     me.op = op;
     me.dtype = v.dtype;
@@ -269,6 +405,7 @@ class CpuComm final : public Comm {
   }
 
   std::shared_ptr<CpuGroup> group_;
+  ProgressThread progress_;  // last member: stopped before the rest is destroyed
 };
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "json.h"
 #include "state_json.h"
 #include "strata/checkpoint.h"
+#include "strata/dist.h"
 
 namespace strata {
 
@@ -53,8 +54,6 @@ std::string layout_fingerprint(const Model& m) {
   return hex8(crc32c(s.data(), s.size()));
 }
 
-TensorView flat_f32(const TensorView& v) { return TensorView(v.data, DType::f32, {v.numel()}, v.device); }
-
 struct ManifestEntry {
   std::string name;
   uint64_t bytes = 0;
@@ -77,42 +76,66 @@ std::string config_json(const Model& model) {
   return v.dump(2) + "\n";
 }
 
-void write_model(const std::string& dir, const Model& model, DType dtype, std::vector<ManifestEntry>& manifest) {
+// `writer` false: a ZeRO rank other than 0, which only takes part in the gathers, in
+// the same order as rank 0.
+void write_model(const std::string& dir, const Model& model, const Trainer* trainer, DType dtype, bool writer,
+                 std::vector<ManifestEntry>& manifest) {
   STRATA_CHECK(dtype == DType::f32 || dtype == DType::bf16,
                "save_checkpoint: weights_dtype must be f32 or bf16, got " << dtype_name(dtype));
-  std::vector<SafetensorsEntry> entries;
-  for (const ParamInfo& p : model.parameters()) entries.push_back({p.name, safetensors_dtype_name(dtype), p.shape, 0, 0});
-  SafetensorsWriter w(dir + "/" + kModelFile, std::move(entries),
-                      {{"format", "pt"}, {"strata.precision", precision_name(model.precision())}});
-  for (const ParamInfo& p : model.parameters()) {
-    TensorView v = model.parameter(p.name);
-    io::require_host(v, "save_checkpoint");
-    w.write_converted(v);
+  const bool sharded = trainer && trainer->comm();  // parameters may live in shards: gather per unit
+  std::unique_ptr<SafetensorsWriter> w;
+  if (writer) {
+    std::vector<SafetensorsEntry> entries;
+    for (const ParamInfo& p : model.parameters()) entries.push_back({p.name, safetensors_dtype_name(dtype), p.shape, 0, 0});
+    w = std::make_unique<SafetensorsWriter>(dir + "/" + kModelFile, std::move(entries),
+                                            std::map<std::string, std::string>{
+                                                {"format", "pt"}, {"strata.precision", precision_name(model.precision())}});
   }
-  w.finish();
+  std::vector<float> unit;
+  int have = -1;
+  for (const ParamInfo& p : model.parameters()) {
+    TensorView v;
+    if (sharded) {
+      if (have != p.unit) unit = trainer->unit_parameters(have = p.unit);
+      v = TensorView(unit.data() + p.offset, DType::f32, {p.numel()}, nullptr);
+    } else {
+      v = model.parameter(p.name);
+      io::require_host(v, "save_checkpoint");
+    }
+    if (w) w->write_converted(v);
+  }
+  if (!w) return;
+  w->finish();
   manifest.push_back({kModelFile, io::File(dir + "/" + kModelFile, io::File::Mode::read).size(), "header_crc32c",
-                      w.header_crc32c()});
+                      w->header_crc32c()});
 }
 
-void write_optimizer(const std::string& dir, const Model& model, const AdamW& opt,
+void write_optimizer(const std::string& dir, const Model& model, const Trainer& trainer, bool writer,
                      std::vector<ManifestEntry>& manifest) {
-  std::vector<SafetensorsEntry> entries;
-  for (int u = 0; u < model.num_units(); ++u)
-    for (const char* part : {"master", "exp_avg", "exp_avg_sq"})
-      entries.push_back({model.unit_name(u) + "." + part, "F32", {model.unit_numel(u)}, 0, 0});
-  SafetensorsWriter w(dir + "/" + kOptimizerFile, std::move(entries),
-                      {{"format", "pt"}, {"strata.rank", "0"}, {"strata.world_size", "1"},
-                       {"strata.layout", layout_fingerprint(model)}});
-  // Unit by unit, one flat f32 buffer at a time: the grain an offloaded or sharded
-  // state will be streamed in.
-  for (int u = 0; u < model.num_units(); ++u)
-    for (const TensorView& t : {opt.master(u), opt.exp_avg(u), opt.exp_avg_sq(u)}) {
-      io::require_host(t, "save_checkpoint");
-      w.write(t.data, t.nbytes());
-    }
-  w.finish();
+  std::unique_ptr<SafetensorsWriter> w;
+  if (writer) {
+    std::vector<SafetensorsEntry> entries;
+    for (int u = 0; u < model.num_units(); ++u)
+      for (const char* part : {"master", "exp_avg", "exp_avg_sq"})
+        entries.push_back({model.unit_name(u) + "." + part, "F32", {model.unit_numel(u)}, 0, 0});
+    w = std::make_unique<SafetensorsWriter>(dir + "/" + kOptimizerFile, std::move(entries),
+                                            std::map<std::string, std::string>{{"format", "pt"},
+                                                                               {"strata.rank", "0"},
+                                                                               {"strata.world_size", "1"},
+                                                                               {"strata.layout", layout_fingerprint(model)}});
+  }
+  // Unit by unit, one flat f32 buffer at a time, whole whatever the sharding (ZeRO
+  // gathers it): a checkpoint loads on any number of ranks.
+  std::vector<float> master, m, v;
+  for (int u = 0; u < model.num_units(); ++u) {
+    trainer.optimizer_state(u, master, m, v);
+    if (w)
+      for (const std::vector<float>* t : {&master, &m, &v}) w->write(t->data(), t->size() * 4);
+  }
+  if (!w) return;
+  w->finish();
   manifest.push_back({kOptimizerFile, io::File(dir + "/" + kOptimizerFile, io::File::Mode::read).size(),
-                      "header_crc32c", w.header_crc32c()});
+                      "header_crc32c", w->header_crc32c()});
 }
 
 std::atomic<int> temp_counter{0};
@@ -121,6 +144,19 @@ std::atomic<int> temp_counter{0};
 
 void save_checkpoint(const std::string& dir, const Model& model, const Trainer* trainer,
                      const TrainingProgress& progress, const CheckpointOptions& options) {
+  io::require_host(TensorView(nullptr, DType::f32, {0}, &model.device()), "save_checkpoint");
+  // Under ZeRO every rank calls this together: all gather, rank 0 checks and writes (a
+  // failure there aborts the others through run_ranks), and the closing barrier means
+  // the checkpoint exists when any rank returns.
+  dist::Comm* comm = trainer ? trainer->comm() : nullptr;
+  if (comm && comm->rank() != 0) {
+    trainer->state();  // throws mid-accumulation, like rank 0
+    std::vector<ManifestEntry> none;
+    write_model("", model, trainer, options.weights_dtype, false, none);
+    if (options.optimizer) write_optimizer("", model, *trainer, false, none);
+    comm->barrier(model.device().stream());
+    return;
+  }
   std::string clean = dir;
   while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
   STRATA_CHECK(!fs::exists(clean), "save_checkpoint: " << clean << " already exists; checkpoints are never "
@@ -134,10 +170,11 @@ void save_checkpoint(const std::string& dir, const Model& model, const Trainer* 
   try {
     std::vector<ManifestEntry> manifest;
     write_json_file(temp, kConfigFile, config_json(model), manifest);
-    write_model(temp, model, options.weights_dtype, manifest);
+    if (trainer) trainer->state();  // throws mid-accumulation, before anything else
+    write_model(temp, model, trainer, options.weights_dtype, true, manifest);
     if (trainer) {
-      const TrainerState st = trainer->state();  // throws mid-accumulation, before anything else
-      if (options.optimizer) write_optimizer(temp, model, trainer->optimizer(), manifest);
+      const TrainerState st = trainer->state();
+      if (options.optimizer) write_optimizer(temp, model, *trainer, true, manifest);
       write_json_file(temp, kTrainerFile, io::to_json(st, progress, trainer->options()).dump(2) + "\n", manifest);
     }
     Value m = Value::object();
@@ -162,6 +199,7 @@ void save_checkpoint(const std::string& dir, const Model& model, const Trainer* 
     fs::remove_all(temp, ec);
     throw;
   }
+  if (comm) comm->barrier(model.device().stream());
 }
 
 bool is_checkpoint(const std::string& dir) { return fs::is_regular_file(dir + "/" + kManifestFile); }
@@ -281,18 +319,27 @@ CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* tr
   }
   // Data: weights first; in fp32 the master IS the weights, so the optimizer file's
   // master then overwrites them exactly (the weights file may be bf16).
-  for (const ParamInfo& p : model.parameters()) {
-    TensorView v = model.parameter(p.name);
-    io::require_host(v, "load_checkpoint");
-    weights->read(p.name, v);
+  io::require_host(TensorView(nullptr, DType::f32, {0}, &model.device()), "load_checkpoint");
+  if (trainer && trainer->comm()) {  // ZeRO: each rank reads whole units and keeps its shards
+    std::vector<float> unit;
+    for (int u = 0; u < model.num_units(); ++u) {
+      unit.assign(size_t(model.unit_numel(u)), 0.0f);  // the padding stays 0
+      for (const ParamInfo& p : model.parameters())
+        if (p.unit == u) weights->read(p.name, TensorView(unit.data() + p.offset, DType::f32, {p.numel()}, nullptr));
+      trainer->load_unit_parameters(u, unit.data());
+    }
+  } else {
+    for (const ParamInfo& p : model.parameters()) weights->read(p.name, model.parameter(p.name));
   }
   if (trainer) {
-    AdamW& a = trainer->optimizer();
+    std::vector<float> master, m, v;
     for (int u = 0; u < model.num_units(); ++u) {
       const std::string unit = model.unit_name(u);
-      opt->read(unit + ".master", flat_f32(a.master(u)));
-      opt->read(unit + ".exp_avg", flat_f32(a.exp_avg(u)));
-      opt->read(unit + ".exp_avg_sq", flat_f32(a.exp_avg_sq(u)));
+      for (auto [part, dst] : {std::pair{".master", &master}, {".exp_avg", &m}, {".exp_avg_sq", &v}}) {
+        dst->assign(size_t(model.unit_numel(u)), 0.0f);
+        opt->read(unit + part, TensorView(dst->data(), DType::f32, {model.unit_numel(u)}, nullptr));
+      }
+      trainer->load_optimizer_state(u, master.data(), m.data(), v.data());
     }
     trainer->load_state(info.trainer);
   }

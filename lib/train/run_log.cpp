@@ -81,6 +81,7 @@ std::vector<std::string> RunLog::record(const StepReport& r) {
   o.set("tokens_per_second", num(r.tokens_per_second));
   o.set("compute_seconds", num(r.compute_seconds));
   o.set("comm_seconds", num(r.comm_seconds));
+  o.set("comm_wait_seconds", num(r.comm_wait_seconds));
   o.set("io_stall_seconds", num(r.io_stall_seconds));
   o.set("optimizer_seconds", num(r.optimizer_seconds));
   o.set("model_flops", num(r.model_flops));

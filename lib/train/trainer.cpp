@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <unistd.h>
 
 #include "ops.h"
@@ -84,6 +85,18 @@ Trainer::Trainer(Model& model, const TrainOptions& o, dist::Comm& comm) : model_
   zero_->zero_grad();
 }
 
+Trainer::Trainer(Model& model, const TrainOptions& o, dist::Comm& comm, const offload::OffloadOptions& off)
+    : model_(&model), options_(o), comm_(&comm) {
+  check_options(o);
+  STRATA_CHECK(model.precision() != Precision::fp16,
+               "Trainer: offload supports fp32 and bf16 (fp16 loss scaling is not wired through it yet)");
+  STRATA_CHECK(!model.base_frozen() && !model.lora(),
+               "Trainer: LoRA with offload is not supported yet; keep the frozen base resident");
+  zero_ = std::make_unique<ZeroEngine>(model, comm, o.zero_stage, o.adamw, &off);
+  loss_scale_ = 1.0f;
+  zero_->zero_grad();
+}
+
 Trainer::Trainer(Model& model, const TrainOptions& o, const offload::OffloadOptions& off)
     : model_(&model), options_(o) {
   check_options(o);
@@ -131,7 +144,7 @@ ZeroMemory Trainer::memory() const {
   return m;
 }
 
-std::vector<float> Trainer::unit_parameters(int u) {
+std::vector<float> Trainer::unit_parameters(int u) const {
   Device& dev = model_->device();
   const DType dt = precision_dtype(model_->precision());
   const int64_t n = model_->unit_numel(u);
@@ -142,6 +155,43 @@ std::vector<float> Trainer::unit_parameters(int u) {
   dev.stream().synchronize();
   if (store) store->release_params(u);
   return out;
+}
+
+void Trainer::optimizer_state(int u, std::vector<float>& master, std::vector<float>& exp_avg,
+                              std::vector<float>& exp_avg_sq) const {
+  if (zero_) {
+    zero_->gather_state(u, master, exp_avg, exp_avg_sq);
+    return;
+  }
+  const AdamW& a = optimizer();
+  auto copy = [](const TensorView& t, std::vector<float>& out) {
+    const float* p = static_cast<const float*>(t.data);
+    out.assign(p, p + t.numel());
+  };
+  copy(a.master(u), master);
+  copy(a.exp_avg(u), exp_avg);
+  copy(a.exp_avg_sq(u), exp_avg_sq);
+}
+
+void Trainer::load_optimizer_state(int u, const float* master, const float* exp_avg, const float* exp_avg_sq) {
+  if (zero_) {
+    zero_->load_state(u, master, exp_avg, exp_avg_sq);
+    return;
+  }
+  AdamW& a = optimizer();
+  for (auto [t, src] : {std::pair{a.master(u), master}, {a.exp_avg(u), exp_avg}, {a.exp_avg_sq(u), exp_avg_sq}})
+    std::memcpy(t.data, src, size_t(t.numel()) * 4);
+}
+
+void Trainer::load_unit_parameters(int u, const float* values) {
+  if (zero_) {
+    zero_->load_params(u, values);
+    return;
+  }
+  Device& dev = model_->device();
+  const int64_t n = model_->unit_numel(u);
+  ops::cast({model_->unit_params(u), TensorView(const_cast<float*>(values), DType::f32, {n}, &dev)}, dev.stream());
+  dev.stream().synchronize();
 }
 
 float Trainer::forward_backward(const Batch& batch) {
@@ -168,6 +218,7 @@ float Trainer::forward_backward(const Batch& batch) {
   }
   const float ranks = comm_ ? float(comm_->size()) : 1.0f;
   if (offload_) offload_->set_final_micro(micro_ + 1 >= options_.grad_accum);
+  if (zero_) zero_->set_final_micro(micro_ + 1 >= options_.grad_accum);
   model_->backward(loss_scale_ / float(options_.grad_accum) / ranks);
   model_->device().stream().synchronize();
   compute_seconds_ += now_seconds() - t0 - t_stats;
@@ -256,6 +307,13 @@ StepReport Trainer::step() {
     r.nvme_write_gbps = st.write_gbps();
     r.io_stall_seconds = st.stall_seconds;
     r.norm_seconds = st.norm_seconds;
+  }
+  if (zero_) {
+    const ZeroMemory mem = zero_->memory();
+    r.pinned_bytes = mem.pinned_bytes;
+    r.nvme_bytes = mem.nvme_bytes;
+    r.io_stall_seconds = zero_->take_stall_seconds();
+    r.comm_wait_seconds = zero_->take_comm_wait_seconds();
   }
 
   ++step_;

@@ -1,9 +1,10 @@
 #include "zero.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstring>
 
-#include "../optim/adamw_args.h"
 #include "ops.h"
 #include "strata/error.h"
 
@@ -12,85 +13,224 @@ namespace strata {
 struct ZeroEngine::Unit {
   int64_t numel = 0;
   int64_t lo = 0, hi = 0;  // this rank's shard (stage 0: the whole unit)
-  Buffer master, m, v;     // (hi - lo) f32; no master when it is the f32 working shard
-  Buffer grad_shard;       // stages 2, 3: (hi - lo) f32
-  Buffer param_shard;      // stage 3: (hi - lo) working dtype
-  Buffer gathered;         // stage 3: the full parameters while acquired
+  // This rank's arrays, on their tiers (owned by tiers_): (hi - lo) elements each.
+  offload::TierArray* master = nullptr;  // f32; none when the f32 working shard is the master
+  offload::TierArray *m = nullptr, *v = nullptr;
+  offload::TierArray* grad_shard = nullptr;   // stages 2, 3: f32
+  offload::TierArray* param_shard = nullptr;  // stage 3: working dtype
+  Buffer gathered;         // stage 3: the full parameters while acquired or prefetched
   Buffer staging;          // stages 2, 3: the full gradient while acquired
   int param_refs = 0, grad_refs = 0;
+  dist::Work gather;                      // stage 3: the all-gather into `gathered`
+  bool gathering = false;                 // ... started and not yet waited for
+  offload::PinnedBuffer gather_source;    // ... its shard read from NVMe, until it lands
+  bool reduce_started = false;            // stages 0, 1: this step's reduction is issued
+  bool grad_zero = true;        // gradient shard on NVMe: its stored bytes are stale, read as 0
+  bool squares_valid = false;   // sum_squares is the final shard's (written on the last micro)
+  double sum_squares = 0;
 };
 
 namespace {
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+// Adds the scope's duration to `total`: the time a rank is blocked on a collective.
+struct Blocked {
+  double& total;
+  double start = now_seconds();
+  ~Blocked() { total += now_seconds() - start; }
+};
+
 TensorView range(void* base, DType dt, int64_t begin, int64_t count, Device* device) {
   return TensorView(static_cast<char*>(base) + size_t(begin) * dtype_size(dt), dt, {count}, device);
 }
 }  // namespace
 
-ZeroEngine::ZeroEngine(Model& model, dist::Comm& comm, int stage, const AdamWOptions& options)
+ZeroEngine::ZeroEngine(Model& model, dist::Comm& comm, int stage, const AdamWOptions& options,
+                       const offload::OffloadOptions* off)
     : model_(&model), comm_(&comm), stage_(stage), options_(options) {
+  using offload::Tier;
   STRATA_CHECK(stage >= 0 && stage <= 3, "Trainer: ZeRO stage " << stage << " does not exist; use 0, 1, 2 or 3");
   const int N = comm.size(), r = comm.rank();
   Device& dev = model.device();
   Stream& s = dev.stream();
   const DType dt = precision_dtype(model.precision());
   const bool fp32 = model.precision() == Precision::fp32;
+  int64_t largest = 0;
+  int largest_unit = 0;
+  for (int u = 0; u < model.num_units(); ++u) {
+    STRATA_CHECK(model.unit_numel(u) % N == 0, "Trainer: unit '" << model.unit_name(u) << "' has " << model.unit_numel(u)
+                                                                 << " elements, not divisible by " << N
+                                                                 << " ranks; use 1, 2, 4 or 8 ranks");
+    if (model.unit_numel(u) > largest) largest = model.unit_numel(largest_unit = u);
+  }
+  offload::OffloadOptions none;  // no offload: every shard on the device
+  none.params = none.grads = none.optimizer = Tier::device;
+  const offload::OffloadOptions& o = off ? *off : none;
+  STRATA_CHECK(o.params == Tier::device || stage == 3,
+               "Trainer: ZeRO stage " << stage << " keeps full working parameters on the device; set "
+                                      << "OffloadOptions::params to device, or use stage 3 to page the parameter shard");
+  STRATA_CHECK(o.grads == Tier::device || stage >= 2,
+               "Trainer: ZeRO stage " << stage << " keeps full gradients on the device; set OffloadOptions::grads "
+                                      << "to device, or use stage 2 or 3 to page the gradient shard");
+  const bool any_nvme = o.params == Tier::nvme || o.grads == Tier::nvme || o.optimizer == Tier::nvme;
+  const int64_t largest_shard = stage == 0 ? largest : largest / N;
+  tiers_ = std::make_unique<offload::TieredArrays>(dev, o, any_nvme, "rank" + std::to_string(r),
+                                                   size_t(largest_shard) * 4, model.unit_name(largest_unit) + " shard");
+
   units_.resize(size_t(model.num_units()));
   for (int u = 0; u < model.num_units(); ++u) {
     Unit& x = units_[size_t(u)];
     x.numel = model.unit_numel(u);
-    STRATA_CHECK(x.numel % N == 0, "Trainer: unit '" << model.unit_name(u) << "' has " << x.numel
-                                                     << " elements, not divisible by " << N
-                                                     << " ranks; use 1, 2, 4 or 8 ranks");
     const int64_t s_len = stage == 0 ? x.numel : x.numel / N;
     x.lo = stage == 0 ? 0 : r * s_len;
     x.hi = x.lo + s_len;
-    TensorView working = range(model.unit_params(u).data, dt, x.lo, s_len, &dev);
-    if (stage == 3) {
-      x.param_shard = Buffer(dev, size_t(s_len) * dtype_size(dt), "ZeRO-3 parameter shard");
-      ops::cast({range(x.param_shard.data(), dt, 0, s_len, &dev), working}, s);
-    }
-    if (!fp32) {
-      x.master = Buffer(dev, size_t(s_len) * 4, "AdamW master weights (shard)");
-      ops::cast({range(x.master.data(), DType::f32, 0, s_len, &dev), working}, s);
-    }
-    x.m = Buffer(dev, size_t(s_len) * 4, "AdamW exp_avg (shard)");
-    x.v = Buffer(dev, size_t(s_len) * 4, "AdamW exp_avg_sq (shard)");
-    ops::fill_zero(range(x.m.data(), DType::f32, 0, s_len, &dev), s);
-    ops::fill_zero(range(x.v.data(), DType::f32, 0, s_len, &dev), s);
-    if (stage >= 2) {
-      x.grad_shard = Buffer(dev, size_t(s_len) * 4, "ZeRO gradient shard");
-      ops::fill_zero(range(x.grad_shard.data(), DType::f32, 0, s_len, &dev), s);
-    }
+    const std::string name = model.unit_name(u);
+    const size_t f32 = size_t(s_len) * 4;
+    if (stage == 3)
+      x.param_shard = tiers_->add(o.params, size_t(s_len) * dtype_size(dt), name + ".params", "ZeRO-3 parameter shard");
+    if (!fp32) x.master = tiers_->add(o.optimizer, f32, name + ".master", "AdamW master weights (shard)");
+    x.m = tiers_->add(o.optimizer, f32, name + ".exp_avg", "AdamW exp_avg (shard)");
+    x.v = tiers_->add(o.optimizer, f32, name + ".exp_avg_sq", "AdamW exp_avg_sq (shard)");
+    if (stage >= 2) x.grad_shard = tiers_->add(o.grads, f32, name + ".grads", "ZeRO gradient shard");
   }
-  if (stage >= 2) {
-    model.set_store(this);
-    model.release_resident_state(/*params=*/stage == 3, /*grads=*/true);
+  tiers_->reserve();
+
+  // Initial state: master (and the stage-3 shard) = the working shard, m = v = 0, no gradient.
+  for (int u = 0; u < model.num_units(); ++u) {
+    Unit& x = units_[size_t(u)];
+    const int64_t n = x.hi - x.lo;
+    TensorView working = range(model.unit_params(u).data, dt, x.lo, n, &dev);
+    if (x.param_shard) init_array(*x.param_shard, [&](void* p) { ops::cast({range(p, dt, 0, n, &dev), working}, s); });
+    if (x.master) init_array(*x.master, [&](void* p) { ops::cast({range(p, DType::f32, 0, n, &dev), working}, s); });
+    for (offload::TierArray* a : {x.m, x.v})
+      init_array(*a, [&](void* p) { ops::fill_zero(range(p, DType::f32, 0, n, &dev), s); });
   }
+  zero_grad();
+  model.set_store(this);  // stages 0, 1: buffers stay resident; the store starts reductions
+  if (stage >= 2) model.release_resident_state(/*params=*/stage == 3, /*grads=*/true);
 }
 
 ZeroEngine::~ZeroEngine() {
+  // Collectives in flight write buffers owned here: let them land (or fail) first.
+  for (Reduction& r : reducing_) try {
+      r.work.wait();
+    } catch (const std::exception&) {
+    }
+  for (Unit& x : units_) try {
+      x.gather.wait();
+    } catch (const std::exception&) {
+    }
   if (model_->store() == this) model_->set_store(nullptr);
 }
 
+// fill(p) writes the array's initial bytes at p: in place, or staged and written to NVMe.
+void ZeroEngine::init_array(offload::TierArray& a, const std::function<void(void*)>& fill) {
+  Stream& s = model_->device().stream();
+  if (a.tier != offload::Tier::nvme) {
+    fill(a.data);
+    s.synchronize();
+    return;
+  }
+  offload::PinnedBuffer stage = tiers_->stage(a.bytes);
+  fill(stage.data());
+  s.synchronize();
+  std::future<void> done = tiers_->write(a, 0, stage.data(), a.bytes);
+  tiers_->wait(done);
+}
+
+bool ZeroEngine::grads_on_nvme() const { return stage_ >= 2 && tiers_->options().grads == offload::Tier::nvme; }
+
+double ZeroEngine::take_comm_wait_seconds() {
+  const double w = comm_wait_;
+  comm_wait_ = 0;
+  return w;
+}
+
+double ZeroEngine::take_stall_seconds() {
+  const double now = tiers_->stall_seconds(), d = now - stall_at_;
+  stall_at_ = now;
+  return d;
+}
+
+// A pooled buffer of at least `bytes`. Gradient staging in flight is reclaimed first
+// while more than one reduction is pending: one stays in flight behind the compute.
 Buffer ZeroEngine::take(std::vector<Buffer>& pool, size_t bytes, const char* what) {
-  for (size_t i = 0; i < pool.size(); ++i)
-    if (pool[i].size() >= bytes) {
-      Buffer b = std::move(pool[i]);
-      pool.erase(pool.begin() + long(i));
-      return b;
+  for (;;) {
+    for (size_t i = 0; i < pool.size(); ++i)
+      if (pool[i].size() >= bytes) {
+        Buffer b = std::move(pool[i]);
+        pool.erase(pool.begin() + long(i));
+        return b;
+      }
+    if (&pool != &grad_pool_ || reducing_.size() < 2) return Buffer(model_->device(), bytes, what);
+    finish_reduce();
+  }
+}
+
+// Stage 3: the all-gather of unit u into a pooled buffer, started now; acquire waits.
+void ZeroEngine::start_gather(int u) {
+  Unit& x = units_[size_t(u)];
+  const DType dt = precision_dtype(model_->precision());
+  Device& dev = model_->device();
+  x.gathered = take(param_pool_, size_t(x.numel) * dtype_size(dt), "ZeRO-3 gathered parameters");
+  void* shard = x.param_shard->data;
+  if (x.param_shard->tier == offload::Tier::nvme) {  // staged until the gather completes
+    x.gather_source = tiers_->stage(x.param_shard->bytes);
+    std::future<void> done = tiers_->read(*x.param_shard, 0, x.gather_source.data(), x.param_shard->bytes);
+    tiers_->wait(done);
+    shard = x.gather_source.data();
+  }
+  x.gather = comm_->all_gather_async(range(shard, dt, 0, x.hi - x.lo, &dev),
+                                     range(x.gathered.data(), dt, 0, x.numel, &dev), dev.stream());
+  x.gathering = true;
+}
+
+void ZeroEngine::finish_gather(Unit& x) {
+  {
+    Blocked b{comm_wait_};
+    x.gather.wait();
+  }
+  x.gathering = false;
+  x.gather_source.reset();
+}
+
+// Stage 3 read-ahead: the unit after u in the pass's direction (the first unit acquired
+// while no other is held is the one about to run; the others are borrowed). Every rank
+// sees the same acquires, so every rank issues the same gathers in the same order.
+void ZeroEngine::prefetch_after(int u) {
+  const int N = model_->num_units(), last = last_primary_;
+  last_primary_ = u;
+  int next = -1;
+  if (u == N - 1 || u == last - 1)
+    next = u - 1;
+  else if (u == last + 1 || (u == 0 && last != 1))
+    next = u + 1;
+  if (next < 0 || next >= N) return;
+  Unit& y = units_[size_t(next)];
+  if (y.param_refs > 0 || y.gathering) return;
+  start_gather(next);
+}
+
+// Prefetched gathers read the parameter shards: they land (and are dropped) before
+// the update writes them.
+void ZeroEngine::drop_prefetched() {
+  for (Unit& x : units_)
+    if (x.gathering && x.param_refs == 0) {
+      finish_gather(x);
+      param_pool_.push_back(std::move(x.gathered));
     }
-  return Buffer(model_->device(), bytes, what);
 }
 
 void* ZeroEngine::acquire_params(int u) {
   Unit& x = units_[size_t(u)];
   if (stage_ < 3) return model_->unit_params(u).data;
   if (x.param_refs++ == 0) {
-    const DType dt = precision_dtype(model_->precision());
-    Device& dev = model_->device();
-    x.gathered = take(param_pool_, size_t(x.numel) * dtype_size(dt), "ZeRO-3 gathered parameters");
-    comm_->all_gather(range(x.param_shard.data(), dt, 0, x.hi - x.lo, &dev), range(x.gathered.data(), dt, 0, x.numel, &dev),
-                      dev.stream());
+    bool primary = true;
+    for (const Unit& y : units_) primary = primary && (&y == &x || y.param_refs == 0);
+    if (!x.gathering) start_gather(u);
+    if (primary) prefetch_after(u);  // starts before this unit's wait, runs during its compute
+    finish_gather(x);
   }
   return x.gathered.data();
 }
@@ -103,7 +243,19 @@ void ZeroEngine::release_params(int u) {
 
 void* ZeroEngine::acquire_grads(int u) {
   Unit& x = units_[size_t(u)];
-  if (stage_ < 2) return model_->unit_grads(u).data;
+  if (stage_ < 2) {
+    STRATA_CHECK(!x.reduce_started, "ZeRO: unit '" << model_->unit_name(u)
+                                                   << "' is used after its gradient reduction started; a unit may "
+                                                      "borrow parameters only from units before it");
+    // Backward runs units in reverse: once a unit starts its own backward (acquired while
+    // no other is held), every later unit's gradient of the last micro-batch is final.
+    bool primary = true;
+    for (const Unit& y : units_) primary = primary && y.grad_refs == 0;
+    if (primary && final_micro_)
+      for (int v = model_->num_units() - 1; v > u; --v) start_reduce(v);
+    ++x.grad_refs;
+    return model_->unit_grads(u).data;
+  }
   if (x.grad_refs++ == 0) {
     x.staging = take(grad_pool_, size_t(x.numel) * 4, "ZeRO gradient staging");
     ops::fill_zero(range(x.staging.data(), DType::f32, 0, x.numel, &model_->device()), model_->device().stream());
@@ -113,71 +265,148 @@ void* ZeroEngine::acquire_grads(int u) {
 
 void ZeroEngine::release_grads(int u) {
   Unit& x = units_[size_t(u)];
-  if (stage_ < 2 || --x.grad_refs > 0) return;
-  // This unit's gradient of this micro-batch is final: reduce it into the shard.
+  if (--x.grad_refs > 0 || stage_ < 2) return;
+  // This unit's gradient of this micro-batch is final: reduce-scatter it while the
+  // units before it compute; finish_reduce adds it to the shard.
   Device& dev = model_->device();
   TensorView full = range(x.staging.data(), DType::f32, 0, x.numel, &dev);
   TensorView mine = range(x.staging.data(), DType::f32, x.lo, x.hi - x.lo, &dev);
-  comm_->reduce_scatter_sum(full, mine, dev.stream());
-  ops::accumulate({range(x.grad_shard.data(), DType::f32, 0, x.hi - x.lo, &dev), mine}, dev.stream());
-  grad_pool_.push_back(std::move(x.staging));
+  Reduction r{u, comm_->reduce_scatter_sum_async(full, mine, dev.stream()), std::move(x.staging), final_micro_};
+  reducing_.push_back(std::move(r));
+  while (!reducing_.empty() && reducing_.front().work.test()) finish_reduce();  // never blocks
+}
+
+// Stages 0, 1: unit u's gradient (all of this step's micro-batches) is reduced in place.
+void ZeroEngine::start_reduce(int u) {
+  Unit& x = units_[size_t(u)];
+  if (x.reduce_started) return;
+  x.reduce_started = true;
+  Stream& s = model_->device().stream();
+  dist::Work w = stage_ == 0 ? comm_->all_reduce_sum_async(model_->unit_grads(u), s)
+                             : comm_->reduce_scatter_sum_async(model_->unit_grads(u), shard_grads(u), s);
+  reducing_.push_back(Reduction{u, std::move(w), Buffer(), true});
+}
+
+// Waits for the oldest reduction; at stages 2, 3 adds its shard to the accumulator.
+void ZeroEngine::finish_reduce() {
+  Reduction r = std::move(reducing_.front());
+  reducing_.pop_front();
+  {
+    Blocked b{comm_wait_};
+    r.work.wait();
+  }
+  if (stage_ < 2) return;
+  Unit& x = units_[size_t(r.unit)];
+  Device& dev = model_->device();
+  const int64_t n = x.hi - x.lo;
+  TensorView mine = range(r.staging.data(), DType::f32, x.lo, n, &dev);
+  offload::TierArray& g = *x.grad_shard;
+  if (g.tier != offload::Tier::nvme) {
+    ops::accumulate({range(g.data, DType::f32, 0, n, &dev), mine}, dev.stream());
+  } else {  // read-modify-write through pinned memory; the write lands behind the next units' backward
+    tiers_->settle(g);
+    offload::PinnedBuffer acc = tiers_->stage(g.bytes);
+    TensorView a = range(acc.data(), DType::f32, 0, n, &dev);
+    if (x.grad_zero) {
+      ops::fill_zero(a, dev.stream());
+    } else {
+      std::future<void> done = tiers_->read(g, 0, acc.data(), g.bytes);
+      tiers_->wait(done);
+    }
+    ops::accumulate({a, mine}, dev.stream());
+    dev.stream().synchronize();
+    x.squares_valid = r.final_micro;
+    if (r.final_micro) x.sum_squares = offload::sum_squares_f32(static_cast<const float*>(acc.data()), n);
+    tiers_->write_behind(g, std::move(acc), g.bytes);
+  }
+  x.grad_zero = false;
+  grad_pool_.push_back(std::move(r.staging));
 }
 
 TensorView ZeroEngine::shard_grads(int u) {
   Unit& x = units_[size_t(u)];
-  if (stage_ >= 2) return range(x.grad_shard.data(), DType::f32, 0, x.hi - x.lo, &model_->device());
+  if (stage_ >= 2) return range(x.grad_shard->data, DType::f32, 0, x.hi - x.lo, &model_->device());
   return range(model_->unit_grads(u).data, DType::f32, x.lo, x.hi - x.lo, &model_->device());
 }
 
 TensorView ZeroEngine::shard_params(int u) {
   Unit& x = units_[size_t(u)];
   const DType dt = precision_dtype(model_->precision());
-  if (stage_ == 3) return range(x.param_shard.data(), dt, 0, x.hi - x.lo, &model_->device());
+  if (stage_ == 3) return range(x.param_shard->data, dt, 0, x.hi - x.lo, &model_->device());
   return range(model_->unit_params(u).data, dt, x.lo, x.hi - x.lo, &model_->device());
 }
 
 void ZeroEngine::reduce_gradients() {
-  Stream& s = model_->device().stream();
-  for (int u = 0; u < model_->num_units(); ++u) {
-    if (stage_ == 0) comm_->all_reduce_sum(model_->unit_grads(u), s);
-    if (stage_ == 1) comm_->reduce_scatter_sum(model_->unit_grads(u), shard_grads(u), s);
-  }
+  if (stage_ < 2)  // the units whose reduction did not start during backward
+    for (int u = 0; u < model_->num_units(); ++u) start_reduce(u);
+  while (!reducing_.empty()) finish_reduce();
+  for (Unit& x : units_) x.reduce_started = false;
 }
 
 float ZeroEngine::grad_norm() {
   Device& dev = model_->device();
   float norm = 0;
-  ops::GlobalNormArgs g;
-  g.out = TensorView(&norm, DType::f32, {1}, &dev);
-  for (int u = 0; u < model_->num_units(); ++u) g.inputs.push_back(shard_grads(u));
-  ops::global_norm(g, dev.stream());
+  if (grads_on_nvme()) {  // what ops::global_norm sums, from the squares taken at write-out
+    double total = 0;
+    std::vector<float> back;
+    for (Unit& x : units_) {
+      if (x.grad_zero) continue;
+      if (!x.squares_valid) {  // the step ended early: read the shard back once
+        tiers_->settle(*x.grad_shard);
+        offload::PinnedBuffer b = tiers_->stage(x.grad_shard->bytes);
+        std::future<void> done = tiers_->read(*x.grad_shard, 0, b.data(), x.grad_shard->bytes);
+        tiers_->wait(done);
+        x.sum_squares = offload::sum_squares_f32(static_cast<const float*>(b.data()), x.hi - x.lo);
+        x.squares_valid = true;
+      }
+      total += x.sum_squares;
+    }
+    norm = float(std::sqrt(total));
+  } else {
+    ops::GlobalNormArgs g;
+    g.out = TensorView(&norm, DType::f32, {1}, &dev);
+    for (int u = 0; u < model_->num_units(); ++u) g.inputs.push_back(shard_grads(u));
+    ops::global_norm(g, dev.stream());
+  }
   if (stage_ == 0) return norm;  // every rank holds the whole reduced gradient
   float squared = norm * norm;
-  comm_->all_reduce_sum(TensorView(&squared, DType::f32, {1}, &dev), dev.stream());
+  {
+    Blocked b{comm_wait_};
+    comm_->all_reduce_sum(TensorView(&squared, DType::f32, {1}, &dev), dev.stream());
+  }
   return std::sqrt(squared);
 }
 
 void ZeroEngine::update(float lr, float grad_scale, int64_t t) {
-  Device& dev = model_->device();
-  Stream& s = dev.stream();
-  const DType dt = precision_dtype(model_->precision());
+  Stream& s = model_->device().stream();
+  const size_t ds = dtype_size(precision_dtype(model_->precision()));
   const bool fp32 = model_->precision() == Precision::fp32;
-  for (const ParamInfo& p : model_->parameters()) {
-    Unit& x = units_[size_t(p.unit)];
-    const int64_t begin = std::max(p.offset, x.lo), end = std::min(p.offset + p.numel(), x.hi);
-    if (begin >= end) continue;
-    const int64_t at = begin - x.lo, n = end - begin;
-    TensorView working = shard_params(p.unit);
-    ops::AdamWArgs a = adamw_args(options_, &p, lr, grad_scale, t);
-    a.working = fp32 ? TensorView{} : range(working.data, dt, at, n, &dev);
-    a.master = fp32 ? range(working.data, DType::f32, at, n, &dev) : range(x.master.data(), DType::f32, at, n, &dev);
-    a.grad = range(shard_grads(p.unit).data, DType::f32, at, n, &dev);
-    a.m = range(x.m.data(), DType::f32, at, n, &dev);
-    a.v = range(x.v.data(), DType::f32, at, n, &dev);
-    ops::adamw_step(a, s);
+  std::vector<offload::TierArray> borrowed;  // the model's resident shards (stages < 3, < 2)
+  borrowed.reserve(2 * units_.size());       // no reallocation: the shards point into it
+  std::vector<offload::AdamShard> shards;
+  drop_prefetched();
+  for (int u = 0; u < model_->num_units(); ++u) {
+    Unit& x = units_[size_t(u)];
+    const int64_t n = x.hi - x.lo;
+    offload::AdamShard a;
+    a.unit = u;
+    a.lo = x.lo;
+    a.count = n;
+    offload::TierArray* working = x.param_shard;
+    if (!working) working = &borrowed.emplace_back(offload::TierArray::borrow(shard_params(u).data, size_t(n) * ds));
+    a.master = fp32 ? working : x.master;  // fp32: the working shard is the master
+    a.working = fp32 ? nullptr : working;
+    a.grad = x.grad_shard ? x.grad_shard : &borrowed.emplace_back(offload::TierArray::borrow(shard_grads(u).data, size_t(n) * 4));
+    a.m = x.m;
+    a.v = x.v;
+    a.grad_zero = grads_on_nvme() && x.grad_zero;
+    shards.push_back(a);
   }
-  if (stage_ == 1 || stage_ == 2)
+  offload::tiled_adamw(*tiers_, *model_, options_, shards, lr, grad_scale, t);
+  if (stage_ == 1 || stage_ == 2) {
+    Blocked b{comm_wait_};
     for (int u = 0; u < model_->num_units(); ++u) comm_->all_gather(shard_params(u), model_->unit_params(u), s);
+  }
 }
 
 void ZeroEngine::zero_grad() {
@@ -185,19 +414,111 @@ void ZeroEngine::zero_grad() {
     model_->zero_grad();
     return;
   }
-  for (int u = 0; u < model_->num_units(); ++u) ops::fill_zero(shard_grads(u), model_->device().stream());
+  for (Unit& x : units_) {
+    x.grad_zero = true;
+    x.squares_valid = false;
+    if (x.grad_shard->tier != offload::Tier::nvme)
+      ops::fill_zero(range(x.grad_shard->data, DType::f32, 0, x.hi - x.lo, &model_->device()), model_->device().stream());
+  }
+}
+
+// ---- checkpoints
+
+void ZeroEngine::read_shard(const offload::TierArray& a, void* dst) {
+  if (a.tier != offload::Tier::nvme) {
+    std::memcpy(dst, a.data, a.bytes);
+    return;
+  }
+  tiers_->settle(a);
+  offload::PinnedBuffer b = tiers_->stage(a.bytes);
+  std::future<void> done = tiers_->read(a, 0, b.data(), a.bytes);
+  tiers_->wait(done);
+  std::memcpy(dst, b.data(), a.bytes);
+}
+
+void ZeroEngine::write_shard(offload::TierArray& a, const void* src) {
+  if (a.tier != offload::Tier::nvme) {
+    std::memcpy(a.data, src, a.bytes);
+    return;
+  }
+  tiers_->settle(a);
+  offload::PinnedBuffer b = tiers_->stage(a.bytes);
+  std::memcpy(b.data(), src, a.bytes);
+  std::future<void> done = tiers_->write(a, 0, b.data(), a.bytes);
+  tiers_->wait(done);
+}
+
+// full (numel) = every rank's f32 shard, rank-major.
+void ZeroEngine::gather_f32(int u, const offload::TierArray& shard, std::vector<float>& full) {
+  Unit& x = units_[size_t(u)];
+  Device& dev = model_->device();
+  full.assign(size_t(x.numel), 0.0f);
+  if (stage_ == 0) {  // every rank holds the whole unit
+    read_shard(shard, full.data());
+    return;
+  }
+  std::vector<float> mine(size_t(x.hi - x.lo));
+  read_shard(shard, mine.data());
+  comm_->all_gather(TensorView(mine.data(), DType::f32, {x.hi - x.lo}, &dev),
+                    TensorView(full.data(), DType::f32, {x.numel}, &dev), dev.stream());
+}
+
+void ZeroEngine::gather_state(int u, std::vector<float>& master, std::vector<float>& exp_avg,
+                              std::vector<float>& exp_avg_sq) {
+  Unit& x = units_[size_t(u)];
+  drop_prefetched();
+  if (x.master) {
+    gather_f32(u, *x.master, master);
+  } else {  // fp32: the working shard is the master
+    offload::TierArray working = x.param_shard ? offload::TierArray() : offload::TierArray::borrow(shard_params(u).data, size_t(x.hi - x.lo) * 4);
+    gather_f32(u, x.param_shard ? *x.param_shard : working, master);
+  }
+  gather_f32(u, *x.m, exp_avg);
+  gather_f32(u, *x.v, exp_avg_sq);
+}
+
+void ZeroEngine::load_state(int u, const float* master, const float* exp_avg, const float* exp_avg_sq) {
+  Unit& x = units_[size_t(u)];
+  drop_prefetched();
+  if (x.master)
+    write_shard(*x.master, master + x.lo);
+  else
+    load_params(u, master);  // fp32: the master is the working parameters
+  write_shard(*x.m, exp_avg + x.lo);
+  write_shard(*x.v, exp_avg_sq + x.lo);
+}
+
+void ZeroEngine::load_params(int u, const float* values) {
+  Unit& x = units_[size_t(u)];
+  Device& dev = model_->device();
+  const DType dt = precision_dtype(model_->precision());
+  drop_prefetched();
+  if (stage_ < 3) {  // the full working parameters are resident
+    ops::cast({model_->unit_params(u), TensorView(const_cast<float*>(values), DType::f32, {x.numel}, &dev)}, dev.stream());
+    dev.stream().synchronize();
+    return;
+  }
+  const int64_t n = x.hi - x.lo;
+  std::vector<char> shard(size_t(n) * dtype_size(dt));
+  ops::cast({TensorView(shard.data(), dt, {n}, &dev), TensorView(const_cast<float*>(values) + x.lo, DType::f32, {n}, &dev)},
+            dev.stream());
+  dev.stream().synchronize();
+  write_shard(*x.param_shard, shard.data());
 }
 
 ZeroMemory ZeroEngine::memory() const {
   ZeroMemory mem;
   const size_t ds = dtype_size(precision_dtype(model_->precision()));
   for (const Unit& x : units_) {
-    mem.params += stage_ < 3 ? size_t(x.numel) * ds : x.param_shard.size() + x.gathered.size();
-    mem.grads += stage_ < 2 ? size_t(x.numel) * 4 : x.grad_shard.size() + x.staging.size();
-    mem.optimizer += x.master.size() + x.m.size() + x.v.size();
+    mem.params += stage_ < 3 ? size_t(x.numel) * ds : x.param_shard->bytes + x.gathered.size();
+    mem.grads += stage_ < 2 ? size_t(x.numel) * 4 : x.grad_shard->bytes + x.staging.size();
+    for (const offload::TierArray* a : {x.master, x.m, x.v}) mem.optimizer += a ? a->bytes : 0;
   }
   for (const Buffer& b : param_pool_) mem.params += b.size();
   for (const Buffer& b : grad_pool_) mem.grads += b.size();
+  mem.host_bytes = tiers_->bytes_on(offload::Tier::host);
+  mem.nvme_bytes = tiers_->bytes_on(offload::Tier::nvme);
+  mem.pinned_bytes = tiers_->pinned_high_water();
   return mem;
 }
 

@@ -2,9 +2,9 @@
 // and bf16, sizes 1, 17, 1000 and one past the 2048-element reduction block. Sums are
 // expected BITWISE equal to the ranks-in-order f32 sum (the documented order), and
 // close to a double-precision sum; repeated runs with jittered thread timing must
-// give identical bits; byte counters must follow the ring formulas in dist.h.
+// give identical bits; byte counters must follow the ring formulas in dist.h. The
+// asynchronous forms, several in flight at once, give the same bits.
 #include <catch2/catch.hpp>
-#include <atomic>
 #include <atomic>
 #include <cmath>
 
@@ -298,6 +298,65 @@ TEST_CASE("byte counters follow the ring formulas", "[cpu][dist]") {
       CHECK(total_sent == (N - 1) * B);  // a broadcast delivers B to each of N-1 ranks
       CHECK(total_received == (N - 1) * B);
     }
+}
+
+TEST_CASE("asynchronous collectives in flight together give the synchronous results", "[cpu][dist]") {
+  const int64_t count = 2049;  // one past the reduction block
+  for (int n = 1; n <= 4; ++n)
+    for (DType t : kDtypes) {
+      CAPTURE(n, dtype_name(t));
+      auto devs = make_devices(n);
+      std::vector<HostBuf> in, reduced, shard, gathered, bcast;
+      for (int r = 0; r < n; ++r) {
+        in.push_back(random_buf(t, count * n, 700 + r));
+        reduced.push_back(in.back());
+        shard.emplace_back(t, count);
+        gathered.emplace_back(t, count * n);
+        bcast.push_back(random_buf(t, count, 800 + r));
+      }
+      std::vector<HostBuf> bcast_in = bcast;
+      std::vector<int> done_before_wait(size_t(n), 0);
+      dist::run_ranks(n, [&](int r, Comm& c) {
+        Device* d = devs[size_t(r)].get();
+        Stream& s = d->stream();
+        TensorView x = in[size_t(r)].view(d);
+        // Four collectives in flight; none is waited for before the last is issued.
+        dist::Work w[4] = {c.all_reduce_sum_async(reduced[size_t(r)].view(d), s),
+                           c.reduce_scatter_sum_async(x, shard[size_t(r)].view(d), s),
+                           c.all_gather_async(x.slice_rows(0, count), gathered[size_t(r)].view(d), s),
+                           c.broadcast_async(bcast[size_t(r)].view(d), n - 1, s)};
+        for (dist::Work& k : w) k.wait();
+        for (dist::Work& k : w) done_before_wait[size_t(r)] += k.test() ? 1 : 0;
+      });
+      for (int r = 0; r < n; ++r) {
+        CAPTURE(r);
+        CHECK(done_before_wait[size_t(r)] == 4);  // test() is true once waited for
+        expect_sum(reduced[size_t(r)], 0, in, 0, count * n);
+        expect_sum(shard[size_t(r)], 0, in, r * count, count);
+        for (int k = 0; k < n; ++k)
+          CHECK(std::memcmp(gathered[size_t(r)].bytes.data() + size_t(k * count) * dtype_size(t),
+                            in[size_t(k)].bytes.data(), size_t(count) * dtype_size(t)) == 0);
+        CHECK(bcast[size_t(r)].bytes == bcast_in[size_t(n - 1)].bytes);
+      }
+    }
+  CHECK(dist::Work().test());  // a default Work is done
+}
+
+TEST_CASE("an asynchronous collective the ranks disagree on fails in wait on every rank", "[cpu][dist]") {
+  auto devs = make_devices(2);
+  std::vector<HostBuf> bufs = {random_buf(DType::f32, 8, 1), random_buf(DType::f32, 8, 2)};
+  std::atomic<int> failed{0};
+  dist::run_ranks(2, [&](int r, Comm& c) {
+    Device* d = devs[size_t(r)].get();
+    dist::Work w = r == 0 ? c.all_reduce_sum_async(bufs[0].view(d), d->stream())
+                          : c.broadcast_async(bufs[1].view(d), 0, d->stream());
+    try {
+      w.wait();
+    } catch (const Error& e) {
+      if (std::string(e.what()).find("ranks disagree on the collective") != std::string::npos) ++failed;
+    }
+  });
+  CHECK(failed == 2);
 }
 
 }  // namespace

@@ -1,11 +1,16 @@
 // ZeRO data parallelism on CPU devices: stages 0-3 on N = 1, 2, 4 ranks train like
-// one device with the same global batch; per-rank memory follows ZeRO's arithmetic;
-// a rank that fails stops every rank with its error.
+// one device with the same global batch; with offload (each rank paging its shards
+// to host or NVMe) bit for bit like the same run without; per-rank memory follows
+// ZeRO's arithmetic; a rank that fails stops every rank with its error.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 
+#include "../offload/nvme_test_dirs.h"
+#include "strata/checkpoint.h"
 #include "strata/dist.h"
+#include "strata/offload.h"
 #include "strata/strata.h"
 #include "support/host_tensor.h"
 #include "../train/train_support.h"
@@ -51,14 +56,26 @@ Result single(const ModelConfig& c, Precision p, int N) {
   return r;
 }
 
-Result parallel(const ModelConfig& c, Precision p, int N, int stage) {
+// Steps [first, last) of a run; `load` is a checkpoint to start from, `save` one to
+// write after the last step ("" for neither).
+struct Span {
+  int first = 0, last = kSteps;
+  std::string load, save;
+};
+
+// Without offload when `off` is null.
+Result parallel(const ModelConfig& c, Precision p, int N, int stage, const offload::OffloadOptions* off = nullptr,
+                const Span& span = {}) {
   std::vector<Result> per_rank(static_cast<size_t>(N));
   dist::run_ranks(N, [&](int rank, dist::Comm& comm) {
     auto device = Device::cpu(rank);
     Model m(c, *device, p, 5);
-    Trainer t(m, options(stage), comm);
+    std::unique_ptr<Trainer> owner = off ? std::make_unique<Trainer>(m, options(stage), comm, *off)
+                                         : std::make_unique<Trainer>(m, options(stage), comm);
+    Trainer& t = *owner;
+    if (!span.load.empty()) load_checkpoint(span.load, m, &t);
     Result& r = per_rank[size_t(rank)];
-    for (int s = 0; s < kSteps; ++s) {
+    for (int s = span.first; s < span.last; ++s) {
       std::vector<RandomBatch> mine;
       for (int k = 0; k < kAccum; ++k)
         mine.push_back(global_batch(N, s, k, c.vocab_size).rows(rank * kRowsPerRank, (rank + 1) * kRowsPerRank));
@@ -68,12 +85,32 @@ Result parallel(const ModelConfig& c, Precision p, int N, int stage) {
       r.losses.push_back(t.train_step(views).loss);
     }
     for (int u = 0; u < m.num_units(); ++u) r.weights.push_back(t.unit_parameters(u));
+    if (!span.save.empty()) save_checkpoint(span.save, m, &t);
   });
   for (int rank = 1; rank < N; ++rank) {  // replicas never diverge
     CHECK(per_rank[size_t(rank)].losses == per_rank[0].losses);
     CHECK(per_rank[size_t(rank)].weights == per_rank[0].weights);
   }
   return per_rank[0];
+}
+
+// Each rank's shards where the stage shards them on `tier` (optimizer always; gradients
+// from stage 2; working parameters at stage 3); the rest stays on the device.
+offload::OffloadOptions shard_placement(int stage, offload::Tier tier, const ScratchDir& dir) {
+  offload::OffloadOptions o;
+  o.optimizer = tier;
+  o.grads = stage >= 2 ? tier : offload::Tier::device;
+  o.params = stage == 3 ? tier : offload::Tier::device;
+  o.nvme_paths = dir.paths();
+  o.pinned_bytes = size_t(1) << 20;
+  o.tile_elements = 2048;  // several tiles per shard: the streamed pipeline is exercised
+  o.require_direct = accepts_direct_io(dir.paths()[0]);
+  return o;
+}
+
+Batch rank_batch(RandomBatch& b, Device* device) {
+  return Batch{TensorView(b.inputs.data(), DType::i32, {b.B, b.T}, device),
+               TensorView(b.targets.data(), DType::i32, {b.B, b.T}, device)};
 }
 
 }  // namespace
@@ -144,11 +181,13 @@ TEST_CASE("per-rank memory at 4 ranks follows the ZeRO arithmetic", "[dist][cpu]
   CHECK(s1.optimizer == 12 * psi / N);
   CHECK(s2.params == 2 * psi);
   CHECK(s2.optimizer == 12 * psi / N);
-  // Gradients: the shard plus staging for at most two units at once (tied head).
+  // Gradients: the shard plus staging for at most two units at once (tied head) and
+  // one more whose reduce-scatter runs behind the next unit's backward.
   CHECK(s2.grads >= 4 * psi / N);
-  CHECK(s2.grads <= 4 * psi / N + 2 * 4 * largest);
+  CHECK(s2.grads <= 4 * psi / N + 3 * 4 * largest);
+  // Parameters: the shard plus two gathered units (tied head) and one read ahead.
   CHECK(s3.params >= 2 * psi / N);
-  CHECK(s3.params <= 2 * psi / N + 2 * 2 * largest);
+  CHECK(s3.params <= 2 * psi / N + 3 * 2 * largest);
   CHECK(s3.grads == s2.grads);
   CHECK(s3.optimizer == 12 * psi / N);
 }
@@ -172,4 +211,137 @@ TEST_CASE("a rank with bad input stops every rank with its error", "[dist][cpu]"
   // Stages that shard need a communicator.
   Model m(c, cpu(), Precision::fp32, 1);
   REQUIRE_THROWS_WITH(Trainer(m, options(3)), Catch::Contains("pass a dist::Comm"));
+}
+
+TEST_CASE("ZeRO with offload trains bit for bit like ZeRO without", "[dist][cpu][offload]") {
+  ScratchDir dir(2);  // two "drives": each rank stripes over both
+  const ModelConfig c = tiny_config("gpt");
+  for (Precision p : {Precision::fp32, Precision::bf16})
+    for (int N : {1, 2, 4})
+      for (int stage = 0; stage <= 3; ++stage) {
+        const Result ref = parallel(c, p, N, stage);
+        for (offload::Tier tier : {offload::Tier::host, offload::Tier::nvme}) {
+          INFO(precision_name(p) << " N = " << N << " stage " << stage << " shards on " << offload::tier_name(tier));
+          const offload::OffloadOptions o = shard_placement(stage, tier, dir);
+          const Result r = parallel(c, p, N, stage, &o);
+          CHECK(r.losses == ref.losses);
+          CHECK(r.weights == ref.weights);
+        }
+      }
+}
+
+TEST_CASE("ZeRO with offload: NVMe files per rank and the memory report per tier", "[dist][cpu][offload]") {
+  ScratchDir dir(2);
+  ModelConfig c = tiny_config("gpt");
+  const int N = 4;
+  size_t psi = 0;
+  {
+    Model m(c, cpu(), Precision::bf16, 1);
+    for (int u = 0; u < m.num_units(); ++u) psi += size_t(m.unit_numel(u));
+  }
+  for (int stage : {1, 3}) {
+    INFO("stage " << stage);
+    std::vector<ZeroMemory> mem(static_cast<size_t>(N));
+    std::vector<size_t> files(static_cast<size_t>(N));  // drives holding the rank's directory
+    const offload::OffloadOptions o = shard_placement(stage, offload::Tier::nvme, dir);
+    dist::run_ranks(N, [&](int rank, dist::Comm& comm) {
+      auto device = Device::cpu(rank);
+      Model m(c, *device, Precision::bf16, 1);
+      Trainer t(m, options(stage), comm, o);
+      RandomBatch b = global_batch(N, 0, 0, c.vocab_size).rows(rank * kRowsPerRank, (rank + 1) * kRowsPerRank);
+      const StepReport report = t.train_step({rank_batch(b, device.get()), rank_batch(b, device.get())});
+      mem[size_t(rank)] = t.memory();
+      CHECK(report.nvme_bytes == mem[size_t(rank)].nvme_bytes);
+      for (const std::string& path : o.nvme_paths)  // this rank's swap space on every drive
+        files[size_t(rank)] += std::filesystem::is_directory(path + "/rank" + std::to_string(rank)) ? 1 : 0;
+    });
+    for (int rank = 0; rank < N; ++rank) {
+      const ZeroMemory& m = mem[size_t(rank)];
+      CHECK(files[size_t(rank)] == o.nvme_paths.size());
+      CHECK(m.optimizer == 12 * psi / N);
+      // Everything the stage shards is on NVMe: optimizer, gradient (2+), parameter (3) shards.
+      CHECK(m.nvme_bytes == (stage == 3 ? (12 + 4 + 2) * psi / N : 12 * psi / N));
+      CHECK(m.host_bytes == 0);
+      CHECK(m.pinned_bytes > 0);
+      CHECK(m.pinned_bytes <= o.pinned_bytes);
+    }
+  }
+  // Host tier: the optimizer shard in RAM.
+  const offload::OffloadOptions host = shard_placement(1, offload::Tier::host, dir);
+  dist::run_ranks(2, [&](int rank, dist::Comm& comm) {
+    auto device = Device::cpu(rank);
+    Model m(c, *device, Precision::bf16, 1);
+    Trainer t(m, options(1), comm, host);
+    CHECK(t.memory().host_bytes == 12 * psi / 2);
+    CHECK(t.memory().nvme_bytes == 0);
+  });
+}
+
+TEST_CASE("ZeRO with offload refuses bad placements before training", "[dist][cpu][offload]") {
+  ScratchDir dir(1);
+  const ModelConfig c = tiny_config("gpt");
+  auto construct = [&](int stage, const offload::OffloadOptions& o) {
+    dist::run_ranks(2, [&](int rank, dist::Comm& comm) {
+      auto device = Device::cpu(rank);
+      Model m(c, *device, Precision::fp32, 1);
+      Trainer t(m, options(stage), comm, o);
+    });
+  };
+  offload::OffloadOptions o = shard_placement(1, offload::Tier::nvme, dir);
+  o.grads = offload::Tier::nvme;  // stage 1 keeps full gradients
+  REQUIRE_THROWS_WITH(construct(1, o), Catch::Contains("stage 1 keeps full gradients on the device"));
+  o = shard_placement(2, offload::Tier::host, dir);
+  o.params = offload::Tier::host;  // stage 2 keeps full parameters
+  REQUIRE_THROWS_WITH(construct(2, o), Catch::Contains("stage 2 keeps full working parameters on the device"));
+  o = shard_placement(3, offload::Tier::nvme, dir);
+  o.nvme_paths = {dir.path() + "/missing"};
+  REQUIRE_THROWS_WITH(construct(3, o), Catch::Contains("does not exist"));
+  o = shard_placement(3, offload::Tier::nvme, dir);
+  o.pinned_bytes = 1000;  // below one shard's f32 staging
+  REQUIRE_THROWS_WITH(construct(3, o), Catch::Contains("raise pinned_bytes"));
+  o = shard_placement(3, offload::Tier::nvme, dir);
+  o.nvme_paths.clear();
+  REQUIRE_THROWS_WITH(construct(3, o), Catch::Contains("nvme_paths is empty"));
+  o = shard_placement(0, offload::Tier::host, dir);
+  o.tile_elements = 1000;
+  REQUIRE_THROWS_WITH(construct(0, o), Catch::Contains("multiple of 2048"));
+  Model m(c, cpu(), Precision::fp16, 1);
+  REQUIRE_THROWS_WITH(dist::run_ranks(1, [&](int, dist::Comm& comm) { Trainer t(m, options(1), comm, o); }),
+                      Catch::Contains("offload supports fp32 and bf16"));
+}
+
+TEST_CASE("a ZeRO checkpoint resumes bit for bit, and loads on any number of ranks", "[dist][cpu][checkpoint]") {
+  ScratchDir dir(1);
+  const ModelConfig c = tiny_config("gpt");
+  const int N = 2;
+  for (Precision p : {Precision::fp32, Precision::bf16})
+    for (int stage = 0; stage <= 3; ++stage) {
+      INFO(precision_name(p) << " stage " << stage);
+      const std::string ckpt = dir.path() + "/" + precision_name(p) + std::to_string(stage);
+      const Result whole = parallel(c, p, N, stage, nullptr, {0, 4, "", ""});
+      const Result first = parallel(c, p, N, stage, nullptr, {0, 2, "", ckpt});
+      const Result rest = parallel(c, p, N, stage, nullptr, {2, 4, ckpt, ""});
+      CHECK(std::vector<float>(whole.losses.begin(), whole.losses.begin() + 2) == first.losses);
+      CHECK(std::vector<float>(whole.losses.begin() + 2, whole.losses.end()) == rest.losses);
+      CHECK(rest.weights == whole.weights);
+    }
+  // Saved at 2 ranks (stage 2), loaded at 4 (stage 3, shards on NVMe) and saved again:
+  // the same tensors, bit for bit; and a single-device Trainer loads the ZeRO checkpoint.
+  const std::string a = dir.path() + "/two", b = dir.path() + "/four";
+  parallel(c, Precision::bf16, 2, 2, nullptr, {0, 2, "", a});
+  const offload::OffloadOptions o = shard_placement(3, offload::Tier::nvme, dir);
+  parallel(c, Precision::bf16, 4, 3, &o, {2, 2, a, b});
+  for (const char* file : {"/model.safetensors", "/optimizer.rank0.safetensors"}) {
+    SafetensorsReader ra(a + file), rb(b + file);
+    REQUIRE(ra.tensors().size() == rb.tensors().size());
+    for (const SafetensorsEntry& e : ra.tensors()) {
+      INFO(file << " " << e.name);
+      CHECK(ra.read_f32(e.name) == rb.read_f32(e.name));
+    }
+  }
+  Model m(c, cpu(), Precision::bf16, 5);
+  Trainer t(m, options(0));
+  load_checkpoint(a, m, &t);
+  CHECK(t.step_count() == 2);
+  CHECK(t.unit_parameters(1) == parallel(c, Precision::bf16, 2, 2, nullptr, {2, 2, a, ""}).weights[1]);
 }

@@ -1,7 +1,9 @@
 // ZeRO on CPU devices (ranks are threads): bytes each rank's communicator moved in
 // one optimizer step per stage against ZeRO's theory (2Ψ for stages 0-2, 3Ψ for
 // stage 3, Ψ = parameter elements; strata reduces gradients in f32 and gathers
-// parameters in the working dtype), and gpt-mini tokens/s from 1 to 2 CPU devices.
+// parameters in the working dtype) with the step time and the time rank 0 was blocked
+// on collectives (what overlap did not hide, plus waiting for the slower rank), and
+// gpt-mini tokens/s from 1 to 2 CPU devices.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -27,10 +29,12 @@ std::vector<int32_t> random_tokens(uint64_t seed, size_t n) {
 struct RankRun {
   double seconds = 0;
   uint64_t bytes = 0;
+  double comm_wait = 0;  // median seconds rank 0 was blocked on collectives per step
 };
 
 // `steps` timed steps of gpt-mini (bf16) on N ranks at ZeRO `stage`; returns rank 0's
-// median step time and the bytes it sent in the last step.
+// median step time, its median time blocked on collectives and the bytes it sent in
+// the last step.
 RankRun run(int N, int stage, int steps) {
   std::vector<RankRun> out(static_cast<size_t>(N));
   dist::run_ranks(N, [&](int rank, dist::Comm& comm) {
@@ -42,16 +46,19 @@ RankRun run(int N, int stage, int steps) {
     std::vector<int32_t> in = random_tokens(10 + uint64_t(rank), kB * kT), tg = random_tokens(20 + uint64_t(rank), kB * kT);
     Batch b{TensorView(in.data(), DType::i32, {kB, kT}, device.get()),
             TensorView(tg.data(), DType::i32, {kB, kT}, device.get())};
-    std::vector<double> times;
+    std::vector<double> times, waits;
     for (int s = 0; s < steps + 1; ++s) {
       comm.reset_bytes();
       auto t0 = std::chrono::steady_clock::now();
-      trainer.train_step({b});
+      const StepReport r = trainer.train_step({b});
       times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      waits.push_back(r.comm_wait_seconds);
     }
     times.erase(times.begin());  // warm-up
+    waits.erase(waits.begin());
     std::sort(times.begin(), times.end());
-    out[size_t(rank)] = {times[times.size() / 2], comm.bytes_sent()};
+    std::sort(waits.begin(), waits.end());
+    out[size_t(rank)] = {times[times.size() / 2], comm.bytes_sent(), waits[waits.size() / 2]};
   });
   return out[0];
 }
@@ -67,18 +74,19 @@ void bench_zero() {
   }
   const int N = 2;
   const double ring = double(N - 1) / double(N);
-  Table t({"stage", "sent / rank / step", "theory", "measured / theory"});
+  Table t({"stage", "sent / rank / step", "theory", "measured / theory", "step (median)", "blocked on comm"});
   for (int stage = 0; stage <= 3; ++stage) {
     // Theory in bytes: gradients reduced in f32 (4 B), parameters gathered in bf16 (2 B).
     double theory = stage == 0   ? 2 * ring * 4.0 * double(psi)                                 // all-reduce
                     : stage < 3 ? ring * 4.0 * double(psi) + ring * 2.0 * double(psi)         // RS + AG
                                 : ring * 4.0 * double(psi) + 2 * ring * 2.0 * double(psi);  // RS + 2 AG
-    RankRun r = run(N, stage, 2);
+    RankRun r = run(N, stage, 4);
     t.row({std::to_string(stage), std::to_string(r.bytes / 1000) + " kB", std::to_string(int64_t(theory) / 1000) + " kB",
-           format_ratio(double(r.bytes) / theory)});
+           format_ratio(double(r.bytes) / theory), format_seconds(r.seconds), format_seconds(r.comm_wait)});
   }
   t.print("ZeRO bytes sent per rank per step, gpt-mini bf16, N = 2 ranks, Ψ = " + std::to_string(psi) +
-          " elements (tied embedding: stage 2 reduces and stage 3 gathers its table twice)");
+          " elements (tied embedding: stage 2 reduces and stage 3 gathers its table twice); step and rank 0's "
+          "time blocked on collectives, medians of 4 steps");
 
   Table s({"CPU devices", "step (median)", "tokens/s", "vs 1 device"});
   double base = 0;

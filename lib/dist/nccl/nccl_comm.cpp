@@ -3,7 +3,7 @@
 // compute; its cudaStream_t comes through cuda_stream.h) by two events: the comm
 // stream waits for what the caller enqueued before, and the caller's stream waits
 // for the collective, so work after it on that stream sees the result. They return
-// at once; the host never blocks.
+// at once with a dist::Work (an event after the collective); the host never blocks.
 // Invariants:
 // - Every NCCL and CUDA call goes through a check macro that records the expression,
 //   the library's error string and file:line.
@@ -63,6 +63,32 @@ void check_devices(const char* fn, const std::vector<int>& devices) {
   }
 }
 
+// Done when the stream has run everything enqueued before the event was recorded.
+class NcclWork final : public Work::State {
+ public:
+  NcclWork(cudaStream_t stream, int device) : device_(device) {
+    STRATA_DIST_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
+    STRATA_DIST_CUDA_CHECK(cudaEventRecord(event_, stream));
+  }
+  ~NcclWork() override {
+    if (event_) STRATA_CHECK_PRINT(cudaEventDestroy(event_) == cudaSuccess, "cudaEventDestroy");
+  }
+  void wait() override {
+    STRATA_DIST_CUDA_CHECK(cudaSetDevice(device_));
+    STRATA_DIST_CUDA_CHECK(cudaEventSynchronize(event_));
+  }
+  bool test() override {
+    const cudaError_t e = cudaEventQuery(event_);
+    if (e == cudaErrorNotReady) return false;
+    STRATA_DIST_CUDA_CHECK(e);
+    return true;
+  }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+  int device_;
+};
+
 class NcclComm final : public Comm {
  public:
   NcclComm(ncclComm_t comm, int rank, int size, int device)
@@ -99,34 +125,36 @@ class NcclComm final : public Comm {
   }
 
  protected:
-  void do_all_reduce_sum(TensorView buf, Stream& stream) override {
-    enqueue("all_reduce_sum", stream, [&](cudaStream_t s) {
+  bool stream_ordered() const override { return true; }
+
+  Work do_all_reduce_sum(TensorView buf, Stream& stream) override {
+    return enqueue("all_reduce_sum", stream, [&](cudaStream_t s) {
       STRATA_NCCL_CHECK(ncclAllReduce(buf.data, buf.data, size_t(buf.numel()), nccl_dtype(buf.dtype), ncclSum,
                                       comm_, s));
     });
   }
 
-  void do_reduce_scatter_sum(TensorView in, TensorView out, Stream& stream) override {
-    enqueue("reduce_scatter_sum", stream, [&](cudaStream_t s) {
+  Work do_reduce_scatter_sum(TensorView in, TensorView out, Stream& stream) override {
+    return enqueue("reduce_scatter_sum", stream, [&](cudaStream_t s) {
       STRATA_NCCL_CHECK(ncclReduceScatter(in.data, out.data, size_t(out.numel()), nccl_dtype(in.dtype), ncclSum,
                                           comm_, s));
     });
   }
 
-  void do_all_gather(TensorView in, TensorView out, Stream& stream) override {
-    enqueue("all_gather", stream, [&](cudaStream_t s) {
+  Work do_all_gather(TensorView in, TensorView out, Stream& stream) override {
+    return enqueue("all_gather", stream, [&](cudaStream_t s) {
       STRATA_NCCL_CHECK(ncclAllGather(in.data, out.data, size_t(in.numel()), nccl_dtype(in.dtype), comm_, s));
     });
   }
 
-  void do_broadcast(TensorView buf, int root, Stream& stream) override {
-    enqueue("broadcast", stream, [&](cudaStream_t s) {
+  Work do_broadcast(TensorView buf, int root, Stream& stream) override {
+    return enqueue("broadcast", stream, [&](cudaStream_t s) {
       STRATA_NCCL_CHECK(ncclBroadcast(buf.data, buf.data, size_t(buf.numel()), nccl_dtype(buf.dtype), root, comm_, s));
     });
   }
 
-  void do_barrier(Stream& stream) override {
-    enqueue("barrier", stream, [&](cudaStream_t s) {
+  Work do_barrier(Stream& stream) override {
+    return enqueue("barrier", stream, [&](cudaStream_t s) {
       STRATA_NCCL_CHECK(ncclAllReduce(barrier_word_, barrier_word_, 1, ncclFloat32, ncclSum, comm_, s));
     });
   }
@@ -156,21 +184,24 @@ class NcclComm final : public Comm {
   // enqueues next. The events are reused: a wait captures the latest record, and
   // mutex_ keeps record and wait of one collective together.
   template <class F>
-  void enqueue(const char* op, Stream& stream, F&& collective) {
+  Work enqueue(const char* op, Stream& stream, F&& collective) {
     std::lock_guard lock(mutex_);
     cudaStream_t caller = enter(op, stream);
     auto* state = static_cast<cuda_runtime::DeviceState*>(stream.device().backend());
     auto comm = static_cast<cudaStream_t>(cuda_runtime::stream(state, cuda_runtime::StreamRole::communication));
     if (comm == caller) {
       collective(caller);
-      return;
+      return completion(caller);
     }
     STRATA_DIST_CUDA_CHECK(cudaEventRecord(ready_, caller));
     STRATA_DIST_CUDA_CHECK(cudaStreamWaitEvent(comm, ready_, 0));
     collective(comm);
     STRATA_DIST_CUDA_CHECK(cudaEventRecord(done_, comm));
     STRATA_DIST_CUDA_CHECK(cudaStreamWaitEvent(caller, done_, 0));
+    return completion(comm);
   }
+  Work completion(cudaStream_t s) { return Work(std::make_shared<NcclWork>(s, device_)); }
+
 
   mutable std::mutex mutex_;
   ncclComm_t comm_;

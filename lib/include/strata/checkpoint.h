@@ -149,13 +149,16 @@ struct CheckpointInfo {
 };
 
 // Writes a checkpoint of the model and, when given, the trainer into `dir`, which must
-// not exist; it appears complete or not at all. Call between optimizer steps.
+// not exist; it appears complete or not at all. Call between optimizer steps. With a
+// data-parallel (ZeRO) Trainer every rank calls it together: the shards are gathered
+// into the single-device format, rank 0 writes, and all return once it is in place.
 void save_checkpoint(const std::string& dir, const Model& model, const Trainer* trainer,
                      const TrainingProgress& progress = {}, const CheckpointOptions& options = {});
 // Reads config.json, trainer_state.json and the manifest, checking their checksums.
 CheckpointInfo read_checkpoint_info(const std::string& dir);
 // Loads weights (and, with a trainer, the optimizer and trainer state) into a model
-// built with the checkpoint's config (dropout rates may differ). Checks everything before changing any state
+// built with the checkpoint's config (dropout rates may differ). A ZeRO Trainer on any
+// number of ranks loads any checkpoint: each rank reads it and keeps its shards. Checks everything before changing any state
 // (except the tensors being read); returns the checkpoint's info.
 CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* trainer = nullptr);
 // Reads every file and checks every checksum; throws naming the first bad file/tensor.

@@ -4,10 +4,14 @@
 // depend on thread timing (the CPU backend sums ranks 0..N-1 in that order for every
 // element, so results are bitwise reproducible run to run).
 //
-// Ordering: each collective takes the Stream to order on. On CPU it completes before
-// returning. On NCCL it is enqueued on the stream's cudaStream_t and returns at once:
-// the buffers may be reused only by work ordered after it on that stream (or after
-// an event recorded there). No CUDA or NCCL header is included here.
+// Ordering: each collective takes the Stream to order on. The plain forms complete on
+// CPU before returning; on NCCL they are enqueued on the stream's cudaStream_t and
+// return at once: the buffers may be reused only by work ordered after it on that
+// stream (or after an event recorded there). The *_async forms return a Work at once
+// on both: the buffers belong to the collective until work.wait() returns (or
+// work.test() is true). The CPU backend runs a rank's collectives one after another on
+// that rank's progress thread, in the order they were issued. No CUDA or NCCL header
+// is included here.
 //
 // Byte accounting (per communicator, what a ring algorithm moves for this rank, with
 // N ranks and B the full buffer size in bytes):
@@ -29,6 +33,29 @@
 #include "tensor.h"
 
 namespace strata::dist {
+
+// Completion of an asynchronous collective. wait() blocks the calling thread until the
+// collective is done (NCCL: until the stream has run it) and rethrows its error (a
+// mismatch between ranks, an abort); test() is true once it is done, successfully or
+// not, without blocking. A default Work is done. Copies share one completion.
+class Work {
+ public:
+  class State {
+   public:
+    virtual ~State();
+    virtual void wait() = 0;
+    virtual bool test() = 0;
+  };
+  Work() = default;
+  explicit Work(std::shared_ptr<State> state) : state_(std::move(state)) {}
+  void wait() {
+    if (state_) state_->wait();
+  }
+  bool test() { return !state_ || state_->test(); }
+
+ private:
+  std::shared_ptr<State> state_;
+};
 
 class Comm {
  public:
@@ -57,6 +84,14 @@ class Comm {
   // all-reduce), it does not block the host.
   void barrier(Stream& stream);
 
+  // The same collectives, asynchronous: checked and counted here, then started; the
+  // buffers are the collective's until the Work completes. Issue order is the
+  // collective order every rank must agree on.
+  Work all_reduce_sum_async(TensorView buf, Stream& stream);
+  Work reduce_scatter_sum_async(TensorView in, TensorView out, Stream& stream);
+  Work all_gather_async(TensorView in, TensorView out, Stream& stream);
+  Work broadcast_async(TensorView buf, int root, Stream& stream);
+
   // Ring-model bytes moved by this rank since construction or reset_bytes().
   uint64_t bytes_sent() const { return bytes_sent_; }
   uint64_t bytes_received() const { return bytes_received_; }
@@ -66,21 +101,29 @@ class Comm {
   // strata::Error(reason). The first reason wins; a communicator stays aborted.
   virtual void abort(const std::string& reason) = 0;
   virtual bool aborted() const = 0;
-  // This rank will call no more collectives. A rank that returns while others wait
-  // in a collective would hang them: the CPU backend aborts instead.
+  // This rank will call no more collectives. The CPU backend first lets the ones it
+  // issued complete; then, since a rank that returns while others wait in a
+  // collective would hang them, it aborts those instead.
   virtual void finish() {}
 
  protected:
   Comm(int rank, int size) : rank_(rank), size_(size) {}
-  // Arguments are checked (dtype, counts, devices) before these are called.
-  virtual void do_all_reduce_sum(TensorView buf, Stream& stream) = 0;
-  virtual void do_reduce_scatter_sum(TensorView in, TensorView out, Stream& stream) = 0;
-  virtual void do_all_gather(TensorView in, TensorView out, Stream& stream) = 0;
-  virtual void do_broadcast(TensorView buf, int root, Stream& stream) = 0;
-  virtual void do_barrier(Stream& stream) = 0;
+  // Arguments are checked (dtype, counts, devices) before these are called. Each
+  // starts the collective and returns its completion.
+  virtual Work do_all_reduce_sum(TensorView buf, Stream& stream) = 0;
+  virtual Work do_reduce_scatter_sum(TensorView in, TensorView out, Stream& stream) = 0;
+  virtual Work do_all_gather(TensorView in, TensorView out, Stream& stream) = 0;
+  virtual Work do_broadcast(TensorView buf, int root, Stream& stream) = 0;
+  virtual Work do_barrier(Stream& stream) = 0;
+  // true: the plain forms are complete once enqueued on the stream (NCCL); false: the
+  // plain forms wait for the Work (CPU).
+  virtual bool stream_ordered() const { return false; }
 
  private:
   void count_bytes(uint64_t sent, uint64_t received);
+  void complete(Work& work) {
+    if (!stream_ordered()) work.wait();
+  }
   int rank_;
   int size_;
   uint64_t bytes_sent_ = 0;

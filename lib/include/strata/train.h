@@ -104,6 +104,8 @@ struct StepReport {
   // loading between micro-batches is in none of them).
   double compute_seconds = 0;    // forward + backward (ZeRO-2/3 per-unit collectives included)
   double comm_seconds = 0;       // ZeRO gradient reduction and norm all-reduce after backward
+  double comm_wait_seconds = 0;  // ZeRO: this rank blocked on collectives, in backward and after
+                                 // (all of the communication while it does not overlap compute)
   double io_stall_seconds = 0;   // waiting for offload transfers (set by offload; 0 otherwise)
   double optimizer_seconds = 0;  // norm, AdamW and zeroing the gradients
   double model_flops = 0;        // flops_per_token(T) x tokens (PaLM accounting, no recompute)
@@ -128,6 +130,11 @@ struct ZeroMemory {
   size_t params = 0;     // working parameters (full replicas, shards, gather buffers)
   size_t grads = 0;      // f32 gradient accumulators and staging buffers
   size_t optimizer = 0;  // f32 master weights and moments
+  // With offload (ZeRO-Infinity), where the shards above live: bytes on host RAM and
+  // on NVMe (the rest is on the device), and the pinned staging pool's high water.
+  size_t host_bytes = 0;
+  size_t nvme_bytes = 0;
+  size_t pinned_bytes = 0;
 };
 
 namespace dist {
@@ -160,6 +167,11 @@ class Trainer {
   // Lora attached first, only the frozen base's params are stored (no gradients or
   // optimizer state anywhere) and the adapters train resident.
   Trainer(Model& model, const TrainOptions& options, const offload::OffloadOptions& offload);
+  // Both (ZeRO-Infinity): every rank pages its own shards per `offload` — optimizer
+  // state on offload.optimizer, the gradient shard (stage 2+) on offload.grads, the
+  // working-parameter shard (stage 3) on offload.params; a tier the stage does not
+  // shard must be device. NVMe files go to <path>/rank<r>; pinned_bytes is per rank.
+  Trainer(Model& model, const TrainOptions& options, dist::Comm& comm, const offload::OffloadOptions& offload);
   ~Trainer();
 
   // Forward and backward of one micro-batch, gradients accumulating; returns its loss.
@@ -182,7 +194,17 @@ class Trainer {
   ZeroMemory memory() const;
   // Unit u's working parameters as f32 (gathered from every rank's shard under
   // ZeRO-3, so every rank must call it together).
-  std::vector<float> unit_parameters(int u);
+  std::vector<float> unit_parameters(int u) const;
+  // Checkpoint access: unit u's optimizer state as full flat f32 arrays (master, Adam
+  // m, v), whatever the sharding. Under ZeRO every rank calls optimizer_state together
+  // (it gathers the shards); the loads take full arrays and keep each rank's shard.
+  void optimizer_state(int u, std::vector<float>& master, std::vector<float>& exp_avg,
+                       std::vector<float>& exp_avg_sq) const;
+  void load_optimizer_state(int u, const float* master, const float* exp_avg, const float* exp_avg_sq);
+  // Sets unit u's working parameters from a full flat f32 array (rounded to the precision).
+  void load_unit_parameters(int u, const float* values);
+  // The communicator of a data-parallel Trainer; nullptr otherwise.
+  dist::Comm* comm() const { return comm_; }
   // Between steps only (no micro-batch accumulated): throws otherwise.
   TrainerState state() const;
   void load_state(const TrainerState& state);
