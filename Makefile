@@ -51,10 +51,12 @@ demo: build
 	$(BUILD)/examples/train_gpt
 
 # Op and training benchmarks; then strata against the PyTorch peer, side by side
-# (the peer's virtual environment is created on first use: several GB from PyPI).
+# (the peer's virtual environment is created on first use: several GB from PyPI):
+# training, then CPU AdamW at 64M..1G parameters (1G needs about 20 GiB free).
 bench: build
 	$(BUILD)/tools/strata-bench
 	tools/bench/compare-train.sh $(BUILD)
+	tools/bench/compare-adamw.sh $(BUILD)
 
 install: build
 	cmake --install $(BUILD)
