@@ -12,17 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
 sizes=${2:-64M,128M,256M,512M,1G}
-venv=${STRATA_BENCH_VENV:-.venv-bench}
 threads=2
-
-if ! tools/bench/peer/setup-venv.sh >/tmp/strata-peer-version.$$ 2>&1; then
-  cat /tmp/strata-peer-version.$$ >&2
-  echo "compare-adamw: no PyTorch peer (see above); strata's own figures are in 'strata-bench adamw'" >&2
-  rm -f /tmp/strata-peer-version.$$
-  exit 0
-fi
-torch_version=$(tail -n 1 /tmp/strata-peer-version.$$)
-rm -f /tmp/strata-peer-version.$$
+. tools/bench/peer/peer.sh
+peer_setup compare-adamw "strata-bench adamw"
 
 rows=()
 IFS=, read -ra size_list <<<"$sizes"
