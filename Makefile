@@ -51,11 +51,13 @@ demo: build
 	$(BUILD)/examples/train_gpt
 
 # Op and training benchmarks; then strata against the PyTorch peer, side by side
-# (the peer's virtual environment is created on first use: several GB from PyPI);
+# (the peer's virtual environment is created on first use: several GB from PyPI):
+# training, then CPU AdamW at 64M..1G parameters (1G needs about 20 GiB free);
 # then, where nvidia-smi sees a GPU, GPU training: tokens/s and MFU.
 bench: build
 	$(BUILD)/tools/strata-bench
 	tools/bench/compare-train.sh $(BUILD)
+	tools/bench/compare-adamw.sh $(BUILD)
 	@if nvidia-smi -L >/dev/null 2>&1; then $(BUILD)/tools/strata-bench --device cuda:0 train; \
 	else echo "make bench: no CUDA device (nvidia-smi finds no GPU): GPU training benchmark skipped"; fi
 

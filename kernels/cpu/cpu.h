@@ -32,7 +32,12 @@ void accumulate(const ops::AccumulateArgs& a);
 void fill_zero(const TensorView& out);
 void cross_entropy_forward(const ops::CrossEntropyForwardArgs& a);
 void cross_entropy_backward(const ops::CrossEntropyBackwardArgs& a);
-void adamw_step(const ops::AdamWArgs& a);
+void adamw_step(const ops::AdamWArgs& a);  // with adamw_body_best()
+// adamw_step's loop bodies, by instruction set; each gives bitwise the same result.
+enum class AdamWBody { scalar, avx2, avx512 };  // in order: a CPU that runs one runs those before it
+AdamWBody adamw_body_best();  // the fastest this CPU runs
+const char* adamw_body_name(AdamWBody body);
+void adamw_step(const ops::AdamWArgs& a, AdamWBody body);  // throws if this CPU cannot run `body`
 void global_norm(const ops::GlobalNormArgs& a);
 void count_nonfinite(const ops::CountNonfiniteArgs& a);
 

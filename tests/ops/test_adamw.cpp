@@ -1,11 +1,13 @@
 // Op-table cases for adamw_step: several steps against a double-precision reference
 // of the documented update, the working copy bitwise equal to the rounded master,
-// and bitwise independence from the thread count.
+// bitwise independence from the thread count, and the AVX-512, AVX2 and scalar
+// bodies bitwise equal to each other.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
 
 #include "common/convert.h"
+#include "cpu/cpu.h"
 #include "op_table.h"
 #include "ops.h"
 #include "support/host_tensor.h"
@@ -152,6 +154,41 @@ TEST_CASE("adamw_step is bitwise independent of the thread count", "[ops][cpu]")
   auto one = run(1), all = run(0);
   CHECK(std::memcmp(one.first.data(), all.first.data(), one.first.size() * sizeof(double)) == 0);
   CHECK(std::memcmp(one.second.data(), all.second.data(), one.second.size() * sizeof(double)) == 0);
+}
+
+TEST_CASE("adamw_step gives bitwise the same result with every loop body this CPU runs", "[ops][cpu]") {
+  const Hyper h;
+  const int64_t n = 2 * (int64_t(1) << 15) + 13;  // several chunks, a tail for 16 and 8 lanes
+  const float specials[] = {NAN, -NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 1e-40f, -3e38f, 3e38f};
+  // Bytes of master, m, v and the working copy after three steps.
+  auto run = [&](cpu::AdamWBody body, DType dt, bool with_working) {
+    HostTensor master(DType::f32, {n}), grad(DType::f32, {n}), m(DType::f32, {n}), v(DType::f32, {n});
+    HostTensor working(dt, {n});
+    master.uniform(31, -1, 1);
+    for (int64_t t = 1; t <= 3; ++t) {
+      grad.uniform(300 + uint64_t(t), -1, 1);
+      float* g = grad.view().ptr<float>();
+      for (size_t i = 0; i < std::size(specials); ++i) g[size_t(t) * 1000 + i * 7] = specials[i];
+      cpu::adamw_step(args(h, master, grad, m, v, with_working ? working.view() : TensorView{}, t), body);
+    }
+    std::string bytes;
+    for (const HostTensor* x : {&master, &m, &v, &working})
+      bytes.append(static_cast<const char*>(x->view().data), x->view().nbytes());
+    return bytes;
+  };
+  const cpu::AdamWBody best = cpu::adamw_body_best();
+  INFO("best body on this CPU: " << cpu::adamw_body_name(best));
+  for (DType dt : {DType::f32, DType::bf16, DType::f16})
+    for (bool with_working : {true, false}) {
+      if (!with_working && dt != DType::f32) continue;
+      const std::string scalar = run(cpu::AdamWBody::scalar, dt, with_working);
+      for (cpu::AdamWBody body : {cpu::AdamWBody::avx2, cpu::AdamWBody::avx512}) {
+        if (int(body) > int(best)) continue;
+        INFO("body " << cpu::adamw_body_name(body) << ", working " << (with_working ? dtype_name(dt) : "none"));
+        const bool bitwise_equal = run(body, dt, with_working) == scalar;  // a bool: Catch would print the bytes
+        CHECK(bitwise_equal);
+      }
+    }
 }
 
 }  // namespace

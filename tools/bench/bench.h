@@ -1,7 +1,9 @@
 // strata-bench: a tiny benchmark registry and the timing / reporting helpers every
 // benchmark file shares. A file registers its benchmarks with
 //   STRATA_BENCH("elementwise", bench_elementwise);
-// and `strata-bench [filter...]` runs those whose name contains a filter.
+// and `strata-bench [filter...]` runs those whose name contains a filter (with no
+// filter: all but those registered with STRATA_BENCH_ON_REQUEST, which need too
+// much memory or time to run unasked).
 // Invariant: speed is measured here, never asserted; a benchmark prints a table and
 // returns. Times are the minimum of several runs after warm-up, so one slow run
 // (a page fault, another process) does not count.
@@ -25,12 +27,15 @@ struct Benchmark {
   std::string name;
   void (*run)();
   bool cuda = false;
+  bool on_request = false;  // runs only when a filter names it
 };
 
 std::vector<Benchmark>& registry();
 
 struct Register {
-  Register(const char* name, void (*run)(), bool cuda = false) { registry().push_back({name, run, cuda}); }
+  Register(const char* name, void (*run)(), bool cuda = false, bool on_request = false) {
+    registry().push_back({name, run, cuda, on_request});
+  }
 };
 
 #define STRATA_BENCH_CAT2(a, b) a##b
@@ -39,9 +44,24 @@ struct Register {
   static ::strata::bench::Register STRATA_BENCH_CAT(strata_bench_, __LINE__)(name, fn)
 #define STRATA_BENCH_CUDA(name, fn) \
   static ::strata::bench::Register STRATA_BENCH_CAT(strata_bench_, __LINE__)(name, fn, true)
+#define STRATA_BENCH_ON_REQUEST(name, fn) \
+  static ::strata::bench::Register STRATA_BENCH_CAT(strata_bench_, __LINE__)(name, fn, false, true)
 
 // The CUDA device index `--device cuda:N` chose; -1 when benchmarks run on the CPU.
 int& cuda_index();
+
+// ---- command-line options (strata-bench --help lists them)
+
+struct Options {
+  std::string sizes;  // --sizes: a list of counts, e.g. "64M,256M"; empty: the benchmark's own
+  int threads = 0;    // --threads; 0: the benchmark's own
+};
+const Options& options();
+
+// "64M" -> 64 * 2^20; K, M, G are powers of 2, as in tools/bench/peer/torch_adamw.py;
+// a plain integer is taken as is. Throws strata::Error on anything else.
+int64_t parse_count(const std::string& text);
+std::vector<int64_t> parse_counts(const std::string& comma_separated);
 
 // ---- timing
 
@@ -67,6 +87,7 @@ std::string format_gbps(double bytes, double seconds);
 std::string format_gflops(double flops, double seconds);
 std::string format_seconds(double seconds);
 std::string format_ratio(double ratio);  // "0.87x"
+std::string format_fixed(double value, int digits);  // "12.345" for digits 3
 
 // ---- tables
 

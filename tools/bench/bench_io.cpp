@@ -34,16 +34,7 @@ using offload::PinnedBuffer;
 using offload::PinnedPool;
 
 uint64_t parse_size(const char* text, uint64_t fallback) {
-  if (!text || !*text) return fallback;
-  char* end = nullptr;
-  double v = std::strtod(text, &end);
-  switch (end && *end ? *end : ' ') {
-    case 'k': case 'K': v *= 1024.0; break;
-    case 'm': case 'M': v *= 1024.0 * 1024; break;
-    case 'g': case 'G': v *= 1024.0 * 1024 * 1024; break;
-    default: break;
-  }
-  return uint64_t(v);
+  return text && *text ? uint64_t(parse_count(text)) : fallback;
 }
 
 std::string env_or(const char* name, const char* fallback) {

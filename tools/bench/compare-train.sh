@@ -7,16 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
 rounds=${2:-2}
-venv=${STRATA_BENCH_VENV:-.venv-bench}
-
-if ! tools/bench/peer/setup-venv.sh >/tmp/strata-peer-version.$$ 2>&1; then
-  cat /tmp/strata-peer-version.$$ >&2
-  echo "compare-train: no PyTorch peer (see above); strata's own figures are in 'strata-bench train'" >&2
-  rm -f /tmp/strata-peer-version.$$
-  exit 0
-fi
-torch_version=$(tail -n 1 /tmp/strata-peer-version.$$)
-rm -f /tmp/strata-peer-version.$$
+. tools/bench/peer/peer.sh
+peer_setup compare-train "strata-bench train"
 
 declare -A strata_best torch_best
 for ((r = 0; r < rounds; ++r)); do

@@ -26,25 +26,56 @@ int& cuda_index() {
 }
 
 namespace {
-std::string fixed(double v, int digits) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
-  return buf;
+Options& mutable_options() {  // main() fills it, benchmarks read it
+  static Options o;
+  return o;
+}
+}  // namespace
+const Options& options() { return mutable_options(); }
+
+int64_t parse_count(const std::string& text) {
+  size_t used = 0;
+  long long value = -1;
+  try {
+    value = std::stoll(text, &used);
+  } catch (const std::exception&) {
+  }
+  const std::string suffix = value >= 0 ? text.substr(used) : "";
+  const int shift = suffix.empty() ? 0 : suffix == "K" || suffix == "k" ? 10 : suffix == "M" || suffix == "m" ? 20
+                                                                         : suffix == "G" || suffix == "g" ? 30 : -1;
+  STRATA_CHECK(value > 0 && shift >= 0 && value <= (int64_t(1) << (62 - shift)),
+               "'" << text << "' is not a count; give a positive integer with an optional K, M or G (powers of 2), "
+                               "e.g. 64M or 1G");
+  return int64_t(value) << shift;
 }
 
+std::vector<int64_t> parse_counts(const std::string& comma_separated) {
+  std::vector<int64_t> counts;
+  std::stringstream in(comma_separated);
+  for (std::string item; std::getline(in, item, ',');) counts.push_back(parse_count(item));
+  STRATA_CHECK(!counts.empty(), "'" << comma_separated << "' lists no count; give e.g. 64M,256M");
+  return counts;
+}
+
+namespace {
 bool numeric(const std::string& cell) {
   return !cell.empty() && (std::isdigit(static_cast<unsigned char>(cell[0])) || cell[0] == '-' || cell[0] == '.');
 }
 }  // namespace
 
-std::string format_gbps(double bytes, double seconds) { return fixed(bytes / seconds / 1e9, 1) + " GB/s"; }
-std::string format_gflops(double flops, double seconds) { return fixed(flops / seconds / 1e9, 1) + " GFLOP/s"; }
-std::string format_ratio(double ratio) { return fixed(ratio, 2) + "x"; }
+std::string format_gbps(double bytes, double seconds) { return format_fixed(bytes / seconds / 1e9, 1) + " GB/s"; }
+std::string format_gflops(double flops, double seconds) { return format_fixed(flops / seconds / 1e9, 1) + " GFLOP/s"; }
+std::string format_ratio(double ratio) { return format_fixed(ratio, 2) + "x"; }
+std::string format_fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
 
 std::string format_seconds(double s) {
-  if (s >= 1.0) return fixed(s, 2) + " s";
-  if (s >= 1e-3) return fixed(s * 1e3, 2) + " ms";
-  return fixed(s * 1e6, 1) + " us";
+  if (s >= 1.0) return format_fixed(s, 2) + " s";
+  if (s >= 1e-3) return format_fixed(s * 1e3, 2) + " ms";
+  return format_fixed(s * 1e6, 1) + " us";
 }
 
 void Table::print(const std::string& title) const {
@@ -115,7 +146,7 @@ void bandwidth_row(Table& table, const std::string& op, const std::string& dtype
     });
   };
   double op_s = min_seconds(run), copy_s = min_seconds(copy);
-  table.row({op, dtypes, std::to_string(elements), fixed(bytes / 1e6, 1), format_seconds(op_s),
+  table.row({op, dtypes, std::to_string(elements), format_fixed(bytes / 1e6, 1), format_seconds(op_s),
              format_gbps(bytes, op_s), format_gbps(bytes, copy_s), format_ratio(copy_s / op_s)});
 }
 
@@ -123,13 +154,19 @@ void bandwidth_row(Table& table, const std::string& op, const std::string& dtype
 
 namespace {
 void usage() {
-  std::cout << "usage: strata-bench [--help] [--device cpu|cuda:N] [filter...]\n"
-               "Runs the benchmarks whose name contains one of the filters (all of them when\n"
-               "none is given) and prints a table for each. --device cuda:N runs those marked\n"
-               "(cuda) on GPU N instead (tokens/s and MFU against the GPU's bf16 peak);\n"
-               "without a usable GPU it stops with \"no CUDA device\". Benchmarks:\n";
+  std::cout << "usage: strata-bench [--help] [--device cpu|cuda:N] [--sizes LIST] [--threads N] [filter...]\n"
+               "Runs the benchmarks whose name contains one of the filters (when none is given,\n"
+               "all but those marked 'on request') and prints a table for each.\n"
+               "  --device cuda:N  runs those marked (cuda) on GPU N instead (tokens/s and MFU\n"
+               "                 against the GPU's bf16 peak); without a usable GPU it stops\n"
+               "                 with \"no CUDA device\"\n"
+               "  --sizes LIST   adamw: parameter counts, one at a time, e.g. 64M,256M\n"
+               "                 (K/M/G are powers of 2; default 64M,128M,256M,512M,1G;\n"
+               "                 1G needs 18 GiB of RAM)\n"
+               "  --threads N    adamw: oneTBB threads (default 2)\n"
+               "Benchmarks:\n";
   for (const auto& b : strata::bench::registry())
-    std::cout << "  " << b.name << (b.cuda ? " (cuda)" : "") << "\n";
+    std::cout << "  " << b.name << (b.cuda ? "  (cuda)" : "") << (b.on_request ? "  (on request)" : "") << "\n";
 }
 
 // "cpu" -> -1, "cuda:N" / "cuda" -> N (0); anything else is a usage error.
@@ -160,6 +197,28 @@ int main(int argc, char** argv) {
       }
       continue;
     }
+    if (arg == "--sizes" || arg == "--threads") {
+      if (i + 1 == argc) {
+        std::cerr << "strata-bench: " << arg << " needs a value\n";
+        return 2;
+      }
+      const std::string value = argv[++i];
+      try {
+        auto& o = strata::bench::mutable_options();
+        if (arg == "--sizes") {
+          strata::bench::parse_counts(value);  // bad input fails here, before any benchmark runs
+          o.sizes = value;
+        } else {
+          const int64_t threads = strata::bench::parse_count(value);
+          STRATA_CHECK(threads <= 4096, "--threads " << value << " is not a thread count");
+          o.threads = int(threads);
+        }
+      } catch (const std::exception& e) {
+        std::cerr << "strata-bench: " << arg << ": " << e.what() << "\n";
+        return 2;
+      }
+      continue;
+    }
     if (!arg.empty() && arg[0] == '-') {
       std::cerr << "strata-bench: unknown option '" << arg << "'\n";
       usage();
@@ -170,7 +229,7 @@ int main(int argc, char** argv) {
   int ran = 0;
   try {
     for (const auto& b : strata::bench::registry()) {
-      bool selected = filters.empty();
+      bool selected = filters.empty() && !b.on_request;
       for (const auto& f : filters) selected = selected || b.name.find(f) != std::string::npos;
       if (!selected || b.cuda != (strata::bench::cuda_index() >= 0)) continue;
       b.run();

@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """PyTorch peer for strata's optimizer/offload benchmark: times torch.optim.AdamW
-on CPU f32 parameters and prints one JSON line per implementation variant.
+on CPU f32 parameters and prints one JSON line per size and implementation variant,
+then one line per size naming the fastest variant.
 
-Each variant gets its own parameters, gradients and optimizer state (so nothing is
-shared or already warm in cache), is stepped --warmup times untimed (the first step
-allocates m and v), then --steps times timed. params_per_s = parameter count /
-median step time. The gradients stay fixed: AdamW's cost does not depend on them.
+Sizes run one at a time: each size's tensors are freed before the next. Each variant
+gets its own parameters, gradients and optimizer state (so nothing is shared or
+already warm in cache), is stepped --warmup times untimed (the first step allocates
+m and v), then --steps times timed. params_per_s = parameter count / median step
+time; params_per_s_best = parameter count / fastest step (strata-bench adamw's
+measure: best of k after a warm-up). The gradients stay fixed: AdamW's cost does not
+depend on them.
 
-    .venv-bench/bin/python tools/bench/peer/torch_adamw.py --params 64M --threads 2
+    .venv-bench/bin/python tools/bench/peer/torch_adamw.py --params 64M,256M --threads 2
 """
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -33,10 +38,17 @@ def parse_count(text):
     return int(text)
 
 
+def count_list(text):
+    """'64M,256M' -> [64 * 2**20, 256 * 2**20]."""
+    return [parse_count(t) for t in text.split(",")]
+
+
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--params", type=parse_count, default=parse_count("64M"),
-                   help="parameter count, e.g. 64M, 1G, 1000000 (K/M/G are powers of 2)")
+    p.add_argument("--params", type=count_list,
+                   default=[parse_count("64M")],
+                   help="parameter counts, comma-separated, e.g. 64M,256M,1G or 1000000 "
+                        "(K/M/G are powers of 2); run one at a time")
     p.add_argument("--tensors", type=int, default=1,
                    help="split the parameters into this many equal tensors")
     p.add_argument("--threads", type=int, default=2)
@@ -58,9 +70,9 @@ def make_params(count, tensors):
     return params
 
 
-def time_variant(name, args):
-    """Median and minimum step time in seconds, or an error string."""
-    params = make_params(args.params, args.tensors)
+def time_variant(name, count, args):
+    """Step times in seconds, or an error string."""
+    params = make_params(count, args.tensors)
     try:
         optimizer = torch.optim.AdamW(params, lr=3e-4, betas=(0.9, 0.95), eps=1e-8,
                                       weight_decay=0.1, **VARIANTS[name])
@@ -76,34 +88,55 @@ def time_variant(name, args):
     return times, None
 
 
+def report_variant(name, count, args):
+    times, error = time_variant(name, count, args)
+    gc.collect()  # this variant's tensors go before the next variant allocates its own
+    report = {
+        "peer": "pytorch",
+        "version": torch.__version__,
+        "bench": "adamw",
+        "variant": name,
+        "threads": args.threads,
+        "params": count,
+        "tensors": args.tensors,
+    }
+    if error:
+        report["error"] = error
+    else:
+        step_s = statistics.median(times)
+        report.update({
+            "steps": args.steps,
+            "params_per_s": round(count / step_s),
+            "params_per_s_best": round(count / min(times)),
+            "step_ms": round(step_s * 1e3, 2),
+            "step_ms_min": round(min(times) * 1e3, 2),
+        })
+    print(json.dumps(report), flush=True)
+    return report
+
+
 def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    for name in args.variants.split(","):
+    variants = args.variants.split(",")
+    for name in variants:
         if name not in VARIANTS:
             sys.exit(f"torch_adamw: unknown variant {name!r}; known: {', '.join(VARIANTS)}")
-        times, error = time_variant(name, args)
-        report = {
+    for count in args.params:
+        reports = [report_variant(name, count, args) for name in variants]
+        timed = [r for r in reports if "error" not in r]
+        fastest = max(timed, key=lambda r: r["params_per_s_best"]) if timed else None
+        print(json.dumps({
             "peer": "pytorch",
             "version": torch.__version__,
             "bench": "adamw",
-            "variant": name,
-            "threads": args.threads,
-            "params": args.params,
-            "tensors": args.tensors,
-        }
-        if error:
-            report["error"] = error
-        else:
-            step_s = statistics.median(times)
-            report.update({
-                "steps": args.steps,
-                "params_per_s": round(args.params / step_s),
-                "step_ms": round(step_s * 1e3, 2),
-                "step_ms_min": round(min(times) * 1e3, 2),
-            })
-        print(json.dumps(report), flush=True)
+            "variant": "fastest",
+            "params": count,
+            "fastest_variant": fastest["variant"] if fastest else None,
+            "params_per_s_best": fastest["params_per_s_best"] if fastest else None,
+            "params_per_s": fastest["params_per_s"] if fastest else None,
+        }), flush=True)
 
 
 if __name__ == "__main__":
