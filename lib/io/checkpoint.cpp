@@ -55,6 +55,26 @@ std::string layout_fingerprint(const Model& m) {
 
 TensorView flat_f32(const TensorView& v) { return TensorView(v.data, DType::f32, {v.numel()}, v.device); }
 
+// Files are read and written from host memory: a device tensor moves through a host
+// copy of its bytes, viewed with the same dtype and shape and no device.
+TensorView host_view(const TensorView& v, std::vector<char>& bytes) {
+  bytes.resize(v.nbytes());
+  TensorView h = v;
+  h.data = bytes.data();
+  h.device = nullptr;
+  return h;
+}
+TensorView stage_to_host(const TensorView& v, std::vector<char>& bytes) {
+  TensorView h = host_view(v, bytes);
+  v.device->stream().copy(bytes.data(), v.data, bytes.size());
+  v.device->stream().synchronize();
+  return h;
+}
+void copy_from_host(const TensorView& v, const std::vector<char>& bytes) {
+  v.device->stream().copy(v.data, bytes.data(), bytes.size());
+  v.device->stream().synchronize();
+}
+
 struct ManifestEntry {
   std::string name;
   uint64_t bytes = 0;
@@ -85,9 +105,8 @@ void write_model(const std::string& dir, const Model& model, DType dtype, std::v
   SafetensorsWriter w(dir + "/" + kModelFile, std::move(entries),
                       {{"format", "pt"}, {"strata.precision", precision_name(model.precision())}});
   for (const ParamInfo& p : model.parameters()) {
-    TensorView v = model.parameter(p.name);
-    io::require_host(v, "save_checkpoint");
-    w.write_converted(v);
+    std::vector<char> staged;
+    w.write_converted(stage_to_host(model.parameter(p.name), staged));
   }
   w.finish();
   manifest.push_back({kModelFile, io::File(dir + "/" + kModelFile, io::File::Mode::read).size(), "header_crc32c",
@@ -107,8 +126,8 @@ void write_optimizer(const std::string& dir, const Model& model, const AdamW& op
   // state will be streamed in.
   for (int u = 0; u < model.num_units(); ++u)
     for (const TensorView& t : {opt.master(u), opt.exp_avg(u), opt.exp_avg_sq(u)}) {
-      io::require_host(t, "save_checkpoint");
-      w.write(t.data, t.nbytes());
+      std::vector<char> staged;
+      w.write(stage_to_host(t, staged).data, t.nbytes());
     }
   w.finish();
   manifest.push_back({kOptimizerFile, io::File(dir + "/" + kOptimizerFile, io::File::Mode::read).size(),
@@ -282,17 +301,21 @@ CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* tr
   // Data: weights first; in fp32 the master IS the weights, so the optimizer file's
   // master then overwrites them exactly (the weights file may be bf16).
   for (const ParamInfo& p : model.parameters()) {
-    TensorView v = model.parameter(p.name);
-    io::require_host(v, "load_checkpoint");
-    weights->read(p.name, v);
+    const TensorView v = model.parameter(p.name);
+    std::vector<char> staged;
+    weights->read(p.name, host_view(v, staged));
+    copy_from_host(v, staged);
   }
   if (trainer) {
     AdamW& a = trainer->optimizer();
     for (int u = 0; u < model.num_units(); ++u) {
       const std::string unit = model.unit_name(u);
-      opt->read(unit + ".master", flat_f32(a.master(u)));
-      opt->read(unit + ".exp_avg", flat_f32(a.exp_avg(u)));
-      opt->read(unit + ".exp_avg_sq", flat_f32(a.exp_avg_sq(u)));
+      for (auto [part, t] : {std::pair{".master", a.master(u)}, std::pair{".exp_avg", a.exp_avg(u)},
+                             std::pair{".exp_avg_sq", a.exp_avg_sq(u)}}) {
+        std::vector<char> staged;
+        opt->read(unit + part, host_view(flat_f32(t), staged));
+        copy_from_host(t, staged);
+      }
     }
     trainer->load_state(info.trainer);
   }

@@ -33,13 +33,24 @@ size_t resident_bytes() {
   return n == 2 ? size_t(resident) * size_t(sysconf(_SC_PAGESIZE)) : 0;
 }
 
-// RMS and max |x| of a buffer, through an f32 copy (only on statistics steps).
+// The global norm of `inputs` (tensors of dev) read back to the host: the op writes
+// device memory, which is then copied out.
+float global_norm_to_host(std::vector<TensorView> inputs, Device& dev) {
+  Buffer out(dev, 4, "gradient norm");
+  ops::GlobalNormArgs g;
+  g.out = TensorView(out.data(), DType::f32, {1}, &dev);
+  g.inputs = std::move(inputs);
+  ops::global_norm(g, dev.stream());
+  float norm = 0;
+  dev.stream().copy(&norm, out.data(), 4);
+  dev.stream().synchronize();
+  return norm;
+}
+
+// RMS and max |x| of a buffer, through an f32 host copy (only on statistics steps).
 void rms_max(const TensorView& x, float& rms, float& max_abs) {
   const int64_t n = x.numel();
-  std::vector<float> f(static_cast<size_t>(n));
-  ops::cast({TensorView(f.data(), DType::f32, {n}, x.device), TensorView(x.data, x.dtype, {n}, x.device)},
-            x.device->stream());
-  x.device->stream().synchronize();
+  const std::vector<float> f = copy_to_host_f32(x);
   double ss = 0;
   float m = 0;
   for (float v : f) {
@@ -135,9 +146,7 @@ std::vector<float> Trainer::unit_parameters(int u) {
   const int64_t n = model_->unit_numel(u);
   ParamStore* store = model_->store();
   void* data = store ? store->acquire_params(u) : model_->unit_params(u).data;
-  std::vector<float> out(static_cast<size_t>(n));
-  ops::cast({TensorView(out.data(), DType::f32, {n}, &dev), TensorView(data, dt, {n}, &dev)}, dev.stream());
-  dev.stream().synchronize();
+  std::vector<float> out = copy_to_host_f32(TensorView(data, dt, {n}, &dev));
   if (store) store->release_params(u);
   return out;
 }
@@ -188,9 +197,7 @@ StepReport Trainer::step() {
     std::vector<int64_t> numel(size_t(model_->num_units()), 0);
     for (const ParamInfo& p : model_->parameters()) numel[size_t(p.unit)] += p.numel();
     for (int u = 0; u < model_->num_units(); ++u) {
-      float n = 0;
-      ops::global_norm({TensorView(&n, DType::f32, {1}, &dev), {model_->unit_grads(u)}}, s);
-      s.synchronize();
+      const float n = global_norm_to_host({model_->unit_grads(u)}, dev);
       stats_[size_t(u)].grad_rms = numel[size_t(u)] ? n / loss_scale_ / std::sqrt(float(numel[size_t(u)])) : 0.0f;
     }
   }
@@ -204,12 +211,11 @@ StepReport Trainer::step() {
   } else if (offload_) {
     norm_raw = offload_->grad_norm();
   } else {
-    ops::GlobalNormArgs g;
-    g.out = TensorView(&norm_raw, DType::f32, {1}, &dev);
+    std::vector<TensorView> grads;
     if (!model_->base_frozen())
-      for (int u = 0; u < model_->num_units(); ++u) g.inputs.push_back(model_->unit_grads(u));
-    if (model_->lora()) g.inputs.push_back(model_->lora()->flat_grads());
-    ops::global_norm(g, s);
+      for (int u = 0; u < model_->num_units(); ++u) grads.push_back(model_->unit_grads(u));
+    if (model_->lora()) grads.push_back(model_->lora()->flat_grads());
+    norm_raw = global_norm_to_host(std::move(grads), dev);
   }
   s.synchronize();
   const double t_opt = now_seconds();
