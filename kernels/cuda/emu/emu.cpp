@@ -1,5 +1,6 @@
 // The CUDA emulator's runtime: grid launch on oneTBB, one block per OS thread at a
-// time, the threads of a block as ucontext fibers with barrier-aware scheduling.
+// time, the threads of a block as fibers (a hand-written switch on x86-64, ucontext
+// elsewhere) with barrier-aware scheduling.
 // Invariant: a fiber waiting at a barrier is resumed only once every live thread it
 // waits for (the block, or its warp) has arrived, so a kernel that would be wrong
 // without a real barrier is wrong here too. See emu.h for the design and its limits.
@@ -19,10 +20,10 @@
 #define STRATA_EMU_ASAN 1
 #endif
 
-// x86-64 outside ASan: fibers switch with the few instructions below instead of
-// swapcontext, which also saves and restores the signal mask (a system call per switch,
-// 80% of an emulated training step). ucontext stays the portable path and the ASan one.
-#if defined(__x86_64__) && !defined(STRATA_EMU_ASAN)
+// x86-64: fibers switch with the few instructions below instead of swapcontext, which
+// also saves and restores the signal mask (a system call per switch, 80% of an
+// emulated training step). Other architectures keep ucontext.
+#if defined(__x86_64__)
 #define STRATA_EMU_FAST_SWITCH 1
 // Saves the callee-saved registers, MXCSR and the x87 control word on the current
 // stack, stores its pointer in *save_sp, and resumes the context saved at load_sp.
@@ -114,31 +115,42 @@ char* new_stack() {
 }
 
 // Stack switches, annotated for AddressSanitizer so it tracks the fiber stacks.
-void enter_fiber(Block& b, Fiber& f) {
+// The bare switches: the hand-written one on x86-64, ucontext elsewhere.
+void switch_to_fiber(Block& b, Fiber& f) {
 #if STRATA_EMU_FAST_SWITCH
   strata_emu_switch(&b.scheduler_sp, f.sp);
-#elif STRATA_EMU_ASAN
-  void* fake = nullptr;
-  __sanitizer_start_switch_fiber(&fake, f.stack, kStackBytes);
-  swapcontext(&b.scheduler, &f.context);
-  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #else
   swapcontext(&b.scheduler, &f.context);
 #endif
 }
+void switch_to_scheduler(Block& b, Fiber& f) {
+#if STRATA_EMU_FAST_SWITCH
+  strata_emu_switch(&f.sp, b.scheduler_sp);
+#else
+  swapcontext(&f.context, &b.scheduler);
+#endif
+}
+
+void enter_fiber(Block& b, Fiber& f) {
+#if STRATA_EMU_ASAN
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(&fake, f.stack, kStackBytes);
+  switch_to_fiber(b, f);
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+  switch_to_fiber(b, f);
+#endif
+}
 
 void leave_fiber(Block& b, Fiber& f, bool exiting) {
-#if STRATA_EMU_FAST_SWITCH
-  (void)exiting;
-  strata_emu_switch(&f.sp, b.scheduler_sp);
-#elif STRATA_EMU_ASAN
+#if STRATA_EMU_ASAN
   __sanitizer_start_switch_fiber(exiting ? nullptr : &f.asan_fake_stack, b.scheduler_stack,
                                  b.scheduler_stack_size);
-  swapcontext(&f.context, &b.scheduler);
+  switch_to_scheduler(b, f);
   __sanitizer_finish_switch_fiber(f.asan_fake_stack, &b.scheduler_stack, &b.scheduler_stack_size);
 #else
   (void)exiting;
-  swapcontext(&f.context, &b.scheduler);
+  switch_to_scheduler(b, f);
 #endif
 }
 
