@@ -266,9 +266,13 @@ StepReport Trainer::step() {
   r.step = step_;
   r.loss = float(loss_sum_ / double(micro_));
   if (comm_ && comm_->size() > 1) {  // the mean over ranks: every rank reports the global loss
-    float sum = r.loss;
-    comm_->all_reduce_sum(TensorView(&sum, DType::f32, {1}, &dev), s);
-    r.loss = sum / float(comm_->size());
+    Buffer sum(dev, 4, "loss all-reduce");  // collectives take device memory
+    s.copy(sum.data(), &r.loss, 4);
+    comm_->all_reduce_sum(TensorView(sum.data(), DType::f32, {1}, &dev), s);
+    float total = 0;
+    s.copy(&total, sum.data(), 4);
+    s.synchronize();
+    r.loss = total / float(comm_->size());
   }
   r.skipped_steps = skipped_;
   r.loss_scale = loss_scale_;

@@ -4,9 +4,12 @@
 // Invariant: emulated launches run to completion before they return, so every
 // stream is always idle: copies are memcpy, synchronize and events do nothing. New
 // device memory is filled with 0xff bytes (NaN), as cudaMalloc memory is garbage: a
-// read before a write shows up in results instead of passing as zero.
+// read before a write shows up in results instead of passing as zero; live
+// allocations are tracked so the op entry points refuse host memory (ops/check.cpp).
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 
 #include "cuda/cuda_ops.h"
 #include "cuda/runtime.h"
@@ -62,13 +65,37 @@ void event_destroy(void*) {}
 void event_record(void*, void*) {}
 void stream_wait(void*, void*) {}
 
+namespace {
+// Live device allocations (start -> bytes), for is_device_memory.
+std::mutex g_allocations_mutex;
+std::map<uintptr_t, size_t> g_allocations;
+}  // namespace
+
 ArenaMemory device_memory() {
   return {[](size_t bytes, size_t alignment) {
             void* p = std::aligned_alloc(alignment, bytes);
-            if (p) std::memset(p, 0xff, bytes);
+            if (!p) return p;
+            std::memset(p, 0xff, bytes);
+            std::lock_guard lock(g_allocations_mutex);
+            g_allocations[uintptr_t(p)] = bytes;
             return p;
           },
-          [](void* p) { std::free(p); }, "emulated CUDA device memory"};
+          [](void* p) {
+            {
+              std::lock_guard lock(g_allocations_mutex);
+              g_allocations.erase(uintptr_t(p));
+            }
+            std::free(p);
+          },
+          "emulated CUDA device memory"};
+}
+
+bool is_device_memory(const void* p, size_t bytes) {
+  std::lock_guard lock(g_allocations_mutex);
+  auto it = g_allocations.upper_bound(uintptr_t(p));
+  if (it == g_allocations.begin()) return false;
+  --it;
+  return uintptr_t(p) + bytes <= it->first + it->second;
 }
 void* pinned_allocate(size_t bytes) { return std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096); }
 void pinned_free(void* p) { std::free(p); }
