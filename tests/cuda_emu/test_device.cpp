@@ -4,12 +4,15 @@
 // The bodies are strata-selftest's (tools/selftest/gpu_vs_cpu.h): every op against
 // the CPU backend, and 20 training steps against the same run on a CPU device.
 #include <catch2/catch.hpp>
+#include <algorithm>
+#include <cmath>
 
 #include "data/temp_dir.h"
 #include "ops.h"
 #include "selftest/gpu_vs_cpu.h"
 #include "strata/checkpoint.h"
 #include "strata/error.h"
+#include "strata/lora.h"
 #include "strata/train.h"
 
 namespace strata::test {
@@ -108,6 +111,48 @@ TEST_CASE("cuda_emu: init and checkpoints and sampling move bytes to and from th
   CHECK(loss_gpu == trainer.train_step({batch}).loss);
   CHECK(loss_gpu == Approx(cpu_trainer.train_step({batch}).loss).epsilon(1e-2));
   require_same_parameters(g, on_gpu);
+}
+
+// Largest |a - b| over two host vectors of the same size.
+float max_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  REQUIRE(a.size() == b.size());
+  float d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(a[i] - b[i]));
+  return d;
+}
+
+TEST_CASE("cuda_emu: LoRA trains and saves and merges on the emulated CUDA device as on the CPU", "[cuda_emu]") {
+  auto gpu = Device::cuda();
+  auto cpu = Device::cpu();
+  ModelConfig c = ModelConfig::preset("gpt-mini");
+  c.vocab_size = 64, c.n_layers = 1, c.n_heads = 2, c.d_model = 32, c.d_mlp = 128, c.max_seq = 16;
+  Model g(c, *gpu, Precision::fp32, 5), h(c, *cpu, Precision::fp32, 5);
+  LoraOptions lo;
+  lo.rank = 4, lo.seed = 3;
+  Lora lg(g, lo), lh(h, lo);
+  REQUIRE(copy_to_host_f32(lg.flat_params()) == copy_to_host_f32(lh.flat_params()));  // host init, copied
+  TrainOptions o;
+  o.adamw.lr = 1e-2f;
+  Trainer tg(g, o), th(h, o);
+  std::vector<int32_t> in(32), tgt(32);
+  for (int i = 0; i < 32; ++i) in[size_t(i)] = (i * 5) % 64, tgt[size_t(i)] = (i * 5 + 5) % 64;
+  const Batch batch{TensorView(in.data(), DType::i32, {2, 16}), TensorView(tgt.data(), DType::i32, {2, 16})};
+  for (int step = 0; step < 5; ++step)
+    CHECK(tg.train_step({batch}).loss == Approx(th.train_step({batch}).loss).epsilon(1e-5));
+  const std::vector<float> trained = copy_to_host_f32(lg.flat_params());
+  CHECK(max_diff(trained, copy_to_host_f32(lh.flat_params())) < 1e-4f);
+
+  TempDir dir;  // saved from the emulated device, loaded on the CPU: the same adapters
+  lg.save(dir.file("adapter"));
+  lh.load(dir.file("adapter"));
+  CHECK(copy_to_host_f32(lh.flat_params()) == trained);
+
+  lg.merge();
+  lh.merge();
+  for (const ParamInfo& p : g.parameters()) {
+    INFO(p.name);
+    CHECK(max_diff(copy_to_host_f32(g.parameter(p.name)), copy_to_host_f32(h.parameter(p.name))) < 1e-5f);
+  }
 }
 
 }  // namespace
