@@ -43,13 +43,15 @@ struct Context {
   size_t blas_workspace_bytes = 0;
 };
 
-#if !defined(STRATA_CUDA_EMULATION)
-// The context of a CUDA stream (runtime.cu).
+// The context of a CUDA stream (runtime.cu; in the emulation build, emu/emu_runtime.cpp).
 Context context(Stream& s);
-#endif
 
 void matmul_forward(const ops::MatmulForwardArgs& a, const Context& c);
 void matmul_backward(const ops::MatmulBackwardArgs& a, const Context& c);
+// The same two ops through a plain tiled GEMM kernel (matmul_tiled.cu): what the
+// emulator runs as matmul_forward / matmul_backward, and selftest's hardware check of it.
+void matmul_tiled_forward(const ops::MatmulForwardArgs& a, const Context& c);
+void matmul_tiled_backward(const ops::MatmulBackwardArgs& a, const Context& c);
 // d_bias (OC) += column sums of d_out (N, OC): the bias gradient of matmul_backward.
 void bias_grad(const TensorView& d_bias, const TensorView& d_out, const Context& c);
 void embedding_forward(const ops::EmbeddingForwardArgs& a, const Context& c);

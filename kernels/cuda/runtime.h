@@ -46,4 +46,9 @@ void pinned_free(void* ptr);
 // Asynchronous copies on `stream` (cudaMemcpyAsync, direction inferred).
 void copy_async(void* dst, const void* src, size_t bytes, void* stream);
 
+#if defined(STRATA_CUDA_EMULATION)
+// Emulated device only: whether [p, p + bytes) lies in one live device allocation.
+bool is_device_memory(const void* p, size_t bytes);
+#endif
+
 }  // namespace strata::cuda_runtime

@@ -1,5 +1,9 @@
 #include "check.h"
 
+#if defined(STRATA_CUDA_EMULATION)
+#include "cuda/runtime.h"
+#endif
+
 #include <cstring>
 #include <sstream>
 
@@ -29,6 +33,12 @@ void present(const char* op, const char* arg, const TensorView& t, const Stream&
   if (t.numel() == 0) fail(op, arg, t, "is empty: every dimension must be at least 1");
   if (t.device && t.device != &s.device())
     fail(op, arg, t, "lives on " + t.device->name() + " but the op runs on " + s.device().name());
+#if defined(STRATA_CUDA_EMULATION)
+  // The emulated device shares the host's address space: check what a GPU would
+  // fault on, host memory handed to a CUDA op (copy it with Stream::copy first).
+  if (s.device().kind() == DeviceKind::cuda && !cuda_runtime::is_device_memory(t.data, t.nbytes()))
+    fail(op, arg, t, "is not CUDA device memory (host memory passed to a CUDA op?); copy it with Stream::copy");
+#endif
 }
 
 void dtype(const char* op, const char* arg, const TensorView& t, std::initializer_list<DType> allowed) {

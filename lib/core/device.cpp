@@ -4,6 +4,7 @@
 #include <tbb/info.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "cuda/runtime.h"
@@ -96,6 +97,14 @@ void Arena::reset_high_water() {
 
 void Stream::synchronize() {
   if (native_) cuda_runtime::synchronize(native_);
+}
+
+void Stream::copy(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0 || dst == src) return;
+  if (device_->kind() == DeviceKind::cuda)
+    cuda_runtime::copy_async(dst, src, bytes, native_);
+  else
+    std::memcpy(dst, src, bytes);
 }
 
 Device::Device(DeviceKind kind, int index, size_t capacity, ArenaMemory memory, void* backend,

@@ -1,7 +1,10 @@
 #include "strata/tensor.h"
 
+#include <cstring>
 #include <sstream>
 
+#include "lib/io/host_convert.h"
+#include "strata/device.h"
 #include "strata/error.h"
 
 namespace strata {
@@ -55,6 +58,41 @@ std::string TensorView::str() const {
   for (int i = 0; i < ndim; ++i) s << (i ? ", " : "") << shape[i];
   s << "]";
   return s.str();
+}
+
+namespace {
+// Raw copy into / out of t's memory, waiting for the stream when it has a device.
+void copy_raw(const TensorView& t, void* dst, const void* src, size_t bytes) {
+  if (!t.device) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  Stream& s = t.device->stream();
+  s.copy(dst, src, bytes);
+  s.synchronize();
+}
+}  // namespace
+
+std::vector<float> copy_to_host_f32(const TensorView& t) {
+  const io::FloatFormat f = io::float_format(t.dtype);
+  const size_t n = size_t(t.numel());
+  std::vector<float> out(n);
+  if (f == io::FloatFormat::f32) {
+    copy_raw(t, out.data(), t.data, t.nbytes());
+    return out;
+  }
+  std::vector<char> raw(t.nbytes());
+  copy_raw(t, raw.data(), t.data, raw.size());
+  io::to_f32(raw.data(), f, out.data(), n);
+  return out;
+}
+
+void copy_from_host_f32(const TensorView& t, const float* values) {
+  const io::FloatFormat f = io::float_format(t.dtype);
+  if (f == io::FloatFormat::f32) return copy_raw(t, t.data, values, t.nbytes());
+  std::vector<char> raw(t.nbytes());
+  io::from_f32(values, raw.data(), f, size_t(t.numel()));
+  copy_raw(t, t.data, raw.data(), raw.size());
 }
 
 }  // namespace strata

@@ -76,6 +76,26 @@ std::string config_json(const Model& model) {
   return v.dump(2) + "\n";
 }
 
+// Files are read and written from host memory: a device tensor moves through a host
+// copy of its bytes, viewed with the same dtype and shape and no device.
+TensorView host_view(const TensorView& v, std::vector<char>& bytes) {
+  bytes.resize(v.nbytes());
+  TensorView h = v;
+  h.data = bytes.data();
+  h.device = nullptr;
+  return h;
+}
+TensorView stage_to_host(const TensorView& v, std::vector<char>& bytes) {
+  TensorView h = host_view(v, bytes);
+  v.device->stream().copy(bytes.data(), v.data, bytes.size());
+  v.device->stream().synchronize();
+  return h;
+}
+void copy_from_host(const TensorView& v, const std::vector<char>& bytes) {
+  v.device->stream().copy(v.data, bytes.data(), bytes.size());
+  v.device->stream().synchronize();
+}
+
 // `writer` false: a ZeRO rank other than 0, which only takes part in the gathers, in
 // the same order as rank 0.
 void write_model(const std::string& dir, const Model& model, const Trainer* trainer, DType dtype, bool writer,
@@ -92,6 +112,7 @@ void write_model(const std::string& dir, const Model& model, const Trainer* trai
                                                 {"format", "pt"}, {"strata.precision", precision_name(model.precision())}});
   }
   std::vector<float> unit;
+  std::vector<char> staged;
   int have = -1;
   for (const ParamInfo& p : model.parameters()) {
     TensorView v;
@@ -99,8 +120,7 @@ void write_model(const std::string& dir, const Model& model, const Trainer* trai
       if (have != p.unit) unit = trainer->unit_parameters(have = p.unit);
       v = TensorView(unit.data() + p.offset, DType::f32, {p.numel()}, nullptr);
     } else {
-      v = model.parameter(p.name);
-      io::require_host(v, "save_checkpoint");
+      v = stage_to_host(model.parameter(p.name), staged);
     }
     if (w) w->write_converted(v);
   }
@@ -144,7 +164,8 @@ std::atomic<int> temp_counter{0};
 
 void save_checkpoint(const std::string& dir, const Model& model, const Trainer* trainer,
                      const TrainingProgress& progress, const CheckpointOptions& options) {
-  io::require_host(TensorView(nullptr, DType::f32, {0}, &model.device()), "save_checkpoint");
+  if (trainer && trainer->comm())  // the ZeRO shards are gathered through host memory
+    io::require_host(TensorView(nullptr, DType::f32, {0}, &model.device()), "save_checkpoint");
   // Under ZeRO every rank calls this together: all gather, rank 0 checks and writes (a
   // failure there aborts the others through run_ranks), and the closing barrier means
   // the checkpoint exists when any rank returns.
@@ -319,8 +340,8 @@ CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* tr
   }
   // Data: weights first; in fp32 the master IS the weights, so the optimizer file's
   // master then overwrites them exactly (the weights file may be bf16).
-  io::require_host(TensorView(nullptr, DType::f32, {0}, &model.device()), "load_checkpoint");
   if (trainer && trainer->comm()) {  // ZeRO: each rank reads whole units and keeps its shards
+    io::require_host(TensorView(nullptr, DType::f32, {0}, &model.device()), "load_checkpoint");
     std::vector<float> unit;
     for (int u = 0; u < model.num_units(); ++u) {
       unit.assign(size_t(model.unit_numel(u)), 0.0f);  // the padding stays 0
@@ -329,7 +350,12 @@ CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* tr
       trainer->load_unit_parameters(u, unit.data());
     }
   } else {
-    for (const ParamInfo& p : model.parameters()) weights->read(p.name, model.parameter(p.name));
+    std::vector<char> staged;
+    for (const ParamInfo& p : model.parameters()) {
+      const TensorView v = model.parameter(p.name);
+      weights->read(p.name, host_view(v, staged));
+      copy_from_host(v, staged);
+    }
   }
   if (trainer) {
     std::vector<float> master, m, v;

@@ -9,9 +9,9 @@
 #include <set>
 
 #include "file_io.h"
-#include "host_convert.h"
 #include "json.h"
 #include "strata/checkpoint.h"
+#include "strata/error.h"
 
 namespace strata {
 
@@ -115,13 +115,7 @@ int64_t cols_of(const std::vector<int64_t>& shape) {
   return n;
 }
 
-std::vector<float> param_f32(const Model& m, const ParamInfo& p) {
-  TensorView v = m.parameter(p.name);
-  io::require_host(v, "export_hf");
-  std::vector<float> out(size_t(v.numel()));
-  io::to_f32(v.data, io::float_format(v.dtype), out.data(), out.size());
-  return out;
-}
+std::vector<float> param_f32(const Model& m, const ParamInfo& p) { return copy_to_host_f32(m.parameter(p.name)); }
 
 Value hf_config(const ModelConfig& c, HfLayout layout, DType dtype) {
   Value v = Value::object();
@@ -341,9 +335,7 @@ void import_hf(Model& model, const std::string& dir_or_file, HfLayout layout) {
     full.assign(size_t(pi.numel()), 0.0f);
     for (; i < table.size() && table[i].strata == pi.name; ++i)
       insert(full, cols_of(pi.shape), table[i], pi.shape[0], r.read_f32(table[i].hf));
-    TensorView v = model.parameter(pi.name);
-    io::require_host(v, "import_hf");
-    io::from_f32(full.data(), v.data, io::float_format(v.dtype), full.size());
+    copy_from_host_f32(model.parameter(pi.name), full.data());
   }
 }
 

@@ -52,14 +52,11 @@ LoraOptions read_lora_options(const std::string& dir) {
 
 void Lora::save(const std::string& dir, const std::string& base_name) const {
   const Impl& m = *impl_;
-  Device& dev = m.model->device();
   const int64_t r = m.options.rank;
   fs::create_directories(dir);
   // The f32 truth: the master in bf16/fp16, the parameters in fp32.
-  std::vector<float> host(size_t(m.numel));
   const TensorView truth = m.master.data() ? m.flat(m.master, DType::f32) : m.flat(m.params, DType::f32);
-  ops::cast({TensorView(host.data(), DType::f32, {m.numel}, &dev), truth}, dev.stream());
-  dev.stream().synchronize();
+  std::vector<float> host = copy_to_host_f32(truth);
   std::vector<NamedTensor> out;
   for (const LoraAdapter& a : m.adapters) {
     const LoraTensor& ta = m.tensors[size_t(a.a_tensor)];
@@ -132,9 +129,8 @@ void Lora::load(const std::string& dir) {
     std::copy(B.begin(), B.end(), host.begin() + tb.offset + a.save_begin * r);
   }
   Device& dev = m.model->device();
-  TensorView src(host.data(), DType::f32, {m.numel}, &dev);
-  ops::cast({m.flat(m.params, m.dtype), src}, dev.stream());
-  if (m.master.data()) ops::cast({m.flat(m.master, DType::f32), src}, dev.stream());
+  copy_from_host_f32(m.flat(m.params, m.dtype), host.data());
+  if (m.master.data()) copy_from_host_f32(m.flat(m.master, DType::f32), host.data());
   ops::fill_zero(m.flat(m.m, DType::f32), dev.stream());
   ops::fill_zero(m.flat(m.v, DType::f32), dev.stream());
   dev.stream().synchronize();

@@ -27,16 +27,14 @@ class EmbeddingUnit final : public Unit {
     // Fixed table (max_seq, C): sin on even channels, cos on odd, as in "Attention Is
     // All You Need". Not a parameter: it never changes and is never saved.
     sinusoid_ = Buffer(device, carve_bytes(dtype, c_.max_seq * c_.d_model), "sinusoidal positions");
-    TensorView t = table(dtype, device);
-    std::vector<float> row(size_t(c_.d_model));
-    for (int64_t pos = 0; pos < c_.max_seq; ++pos) {
+    std::vector<float> host(size_t(c_.max_seq * c_.d_model));  // (max_seq, C)
+    for (int64_t pos = 0; pos < c_.max_seq; ++pos)
       for (int64_t i = 0; i < c_.d_model; ++i) {
         double freq = std::pow(10000.0, -double(i / 2 * 2) / double(c_.d_model));
-        row[size_t(i)] = float(i % 2 == 0 ? std::sin(double(pos) * freq) : std::cos(double(pos) * freq));
+        host[size_t(pos * c_.d_model + i)] =
+            float(i % 2 == 0 ? std::sin(double(pos) * freq) : std::cos(double(pos) * freq));
       }
-      TensorView src(row.data(), DType::f32, {c_.d_model}, &device);
-      ops::cast({t.slice_rows(pos, pos + 1).reshape({c_.d_model}), src}, device.stream());
-    }
+    copy_from_host_f32(table(dtype, device), host.data());
   }
 
   size_t scratch_bytes(DType, int64_t) const override { return 0; }

@@ -164,10 +164,9 @@ Lora::Lora(Model& model, const LoraOptions& o) : impl_(std::make_unique<Impl>())
     for (int64_t i = 0; i < t.numel(); ++i)
       host[size_t(t.offset + i)] = bound * (2.0f * num::philox_uniform(key, uint64_t(i)) - 1.0f);
   }
-  TensorView src(host.data(), DType::f32, {m.numel}, &dev);
   Stream& s = dev.stream();
-  ops::cast({m.flat(m.params, m.dtype), src}, s);
-  if (m.master.data()) ops::cast({m.flat(m.master, DType::f32), src}, s);
+  copy_from_host_f32(m.flat(m.params, m.dtype), host.data());
+  if (m.master.data()) copy_from_host_f32(m.flat(m.master, DType::f32), host.data());
   ops::fill_zero(m.flat(m.grads, DType::f32), s);
   ops::fill_zero(m.flat(m.m, DType::f32), s);
   ops::fill_zero(m.flat(m.v, DType::f32), s);
@@ -296,15 +295,11 @@ void Lora::Impl::backward(const UnitContext& ctx, int layer, int site, const Ten
 namespace {
 // W (out, in) += sign * scale * B A, in f32 on the host, rounded to W's dtype.
 void fold(Lora::Impl& m, const LoraAdapter& a, float sign) {
-  Device& dev = m.model->device();
-  Stream& s = dev.stream();
   TensorView w = m.model->parameter(a.weight);
   const int64_t r = m.options.rank;
-  std::vector<float> W(size_t(a.out * a.in)), A(size_t(r * a.in)), B(size_t(a.out * r));
-  ops::cast({TensorView(W.data(), DType::f32, {a.out, a.in}, &dev), w}, s);
-  ops::cast({TensorView(A.data(), DType::f32, {r, a.in}, &dev), m.view(m.params, m.dtype, m.tensors[size_t(a.a_tensor)])}, s);
-  ops::cast({TensorView(B.data(), DType::f32, {a.out, r}, &dev), m.view(m.params, m.dtype, m.tensors[size_t(a.b_tensor)])}, s);
-  s.synchronize();
+  std::vector<float> W = copy_to_host_f32(w);
+  const std::vector<float> A = copy_to_host_f32(m.view(m.params, m.dtype, m.tensors[size_t(a.a_tensor)]));
+  const std::vector<float> B = copy_to_host_f32(m.view(m.params, m.dtype, m.tensors[size_t(a.b_tensor)]));
   std::vector<float> row(size_t(a.in));
   for (int64_t o = 0; o < a.out; ++o) {
     std::fill(row.begin(), row.end(), 0.0f);
@@ -317,8 +312,7 @@ void fold(Lora::Impl& m, const LoraAdapter& a, float sign) {
     float* wo = &W[size_t(o * a.in)];
     for (int64_t i = 0; i < a.in; ++i) wo[i] += sign * m.scale * row[size_t(i)];
   }
-  ops::cast({w, TensorView(W.data(), DType::f32, {a.out, a.in}, &dev)}, s);
-  s.synchronize();
+  copy_from_host_f32(w, W.data());
 }
 }  // namespace
 

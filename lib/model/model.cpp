@@ -20,12 +20,19 @@ constexpr int64_t kTensorAlign = 16;  // elements: each tensor starts 64-byte al
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-// Zeroes a new gradient buffer. On a CPU device its whole pages are handed back to
-// the kernel instead (private anonymous memory reads as zero afterwards and costs
-// nothing until touched), so a model whose gradients an offload store will own never
-// makes them resident: a model larger than RAM can still be built.
-void zero_new_grads(Device& device, void* data, size_t bytes) {
-  if (device.kind() == DeviceKind::cpu && bytes >= size_t(1) << 20) {
+// Zeroes a new buffer. On a CPU device the whole pages of a large one are handed
+// back to the kernel instead (private anonymous memory reads as zero afterwards and
+// costs nothing until touched), so a model whose gradients an offload store will own
+// never makes them resident: a model larger than RAM can still be built. Other
+// devices zero it with fill_zero on their stream.
+void zero_new_buffer(Device& device, Buffer& buffer) {
+  void* data = buffer.data();
+  const size_t bytes = buffer.size();
+  if (device.kind() != DeviceKind::cpu) {
+    ops::fill_zero(TensorView(data, DType::f32, {int64_t(bytes / 4)}, &device), device.stream());
+    return;
+  }
+  if (bytes >= size_t(1) << 20) {
     const uintptr_t page = 4096, lo = uintptr_t(data), hi = lo + bytes;
     const uintptr_t a = (lo + page - 1) / page * page, b = hi / page * page;
     if (::madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED) == 0) {
@@ -82,8 +89,8 @@ Model::Model(const ModelConfig& config, Device& device, Precision precision, uin
     unit_numel_.push_back(numel);
     param_buffers_.emplace_back(device, size_t(numel) * dtype_size(dt), "parameters");
     grad_buffers_.emplace_back(device, size_t(numel) * 4, "gradients");
-    std::memset(param_buffers_.back().data(), 0, param_buffers_.back().size());
-    zero_new_grads(device, grad_buffers_.back().data(), grad_buffers_.back().size());
+    zero_new_buffer(device, param_buffers_.back());
+    zero_new_buffer(device, grad_buffers_.back());
   }
 
   // GPT-2 initialisation: element i of parameter tensor k of unit u is
@@ -102,8 +109,7 @@ Model::Model(const ModelConfig& config, Device& device, Precision precision, uin
         if (s.init == ParamSpec::Init::normal) host[i] = s.std * num::philox_normal(key, i);
         if (s.init == ParamSpec::Init::ones) host[i] = 1.0f;
       }
-      TensorView src(host.data(), DType::f32, {view.numel()}, device_);
-      ops::cast({view.reshape({view.numel()}), src}, device.stream());
+      copy_from_host_f32(view, host.data());
     }
   }
   views_ = std::make_unique<Views>();
@@ -242,7 +248,7 @@ void Model::freeze_base() {
   for (const ParamInfo& p : params_)
     if (p.shape.size() == 1) widest = std::max(widest, p.numel());
   grad_sink_ = Buffer(*device_, size_t(widest) * 4, "frozen norm gradient sink");
-  std::memset(grad_sink_.data(), 0, grad_sink_.size());
+  zero_new_buffer(*device_, grad_sink_);
   grad_buffers_.clear();
   grads_resident_ = false;
   frozen_ = true;
@@ -327,7 +333,7 @@ void Model::run_forward(const TensorView& inputs, int64_t B, int64_t T, const St
   Activations& a = *acts_;
   Stream& s = device_->stream();
   TensorView tokens(a.tokens.data(), DType::i32, {B, T}, device_);
-  std::memcpy(tokens.data, inputs.data, size_t(B * T) * 4);
+  s.copy(tokens.data, inputs.data, size_t(B * T) * 4);  // inputs are host memory
   for (int u = 0; u + 1 < num_units(); ++u) {
     UnitContext ctx{s, config_, dt, u, B, T, key, train};
     UnitIO io;
@@ -351,7 +357,7 @@ float Model::forward(const Batch& batch, const StepKey& key, bool train) {
 
   const int head = num_units() - 1;
   TensorView targets(a.targets.data(), DType::i32, {B, T}, device_);
-  std::memcpy(targets.data, batch.targets.data, size_t(B * T) * 4);
+  device_->stream().copy(targets.data, batch.targets.data, size_t(B * T) * 4);
   UnitContext ctx{device_->stream(), config_, dt, head, B, T, key, train};
   UnitIO io;
   io.targets = targets;
@@ -359,10 +365,10 @@ float Model::forward(const Batch& batch, const StepKey& key, bool train) {
   io.losses = TensorView(a.losses.data(), DType::f32, {B * T}, device_);
   units_[size_t(head)]->forward(ctx, acquire(head, false), io);
   release(head, false);
+  std::vector<float> losses(size_t(B * T));
+  device_->stream().copy(losses.data(), io.losses.data, losses.size() * 4);
   device_->stream().synchronize();
-
-  const float* losses = io.losses.ptr<float>();
-  const int32_t* tg = targets.ptr<int32_t>();
+  const int32_t* tg = batch.targets.ptr<int32_t>();  // the host copy
   double sum = 0;
   int64_t valid = 0;
   for (int64_t i = 0; i < B * T; ++i)
@@ -423,16 +429,19 @@ std::vector<float> Model::last_logits(const TensorView& inputs) {
   // Gather the last position of each row into the gradient buffer, used as scratch.
   const size_t row_bytes = size_t(config_.d_model) * dtype_size(dt);
   const char* src = static_cast<const char*>(a.residual[size_t(head - 1)].data());
+  Stream& s = device_->stream();
   for (int64_t b = 0; b < B; ++b)
-    std::memcpy(static_cast<char*>(a.grad_a.data()) + size_t(b) * row_bytes, src + size_t(b * T + T - 1) * row_bytes,
-                row_bytes);
-  std::vector<float> logits(size_t(B * config_.vocab_size));
-  UnitContext ctx{device_->stream(), config_, dt, head, B, 1, StepKey{}, false};
+    s.copy(static_cast<char*>(a.grad_a.data()) + size_t(b) * row_bytes, src + size_t(b * T + T - 1) * row_bytes,
+           row_bytes);
+  Buffer logits_device(*device_, size_t(B * config_.vocab_size) * 4, "sampling logits");  // (B, V) f32
+  UnitContext ctx{s, config_, dt, head, B, 1, StepKey{}, false};
   head_logits(*units_[size_t(head)], ctx, acquire(head, false),
               TensorView(a.grad_a.data(), dt, {B, config_.d_model}, device_),
-              TensorView(logits.data(), DType::f32, {B, config_.vocab_size}, device_));
+              TensorView(logits_device.data(), DType::f32, {B, config_.vocab_size}, device_));
   release(head, false);
-  device_->stream().synchronize();
+  std::vector<float> logits(size_t(B * config_.vocab_size));
+  s.copy(logits.data(), logits_device.data(), logits.size() * 4);
+  s.synchronize();
   have_saved_ = false;
   return logits;
 }

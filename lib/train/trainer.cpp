@@ -34,13 +34,24 @@ size_t resident_bytes() {
   return n == 2 ? size_t(resident) * size_t(sysconf(_SC_PAGESIZE)) : 0;
 }
 
-// RMS and max |x| of a buffer, through an f32 copy (only on statistics steps).
+// The global norm of `inputs` (tensors of dev) read back to the host: the op writes
+// device memory, which is then copied out.
+float global_norm_to_host(std::vector<TensorView> inputs, Device& dev) {
+  Buffer out(dev, 4, "gradient norm");
+  ops::GlobalNormArgs g;
+  g.out = TensorView(out.data(), DType::f32, {1}, &dev);
+  g.inputs = std::move(inputs);
+  ops::global_norm(g, dev.stream());
+  float norm = 0;
+  dev.stream().copy(&norm, out.data(), 4);
+  dev.stream().synchronize();
+  return norm;
+}
+
+// RMS and max |x| of a buffer, through an f32 host copy (only on statistics steps).
 void rms_max(const TensorView& x, float& rms, float& max_abs) {
   const int64_t n = x.numel();
-  std::vector<float> f(static_cast<size_t>(n));
-  ops::cast({TensorView(f.data(), DType::f32, {n}, x.device), TensorView(x.data, x.dtype, {n}, x.device)},
-            x.device->stream());
-  x.device->stream().synchronize();
+  const std::vector<float> f = copy_to_host_f32(x);
   double ss = 0;
   float m = 0;
   for (float v : f) {
@@ -150,9 +161,7 @@ std::vector<float> Trainer::unit_parameters(int u) const {
   const int64_t n = model_->unit_numel(u);
   ParamStore* store = model_->store();
   void* data = store ? store->acquire_params(u) : model_->unit_params(u).data;
-  std::vector<float> out(static_cast<size_t>(n));
-  ops::cast({TensorView(out.data(), DType::f32, {n}, &dev), TensorView(data, dt, {n}, &dev)}, dev.stream());
-  dev.stream().synchronize();
+  std::vector<float> out = copy_to_host_f32(TensorView(data, dt, {n}, &dev));
   if (store) store->release_params(u);
   return out;
 }
@@ -164,13 +173,9 @@ void Trainer::optimizer_state(int u, std::vector<float>& master, std::vector<flo
     return;
   }
   const AdamW& a = optimizer();
-  auto copy = [](const TensorView& t, std::vector<float>& out) {
-    const float* p = static_cast<const float*>(t.data);
-    out.assign(p, p + t.numel());
-  };
-  copy(a.master(u), master);
-  copy(a.exp_avg(u), exp_avg);
-  copy(a.exp_avg_sq(u), exp_avg_sq);
+  master = copy_to_host_f32(a.master(u));
+  exp_avg = copy_to_host_f32(a.exp_avg(u));
+  exp_avg_sq = copy_to_host_f32(a.exp_avg_sq(u));
 }
 
 void Trainer::load_optimizer_state(int u, const float* master, const float* exp_avg, const float* exp_avg_sq) {
@@ -180,7 +185,7 @@ void Trainer::load_optimizer_state(int u, const float* master, const float* exp_
   }
   AdamW& a = optimizer();
   for (auto [t, src] : {std::pair{a.master(u), master}, {a.exp_avg(u), exp_avg}, {a.exp_avg_sq(u), exp_avg_sq}})
-    std::memcpy(t.data, src, size_t(t.numel()) * 4);
+    copy_from_host_f32(t, src);
 }
 
 void Trainer::load_unit_parameters(int u, const float* values) {
@@ -188,10 +193,7 @@ void Trainer::load_unit_parameters(int u, const float* values) {
     zero_->load_params(u, values);
     return;
   }
-  Device& dev = model_->device();
-  const int64_t n = model_->unit_numel(u);
-  ops::cast({model_->unit_params(u), TensorView(const_cast<float*>(values), DType::f32, {n}, &dev)}, dev.stream());
-  dev.stream().synchronize();
+  copy_from_host_f32(model_->unit_params(u), values);
 }
 
 float Trainer::forward_backward(const Batch& batch) {
@@ -241,9 +243,7 @@ StepReport Trainer::step() {
     std::vector<int64_t> numel(size_t(model_->num_units()), 0);
     for (const ParamInfo& p : model_->parameters()) numel[size_t(p.unit)] += p.numel();
     for (int u = 0; u < model_->num_units(); ++u) {
-      float n = 0;
-      ops::global_norm({TensorView(&n, DType::f32, {1}, &dev), {model_->unit_grads(u)}}, s);
-      s.synchronize();
+      const float n = global_norm_to_host({model_->unit_grads(u)}, dev);
       stats_[size_t(u)].grad_rms = numel[size_t(u)] ? n / loss_scale_ / std::sqrt(float(numel[size_t(u)])) : 0.0f;
     }
   }
@@ -257,12 +257,11 @@ StepReport Trainer::step() {
   } else if (offload_ && !offload_->frozen()) {
     norm_raw = offload_->grad_norm();
   } else {  // resident, or a frozen offloaded base: the adapters' norm alone
-    ops::GlobalNormArgs g;
-    g.out = TensorView(&norm_raw, DType::f32, {1}, &dev);
+    std::vector<TensorView> grads;
     if (!model_->base_frozen())
-      for (int u = 0; u < model_->num_units(); ++u) g.inputs.push_back(model_->unit_grads(u));
-    if (model_->lora()) g.inputs.push_back(model_->lora()->flat_grads());
-    ops::global_norm(g, s);
+      for (int u = 0; u < model_->num_units(); ++u) grads.push_back(model_->unit_grads(u));
+    if (model_->lora()) grads.push_back(model_->lora()->flat_grads());
+    norm_raw = global_norm_to_host(std::move(grads), dev);
   }
   s.synchronize();
   const double t_opt = now_seconds();
@@ -320,9 +319,13 @@ StepReport Trainer::step() {
   r.step = step_;
   r.loss = float(loss_sum_ / double(micro_));
   if (comm_ && comm_->size() > 1) {  // the mean over ranks: every rank reports the global loss
-    float sum = r.loss;
-    comm_->all_reduce_sum(TensorView(&sum, DType::f32, {1}, &dev), s);
-    r.loss = sum / float(comm_->size());
+    Buffer sum(dev, 4, "loss all-reduce");  // collectives take device memory
+    s.copy(sum.data(), &r.loss, 4);
+    comm_->all_reduce_sum(TensorView(sum.data(), DType::f32, {1}, &dev), s);
+    float total = 0;
+    s.copy(&total, sum.data(), 4);
+    s.synchronize();
+    r.loss = total / float(comm_->size());
   }
   r.skipped_steps = skipped_;
   r.loss_scale = loss_scale_;

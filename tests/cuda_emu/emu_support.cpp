@@ -1,37 +1,17 @@
-// Host scratch for the emulated kernels and the emulator-vs-CPU comparison.
+// The emulated kernels' launch context and the emulator-vs-CPU comparison.
 #include "emu_support.h"
 
 #include <catch2/catch.hpp>
 #include <cmath>
-#include <cstdlib>
+#include <memory>
 #include <sstream>
 
 namespace strata::test {
 
-namespace {
-
-class HostScratch : public cuda_emu::Scratch {
- public:
-  ~HostScratch() override { std::free(data_); }
-  void* get(size_t bytes) override {
-    if (bytes > size_) {
-      std::free(data_);
-      size_ = (bytes + 255) / 256 * 256;
-      data_ = std::aligned_alloc(256, size_);
-    }
-    return data_;
-  }
-
- private:
-  void* data_ = nullptr;
-  size_t size_ = 0;
-};
-
-}  // namespace
-
 const cuda_emu::Context& emu() {
-  static HostScratch scratch;
-  static const cuda_emu::Context context{nullptr, &scratch};
+  // The emulated CUDA device's own context (kernels/cuda/emu/emu_runtime.cpp).
+  static const std::unique_ptr<Device> device = Device::cuda();
+  static const cuda_emu::Context context = cuda_emu::context(device->stream());
   return context;
 }
 

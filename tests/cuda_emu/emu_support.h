@@ -1,5 +1,5 @@
-// Support for running the emulated CUDA kernels against the CPU backend: a context
-// whose scratch is host memory, and a comparison at the storage precision.
+// Support for running the emulated CUDA kernels against the CPU backend: the launch
+// context of the emulated CUDA device, and a comparison at the storage precision.
 // Invariant: every comparison is between the emulated CUDA launcher and the CPU
 // backend given identical inputs (copies of the same HostTensors); neither result is
 // ever hard-coded.
@@ -12,7 +12,7 @@
 
 namespace strata::test {
 
-// The emulator's launch context: no stream, host scratch that grows on demand.
+// The emulated CUDA device's launch context (its scratch is host memory).
 const cuda_emu::Context& emu();
 
 // got (emulated CUDA) against want (CPU backend): |g - w| <= rtol |w| + atol max(1, max|w|),

@@ -1,5 +1,6 @@
 // The CUDA emulator's runtime: grid launch on oneTBB, one block per OS thread at a
-// time, the threads of a block as ucontext fibers with barrier-aware scheduling.
+// time, the threads of a block as fibers (a hand-written switch on x86-64, ucontext
+// elsewhere) with barrier-aware scheduling.
 // Invariant: a fiber waiting at a barrier is resumed only once every live thread it
 // waits for (the block, or its warp) has arrived, so a kernel that would be wrong
 // without a real barrier is wrong here too. See emu.h for the design and its limits.
@@ -19,6 +20,46 @@
 #define STRATA_EMU_ASAN 1
 #endif
 
+// x86-64: fibers switch with the few instructions below instead of swapcontext, which
+// also saves and restores the signal mask (a system call per switch, 80% of an
+// emulated training step). Other architectures keep ucontext.
+#if defined(__x86_64__)
+#define STRATA_EMU_FAST_SWITCH 1
+// Saves the callee-saved registers, MXCSR and the x87 control word on the current
+// stack, stores its pointer in *save_sp, and resumes the context saved at load_sp.
+extern "C" void strata_emu_switch(void** save_sp, void* load_sp);
+asm(R"(
+  .text
+  .p2align 4
+  .type strata_emu_switch, @function
+strata_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size strata_emu_switch, .-strata_emu_switch
+  .section .note.GNU-stack,"",@progbits
+  .text
+)");
+#endif
+
 namespace strata::emu {
 
 namespace {
@@ -36,6 +77,7 @@ enum class Wait : uint8_t { none, warp, block, done };
 
 struct Fiber {
   ucontext_t context;
+  void* sp = nullptr;  // the saved stack pointer (fast switch)
   char* stack = nullptr;
   uint3 index{};
   Wait wait = Wait::none;
@@ -49,6 +91,7 @@ struct Block {
   void* ctx = nullptr;
   std::vector<Fiber> fibers;
   ucontext_t scheduler;
+  void* scheduler_sp = nullptr;  // fast switch
   int current = -1;  // index of the running fiber, -1 outside fiber mode
   bool plain = false;  // threads run as a plain loop: no barrier may be reached
   bool thread0_synced = false;
@@ -62,8 +105,6 @@ struct Block {
 
 thread_local Block t_block;
 
-unsigned linear(const uint3& i, const dim3& d) { return i.x + d.x * (i.y + d.y * i.z); }
-
 uint3 unlinear(unsigned t, const dim3& d) { return {t % d.x, (t / d.x) % d.y, t / (d.x * d.y)}; }
 
 char* new_stack() {
@@ -74,14 +115,30 @@ char* new_stack() {
 }
 
 // Stack switches, annotated for AddressSanitizer so it tracks the fiber stacks.
+// The bare switches: the hand-written one on x86-64, ucontext elsewhere.
+void switch_to_fiber(Block& b, Fiber& f) {
+#if STRATA_EMU_FAST_SWITCH
+  strata_emu_switch(&b.scheduler_sp, f.sp);
+#else
+  swapcontext(&b.scheduler, &f.context);
+#endif
+}
+void switch_to_scheduler(Block& b, Fiber& f) {
+#if STRATA_EMU_FAST_SWITCH
+  strata_emu_switch(&f.sp, b.scheduler_sp);
+#else
+  swapcontext(&f.context, &b.scheduler);
+#endif
+}
+
 void enter_fiber(Block& b, Fiber& f) {
 #if STRATA_EMU_ASAN
   void* fake = nullptr;
   __sanitizer_start_switch_fiber(&fake, f.stack, kStackBytes);
-  swapcontext(&b.scheduler, &f.context);
+  switch_to_fiber(b, f);
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #else
-  swapcontext(&b.scheduler, &f.context);
+  switch_to_fiber(b, f);
 #endif
 }
 
@@ -89,11 +146,11 @@ void leave_fiber(Block& b, Fiber& f, bool exiting) {
 #if STRATA_EMU_ASAN
   __sanitizer_start_switch_fiber(exiting ? nullptr : &f.asan_fake_stack, b.scheduler_stack,
                                  b.scheduler_stack_size);
-  swapcontext(&f.context, &b.scheduler);
+  switch_to_scheduler(b, f);
   __sanitizer_finish_switch_fiber(f.asan_fake_stack, &b.scheduler_stack, &b.scheduler_stack_size);
 #else
   (void)exiting;
-  swapcontext(&f.context, &b.scheduler);
+  switch_to_scheduler(b, f);
 #endif
 }
 
@@ -108,12 +165,37 @@ void fiber_main() {
   leave_fiber(b, f, true);
 }
 
+#if STRATA_EMU_FAST_SWITCH
+// Where a new fiber's first switch returns to; fiber_main never returns.
+[[noreturn]] void fiber_entry() {
+  fiber_main();
+  std::abort();
+}
+#endif
+
 void start_fiber(Block& b, int t) {
   Fiber& f = b.fibers[size_t(t)];
   if (!f.stack) f.stack = new_stack();
   f.index = unlinear(unsigned(t), blockDim);
   f.wait = Wait::none;
   f.exchanges = 0;
+#if STRATA_EMU_FAST_SWITCH
+  // The frame strata_emu_switch pops (top down): a null return address for
+  // fiber_entry (so it starts with the stack aligned as after a call), fiber_entry as
+  // the address `ret` jumps to, six callee-saved registers, then MXCSR and the x87
+  // control word, copied from this thread.
+  auto* top = reinterpret_cast<uint64_t*>(f.stack + kStackBytes);
+  top[-1] = 0;
+  top[-2] = reinterpret_cast<uint64_t>(&fiber_entry);
+  for (int i = 3; i <= 8; ++i) top[-i] = 0;
+  uint32_t control[2] = {0, 0};
+  asm volatile("stmxcsr %0" : "=m"(control[0]));
+  asm volatile("fnstcw %0" : "=m"(control[1]));
+  std::memcpy(&top[-9], control, 8);
+  f.sp = &top[-9];
+  (void)b;
+  return;
+#endif
   getcontext(&f.context);
   f.context.uc_stack.ss_sp = f.stack;
   f.context.uc_stack.ss_size = kStackBytes;

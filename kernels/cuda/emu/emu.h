@@ -5,7 +5,7 @@
 // Design (the approach HIP-CPU proved workable):
 //  - A launch runs the grid's blocks in parallel on oneTBB, one OS thread per block
 //    at a time, so `__shared__` is a `static thread_local`.
-//  - Thread 0 of a block runs as a fiber (ucontext). If it finishes without reaching a
+//  - Thread 0 of a block runs as a fiber (its own stack). If it finishes without reaching a
 //    barrier, the block has none on this path and the other threads run as a plain
 //    loop. Otherwise every thread becomes a fiber that yields at __syncthreads(),
 //    __syncwarp() and every warp shuffle / vote; a small scheduler resumes a fiber

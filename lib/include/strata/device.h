@@ -67,6 +67,12 @@ class Stream {
   void* native() const { return native_; }
   // Waits for everything enqueued so far (inline CPU streams: returns at once).
   void synchronize();
+  // Copies `bytes` between host memory and this stream's device memory (either
+  // direction, or within the device), ordered after the work already enqueued. CPU:
+  // memcpy at once. CUDA: cudaMemcpyAsync on this stream; synchronize() before the host
+  // reads a host destination. The only way code above kernels/ moves bytes between
+  // the host and a device buffer.
+  void copy(void* dst, const void* src, size_t bytes);
 
  private:
   Device* device_;

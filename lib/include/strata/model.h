@@ -72,6 +72,8 @@ struct ParamInfo {
 };
 
 // Per-call inputs of a forward pass.
+// Host memory on every device: the model checks the tokens on the host and copies
+// them to its device itself (Stream::copy).
 struct Batch {
   TensorView inputs;   // (B, T) i32 tokens
   TensorView targets;  // (B, T) i32, or undefined for inference; -100 = ignore

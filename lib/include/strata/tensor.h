@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "dtype.h"
 
@@ -43,5 +44,13 @@ struct TensorView {
   // "bf16[8, 256, 768]"
   std::string str() const;
 };
+
+// Host <-> device transfers of floating tensors (f32 / bf16 / f16), through
+// Stream::copy on the tensor's device stream (plain host memory when it has none).
+// Conversions run on the host with kernels/common's rounding (nearest even, as
+// ops::cast), so CPU and CUDA devices hold bitwise the same values. Both wait for
+// the stream before returning.
+std::vector<float> copy_to_host_f32(const TensorView& t);
+void copy_from_host_f32(const TensorView& t, const float* values);  // t.numel() values
 
 }  // namespace strata

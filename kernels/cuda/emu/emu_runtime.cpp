@@ -1,0 +1,111 @@
+// The CUDA runtime of the emulation build (tests only, in place of runtime.cu): a
+// Device::cuda() whose memory is host memory and whose kernels run through the
+// emulator, so the whole Model and Trainer take the CUDA dispatch path in CI.
+// Invariant: emulated launches run to completion before they return, so every
+// stream is always idle: copies are memcpy, synchronize and events do nothing. New
+// device memory is filled with 0xff bytes (NaN), as cudaMalloc memory is garbage: a
+// read before a write shows up in results instead of passing as zero; live
+// allocations are tracked so the op entry points refuse host memory (ops/check.cpp).
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include "cuda/cuda_ops.h"
+#include "cuda/runtime.h"
+#include "strata/error.h"
+
+namespace strata {
+int cuda_device_count() { return 1; }
+bool built_with_cuda() { return true; }
+}  // namespace strata
+
+namespace strata::cuda_emu {
+namespace {
+class HostScratch : public Scratch {
+ public:
+  ~HostScratch() override { std::free(data_); }
+  void* get(size_t bytes) override {
+    if (bytes > size_) {
+      std::free(data_);
+      size_ = (bytes + 255) / 256 * 256;
+      data_ = std::aligned_alloc(256, size_);
+      STRATA_CHECK(data_, "CUDA emulator: out of host memory for " << size_ << " bytes of scratch");
+    }
+    return data_;
+  }
+
+ private:
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
+}  // namespace
+}  // namespace strata::cuda_emu
+
+namespace strata::cuda_runtime {
+
+struct DeviceState {
+  int index = 0;
+  char streams[4] = {};  // their addresses are the (non-null) stream handles
+  cuda_emu::HostScratch scratch;
+};
+
+DeviceState* open(int index, size_t& budget) {
+  STRATA_CHECK(index == 0, "no CUDA device: cuda:" << index << " was requested but the CUDA emulator has one device");
+  if (budget == 0) budget = size_t(1) << 40;
+  auto* s = new DeviceState;
+  s->index = index;
+  return s;
+}
+void close(DeviceState* s) { delete s; }
+void* stream(DeviceState* s, StreamRole role) { return &s->streams[int(role)]; }
+void synchronize(void*) {}
+void* event_create() { return nullptr; }
+void event_destroy(void*) {}
+void event_record(void*, void*) {}
+void stream_wait(void*, void*) {}
+
+namespace {
+// Live device allocations (start -> bytes), for is_device_memory.
+std::mutex g_allocations_mutex;
+std::map<uintptr_t, size_t> g_allocations;
+}  // namespace
+
+ArenaMemory device_memory() {
+  return {[](size_t bytes, size_t alignment) {
+            void* p = std::aligned_alloc(alignment, bytes);
+            if (!p) return p;
+            std::memset(p, 0xff, bytes);
+            std::lock_guard lock(g_allocations_mutex);
+            g_allocations[uintptr_t(p)] = bytes;
+            return p;
+          },
+          [](void* p) {
+            {
+              std::lock_guard lock(g_allocations_mutex);
+              g_allocations.erase(uintptr_t(p));
+            }
+            std::free(p);
+          },
+          "emulated CUDA device memory"};
+}
+
+bool is_device_memory(const void* p, size_t bytes) {
+  std::lock_guard lock(g_allocations_mutex);
+  auto it = g_allocations.upper_bound(uintptr_t(p));
+  if (it == g_allocations.begin()) return false;
+  --it;
+  return uintptr_t(p) + bytes <= it->first + it->second;
+}
+void* pinned_allocate(size_t bytes) { return std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096); }
+void pinned_free(void* p) { std::free(p); }
+void copy_async(void* dst, const void* src, size_t bytes, void*) { std::memmove(dst, src, bytes); }
+
+}  // namespace strata::cuda_runtime
+
+namespace strata::cuda_emu {
+Context context(Stream& s) {
+  auto* state = static_cast<cuda_runtime::DeviceState*>(s.device().backend());
+  return Context{s.native(), &state->scratch};
+}
+}  // namespace strata::cuda_emu

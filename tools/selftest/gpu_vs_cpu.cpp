@@ -1,0 +1,501 @@
+// GPU-vs-CPU checks shared by strata-selftest and test_cuda_emu (see gpu_vs_cpu.h).
+// Each op runs through its public entry point (ops::name) on both devices, so the
+// checks cover the argument checks and the backend dispatch as well as the kernels.
+#include "gpu_vs_cpu.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <random>
+#include <set>
+
+#include "ops.h"
+#include "strata/error.h"
+#include "strata/train.h"
+#if defined(STRATA_WITH_CUDA) || defined(STRATA_CUDA_EMULATION)
+#include "cuda/cuda_ops.h"
+#endif
+
+namespace strata::selftest {
+
+namespace {
+
+double tolerance(DType t) { return t == DType::bf16 ? 2e-2 : t == DType::f16 ? 4e-3 : 1e-4; }
+
+// One tensor on both devices with bitwise the same initial contents.
+struct Twin {
+  std::vector<uint64_t> host;  // the CPU device's memory (a CPU device's memory is host memory)
+  Buffer gpu_buffer;
+  TensorView cpu, gpu;
+
+  Twin(Device& cpu_device, Device& gpu_device, DType dtype, std::initializer_list<int64_t> shape, double lo,
+       double hi, uint32_t seed) {
+    cpu = TensorView(nullptr, dtype, shape, &cpu_device);
+    host.resize((cpu.nbytes() + 7) / 8);
+    cpu.data = host.data();
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<double> u(lo, hi);
+    if (dtype == DType::i32) {
+      for (int64_t i = 0; i < cpu.numel(); ++i) cpu.ptr<int32_t>()[i] = int32_t(std::floor(u(rng)));
+    } else {
+      std::vector<float> v(size_t(cpu.numel()));
+      for (float& x : v) x = float(u(rng));
+      copy_from_host_f32(cpu, v.data());
+    }
+    gpu_buffer = Buffer(gpu_device, cpu.nbytes(), "selftest tensor");
+    gpu = cpu;
+    gpu.data = gpu_buffer.data();
+    gpu.device = &gpu_device;
+    gpu_device.stream().copy(gpu.data, cpu.data, cpu.nbytes());
+    gpu_device.stream().synchronize();
+  }
+
+  // After the CPU values were edited: the GPU copy again.
+  void refresh_gpu() {
+    gpu.device->stream().copy(gpu.data, cpu.data, cpu.nbytes());
+    gpu.device->stream().synchronize();
+  }
+
+  std::vector<double> values(const TensorView& t) const {
+    std::vector<double> out(size_t(t.numel()));
+    if (t.dtype == DType::i32) {
+      std::vector<int32_t> v(out.size());
+      t.device->stream().copy(v.data(), t.data, t.nbytes());
+      t.device->stream().synchronize();
+      std::copy(v.begin(), v.end(), out.begin());
+    } else {
+      const std::vector<float> v = copy_to_host_f32(t);
+      std::copy(v.begin(), v.end(), out.begin());
+    }
+    return out;
+  }
+
+  // Largest |gpu - cpu| relative to max(1, max |cpu|); NaN must meet NaN.
+  double error() const {
+    const std::vector<double> g = values(gpu), c = values(cpu);
+    double scale = 1, err = 0;
+    for (double x : c)
+      if (std::isfinite(x)) scale = std::max(scale, std::fabs(x));
+    for (size_t i = 0; i < c.size(); ++i) {
+      if (std::isnan(g[i]) || std::isnan(c[i])) {
+        if (std::isnan(g[i]) != std::isnan(c[i])) err = INFINITY;
+        continue;
+      }
+      if (std::isinf(c[i]) || std::isinf(g[i])) {
+        if (g[i] != c[i]) err = INFINITY;
+        continue;
+      }
+      err = std::max(err, std::fabs(g[i] - c[i]) / scale);
+    }
+    return err;
+  }
+};
+
+// The op table: each entry makes its tensors, runs the op on both devices and
+// records one check per output.
+class Table {
+ public:
+  Table(Device& gpu, bool small) : gpu_(gpu), cpu_(Device::cpu()), small_(small) {}
+
+  Twin make(DType t, std::initializer_list<int64_t> shape, double lo = -1, double hi = 1) {
+    return Twin(*cpu_, gpu_, t, shape, lo, hi, ++seed_);
+  }
+  // Runs `op` with the CPU views, then with the GPU views.
+  void run(const std::function<void(bool gpu, Stream& s)>& op) {
+    op(false, cpu_->stream());
+    op(true, gpu_.stream());
+    gpu_.stream().synchronize();
+  }
+  void check(const std::string& op, const std::string& what, DType t, const Twin& out, double tol) {
+    checks_.push_back({op, what, dtype_name(t), out.error(), tol});
+  }
+  void check(const std::string& op, const std::string& what, DType t, const Twin& out) {
+    check(op, what, t, out, tolerance(t));
+  }
+
+  bool small() const { return small_; }
+  std::vector<Check> take() { return std::move(checks_); }
+
+ private:
+  Device& gpu_;
+  std::unique_ptr<Device> cpu_;
+  bool small_;
+  uint32_t seed_ = 0;
+  std::vector<Check> checks_;
+};
+
+#define V(x) (g ? (x).gpu : (x).cpu)
+
+void matmul(Table& tb, DType t) {
+  const int64_t n = tb.small() ? 24 : 256, ic = tb.small() ? 40 : 384, oc = tb.small() ? 36 : 512;
+  Twin inp = tb.make(t, {n, ic}), w = tb.make(t, {oc, ic}, -0.2, 0.2), b = tb.make(t, {oc});
+  Twin out = tb.make(t, {n, oc}, 0, 0), d_out = tb.make(t, {n, oc}), d_inp = tb.make(t, {n, ic});
+  Twin d_w = tb.make(DType::f32, {oc, ic}), d_b = tb.make(DType::f32, {oc}), d_w_t = tb.make(t, {oc, ic});
+  tb.run([&](bool g, Stream& s) { ops::matmul_forward({V(out), V(inp), V(w), V(b)}, s); });
+  tb.check("matmul_forward", "", t, out);
+  Twin act = tb.make(t, {n, oc}, 0, 0), pre = tb.make(t, {n, oc}, 0, 0);  // the GELU epilogue
+  tb.run([&](bool g, Stream& s) { ops::matmul_forward({V(act), V(inp), V(w), V(b), V(pre)}, s); });
+  tb.check("matmul_forward", "gelu_pre", t, pre);
+  tb.check("matmul_forward", "gelu out", t, act);
+  tb.run([&](bool g, Stream& s) { ops::matmul_backward({V(d_inp), V(d_w), V(d_b), V(d_out), V(inp), V(w)}, s); });
+  tb.check("matmul_backward", "d_inp", t, d_inp);
+  tb.check("matmul_backward", "d_weight (f32)", t, d_w);
+  tb.check("matmul_backward", "d_bias (f32)", t, d_b);
+  if (t != DType::f32) {  // gradients accumulated in the parameter's own dtype
+    tb.run([&](bool g, Stream& s) { ops::matmul_backward({{}, V(d_w_t), {}, V(d_out), V(inp), V(w)}, s); });
+    tb.check("matmul_backward", std::string("d_weight (") + dtype_name(t) + ")", t, d_w_t);
+  }
+#if defined(STRATA_WITH_CUDA) && !defined(STRATA_CUDA_EMULATION)
+  // The tiled kernel the emulator runs as matmul, here on the hardware.
+  Twin out2 = tb.make(t, {n, oc}, 0, 0), d_inp2 = tb.make(t, {n, ic}), d_w2 = tb.make(DType::f32, {oc, ic});
+  tb.run([&](bool g, Stream& s) {
+    if (!g) {
+      ops::matmul_forward({V(out2), V(inp), V(w), V(b)}, s);
+      ops::matmul_backward({V(d_inp2), V(d_w2), {}, V(d_out), V(inp), V(w)}, s);
+      return;
+    }
+    cuda::matmul_tiled_forward({V(out2), V(inp), V(w), V(b)}, cuda::context(s));
+    cuda::matmul_tiled_backward({V(d_inp2), V(d_w2), {}, V(d_out), V(inp), V(w)}, cuda::context(s));
+  });
+  tb.check("matmul_tiled_forward", "", t, out2);
+  tb.check("matmul_tiled_backward", "d_inp", t, d_inp2);
+  tb.check("matmul_tiled_backward", "d_weight", t, d_w2);
+#endif
+}
+
+void embedding(Table& tb, DType t) {
+  const int64_t B = 2, T = tb.small() ? 9 : 128, vocab = tb.small() ? 20 : 1000, C = tb.small() ? 24 : 256;
+  Twin tokens = tb.make(DType::i32, {B, T}, 0, double(vocab)), wte = tb.make(t, {vocab, C});
+  Twin wpe = tb.make(t, {T + 3, C});
+  Twin out = tb.make(t, {B, T, C}), d_out = tb.make(t, {B, T, C});
+  Twin d_wte = tb.make(DType::f32, {vocab, C}), d_wpe = tb.make(DType::f32, {T + 3, C});
+  tb.run([&](bool g, Stream& s) {
+    ops::embedding_forward({V(out), V(tokens), V(wte), V(wpe), 3}, s);
+    ops::embedding_backward({V(d_wte), V(d_wpe), V(d_out), V(tokens), 3}, s);
+  });
+  tb.check("embedding_forward", "", t, out);
+  tb.check("embedding_backward", "d_wte", t, d_wte);
+  tb.check("embedding_backward", "d_wpe", t, d_wpe);
+}
+
+void norms(Table& tb, DType t) {
+  const int64_t n = tb.small() ? 7 : 128, c = tb.small() ? 48 : 768;
+  for (bool rms : {false, true}) {
+    const std::string kind = rms ? "rms" : "layer";
+    Twin inp = tb.make(t, {n, c}, -1, 3), w = tb.make(t, {c}, 0.5, 1.5), b = tb.make(t, {c});
+    Twin out = tb.make(t, {n, c}), mean = tb.make(DType::f32, {n}), rstd = tb.make(DType::f32, {n});
+    Twin d_out = tb.make(t, {n, c}), d_inp = tb.make(t, {n, c});
+    Twin d_w = tb.make(DType::f32, {c}), d_b = tb.make(DType::f32, {c});
+    tb.run([&](bool g, Stream& s) {
+      const TensorView m = rms ? TensorView{} : V(mean), bias = rms ? TensorView{} : V(b);
+      ops::norm_forward({V(out), m, V(rstd), V(inp), V(w), bias, 1e-5f, rms}, s);
+      ops::norm_backward({V(d_inp), V(d_w), rms ? TensorView{} : V(d_b), V(d_out), V(inp), V(w), m, V(rstd), rms}, s);
+    });
+    tb.check("norm_forward", kind + " out", t, out);
+    if (!rms) tb.check("norm_forward", kind + " mean", t, mean, tolerance(DType::f32));
+    tb.check("norm_forward", kind + " rstd", t, rstd);
+    tb.check("norm_backward", kind + " d_inp", t, d_inp, 2 * tolerance(t));
+    tb.check("norm_backward", kind + " d_weight", t, d_w);
+    if (!rms) tb.check("norm_backward", kind + " d_bias", t, d_b);
+
+    // The fused residual + norm, on the same inputs as a second stream.
+    Twin y = tb.make(t, {n, c}), res = tb.make(t, {n, c}), d_resid = tb.make(t, {n, c}), d_res = tb.make(t, {n, c});
+    Twin rout = tb.make(t, {n, c}), rmean = tb.make(DType::f32, {n}), rrstd = tb.make(DType::f32, {n});
+    Twin rd_w = tb.make(DType::f32, {c}), rd_b = tb.make(DType::f32, {c});
+    tb.run([&](bool g, Stream& s) {
+      const TensorView m = rms ? TensorView{} : V(rmean), bias = rms ? TensorView{} : V(b);
+      ops::residual_norm_forward({V(res), V(rout), m, V(rrstd), V(inp), V(y), V(w), bias, 1e-5f, rms}, s);
+      ops::residual_norm_backward(
+          {V(d_res), V(rd_w), rms ? TensorView{} : V(rd_b), V(d_resid), V(d_out), V(res), V(w), m, V(rrstd), rms}, s);
+    });
+    tb.check("residual_norm_forward", kind + " res_out", t, res);
+    tb.check("residual_norm_forward", kind + " out", t, rout);
+    tb.check("residual_norm_forward", kind + " rstd", t, rrstd);
+    tb.check("residual_norm_backward", kind + " d_res", t, d_res, 2 * tolerance(t));
+    tb.check("residual_norm_backward", kind + " d_weight", t, rd_w);
+    if (!rms) tb.check("residual_norm_backward", kind + " d_bias", t, rd_b);
+  }
+}
+
+void pointwise(Table& tb, DType t) {
+  const int64_t n = tb.small() ? 6 : 256, h = tb.small() ? 40 : 1024;
+  {
+    Twin x = tb.make(t, {n, h}, -6, 6), dy = tb.make(t, {n, h}), y = tb.make(t, {n, h}), dx = tb.make(t, {n, h});
+    tb.run([&](bool g, Stream& s) {
+      ops::gelu_forward({V(y), V(x)}, s);
+      ops::gelu_backward({V(dx), V(dy), V(x)}, s);
+    });
+    tb.check("gelu_forward", "", t, y);
+    tb.check("gelu_backward", "", t, dx);
+  }
+  {
+    Twin x = tb.make(t, {n, 2 * h}, -4, 4), dy = tb.make(t, {n, h}), y = tb.make(t, {n, h});
+    Twin dx = tb.make(t, {n, 2 * h});
+    tb.run([&](bool g, Stream& s) {
+      ops::swiglu_forward({V(y), V(x)}, s);
+      ops::swiglu_backward({V(dx), V(dy), V(x)}, s);
+    });
+    tb.check("swiglu_forward", "", t, y);
+    tb.check("swiglu_backward", "", t, dx);
+  }
+  {
+    const int64_t B = 2, T = tb.small() ? 5 : 64, H = 6, D = tb.small() ? 8 : 64;
+    Twin x = tb.make(t, {B, T, H, D}), y = tb.make(t, {B, T, H, D}), dx = tb.make(t, {B, T, H, D});
+    tb.run([&](bool g, Stream& s) {
+      ops::rope_forward({V(y), V(x), 4, 10000.0f, 2}, s);
+      ops::rope_backward({V(dx), V(x), 4, 10000.0f, 2}, s);
+    });
+    tb.check("rope_forward", "", t, y);
+    tb.check("rope_backward", "", t, dx);
+  }
+  {
+    Twin x = tb.make(t, {n, h}), y = tb.make(t, {n, h}), dx = tb.make(t, {n, h});
+    const num::RandomKey key{7, 1, 2};
+    tb.run([&](bool g, Stream& s) {
+      ops::dropout_forward({V(y), V(x), 0.3f, key}, s);
+      ops::dropout_backward({V(dx), V(x), 0.3f, key}, s);
+    });
+    tb.check("dropout_forward", "", t, y);
+    tb.check("dropout_backward", "", t, dx);
+  }
+}
+
+void attention(Table& tb, DType t) {
+  const int64_t B = 2, T = tb.small() ? 11 : 200, NH = tb.small() ? 2 : 4, HD = tb.small() ? 8 : 64;
+  for (float p : {0.0f, 0.2f}) {
+    const std::string kind = p > 0 ? "causal, dropout" : "causal";
+    Twin qkv = tb.make(t, {B, T, 3 * NH * HD}, -2, 2), out = tb.make(t, {B, T, NH, HD});
+    Twin lse = tb.make(DType::f32, {B, NH, T}), d_out = tb.make(t, {B, T, NH, HD});
+    Twin d_qkv = tb.make(t, {B, T, 3 * NH * HD});
+    tb.run([&](bool g, Stream& s) {
+      ops::AttentionForwardArgs f;
+      f.out = V(out), f.lse = V(lse), f.qkv = V(qkv), f.n_heads = NH, f.dropout = p, f.dropout_key = {3, 4, 5};
+      ops::attention_forward(f, s);
+      ops::AttentionBackwardArgs b;
+      b.d_qkv = V(d_qkv), b.d_out = V(d_out), b.qkv = V(qkv), b.out = g ? out.gpu : out.cpu, b.lse = V(lse);
+      b.n_heads = NH, b.dropout = p, b.dropout_key = {3, 4, 5};
+      ops::attention_backward(b, s);
+    });
+    tb.check("attention_forward", kind + " out", t, out);
+    tb.check("attention_forward", kind + " lse", t, lse, tolerance(DType::f32) * 10);
+    tb.check("attention_backward", kind + " d_qkv", t, d_qkv, 2 * tolerance(t));
+  }
+}
+
+void elementwise(Table& tb, DType t) {
+  const int64_t n = tb.small() ? 333 : 100000;
+  Twin a = tb.make(t, {n}, -2, 2), b = tb.make(t, {n}, -2, 2), out = tb.make(t, {n}), sc = tb.make(t, {n});
+  Twin to32 = tb.make(DType::f32, {n}), from32 = tb.make(t, {n}), acc = tb.make(DType::f32, {n});
+  Twin zero = tb.make(t, {n});
+  Twin f32src = tb.make(DType::f32, {n}, -3, 3);
+  tb.run([&](bool g, Stream& s) {
+    ops::add({V(out), V(a), V(b)}, s);
+    ops::scale({V(sc), V(a), 0.37f}, s);
+    ops::cast({V(to32), V(a)}, s);
+    ops::cast({V(from32), V(f32src)}, s);
+    ops::accumulate({V(acc), V(b)}, s);
+    ops::fill_zero(V(zero), s);
+  });
+  tb.check("add", "", t, out);
+  tb.check("scale", "", t, sc);
+  tb.check("cast", "(to f32)", t, to32, 0.0);  // exact
+  tb.check("cast", "(from f32)", t, from32, 0.0);  // one rounding, nearest even: exact
+  tb.check("accumulate", "", t, acc, tolerance(DType::f32));
+  tb.check("fill_zero", "", t, zero, 0.0);
+}
+
+void loss(Table& tb, DType t) {
+  const int64_t n = tb.small() ? 6 : 64, v = tb.small() ? 300 : 5000;
+  Twin logits = tb.make(t, {n, v}, -8, 8), targets = tb.make(DType::i32, {n}, 0, double(v));
+  targets.cpu.ptr<int32_t>()[1] = -100;  // an ignored row, on both sides
+  targets.refresh_gpu();
+  Twin losses = tb.make(DType::f32, {n}), lse = tb.make(DType::f32, {n}), d_logits = tb.make(t, {n, v});
+  tb.run([&](bool g, Stream& s) {
+    ops::cross_entropy_forward({V(losses), V(lse), V(logits), V(targets)}, s);
+    ops::cross_entropy_backward({V(d_logits), V(logits), V(lse), V(targets), 0.25f}, s);
+  });
+  tb.check("cross_entropy_forward", "", t, losses, tolerance(DType::f32) * 10);
+  tb.check("cross_entropy_forward", "lse", t, lse, tolerance(DType::f32) * 10);
+  tb.check("cross_entropy_backward", "", t, d_logits);
+}
+
+void optimizer(Table& tb, DType t) {
+  const int64_t n = tb.small() ? 1000 : 100000;
+  Twin master = tb.make(DType::f32, {n}), grad = tb.make(DType::f32, {n}), m = tb.make(DType::f32, {n}, -0.1, 0.1);
+  Twin v = tb.make(DType::f32, {n}, 0, 0.01), work = tb.make(t, {n});
+  tb.run([&](bool g, Stream& s) {
+    ops::AdamWArgs a;
+    a.lr = 1e-3f, a.weight_decay = 0.1f, a.step = 3, a.grad_scale = 0.5f;
+    a.master = V(master), a.grad = V(grad), a.m = V(m), a.v = V(v), a.working = V(work);
+    ops::adamw_step(a, s);
+  });
+  tb.check("adamw_step", "master", t, master, 1e-6);
+  tb.check("adamw_step", "m", t, m, 1e-6);
+  tb.check("adamw_step", "v", t, v, 1e-6);
+  tb.check("adamw_step", "working", t, work);
+}
+
+void reductions(Table& tb, DType t) {
+  Twin a = tb.make(t, {17}), b = tb.make(t, {tb.small() ? 5000 : 300000}), norm = tb.make(DType::f32, {1});
+  Twin count = tb.make(DType::i32, {1}), count_bad = tb.make(DType::i32, {1});
+  tb.run([&](bool g, Stream& s) {
+    ops::global_norm({V(norm), {V(a), V(b)}}, s);
+    ops::count_nonfinite({V(count), {V(a), V(b)}}, s);
+  });
+  tb.check("global_norm", "", t, norm, tolerance(DType::f32));
+  tb.check("count_nonfinite", "(none)", t, count, 0.0);
+  const float bad[3] = {NAN, INFINITY, -INFINITY};
+  Twin c = tb.make(t, {100});
+  for (int i = 0; i < 3; ++i) {
+    TensorView one = c.cpu;
+    one.data = static_cast<char*>(one.data) + size_t(10 + 30 * i) * dtype_size(t);
+    one.shape[0] = 1;
+    copy_from_host_f32(one, &bad[i]);
+  }
+  c.refresh_gpu();
+  tb.run([&](bool g, Stream& s) { ops::count_nonfinite({V(count_bad), {V(a), V(c)}}, s); });
+  tb.check("count_nonfinite", "(3 bad)", t, count_bad, 0.0);
+}
+
+#undef V
+
+}  // namespace
+
+std::vector<Check> compare_ops(Device& gpu, bool small) {
+  STRATA_CHECK(gpu.kind() == DeviceKind::cuda, "selftest: " << gpu.name() << " is not a CUDA device");
+  Table tb(gpu, small);
+  for (DType t : {DType::f32, DType::bf16, DType::f16}) {
+    matmul(tb, t);
+    embedding(tb, t);
+    norms(tb, t);
+    pointwise(tb, t);
+    attention(tb, t);
+    elementwise(tb, t);
+    loss(tb, t);
+    optimizer(tb, t);
+    reductions(tb, t);
+  }
+  return tb.take();
+}
+
+std::vector<std::string> ops_not_compared(const std::vector<Check>& checks) {
+  std::set<std::string> seen;
+  for (const Check& c : checks) seen.insert(c.op);
+  std::vector<std::string> missing;
+  for (const ops::OpInfo& op : ops::op_registry())
+    if (!seen.count(op.name)) missing.push_back(op.name);
+  return missing;
+}
+
+namespace {
+
+ModelConfig train_model(const TrainConfig& c) {
+  STRATA_CHECK(c.preset == "gpt" || c.preset == "llama",
+               "selftest: training preset '" << c.preset << "'; use gpt or llama");
+  ModelConfig m = ModelConfig::preset(c.preset == "gpt" ? "gpt-mini" : "llama-60m");
+  m.vocab_size = c.small ? 64 : 512;
+  m.n_layers = 2;
+  m.n_heads = c.small ? 2 : 4;
+  m.d_model = c.small ? 32 : 256;
+  m.d_mlp = c.preset == "gpt" ? 4 * m.d_model : 3 * m.d_model;
+  m.max_seq = c.small ? 16 : 128;
+  return m;
+}
+
+// Rows of a learnable sequence (each token a fixed function of the previous one)
+// from a seeded start: the loss has something to fall towards.
+std::vector<int32_t> batch_tokens(int64_t B, int64_t T1, int64_t vocab, int step) {
+  std::mt19937 rng(uint32_t(1000 + step));
+  std::vector<int32_t> out(size_t(B * T1));
+  for (int64_t b = 0; b < B; ++b) {
+    int32_t x = int32_t(rng() % uint32_t(vocab));
+    for (int64_t t = 0; t < T1; ++t) {
+      out[size_t(b * T1 + t)] = x;
+      x = int32_t((x * 5 + 3) % vocab);
+    }
+  }
+  return out;
+}
+
+struct Run {
+  std::vector<float> losses;
+  std::vector<std::vector<float>> weights;  // per unit, f32
+};
+
+Run train(Device& device, const ModelConfig& mc, const TrainConfig& c) {
+  Model model(mc, device, c.precision, /*seed=*/7);
+  TrainOptions o;
+  o.adamw.lr = 3e-3f;
+  o.schedule.kind = ScheduleKind::constant;
+  Trainer trainer(model, o);
+  const int64_t B = 2, T = mc.max_seq;
+  Run r;
+  for (int step = 0; step < c.steps; ++step) {
+    const std::vector<int32_t> rows = batch_tokens(B, T + 1, mc.vocab_size, step);
+    std::vector<int32_t> in(size_t(B * T)), tg(size_t(B * T));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t) {
+        in[size_t(b * T + t)] = rows[size_t(b * (T + 1) + t)];
+        tg[size_t(b * T + t)] = rows[size_t(b * (T + 1) + t + 1)];
+      }
+    const Batch batch{TensorView(in.data(), DType::i32, {B, T}), TensorView(tg.data(), DType::i32, {B, T})};
+    r.losses.push_back(trainer.train_step({batch}).loss);
+  }
+  for (int u = 0; u < model.num_units(); ++u) r.weights.push_back(trainer.unit_parameters(u));
+  return r;
+}
+
+}  // namespace
+
+TrainComparison compare_training(Device& gpu, const TrainConfig& config) {
+  STRATA_CHECK(gpu.kind() == DeviceKind::cuda, "selftest: " << gpu.name() << " is not a CUDA device");
+  const ModelConfig mc = train_model(config);
+  auto cpu = Device::cpu();
+  const Run want = train(*cpu, mc, config), got = train(gpu, mc, config);
+  TrainComparison r;
+  r.loss_cpu = want.losses;
+  r.loss_gpu = got.losses;
+  for (size_t i = 0; i < want.losses.size(); ++i)
+    r.max_loss_diff = std::max(r.max_loss_diff, double(std::fabs(got.losses[i] - want.losses[i])));
+  double diff2 = 0, norm2 = 0;
+  for (size_t u = 0; u < want.weights.size(); ++u)
+    for (size_t i = 0; i < want.weights[u].size(); ++i) {
+      const double w = want.weights[u][i], d = double(got.weights[u][i]) - w;
+      r.max_weight_diff = std::max(r.max_weight_diff, std::fabs(d));
+      diff2 += d * d;
+      norm2 += w * w;
+    }
+  r.weight_diff = std::sqrt(diff2 / norm2);
+  // fp32: only summation order differs (GEMM tiling, reduction trees). bf16: every
+  // activation is rounded to 8 significant bits, so one-ulp differences propagate.
+  // The weights are compared as a whole (relative L2): a parameter whose gradient is
+  // zero up to rounding (GPT's key bias: softmax ignores it) is moved by AdamW's
+  // normalised noise, about lr per step in either direction, on both devices alike.
+  const bool fp32 = config.precision == Precision::fp32;
+  r.loss_tolerance = fp32 ? 1e-5 : 1e-2;
+  r.weight_tolerance = fp32 ? 1e-4 : 3e-2;
+  return r;
+}
+
+int print(const std::vector<Check>& checks, std::FILE* out) {
+  int failures = 0;
+  for (const Check& c : checks) {
+    failures += !c.pass();
+    std::fprintf(out, "%-24s %-26s %-5s %s  max rel error %.3g (tolerance %.3g)\n", c.op.c_str(), c.what.c_str(),
+                 c.dtype.c_str(), c.pass() ? "PASS" : "FAIL", c.error, c.tolerance);
+  }
+  return failures;
+}
+
+int print(const TrainConfig& config, const TrainComparison& r, std::FILE* out) {
+  std::fprintf(out, "train %-5s %-4s %d steps: loss cpu %.5f -> %.5f, gpu %.5f -> %.5f; max |loss diff| %.3g "
+               "(tolerance %.3g); weights: relative L2 diff %.3g (tolerance %.3g), max |diff| %.3g  %s\n",
+               config.preset.c_str(), precision_name(config.precision), config.steps, r.loss_cpu.front(),
+               r.loss_cpu.back(), r.loss_gpu.front(), r.loss_gpu.back(), r.max_loss_diff, r.loss_tolerance,
+               r.weight_diff, r.weight_tolerance, r.max_weight_diff, r.pass() ? "PASS" : "FAIL");
+  return r.pass() ? 0 : 1;
+}
+
+}  // namespace strata::selftest

@@ -1,0 +1,56 @@
+// The body of strata-selftest, shared with test_cuda_emu: every op of kernels/ops.h
+// (forward and backward, every dtype it takes) and a 20-step training run, each on a
+// CUDA device against the CPU backend. On a GPU machine strata-selftest runs it on
+// the hardware; in CI test_cuda_emu runs the same code on the emulated CUDA device.
+// Invariant: both sides get bitwise the same inputs (made once on the host and copied
+// to each device), so a failure is a disagreement between backends, never between inputs.
+#pragma once
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "strata/device.h"
+#include "strata/model.h"
+
+namespace strata::selftest {
+
+// One comparison: the largest difference, relative to max(1, max |cpu|), against
+// the tolerance of the result's dtype.
+struct Check {
+  std::string op;     // the name in ops::op_registry(): "matmul_backward"
+  std::string what;   // the output and variant: "d_weight (f32)"
+  std::string dtype;  // of the op's main operand
+  double error = 0;
+  double tolerance = 0;
+  bool pass() const { return error <= tolerance; }
+};
+
+// Every op of ops::op_registry() that both devices implement, over a few shapes; the
+// checks come back in table order. `small` shrinks the shapes (the emulator is slow).
+std::vector<Check> compare_ops(Device& gpu, bool small);
+
+// The ops of the registry that compare_ops covers none of (should be empty).
+std::vector<std::string> ops_not_compared(const std::vector<Check>& checks);
+
+// A training run of `steps` steps from one seed on each device.
+struct TrainConfig {
+  std::string preset = "gpt";  // "gpt" (LayerNorm, GELU, learned positions) or "llama" (RMSNorm, SwiGLU, RoPE)
+  Precision precision = Precision::fp32;
+  int steps = 20;
+  bool small = true;  // a tiny model (the emulator); false: a few-million-parameter one
+};
+struct TrainComparison {
+  std::vector<float> loss_cpu, loss_gpu;  // per step
+  double max_loss_diff = 0;    // max over steps of |loss_gpu - loss_cpu|
+  double weight_diff = 0;      // ||w_gpu - w_cpu|| / ||w_cpu|| over every final parameter
+  double max_weight_diff = 0;  // max |w_gpu - w_cpu| (reported, not judged: see compare_training)
+  double loss_tolerance = 0, weight_tolerance = 0;  // for this precision
+  bool pass() const { return max_loss_diff <= loss_tolerance && weight_diff <= weight_tolerance; }
+};
+TrainComparison compare_training(Device& gpu, const TrainConfig& config);
+
+// Prints one line per check / run; returns the number of failures.
+int print(const std::vector<Check>& checks, std::FILE* out);
+int print(const TrainConfig& config, const TrainComparison& r, std::FILE* out);
+
+}  // namespace strata::selftest
