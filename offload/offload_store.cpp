@@ -86,6 +86,7 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
     NvmeOptions no;
     no.paths = o.nvme_paths;
     no.pinned = pinned_.get();
+    no.fault_hook = o.nvme_fault_hook;
     try {
       nvme_ = std::make_unique<NvmeStore>(no);
     } catch (const Error& e) {
@@ -173,10 +174,12 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
                 << 2 * size_t(largest) * (ds + 4) << " bytes) with the resident buffers released: " << e.what());
   }
 
+  updated_.store(N);
   take_stats();
 }
 
 OffloadStore::~OffloadStore() {
+  if (update_thread_.joinable()) update_thread_.join();  // it always ends: every I/O settles
   for (UnitState& x : units_) {
     if (x.param_read.valid()) x.param_read.wait();
     if (x.grad_write.valid()) x.grad_write.wait();
@@ -213,6 +216,7 @@ void OffloadStore::prefetch_from(int u, int d) {
     if (v < 0 || v >= model_->num_units()) return;
     UnitState& x = units_[size_t(v)];
     if (x.param_refs > 0 || x.param_stage) continue;
+    if (updated_.load() <= v) return;  // its update is still being written
     const PinnedPoolStats st = pinned_->stats();
     if (st.bytes_reserved - st.bytes_in_use < round_block(x.params.bytes) + round_block(size_t(x.numel) * 4)) return;
     try {
@@ -225,6 +229,7 @@ void OffloadStore::prefetch_from(int u, int d) {
 }
 
 void* OffloadStore::acquire_params(int u) {
+  wait_for_update(u);
   UnitState& x = units_[size_t(u)];
   if (x.params.tier == Tier::device) return x.params.data();
   if (x.param_refs++ > 0) return x.param_dev.data();
@@ -260,6 +265,7 @@ void OffloadStore::release_params(int u) {
 }
 
 void* OffloadStore::acquire_grads(int u) {
+  finish_update();  // it reads the gradients and holds pinned tiles
   UnitState& x = units_[size_t(u)];
   Stream& s = model_->device().stream();
   if (x.grad_refs++ > 0) return x.grads.tier == Tier::device ? x.grads.data() : x.grad_dev.data();
@@ -326,6 +332,8 @@ PinnedBuffer OffloadStore::stage_bytes(size_t bytes) {
   }
   if (b) return b;
   drain(/*reads=*/true, /*writes=*/false);
+  if ((b = attempt())) return b;
+  finish_update();  // its tiles hold the rest
   return pinned_->allocate(bytes);  // throws, naming what is in use, if it still does not fit
 }
 
@@ -358,6 +366,13 @@ OffloadStats OffloadStore::take_stats() {
   st.stall_seconds = stall_;
   st.norm_seconds = norm_seconds_;
   norm_seconds_ = 0;
+  {
+    std::lock_guard lock(update_mutex_);
+    st.update_seconds = update_done_.update_seconds;
+    st.update_read = update_done_.update_read;
+    st.update_written = update_done_.update_written;
+    update_done_ = OffloadStats();
+  }
   if (nvme_) {
     const NvmeStats io = nvme_->stats();
     st.nvme_read = io.bytes_read - io_at_window_.bytes_read;
