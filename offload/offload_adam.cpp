@@ -1,12 +1,13 @@
 // The OffloadStore's optimizer step: the global norm (from the gradient tier, or
-// summed during the last NVMe write-out), then ops::adamw_step (fused, vectorised, parallel,
-// bias correction, decoupled decay, working-dtype rounding) over each unit's arrays
-// where they live. Arrays on NVMe stream through three pinned tile slots: tile i+1
-// is read while tile i is updated and tile i-1 is written.
-// Invariant: a slot is reused only after its previous writes have landed, and the
-// updated working params reach their tier before update() returns (the next
-// forward reads them). One adamw_step call never spans two tensors: weight decay is
-// per tensor, as in the resident AdamW.
+// summed during the last NVMe write-out), then ops::adamw_step (fused, vectorised,
+// parallel, bias correction, decoupled decay, working-dtype rounding) over each
+// unit's arrays where they live, on a background thread, units in forward order.
+// Arrays on NVMe stream through three pinned tile slots: tile i+1 is read while
+// tile i is updated and tile i-1 is written.
+// Invariant: a slot is reused only after its previous writes have landed; unit u is
+// published (updated_ > u) only after every write of its last tile has landed, and
+// the main thread touches no unit before it is published. One adamw_step call never
+// spans two tensors: weight decay is per tensor, as in the resident AdamW.
 #include <algorithm>
 #include <chrono>
 #include <cmath>

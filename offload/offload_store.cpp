@@ -11,20 +11,30 @@
 // backward) and is awaited only when the unit is next read or the pinned pool runs
 // short.
 //
-// Clipping needs the global norm before any update, so the step is two-phase:
-// backward finishes, then the norm, then per-unit AdamW. With gradients on NVMe the
-// norm costs no extra pass: the last micro-batch's write-out already has the final
-// gradient in memory and sums its squares then (the same fixed-chunk order as
-// ops::global_norm, so the norm is bitwise the resident one). With gradients on
-// host or device the norm is ops::global_norm over the tier's buffers (memory
-// bandwidth only, about 4 bytes per parameter). The price of keeping exact clipping
-// is that no unit's update starts before backward ends; the step report's stall
-// time and NVMe rates measure what that costs. Measured (train_offload, 2 cores,
-// one virtio disk): the norm pass over 200M host gradients takes 0.03 s of a 2.5 s
-// step, and 0 s with gradients on NVMe; on the 2.52B all-NVMe run a step is 40-45 s
-// at 1.0-1.3 GB/s each way, of which 18-23 s is waiting on I/O, mostly the streamed
-// update (16 bytes read and 14 written per parameter). Without clipping the update
-// could start per unit as its gradient becomes final: not done yet.
+// The step. Clipping (and the non-finite guard) needs the global norm before any
+// weight changes, so no update starts before backward ends. With gradients on NVMe
+// the norm costs no extra pass: the last micro-batch's write-out already has the
+// final gradient in memory and sums its squares then (the same fixed-chunk order as
+// ops::global_norm, so the norm is bitwise the resident one); on host or device it is
+// ops::global_norm over the tier's buffers (memory bandwidth, 4 bytes per param).
+// update() then hands the per-unit AdamW to a background thread and returns: the
+// thread streams the units in FORWARD order (offload_adam.cpp) while the next step's
+// forward starts at once, and acquire_params(u) waits only until unit u's new state
+// has landed (that wait is stall). Read-ahead skips units still being updated.
+// acquire_grads and grad_norm wait for the whole update (it reads the gradients and
+// holds pinned tiles); zero_grad and take_stats do not (the update works from a
+// snapshot of the gradient flags; the stall counters are the main thread's). So the
+// update hides behind one forward pass: stall stays small when a forward outlasts
+// the update's NVMe traffic (16 bytes read and 14 written per parameter).
+// Why not start a unit's update in backward, once its gradient is final: the norm
+// (clipping, and the guard that keeps non-finite gradients off the weights in every
+// precision) is known only after the last unit, and backward finishes units in
+// reverse, so unit 0, which the next forward needs first, would still be last.
+// Measured (strata bench offload: 152M params, all on NVMe, B 8 x T 128, 2 cores
+// shared with builds): steps of 12.2-14.7 s, stall 0.2-0.7 s (3.0% of step time
+// over steps 2-4) while the previous update streams 2.7 s behind the forward at
+// 0.89 GB/s read and 0.78 GB/s written at once (fio alone, same directory: 0.76 and
+// 1.17). Before this, the same update ran after backward with nothing beside it.
 #include "offload_state.h"
 
 #include <algorithm>
