@@ -259,7 +259,8 @@ void OffloadStore::publish_updated(int units, const std::string& error) {
 }
 
 void OffloadStore::wait_for_update(int u) {
-  if (!update_failed_.load() && updated_.load() > u) return;
+  // updated_ first: a failure raises update_failed_ before it sets updated_ to all.
+  if (updated_.load() > u && !update_failed_.load()) return;
   const double t0 = now_seconds();
   std::unique_lock lock(update_mutex_);
   update_cv_.wait(lock, [&] { return updated_.load() > u || !update_error_.empty(); });
