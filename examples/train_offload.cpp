@@ -33,7 +33,7 @@ struct Options {
   int64_t steps = 4, batch = 4, seq = 64, accum = 1;
   int64_t pinned_mib = 1024;
   float lr = 0;  // 0: the width- and depth-scaled default below
-  int64_t warmup = 2;
+  int64_t warmup = 0;
   int threads = 0;
   bool resident = false;  // the plain Trainer, for comparison (state must fit in RAM)
 };
@@ -54,8 +54,8 @@ void usage() {
       "  --optimizer T       (default nvme): f32 master, m, v\n"
       "  --layers N --d-model C --heads H --d-mlp M   model shape (d-mlp default 4C)\n"
       "  --steps N --batch B --seq T --accum K --lr LR\n"
-      "                      (lr default: 200 / (d_model^2 x layers), 9.5e-7 at 32 x 2560)\n"
-      "  --warmup N          steps of linear lr warmup (default 2)\n"
+      "                      (lr default: 170 / (d_model^2 x layers), 8.1e-7 at 32 x 2560)\n"
+      "  --warmup N          steps of linear lr warmup (default 0)\n"
       "  --pinned MIB        pinned pool budget (default 1024)\n"
       "  --threads N\n"
       "  --resident 1        no offload: the plain Trainer, to compare losses\n");
@@ -141,11 +141,12 @@ int run(const Options& o) {
   to.grad_accum = o.accum;
   // Adam's first steps move every weight by about lr at once, all in the gradient's
   // sign; in a wide, deep residual stack those moves add up and the loss overshoots
-  // (step 3 rose from 4.45 to 6.05 at 32 x 2560, lr 2e-6, no warmup). Measured on the
-  // resident Trainer, 256 tokens per step: the spike appears once lr x C^2 x L passes
-  // about 400 (8 x 1024 at 6e-5, 4 x 2048 at 3e-5, 32 x 2560 at 2e-6) and the loss
-  // falls steadily over 4 steps at 200 with 2 warmup steps (8 x 1024, 4 x 2048).
-  to.adamw.lr = o.lr > 0 ? o.lr : 200.0f / (float(config.d_model) * float(config.d_model) * float(config.n_layers));
+  // (step 3 rose from 4.45 to 6.05 at 32 x 2560, lr 2e-6). Measured on the resident
+  // Trainer, 256 tokens per step: the spike appears once lr x C^2 x L passes about
+  // 400 (8 x 1024 at 6e-5, 4 x 2048 at 3e-5, 32 x 2560 at 2e-6), and at about 170
+  // the loss falls at each of 4 steps with no warmup (8 x 1024, 4 x 2048). Warmup
+  // only delays that: 2 steps of it at 200 left 32 x 2560's step 2 above step 1.
+  to.adamw.lr = o.lr > 0 ? o.lr : 170.0f / (float(config.d_model) * float(config.d_model) * float(config.n_layers));
   to.schedule.kind = strata::ScheduleKind::constant;
   to.schedule.warmup_steps = o.warmup;
   std::printf("model: %s; training state %.2f GiB (16 B/param)\n", config.describe().c_str(),

@@ -30,11 +30,13 @@
 // (clipping, and the guard that keeps non-finite gradients off the weights in every
 // precision) is known only after the last unit, and backward finishes units in
 // reverse, so unit 0, which the next forward needs first, would still be last.
-// Measured (strata bench offload: 152M params, all on NVMe, B 8 x T 128, 2 cores
-// shared with builds): steps of 12.2-14.7 s, stall 0.2-0.7 s (3.0% of step time
-// over steps 2-4) while the previous update streams 2.7 s behind the forward at
-// 0.89 GB/s read and 0.78 GB/s written at once (fio alone, same directory: 0.76 and
-// 1.17). Before this, the same update ran after backward with nothing beside it.
+// Measured (strata bench offload: 152M params, all on NVMe, bf16, recompute, 2
+// cores shared with other work): B 16 x T 128, steps of 11.5-13.0 s, stall 0.29 s
+// (2.3% of step time over steps 2-4) while the previous update streams 2.0 s behind
+// the forward at 1.19 GB/s read and 1.04 GB/s written at once (fio alone, same
+// directory, 1 MiB qd 32: 0.78 and 1.19). With B 8 the forward (about a quarter of
+// a 7.2 s step) is shorter than the update and stall is 12.4%. Before this, the
+// whole update ran after backward and all of it was stall.
 #include "offload_state.h"
 
 #include <algorithm>
