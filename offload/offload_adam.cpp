@@ -193,6 +193,8 @@ void OffloadStore::run_update(UpdateJob& job) {
     stream_update(job);
   } catch (const std::exception& e) {
     error = e.what();
+  } catch (...) {
+    error = "an unknown exception";
   }
   // Nothing may still read into or write from a slot when its pinned memory goes back.
   for (Tile& s : job.slots)
@@ -247,10 +249,11 @@ void OffloadStore::stream_update(UpdateJob& job) {
 void OffloadStore::publish_updated(int units, const std::string& error) {
   std::lock_guard lock(update_mutex_);
   if (!error.empty() && update_error_.empty()) {
-    const int u = updated_.load();
-    update_error_ = "OffloadStore: the optimizer step failed at unit " + std::to_string(u) + " ('" +
-                    model_->unit_name(std::min(u, model_->num_units() - 1)) + "'), leaving the weights partly updated: " +
-                    error + "; restart from the last checkpoint";
+    const int u = updated_.load();  // units before it landed; it and later ones did not, or in part
+    update_error_ = "OffloadStore: the optimizer step failed at or after unit " + std::to_string(u) + " ('" +
+                    model_->unit_name(std::min(u, model_->num_units() - 1)) +
+                    "'), leaving the weights partly updated: " + error +
+                    "; this store cannot continue: check the NVMe drive and restart the run";
     update_failed_.store(true);
   }
   if (units >= model_->num_units()) update_running_ = false;

@@ -17,7 +17,7 @@ void usage() {
       "  inspect   tensors, dtypes, shapes, checksums and trainer state of a checkpoint\n"
       "  convert   weights between strata, Hugging Face GPT-2 and LLaMA layouts, f32 or bf16\n"
       "  plan      placement, bytes per memory tier and predicted step time of a training run\n"
-      "  bench     benchmarks: ops, training vs PyTorch, recompute, ZeRO, NVMe vs fio (strata bench --help)\n\n"
+      "  bench     benchmarks: ops, training vs PyTorch, recompute, ZeRO, NVMe vs fio, offload stall (strata bench --help)\n\n"
       "Run 'strata <command> --help' for a command's options.\n");
 }
 }  // namespace
