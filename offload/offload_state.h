@@ -45,9 +45,24 @@ struct OffloadStore::UnitState {
 struct OffloadStore::Tile {
   int unit = -1;
   int64_t begin = 0, count = 0;
+  bool last_of_unit = false;  // once its writes land, the unit is updated
   PinnedBuffer buf[5];
   char* ptr[5] = {};
   std::vector<std::future<void>> io;
+};
+
+inline constexpr int kUpdateSlots = 3;  // tiles in flight: read, update, write
+
+// What one background update works from, fixed when update() starts it: the
+// hyper-parameters, the tile slots, and which units had no gradient this step
+// (zero_grad may clear the live flags while the update still reads gradients).
+struct OffloadStore::UpdateJob {
+  float lr = 0, grad_scale = 1;
+  int64_t t = 0;
+  int64_t tile = 0;
+  uint64_t bytes_read = 0, bytes_written = 0;  // NVMe, issued by this update
+  Tile slots[kUpdateSlots];
+  std::vector<char> grad_zero;  // per unit
 };
 
 }  // namespace strata::offload

@@ -11,20 +11,34 @@
 // backward) and is awaited only when the unit is next read or the pinned pool runs
 // short.
 //
-// Clipping needs the global norm before any update, so the step is two-phase:
-// backward finishes, then the norm, then per-unit AdamW. With gradients on NVMe the
-// norm costs no extra pass: the last micro-batch's write-out already has the final
-// gradient in memory and sums its squares then (the same fixed-chunk order as
-// ops::global_norm, so the norm is bitwise the resident one). With gradients on
-// host or device the norm is ops::global_norm over the tier's buffers (memory
-// bandwidth only, about 4 bytes per parameter). The price of keeping exact clipping
-// is that no unit's update starts before backward ends; the step report's stall
-// time and NVMe rates measure what that costs. Measured (train_offload, 2 cores,
-// one virtio disk): the norm pass over 200M host gradients takes 0.03 s of a 2.5 s
-// step, and 0 s with gradients on NVMe; on the 2.52B all-NVMe run a step is 40-45 s
-// at 1.0-1.3 GB/s each way, of which 18-23 s is waiting on I/O, mostly the streamed
-// update (16 bytes read and 14 written per parameter). Without clipping the update
-// could start per unit as its gradient becomes final: not done yet.
+// The step. Clipping (and the non-finite guard) needs the global norm before any
+// weight changes, so no update starts before backward ends. With gradients on NVMe
+// the norm costs no extra pass: the last micro-batch's write-out already has the
+// final gradient in memory and sums its squares then (the same fixed-chunk order as
+// ops::global_norm, so the norm is bitwise the resident one); on host or device it is
+// ops::global_norm over the tier's buffers (memory bandwidth, 4 bytes per param).
+// update() then hands the per-unit AdamW to a background thread and returns: the
+// thread streams the units in FORWARD order (offload_adam.cpp) while the next step's
+// forward starts at once, and acquire_params(u) waits only until unit u's new state
+// has landed (that wait is stall). Read-ahead skips units still being updated.
+// acquire_grads and grad_norm wait for the whole update (it reads the gradients and
+// holds pinned tiles); zero_grad and take_stats do not (the update works from a
+// snapshot of the gradient flags; the stall counters are the main thread's). So the
+// update hides behind one forward pass: stall stays small when a forward outlasts
+// the update's NVMe traffic (16 bytes read and 14 written per parameter).
+// Why not start a unit's update in backward, once its gradient is final: the norm
+// (clipping, and the guard that keeps non-finite gradients off the weights in every
+// precision) is known only after the last unit, and backward finishes units in
+// reverse, so unit 0, which the next forward needs first, would still be last.
+// Measured (strata bench offload: 152M params, all on NVMe, bf16, recompute, 2
+// cores shared with other work): B 16 x T 128, steps of 11.5-13.0 s, stall 0.29 s
+// (2.3% of step time over steps 2-4) while the previous update streams 2.0 s behind
+// the forward at 1.19 GB/s read and 1.04 GB/s written at once (fio alone, same
+// directory, 1 MiB qd 32: 0.78 and 1.19). With B 8 the forward (about a quarter of
+// a 7.2 s step) is shorter than the update and stall is 12.4%. Before this, the
+// whole update ran after backward and all of it was stall. The 2.52B all-NVMe run
+// (train_offload, 256 tokens a step) is I/O-bound instead: steps 3-4 take 45 s, of
+// which 27-28 s stall, as its ~95 GB of traffic a step moves at about 2.1 GB/s.
 //
 // A frozen base (LoRA) keeps only its working params here: no gradient or optimizer
 // homes, no gradient pool, no NVMe space for them; the Model never asks for its
@@ -96,6 +110,7 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
     NvmeOptions no;
     no.paths = o.nvme_paths;
     no.pinned = pinned_.get();
+    no.fault_hook = o.nvme_fault_hook;
     try {
       nvme_ = std::make_unique<NvmeStore>(no);
     } catch (const Error& e) {
@@ -185,10 +200,12 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
                 << 2 * size_t(largest) * (ds + (frozen_ ? 0 : 4)) << " bytes) with the resident buffers released: " << e.what());
   }
 
+  updated_.store(N);
   take_stats();
 }
 
 OffloadStore::~OffloadStore() {
+  if (update_thread_.joinable()) update_thread_.join();  // it always ends: every I/O settles
   for (UnitState& x : units_) {
     if (x.param_read.valid()) x.param_read.wait();
     if (x.grad_write.valid()) x.grad_write.wait();
@@ -225,6 +242,7 @@ void OffloadStore::prefetch_from(int u, int d) {
     if (v < 0 || v >= model_->num_units()) return;
     UnitState& x = units_[size_t(v)];
     if (x.param_refs > 0 || x.param_stage) continue;
+    if (updated_.load() <= v) return;  // its update is still being written
     const PinnedPoolStats st = pinned_->stats();
     const size_t grad_room = frozen_ ? 0 : round_block(size_t(x.numel) * 4);  // backward's gradient staging
     if (st.bytes_reserved - st.bytes_in_use < round_block(x.params.bytes) + grad_room) return;
@@ -238,6 +256,7 @@ void OffloadStore::prefetch_from(int u, int d) {
 }
 
 void* OffloadStore::acquire_params(int u) {
+  wait_for_update(u);
   UnitState& x = units_[size_t(u)];
   if (x.params.tier == Tier::device) return x.params.data();
   if (x.param_refs++ > 0) return x.param_dev.data();
@@ -274,6 +293,7 @@ void OffloadStore::release_params(int u) {
 
 void* OffloadStore::acquire_grads(int u) {
   STRATA_CHECK(!frozen_, "OffloadStore: acquire_grads(" << u << ") on a frozen base, which has no gradients");
+  finish_update();  // it reads the gradients and holds pinned tiles
   UnitState& x = units_[size_t(u)];
   Stream& s = model_->device().stream();
   if (x.grad_refs++ > 0) return x.grads.tier == Tier::device ? x.grads.data() : x.grad_dev.data();
@@ -341,6 +361,8 @@ PinnedBuffer OffloadStore::stage_bytes(size_t bytes) {
   }
   if (b) return b;
   drain(/*reads=*/true, /*writes=*/false);
+  if ((b = attempt())) return b;
+  finish_update();  // its tiles hold the rest
   return pinned_->allocate(bytes);  // throws, naming what is in use, if it still does not fit
 }
 
@@ -373,6 +395,13 @@ OffloadStats OffloadStore::take_stats() {
   st.stall_seconds = stall_;
   st.norm_seconds = norm_seconds_;
   norm_seconds_ = 0;
+  {
+    std::lock_guard lock(update_mutex_);
+    st.update_seconds = update_done_.update_seconds;
+    st.update_read = update_done_.update_read;
+    st.update_written = update_done_.update_written;
+    update_done_ = OffloadStats();
+  }
   if (nvme_) {
     const NvmeStats io = nvme_->stats();
     st.nvme_read = io.bytes_read - io_at_window_.bytes_read;

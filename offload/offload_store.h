@@ -6,10 +6,17 @@
 // bit; a unit's gradient accumulates in one device buffer that is copied in from
 // its tier and back out (never staged and summed apart), so every += happens in the
 // same order as with resident buffers; AdamW is elementwise, so tiling it is exact.
+// The optimizer step runs on a background thread after update() returns; a unit's
+// bytes are touched by the main thread only after that unit's update has landed.
 // Design of the step (norm before update, tiles, overlap): offload_store.cpp, top.
 #pragma once
+#include <atomic>
+#include <condition_variable>
 #include <future>
 #include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "lib/model/store.h"
@@ -38,9 +45,15 @@ class OffloadStore final : public ParamStore {
   void set_final_micro(bool final) { final_micro_ = final; }
   // Global L2 norm of the accumulated gradients, bitwise ops::global_norm's.
   float grad_norm();
-  // AdamW over every unit on the tiers holding its state; new working params are
-  // written to their tier.
+  // Starts AdamW over every unit, in forward order, on a background thread and
+  // returns: acquire_params(u) waits for unit u's new working params only (the wait
+  // is stall time). Bad arguments and pinned shortage throw here; an error of the
+  // background step is rethrown by every later acquire, grad_norm, update and
+  // finish_update (the weights are then partly updated).
   void update(float lr, float grad_scale, int64_t t);
+  // Waits until the background update has landed on every tier; rethrows its error.
+  void finish_update();
+  // Safe while an update runs: the update works from a snapshot of the flags.
   void zero_grad();
 
   // The window since the last call (bytes live, NVMe traffic, stalls); resets it.
@@ -54,16 +67,21 @@ class OffloadStore final : public ParamStore {
   struct Home;
   struct UnitState;
   struct Tile;
-  void wait(std::future<void>& f);  // counts the stall
+  struct UpdateJob;
+  void wait(std::future<void>& f);  // counts the stall; main thread only
+  void wait_for_update(int unit);   // unit's update landed; counts the stall
   Buffer take(std::vector<Buffer>& pool, size_t bytes, const char* what);
   void prefetch_from(int unit, int direction);
   void start_param_read(int unit);
   PinnedBuffer stage_bytes(size_t bytes);
   void drain(bool reads, bool writes);
   float grad_norm_now();
-  void read_tile(Tile& tile);
-  void write_tile(Tile& tile);
-  void update_tile(const Tile& tile, float lr, float grad_scale, int64_t t);
+  void run_update(UpdateJob& job);  // the background thread's body
+  void stream_update(UpdateJob& job);
+  void publish_updated(int units, const std::string& error);
+  void read_tile(Tile& tile, UpdateJob& job);
+  void write_tile(Tile& tile, UpdateJob& job);
+  void update_tile(const Tile& tile, const UpdateJob& job);
 
   Model* model_;
   OffloadOptions options_;
@@ -77,8 +95,19 @@ class OffloadStore final : public ParamStore {
   int64_t largest_ = 0;  // elements of the largest unit
   int last_acquired_ = -1;
   bool final_micro_ = true;
-  double stall_ = 0, norm_seconds_ = 0, window_start_ = 0;
+  double stall_ = 0, norm_seconds_ = 0, window_start_ = 0;  // main thread only
   NvmeStats io_at_window_;
+
+  // The background update. updated_ counts the units, in forward order, whose new
+  // state has landed (all of them when none runs); update_error_ is sticky.
+  std::thread update_thread_;
+  std::mutex update_mutex_;
+  std::condition_variable update_cv_;
+  std::atomic<int> updated_{0};
+  std::atomic<bool> update_failed_{false};
+  bool update_running_ = false;  // under update_mutex_
+  std::string update_error_;     // under update_mutex_
+  OffloadStats update_done_;     // under update_mutex_: finished updates' time and bytes
 };
 
 }  // namespace strata::offload

@@ -306,6 +306,11 @@ StepReport Trainer::step() {
     r.nvme_write_gbps = st.write_gbps();
     r.io_stall_seconds = st.stall_seconds;
     r.norm_seconds = st.norm_seconds;
+    r.update_seconds = st.update_seconds;
+    if (st.update_seconds > 0) {
+      r.update_read_gbps = double(st.update_read) / st.update_seconds / 1e9;
+      r.update_write_gbps = double(st.update_written) / st.update_seconds / 1e9;
+    }
   }
   if (zero_) {
     const ZeroMemory mem = zero_->memory();

@@ -1,13 +1,19 @@
 // Offloaded training (OffloadStore through the Trainer) on CPU devices: every
 // placement of params, gradients and optimizer state over device, host and NVMe
 // trains bit for bit like the resident Trainer (losses and weights, fp32 and bf16,
-// accumulation, clipping and full recompute on); the device arena stays within a
+// accumulation, clipping and full recompute on); the optimizer step runs behind the
+// next forward and its errors reach the caller; the device arena stays within a
 // budget ten times smaller than the training state; bad placements fail up front.
 #include <catch2/catch.hpp>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <string>
 
 #include "nvme_test_dirs.h"
@@ -126,6 +132,83 @@ TEST_CASE("a pinned pool of a few units: read-ahead yields, tiles shrink, result
     CHECK(r.losses == ref.losses);
     CHECK(first_difference(r, ref) == "");
   }
+}
+
+// Held by the NVMe fault hook: a write to one object waits until the test lets it go
+// (or a timeout passes, which only a step that does not overlap would need).
+struct Gate {
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool armed = false, open = false, held = false, timed_out = false;
+  int64_t hold(uint32_t object, uint32_t target, bool write) {
+    std::unique_lock lock(mutex);
+    if (!armed || !write || object != target) return 0;
+    held = true;
+    timed_out = !cv.wait_for(lock, std::chrono::seconds(10), [&] { return open; });
+    return 0;
+  }
+  void set(bool Gate::*flag) {
+    std::lock_guard lock(mutex);
+    this->*flag = true;
+    cv.notify_all();
+  }
+};
+
+TEST_CASE("the optimizer step runs behind the next forward, unit by unit in forward order", "[offload][train]") {
+  ScratchDir dir(1);
+  ModelConfig c = tiny_config("gpt");
+  c.n_layers = 4;
+  Model m(c, cpu(), Precision::bf16, 5);
+  const int N = m.num_units();
+  // Optimizer state alone on NVMe: objects are master, exp_avg, exp_avg_sq per unit,
+  // reserved in unit order, so the last unit's master is object 3 (N - 1).
+  offload::OffloadOptions o = placement(Tier::host, Tier::host, Tier::nvme, dir);
+  auto gate = std::make_shared<Gate>();
+  const uint32_t last_master = uint32_t(3 * (N - 1));
+  o.nvme_fault_hook = [gate, last_master](const offload::NvmeFaultSite& s) {
+    return gate->hold(s.object, last_master, s.write);
+  };
+  Trainer t(m, options(), o);
+  RandomBatch b(kB, kT, c.vocab_size, 1000);
+  t.forward_backward(b.batch());
+  const std::vector<float> before_first = t.unit_parameters(0), before_last = t.unit_parameters(N - 1);
+  gate->set(&Gate::armed);
+  t.step();  // returns while the last unit's update is held
+  // Had step() or this acquire waited for the whole update, they would sit in the
+  // gate until its timeout.
+  const std::vector<float> first = t.unit_parameters(0);  // waits for unit 0 only
+  gate->set(&Gate::open);
+  const std::vector<float> last = t.unit_parameters(N - 1);  // waits for the held write
+  std::lock_guard lock(gate->mutex);
+  CHECK(gate->held);
+  CHECK(!gate->timed_out);
+  CHECK(first != before_first);  // both units were updated
+  CHECK(last != before_last);
+}
+
+TEST_CASE("an error of the background optimizer step reaches every later call", "[offload][train]") {
+  ScratchDir dir(1);
+  ModelConfig c = tiny_config("gpt");
+  offload::OffloadOptions o = placement(Tier::host, Tier::host, Tier::nvme, dir);
+  auto fail = std::make_shared<std::atomic<bool>>(false);
+  o.nvme_fault_hook = [fail](const offload::NvmeFaultSite& s) -> int64_t {
+    return fail->load() && s.write && s.object % 3 == 1 ? -EIO : 0;  // exp_avg writes
+  };
+  Model m(c, cpu(), Precision::bf16, 5);
+  {
+    Trainer t(m, options(), o);
+    RandomBatch b0(kB, kT, c.vocab_size, 1000), b1(kB, kT, c.vocab_size, 1001);
+    t.train_step({b0.batch(), b1.batch()});
+    t.unit_parameters(m.num_units() - 1);  // the first update has landed: no write of it fails
+    fail->store(true);
+    t.train_step({b0.batch(), b1.batch()});  // its update fails in the background
+    for (int i = 0; i < 2; ++i)
+      REQUIRE_THROWS_WITH(t.train_step({b0.batch(), b1.batch()}),
+                          Catch::Contains("optimizer step failed") && Catch::Contains("EIO") &&
+                              Catch::Contains("partly updated"));
+    REQUIRE_THROWS_WITH(t.unit_parameters(0), Catch::Contains("optimizer step failed"));
+  }  // the store's destructor neither throws nor hangs
+  CHECK(dir.file_count() == 0);
 }
 
 TEST_CASE("the device arena stays within a budget ten times smaller than the model", "[offload][train]") {

@@ -103,6 +103,13 @@ class Table {
   std::vector<std::vector<std::string>> rows_;
 };
 
+// ---- NVMe
+
+// fio's sequential bandwidth in bytes/s on `file` (io_uring, O_DIRECT, one job;
+// fio lays the file out first when it is shorter), or -1 when fio is missing or
+// failed. The figure strata's NVMe numbers are held against (bench_io.cpp).
+double fio_pass(const std::string& file, uint64_t size, size_t block, int qd, bool write);
+
 // ---- memory-bound ops next to memcpy
 
 // Device memory filled with values in [lo, hi) (a cheap hash, not a quality RNG).

@@ -85,7 +85,8 @@ double strata_pass(NvmeStore& store, uint32_t object, uint64_t size, size_t bloc
   return seconds;
 }
 
-// fio's bandwidth in bytes/s, or -1 when fio is missing or failed.
+}  // namespace
+
 double fio_pass(const std::string& file, uint64_t size, size_t block, int qd, bool write) {
   std::string cmd = "fio --name=strata-bench --filename=" + file + " --rw=" + (write ? "write" : "read") +
                     " --bs=" + std::to_string(block) + " --iodepth=" + std::to_string(qd) +
@@ -103,6 +104,8 @@ double fio_pass(const std::string& file, uint64_t size, size_t block, int qd, bo
   if (at == std::string::npos) return -1;
   return std::strtod(out.c_str() + at + 13, nullptr);
 }
+
+namespace {
 
 std::string size_label(size_t bytes) {
   return bytes >= (1 << 20) ? std::to_string(bytes >> 20) + " MiB" : std::to_string(bytes >> 10) + " KiB";

@@ -17,8 +17,8 @@ void usage() {
       "  inspect   tensors, dtypes, shapes, checksums and trainer state of a checkpoint\n"
       "  convert   weights between strata, Hugging Face GPT-2 and LLaMA layouts, f32 or bf16\n"
       "  plan      placement, bytes per memory tier and predicted step time of a training run\n"
-      "  bench     benchmarks: ops, training + AdamW vs PyTorch, recompute, ZeRO, NVMe vs fio; GPU\n"
-      "            training (tokens/s, MFU) with --device cuda:N (strata bench --help)\n\n"
+      "  bench     benchmarks: ops, training + AdamW vs PyTorch, recompute, ZeRO, NVMe vs fio, offload\n"
+      "            stall; GPU training (tokens/s, MFU) with --device cuda:N (strata bench --help)\n\n"
       "Run 'strata <command> --help' for a command's options.\n");
 }
 }  // namespace

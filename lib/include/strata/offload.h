@@ -210,6 +210,7 @@ struct OffloadOptions {
   int prefetch = 2;                 // units read ahead (forward order, reverse in backward)
   int64_t tile_elements = 1 << 20;  // optimizer tile streamed from NVMe (multiple of 2048)
   bool require_direct = true;       // false: accept paths that refuse O_DIRECT (tests)
+  NvmeFaultHook nvme_fault_hook;    // tests only: passed to the NVMe store
 };
 
 // Bytes live per tier and I/O of the last step (or since construction).
@@ -222,6 +223,10 @@ struct OffloadStats {
   double seconds = 0;            // the window's wall time
   double stall_seconds = 0;      // compute waiting on I/O in the window
   double norm_seconds = 0;       // the global-norm pass (clipping's price) in the window
+  // The background optimizer steps that finished in the window: their wall time and
+  // their own NVMe traffic (what they streamed, beside the forward's reads).
+  double update_seconds = 0;
+  uint64_t update_read = 0, update_written = 0;
   double read_gbps() const { return seconds > 0 ? double(nvme_read) / seconds / 1e9 : 0; }
   double write_gbps() const { return seconds > 0 ? double(nvme_written) / seconds / 1e9 : 0; }
 };

@@ -118,6 +118,11 @@ struct StepReport {
   size_t nvme_bytes = 0;    // offload's swap files (0 without offload)
   double nvme_read_gbps = 0, nvme_write_gbps = 0;  // offload's NVMe traffic this step
   double norm_seconds = 0;  // offload: the gradient-norm pass before the update (in optimizer_seconds)
+  // offload: the optimizer steps that ran in the background and finished during this
+  // step (usually the previous step's, behind this forward): wall time and the NVMe
+  // GB/s of their own streaming.
+  double update_seconds = 0;
+  double update_read_gbps = 0, update_write_gbps = 0;
   std::vector<UnitStats> unit_stats;  // on steps that are multiples of stats_every; else empty
   // LoRA (frozen base): gradient and optimizer bytes the base does not hold.
   size_t frozen_bytes_saved = 0;
