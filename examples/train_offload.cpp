@@ -35,6 +35,7 @@ struct Options {
   float lr = 0;  // 0: the width- and depth-scaled default below
   int64_t warmup = 0;
   int threads = 0;
+  bool eval = true;  // held-out loss on one fixed validation batch, before and after each step
   bool resident = false;  // the plain Trainer, for comparison (state must fit in RAM)
 };
 
@@ -58,6 +59,8 @@ void usage() {
       "  --warmup N          steps of linear lr warmup (default 0)\n"
       "  --pinned MIB        pinned pool budget (default 1024)\n"
       "  --threads N\n"
+      "  --eval 0|1          held-out loss on one fixed validation batch before training and\n"
+      "                      after each step (default 1; costs one forward pass each)\n"
       "  --resident 1        no offload: the plain Trainer, to compare losses\n");
 }
 
@@ -85,6 +88,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--accum") o.accum = std::stoll(v);
     else if (a == "--lr") o.lr = std::stof(v);
     else if (a == "--warmup") o.warmup = std::stoll(v);
+    else if (a == "--eval") o.eval = std::stoll(v) != 0;
     else if (a == "--pinned") o.pinned_mib = std::stoll(v);
     else if (a == "--threads") o.threads = std::stoi(v);
     else if (a == "--resident") o.resident = v == "1";
@@ -126,6 +130,10 @@ int run(const Options& o) {
   lo.seq_len = o.seq;
   lo.seed = 1;
   strata::BatchLoader loader(data, lo);
+  // The training loss of step k is on batch k, so steps differ by their batches too;
+  // one fixed held-out batch shows what the updates alone do.
+  strata::BatchLoader val_loader(std::make_shared<strata::TokenDataset>(prep.val_path), lo);
+  strata::TokenBatch held_out = val_loader.next();
 
   strata::offload::OffloadOptions off;
   off.params = tier(o.params);
@@ -162,6 +170,7 @@ int run(const Options& o) {
   const size_t arena_after_setup = device->arena().bytes_live();
   device->arena().reset_high_water();
 
+  if (o.eval) std::printf("held-out loss before training %.4f\n", trainer.evaluate(held_out.batch()));
   for (int64_t s = 0; s < o.steps; ++s) {
     std::vector<strata::TokenBatch> micro;
     std::vector<strata::Batch> views;
@@ -174,6 +183,7 @@ int run(const Options& o) {
                 r.io_stall_seconds, 100 * r.io_stall_seconds / r.step_seconds, r.update_seconds,
                 gib(double(r.device_bytes)), gib(double(r.pinned_bytes)), gib(double(r.host_bytes)),
                 gib(double(r.nvme_bytes)), rss_gib());
+    if (o.eval) std::printf("held-out loss after step %lld %.4f\n", (long long)r.step, trainer.evaluate(held_out.batch()));
     std::fflush(stdout);
   }
   std::printf("device arena: %.3f GiB live after setup, %.3f GiB high-water while training\n",
