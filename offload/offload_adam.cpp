@@ -40,21 +40,24 @@ float OffloadStore::grad_norm() {
 float OffloadStore::grad_norm_now() {
   if (frozen_) return 0;  // no base gradients
   finish_update();
-  Device& dev = model_->device();
-  float norm = 0;
   if (options_.grads == Tier::nvme) {
     double total = 0;
     for (const UnitState& x : units_) total += x.grad_zero ? 0.0 : x.sum_squares;
     return float(std::sqrt(total));
   }
-  std::vector<float> zeros;
+  Device& dev = device_for(options_.grads);
+  float norm = 0;
+  Buffer out;  // a CUDA device's norm lands in its memory and is copied out
+  if (dev.kind() == DeviceKind::cuda) out = Buffer(dev, 4, "offload gradient norm");
   ops::GlobalNormArgs g;
-  g.out = TensorView(&norm, DType::f32, {1}, &dev);
+  g.out = TensorView(out.data() ? out.data() : &norm, DType::f32, {1}, &dev);
   for (UnitState& x : units_) {
-    if (x.grad_zero) std::memset(x.grads.data(), 0, x.grads.bytes);
-    g.inputs.push_back(TensorView(x.grads.data(), DType::f32, {x.numel}, &dev));
+    const TensorView grads(x.grads.data(), DType::f32, {x.numel}, &dev);
+    if (x.grad_zero) ops::fill_zero(grads, dev.stream());
+    g.inputs.push_back(grads);
   }
   ops::global_norm(g, dev.stream());
+  if (out.data()) dev.stream().copy(&norm, out.data(), 4);
   dev.stream().synchronize();
   return norm;
 }
@@ -70,18 +73,25 @@ void OffloadStore::read_tile(Tile& tile, UpdateJob& job) {
   UnitState& x = units_[size_t(tile.unit)];
   Home* homes[kArrays] = {&x.master, &x.grads, &x.m, &x.v, &x.params};
   const size_t ds = dtype_size(dtype_);
+  Device& od = device_for(options_.optimizer);
   for (int a = 0; a < kArrays; ++a) {
     const size_t es = a == kWorking ? ds : 4;
     const size_t at = size_t(tile.begin) * es, bytes = size_t(tile.count) * es;
     Home& h = *homes[a];
-    tile.ptr[a] = h.tier == Tier::nvme ? static_cast<char*>(tile.buf[a].data()) : h.data() + at;
+    tile.home[a] = h.tier == Tier::nvme ? static_cast<char*>(tile.buf[a].data()) : h.data() + at;
+    tile.ptr[a] = tile.device_stage[a].data()      ? static_cast<char*>(tile.device_stage[a].data())
+                  : !tile.host_stage[a].empty() ? tile.host_stage[a].data()
+                                                : tile.home[a];
     if (a == kGrad && job.grad_zero[size_t(tile.unit)]) {  // no gradient this step: the stored one is stale
-      std::memset(tile.ptr[a], 0, bytes);
+      if (od.kind() == DeviceKind::cuda)
+        ops::fill_zero(TensorView(tile.ptr[a], DType::f32, {tile.count}, &od), od.stream());
+      else
+        std::memset(tile.ptr[a], 0, bytes);
       continue;
     }
-    if (h.tier == Tier::nvme && a == kWorking) std::memset(tile.ptr[a], 0, bytes);  // padding stays 0
+    if (h.tier == Tier::nvme && a == kWorking) std::memset(tile.home[a], 0, bytes);  // padding stays 0
     if (h.tier == Tier::nvme && a != kWorking) {
-      tile.io.push_back(nvme_->read(h.object, at, tile.ptr[a], bytes));
+      tile.io.push_back(nvme_->read(h.object, at, tile.home[a], bytes));
       job.bytes_read += bytes;
     }
   }
@@ -95,15 +105,35 @@ void OffloadStore::write_tile(Tile& tile, UpdateJob& job) {
     const size_t es = a == kWorking ? ds : 4;
     Home& h = *homes[a];
     if (h.tier != Tier::nvme) continue;
-    tile.io.push_back(nvme_->write(h.object, size_t(tile.begin) * es, tile.ptr[a], size_t(tile.count) * es));
+    tile.io.push_back(nvme_->write(h.object, size_t(tile.begin) * es, tile.home[a], size_t(tile.count) * es));
     job.bytes_written += size_t(tile.count) * es;
   }
 }
 
 // On a CPU device the stream runs ops inline on the calling thread, so this runs on
 // the update thread beside the main thread's compute.
+// Copies a tile's staged arrays (see Tile) between their homes and their staging:
+// in, every array read (a zeroed gradient stays as it is); out, those AdamW wrote.
+void OffloadStore::stage_tile(Tile& tile, const UpdateJob& job, bool in) {
+  Stream& s = model_->device().stream();  // the one that reaches both kinds of memory
+  const size_t ds = dtype_size(dtype_);
+  bool any = false;
+  for (int a = 0; a < kArrays; ++a) {
+    if (tile.ptr[a] == tile.home[a]) continue;
+    if (in && a == kGrad && job.grad_zero[size_t(tile.unit)]) continue;
+    if (!in && a == kGrad) continue;
+    const size_t bytes = size_t(tile.count) * (a == kWorking ? ds : 4);
+    if (in)
+      s.copy(tile.ptr[a], tile.home[a], bytes);
+    else
+      s.copy(tile.home[a], tile.ptr[a], bytes);
+    any = true;
+  }
+  if (any) s.synchronize();
+}
+
 void OffloadStore::update_tile(const Tile& tile, const UpdateJob& job) {
-  Device& dev = model_->device();
+  Device& dev = device_for(options_.optimizer);
   const int64_t lo = tile.begin, hi = tile.begin + tile.count;
   const size_t ds = dtype_size(dtype_);
   for (const ParamInfo& p : model_->parameters()) {
@@ -127,6 +157,7 @@ void OffloadStore::update(float lr, float grad_scale, int64_t t) {
   if (frozen_) return;  // nothing to update; the Trainer steps the adapters
   finish_update();
   drain(/*reads=*/true, /*writes=*/true);  // read-ahead would be stale; the update reads the gradients
+  model_->device().stream().synchronize();  // copies out of host homes the update will overwrite
   const size_t ds = dtype_size(dtype_);
   const Tier tiers[kArrays] = {options_.optimizer, options_.grads, options_.optimizer, options_.optimizer,
                                options_.params};
@@ -154,6 +185,18 @@ void OffloadStore::update(float lr, float grad_scale, int64_t t) {
     for (Tile& s : job->slots)
       for (int a = 0; a < kArrays; ++a)
         if (tiers[a] == Tier::nvme) s.buf[a] = pinned_->allocate(size_t(job->tile) * (a == kWorking ? ds : 4));
+  }
+  // On a CUDA device, arrays whose home is not the memory AdamW runs in are staged.
+  const bool adamw_on_device = device_for(options_.optimizer).kind() == DeviceKind::cuda;
+  for (int a = 0; host_ && a < kArrays; ++a) {
+    if ((tiers[a] == Tier::device) == adamw_on_device) continue;
+    const size_t bytes = size_t(std::min(job->tile, largest_)) * (a == kWorking ? ds : 4);
+    for (Tile& s : job->slots) {
+      if (adamw_on_device)
+        s.device_stage[a] = Buffer(model_->device(), bytes, "offload optimizer staging");
+      else
+        s.host_stage[a].resize(bytes);
+    }
   }
   for (const UnitState& x : units_) job->grad_zero.push_back(x.grad_zero);
   {
@@ -217,7 +260,9 @@ void OffloadStore::stream_update(UpdateJob& job) {
     for (auto& f : s.io) f.get();  // this tile's reads
     s.io.clear();
     if (j + 1 < jobs.size()) issue(j + 1);
+    stage_tile(s, job, /*in=*/true);
     update_tile(s, job);
+    stage_tile(s, job, /*in=*/false);
     write_tile(s, job);
     s.last_of_unit = j + 1 == jobs.size() || jobs[j + 1].first != s.unit;
   }

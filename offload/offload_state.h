@@ -40,13 +40,19 @@ struct OffloadStore::UnitState {
 };
 
 // One tile of the streamed optimizer step: elements [begin, begin + count) of a
-// unit's master, grad, m, v and working arrays (in that order); ptr[a] points into
-// the array's home (device, host) or into buf[a] (pinned, for NVMe homes).
+// unit's master, grad, m, v and working arrays (in that order); home[a] points into
+// the array's home (device, host) or into buf[a] (pinned, for NVMe homes). ptr[a] is
+// where AdamW reads and writes it: home[a], or on a CUDA device, when the home is
+// device memory and AdamW runs on the host or the reverse, a staging tile of the
+// other kind (device_stage / host_stage) copied in before and out after the update.
 struct OffloadStore::Tile {
   int unit = -1;
   int64_t begin = 0, count = 0;
   bool last_of_unit = false;  // once its writes land, the unit is updated
   PinnedBuffer buf[5];
+  Buffer device_stage[5];
+  std::vector<char> host_stage[5];
+  char* home[5] = {};
   char* ptr[5] = {};
   std::vector<std::future<void>> io;
 };

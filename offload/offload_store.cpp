@@ -10,6 +10,9 @@
 // release copied out; to NVMe the write is asynchronous (it overlaps the rest of
 // backward) and is awaited only when the unit is next read or the pinned pool runs
 // short.
+// Every copy between a tier and a device buffer is a Stream::copy on the device's
+// stream, synchronized before the host reads the bytes or frees the staging, so a
+// CUDA device works too (its host-tier ops run on host_; docs/cuda.md).
 //
 // The step. Clipping (and the non-finite guard) needs the global norm before any
 // weight changes, so no update starts before backward ends. With gradients on NVMe
@@ -79,6 +82,7 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
     : model_(&model), options_(o), adamw_(adamw), dtype_(precision_dtype(model.precision())),
       frozen_(model.base_frozen()) {
   STRATA_CHECK(model.store() == nullptr, "OffloadStore: the model already has a parameter store");
+  if (model.device().kind() == DeviceKind::cuda) host_ = Device::cpu();
   STRATA_CHECK(o.prefetch >= 0, "OffloadStore: prefetch " << o.prefetch << " must be non-negative");
   STRATA_CHECK(o.tile_elements >= 2048 && o.tile_elements % 2048 == 0,
                "OffloadStore: tile_elements " << o.tile_elements << " must be a positive multiple of 2048");
@@ -164,23 +168,33 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
   Stream& s = model.device().stream();
   PinnedBuffer stage;
   if (nvme_) stage = pinned_->allocate(size_t(largest) * staged);
-  auto store = [&](Home& h, const void* src) {
-    if (h.tier != Tier::nvme) {
+  auto store = [&](Home& h, const void* src) {  // src: host memory
+    if (h.tier == Tier::device) {
+      s.copy(h.data(), src, h.bytes);
+      s.synchronize();
+      return;
+    }
+    if (h.tier == Tier::host) {
       std::memcpy(h.data(), src, h.bytes);
       return;
     }
     if (src != stage.data()) std::memcpy(stage.data(), src, h.bytes);
     nvme_->write(h.object, 0, stage.data(), h.bytes).get();
   };
-  std::vector<float> f32;
+  std::vector<char> working_host;  // a CUDA device's working params, copied out
   for (int u = 0; u < N; ++u) {
     UnitState& x = units_[size_t(u)];
     TensorView working = model.unit_params(u);
-    store(x.params, working.data);
+    const void* src = working.data;
+    if (host_) {
+      working_host.resize(x.params.bytes);
+      s.copy(working_host.data(), working.data, x.params.bytes);
+      s.synchronize();
+      src = working_host.data();
+    }
+    store(x.params, src);
     if (frozen_) continue;
-    f32.assign(size_t(x.numel), 0.0f);
-    ops::cast({TensorView(f32.data(), DType::f32, {x.numel}, &model.device()), working}, s);
-    s.synchronize();
+    std::vector<float> f32 = copy_to_host_f32(working);  // exact: f32 and bf16 widen without rounding
     store(x.master, f32.data());
     std::fill(f32.begin(), f32.end(), 0.0f);
     store(x.m, f32.data());
@@ -274,11 +288,13 @@ void* OffloadStore::acquire_params(int u) {
       prefetch_from(u, +1);
   }
   x.param_dev = take(param_pool_, size_t(largest_) * dtype_size(dtype_), "offload parameter pool");
+  Stream& s = model_->device().stream();
   if (x.params.tier == Tier::host) {
-    std::memcpy(x.param_dev.data(), x.params.data(), x.params.bytes);
+    s.copy(x.param_dev.data(), x.params.data(), x.params.bytes);  // update() waits for it before writing
   } else {
     wait(x.param_read);
-    std::memcpy(x.param_dev.data(), x.param_stage.data(), x.params.bytes);
+    s.copy(x.param_dev.data(), x.param_stage.data(), x.params.bytes);
+    s.synchronize();  // the staging goes back to the pool
     x.param_stage.reset();
   }
   return x.param_dev.data();
@@ -309,12 +325,13 @@ void* OffloadStore::acquire_grads(int u) {
   if (x.grad_zero) {
     ops::fill_zero(TensorView(dst, DType::f32, {x.numel}, &model_->device()), s);
   } else if (x.grads.tier == Tier::host) {
-    std::memcpy(dst, x.grads.data(), x.grads.bytes);
+    s.copy(dst, x.grads.data(), x.grads.bytes);  // release_grads waits for it before writing
   } else if (x.grads.tier == Tier::nvme) {
     if (!x.grad_stage) x.grad_stage = stage_bytes(x.grads.bytes);
     std::future<void> r = nvme_->read(x.grads.object, 0, x.grad_stage.data(), x.grads.bytes);
     wait(r);
-    std::memcpy(dst, x.grad_stage.data(), x.grads.bytes);
+    s.copy(dst, x.grad_stage.data(), x.grads.bytes);
+    s.synchronize();  // the staging goes back to the pool
     x.grad_stage.reset();
   }
   return dst;
@@ -327,14 +344,15 @@ void OffloadStore::release_grads(int u) {
   if (--x.grad_refs > 0) return;
   x.grad_zero = false;
   if (x.grads.tier == Tier::device) return;
-  model_->device().stream().synchronize();
-  const float* g = static_cast<const float*>(x.grad_dev.data());
+  Stream& s = model_->device().stream();  // copies come after the backward that wrote them
   if (x.grads.tier == Tier::host) {
-    std::memcpy(x.grads.data(), g, x.grads.bytes);
+    s.copy(x.grads.data(), x.grad_dev.data(), x.grads.bytes);
+    s.synchronize();
   } else {
-    if (final_micro_) x.sum_squares = sum_squares_f32(g, x.numel);
     x.grad_stage = stage_bytes(x.grads.bytes);
-    std::memcpy(x.grad_stage.data(), g, x.grads.bytes);
+    s.copy(x.grad_stage.data(), x.grad_dev.data(), x.grads.bytes);
+    s.synchronize();
+    if (final_micro_) x.sum_squares = sum_squares_f32(static_cast<const float*>(x.grad_stage.data()), x.numel);
     x.grad_write = nvme_->write(x.grads.object, 0, x.grad_stage.data(), x.grads.bytes);
   }
   grad_pool_.push_back(std::move(x.grad_dev));

@@ -82,8 +82,13 @@ class OffloadStore final : public ParamStore {
   void read_tile(Tile& tile, UpdateJob& job);
   void write_tile(Tile& tile, UpdateJob& job);
   void update_tile(const Tile& tile, const UpdateJob& job);
+  void stage_tile(Tile& tile, const UpdateJob& job, bool in);
+  // Where ops over a tier's arrays run: the model's device for the device tier, else
+  // the host (host_ on a CUDA device, whose host tiers its kernels cannot touch).
+  Device& device_for(Tier tier) { return tier == Tier::device || !host_ ? model_->device() : *host_; }
 
   Model* model_;
+  std::unique_ptr<Device> host_;  // a CPU device for host-tier ops; only when the model's is CUDA
   OffloadOptions options_;
   AdamWOptions adamw_;
   DType dtype_;

@@ -51,6 +51,10 @@ ZeroEngine::ZeroEngine(Model& model, dist::Comm& comm, int stage, const AdamWOpt
     : model_(&model), comm_(&comm), stage_(stage), options_(options) {
   using offload::Tier;
   STRATA_CHECK(stage >= 0 && stage <= 3, "Trainer: ZeRO stage " << stage << " does not exist; use 0, 1, 2 or 3");
+  // Its norms, shard copies and tiered arrays still treat device memory as host memory.
+  STRATA_CHECK(model.device().kind() == DeviceKind::cpu,
+               "Trainer: ZeRO (a dist::Comm) is not supported on CUDA devices yet (" << model.device().name()
+                                                                                    << "); train on one GPU, with offload to page state");
   const int N = comm.size(), r = comm.rank();
   Device& dev = model.device();
   Stream& s = dev.stream();
