@@ -100,7 +100,8 @@ Trainer::Trainer(Model& model, const TrainOptions& o, dist::Comm& comm, const of
     : model_(&model), options_(o), comm_(&comm) {
   check_options(o);
   STRATA_CHECK(model.precision() != Precision::fp16,
-               "Trainer: offload supports fp32 and bf16 (fp16 loss scaling is not wired through it yet)");
+               "Trainer: ZeRO with offload supports fp32 and bf16 (fp16 works offloaded on one device, or "
+               "under ZeRO without offload)");
   STRATA_CHECK(!model.base_frozen() && !model.lora(),
                "Trainer: LoRA with offload is not supported yet; keep the frozen base resident");
   zero_ = std::make_unique<ZeroEngine>(model, comm, o.zero_stage, o.adamw, &off);
@@ -113,13 +114,11 @@ Trainer::Trainer(Model& model, const TrainOptions& o, const offload::OffloadOpti
   check_options(o);
   STRATA_CHECK(o.zero_stage == 0, "Trainer: offload runs on one device; ZeRO stage " << o.zero_stage
                                                                                      << " needs a dist::Comm");
-  STRATA_CHECK(model.precision() != Precision::fp16,
-               "Trainer: offload supports fp32 and bf16 (fp16 loss scaling is not wired through it yet)");
   // LoRA: the store pages the frozen base's params only; the adapters stay resident.
   if (model.base_frozen())
     STRATA_CHECK(model.lora(), "Trainer: the model's base is frozen and no Lora is attached: nothing to train");
   offload_ = std::make_unique<offload::OffloadStore>(model, off, o.adamw);
-  loss_scale_ = 1.0f;
+  loss_scale_ = model.precision() == Precision::fp16 ? o.loss_scale_init : 1.0f;
   offload_->zero_grad();
   if (model.lora()) model.lora()->zero_grad();
 }

@@ -1,6 +1,6 @@
 // LoRA on an offloaded frozen base (OffloadStore through the Trainer, CPU devices):
 // with the base's params on host or NVMe, losses and adapters are bitwise those of a
-// resident base (fp32 and bf16, accumulation, recompute, adapter dropout); the base
+// resident base (fp32, bf16 and fp16, accumulation, recompute, adapter dropout); the base
 // comes back from its tier bitwise unchanged; nothing but the base's params is stored
 // (no gradient or optimizer bytes, no NVMe space for them); the device arena stays
 // under a budget smaller than the base; unsupported combinations fail clearly.
@@ -134,7 +134,7 @@ offload::OffloadOptions placement(Tier params, const ScratchDir& dir) {
 TEST_CASE("LoRA on an offloaded frozen base trains bitwise like a resident base", "[offload][train][lora]") {
   ScratchDir dir(1);
   for (const char* arch : {"gpt", "llama"})
-    for (Precision p : {Precision::fp32, Precision::bf16})
+    for (Precision p : {Precision::fp32, Precision::bf16, Precision::fp16})
       for (LoraTargets targets : {LoraTargets::query_value, LoraTargets::all_linear}) {
         const ModelConfig c = tiny_config(arch);
         const Result ref = train(c, p, targets, nullptr);
@@ -207,11 +207,6 @@ TEST_CASE("LoRA with offload: unsupported combinations fail clearly", "[offload]
     t.train_step({b0.batch(), b1.batch()});
     REQUIRE_THROWS_WITH(lora.merge(), Catch::Contains("Lora::merge") && Catch::Contains("parameter store"));
     CHECK(!lora.merged());
-  }
-  SECTION("fp16") {
-    Model m(c, cpu(), Precision::fp16, 1);
-    Lora lora(m, LoraOptions{});
-    REQUIRE_THROWS_WITH(Trainer(m, options(), o), Catch::Contains("offload supports fp32 and bf16"));
   }
   SECTION("a frozen base with no Lora") {
     Model m(c, cpu(), Precision::bf16, 1);

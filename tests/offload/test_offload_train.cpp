@@ -1,7 +1,8 @@
 // Offloaded training (OffloadStore through the Trainer) on CPU devices: every
 // placement of params, gradients and optimizer state over device, host and NVMe
-// trains bit for bit like the resident Trainer (losses and weights, fp32 and bf16,
-// accumulation, clipping and full recompute on); the optimizer step runs behind the
+// trains bit for bit like the resident Trainer (losses and weights; fp32 and bf16 on
+// every placement, fp16 with loss-scale skips on a few; accumulation, clipping and
+// full recompute on); the optimizer step runs behind the
 // next forward and its errors reach the caller; the device arena stays within a
 // budget ten times smaller than the training state; bad placements fail up front.
 #include <catch2/catch.hpp>
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <tuple>
 
 #include "nvme_test_dirs.h"
 #include "offload/offload_store.h"
@@ -44,16 +46,18 @@ struct Result {
 };
 
 // Resident when `off` is null.
-Result train(const ModelConfig& c, Precision p, const offload::OffloadOptions* off, int steps = kSteps) {
+Result train(const ModelConfig& c, Precision p, const offload::OffloadOptions* off, int steps = kSteps,
+             const TrainOptions& o = options(), int64_t* skipped = nullptr) {
   Model m(c, cpu(), p, 5);
   m.set_recompute(RecomputePolicy::every_block(c.n_layers));
-  std::unique_ptr<Trainer> t = off ? std::make_unique<Trainer>(m, options(), *off) : std::make_unique<Trainer>(m, options());
+  std::unique_ptr<Trainer> t = off ? std::make_unique<Trainer>(m, o, *off) : std::make_unique<Trainer>(m, o);
   Result r;
   for (int s = 0; s < steps; ++s) {
     // The same two micro-batches every step: the loss must fall as they are learnt.
     RandomBatch b0(kB, kT, c.vocab_size, 1000), b1(kB, kT, c.vocab_size, 1001);
     r.losses.push_back(t->train_step({b0.batch(), b1.batch()}).loss);
   }
+  if (skipped) *skipped = t->skipped_steps();
   for (int u = 0; u < m.num_units(); ++u) r.weights.push_back(t->unit_parameters(u));
   return r;
 }
@@ -106,6 +110,32 @@ TEST_CASE("offloaded training is bitwise the resident one for every placement", 
       CHECK(ref.losses.back() < ref.losses.front());
     }
   CHECK(dir.file_count() == 0);  // swap files vanish with the store
+}
+
+TEST_CASE("fp16 with dynamic loss scaling: offloaded training is bitwise the resident one", "[offload][train]") {
+  ScratchDir dir(1);
+  TrainOptions o = options();
+  o.loss_scale_init = 1e9f;  // f16 gradients overflow at first: steps are skipped and the scale halves
+  o.loss_scale_window = 5;    // and then grows again after clean steps
+  for (const char* arch : {"gpt", "llama"}) {
+    ModelConfig c = tiny_config(arch);
+    int64_t skipped_ref = 0;
+    const Result ref = train(c, Precision::fp16, nullptr, kSteps, o, &skipped_ref);
+    REQUIRE(skipped_ref > 0);
+    REQUIRE(skipped_ref < kSteps - 5);
+    for (auto [tp, tg, to] : {std::tuple{Tier::host, Tier::host, Tier::host}, {Tier::nvme, Tier::nvme, Tier::nvme},
+                              {Tier::device, Tier::nvme, Tier::host}}) {
+      INFO(arch << " fp16 params " << offload::tier_name(tp) << ", grads " << offload::tier_name(tg)
+                << ", optimizer " << offload::tier_name(to));
+      const offload::OffloadOptions off = placement(tp, tg, to, dir);
+      int64_t skipped = 0;
+      const Result r = train(c, Precision::fp16, &off, kSteps, o, &skipped);
+      CHECK(skipped == skipped_ref);
+      CHECK(r.losses == ref.losses);
+      CHECK(first_difference(r, ref) == "");
+    }
+    CHECK(ref.losses.back() < ref.losses.front());
+  }
 }
 
 TEST_CASE("a pinned pool of a few units: read-ahead yields, tiles shrink, results stay bitwise",
