@@ -92,6 +92,11 @@ std::vector<std::string> RunLog::record(const StepReport& r) {
   o.set("nvme_bytes", u64(r.nvme_bytes));
   o.set("nvme_read_gbps", num(r.nvme_read_gbps));
   o.set("nvme_write_gbps", num(r.nvme_write_gbps));
+  o.set("norm_seconds", num(r.norm_seconds));
+  o.set("update_seconds", num(r.update_seconds));
+  o.set("update_read_gbps", num(r.update_read_gbps));
+  o.set("update_write_gbps", num(r.update_write_gbps));
+  o.set("frozen_bytes_saved", u64(r.frozen_bytes_saved));
 
   std::vector<std::string> warnings;
   if (!r.unit_stats.empty()) {

@@ -145,7 +145,9 @@ TEST_CASE("RunLog writes a header and one parseable object per step, and warns o
   for (const char* key : {"step", "loss", "lr", "grad_norm", "skipped", "skipped_steps", "loss_scale", "tokens",
                           "step_seconds", "tokens_per_second", "compute_seconds", "comm_seconds",
                           "io_stall_seconds", "optimizer_seconds", "model_flops", "mfu", "device_bytes",
-                          "pinned_bytes", "host_bytes", "nvme_bytes", "nvme_read_gbps", "nvme_write_gbps", "units"})
+                          "pinned_bytes", "host_bytes", "nvme_bytes", "nvme_read_gbps", "nvme_write_gbps", "comm_wait_seconds",
+                          "norm_seconds", "update_seconds", "update_read_gbps", "update_write_gbps",
+                          "frozen_bytes_saved", "units"})
     CHECK(lines[1].find(key) != nullptr);
   CHECK(lines[1].at("loss", "").as_double("") == 3.5);
   CHECK(lines[2].find("warnings") != nullptr);
