@@ -5,7 +5,10 @@
 // device buffer of the pool; from NVMe the bytes come through a pinned staging
 // buffer, read ahead for the next `prefetch` units in the direction of the pass
 // (forward order, reverse during backward), so reads overlap compute and acquire
-// waits only for what has not arrived (the wait is the stall time). Gradients are
+// waits only for what has not arrived (the wait is the stall time). The direction is
+// guessed from the order of acquires; a guess must not read units the next pass will
+// not reach soon, as staged units stay held until acquired (so the head reads backward
+// only when acquired twice in a row, i.e. when a backward follows). Gradients are
 // copied in (zeros right after zero_grad, no read), accumulated by the Model, and on
 // release copied out; to NVMe the write is asynchronous (it overlaps the rest of
 // backward) and is awaited only when the unit is next read or the pinned pool runs
