@@ -5,7 +5,10 @@
 // device buffer of the pool; from NVMe the bytes come through a pinned staging
 // buffer, read ahead for the next `prefetch` units in the direction of the pass
 // (forward order, reverse during backward), so reads overlap compute and acquire
-// waits only for what has not arrived (the wait is the stall time). Gradients are
+// waits only for what has not arrived (the wait is the stall time). The direction is
+// guessed from the order of acquires; a guess must not read units the next pass will
+// not reach soon, as staged units stay held until acquired (so the head reads backward
+// only when acquired twice in a row, i.e. when a backward follows). Gradients are
 // copied in (zeros right after zero_grad, no read), accumulated by the Model, and on
 // release copied out; to NVMe the write is asynchronous (it overlaps the rest of
 // backward) and is awaited only when the unit is next read or the pinned pool runs
@@ -110,7 +113,8 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
                                                    << model.unit_name(largest_unit) << "', " << size_t(largest) * staged
                                                    << (frozen_ ? " bytes as frozen parameters" : " bytes as f32 gradients")
                                                    << "); raise pinned_bytes");
-    pinned_ = std::make_unique<PinnedPool>(o.pinned_bytes, "offload pinned pool");
+    pinned_ = std::make_unique<PinnedPool>(o.pinned_bytes, "offload pinned pool", true,
+                                           pinned_registration_for(model.device()));
     NvmeOptions no;
     no.paths = o.nvme_paths;
     no.pinned = pinned_.get();
@@ -200,6 +204,7 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
     store(x.m, f32.data());
     store(x.v, f32.data());
   }
+  stage.reset();  // before take_stats below starts the pinned high-water's window
   model.set_store(this);
   model.release_resident_state(true, true);
   // The device pool's floor: two units at once (the head borrows the embedding).
@@ -282,9 +287,13 @@ void* OffloadStore::acquire_params(int u) {
   if (primary) {
     const int last = last_acquired_, N = model_->num_units();
     last_acquired_ = u;
-    if (u == N - 1 || u == last - 1)
+    // The head right after the head is a backward starting; the head after unit N - 2
+    // ends a forward that may be all there is (evaluation), and reading backward from
+    // there would hold those units through the whole next pass. Unit 0 after unit 1
+    // ends a backward unless the base is frozen (its backward stops at unit 1).
+    if ((u == N - 1 && last == N - 1) || u == last - 1)
       prefetch_from(u, -1);
-    else if (u == last + 1 || (u == 0 && last != 1))
+    else if (u == last + 1 || (u == 0 && (last != 1 || frozen_)))
       prefetch_from(u, +1);
   }
   x.param_dev = take(param_pool_, size_t(largest_) * dtype_size(dtype_), "offload parameter pool");
@@ -407,7 +416,10 @@ OffloadStats OffloadStore::take_stats() {
     }
   for (const Buffer& b : param_pool_) st.device_bytes += b.size();
   for (const Buffer& b : grad_pool_) st.device_bytes += b.size();
-  if (pinned_) st.pinned_bytes = pinned_->stats().bytes_high_water;
+  if (pinned_) {
+    st.pinned_bytes = pinned_->stats().bytes_high_water;
+    pinned_->reset_high_water();
+  }
   const double now = now_seconds();
   st.seconds = window_start_ > 0 ? now - window_start_ : 0;
   st.stall_seconds = stall_;

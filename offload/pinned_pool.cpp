@@ -1,6 +1,8 @@
 // PinnedPool: one mmap'd, huge-page-advised, mlock'd region reserved at construction and sub-allocated
-// first-fit in 4 KiB units with a coalescing free list.
-// Invariant: the region never moves or grows, so io_uring can register it once; a
+// first-fit in 4 KiB units with a coalescing free list; for a CUDA device the same region
+// is also registered with CUDA (cudaHostRegister), so both io_uring and the GPU's copy
+// engine DMA straight from it.
+// Invariant: the region never moves or grows, so io_uring and CUDA can register it once; a
 // buffer's capacity is its size rounded to 4 KiB and is exactly what returns to
 // the free list.
 #include <sys/mman.h>
@@ -10,7 +12,9 @@
 #include <cstdio>
 #include <cstring>
 
+#include "cuda/runtime.h"
 #include "offload/util.h"
+#include "strata/device.h"
 #include "strata/error.h"
 #include "strata/offload.h"
 
@@ -58,7 +62,13 @@ int lock_memory(void* base, size_t bytes) {
 
 }  // namespace
 
-PinnedPool::PinnedPool(size_t budget_bytes, std::string name, bool huge_pages) : name_(std::move(name)) {
+PinnedRegistration pinned_registration_for(const Device& device) {
+  if (device.kind() != DeviceKind::cuda) return {};
+  return {cuda_runtime::host_register, cuda_runtime::host_unregister, "CUDA"};
+}
+
+PinnedPool::PinnedPool(size_t budget_bytes, std::string name, bool huge_pages, PinnedRegistration registration)
+    : name_(std::move(name)), registration_(registration) {
   STRATA_CHECK(budget_bytes > 0, name_ << ": the budget must be positive (got 0 bytes)");
   reserved_ = round_up(budget_bytes, kBlockBytes);
   void* p = mmap(nullptr, reserved_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -81,11 +91,20 @@ PinnedPool::PinnedPool(size_t budget_bytes, std::string name, bool huge_pages) :
                  name_.c_str(), format_bytes(reserved_).c_str(), std::strerror(err),
                  limit.rlim_cur == RLIM_INFINITY ? "unlimited" : format_bytes(limit.rlim_cur).c_str());
   }
+  if (registration_.register_memory) {
+    registered_ = registration_.register_memory(base_, reserved_);
+    if (!registered_)
+      std::fprintf(stderr,
+                   "strata: warning: %s: %s refused to register %s of host memory: copies to the device "
+                   "from it are staged through the driver's own buffers, which is slower\n",
+                   name_.c_str(), registration_.name, format_bytes(reserved_).c_str());
+  }
   free_[0] = reserved_;
 }
 
 PinnedPool::~PinnedPool() {
   STRATA_CHECK_PRINT(in_use_ == 0, name_ + ": destroyed while buffers are still in use");
+  if (registered_) registration_.unregister_memory(base_);
   if (locked_) munlock(base_, reserved_);
   munmap(base_, reserved_);
 }
@@ -140,7 +159,12 @@ void PinnedPool::release(void* ptr, size_t capacity) noexcept {
 
 PinnedPoolStats PinnedPool::stats() const {
   std::lock_guard lock(mutex_);
-  return {reserved_, in_use_, high_water_, locked_};
+  return {reserved_, in_use_, high_water_, locked_, registered_};
+}
+
+void PinnedPool::reset_high_water() {
+  std::lock_guard lock(mutex_);
+  high_water_ = in_use_;
 }
 
 bool PinnedPool::contains(const void* ptr, size_t bytes) const {

@@ -49,7 +49,8 @@ TieredArrays::TieredArrays(Device& device, const OffloadOptions& o, bool any_nvm
     STRATA_CHECK(!ec, "offload: cannot create the directory '" << dir << "': " << ec.message());
     no.paths.push_back(dir);
   }
-  pinned_ = std::make_unique<PinnedPool>(o.pinned_bytes, "offload pinned pool");
+  pinned_ = std::make_unique<PinnedPool>(o.pinned_bytes, "offload pinned pool", true,
+                                           pinned_registration_for(device));
   no.pinned = pinned_.get();
   try {
     nvme_ = std::make_unique<NvmeStore>(no);

@@ -27,8 +27,8 @@ void event_destroy(void*) {}
 void event_record(void*, void*) {}
 void stream_wait(void*, void*) {}
 ArenaMemory device_memory() { return host_memory(); }
-void* pinned_allocate(size_t) { return nullptr; }
-void pinned_free(void*) {}
+bool host_register(void*, size_t) { return false; }
+void host_unregister(void*) {}
 void copy_async(void*, const void*, size_t, void*) {}
 
 }  // namespace strata::cuda_runtime

@@ -161,15 +161,14 @@ ArenaMemory device_memory() {
           [](void* p) { STRATA_CUDA_CHECK_PRINT(cudaFree(p)); }, "CUDA device memory"};
 }
 
-void* pinned_allocate(size_t bytes) {
-  void* p = nullptr;
-  if (cudaHostAlloc(&p, bytes, cudaHostAllocPortable) != cudaSuccess) {
-    cudaGetLastError();
-    return nullptr;
+bool host_register(void* p, size_t bytes) {
+  if (cudaHostRegister(p, bytes, cudaHostRegisterPortable) != cudaSuccess) {
+    cudaGetLastError();  // clear it: the caller keeps pageable memory and says so
+    return false;
   }
-  return p;
+  return true;
 }
-void pinned_free(void* p) { STRATA_CUDA_CHECK_PRINT(cudaFreeHost(p)); }
+void host_unregister(void* p) { STRATA_CUDA_CHECK_PRINT(cudaHostUnregister(p)); }
 
 void copy_async(void* dst, const void* src, size_t bytes, void* stream) {
   STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, static_cast<cudaStream_t>(stream)));

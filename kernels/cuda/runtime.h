@@ -38,10 +38,12 @@ void stream_wait(void* stream, void* event);
 // Device memory for the arena (cudaMalloc, 256-byte aligned) of the current device.
 ArenaMemory device_memory();
 
-// Page-locked host memory (cudaHostAlloc), so copies overlap compute: the offload
-// pool's backing store. nullptr on failure.
-void* pinned_allocate(size_t bytes);
-void pinned_free(void* ptr);
+// Page-locks existing host memory for every device (cudaHostRegister, portable), so
+// copies from and to it are asynchronous DMA that overlaps compute: the offload pinned
+// pool's reservation (offload::pinned_registration_for). false when refused; the
+// memory then stays pageable. host_unregister never throws.
+bool host_register(void* ptr, size_t bytes);
+void host_unregister(void* ptr);
 
 // Asynchronous copies on `stream` (cudaMemcpyAsync, direction inferred).
 void copy_async(void* dst, const void* src, size_t bytes, void* stream);
@@ -49,6 +51,8 @@ void copy_async(void* dst, const void* src, size_t bytes, void* stream);
 #if defined(STRATA_CUDA_EMULATION)
 // Emulated device only: whether [p, p + bytes) lies in one live device allocation.
 bool is_device_memory(const void* p, size_t bytes);
+// Emulated device only: host bytes registered by host_register and not yet unregistered.
+size_t host_registered_bytes();
 #endif
 
 }  // namespace strata::cuda_runtime

@@ -4,11 +4,13 @@
 // run on the host. Each placement is checked against the same offloaded run on a CPU
 // device (selftest's tolerances for training) and bitwise against the resident run on
 // the emulated device (offload moves bytes; it never changes what is computed).
-// ZeRO is refused on CUDA devices, with an error that says so.
+// ZeRO is refused on CUDA devices, with an error that says so. The pinned pool of a
+// store on a CUDA device is registered with CUDA while the store lives, and only then.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <memory>
 
+#include "cuda/runtime.h"
 #include "offload/nvme_test_dirs.h"
 #include "offload/offload_store.h"
 #include "strata/dist.h"
@@ -103,6 +105,32 @@ TEST_CASE("cuda_emu: offloaded training on the emulated CUDA device matches the 
     }
   }
   CHECK(dir.file_count() == 0);
+}
+
+TEST_CASE("cuda_emu: the offload store on a CUDA device registers its pinned pool with CUDA while it lives",
+          "[cuda_emu][offload]") {
+  ScratchDir dir(1);
+  offload::OffloadOptions o;
+  o.params = o.grads = o.optimizer = Tier::nvme;
+  o.nvme_paths = dir.paths();
+  o.pinned_bytes = (size_t(1) << 20) + 100;  // registered as reserved: rounded to 4 KiB
+  o.require_direct = accepts_direct_io(dir.paths()[0]);
+  const size_t before = cuda_runtime::host_registered_bytes();
+  auto gpu = Device::cuda();
+  auto cpu_device = Device::cpu();
+  for (Device* device : {gpu.get(), cpu_device.get()}) {
+    INFO(device->name());
+    const size_t expected = before + (device == gpu.get() ? (size_t(1) << 20) + 4096 : 0);
+    Model m(tiny_config("gpt"), *device, Precision::bf16, 5);
+    {
+      Trainer t(m, options(), o);
+      CHECK(cuda_runtime::host_registered_bytes() == expected);
+      RandomBatch b0(2, 8, m.config().vocab_size, 1000), b1(2, 8, m.config().vocab_size, 1001);
+      t.train_step({b0.batch(), b1.batch()});
+      CHECK(cuda_runtime::host_registered_bytes() == expected);
+    }
+    CHECK(cuda_runtime::host_registered_bytes() == before);  // unregistered with the store
+  }
 }
 
 TEST_CASE("cuda_emu: ZeRO on a CUDA device is refused before training", "[cuda_emu]") {

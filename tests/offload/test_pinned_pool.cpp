@@ -75,3 +75,58 @@ TEST_CASE("pinned pool: a moved buffer is released once, by its last owner", "[c
   other = pool.allocate(4096);  // releases the old 3 pages
   REQUIRE(pool.stats().bytes_in_use == 4096);
 }
+
+namespace {
+// A stand-in device runtime: records what the pool registers, and may refuse.
+struct FakeRuntime {
+  static inline void* registered = nullptr;
+  static inline size_t registered_bytes = 0;
+  static inline int unregistered = 0;
+  static inline bool refuse = false;
+  static bool register_memory(void* base, size_t bytes) {
+    if (refuse) return false;
+    registered = base;
+    registered_bytes = bytes;
+    return true;
+  }
+  static void unregister_memory(void* base) {
+    if (base == registered) ++unregistered;
+  }
+};
+}  // namespace
+
+TEST_CASE("pinned pool: a device registration covers the whole reservation, once, until the pool goes", "[cpu]") {
+  const PinnedRegistration fake{FakeRuntime::register_memory, FakeRuntime::unregister_memory, "fake runtime"};
+  FakeRuntime::unregistered = 0;
+  FakeRuntime::refuse = false;
+  {
+    PinnedPool pool(10000, "registered pool", true, fake);
+    REQUIRE(FakeRuntime::registered == pool.base());
+    REQUIRE(FakeRuntime::registered_bytes == 3 * 4096);  // the budget, rounded to 4 KiB
+    REQUIRE(pool.stats().registered);
+    auto b = pool.allocate(4096);  // buffers come from the registered range
+    REQUIRE(pool.contains(b.data(), b.capacity()));
+    REQUIRE(FakeRuntime::unregistered == 0);
+  }
+  REQUIRE(FakeRuntime::unregistered == 1);
+  FakeRuntime::refuse = true;  // refused: the pool works on, unregistered, and is not unregistered later
+  {
+    PinnedPool pool(4096, "refused pool", true, fake);
+    REQUIRE(!pool.stats().registered);
+    REQUIRE(pool.allocate(4096));
+  }
+  REQUIRE(FakeRuntime::unregistered == 1);
+  PinnedPool plain(4096);  // no registration asked
+  REQUIRE(!plain.stats().registered);
+}
+
+TEST_CASE("pinned pool: resetting the high-water starts it again from what is in use", "[cpu]") {
+  PinnedPool pool(8 * 4096);
+  auto a = pool.allocate(4096);
+  { auto b = pool.allocate(3 * 4096); }
+  REQUIRE(pool.stats().bytes_high_water == 4 * 4096);
+  pool.reset_high_water();
+  REQUIRE(pool.stats().bytes_high_water == 4096);
+  auto c = pool.allocate(2 * 4096);
+  REQUIRE(pool.stats().bytes_high_water == 3 * 4096);
+}

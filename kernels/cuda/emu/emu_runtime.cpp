@@ -5,7 +5,9 @@
 // stream is always idle: copies are memcpy, synchronize and events do nothing. New
 // device memory is filled with 0xff bytes (NaN), as cudaMalloc memory is garbage: a
 // read before a write shows up in results instead of passing as zero; live
-// allocations are tracked so the op entry points refuse host memory (ops/check.cpp).
+// allocations are tracked so the op entry points refuse host memory (ops/check.cpp),
+// and registered host ranges so tests see that pinned pools register and unregister.
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -69,6 +71,8 @@ namespace {
 // Live device allocations (start -> bytes), for is_device_memory.
 std::mutex g_allocations_mutex;
 std::map<uintptr_t, size_t> g_allocations;
+// Registered host ranges (start -> bytes), under the same mutex: for host_registered_bytes.
+std::map<uintptr_t, size_t> g_registered;
 }  // namespace
 
 ArenaMemory device_memory() {
@@ -97,8 +101,21 @@ bool is_device_memory(const void* p, size_t bytes) {
   --it;
   return uintptr_t(p) + bytes <= it->first + it->second;
 }
-void* pinned_allocate(size_t bytes) { return std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096); }
-void pinned_free(void* p) { std::free(p); }
+bool host_register(void* p, size_t bytes) {
+  std::lock_guard lock(g_allocations_mutex);
+  return g_registered.emplace(uintptr_t(p), bytes).second;  // twice is refused, as by CUDA
+}
+void host_unregister(void* p) {
+  std::lock_guard lock(g_allocations_mutex);
+  if (!g_registered.erase(uintptr_t(p)))
+    std::fprintf(stderr, "strata: CUDA emulator: host_unregister(%p) of memory that is not registered\n", p);
+}
+size_t host_registered_bytes() {
+  std::lock_guard lock(g_allocations_mutex);
+  size_t total = 0;
+  for (const auto& [start, bytes] : g_registered) total += bytes;
+  return total;
+}
 void copy_async(void* dst, const void* src, size_t bytes, void*) { std::memmove(dst, src, bytes); }
 
 }  // namespace strata::cuda_runtime

@@ -4,8 +4,9 @@
 // it can be registered with io_uring once), and NVMe I/O is in 4 KiB blocks — an
 // I/O's offset and buffer are 4 KiB aligned, and a length that is not a multiple of
 // 4 KiB moves the whole last block (the buffer must hold it; pinned buffers do).
-// No CUDA header here: the CUDA backend will back the pool with cudaHostAlloc behind
-// the same interface.
+// No CUDA header here: a pool that serves a CUDA device is page-locked for CUDA too
+// (cudaHostRegister of the same reservation, through PinnedRegistration's function
+// pointers), so its copies to and from the GPU are asynchronous DMA.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -18,6 +19,10 @@
 #include <string>
 #include <vector>
 
+namespace strata {
+class Device;
+}
+
 namespace strata::offload {
 
 inline constexpr size_t kBlockBytes = 4096;  // O_DIRECT alignment of offsets, lengths, buffers
@@ -29,7 +34,20 @@ struct PinnedPoolStats {
   size_t bytes_in_use = 0;      // handed out in live buffers (rounded to 4 KiB)
   size_t bytes_high_water = 0;  // the most ever in use at once
   bool locked = false;          // false: mlock was refused, the memory is pageable
+  bool registered = false;      // registered with a device runtime (PinnedRegistration)
 };
+
+// Page-locks a pool's whole reservation for a device's copy engine (cudaHostRegister
+// on CUDA) once, at construction, and undoes it at destruction. Function pointers, so
+// this header needs no CUDA header; a default-constructed one registers nothing.
+struct PinnedRegistration {
+  bool (*register_memory)(void* base, size_t bytes) = nullptr;  // false: refused
+  void (*unregister_memory)(void* base) = nullptr;              // never throws
+  const char* name = "";  // "CUDA": for the warning when registration is refused
+};
+// What a pool moving bytes to and from `device` needs: CUDA's registration for a CUDA
+// device, none for a CPU device.
+PinnedRegistration pinned_registration_for(const Device& device);
 
 class PinnedPool;
 
@@ -67,7 +85,11 @@ class PinnedPool {
   // pageable memory, prints one warning line and reports locked = false.
   // huge_pages asks for transparent huge pages: physically contiguous buffers make
   // fewer DMA segments per transfer (worth 2-3x on virtio disks); false keeps 4 KiB pages.
-  explicit PinnedPool(size_t budget_bytes, std::string name = "pinned pool", bool huge_pages = true);
+  // `registration` then page-locks the reservation for a device runtime; if that is
+  // refused, the pool stays usable (copies from it are then staged by the driver),
+  // prints one warning line and reports registered = false.
+  explicit PinnedPool(size_t budget_bytes, std::string name = "pinned pool", bool huge_pages = true,
+                      PinnedRegistration registration = {});
   ~PinnedPool();
   PinnedPool(const PinnedPool&) = delete;
   PinnedPool& operator=(const PinnedPool&) = delete;
@@ -76,6 +98,7 @@ class PinnedPool {
   // the request does not fit.
   PinnedBuffer allocate(size_t bytes);
   PinnedPoolStats stats() const;
+  void reset_high_water();  // to what is in use now: the high-water of a window starts here
 
   // The whole reserved range: what the NVMe store registers with io_uring.
   char* base() const { return base_; }
@@ -91,6 +114,8 @@ class PinnedPool {
   char* base_ = nullptr;
   size_t reserved_ = 0;
   bool locked_ = false;
+  PinnedRegistration registration_;
+  bool registered_ = false;
   mutable std::mutex mutex_;
   std::map<size_t, size_t> free_;  // offset -> bytes, coalesced
   size_t in_use_ = 0;
@@ -216,7 +241,7 @@ struct OffloadOptions {
 // Bytes live per tier and I/O of the last step (or since construction).
 struct OffloadStats {
   size_t device_bytes = 0;       // the store's device buffers (pool + device-tier state)
-  size_t pinned_bytes = 0;       // pinned pool high-water since the last reset
+  size_t pinned_bytes = 0;       // pinned pool high-water in the window
   size_t host_bytes = 0;         // host-tier state
   uint64_t nvme_bytes = 0;       // reserved on NVMe
   uint64_t nvme_read = 0, nvme_written = 0;  // bytes moved in the window
