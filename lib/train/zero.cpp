@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "lib/io/host_convert.h"
 #include "ops.h"
 #include "strata/error.h"
 
@@ -51,10 +52,12 @@ ZeroEngine::ZeroEngine(Model& model, dist::Comm& comm, int stage, const AdamWOpt
     : model_(&model), comm_(&comm), stage_(stage), options_(options) {
   using offload::Tier;
   STRATA_CHECK(stage >= 0 && stage <= 3, "Trainer: ZeRO stage " << stage << " does not exist; use 0, 1, 2 or 3");
-  // Its norms, shard copies and tiered arrays still treat device memory as host memory.
-  STRATA_CHECK(model.device().kind() == DeviceKind::cpu,
-               "Trainer: ZeRO (a dist::Comm) is not supported on CUDA devices yet (" << model.device().name()
-                                                                                    << "); train on one GPU, with offload to page state");
+  // The tiled AdamW and the NVMe gradient path still run device ops on host tiers.
+  const bool off_device = off && (off->params != Tier::device || off->grads != Tier::device ||
+                                  off->optimizer != Tier::device);
+  STRATA_CHECK(model.device().kind() == DeviceKind::cpu || !off_device,
+               "Trainer: ZeRO with offload to host or NVMe is not supported on CUDA devices yet ("
+                   << model.device().name() << "); keep every OffloadOptions tier on device, or offload on one GPU");
   const int N = comm.size(), r = comm.rank();
   Device& dev = model.device();
   Stream& s = dev.stream();
@@ -367,16 +370,23 @@ float ZeroEngine::grad_norm() {
     }
     norm = float(std::sqrt(total));
   } else {
+    Buffer out(dev, 4, "ZeRO gradient norm");  // ops write device memory: read back by copy
     ops::GlobalNormArgs g;
-    g.out = TensorView(&norm, DType::f32, {1}, &dev);
+    g.out = TensorView(out.data(), DType::f32, {1}, &dev);
     for (int u = 0; u < model_->num_units(); ++u) g.inputs.push_back(shard_grads(u));
     ops::global_norm(g, dev.stream());
+    dev.stream().copy(&norm, out.data(), 4);
+    dev.stream().synchronize();
   }
   if (stage_ == 0) return norm;  // every rank holds the whole reduced gradient
   float squared = norm * norm;
   {
     Blocked b{comm_wait_};
-    comm_->all_reduce_sum(TensorView(&squared, DType::f32, {1}, &dev), dev.stream());
+    Buffer sum(dev, 4, "ZeRO gradient norm all-reduce");  // collectives take device memory
+    dev.stream().copy(sum.data(), &squared, 4);
+    comm_->all_reduce_sum(TensorView(sum.data(), DType::f32, {1}, &dev), dev.stream());
+    dev.stream().copy(&squared, sum.data(), 4);
+    dev.stream().synchronize();
   }
   return std::sqrt(squared);
 }
@@ -428,9 +438,13 @@ void ZeroEngine::zero_grad() {
 
 // ---- checkpoints
 
+// Checkpoint transfers: dst / src are host memory; device and host tiers go through
+// Stream::copy (device memory may not be host-addressable).
 void ZeroEngine::read_shard(const offload::TierArray& a, void* dst) {
   if (a.tier != offload::Tier::nvme) {
-    std::memcpy(dst, a.data, a.bytes);
+    Stream& s = model_->device().stream();
+    s.copy(dst, a.data, a.bytes);
+    s.synchronize();
     return;
   }
   tiers_->settle(a);
@@ -442,7 +456,9 @@ void ZeroEngine::read_shard(const offload::TierArray& a, void* dst) {
 
 void ZeroEngine::write_shard(offload::TierArray& a, const void* src) {
   if (a.tier != offload::Tier::nvme) {
-    std::memcpy(a.data, src, a.bytes);
+    Stream& s = model_->device().stream();
+    s.copy(a.data, src, a.bytes);
+    s.synchronize();
     return;
   }
   tiers_->settle(a);
@@ -461,10 +477,15 @@ void ZeroEngine::gather_f32(int u, const offload::TierArray& shard, std::vector<
     read_shard(shard, full.data());
     return;
   }
-  std::vector<float> mine(size_t(x.hi - x.lo));
+  const int64_t n = x.hi - x.lo;
+  std::vector<float> mine(static_cast<size_t>(n));
   read_shard(shard, mine.data());
-  comm_->all_gather(TensorView(mine.data(), DType::f32, {x.hi - x.lo}, &dev),
-                    TensorView(full.data(), DType::f32, {x.numel}, &dev), dev.stream());
+  Buffer in(dev, size_t(n) * 4, "ZeRO checkpoint shard"), out(dev, size_t(x.numel) * 4, "ZeRO checkpoint unit");
+  Stream& s = dev.stream();  // collectives take device memory
+  s.copy(in.data(), mine.data(), in.size());
+  comm_->all_gather(range(in.data(), DType::f32, 0, n, &dev), range(out.data(), DType::f32, 0, x.numel, &dev), s);
+  s.copy(full.data(), out.data(), out.size());
+  s.synchronize();
 }
 
 void ZeroEngine::gather_state(int u, std::vector<float>& master, std::vector<float>& exp_avg,
@@ -494,19 +515,15 @@ void ZeroEngine::load_state(int u, const float* master, const float* exp_avg, co
 
 void ZeroEngine::load_params(int u, const float* values) {
   Unit& x = units_[size_t(u)];
-  Device& dev = model_->device();
   const DType dt = precision_dtype(model_->precision());
   drop_prefetched();
   if (stage_ < 3) {  // the full working parameters are resident
-    ops::cast({model_->unit_params(u), TensorView(const_cast<float*>(values), DType::f32, {x.numel}, &dev)}, dev.stream());
-    dev.stream().synchronize();
+    copy_from_host_f32(model_->unit_params(u), values);
     return;
   }
-  const int64_t n = x.hi - x.lo;
+  const int64_t n = x.hi - x.lo;  // converted on the host, as copy_from_host_f32 does
   std::vector<char> shard(size_t(n) * dtype_size(dt));
-  ops::cast({TensorView(shard.data(), dt, {n}, &dev), TensorView(const_cast<float*>(values) + x.lo, DType::f32, {n}, &dev)},
-            dev.stream());
-  dev.stream().synchronize();
+  io::from_f32(values + x.lo, shard.data(), io::float_format(dt), size_t(n));
   write_shard(*x.param_shard, shard.data());
 }
 

@@ -4,14 +4,12 @@
 // run on the host. Each placement is checked against the same offloaded run on a CPU
 // device (selftest's tolerances for training) and bitwise against the resident run on
 // the emulated device (offload moves bytes; it never changes what is computed).
-// ZeRO is refused on CUDA devices, with an error that says so.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <memory>
 
 #include "offload/nvme_test_dirs.h"
 #include "offload/offload_store.h"
-#include "strata/dist.h"
 #include "strata/error.h"
 #include "strata/train.h"
 #include "train/train_support.h"
@@ -103,15 +101,6 @@ TEST_CASE("cuda_emu: offloaded training on the emulated CUDA device matches the 
     }
   }
   CHECK(dir.file_count() == 0);
-}
-
-TEST_CASE("cuda_emu: ZeRO on a CUDA device is refused before training", "[cuda_emu]") {
-  auto gpu = Device::cuda();
-  Model m(tiny_config("gpt"), *gpu, Precision::fp32, 5);
-  std::vector<std::unique_ptr<dist::Comm>> comms = dist::make_cpu_comms(1);
-  TrainOptions o = options();
-  o.zero_stage = 2;
-  REQUIRE_THROWS_WITH(Trainer(m, o, *comms[0]), Catch::Contains("ZeRO") && Catch::Contains("not supported on CUDA devices"));
 }
 
 }  // namespace
