@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "emu_support.h"
 #include "strata/checkpoint.h"
 #include "strata/dist.h"
 #include "strata/error.h"
@@ -70,33 +71,14 @@ Run zero_run(bool cuda, Precision p, int stage, const std::string& save = "", co
   return per_rank[0];
 }
 
-// ||a - b|| / ||b||
-double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  REQUIRE(a.size() == b.size());
-  double d2 = 0, n2 = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    d2 += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    n2 += double(b[i]) * b[i];
-  }
-  return std::sqrt(d2 / n2);
-}
-
 TEST_CASE("cuda_emu: ZeRO stages 0-3 on two emulated CUDA devices match two CPU devices", "[cuda_emu][dist]") {
   REQUIRE(Device::cuda()->host_addressable());  // what lets the CPU communicator serve it
   for (Precision p : {Precision::fp32, Precision::bf16})
     for (int stage = 0; stage <= 3; ++stage) {
       INFO(precision_name(p) << " stage " << stage);
       const Run on_gpu = zero_run(true, p, stage), on_cpu = zero_run(false, p, stage);
-      // selftest::compare_training's tolerances, as tests/cuda_emu/test_offload.cpp.
-      const bool fp32 = p == Precision::fp32;
-      double loss_diff = 0;
-      for (size_t s = 0; s < on_cpu.losses.size(); ++s)
-        loss_diff = std::max(loss_diff, double(std::fabs(on_gpu.losses[s] - on_cpu.losses[s])));
-      CHECK(on_cpu.losses.back() < on_cpu.losses.front());
-      CHECK(loss_diff <= (fp32 ? 1e-5 : 1e-2));
-      CHECK(relative_l2(on_gpu.weights, on_cpu.weights) <= (fp32 ? 1e-4 : 3e-2));
-      CHECK(relative_l2(on_gpu.exp_avg, on_cpu.exp_avg) <= (fp32 ? 1e-4 : 3e-2));
-      if (fp32) CHECK(relative_l2(on_gpu.weights, on_cpu.weights) > 0);  // two backends ran
+      check_training_matches(on_gpu.losses, on_cpu.losses, on_gpu.weights, on_cpu.weights, p);
+      CHECK(relative_l2(on_gpu.exp_avg, on_cpu.exp_avg) <= (p == Precision::fp32 ? 1e-4 : 3e-2));
     }
 }
 
