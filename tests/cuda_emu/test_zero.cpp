@@ -1,14 +1,15 @@
 // ZeRO stages 0-3 on two emulated CUDA devices (CPU communicator: the emulated
 // device's memory is host-addressable), against the same runs on two CPU devices.
 // The emulated op entry points refuse host memory, so every norm read, scalar
-// all-reduce and checkpoint shard the engine moves must go through Stream::copy.
-// ZeRO with host or NVMe offload is still refused on CUDA devices.
+// all-reduce, checkpoint shard and tier <-> device transfer the engine makes must go
+// through Stream::copy, and ops on host or NVMe shards must run on a host device.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
 #include <memory>
 
 #include "emu_support.h"
+#include "offload/nvme_test_dirs.h"
 #include "strata/checkpoint.h"
 #include "strata/dist.h"
 #include "strata/error.h"
@@ -18,6 +19,8 @@
 
 namespace strata::test {
 namespace {
+
+using offload::Tier;
 
 constexpr int kRanks = 2, kSteps = 3, kAccum = 2;
 constexpr int64_t kRowsPerRank = 2, kT = 8;
@@ -39,14 +42,18 @@ struct Run {
 
 // Rank 0's run (and a check that rank 1 holds the same replica, bitwise); `load` a
 // checkpoint to start from (then no step is taken), `save` one to write at the end.
-Run zero_run(bool cuda, Precision p, int stage, const std::string& save = "", const std::string& load = "") {
+// `off`: every rank pages its shards as it says (nullptr: all on the device).
+Run zero_run(bool cuda, Precision p, int stage, const std::string& save = "", const std::string& load = "",
+             const offload::OffloadOptions* off = nullptr) {
   const ModelConfig c = tiny_config("gpt");
   std::vector<Run> per_rank(kRanks);
   dist::run_ranks(kRanks, [&](int rank, dist::Comm& comm) {
     // The emulator has one device: each rank opens its own instance of it.
     std::unique_ptr<Device> device = cuda ? Device::cuda() : Device::cpu(rank);
     Model m(c, *device, p, 5);
-    Trainer t(m, options(stage), comm);
+    std::unique_ptr<Trainer> owner = off ? std::make_unique<Trainer>(m, options(stage), comm, *off)
+                                         : std::make_unique<Trainer>(m, options(stage), comm);
+    Trainer& t = *owner;
     if (!load.empty()) load_checkpoint(load, m, &t);
     Run& r = per_rank[size_t(rank)];
     for (int s = 0; s < (load.empty() ? kSteps : 0); ++s) {
@@ -107,18 +114,41 @@ TEST_CASE("cuda_emu: a ZeRO-3 checkpoint from emulated CUDA devices loads on one
   CHECK(reloaded.exp_avg == on_gpu.exp_avg);
 }
 
-TEST_CASE("cuda_emu: ZeRO with host or NVMe offload on a CUDA device is refused before training", "[cuda_emu]") {
-  auto gpu = Device::cuda();
-  Model m(tiny_config("gpt"), *gpu, Precision::fp32, 5);
-  std::vector<std::unique_ptr<dist::Comm>> comms = dist::make_cpu_comms(1);
-  offload::OffloadOptions off;
-  off.optimizer = offload::Tier::host;
-  REQUIRE_THROWS_WITH(Trainer(m, options(2), *comms[0], off),
-                      Catch::Contains("ZeRO with offload") && Catch::Contains("not supported on CUDA devices"));
-  off.params = off.grads = off.optimizer = offload::Tier::device;  // ZeRO alone: accepted
-  Trainer t(m, options(2), *comms[0], off);
-  RandomBatch b(2, 8, m.config().vocab_size, 1);
-  CHECK(std::isfinite(t.train_step({b.batch(), b.batch()}).loss));
+TEST_CASE("cuda_emu: ZeRO with offload on two emulated CUDA devices matches two CPU devices and the resident run",
+          "[cuda_emu][dist][offload]") {
+  ScratchDir dir(1);
+  struct Placement {
+    Tier params, grads, optimizer;  // each used where the stage shards it
+  };
+  // Host and NVMe homes with the CPU AdamW; host homes staged to the device AdamW.
+  const Placement placements[] = {{Tier::host, Tier::host, Tier::host},
+                                  {Tier::nvme, Tier::nvme, Tier::nvme},
+                                  {Tier::host, Tier::host, Tier::device}};
+  for (Precision p : {Precision::fp32, Precision::bf16})
+    for (int stage = 0; stage <= 3; ++stage) {
+      const Run resident = zero_run(true, p, stage);
+      for (const Placement& pl : placements) {
+        offload::OffloadOptions o;
+        o.optimizer = pl.optimizer;
+        o.grads = stage >= 2 ? pl.grads : Tier::device;
+        o.params = stage == 3 ? pl.params : Tier::device;
+        o.nvme_paths = dir.paths();
+        o.pinned_bytes = size_t(1) << 20;
+        o.tile_elements = 2048;  // several tiles per shard: staging follows the pipeline
+        o.require_direct = accepts_direct_io(dir.paths()[0]);
+        INFO(precision_name(p) << " stage " << stage << ": params " << offload::tier_name(o.params) << ", grads "
+                               << offload::tier_name(o.grads) << ", optimizer " << offload::tier_name(o.optimizer));
+        const Run on_gpu = zero_run(true, p, stage, "", "", &o), on_cpu = zero_run(false, p, stage, "", "", &o);
+        check_training_matches(on_gpu.losses, on_cpu.losses, on_gpu.weights, on_cpu.weights, p);
+        // Offload moves bytes; it never changes what is computed.
+        CHECK(on_gpu.losses == resident.losses);
+        CHECK(on_gpu.weights == resident.weights);
+        CHECK(on_gpu.exp_avg == resident.exp_avg);
+      }
+    }
+  size_t files = 0;  // the rank<r> directories stay; the swap files are removed
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir.path())) files += e.is_regular_file();
+  CHECK(files == 0);
 }
 
 }  // namespace
