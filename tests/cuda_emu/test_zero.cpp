@@ -126,8 +126,10 @@ TEST_CASE("cuda_emu: ZeRO with offload on two emulated CUDA devices matches two 
                                   {Tier::host, Tier::host, Tier::device}};
   for (Precision p : {Precision::fp32, Precision::bf16})
     for (int stage = 0; stage <= 3; ++stage) {
+      if (p == Precision::bf16 && stage % 2 == 0) continue;  // bf16 working shards: resident (1), paged (3)
       const Run resident = zero_run(true, p, stage);
       for (const Placement& pl : placements) {
+        if (stage < 2 && pl.optimizer == Tier::device) continue;  // nothing would leave the device
         offload::OffloadOptions o;
         o.optimizer = pl.optimizer;
         o.grads = stage >= 2 ? pl.grads : Tier::device;
