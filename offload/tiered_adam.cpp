@@ -31,6 +31,7 @@ TierArray TierArray::borrow(void* data, size_t bytes) {
 TieredArrays::TieredArrays(Device& device, const OffloadOptions& o, bool any_nvme, const std::string& subdir,
                            size_t staging_bytes, const std::string& largest_name)
     : device_(&device), options_(o) {
+  if (device.kind() == DeviceKind::cuda) host_ = Device::cpu();
   STRATA_CHECK(o.prefetch >= 0, "offload: prefetch " << o.prefetch << " must be non-negative");
   STRATA_CHECK(o.tile_elements >= 2048 && o.tile_elements % 2048 == 0,
                "offload: tile_elements " << o.tile_elements << " must be a positive multiple of 2048");
@@ -175,17 +176,24 @@ const TierArray* array_of(const AdamShard& s, int a) {
   return arrays[a];
 }
 
+// home[a]: the tile in its array's home (device, host) or in buf[a] (pinned, NVMe
+// homes); ptr[a]: where AdamW reads and writes it, home[a] or a staging tile of the
+// other kind of memory (device_stage / host_stage), copied in before and out after.
 struct Tile {
   const AdamShard* shard = nullptr;
   int64_t begin = 0, count = 0;  // shard elements [begin, begin + count)
   PinnedBuffer buf[kArrays];
+  Buffer device_stage[kArrays];
+  std::vector<char> host_stage[kArrays];
+  char* home[kArrays] = {};
   char* ptr[kArrays] = {};
   std::vector<std::future<void>> io;
 };
 
 class TilePipeline {
  public:
-  TilePipeline(TieredArrays& arrays, const Model& model, size_t ds) : arrays_(arrays), model_(model), ds_(ds) {}
+  TilePipeline(TieredArrays& arrays, const Model& model, size_t ds)
+      : arrays_(arrays), model_(model), ds_(ds), adam_(arrays.device_for(arrays.options().optimizer)) {}
 
   size_t element_bytes(int a) const { return a == kWorking ? ds_ : 4; }
 
@@ -195,13 +203,19 @@ class TilePipeline {
       const TierArray* h = array_of(s, a);
       if (!h) continue;
       const size_t at = size_t(t.begin) * element_bytes(a), bytes = size_t(t.count) * element_bytes(a);
-      t.ptr[a] = h->tier == Tier::nvme ? static_cast<char*>(t.buf[a].data()) : h->data + at;
+      t.home[a] = h->tier == Tier::nvme ? static_cast<char*>(t.buf[a].data()) : h->data + at;
+      t.ptr[a] = t.device_stage[a].data()      ? static_cast<char*>(t.device_stage[a].data())
+                 : !t.host_stage[a].empty() ? t.host_stage[a].data()
+                                            : t.home[a];
       if (a == kGrad && s.grad_zero) {
-        std::memset(t.ptr[a], 0, bytes);
+        if (adam_.kind() == DeviceKind::cuda)
+          ops::fill_zero(TensorView(t.ptr[a], DType::f32, {t.count}, &adam_), adam_.stream());
+        else
+          std::memset(t.ptr[a], 0, bytes);
       } else if (h->tier == Tier::nvme && a == kWorking) {
-        std::memset(t.ptr[a], 0, bytes);  // fully rewritten from master; the padding stays 0
+        std::memset(t.home[a], 0, bytes);  // fully rewritten from master; the padding stays 0
       } else if (h->tier == Tier::nvme) {
-        t.io.push_back(arrays_.read(*h, at, t.ptr[a], bytes));
+        t.io.push_back(arrays_.read(*h, at, t.home[a], bytes));
       }
     }
   }
@@ -210,12 +224,47 @@ class TilePipeline {
     for (int a : {kMaster, kM, kV, kWorking}) {
       const TierArray* h = array_of(*t.shard, a);
       if (h && h->tier == Tier::nvme)
-        t.io.push_back(arrays_.write(*h, size_t(t.begin) * element_bytes(a), t.ptr[a], size_t(t.count) * element_bytes(a)));
+        t.io.push_back(arrays_.write(*h, size_t(t.begin) * element_bytes(a), t.home[a], size_t(t.count) * element_bytes(a)));
     }
   }
 
+  // On a CUDA device, arrays whose home is not the kind of memory AdamW runs in get
+  // staging tiles of `tile` elements in every slot.
+  void allocate_staging(Tile (&slots)[kSlots], const AdamShard& shape, int64_t tile) {
+    if (arrays_.device().kind() != DeviceKind::cuda) return;
+    const bool adam_on_device = adam_.kind() == DeviceKind::cuda;
+    for (int a = 0; a < kArrays; ++a) {
+      const TierArray* h = array_of(shape, a);
+      if (!h || (h->tier == Tier::device) == adam_on_device) continue;
+      const size_t bytes = size_t(tile) * element_bytes(a);
+      for (Tile& s : slots) {
+        if (adam_on_device)
+          s.device_stage[a] = Buffer(arrays_.device(), bytes, "ZeRO optimizer staging");
+        else
+          s.host_stage[a].resize(bytes);
+      }
+    }
+  }
+
+  // Copies the staged arrays between home and staging: in, every array read (a zeroed
+  // gradient stays as it is); out, those AdamW wrote.
+  void stage(const Tile& t, bool in) {
+    Stream& s = arrays_.device().stream();  // the one that reaches both kinds of memory
+    bool any = false;
+    for (int a = 0; a < kArrays; ++a) {
+      if (t.ptr[a] == t.home[a] || (a == kGrad && (!in || t.shard->grad_zero))) continue;
+      const size_t bytes = size_t(t.count) * element_bytes(a);
+      if (in)
+        s.copy(t.ptr[a], t.home[a], bytes);
+      else
+        s.copy(t.home[a], t.ptr[a], bytes);
+      any = true;
+    }
+    if (any) s.synchronize();
+  }
+
   void update(const Tile& t, const AdamWOptions& adamw, float lr, float grad_scale, int64_t step) {
-    Device& dev = arrays_.device();
+    Device& dev = adam_;
     const AdamShard& s = *t.shard;
     const DType dt = precision_dtype(model_.precision());
     const int64_t lo = s.lo + t.begin, hi = lo + t.count;  // unit coordinates
@@ -245,6 +294,7 @@ class TilePipeline {
   TieredArrays& arrays_;
   const Model& model_;
   size_t ds_;
+  Device& adam_;  // where adamw_step runs
 };
 
 }  // namespace
@@ -272,6 +322,7 @@ void tiled_adamw(TieredArrays& arrays, const Model& model, const AdamWOptions& a
     tile = std::min(arrays.options().tile_elements, fit);
   }
   Tile slots[kSlots];
+  if (!shards.empty()) pipe.allocate_staging(slots, shards.front(), std::min(tile, largest));
   if (per_element > 0)
     for (Tile& s : slots)
       for (int a = 0; a < kArrays; ++a)
@@ -294,7 +345,9 @@ void tiled_adamw(TieredArrays& arrays, const Model& model, const AdamWOptions& a
     Tile& s = slots[j % kSlots];
     pipe.settle(s);  // this tile's reads
     if (j + 1 < jobs.size()) issue(j + 1);
+    pipe.stage(s, /*in=*/true);
     pipe.update(s, adamw, lr, grad_scale, t);
+    pipe.stage(s, /*in=*/false);
     pipe.write(s);
   }
   for (Tile& s : slots) pipe.settle(s);

@@ -73,6 +73,9 @@ class TieredArrays {
   double stall_seconds() const { return stall_; }  // time waiting on NVMe since construction
   const OffloadOptions& options() const { return options_; }
   Device& device() const { return *device_; }
+  // The device whose ops reach arrays on `tier` (host and NVMe staging: a host CPU
+  // device when the rank's device is a CUDA one; otherwise the rank's device).
+  Device& device_for(Tier tier) const { return tier == Tier::device || !host_ ? *device_ : *host_; }
 
  private:
   struct Pending {
@@ -81,6 +84,7 @@ class TieredArrays {
     std::future<void> done;
   };
   Device* device_;
+  std::unique_ptr<Device> host_;  // CUDA devices: runs ops on host memory
   OffloadOptions options_;
   std::unique_ptr<PinnedPool> pinned_;
   std::unique_ptr<NvmeStore> nvme_;
@@ -107,7 +111,9 @@ struct AdamShard {
 
 // ops::adamw_step over every shard, arrays where they live. Arrays on NVMe stream
 // through three pinned tile slots (tile i+1 is read while tile i is updated and tile
-// i-1 written); the new values are on their tiers when this returns.
+// i-1 written); the new values are on their tiers when this returns. AdamW runs on
+// arrays.device_for(optimizer tier); on a CUDA device an array whose home is the
+// other kind of memory is copied through a staging tile of AdamW's kind.
 void tiled_adamw(TieredArrays& arrays, const Model& model, const AdamWOptions& adamw,
                  const std::vector<AdamShard>& shards, float lr, float grad_scale, int64_t t);
 

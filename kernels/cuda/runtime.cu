@@ -158,7 +158,7 @@ ArenaMemory device_memory() {
             void* p = nullptr;  // cudaMalloc: 256-byte aligned at least
             return cudaMalloc(&p, bytes) == cudaSuccess ? p : (cudaGetLastError(), nullptr);
           },
-          [](void* p) { STRATA_CUDA_CHECK_PRINT(cudaFree(p)); }, "CUDA device memory"};
+          [](void* p) { STRATA_CUDA_CHECK_PRINT(cudaFree(p)); }, "CUDA device memory", /*host_addressable=*/false};
 }
 
 bool host_register(void* p, size_t bytes) {

@@ -316,8 +316,11 @@ class CpuComm final : public Comm {
  private:
   // The caller's stream has written the buffers before the progress thread reads them.
   Work start(const char* op, Stream& stream, std::function<void()> job) {
-    STRATA_CHECK(stream.device().kind() == DeviceKind::cpu,
-                 "dist::" << op << ": a cpu communicator was given a stream on " << stream.device().name());
+    // Ranks read each other's buffers in place: host-addressable memory only (CPU
+    // devices, the emulated CUDA device).
+    STRATA_CHECK(stream.device().host_addressable(),
+                 "dist::" << op << ": a cpu communicator was given a stream on " << stream.device().name()
+                          << ", whose memory the host cannot address; use make_nccl_comms for GPUs");
     stream.synchronize();
     return progress_.run(std::move(job));
   }

@@ -164,8 +164,6 @@ std::atomic<int> temp_counter{0};
 
 void save_checkpoint(const std::string& dir, const Model& model, const Trainer* trainer,
                      const TrainingProgress& progress, const CheckpointOptions& options) {
-  if (trainer && trainer->comm())  // the ZeRO shards are gathered through host memory
-    io::require_host(TensorView(nullptr, DType::f32, {0}, &model.device()), "save_checkpoint");
   // Under ZeRO every rank calls this together: all gather, rank 0 checks and writes (a
   // failure there aborts the others through run_ranks), and the closing barrier means
   // the checkpoint exists when any rank returns.
@@ -341,8 +339,7 @@ CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* tr
   // Data: weights first; in fp32 the master IS the weights, so the optimizer file's
   // master then overwrites them exactly (the weights file may be bf16).
   if (trainer && trainer->comm()) {  // ZeRO: each rank reads whole units and keeps its shards
-    io::require_host(TensorView(nullptr, DType::f32, {0}, &model.device()), "load_checkpoint");
-    std::vector<float> unit;
+    std::vector<float> unit;  // host arrays: the Trainer moves them to its device
     for (int u = 0; u < model.num_units(); ++u) {
       unit.assign(size_t(model.unit_numel(u)), 0.0f);  // the padding stays 0
       for (const ParamInfo& p : model.parameters())

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "lib/io/host_convert.h"
 #include "ops.h"
 #include "strata/error.h"
 
@@ -51,10 +52,6 @@ ZeroEngine::ZeroEngine(Model& model, dist::Comm& comm, int stage, const AdamWOpt
     : model_(&model), comm_(&comm), stage_(stage), options_(options) {
   using offload::Tier;
   STRATA_CHECK(stage >= 0 && stage <= 3, "Trainer: ZeRO stage " << stage << " does not exist; use 0, 1, 2 or 3");
-  // Its norms, shard copies and tiered arrays still treat device memory as host memory.
-  STRATA_CHECK(model.device().kind() == DeviceKind::cpu,
-               "Trainer: ZeRO (a dist::Comm) is not supported on CUDA devices yet (" << model.device().name()
-                                                                                    << "); train on one GPU, with offload to page state");
   const int N = comm.size(), r = comm.rank();
   Device& dev = model.device();
   Stream& s = dev.stream();
@@ -128,17 +125,21 @@ ZeroEngine::~ZeroEngine() {
   if (model_->store() == this) model_->set_store(nullptr);
 }
 
-// fill(p) writes the array's initial bytes at p: in place, or staged and written to NVMe.
+// fill(p) writes the array's initial bytes at p (device ops): in place, or staged and
+// written to NVMe. A CUDA device's ops reach only its memory: host homes are filled
+// there and copied.
 void ZeroEngine::init_array(offload::TierArray& a, const std::function<void(void*)>& fill) {
-  Stream& s = model_->device().stream();
-  if (a.tier != offload::Tier::nvme) {
-    fill(a.data);
-    s.synchronize();
-    return;
-  }
-  offload::PinnedBuffer stage = tiers_->stage(a.bytes);
-  fill(stage.data());
+  Device& dev = model_->device();
+  Stream& s = dev.stream();
+  offload::PinnedBuffer stage;
+  if (a.tier == offload::Tier::nvme) stage = tiers_->stage(a.bytes);
+  void* home = a.tier == offload::Tier::nvme ? stage.data() : a.data;
+  Buffer filled;
+  if (dev.kind() == DeviceKind::cuda && a.tier != offload::Tier::device) filled = Buffer(dev, a.bytes, "ZeRO initial shard");
+  fill(filled.data() ? filled.data() : home);
+  if (filled.data()) s.copy(home, filled.data(), a.bytes);
   s.synchronize();
+  if (a.tier != offload::Tier::nvme) return;
   std::future<void> done = tiers_->write(a, 0, stage.data(), a.bytes);
   tiers_->wait(done);
 }
@@ -185,8 +186,14 @@ void ZeroEngine::start_gather(int u) {
     tiers_->wait(done);
     shard = x.gather_source.data();
   }
-  x.gather = comm_->all_gather_async(range(shard, dt, 0, x.hi - x.lo, &dev),
-                                     range(x.gathered.data(), dt, 0, x.numel, &dev), dev.stream());
+  TensorView in = range(shard, dt, 0, x.hi - x.lo, &dev);
+  if (dev.kind() == DeviceKind::cuda && x.param_shard->tier != offload::Tier::device) {
+    // Collectives take device memory: the shard goes to its place in the gathered
+    // buffer and is gathered in place.
+    in = range(x.gathered.data(), dt, x.lo, x.hi - x.lo, &dev);
+    dev.stream().copy(in.data, shard, x.param_shard->bytes);
+  }
+  x.gather = comm_->all_gather_async(in, range(x.gathered.data(), dt, 0, x.numel, &dev), dev.stream());
   x.gathering = true;
 }
 
@@ -301,10 +308,18 @@ void ZeroEngine::finish_reduce() {
   }
   if (stage_ < 2) return;
   Unit& x = units_[size_t(r.unit)];
-  Device& dev = model_->device();
-  const int64_t n = x.hi - x.lo;
-  TensorView mine = range(r.staging.data(), DType::f32, x.lo, n, &dev);
   offload::TierArray& g = *x.grad_shard;
+  Device& dev = tiers_->device_for(g.tier);  // where the accumulation runs
+  const int64_t n = x.hi - x.lo;
+  TensorView mine = range(r.staging.data(), DType::f32, x.lo, n, &model_->device());
+  std::vector<float> mine_host;  // a CUDA device's reduced slice, for a host or NVMe shard
+  if (&dev != &model_->device()) {
+    mine_host.resize(size_t(n));
+    Stream& s = model_->device().stream();
+    s.copy(mine_host.data(), mine.data, g.bytes);
+    s.synchronize();
+    mine = TensorView(mine_host.data(), DType::f32, {n}, &dev);
+  }
   if (g.tier != offload::Tier::nvme) {
     ops::accumulate({range(g.data, DType::f32, 0, n, &dev), mine}, dev.stream());
   } else {  // read-modify-write through pinned memory; the write lands behind the next units' backward
@@ -329,14 +344,14 @@ void ZeroEngine::finish_reduce() {
 
 TensorView ZeroEngine::shard_grads(int u) {
   Unit& x = units_[size_t(u)];
-  if (stage_ >= 2) return range(x.grad_shard->data, DType::f32, 0, x.hi - x.lo, &model_->device());
+  if (stage_ >= 2) return range(x.grad_shard->data, DType::f32, 0, x.hi - x.lo, &tiers_->device_for(x.grad_shard->tier));
   return range(model_->unit_grads(u).data, DType::f32, x.lo, x.hi - x.lo, &model_->device());
 }
 
 TensorView ZeroEngine::shard_params(int u) {
   Unit& x = units_[size_t(u)];
   const DType dt = precision_dtype(model_->precision());
-  if (stage_ == 3) return range(x.param_shard->data, dt, 0, x.hi - x.lo, &model_->device());
+  if (stage_ == 3) return range(x.param_shard->data, dt, 0, x.hi - x.lo, &tiers_->device_for(x.param_shard->tier));
   return range(model_->unit_params(u).data, dt, x.lo, x.hi - x.lo, &model_->device());
 }
 
@@ -367,16 +382,26 @@ float ZeroEngine::grad_norm() {
     }
     norm = float(std::sqrt(total));
   } else {
+    // The shards' device: a host tier's is a host CPU device. Ops write device memory:
+    // the norm is read back by copy.
+    Device& nd = stage_ >= 2 ? tiers_->device_for(tiers_->options().grads) : dev;
+    Buffer out(nd, 4, "ZeRO gradient norm");
     ops::GlobalNormArgs g;
-    g.out = TensorView(&norm, DType::f32, {1}, &dev);
+    g.out = TensorView(out.data(), DType::f32, {1}, &nd);
     for (int u = 0; u < model_->num_units(); ++u) g.inputs.push_back(shard_grads(u));
-    ops::global_norm(g, dev.stream());
+    ops::global_norm(g, nd.stream());
+    nd.stream().copy(&norm, out.data(), 4);
+    nd.stream().synchronize();
   }
   if (stage_ == 0) return norm;  // every rank holds the whole reduced gradient
   float squared = norm * norm;
   {
     Blocked b{comm_wait_};
-    comm_->all_reduce_sum(TensorView(&squared, DType::f32, {1}, &dev), dev.stream());
+    Buffer sum(dev, 4, "ZeRO gradient norm all-reduce");  // collectives take device memory
+    dev.stream().copy(sum.data(), &squared, 4);
+    comm_->all_reduce_sum(TensorView(sum.data(), DType::f32, {1}, &dev), dev.stream());
+    dev.stream().copy(&squared, sum.data(), 4);
+    dev.stream().synchronize();
   }
   return std::sqrt(squared);
 }
@@ -421,16 +446,22 @@ void ZeroEngine::zero_grad() {
   for (Unit& x : units_) {
     x.grad_zero = true;
     x.squares_valid = false;
-    if (x.grad_shard->tier != offload::Tier::nvme)
-      ops::fill_zero(range(x.grad_shard->data, DType::f32, 0, x.hi - x.lo, &model_->device()), model_->device().stream());
+    if (x.grad_shard->tier != offload::Tier::nvme) {
+      Device& dev = tiers_->device_for(x.grad_shard->tier);
+      ops::fill_zero(range(x.grad_shard->data, DType::f32, 0, x.hi - x.lo, &dev), dev.stream());
+    }
   }
 }
 
 // ---- checkpoints
 
+// Checkpoint transfers: dst / src are host memory; device and host tiers go through
+// Stream::copy (device memory may not be host-addressable).
 void ZeroEngine::read_shard(const offload::TierArray& a, void* dst) {
   if (a.tier != offload::Tier::nvme) {
-    std::memcpy(dst, a.data, a.bytes);
+    Stream& s = model_->device().stream();
+    s.copy(dst, a.data, a.bytes);
+    s.synchronize();
     return;
   }
   tiers_->settle(a);
@@ -442,7 +473,9 @@ void ZeroEngine::read_shard(const offload::TierArray& a, void* dst) {
 
 void ZeroEngine::write_shard(offload::TierArray& a, const void* src) {
   if (a.tier != offload::Tier::nvme) {
-    std::memcpy(a.data, src, a.bytes);
+    Stream& s = model_->device().stream();
+    s.copy(a.data, src, a.bytes);
+    s.synchronize();
     return;
   }
   tiers_->settle(a);
@@ -461,10 +494,15 @@ void ZeroEngine::gather_f32(int u, const offload::TierArray& shard, std::vector<
     read_shard(shard, full.data());
     return;
   }
-  std::vector<float> mine(size_t(x.hi - x.lo));
+  const int64_t n = x.hi - x.lo;
+  std::vector<float> mine(static_cast<size_t>(n));
   read_shard(shard, mine.data());
-  comm_->all_gather(TensorView(mine.data(), DType::f32, {x.hi - x.lo}, &dev),
-                    TensorView(full.data(), DType::f32, {x.numel}, &dev), dev.stream());
+  Buffer in(dev, size_t(n) * 4, "ZeRO checkpoint shard"), out(dev, size_t(x.numel) * 4, "ZeRO checkpoint unit");
+  Stream& s = dev.stream();  // collectives take device memory
+  s.copy(in.data(), mine.data(), in.size());
+  comm_->all_gather(range(in.data(), DType::f32, 0, n, &dev), range(out.data(), DType::f32, 0, x.numel, &dev), s);
+  s.copy(full.data(), out.data(), out.size());
+  s.synchronize();
 }
 
 void ZeroEngine::gather_state(int u, std::vector<float>& master, std::vector<float>& exp_avg,
@@ -494,19 +532,15 @@ void ZeroEngine::load_state(int u, const float* master, const float* exp_avg, co
 
 void ZeroEngine::load_params(int u, const float* values) {
   Unit& x = units_[size_t(u)];
-  Device& dev = model_->device();
   const DType dt = precision_dtype(model_->precision());
   drop_prefetched();
   if (stage_ < 3) {  // the full working parameters are resident
-    ops::cast({model_->unit_params(u), TensorView(const_cast<float*>(values), DType::f32, {x.numel}, &dev)}, dev.stream());
-    dev.stream().synchronize();
+    copy_from_host_f32(model_->unit_params(u), values);
     return;
   }
-  const int64_t n = x.hi - x.lo;
+  const int64_t n = x.hi - x.lo;  // converted on the host, as copy_from_host_f32 does
   std::vector<char> shard(size_t(n) * dtype_size(dt));
-  ops::cast({TensorView(shard.data(), dt, {n}, &dev), TensorView(const_cast<float*>(values) + x.lo, DType::f32, {n}, &dev)},
-            dev.stream());
-  dev.stream().synchronize();
+  io::from_f32(values + x.lo, shard.data(), io::float_format(dt), size_t(n));
   write_shard(*x.param_shard, shard.data());
 }
 

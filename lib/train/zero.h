@@ -10,7 +10,8 @@
 // With OffloadOptions every rank pages its own shards (ZeRO-Infinity): optimizer
 // state on options.optimizer, the gradient shard (stage 2+) on options.grads, the
 // working shard (stage 3) on options.params; NVMe files under <path>/rank<r>.
-// Without, the same arrays sit on the device.
+// Without, the same arrays sit on the device. On a CUDA device, ops on host or NVMe
+// shards run on the tiers' host CPU device and bytes cross only by Stream::copy.
 // Invariant: every rank takes the same decisions (skip, clip) from all-reduced
 // scalars, so replicas never diverge.
 #pragma once

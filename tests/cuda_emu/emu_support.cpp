@@ -1,6 +1,8 @@
-// The emulated kernels' launch context and the emulator-vs-CPU comparison.
+// The emulated kernels' launch context, the emulator-vs-CPU comparison, and the
+// judgement of a training run on the emulated device against a CPU one.
 #include "emu_support.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <memory>
@@ -45,6 +47,31 @@ void expect_match(const std::string& what, const HostTensor& got, const HostTens
     FAIL(s.str());
   }
   SUCCEED();
+}
+
+double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
+  REQUIRE(a.size() == b.size());
+  double d2 = 0, n2 = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    d2 += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    n2 += double(b[i]) * b[i];
+  }
+  return std::sqrt(d2 / n2);
+}
+
+void check_training_matches(const std::vector<float>& gpu_losses, const std::vector<float>& cpu_losses,
+                            const std::vector<float>& gpu_weights, const std::vector<float>& cpu_weights, Precision p) {
+  REQUIRE(gpu_losses.size() == cpu_losses.size());
+  REQUIRE(!cpu_losses.empty());
+  const bool fp32 = p == Precision::fp32;
+  double loss_diff = 0;
+  for (size_t s = 0; s < cpu_losses.size(); ++s)
+    loss_diff = std::max(loss_diff, double(std::fabs(gpu_losses[s] - cpu_losses[s])));
+  CHECK(cpu_losses.back() < cpu_losses.front());
+  CHECK(loss_diff <= (fp32 ? 1e-5 : 1e-2));
+  const double weight_diff = relative_l2(gpu_weights, cpu_weights);
+  CHECK(weight_diff <= (fp32 ? 1e-4 : 3e-2));
+  if (fp32) CHECK(weight_diff > 0);
 }
 
 }  // namespace strata::test

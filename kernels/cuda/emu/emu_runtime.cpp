@@ -91,7 +91,7 @@ ArenaMemory device_memory() {
             }
             std::free(p);
           },
-          "emulated CUDA device memory"};
+          "emulated CUDA device memory", /*host_addressable=*/true};
 }
 
 bool is_device_memory(const void* p, size_t bytes) {

@@ -26,6 +26,9 @@ struct ArenaMemory {
   void* (*allocate)(size_t bytes, size_t alignment);  // nullptr on failure
   void (*free)(void* ptr);
   const char* name;  // "host memory", "CUDA device memory": for error messages
+  // Whether the host may read and write these bytes in place (host memory, the emulated
+  // CUDA device's); false for cudaMalloc memory, reached only through Stream::copy.
+  bool host_addressable = true;
 };
 ArenaMemory host_memory();
 
@@ -43,6 +46,7 @@ class Arena {
   void free(void* ptr);
 
   size_t capacity() const { return capacity_; }
+  const ArenaMemory& memory() const { return memory_; }
   size_t bytes_live() const;
   size_t bytes_high_water() const;
   void reset_high_water();
@@ -96,6 +100,9 @@ class Device {
   std::string name() const;  // "cpu:0"
   Arena& arena() { return arena_; }
   Stream& stream() { return stream_; }
+  // Whether the host can address this device's memory directly (CPU devices and the
+  // emulated CUDA device): host-memory collectives (make_cpu_comms) accept its buffers.
+  bool host_addressable() const { return arena_.memory().host_addressable; }
   // Backend state (CUDA: streams, events, cuBLASLt handle), opaque to this header.
   void* backend() const { return backend_; }
 
