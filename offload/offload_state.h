@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "offload_store.h"
+#include "tile_pipeline.h"
 
 namespace strata::offload {
 
@@ -39,36 +40,16 @@ struct OffloadStore::UnitState {
   double sum_squares = 0;
 };
 
-// One tile of the streamed optimizer step: elements [begin, begin + count) of a
-// unit's master, grad, m, v and working arrays (in that order); home[a] points into
-// the array's home (device, host) or into buf[a] (pinned, for NVMe homes). ptr[a] is
-// where AdamW reads and writes it: home[a], or on a CUDA device, when the home is
-// device memory and AdamW runs on the host or the reverse, a staging tile of the
-// other kind (device_stage / host_stage) copied in before and out after the update.
-struct OffloadStore::Tile {
-  int unit = -1;
-  int64_t begin = 0, count = 0;
-  bool last_of_unit = false;  // once its writes land, the unit is updated
-  PinnedBuffer buf[5];
-  Buffer device_stage[5];
-  std::vector<char> host_stage[5];
-  char* home[5] = {};
-  char* ptr[5] = {};
-  std::vector<std::future<void>> io;
-};
-
-inline constexpr int kUpdateSlots = 3;  // tiles in flight: read, update, write
-
 // What one background update works from, fixed when update() starts it: the
-// hyper-parameters, the tile slots, and which units had no gradient this step
-// (zero_grad may clear the live flags while the update still reads gradients).
+// hyper-parameters, the tile slots, and one span per unit (with its gradient flag:
+// zero_grad may clear the live flags while the update still reads gradients).
 struct OffloadStore::UpdateJob {
   float lr = 0, grad_scale = 1;
   int64_t t = 0;
   int64_t tile = 0;
-  uint64_t bytes_read = 0, bytes_written = 0;  // NVMe, issued by this update
-  Tile slots[kUpdateSlots];
-  std::vector<char> grad_zero;  // per unit
+  std::unique_ptr<TilePipeline> pipe;
+  Tile slots[kTileSlots];
+  std::vector<TileSpan> spans;  // per unit, in forward order
 };
 
 }  // namespace strata::offload

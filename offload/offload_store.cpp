@@ -57,7 +57,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 
 #include "ops.h"
 #include "strata/error.h"
@@ -86,9 +85,6 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
       frozen_(model.base_frozen()) {
   STRATA_CHECK(model.store() == nullptr, "OffloadStore: the model already has a parameter store");
   if (model.device().kind() == DeviceKind::cuda) host_ = Device::cpu();
-  STRATA_CHECK(o.prefetch >= 0, "OffloadStore: prefetch " << o.prefetch << " must be non-negative");
-  STRATA_CHECK(o.tile_elements >= 2048 && o.tile_elements % 2048 == 0,
-               "OffloadStore: tile_elements " << o.tile_elements << " must be a positive multiple of 2048");
   const int N = model.num_units();
   const size_t ds = dtype_size(dtype_);
   int64_t largest = 0;
@@ -102,32 +98,10 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
   // Only what is stored counts: a frozen base has no gradients or optimizer state.
   const bool any_nvme = o.params == Tier::nvme || (!frozen_ && (o.grads == Tier::nvme || o.optimizer == Tier::nvme));
   const size_t staged = frozen_ ? ds : 4;  // bytes per element of the largest staged array
-  if (any_nvme) {
-    STRATA_CHECK(!o.nvme_paths.empty(), "OffloadStore: a tier is on nvme but nvme_paths is empty; "
-                                        "pass one directory per drive");
-    for (const std::string& p : o.nvme_paths)
-      STRATA_CHECK(std::filesystem::is_directory(p), "OffloadStore: NVMe path '" << p
-                                                         << "' does not exist or is not a directory");
-    STRATA_CHECK(o.pinned_bytes >= size_t(largest) * staged,
-                 "OffloadStore: pinned budget of " << o.pinned_bytes << " bytes is smaller than the largest unit ('"
-                                                   << model.unit_name(largest_unit) << "', " << size_t(largest) * staged
-                                                   << (frozen_ ? " bytes as frozen parameters" : " bytes as f32 gradients")
-                                                   << "); raise pinned_bytes");
-    pinned_ = std::make_unique<PinnedPool>(o.pinned_bytes, "offload pinned pool", true,
-                                           pinned_registration_for(model.device()));
-    NvmeOptions no;
-    no.paths = o.nvme_paths;
-    no.pinned = pinned_.get();
-    no.fault_hook = o.nvme_fault_hook;
-    try {
-      nvme_ = std::make_unique<NvmeStore>(no);
-    } catch (const Error& e) {
-      STRATA_FAIL("OffloadStore: cannot open the NVMe swap space: " << e.what());
-    }
-    STRATA_CHECK(nvme_->direct() || !o.require_direct,
-                 "OffloadStore: an NVMe path refuses O_DIRECT (tmpfs or a network filesystem?); "
-                 "use a local drive, or set require_direct = false to accept page-cached I/O");
-  }
+  open_offload_space(model.device(), o, any_nvme, "OffloadStore", "", size_t(largest) * staged,
+                     "largest unit ('" + model.unit_name(largest_unit) + "', " + std::to_string(size_t(largest) * staged) +
+                         (frozen_ ? " bytes as frozen parameters)" : " bytes as f32 gradients)"),
+                     pinned_, nvme_);
 
   // Homes, then the NVMe plan reserved at once (its space checked before any write).
   units_.resize(size_t(N));

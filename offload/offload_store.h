@@ -66,7 +66,6 @@ class OffloadStore final : public ParamStore {
  private:
   struct Home;
   struct UnitState;
-  struct Tile;
   struct UpdateJob;
   void wait(std::future<void>& f);  // counts the stall; main thread only
   void wait_for_update(int unit);   // unit's update landed; counts the stall
@@ -79,10 +78,6 @@ class OffloadStore final : public ParamStore {
   void run_update(UpdateJob& job);  // the background thread's body
   void stream_update(UpdateJob& job);
   void publish_updated(int units, const std::string& error);
-  void read_tile(Tile& tile, UpdateJob& job);
-  void write_tile(Tile& tile, UpdateJob& job);
-  void update_tile(const Tile& tile, const UpdateJob& job);
-  void stage_tile(Tile& tile, const UpdateJob& job, bool in);
   // Where ops over a tier's arrays run: the model's device for the device tier, else
   // the host (host_ on a CUDA device, whose host tiers its kernels cannot touch).
   Device& device_for(Tier tier) { return tier == Tier::device || !host_ ? model_->device() : *host_; }

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "offload_state.h"
+#include "tile_pipeline.h"
 #include "strata/model.h"
 #include "strata/offload.h"
 #include "strata/train.h"
@@ -35,12 +36,19 @@ struct TierArray {
   static TierArray borrow(void* data, size_t bytes);
 };
 
+// Checks an offload placement before anything is allocated and opens its NVMe
+// space: prefetch and tile size; with NVMe, the paths (exist, O_DIRECT unless
+// require_direct is false) and a pinned budget of at least staging_bytes (what needs
+// them is `largest`, e.g. "largest unit ('x', 8 bytes)"). Files go to <path>/<subdir>
+// (created). Messages start with `who`. The OffloadStore and TieredArrays both use it.
+void open_offload_space(Device& device, const OffloadOptions& o, bool any_nvme, const std::string& who,
+                        const std::string& subdir, size_t staging_bytes, const std::string& largest,
+                        std::unique_ptr<PinnedPool>& pinned, std::unique_ptr<NvmeStore>& nvme);
+
 class TieredArrays {
  public:
-  // Checks the placement before anything is allocated, as the single-device
-  // OffloadStore does: prefetch and tile size, the NVMe paths (exist, O_DIRECT
-  // unless require_direct is false), and a pinned budget of at least staging_bytes
-  // (the largest array one transfer stages). NVMe files go to <path>/<subdir>.
+  // Checks the placement with open_offload_space (staging_bytes: the largest array
+  // one transfer stages). NVMe files go to <path>/<subdir>.
   TieredArrays(Device& device, const OffloadOptions& options, bool any_nvme, const std::string& subdir,
                size_t staging_bytes, const std::string& largest_name);
   ~TieredArrays();  // waits for writes in flight
@@ -66,6 +74,7 @@ class TieredArrays {
   // Waits for one transfer, counting the stall.
   void wait(std::future<void>& f);
   size_t pinned_free() const;  // 0 without NVMe
+  NvmeStore* nvme() const { return nvme_.get(); }  // null without NVMe
 
   // Bytes placed per tier (logical array sizes) and the pinned pool's high water.
   size_t bytes_on(Tier t) const;
@@ -109,9 +118,8 @@ struct AdamShard {
   bool grad_zero = false;
 };
 
-// ops::adamw_step over every shard, arrays where they live. Arrays on NVMe stream
-// through three pinned tile slots (tile i+1 is read while tile i is updated and tile
-// i-1 written); the new values are on their tiers when this returns. AdamW runs on
+// ops::adamw_step over every shard, arrays where they live, through TilePipeline
+// (tile_pipeline.h); the new values are on their tiers when this returns. AdamW runs on
 // arrays.device_for(optimizer tier); on a CUDA device an array whose home is the
 // other kind of memory is copied through a staging tile of AdamW's kind.
 void tiled_adamw(TieredArrays& arrays, const Model& model, const AdamWOptions& adamw,
