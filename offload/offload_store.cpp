@@ -37,11 +37,11 @@
 // precision) is known only after the last unit, and backward finishes units in
 // reverse, so unit 0, which the next forward needs first, would still be last.
 // Measured (strata bench offload: 152M params, all on NVMe, bf16, recompute, 2
-// cores shared with other work): B 16 x T 128, steps of 11.5-13.0 s, stall 0.29 s
-// (2.3% of step time over steps 2-4) while the previous update streams 2.0 s behind
-// the forward at 1.19 GB/s read and 1.04 GB/s written at once (fio alone, same
-// directory, 1 MiB qd 32: 0.78 and 1.19). With B 8 the forward (about a quarter of
-// a 7.2 s step) is shorter than the update and stall is 12.4%. Before this, the
+// cores, nothing else running): B 32 x T 128, steps of 7.1 s, stall 0.19 s (2.6%
+// over steps 2-4) while the previous update streams 1.2 s behind the forward at 2.0
+// GB/s read and 1.8 GB/s written at once (fio alone, same directory, 1 MiB qd 32:
+// 1.7 and 1.9). At B 16 the forward is barely longer than the update: stall 9.8% of
+// a 3.9 s step; shorter still (B 8 on a loaded machine) it was 12.4%. Before this, the
 // whole update ran after backward and all of it was stall. The 2.52B all-NVMe run
 // (train_offload, 256 tokens a step) is I/O-bound instead: steps 3-4 take 45 s, of
 // which 27-28 s stall, as its ~95 GB of traffic a step moves at about 2.1 GB/s.
