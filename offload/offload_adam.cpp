@@ -8,22 +8,16 @@
 // the main thread touches no unit before it is published. One adamw_step call never
 // spans two tensors: weight decay is per tensor, as in the resident AdamW.
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <vector>
 
+#include "lib/core/clock.h"
 #include "offload_state.h"
 #include "util.h"
 #include "ops.h"
 #include "strata/error.h"
 
 namespace strata::offload {
-
-namespace {
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-}  // namespace
 
 float OffloadStore::grad_norm() {
   const double t0 = now_seconds();

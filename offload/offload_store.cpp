@@ -53,11 +53,11 @@
 #include "offload_state.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 
+#include "lib/core/clock.h"
 #include "ops.h"
 #include "strata/error.h"
 #include "tiered_adam.h"
@@ -65,9 +65,6 @@
 namespace strata::offload {
 
 namespace {
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 size_t round_block(size_t b) { return (b + kBlockBytes - 1) / kBlockBytes * kBlockBytes; }
 }  // namespace
 

@@ -3,20 +3,14 @@
 #include "tiered_adam.h"
 
 #include <algorithm>
-#include <chrono>
 #include <filesystem>
 
+#include "lib/core/clock.h"
 #include "ops.h"
 #include "strata/error.h"
 #include "util.h"
 
 namespace strata::offload {
-
-namespace {
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-}  // namespace
 
 TierArray TierArray::borrow(void* data, size_t bytes) {
   TierArray a;

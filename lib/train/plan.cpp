@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +16,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "lib/core/clock.h"
 #include "cuda/runtime.h"
 #include "ops.h"
 #include "strata/error.h"
@@ -25,16 +25,15 @@
 namespace strata {
 
 namespace {
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 template <class F>
 double best_of(int runs, F&& f) {
   f();  // warm-up: page faults, packing buffers, thread start
   double best = 1e300;
   for (int i = 0; i < runs; ++i) {
-    const double t0 = now();
+    const double t0 = now_seconds();
     f();
-    best = std::min(best, now() - t0);
+    best = std::min(best, now_seconds() - t0);
   }
   return best;
 }
@@ -76,13 +75,13 @@ void probe_nvme(const std::string& dir, size_t bytes, double& write_bps, double&
                 "); is the path on a local file system?");
   }
   bool ok = true;
-  double t0 = now();
+  double t0 = now_seconds();
   for (size_t off = 0; ok && off < bytes; off += block) ok = ::pwrite(fd, buf, block, off_t(off)) == ssize_t(block);
   ok = ok && ::fsync(fd) == 0;
-  write_bps = double(bytes) / (now() - t0);
-  t0 = now();
+  write_bps = double(bytes) / (now_seconds() - t0);
+  t0 = now_seconds();
   for (size_t off = 0; ok && off < bytes; off += block) ok = ::pread(fd, buf, block, off_t(off)) == ssize_t(block);
-  read_bps = double(bytes) / (now() - t0);
+  read_bps = double(bytes) / (now_seconds() - t0);
   ::close(fd);
   ::unlink(path.c_str());
   std::free(buf);

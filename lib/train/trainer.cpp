@@ -3,12 +3,12 @@
 //   non-finite -> skip, count, and (fp16) halve the loss scale; weights untouched
 //   else       -> AdamW with grad_scale = clip_coef / loss_scale
 // Invariant: the weights change only in AdamW::step, and only with finite grads.
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <unistd.h>
 
+#include "lib/core/clock.h"
 #include "ops.h"
 #include "strata/dist.h"
 #include "offload/offload_store.h"
@@ -20,9 +20,6 @@
 namespace strata {
 
 namespace {
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 // Resident bytes of this process (Linux /proc/self/statm), 0 when unknown.
 size_t resident_bytes() {

@@ -1,10 +1,10 @@
 #include "zero.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 
+#include "lib/core/clock.h"
 #include "lib/io/host_convert.h"
 #include "ops.h"
 #include "strata/error.h"
@@ -32,9 +32,6 @@ struct ZeroEngine::Unit {
 };
 
 namespace {
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 // Adds the scope's duration to `total`: the time a rank is blocked on a collective.
 struct Blocked {
   double& total;
