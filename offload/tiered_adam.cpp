@@ -163,7 +163,17 @@ size_t TieredArrays::bytes_on(Tier t) const {
   return n;
 }
 
-size_t TieredArrays::pinned_high_water() const { return pinned_ ? pinned_->stats().bytes_high_water : 0; }
+size_t TieredArrays::pinned_high_water() const {
+  return pinned_ ? std::max(pinned_peak_, pinned_->stats().bytes_high_water) : 0;
+}
+
+size_t TieredArrays::take_pinned_high_water() {
+  if (!pinned_) return 0;
+  const size_t h = pinned_->stats().bytes_high_water;
+  pinned_peak_ = std::max(pinned_peak_, h);
+  pinned_->reset_high_water();
+  return h;
+}
 
 // ---- tiled AdamW
 

@@ -76,9 +76,11 @@ class TieredArrays {
   size_t pinned_free() const;  // 0 without NVMe
   NvmeStore* nvme() const { return nvme_.get(); }  // null without NVMe
 
-  // Bytes placed per tier (logical array sizes) and the pinned pool's high water.
+  // Bytes placed per tier (logical array sizes) and the pinned pool's high water:
+  // since construction, or (take_) since the last take, which starts a new window.
   size_t bytes_on(Tier t) const;
   size_t pinned_high_water() const;
+  size_t take_pinned_high_water();
   double stall_seconds() const { return stall_; }  // time waiting on NVMe since construction
   const OffloadOptions& options() const { return options_; }
   Device& device() const { return *device_; }
@@ -96,6 +98,7 @@ class TieredArrays {
   std::unique_ptr<Device> host_;  // CUDA devices: runs ops on host memory
   OffloadOptions options_;
   std::unique_ptr<PinnedPool> pinned_;
+  size_t pinned_peak_ = 0;  // the highest window taken so far
   std::unique_ptr<NvmeStore> nvme_;
   std::deque<TierArray> arrays_;  // deque: add() keeps earlier pointers valid
   std::vector<NvmeObjectSpec> plan_;

@@ -309,9 +309,8 @@ StepReport Trainer::step() {
     }
   }
   if (zero_) {
-    const ZeroMemory mem = zero_->memory();
-    r.pinned_bytes = mem.pinned_bytes;
-    r.nvme_bytes = mem.nvme_bytes;
+    r.pinned_bytes = zero_->take_pinned_high_water();
+    r.nvme_bytes = zero_->memory().nvme_bytes;
     r.io_stall_seconds = zero_->take_stall_seconds();
     r.comm_wait_seconds = zero_->take_comm_wait_seconds();
   }

@@ -149,6 +149,8 @@ double ZeroEngine::take_comm_wait_seconds() {
   return w;
 }
 
+size_t ZeroEngine::take_pinned_high_water() { return tiers_->take_pinned_high_water(); }
+
 double ZeroEngine::take_stall_seconds() {
   const double now = tiers_->stall_seconds(), d = now - stall_at_;
   stall_at_ = now;

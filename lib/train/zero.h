@@ -46,6 +46,7 @@ class ZeroEngine final : public ParamStore {
   // yields its sum of squares as it is written (the norm needs no read-back).
   void set_final_micro(bool final) { final_micro_ = final; }
   double take_stall_seconds();  // waiting on NVMe since the last call
+  size_t take_pinned_high_water();  // the pinned pool's high water since the last call
   double take_comm_wait_seconds();  // blocked on collectives since the last call
 
   // Checkpoints, unit by unit as full flat f32 arrays (the single-device layout):

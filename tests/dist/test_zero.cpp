@@ -252,6 +252,12 @@ TEST_CASE("ZeRO with offload: NVMe files per rank and the memory report per tier
       const StepReport report = t.train_step({rank_batch(b, device.get()), rank_batch(b, device.get())});
       mem[size_t(rank)] = t.memory();
       CHECK(report.nvme_bytes == mem[size_t(rank)].nvme_bytes);
+      // The step's pinned high water; memory() keeps the most since construction.
+      CHECK(report.pinned_bytes > 0);
+      CHECK(report.pinned_bytes <= mem[size_t(rank)].pinned_bytes);
+      const StepReport second = t.train_step({rank_batch(b, device.get()), rank_batch(b, device.get())});
+      CHECK(second.pinned_bytes > 0);
+      CHECK(t.memory().pinned_bytes == std::max(report.pinned_bytes, second.pinned_bytes));
       for (const std::string& path : o.nvme_paths)  // this rank's swap space on every drive
         files[size_t(rank)] += std::filesystem::is_directory(path + "/rank" + std::to_string(rank)) ? 1 : 0;
     });
