@@ -190,6 +190,13 @@ bool gemm(const Context& c, int64_t m, int64_t n, int64_t k, Operand a, Operand 
                                                 b.data, p.lb, &beta, d, p.ld, d, p.ld, &p.algo, c.blas_workspace,
                                                 c.blas_workspace_bytes, static_cast<cudaStream_t>(c.stream)),
                                  key);
+        if (sync_after_launch()) {  // STRATA_CUDA_SYNC=1: a fault here names this GEMM
+          const cudaError_t status = cudaStreamSynchronize(static_cast<cudaStream_t>(c.stream));
+          if (status != cudaSuccess)
+            ::strata::detail::throw_call_error("cublasLtMatmul (STRATA_CUDA_SYNC=1: synchronized after it)",
+                                               std::string(cudaGetErrorString(status)) + " in " + gemm::describe(key),
+                                               __FILE__, __LINE__);
+        }
         return true;
       });
 }
