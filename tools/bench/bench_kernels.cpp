@@ -198,21 +198,25 @@ bool compute_bound(const Kernel& k) { return k.flops / k.bytes > 50; }
 // Median milliseconds of `run` on `s`, CUDA events around each call: up to 20 calls
 // after warm-up, fewer for slow kernels (about half a second each at most).
 double median_ms(Stream& s, const std::function<void(Stream&)>& run) {
-  void* a = cuda_runtime::timing_event_create();
-  void* b = cuda_runtime::timing_event_create();
+  struct Events {  // destroyed also when a kernel throws
+    void* a = cuda_runtime::timing_event_create();
+    void* b = cuda_runtime::timing_event_create();
+    ~Events() {
+      cuda_runtime::event_destroy(a);
+      cuda_runtime::event_destroy(b);
+    }
+  } e;
   auto once = [&] {
-    cuda_runtime::event_record(a, s.native());
+    cuda_runtime::event_record(e.a, s.native());
     run(s);
-    cuda_runtime::event_record(b, s.native());
-    return double(cuda_runtime::event_elapsed_ms(a, b));
+    cuda_runtime::event_record(e.b, s.native());
+    return double(cuda_runtime::event_elapsed_ms(e.a, e.b));
   };
   once();  // warm-up: cuBLASLt plans, first-touch
   const double first = once();
   const int n = int(std::clamp(500.0 / std::max(first, 1e-3), 3.0, 20.0));
   std::vector<double> ms{first};
   for (int i = 1; i < n; ++i) ms.push_back(once());
-  cuda_runtime::event_destroy(a);
-  cuda_runtime::event_destroy(b);
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
 }
@@ -230,7 +234,8 @@ void bench_kernels_cuda() {
       const std::function<void(Stream&)> run = k.setup(*device, keep);
       const double ms = median_ms(device->stream(), run), s = ms / 1e3;
       const bool compute = compute_bound(k);
-      const double reached = compute ? (peak > 0 ? k.flops / s / peak : 0) : (bandwidth > 0 ? k.bytes / s / bandwidth : 0);
+      const double bound = compute ? peak : bandwidth;  // 0: unknown
+      const double reached = bound > 0 ? (compute ? k.flops : k.bytes) / s / bound : 0;
       t.row({k.name, k.shape, format_fixed(k.flops / 1e9, 1), format_fixed(k.bytes / 1e6, 1), format_seconds(s),
              format_fixed(k.flops / s / 1e12, 1), format_fixed(k.bytes / s / 1e9, 0), percent(reached),
              compute ? "flops" : "memory"});
@@ -242,7 +247,8 @@ void bench_kernels_cuda() {
   t.print("kernels on cuda:" + std::to_string(cuda_index()) + ", " + product +
           ", bf16, median of up to 20 runs (CUDA events); % peak: of " +
           (peak > 0 ? format_fixed(peak / 1e12, 0) + " TFLOP/s (bf16 dense)" : std::string("an unknown FLOP/s peak")) +
-          " or of " + (bandwidth > 0 ? format_fixed(bandwidth / 1e9, 0) + " GB/s (DRAM)" : std::string("unknown GB/s")));
+          " or of " +
+          (bandwidth > 0 ? format_fixed(bandwidth / 1e9, 0) + " GB/s (DRAM)" : std::string("unknown GB/s")));
 }
 
 void bench_kernels_cpu() {

@@ -97,7 +97,8 @@ struct Twin {
 // records one check per output.
 class Table {
  public:
-  Table(Device& gpu, const CompareOptions& o) : gpu_(gpu), cpu_(Device::cpu()), small_(o.small), on_check_(o.on_check) {}
+  Table(Device& gpu, const CompareOptions& o)
+      : gpu_(gpu), cpu_(Device::cpu()), small_(o.small), on_check_(o.on_check) {}
 
   Twin make(DType t, std::initializer_list<int64_t> shape, double lo = -1, double hi = 1) {
     return Twin(*cpu_, gpu_, t, shape, lo, hi, ++seed_);
