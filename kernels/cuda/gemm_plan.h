@@ -4,8 +4,9 @@
 // dimension, the description every cuBLAS error carries, and the cache itself
 // (plan type left open, so CPU tests drive it with a plain struct).
 // Invariant: two GEMMs with equal keys may share one cuBLASLt descriptor and algorithm:
-// everything the heuristic reads is in the key. Pointers (operands, bias, GELU aux)
-// are not: they are set on the descriptor at each call, under the cache's lock.
+// everything the heuristic reads is in the key — of the pointers (operands, bias, GELU
+// aux) only their alignment, which is all the heuristic reads of them; the bias and aux
+// pointers themselves are set on the descriptor at each call, under the cache's lock.
 #pragma once
 #include <cstdint>
 #include <mutex>
@@ -53,11 +54,15 @@ struct GemmKey {
   bool trans_a = false, trans_b = false;
   Epilogue epilogue = Epilogue::none;
   uint32_t align_a = kMaxAlignment, align_b = kMaxAlignment, align_d = kMaxAlignment;  // bytes
+  // Of the bias vector and the GELU aux matrix (ld = ldd, D's dtype); kMaxAlignment
+  // when the epilogue has none.
+  uint32_t align_bias = kMaxAlignment, align_aux = kMaxAlignment;
 
   bool operator==(const GemmKey& o) const {  // by hand: nvcc compiles this as C++17
     return m == o.m && n == o.n && k == o.k && lda == o.lda && ldb == o.ldb && ldd == o.ldd && a == o.a &&
            b == o.b && d == o.d && trans_a == o.trans_a && trans_b == o.trans_b && epilogue == o.epilogue &&
-           align_a == o.align_a && align_b == o.align_b && align_d == o.align_d;
+           align_a == o.align_a && align_b == o.align_b && align_d == o.align_d && align_bias == o.align_bias &&
+           align_aux == o.align_aux;
   }
 };
 
@@ -66,7 +71,8 @@ struct GemmKeyHash {
     const int64_t fields[] = {key.m,          key.n,         key.k,           key.lda,
                               key.ldb,        key.ldd,       int64_t(key.a),  int64_t(key.b),
                               int64_t(key.d), key.trans_a,   key.trans_b,     int64_t(key.epilogue),
-                              key.align_a,    key.align_b,   key.align_d};
+                              key.align_a,    key.align_b,   key.align_d,     key.align_bias,
+                              key.align_aux};
     uint64_t h = 1469598103934665603ull;  // FNV-1a over the fields
     for (int64_t f : fields) h = (h ^ uint64_t(f)) * 1099511628211ull;
     return size_t(h);
@@ -74,8 +80,8 @@ struct GemmKeyHash {
 };
 
 // "GEMM m 768 n 16384 k 2304: A bf16 T ld 2304 (16-byte aligned), B bf16 N ld 2304
-// (256-byte aligned), D bf16 ld 768 (256-byte aligned), epilogue bias": what every
-// failing cuBLAS status of this GEMM says.
+// (256-byte aligned), D bf16 ld 768 (256-byte aligned), epilogue bias (64-byte
+// aligned)": what every failing cuBLAS status of this GEMM says.
 inline std::string describe(const GemmKey& key) {
   std::ostringstream s;
   s << "GEMM m " << key.m << " n " << key.n << " k " << key.k << ": A " << dtype_name(key.a) << ' '
@@ -83,6 +89,14 @@ inline std::string describe(const GemmKey& key) {
     << dtype_name(key.b) << ' ' << (key.trans_b ? 'T' : 'N') << " ld " << key.ldb << " (" << key.align_b
     << "-byte aligned), D " << dtype_name(key.d) << " ld " << key.ldd << " (" << key.align_d
     << "-byte aligned), epilogue " << epilogue_name(key.epilogue);
+  const bool bias = key.epilogue == Epilogue::bias || key.epilogue == Epilogue::gelu_aux_bias;
+  const bool aux = key.epilogue == Epilogue::gelu_aux || key.epilogue == Epilogue::gelu_aux_bias;
+  if (bias || aux) {
+    s << " (";
+    if (bias) s << "bias " << key.align_bias << "-byte aligned" << (aux ? ", " : "");
+    if (aux) s << "aux ld " << key.ldd << ", " << key.align_aux << "-byte aligned";
+    s << ')';
+  }
   return s.str();
 }
 

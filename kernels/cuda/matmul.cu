@@ -14,7 +14,6 @@
 // mode); bf16 / f16 accumulate in f32.
 #include <cublasLt.h>
 
-#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -106,10 +105,21 @@ struct Epilogue {
   void* gelu_aux = nullptr;
 };
 
+void set_epilogue_pointers(GemmPlan& p, const gemm::GemmKey& key, const Epilogue& e) {
+  if (e.bias)
+    STRATA_CUBLAS_CHECK_GEMM(
+        cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &e.bias, sizeof e.bias), key);
+  if (e.gelu_aux)
+    STRATA_CUBLAS_CHECK_GEMM(
+        cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &e.gelu_aux, sizeof e.gelu_aux),
+        key);
+}
+
 // The descriptor, layouts and heuristic's first algorithm for `key`, with alignment
 // preferences saying how aligned the operands really are (strata's views are only
-// 2- to 64-byte aligned; cuBLASLt otherwise assumes 256).
-GemmPlan make_plan(const gemm::GemmKey& key, const Context& c, bool optional) {
+// 2- to 64-byte aligned; cuBLASLt otherwise assumes 256). The heuristic reads the
+// bias and aux pointers' alignment from their values, so this call's are set first.
+GemmPlan make_plan(const gemm::GemmKey& key, const Context& c, bool optional, const Epilogue& e) {
   GemmPlan p;
   STRATA_CUBLAS_CHECK_GEMM(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), key);
   const cublasOperation_t ta = key.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = key.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -118,7 +128,8 @@ GemmPlan make_plan(const gemm::GemmKey& key, const Context& c, bool optional) {
   const cublasLtEpilogue_t epilogue = epilogue_value(key.epilogue);
   STRATA_CUBLAS_CHECK_GEMM(
       cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue), key);
-  if (key.epilogue == gemm::Epilogue::gelu_aux || key.epilogue == gemm::Epilogue::gelu_aux_bias) {
+  set_epilogue_pointers(p, key, e);
+  if (e.gelu_aux) {
     const int64_t aux_ld = key.ldd;  // in elements; the caller ensures a multiple of 8
     STRATA_CUBLAS_CHECK_GEMM(
         cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof aux_ld), key);
@@ -169,22 +180,16 @@ bool gemm(const Context& c, int64_t m, int64_t n, int64_t k, Operand a, Operand 
   key.align_a = gemm::alignment_bytes(a.data, a.ld, dtype_size(a.dtype));
   key.align_b = gemm::alignment_bytes(b.data, b.ld, dtype_size(b.dtype));
   key.align_d = gemm::alignment_bytes(d, ldd, dtype_size(d_type));
-  if (e.gelu_aux)  // the aux matrix is written like D: the weaker alignment of the two
-    key.align_d = std::min(key.align_d, gemm::alignment_bytes(e.gelu_aux, ldd, dtype_size(d_type)));
+  if (e.bias) key.align_bias = gemm::alignment_bytes(e.bias, 0, dtype_size(d_type));
+  if (e.gelu_aux) key.align_aux = gemm::alignment_bytes(e.gelu_aux, ldd, dtype_size(d_type));
   STRATA_CHECK(c.blas_plans && c.blas_workspace, "matmul: the CUDA context has no cuBLASLt plans or workspace");
   return c.blas_plans->with(
-      key, [&] { return make_plan(key, c, optional); },
+      key, [&] { return make_plan(key, c, optional, e); },
       [&](GemmPlan& p) {
         STRATA_CHECK(p.found || optional, "matmul: cuBLASLt has no algorithm for this " << gemm::describe(key));
         if (!p.found) return false;
         // The pointers are per call: set on the shared descriptor, under the cache's lock.
-        if (e.bias)
-          STRATA_CUBLAS_CHECK_GEMM(
-              cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &e.bias, sizeof e.bias), key);
-        if (e.gelu_aux)
-          STRATA_CUBLAS_CHECK_GEMM(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
-                                                                  &e.gelu_aux, sizeof e.gelu_aux),
-                                   key);
+        set_epilogue_pointers(p, key, e);
         const float alpha = 1.0f;
         STRATA_CUBLAS_CHECK_GEMM(cublasLtMatmul(static_cast<cublasLtHandle_t>(c.blas), p.op, &alpha, a.data, p.la,
                                                 b.data, p.lb, &beta, d, p.ld, d, p.ld, &p.algo, c.blas_workspace,

@@ -19,7 +19,7 @@ gemm::GemmKey qkv_key() {  // gpt2-small's qkv GEMM in bf16, as matmul_forward b
   gemm::GemmKey k;
   k.m = 2304, k.n = 16384, k.k = 768, k.lda = 768, k.ldb = 768, k.ldd = 2304;
   k.a = k.b = k.d = DType::bf16, k.trans_a = true, k.epilogue = gemm::Epilogue::bias;
-  k.align_a = 16, k.align_b = 256, k.align_d = 64;
+  k.align_a = 16, k.align_b = 256, k.align_d = 64, k.align_bias = 32;
   return k;
 }
 }  // namespace
@@ -42,12 +42,12 @@ TEST_CASE("gemm keys differ in every field the heuristic reads", "[cpu][gemm_pla
   gemm::GemmKeyHash hash;
   CHECK(base == qkv_key());
   CHECK(hash(base) == hash(qkv_key()));
-  std::vector<gemm::GemmKey> variants(15, base);
+  std::vector<gemm::GemmKey> variants(17, base);
   variants[0].m = 768, variants[1].n = 8192, variants[2].k = 3072, variants[3].lda = 2304;
   variants[4].ldb = 1024, variants[5].ldd = 4096, variants[6].a = DType::f16, variants[7].b = DType::f32;
   variants[8].d = DType::f32, variants[9].trans_a = false, variants[10].trans_b = true;
   variants[11].epilogue = gemm::Epilogue::gelu_aux_bias, variants[12].align_a = 2, variants[13].align_b = 128;
-  variants[14].align_d = 4;
+  variants[14].align_d = 4, variants[15].align_bias = 2, variants[16].align_aux = 16;
   for (const gemm::GemmKey& v : variants) {
     CHECK_FALSE(v == base);
     CHECK(hash(v) != hash(base));  // FNV-1a over distinct small fields: no collision here
@@ -57,7 +57,13 @@ TEST_CASE("gemm keys differ in every field the heuristic reads", "[cpu][gemm_pla
 TEST_CASE("gemm description names shape, dtypes, transposes, alignments and epilogue", "[cpu][gemm_plan]") {
   CHECK(gemm::describe(qkv_key()) ==
         "GEMM m 2304 n 16384 k 768: A bf16 T ld 768 (16-byte aligned), B bf16 N ld 768 (256-byte aligned), "
-        "D bf16 ld 2304 (64-byte aligned), epilogue bias");
+        "D bf16 ld 2304 (64-byte aligned), epilogue bias (bias 32-byte aligned)");
+  gemm::GemmKey fc = qkv_key();
+  fc.epilogue = gemm::Epilogue::gelu_aux_bias, fc.align_aux = 128;
+  CHECK(gemm::describe(fc).find("epilogue gelu_aux_bias (bias 32-byte aligned, aux ld 2304, 128-byte aligned)") !=
+        std::string::npos);
+  fc.epilogue = gemm::Epilogue::none;
+  CHECK(gemm::describe(fc).find("epilogue none") + 13 == gemm::describe(fc).size());  // no epilogue pointers
   CHECK(gemm::epilogue_of(false, false) == gemm::Epilogue::none);
   CHECK(gemm::epilogue_of(true, false) == gemm::Epilogue::bias);
   CHECK(gemm::epilogue_of(false, true) == gemm::Epilogue::gelu_aux);
