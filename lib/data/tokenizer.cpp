@@ -333,7 +333,12 @@ Tokenizer Tokenizer::from_json(std::string_view text, const std::string& name) {
 }
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
-  return from_json(read_text_files({path}), path);
+  std::ifstream in(path, std::ios::binary);
+  STRATA_CHECK(in, "tokenizer file '" << path << "' cannot be read: " << detail::errno_string()
+                                      << "; give the path of a Hugging Face tokenizer.json");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return from_json(text.str(), path);
 }
 
 std::vector<uint32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {

@@ -3,6 +3,7 @@
 // small byte-level BPE files and the ids `tokenizers` gives for sample.txt.
 #include <catch2/catch.hpp>
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -172,4 +173,37 @@ TEST_CASE("tokenizer: decode refuses ids outside the vocabulary", "[tokenizer]")
   const Tokenizer tok = Tokenizer::from_file(fixture("gpt2.json"));
   const std::vector<uint32_t> ids{1, 700};
   CHECK_THROWS_WITH(tok.decode(ids), Catch::Contains("token id 700 at index 1 is outside"));
+}
+
+TEST_CASE("tokenizer: encode_parallel equals a serial encode on text over several chunks",
+          "[tokenizer]") {
+  const Tokenizer tok = Tokenizer::from_file(fixture("llama3.json"));
+  std::string text;
+  const std::string sample = slurp(fixture("sample.txt"));
+  while (text.size() < (size_t(3) << 18)) text += sample;
+  CHECK(strata::encode_parallel(tok, text) == tok.encode(text));
+}
+
+TEST_CASE("tokenizer: prepare_text writes uint32 shards for a vocabulary over 65,536, cut at a "
+          "line start", "[tokenizer]") {
+  nlohmann::json j = nlohmann::json::parse(slurp(fixture("gpt2.json")));
+  j["added_tokens"].push_back({{"id", 70000}, {"content", "<|big|>"}, {"special", true}});
+  const Tokenizer tok = Tokenizer::from_json(j.dump(), "big.json");
+  CHECK(tok.vocab_size() == 70001);
+  char dir[] = "/tmp/strata_tok_XXXXXX";
+  REQUIRE(::mkdtemp(dir) != nullptr);
+  const std::string input = std::string(dir) + "/in.txt";
+  const std::string text = "first line <|big|>\nsecond line\nthird line\n";
+  std::ofstream(input, std::ios::binary) << text;
+  const strata::PrepareResult r = strata::prepare_text({input}, std::string(dir) + "/out", 0.2, tok);
+  const strata::TokenShard train(r.train_path), val(r.val_path);
+  CHECK(train.tokens().width() == 4);
+  // 20% of 42 bytes is 8: the split moves back from byte 34 to the start of "third line".
+  const std::vector<uint32_t> v(val.tokens().begin(), val.tokens().end());
+  CHECK(tok.decode(v) == "third line\n");
+  const std::vector<uint32_t> t(train.tokens().begin(), train.tokens().end());
+  CHECK(tok.decode(t) == "first line <|big|>\nsecond line\n");
+  CHECK(std::count(t.begin(), t.end(), 70000u) == 1);
+  CHECK_THROWS_WITH(train.validate_tokens(700), Catch::Contains("holds token 70000"));
+  std::filesystem::remove_all(dir);
 }
