@@ -123,12 +123,14 @@ Trainer::Trainer(Model& model, const TrainOptions& o, const offload::OffloadOpti
 Trainer::~Trainer() = default;
 
 AdamW& Trainer::optimizer() {
-  STRATA_CHECK(adamw_, "Trainer::optimizer: a data-parallel or offloaded Trainer keeps its optimizer state in its store");
+  STRATA_CHECK(adamw_, "Trainer::optimizer: a data-parallel or offloaded Trainer keeps its optimizer state in its "
+                       "store; read it with optimizer_state");
   return *adamw_;
 }
 
 const AdamW& Trainer::optimizer() const {
-  STRATA_CHECK(adamw_, "Trainer::optimizer: a data-parallel Trainer keeps its optimizer state in shards");
+  STRATA_CHECK(adamw_, "Trainer::optimizer: a data-parallel or offloaded Trainer keeps its optimizer state in its "
+                       "store; read it with optimizer_state");
   return *adamw_;
 }
 

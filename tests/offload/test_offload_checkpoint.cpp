@@ -1,10 +1,11 @@
 // Checkpoints of offloaded runs (OffloadStore through the Trainer) on CPU devices:
 // save at step N and resume equals the uninterrupted run bit for bit (losses, working
-// params, master, m, v) on every tier, fp32 and bf16; the files are byte for byte the
-// resident run's, so a checkpoint resumes across resident and offloaded Trainers; a
-// SIGKILL during a save of an NVMe run leaves the newest complete checkpoint loadable
-// and equal to the run at its step; a save of a model whose state is many units large
-// grows the resident set by about one unit; memory() reports every tier.
+// params, master, m, v) on every tier, fp32 and bf16 (fp16 on two placements); the
+// files are byte for byte the resident run's, so a checkpoint resumes across resident
+// and offloaded Trainers; a SIGKILL during a save of an NVMe run leaves the newest
+// complete checkpoint loadable and equal to the run at its step; a save of a model
+// whose state is many units large grows the resident set by about one unit; memory()
+// reports every tier.
 // The kill test's child is this binary re-executed (as tests/io/test_crash.cpp does:
 // oneTBB's thread pool does not survive a bare fork).
 #include <fcntl.h>
@@ -113,9 +114,10 @@ TEST_CASE("an offloaded run saved at step N resumes bit for bit, every placement
   ScratchDir dir(2);
   constexpr int N = 3, M = 3;
   for (const char* arch : {"gpt", "llama"})
-    for (Precision p : {Precision::fp32, Precision::bf16})
+    for (Precision p : {Precision::fp32, Precision::bf16, Precision::fp16})
       for (auto [tp, tg, to] : kPlacements) {
         if (std::string(arch) == "llama" && tp != Tier::nvme) continue;  // gpt covers the mixed placements
+        if (p == Precision::fp16 && (std::string(arch) == "llama" || tg != tp)) continue;  // the loss scale: a few
         INFO(arch << " " << precision_name(p) << " params " << offload::tier_name(tp) << ", grads "
                   << offload::tier_name(tg) << ", optimizer " << offload::tier_name(to));
         const ModelConfig c = config(arch);
@@ -215,7 +217,8 @@ TEST_CASE("memory() of an offloaded Trainer reports every tier as the store plac
       const ZeroMemory m = r.trainer->memory();
       // Every array once, on whichever tier, plus the store's device pool: whole
       // buffers of the largest unit, at least two (the head borrows the embedding).
-      for (auto [got, array, buffer] : {std::tuple{m.params, bytes[0], largest * ds}, {m.grads, bytes[1], largest * 4}}) {
+      for (auto [got, array, buffer] :
+           {std::tuple{m.params, bytes[0], largest * ds}, {m.grads, bytes[1], largest * 4}}) {
         REQUIRE(got >= array + 2 * buffer);
         CHECK((got - array) % buffer == 0);
       }
@@ -232,6 +235,30 @@ TEST_CASE("memory() of an offloaded Trainer reports every tier as the store plac
         CHECK(m.pinned_bytes == 0);  // no NVMe: no pinned pool
       }
     }
+}
+
+TEST_CASE("memory() of a frozen LoRA base on NVMe: its params there, the adapters resident", "[offload][lora]") {
+  ScratchDir dir(1);
+  const ModelConfig c = config("gpt");
+  const offload::OffloadOptions o = placement(Tier::nvme, Tier::nvme, Tier::nvme, dir);
+  Model m(c, cpu(), Precision::bf16, 5);
+  Lora lora(m, LoraOptions{});
+  Trainer t(m, options(), o);
+  size_t psi = 0, largest = 0;
+  for (int u = 0; u < m.num_units(); ++u) {
+    psi += size_t(m.unit_numel(u));
+    largest = std::max(largest, size_t(m.unit_numel(u)));
+  }
+  RandomBatch b(kB, kT, c.vocab_size, 7);
+  t.train_step({b.batch(), b.batch()});
+  const ZeroMemory mem = t.memory();
+  CHECK(mem.nvme_bytes == psi * 2);  // the base's bf16 params only: no gradients or optimizer state
+  CHECK(mem.host_bytes == 0);
+  REQUIRE(mem.params >= psi * 2 + 2 * largest * 2 + lora.param_bytes());
+  CHECK((mem.params - psi * 2 - lora.param_bytes()) % (largest * 2) == 0);
+  CHECK(mem.grads == lora.grad_bytes());
+  CHECK(mem.optimizer == lora.optimizer_bytes());
+  CHECK(mem.pinned_bytes > 0);
 }
 
 namespace {
