@@ -76,7 +76,7 @@ State zero_run(const ModelConfig& c, Precision p, int stage, const offload::Offl
 
 }  // namespace
 
-TEST_CASE("ZeRO with offload saved at step N resumes bit for bit; its files are ZeRO's without offload",
+TEST_CASE("ZeRO with offload saved at step N resumes bit for bit, in the files of ZeRO without offload",
           "[offload][checkpoint][dist]") {
   ScratchDir dir(2);
   const ModelConfig c = tiny_config("gpt");
