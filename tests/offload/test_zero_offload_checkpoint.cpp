@@ -7,21 +7,15 @@
 #include <filesystem>
 
 #include "checkpoint_support.h"
-#include "nvme_test_dirs.h"
-#include "strata/checkpoint.h"
 #include "strata/dist.h"
-#include "strata/offload.h"
-#include "strata/strata.h"
-#include "../train/train_support.h"
 
 using namespace strata;
 using namespace strata::test;
-using offload::Tier;
 
 namespace {
 
-constexpr int kRanks = 2, kAccum = 2;
-constexpr int64_t kRows = 2, kT = 8;
+constexpr int kRanks = 2;
+constexpr int64_t kRows = 2;  // per rank; kAccum micro-batches of kT tokens (checkpoint_support.h)
 
 TrainOptions options(int stage) {
   TrainOptions o;
