@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/philox.h"
+#include "common/rope_math.h"
 #include "strata/device.h"
 #include "strata/tensor.h"
 
@@ -172,7 +173,8 @@ void swiglu_backward(const SwigluBackwardArgs& a, Stream& s);
 // Rotary position embedding, "rotate half" pairing (element i with i + D/2, as in
 // Hugging Face LLaMA): for head h < rotated_heads at position p = t + pos_offset,
 //   out[i]       = x[i] cos(p w_i) - x[i + D/2] sin(p w_i)
-//   out[i + D/2] = x[i + D/2] cos(p w_i) + x[i] sin(p w_i),  w_i = theta^(-2i/D).
+//   out[i + D/2] = x[i + D/2] cos(p w_i) + x[i] sin(p w_i),  w_i = theta^(-2i/D),
+// rescaled by `scaling` (kernels/common/rope_math.h: linear or llama3).
 // Heads >= rotated_heads are copied, so the packed qkv buffer viewed as
 // (B, T, 3*NH, D) with rotated_heads = 2*NH rotates q and k and passes v through.
 struct RopeArgs {
@@ -181,6 +183,7 @@ struct RopeArgs {
   int64_t rotated_heads = 0;
   float theta = 10000.0f;
   int64_t pos_offset = 0;
+  RopeScalingArgs scaling{};
 };
 void rope_forward(const RopeArgs& a, Stream& s);
 // d_inp from d_out: the inverse rotation (same args, out = d_inp, inp = d_out).

@@ -16,10 +16,11 @@ enum Slot { kCos = 0, kSin, kHead };
 
 // cos / sin (half) of position p: the angle p * theta^(-2i/D) is formed in double so
 // large positions keep their phase; only the final cos / sin are rounded to f32.
-void angle_table(int64_t p, float theta, int64_t d, float* cos_out, float* sin_out) {
+void angle_table(int64_t p, float theta, const RopeScalingArgs& scaling, int64_t d, float* cos_out,
+                 float* sin_out) {
   const int64_t half = d / 2;
   for (int64_t i = 0; i < half; ++i) {
-    const double angle = double(p) * std::pow(double(theta), -2.0 * double(i) / double(d));
+    const double angle = double(p) * rope_inv_freq(i, d, theta, scaling);
     cos_out[i] = float(std::cos(angle));
     sin_out[i] = float(std::sin(angle));
   }
@@ -56,7 +57,7 @@ void rope_impl(const ops::RopeArgs& a, float sign) {
     for (int64_t k = begin; k < end; ++k) {
       const int64_t t = k / b_size, b = k % b_size;
       if (t != table_t) {
-        angle_table(t + a.pos_offset, a.theta, d, cos_t, sin_t);
+        angle_table(t + a.pos_offset, a.theta, a.scaling, d, cos_t, sin_t);
         table_t = t;
       }
       const int64_t row = (b * t_size + t) * heads * d;  // (H, D) at (b, t)

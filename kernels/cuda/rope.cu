@@ -1,5 +1,5 @@
 // CUDA rotary position embedding ("rotate half" pairing), forward and backward.
-// Invariants: the angle table is the CPU backend's — p * theta^(-2i/D) formed in
+// Invariants: the angle table is the CPU backend's — p * rope_inv_freq (common/rope_math.h) formed in
 // double, only cos / sin rounded to f32 — computed once per call into scratch, and
 // backward is forward with the sine negated; each thread reads both elements of its
 // pair before writing either, so inp may alias out.
@@ -8,11 +8,12 @@
 namespace strata::STRATA_CUDA_NS {
 
 // table (T, D/2, 2): cos, sin of position t + pos_offset.
-static __global__ void rope_table_kernel(float* table, int64_t t_size, int64_t d, float theta, int64_t pos_offset) {
+static __global__ void rope_table_kernel(float* table, int64_t t_size, int64_t d, float theta,
+                                         RopeScalingArgs scaling, int64_t pos_offset) {
   const int64_t half = d / 2;
   for (int64_t k = grid_first(); k < t_size * half; k += grid_stride()) {
     const int64_t t = k / half, i = k % half;
-    const double angle = double(t + pos_offset) * pow(double(theta), -2.0 * double(i) / double(d));
+    const double angle = double(t + pos_offset) * rope_inv_freq(i, d, theta, scaling);
     table[2 * k] = float(cos(angle));
     table[2 * k + 1] = float(sin(angle));
   }
@@ -42,7 +43,7 @@ namespace {
 void rope(const ops::RopeArgs& a, const Context& c, float sign) {
   const int64_t b_size = a.inp.shape[0], t_size = a.inp.shape[1], heads = a.inp.shape[2], d = a.inp.shape[3];
   float* table = static_cast<float*>(c.scratch->get(size_t(t_size * d) * sizeof(float)));  // (T, D/2, 2)
-  launch(rope_table_kernel, blocks_for(t_size * d / 2, kThreads), kThreads, 0, c.stream, table, t_size, d, a.theta,
+  launch(rope_table_kernel, blocks_for(t_size * d / 2, kThreads), kThreads, 0, c.stream, table, t_size, d, a.theta, a.scaling,
          a.pos_offset);
   const int64_t pairs = b_size * t_size * heads * d / 2;
   dispatch_float(a.inp.dtype, [&](auto tag) {

@@ -27,6 +27,14 @@ void check_rope(const char* op, const RopeArgs& a, const Stream& s) {
     STRATA_FAIL(op << ": argument 'theta' is " << a.theta << ", expected a finite value > 0 (e.g. 10000)");
   if (a.pos_offset < 0)
     STRATA_FAIL(op << ": argument 'pos_offset' is " << a.pos_offset << ", expected >= 0");
+  const RopeScalingArgs& sc = a.scaling;
+  if (sc.type != RopeScalingType::none && !(sc.factor > 0.0f && std::isfinite(sc.factor)))
+    STRATA_FAIL(op << ": argument 'scaling.factor' is " << sc.factor << ", expected a finite value > 0");
+  if (sc.type == RopeScalingType::llama3 &&
+      !(sc.high_freq_factor > sc.low_freq_factor && sc.low_freq_factor > 0.0f && sc.original_max_seq > 0.0f))
+    STRATA_FAIL(op << ": llama3 scaling needs high_freq_factor > low_freq_factor > 0 and "
+                      "original_max_seq > 0, got "
+                   << sc.high_freq_factor << ", " << sc.low_freq_factor << ", " << sc.original_max_seq);
 }
 
 }  // namespace

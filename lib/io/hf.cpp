@@ -153,6 +153,18 @@ Value hf_config(const ModelConfig& c, HfLayout layout, DType dtype) {
     v.set("max_position_embeddings", Value::integer(c.max_seq));
     v.set("rms_norm_eps", Value::real(c.norm_eps));
     v.set("rope_theta", Value::real(c.rope_theta));
+    if (c.rope_scaling.kind != RopeScalingKind::none) {  // transformers' rope_scaling spelling
+      const RopeScaling& r = c.rope_scaling;
+      Value sc = Value::object();
+      sc.set("rope_type", Value::string(rope_scaling_name(r.kind)));
+      sc.set("factor", Value::real(r.factor));
+      if (r.kind == RopeScalingKind::llama3) {
+        sc.set("low_freq_factor", Value::real(r.low_freq_factor));
+        sc.set("high_freq_factor", Value::real(r.high_freq_factor));
+        sc.set("original_max_position_embeddings", Value::integer(r.original_max_seq));
+      }
+      v.set("rope_scaling", std::move(sc));
+    }
     v.set("hidden_act", Value::string("silu"));
     v.set("attention_bias", Value::boolean(c.bias));
     v.set("mlp_bias", Value::boolean(c.bias));
@@ -236,12 +248,86 @@ void export_hf(const Model& model, const std::string& dir, HfLayout layout, DTyp
   w.finish();
 }
 
+namespace {
+
+// transformers' rope settings in either spelling: v4's top-level rope_theta plus an
+// optional rope_scaling object, or v5's rope_parameters object holding both. Every
+// rope type or key strata does not implement is refused by name.
+void read_rope(const Value& v, const std::string& path, ModelConfig& c) {
+  c.rope_theta = get_float_or(v, "rope_theta", 10000.0f, path);
+  const Value* params = v.find("rope_parameters");
+  const Value* scaling = v.find("rope_scaling");
+  STRATA_CHECK(!(params && !params->is_null() && scaling && !scaling->is_null()),
+               path << ": both rope_parameters and rope_scaling are set; give one");
+  const Value* r = params && !params->is_null() ? params : scaling && !scaling->is_null() ? scaling : nullptr;
+  if (r == nullptr) return;
+  const std::string where = path + (r == params ? " rope_parameters" : " rope_scaling");
+  STRATA_CHECK(r->is_object(), where << " must be an object");
+  static const std::set<std::string> known = {"rope_type", "type", "rope_theta", "factor", "low_freq_factor",
+                                              "high_freq_factor", "original_max_position_embeddings"};
+  for (const auto& [key, value] : r->members(where))
+    STRATA_CHECK(known.count(key) || (key == "partial_rotary_factor" && value.as_double(where) == 1.0),
+                 where << ": key \"" << key << "\" is not implemented by strata (it implements rope types "
+                       "default, linear and llama3); loading the model would change its numerics");
+  if (const Value* theta = r->find("rope_theta")) c.rope_theta = float(theta->as_double(where + " rope_theta"));
+  const Value* type_value = r->find("rope_type") ? r->find("rope_type") : r->find("type");
+  const std::string type = type_value ? type_value->as_string(where + " rope_type") : "default";
+  auto number = [&](const char* key) {
+    return float(r->at(key, where).as_double(where + " " + key));
+  };
+  if (type == "default") {
+    c.rope_scaling = {};
+  } else if (type == "linear") {
+    c.rope_scaling.kind = RopeScalingKind::linear;
+    c.rope_scaling.factor = number("factor");
+  } else if (type == "llama3") {
+    c.rope_scaling.kind = RopeScalingKind::llama3;
+    c.rope_scaling.factor = number("factor");
+    c.rope_scaling.low_freq_factor = number("low_freq_factor");
+    c.rope_scaling.high_freq_factor = number("high_freq_factor");
+    c.rope_scaling.original_max_seq = r->at("original_max_position_embeddings", where).as_int(where);
+  } else {
+    STRATA_FAIL(where << ": rope_type \"" << type << "\" is not implemented by strata (it implements default, "
+                         "linear and llama3); loading the model would change its numerics");
+  }
+}
+
+// config.json keys that change no numerics strata computes (metadata, generation and
+// tokenizer ids), or that read_hf_config reads itself.
+bool known_config_key(const std::string& type, const std::string& key) {
+  static const std::set<std::string> common = {
+      "architectures", "model_type", "torch_dtype", "dtype", "transformers_version", "_name_or_path",
+      "bos_token_id", "eos_token_id", "pad_token_id", "initializer_range", "use_cache", "vocab_size",
+      "tie_word_embeddings", "output_attentions", "output_hidden_states", "return_dict", "id2label",
+      "label2id", "task_specific_params", "problem_type", "tokenizer_class", "prefix", "sep_token_id",
+      "decoder_start_token_id", "is_encoder_decoder", "add_cross_attention", "chunk_size_feed_forward",
+      "torchscript", "use_return_dict"};
+  static const std::set<std::string> gpt2 = {
+      "n_positions", "n_ctx", "n_embd", "n_layer", "n_head", "n_inner", "activation_function",
+      "layer_norm_epsilon", "resid_pdrop", "embd_pdrop", "attn_pdrop", "scale_attn_weights",
+      "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "summary_type", "summary_use_proj",
+      "summary_activation", "summary_proj_to_labels", "summary_first_dropout"};
+  static const std::set<std::string> llama = {
+      "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+      "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters",
+      "hidden_act", "attention_bias", "mlp_bias", "attention_dropout", "pretraining_tp"};
+  return common.count(key) || (type == "gpt2" ? gpt2 : llama).count(key);
+}
+
+}  // namespace
+
 ModelConfig read_hf_config(const std::string& dir, HfLayout* layout_out) {
   const std::string path = dir + "/config.json";
   const Value v = json::parse(io::read_file(path), path);
   const std::string type = v.at("model_type", path).as_string(path + " model_type");
   ModelConfig c;
   c.causal = true;
+  if (type == "gpt2" || type == "llama")
+    for (const auto& [key, value] : v.members(path))
+      STRATA_CHECK(known_config_key(type, key),
+                   path << ": key \"" << key << "\" is not implemented by strata for model_type " << type
+                        << "; loading the model could change its numerics, so it is refused (remove the "
+                           "key if it does not matter)");
   if (type == "gpt2") {
     c.vocab_size = get_int(v, "vocab_size", path);
     c.max_seq = get_int(v, "n_positions", path);
@@ -280,19 +366,19 @@ ModelConfig read_hf_config(const std::string& dir, HfLayout* layout_out) {
                  path << ": head_dim * num_attention_heads must equal hidden_size");
     const Value* act = v.find("hidden_act");
     STRATA_CHECK(!act || act->as_string(path) == "silu", path << ": hidden_act must be silu (SwiGLU)");
-    const Value* scaling = v.find("rope_scaling");
-    STRATA_CHECK(!scaling || scaling->is_null(), path << ": rope_scaling is not supported");
     c.norm = NormKind::rmsnorm;
     c.mlp = MlpKind::swiglu;
     c.positions = PositionKind::rope;
     c.norm_eps = get_float_or(v, "rms_norm_eps", 1e-6f, path);
-    float theta = get_float_or(v, "rope_theta", 10000.0f, path);
-    if (const Value* rp = v.find("rope_parameters"); rp && rp->is_object()) theta = get_float_or(*rp, "rope_theta", theta, path);
-    c.rope_theta = theta;
+    read_rope(v, path, c);
     const bool attn_bias = get_bool_or(v, "attention_bias", false, path);
     STRATA_CHECK(attn_bias == get_bool_or(v, "mlp_bias", false, path),
                  path << ": attention_bias and mlp_bias must agree (strata has one bias switch)");
     c.bias = attn_bias;
+    const Value* tp = v.find("pretraining_tp");
+    STRATA_CHECK(!tp || tp->is_null() || tp->as_int(path) == 1,
+                 path << ": pretraining_tp " << tp->as_int(path) << " (a sliced linear layer) is not implemented; "
+                         "only 1");
     c.tied_embeddings = get_bool_or(v, "tie_word_embeddings", false, path);
     c.dropout_attention = get_float_or(v, "attention_dropout", 0.0f, path);
     c.dropout_residual = c.dropout_embedding = 0.0f;

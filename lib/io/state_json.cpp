@@ -53,6 +53,16 @@ Value to_json(const ModelConfig& c) {
   v.set("dropout_residual", Value::real(c.dropout_residual));
   v.set("norm_eps", Value::real(c.norm_eps));
   v.set("rope_theta", Value::real(c.rope_theta));
+  if (c.rope_scaling.kind != RopeScalingKind::none) {
+    const RopeScaling& r = c.rope_scaling;
+    Value sc = Value::object();
+    sc.set("kind", Value::string(rope_scaling_name(r.kind)));
+    sc.set("factor", Value::real(r.factor));
+    sc.set("low_freq_factor", Value::real(r.low_freq_factor));
+    sc.set("high_freq_factor", Value::real(r.high_freq_factor));
+    sc.set("original_max_seq", Value::integer(r.original_max_seq));
+    v.set("rope_scaling", sc);
+  }
   return v;
 }
 
@@ -82,6 +92,16 @@ ModelConfig model_config_from(const Value& v, const std::string& what) {
   c.dropout_residual = get_float(v, "dropout_residual", what);
   c.norm_eps = get_float(v, "norm_eps", what);
   c.rope_theta = get_float(v, "rope_theta", what);
+  if (const Value* sc = v.find("rope_scaling")) {  // absent in checkpoints without scaling
+    const std::string& kind = get_string(*sc, "kind", what);
+    STRATA_CHECK(kind == "linear" || kind == "llama3",
+                 what << ": rope_scaling kind \"" << kind << "\" is not linear or llama3");
+    c.rope_scaling.kind = kind == "linear" ? RopeScalingKind::linear : RopeScalingKind::llama3;
+    c.rope_scaling.factor = get_float(*sc, "factor", what);
+    c.rope_scaling.low_freq_factor = get_float(*sc, "low_freq_factor", what);
+    c.rope_scaling.high_freq_factor = get_float(*sc, "high_freq_factor", what);
+    c.rope_scaling.original_max_seq = get_int(*sc, "original_max_seq", what);
+  }
   try {
     c.validate();
   } catch (const Error& e) {

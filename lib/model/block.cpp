@@ -20,6 +20,17 @@
 namespace strata {
 
 namespace {
+// The public config's scaling as the rope op's arguments.
+RopeScalingArgs rope_scaling_args(const RopeScaling& r) {
+  const RopeScalingType type = r.kind == RopeScalingKind::linear   ? RopeScalingType::linear
+                               : r.kind == RopeScalingKind::llama3 ? RopeScalingType::llama3
+                                                                   : RopeScalingType::none;
+  return {type, r.factor, r.low_freq_factor, r.high_freq_factor, float(r.original_max_seq)};
+}
+}  // namespace
+
+
+namespace {
 
 enum BlockParam : int { kLn1W, kLn1B, kQkvW, kQkvB, kProjW, kProjB, kLn2W, kLn2B, kFcW, kFcB, kFc2W, kFc2B };
 
@@ -151,7 +162,7 @@ class BlockUnit final : public Unit {
                             s);
     if (c_.positions == PositionKind::rope) {
       TensorView q = d_qkv.reshape({ctx.B, ctx.T, 3 * c_.n_heads, c_.head_dim()});
-      ops::rope_backward({q, q, 2 * c_.n_heads, c_.rope_theta, 0}, s);
+      ops::rope_backward({q, q, 2 * c_.n_heads, c_.rope_theta, 0, rope_scaling_args(c_.rope_scaling)}, s);
     }
     ops::matmul_backward({sa, G[kQkvW], G[kQkvB], d_qkv, a.ln1, P[kQkvW]}, s);
     if (adapter_) adapter_->backward(ctx, layer_, 0, a.ln1, d_qkv, sa);
@@ -198,7 +209,7 @@ class BlockUnit final : public Unit {
     if (adapter_) adapter_->forward(ctx, layer_, 0, a.ln1, a.qkv);
     if (c_.positions == PositionKind::rope) {
       TensorView q = a.qkv.reshape({ctx.B, ctx.T, 3 * c_.n_heads, c_.head_dim()});
-      ops::rope_forward({q, q, 2 * c_.n_heads, c_.rope_theta, 0}, s);
+      ops::rope_forward({q, q, 2 * c_.n_heads, c_.rope_theta, 0, rope_scaling_args(c_.rope_scaling)}, s);
     }
     ops::attention_forward({a.att.reshape({ctx.B, ctx.T, c_.n_heads, c_.head_dim()}), a.lse, qkv3(ctx, a.qkv),
                             c_.n_heads, c_.causal, drop(ctx, c_.dropout_attention), ctx.dropout_key(kSiteAttention)},

@@ -1,4 +1,5 @@
 // Model configurations: presets, validation, parameter and FLOP accounting.
+#include <cmath>
 #include <sstream>
 
 #include "strata/error.h"
@@ -79,6 +80,29 @@ void ModelConfig::validate() const {
   for (float p : {dropout_embedding, dropout_attention, dropout_residual})
     STRATA_CHECK(p >= 0.0f && p < 1.0f, "ModelConfig: dropout " << p << " must be in [0, 1)");
   STRATA_CHECK(norm_eps > 0.0f, "ModelConfig: norm_eps " << norm_eps << " must be positive");
+  STRATA_CHECK(rope_theta > 0.0f && std::isfinite(rope_theta),
+               "ModelConfig: rope_theta " << rope_theta << " must be a finite value > 0");
+  const RopeScaling& r = rope_scaling;
+  if (r.kind != RopeScalingKind::none) {
+    STRATA_CHECK(positions == PositionKind::rope, "ModelConfig: rope_scaling " << rope_scaling_name(r.kind)
+                                                  << " needs RoPE positions");
+    STRATA_CHECK(r.factor > 0.0f && std::isfinite(r.factor),
+                 "ModelConfig: rope_scaling factor " << r.factor << " must be a finite value > 0");
+  }
+  if (r.kind == RopeScalingKind::llama3)
+    STRATA_CHECK(r.low_freq_factor > 0.0f && r.high_freq_factor > r.low_freq_factor && r.original_max_seq >= 1,
+                 "ModelConfig: llama3 rope_scaling needs high_freq_factor > low_freq_factor > 0 and "
+                 "original_max_seq >= 1, got "
+                     << r.high_freq_factor << ", " << r.low_freq_factor << ", " << r.original_max_seq);
+}
+
+const char* rope_scaling_name(RopeScalingKind kind) {
+  switch (kind) {
+    case RopeScalingKind::none: return "none";
+    case RopeScalingKind::linear: return "linear";
+    case RopeScalingKind::llama3: return "llama3";
+  }
+  return "?";
 }
 
 int64_t ModelConfig::num_parameters() const {
@@ -105,8 +129,11 @@ std::string ModelConfig::describe() const {
     << vocab_size << ", seq " << max_seq << ", " << (norm == NormKind::layernorm ? "LayerNorm" : "RMSNorm") << ", "
     << (mlp == MlpKind::gelu ? "GELU" : "SwiGLU") << ", "
     << (positions == PositionKind::learned ? "learned positions"
-        : positions == PositionKind::rope  ? "RoPE"
-                                           : "sinusoidal positions")
+        : positions == PositionKind::rope  ? (rope_scaling.kind == RopeScalingKind::none
+                                                  ? std::string("RoPE")
+                                                  : std::string("RoPE (") + rope_scaling_name(rope_scaling.kind) +
+                                                        " scaling)")
+                                           : std::string("sinusoidal positions"))
     << ", " << double(num_parameters()) / 1e6 << "M parameters";
   return s.str();
 }

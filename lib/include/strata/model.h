@@ -19,6 +19,20 @@ enum class NormKind : uint8_t { layernorm, rmsnorm };
 enum class MlpKind : uint8_t { gelu, swiglu };
 enum class PositionKind : uint8_t { learned, rope, sinusoidal };
 
+// RoPE frequency rescaling, as Hugging Face's rope types: none ("default"), linear
+// (every frequency / factor) and llama3 (low frequencies / factor, high ones kept, a
+// smooth ramp between; Llama-3.1 and 3.2).
+enum class RopeScalingKind : uint8_t { none, linear, llama3 };
+struct RopeScaling {
+  RopeScalingKind kind = RopeScalingKind::none;
+  float factor = 1.0f;            // linear, llama3
+  float low_freq_factor = 1.0f;   // llama3
+  float high_freq_factor = 4.0f;  // llama3
+  int64_t original_max_seq = 8192;  // llama3: original_max_position_embeddings
+  bool operator==(const RopeScaling&) const = default;
+};
+const char* rope_scaling_name(RopeScalingKind kind);
+
 struct ModelConfig {
   int64_t vocab_size = 50257;
   int64_t n_layers = 12;
@@ -37,6 +51,7 @@ struct ModelConfig {
   float dropout_residual = 0.0f;
   float norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
+  RopeScaling rope_scaling;
 
   // "gpt2-small" (124M), "gpt2-medium" (350M), "gpt2-large" (774M), "gpt2-xl" (1.5B),
   // "llama-60m", "llama-350m", "llama-1b", "llama-3b", "gpt-mini" (the benchmark

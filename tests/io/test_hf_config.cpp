@@ -1,0 +1,87 @@
+// Hugging Face config.json: RoPE scaling in both of transformers' spellings (v4's
+// rope_theta + rope_scaling, v5's rope_parameters), and refusal by name of every rope
+// type and config key strata does not implement.
+#include <catch2/catch.hpp>
+
+#include <fstream>
+
+#include "io_support.h"
+
+using namespace strata;
+using strata::test::TempDir;
+using Catch::Contains;
+
+namespace {
+
+// A small Llama config.json with `extra` spliced in before the closing brace.
+ModelConfig read_llama(const TempDir& dir, const std::string& extra) {
+  std::ofstream(dir.file("config.json"))
+      << R"({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 64,
+             "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+             "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 128,
+             "rms_norm_eps": 1e-05, "hidden_act": "silu", "tie_word_embeddings": true,
+             "bos_token_id": 1, "torch_dtype": "float32")"
+      << extra << "}";
+  return read_hf_config(dir.path());
+}
+
+}  // namespace
+
+TEST_CASE("HF config: rope_parameters and rope_scaling give the same llama3 scaling", "[io][cpu]") {
+  TempDir dir;
+  const ModelConfig v5 = read_llama(dir, R"(, "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0,
+      "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})");
+  CHECK(v5.rope_theta == 500000.0f);
+  CHECK(v5.rope_scaling.kind == RopeScalingKind::llama3);
+  CHECK(v5.rope_scaling.factor == 32.0f);
+  CHECK(v5.rope_scaling.low_freq_factor == 1.0f);
+  CHECK(v5.rope_scaling.high_freq_factor == 4.0f);
+  CHECK(v5.rope_scaling.original_max_seq == 8192);
+  CHECK(v5.norm_eps == 1e-5f);
+  const ModelConfig v4 = read_llama(dir, R"(, "rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3",
+      "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})");
+  CHECK(model_config_to_json(v4) == model_config_to_json(v5));
+  const ModelConfig linear = read_llama(dir, R"(, "rope_scaling": {"type": "linear", "factor": 2.0})");
+  CHECK(linear.rope_scaling.kind == RopeScalingKind::linear);
+  CHECK(linear.rope_scaling.factor == 2.0f);
+  const ModelConfig plain = read_llama(dir, R"(, "rope_parameters": {"rope_type": "default", "rope_theta": 1000.0})");
+  CHECK(plain.rope_scaling.kind == RopeScalingKind::none);
+  CHECK(plain.rope_theta == 1000.0f);
+}
+
+TEST_CASE("HF config: rope types, rope keys and config keys strata lacks are refused by name",
+          "[io][cpu]") {
+  TempDir dir;
+  CHECK_THROWS_WITH(read_llama(dir, R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4.0})"),
+                    Contains("rope_type \"yarn\" is not implemented"));
+  CHECK_THROWS_WITH(read_llama(dir, R"(, "rope_parameters": {"rope_type": "dynamic", "factor": 4.0})"),
+                    Contains("rope_type \"dynamic\""));
+  CHECK_THROWS_WITH(read_llama(dir, R"(, "rope_scaling": {"rope_type": "linear", "factor": 2.0, "attention_factor": 1.5})"),
+                    Contains("key \"attention_factor\""));
+  CHECK_THROWS_WITH(read_llama(dir, R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8.0})"),
+                    Contains("low_freq_factor"));
+  CHECK_THROWS_WITH(read_llama(dir, R"(, "rope_scaling": {"type": "linear", "factor": 2.0},
+                                       "rope_parameters": {"rope_type": "linear", "factor": 2.0})"),
+                    Contains("both rope_parameters and rope_scaling"));
+  CHECK_THROWS_WITH(read_llama(dir, R"(, "sliding_window": 4096)"), Contains("key \"sliding_window\" is not implemented"));
+  CHECK_THROWS_WITH(read_llama(dir, R"(, "pretraining_tp": 2)"), Contains("pretraining_tp 2"));
+  CHECK_NOTHROW(read_llama(dir, R"(, "pretraining_tp": 1, "use_cache": true, "eos_token_id": [2, 3])"));
+}
+
+TEST_CASE("HF config: llama3 scaling survives export, import and checkpoint configs", "[io][cpu]") {
+  TempDir dir;
+  ModelConfig c = strata::test::tiny_config("llama");
+  c.rope_scaling = {RopeScalingKind::llama3, 8.0f, 1.0f, 4.0f, 64};
+  Model model(c, strata::test::cpu(), Precision::fp32, 3);
+  export_hf(model, dir.path(), hf_layout_for(c), DType::f32);
+  const ModelConfig back = read_hf_config(dir.path());
+  CHECK(back.rope_scaling == c.rope_scaling);
+  CHECK(model_config_to_json(back) == model_config_to_json(c));
+  CHECK(model_config_to_json(c).find("\"rope_scaling\"") != std::string::npos);
+  ModelConfig bad = c;
+  bad.rope_scaling.high_freq_factor = 0.5f;
+  CHECK_THROWS_WITH(bad.validate(), Contains("high_freq_factor > low_freq_factor"));
+  ModelConfig learned = strata::test::tiny_config("gpt");
+  learned.rope_scaling.kind = RopeScalingKind::linear;
+  CHECK_THROWS_WITH(learned.validate(), Contains("needs RoPE positions"));
+}
