@@ -65,18 +65,18 @@ int plan_main(int argc, char** argv) {
   args.option("preset", &preset, "NAME", "model preset (gpt2-xl is 1.5B)");
   args.option("model-config", &config_file, "FILE", "a model config.json (as in a checkpoint)");
   args.option("params", &params, "N", "a parameter count: 1.5B, 13B, 350M (a GPT-2-like shape is assumed)");
-  args.option("precision", &precision, "P", "fp32 | bf16 | fp16");
-  args.option("recompute", &recompute, "R", "none | selective | full (activation memory)");
-  args.option("batch", &batch, "B", "sequences per micro-batch");
-  args.option("seq", &seq, "T", "sequence length");
-  args.option("accum", &accum, "K", "micro-batches per step");
-  args.option("devices", &devices, "N", "devices (ZeRO-3 shards the device tier across them)");
+  args.choice("precision", &precision, {"fp32", "bf16", "fp16"}, "precision");
+  args.choice("recompute", &recompute, {"none", "selective", "full"}, "activation recompute (activation memory)");
+  args.option("batch", &batch, "B", "sequences per micro-batch", 1, 1 << 20);
+  args.option("seq", &seq, "T", "sequence length", 1, 1 << 24);
+  args.option("accum", &accum, "K", "micro-batches per step", 1, 1 << 20);
+  args.option("devices", &devices, "N", "devices (ZeRO-3 shards the device tier across them)", 1, 1024);
   args.option("device-memory", &device_mem, "SIZE", "memory per accelerator, e.g. 80G (default: a CPU device, which "
                                                     "is host RAM)");
   args.option("ram", &ram, "SIZE", "host RAM for the run (default: MemAvailable now)");
   args.option("nvme", &nvme_list, "DIRS", "comma-separated NVMe directories for swap files");
-  args.option("placement", &placement, "P", "check this placement instead of choosing: device | host | nvme");
-  args.option("threads", &threads, "N", "worker threads for the FLOP/s probe (0: all cores)");
+  args.choice("placement", &placement, {"device", "host", "nvme"}, "check this placement instead of choosing");
+  args.option("threads", &threads, "N", "worker threads for the FLOP/s probe (0: all cores)", 0, 1024);
   args.flag("no-probe", &no_probe, "skip the probes (no step-time prediction)");
   if (int rc = args.parse(argc, argv); rc >= 0) return rc;
   if (int(!preset.empty()) + int(!config_file.empty()) + int(!params.empty()) != 1)
