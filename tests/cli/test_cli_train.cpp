@@ -72,7 +72,7 @@ TEST_CASE("cli train: SIGINT mid-run saves the current step and exits 130; the r
   const CliResult b = t.cli.run(t.train(out, {"--steps", end, "--save-every", "0"}));
   INFO(b.out << b.err);
   REQUIRE(b.status == 0);
-  CHECK_THAT(b.out, Contains("resumed from " + out + "/" + checkpoint_name(stopped)));
+  CHECK_THAT(b.out, Contains("resuming from " + out + "/" + checkpoint_name(stopped)));
   CHECK_THAT(b.out, Contains("--steps " + end + " (the checkpoint's run had 1000000): applied; the learning rate at "
                              "step " + std::to_string(stopped + 1) + " stays"));
   const CliResult ref = t.cli.run(t.train(t.cli.file("ref"), {"--steps", end, "--save-every", "0"}));

@@ -21,7 +21,8 @@ std::string signal_name(int sig);
 // training goes on, and the last words go to stderr.
 class Output {
  public:
-  explicit Output(bool tty) : tty_(tty) {}
+  // enabled false: writes nothing (ranks other than 0).
+  explicit Output(bool tty, bool enabled = true) : tty_(tty), broken_(!enabled) {}
   void printf(const char* format, ...) __attribute__((format(printf, 2, 3)));
   void flush();
   bool tty() const { return tty_ && !broken_; }

@@ -24,6 +24,8 @@
 #include "strata/plan.h"
 #include "strata/run_log.h"
 #include "strata/strata.h"
+#include "placement.h"
+#include "train_loop.h"
 #include "train_resume.h"
 
 namespace {
@@ -40,6 +42,7 @@ struct Options {
   double lr = 2e-3, min_lr_ratio = 0.1, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, clip = 1.0;
   double dropout = -1;
   std::vector<std::string> allow_change;
+  cli::Placement placement;
 };
 
 strata::ModelConfig model_config(const Options& o) {
@@ -73,17 +76,6 @@ strata::TrainOptions train_options(const Options& o) {
   t.seed = uint64_t(o.seed);
   t.stats_every = o.stats_every;
   return t;
-}
-
-float validate(strata::Trainer& trainer, strata::BatchLoader& val, int64_t batches) {
-  val.reset();
-  double sum = 0;
-  const int64_t n = std::min(batches, val.num_batches());
-  for (int64_t i = 0; i < n; ++i) {
-    strata::TokenBatch b = val.next();
-    sum += trainer.evaluate(b.batch());
-  }
-  return float(sum / double(n));
 }
 
 // The checks of values that one range per flag cannot express; "" when all hold.
@@ -143,6 +135,16 @@ int train_main(int argc, char** argv) {
   args.option("out", &o.out, "DIR", "run directory for checkpoints (required; created)");
   args.option("init-from", &o.init_from, "PATH", "initial weights: a strata checkpoint or a Hugging Face directory");
   args.option("device", &o.device, "DEV", "cpu | cuda:N");
+  args.option("devices", &o.placement.devices, "N", "CPU devices, one rank each (data parallel; ZeRO with --zero-stage)", 1, 64);
+  args.option("zero-stage", &o.placement.zero_stage, "S", "ZeRO stage: 1 shards the optimizer, 2 also gradients, 3 also "
+              "params (also on one device, where it lets state go to host or nvme)", 0, 3);
+  args.choice("params", &o.placement.params, {"device", "host", "nvme"}, "working parameters' tier");
+  args.choice("grads", &o.placement.grads, {"device", "host", "nvme"}, "f32 gradients' tier");
+  args.choice("optimizer", &o.placement.optimizer, {"device", "host", "nvme"}, "f32 master, Adam m and v's tier");
+  args.list("nvme", &o.placement.nvme, "DIR", "swap directories on local drives (O_DIRECT), for tiers on nvme");
+  args.option("pinned", &o.placement.pinned, "SIZE", "pinned staging memory for offload, e.g. 256M");
+  args.choice("plan", &o.placement.plan, {"auto"}, "take the placement strata plan chooses (with --nvme for nvme)");
+  args.option("ram", &o.placement.ram, "SIZE", "--plan auto: host RAM the run may use (default: MemAvailable now)");
   args.option("preset", &o.preset, "NAME", "model preset (overridden by the size options below)");
   args.option("n-layers", &o.n_layers, "N", "transformer blocks (0: the preset's)", 0, 4096);
   args.option("n-heads", &o.n_heads, "N", "attention heads (0: the preset's)", 0, 4096);
@@ -183,13 +185,24 @@ int train_main(int argc, char** argv) {
   if (int rc = args.parse(argc, argv); rc >= 0) return rc;
   if (o.data.empty() || o.out.empty()) return args.usage_error("--data and --out are required");
   if (const std::string e = check_combinations(o); !e.empty()) return args.usage_error(e);
+  if (o.placement.plan == "auto") {
+    if (args.given("params") || args.given("grads") || args.given("optimizer") || args.given("zero-stage"))
+      return args.usage_error("--plan auto chooses --params, --grads, --optimizer and --zero-stage; give either");
+    try {
+      std::printf("%s\n", cli::apply_plan(o.placement, model_config(o), strata::precision_from_string(o.precision),
+                                         o.batch, o.seq, o.accum).c_str());
+    } catch (const std::exception& e) {
+      return cli::fail("train", e);
+    }
+  }
+  if (const std::string e = cli::check_placement(o.placement, o.device); !e.empty()) return args.usage_error(e);
 
   // From here on a stop signal ends the run after its next step, with a checkpoint.
   cli::install_stop_handlers();
   try {
     const strata::Precision precision = strata::precision_from_string(o.precision);
     const strata::DType weights_dtype = strata::dtype_from_string(o.weights_dtype);
-    cli::RunSettings run{model_config(o), precision, train_options(o), o.batch, o.seq, o.data};
+    cli::RunSettings run{model_config(o), precision, train_options(o), o.batch, o.seq, o.data, o.placement.devices};
     auto device = cli::make_device(o.device);
     check_writable_dir(o.out, "--out");
     const bool default_log = o.log.empty();
@@ -213,22 +226,13 @@ int train_main(int argc, char** argv) {
       }
     }
     const strata::ModelConfig& config = run.config;
-    auto train_data = std::make_shared<strata::TokenDataset>(o.data);
-    train_data->validate_tokens(config.vocab_size);
-    strata::LoaderOptions lo;
-    lo.batch_size = o.batch;
-    lo.seq_len = o.seq;
-    lo.seed = uint64_t(o.seed);
-    strata::BatchLoader loader(train_data, lo);
-    std::unique_ptr<strata::BatchLoader> val;
-    if (!o.val.empty()) {
-      lo.shuffle = false;
-      val = std::make_unique<strata::BatchLoader>(std::make_shared<strata::TokenDataset>(o.val), lo);
-    }
+    cli::TrainJob job;
+    job.train_data = std::make_shared<strata::TokenDataset>(o.data);
+    job.train_data->validate_tokens(config.vocab_size);
+    if (!o.val.empty()) job.val_data = std::make_shared<strata::TokenDataset>(o.val);
 
-    strata::Model model(config, *device, precision, uint64_t(o.seed));
     if (resume.empty() && !o.init_from.empty()) {
-      // Weights only, before the Trainer copies them into its master weights.
+      // Weights only, written once as a checkpoint every rank loads before its Trainer.
       cli::LoadedModel init = cli::load_model(o.init_from, "fp32", false);
       strata::ModelConfig a = init.model->config(), b = config;
       a.dropout_attention = a.dropout_residual = a.dropout_embedding = 0;
@@ -236,100 +240,72 @@ int train_main(int argc, char** argv) {
       if (strata::model_config_to_json(a) != strata::model_config_to_json(b))
         throw strata::Error("--init-from " + o.init_from + " is a different model (" + a.describe() +
                             ") from the one the flags describe (" + b.describe() + ")");
-      const std::string tmp = o.out + "/.init-weights";
-      std::filesystem::remove_all(tmp);
-      strata::save_checkpoint(tmp, *init.model, nullptr, {}, {strata::DType::f32, false});
-      strata::load_checkpoint(tmp, model);
-      std::filesystem::remove_all(tmp);
+      job.init_weights = o.out + "/.init-weights";
+      std::filesystem::remove_all(job.init_weights);
+      strata::save_checkpoint(job.init_weights, *init.model, nullptr, {}, {strata::DType::f32, false});
       std::printf("initial weights from %s\n", init.source.c_str());
     }
-    strata::TrainOptions topt = run.train;
-    topt.peak_flops = strata::peak_flops(*device, precision);
-    strata::Trainer trainer(model, topt);
+    job.config = config;
+    job.precision = precision;
+    job.options = run.train;
+    job.options.zero_stage = int(o.placement.zero_stage);
+    job.options.peak_flops = strata::peak_flops(*device, precision);
+    job.placement = o.placement;
+    job.device = o.device;
+    device.reset();  // each rank makes its own
+    job.steps = o.steps;
+    job.batch = o.batch;
+    job.seq = o.seq;
+    job.accum = o.accum;
+    job.seed = o.seed;
+    job.save_every = o.save_every;
+    job.keep = o.keep;
+    job.eval_every = o.eval_every;
+    job.eval_batches = o.eval_batches;
+    job.out = o.out;
+    job.resume = resume;
+    job.weights_dtype = weights_dtype;
+    job.record = cli::run_record(run);
+    job.record["command"] = args.command_line();
     if (!resume.empty()) {
-      strata::CheckpointInfo info = strata::load_checkpoint(resume, model, &trainer);
-      loader.seek(info.progress.data_position);
-      std::printf("resumed from %s at step %lld\n", resume.c_str(), (long long)info.trainer.step);
+      std::printf("resuming from %s at step %lld\n", resume.c_str(), (long long)saved.trainer.step);
       for (const std::string& line : resume_lines) std::printf("%s\n", line.c_str());
     }
+    const int64_t start = resume.empty() ? 0 : saved.trainer.step;
+    const cli::Placement& pl = o.placement;
     std::printf("model: %s\ntraining: %lld steps of %lld x %lld x %lld tokens, %s, %s, %d threads\n",
                 config.describe().c_str(), (long long)o.steps, (long long)o.accum, (long long)o.batch,
-                (long long)o.seq, strata::precision_name(precision), device->name().c_str(), strata::num_threads());
+                (long long)o.seq, strata::precision_name(precision),
+                pl.devices > 1 || pl.zero_stage ? (std::to_string(pl.devices) + " cpu devices, ZeRO stage " +
+                                                   std::to_string(pl.zero_stage)).c_str()
+                                                : o.device.c_str(),
+                strata::num_threads());
+    if (cli::offloaded(pl))
+      std::printf("placement: params %s, grads %s, optimizer %s%s, pinned %s\n", pl.params.c_str(), pl.grads.c_str(),
+                  pl.optimizer.c_str(), pl.nvme.empty() ? "" : (", nvme " + pl.nvme[0]).c_str(), pl.pinned.c_str());
     // The records of a run killed after its last checkpoint are not this run's.
     if (!resume.empty() || default_log)
-      if (const int64_t cut = strata::truncate_run_log(log_path, trainer.step_count()))
+      if (const int64_t cut = strata::truncate_run_log(log_path, start))
         std::printf("log: cut %s back to step %lld (%lld records of an interrupted run removed)\n", log_path.c_str(),
-                    (long long)trainer.step_count(), (long long)cut);
-    std::map<std::string, std::string> record = cli::run_record(run);
-    record["command"] = args.command_line();
-    strata::RunLog log(log_path, model, topt,
-                       {{"command", args.command_line()}, {"data", o.data}, {"batch", std::to_string(o.batch)},
-                        {"seq", std::to_string(o.seq)}, {"threads", std::to_string(strata::num_threads())},
-                        {"resumed_from", resume}},
-                       o.growth_warning);
-    std::printf("log: %s (peak %.1f GFLOP/s measured for MFU)\n", log_path.c_str(), topt.peak_flops / 1e9);
-    std::fflush(stdout);
+                    (long long)start, (long long)cut);
+    job.make_log = [&, pl](const strata::Model& model) {
+      auto log = std::make_unique<strata::RunLog>(
+          log_path, model, job.options,
+          std::vector<std::pair<std::string, std::string>>{
+              {"command", args.command_line()}, {"data", o.data}, {"batch", std::to_string(o.batch)},
+              {"seq", std::to_string(o.seq)}, {"threads", std::to_string(strata::num_threads())},
+              {"devices", std::to_string(pl.devices)}, {"resumed_from", resume}},
+          o.growth_warning);
+      std::printf("log: %s (peak %.1f GFLOP/s measured for MFU)\n", log_path.c_str(), job.options.peak_flops / 1e9);
+      std::fflush(stdout);
+      return log;
+    };
     // On a terminal the bar redraws one line; into a file every step is a line.
     cli::Output out(!o.no_progress && isatty(fileno(stdout)));
-    const int64_t first_step = trainer.step_count();
-    const auto t0 = std::chrono::steady_clock::now();
-
-    auto save = [&] {
-      strata::TrainingProgress progress{loader.position(), record};
-      const std::string path =
-          strata::save_run_checkpoint(o.out, model, trainer, progress, {weights_dtype, true}, int(o.keep));
-      out.printf("saved %s\n", path.c_str());
-      out.flush();
-      return path;
-    };
-    int64_t last_saved = trainer.step_count();
-    while (trainer.step_count() < o.steps) {
-      std::vector<strata::TokenBatch> micro;
-      std::vector<strata::Batch> views;
-      for (int64_t k = 0; k < o.accum; ++k) micro.push_back(loader.next());
-      for (auto& b : micro) views.push_back(b.batch());
-      const strata::StepReport r = trainer.train_step(views);
-      const std::vector<std::string> warnings = log.record(r);
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const std::string bar = strata::progress_bar(r.step - first_step, o.steps - first_step, elapsed);
-      const bool tty = out.tty();
-      if (tty) out.printf("\r\033[K");
-      // 9 significant digits: the float itself, so runs can be compared exactly.
-      out.printf("step %lld/%lld | loss %.9g | lr %.3e | norm %.4f | %.0f tok/s | MFU %.1f%% | %s%s", (long long)r.step,
-                 (long long)o.steps, r.loss, r.lr, r.grad_norm, r.tokens_per_second, 100 * r.mfu, bar.c_str(),
-                 r.skipped ? " | skipped (non-finite gradients)" : "");
-      const int stop = cli::stop_requested();
-      // On a terminal the line stays open for the next redraw unless something follows.
-      const bool eval_now = val && o.eval_every > 0 && r.step % o.eval_every == 0;
-      const bool save_now = (o.save_every > 0 && r.step % o.save_every == 0) || stop;
-      if (!tty || !warnings.empty() || eval_now || save_now || r.step == o.steps) out.printf("\n");
-      for (const std::string& w : warnings) out.printf("%s\n", w.c_str());
-      if (eval_now && !stop) {
-        const float vl = validate(trainer, *val, o.eval_batches);
-        log.record_eval(r.step, vl);
-        out.printf("validation loss %.6f\n", vl);
-      }
-      out.flush();
-      if (stop) {
-        std::fprintf(stderr, "strata train: %s: stopping after step %lld; saving a checkpoint (again to stop at once)\n",
-                     cli::signal_name(stop).c_str(), (long long)r.step);
-        const std::string path = last_saved == r.step ? strata::latest_checkpoint(o.out) : save();
-        std::fprintf(stderr, "strata train: stopped at step %lld of %lld, checkpoint %s; run the same command to "
-                     "resume\n", (long long)r.step, (long long)o.steps, path.c_str());
-        return 128 + stop;
-      }
-      if (save_now) {
-        save();
-        last_saved = r.step;
-      }
-    }
-    if (last_saved != trainer.step_count()) save();
-    if (val) {
-      const float vl = validate(trainer, *val, o.eval_batches);
-      if (o.eval_every <= 0 || trainer.step_count() % o.eval_every != 0) log.record_eval(trainer.step_count(), vl);
-      out.printf("validation loss %.6f\n", vl);
-    }
-    return 0;
+    job.output = &out;
+    const int status = cli::run_training(job);
+    if (!job.init_weights.empty()) std::filesystem::remove_all(job.init_weights);
+    return status;
   } catch (const std::exception& e) {
     return cli::fail("train", e);
   }

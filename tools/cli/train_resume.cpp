@@ -55,6 +55,7 @@ std::vector<Setting> settings(const strata::CheckpointInfo& saved, const RunSett
   from_record("data", now.data);
   from_record("batch", std::to_string(now.batch));
   from_record("seq", std::to_string(now.seq));
+  from_record("devices", std::to_string(now.devices));
   s.push_back({"accum", std::to_string(a.grad_accum), std::to_string(b.grad_accum)});
   s.push_back({"precision", strata::precision_name(saved.precision), strata::precision_name(now.precision)});
   s.push_back({"model", saved.config.describe(), now.config.describe()});
@@ -97,7 +98,7 @@ std::string steps_consequence(const strata::CheckpointInfo& saved, const RunSett
 }  // namespace
 
 const std::vector<std::string>& changeable_settings() {
-  static const std::vector<std::string> names = {"data",   "batch", "seq",  "accum",        "precision",
+  static const std::vector<std::string> names = {"data",   "batch", "seq",  "devices", "accum",        "precision",
                                                  "dropout", "seed", "lr",   "beta1",        "beta2",
                                                  "eps",    "weight-decay", "clip", "schedule", "warmup",
                                                  "min-lr-ratio", "decay-steps"};
@@ -106,7 +107,8 @@ const std::vector<std::string>& changeable_settings() {
 
 std::map<std::string, std::string> run_record(const RunSettings& run) {
   return {{"data", run.data}, {"batch", std::to_string(run.batch)}, {"seq", std::to_string(run.seq)},
-          {"steps", std::to_string(run.train.schedule.total_steps)}};
+          {"steps", std::to_string(run.train.schedule.total_steps)},
+          {"devices", std::to_string(run.devices)}};
 }
 
 std::vector<std::string> check_resume(const strata::CheckpointInfo& saved, const RunSettings& now,

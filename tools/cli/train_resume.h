@@ -24,6 +24,7 @@ struct RunSettings {
   strata::TrainOptions train;  // schedule.total_steps is --steps
   int64_t batch = 0, seq = 0;
   std::string data;
+  int64_t devices = 1;  // ranks: the global batch is devices x batch x accum
 };
 
 // The names --allow-change accepts.
