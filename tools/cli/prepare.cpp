@@ -1,4 +1,4 @@
-// `strata prepare`: text files -> byte-level token shards <prefix>_train.bin and
+// `strata prepare`: text files -> token shards (bytes or a tokenizer.json) <prefix>_train.bin and
 // <prefix>_val.bin, ready for TokenDataset. With no files, the fortunes corpus.
 // Invariant: nothing is written unless every argument and input file is good.
 #include <cstdio>
@@ -7,20 +7,22 @@
 #include <string>
 #include <vector>
 
-#include "strata/data.h"
-#include "strata/error.h"
 #include "args.h"
 #include "commands.h"
+#include "strata/data.h"
+#include "strata/error.h"
 
 int prepare_main(int argc, char** argv) {
-  std::string prefix;
+  std::string prefix, tokenizer_path;
   double fraction = 0.1;
   std::vector<std::string> inputs;
-  cli::Args args("strata prepare --out PREFIX [--val-fraction F] [FILE...]",
-                 "Tokenizes text files byte by byte (vocabulary 256) and writes the llm.c-format\n"
-                 "shards PREFIX_train.bin and PREFIX_val.bin. The last fraction F of each file\n"
-                 "goes to validation, the rest to training.");
+  cli::Args args("strata prepare --out PREFIX [--tokenizer FILE] [--val-fraction F] [FILE...]",
+                 "Tokenizes text files (byte by byte, vocabulary 256, or with a Hugging Face\n"
+                 "tokenizer.json) and writes the llm.c-format shards PREFIX_train.bin and\n"
+                 "PREFIX_val.bin (uint32 tokens when the vocabulary passes 65,536). The last\n"
+                 "fraction F of each file goes to validation, the rest to training.");
   args.option("out", &prefix, "PREFIX", "output prefix, e.g. data/fortunes (required)");
+  args.option("tokenizer", &tokenizer_path, "FILE", "a tokenizer.json (byte-level BPE); default: bytes");
   args.option("val-fraction", &fraction, "F", "fraction of each file held out, in [0, 1)", 0, 1);
   args.positionals(&inputs, "FILE", std::string("text files; none: the fortunes corpus (") + strata::kFortunesDir + ")");
   if (int rc = args.parse(argc, argv); rc >= 0) return rc;
@@ -38,7 +40,10 @@ int prepare_main(int argc, char** argv) {
 
   try {
     if (inputs.empty()) inputs = strata::default_corpus_files();
-    const strata::PrepareResult r = strata::prepare_text(inputs, prefix, fraction);
+    const strata::Tokenizer tokenizer = tokenizer_path.empty()
+                                            ? strata::Tokenizer::bytes()
+                                            : strata::Tokenizer::from_file(tokenizer_path);
+    const strata::PrepareResult r = strata::prepare_text(inputs, prefix, fraction, tokenizer);
     if (r.train_tokens == 0) {
       std::remove(r.train_path.c_str());
       std::remove(r.val_path.c_str());
