@@ -88,7 +88,7 @@ std::string steps_consequence(const strata::CheckpointInfo& saved, const RunSett
   } else {
     std::snprintf(line, sizeof line,
                   "--steps %lld (the checkpoint's run had %lld): applied; the %s schedule now ends at step %lld: "
-                  "lr at step %lld changes from %.4g to %.4g",
+                  "lr at step %lld changes from %.6g to %.6g",
                   (long long)b.total_steps, (long long)a.total_steps, schedule_name(b.kind), (long long)b.total_steps,
                   (long long)k + 1, lr * a.factor(k), lr * b.factor(k));
   }
