@@ -68,6 +68,16 @@ class Cli {
     return r;
   }
 
+  // Token shards of `lines` lines of a small deterministic text, made by `strata
+  // prepare`; returns the training shard's path ("" when prepare failed).
+  std::string prepare_corpus(int lines) const {
+    std::string text;
+    for (int i = 0; i < lines; ++i) text += "line " + std::to_string(i * 7919 % 1000) + " of the tiny corpus.\n";
+    write_bytes(file("corpus.txt"), text.data(), text.size());
+    if (run({"prepare", "--out", file("data"), file("corpus.txt")}).status != 0) return "";
+    return file("data_train.bin");
+  }
+
   // Runs a shell line (for pipes), with STRATA standing for the binary.
   int shell(const std::string& line) const {
     const std::string cmd = "STRATA='" + std::string(STRATA_CLI) + "' bash -c '" + line + "'";

@@ -16,13 +16,7 @@ namespace {
 struct Run {
   Cli cli;
   std::string data;
-  Run() {
-    std::string text;
-    for (int i = 0; i < 2000; ++i) text += "record " + std::to_string(i * 7919 % 1000) + " of the device tests.\n";
-    write_bytes(cli.file("corpus.txt"), text.data(), text.size());
-    REQUIRE(cli.run({"prepare", "--out", cli.file("data"), cli.file("corpus.txt")}).status == 0);
-    data = cli.file("data_train.bin");
-  }
+  Run() : data(cli.prepare_corpus(2000)) { REQUIRE(!data.empty()); }
   CliResult train(const std::string& out, std::vector<std::string> more) const {
     std::vector<std::string> a = {"train", "--data", data, "--out", cli.file(out), "--n-layers", "2", "--n-heads", "2",
                                   "--d-model", "32", "--d-mlp", "64", "--seq", "16", "--threads", "1", "--no-progress",

@@ -20,14 +20,7 @@ namespace {
 struct TinyRun {
   Cli cli;
   std::string data;
-  TinyRun() {
-    std::string text;
-    for (int i = 0; i < 3000; ++i) text += "line " + std::to_string(i * 7919 % 1000) + " of the tiny corpus.\n";
-    write_bytes(cli.file("corpus.txt"), text.data(), text.size());
-    const CliResult r = cli.run({"prepare", "--out", cli.file("data"), cli.file("corpus.txt")});
-    REQUIRE(r.status == 0);
-    data = cli.file("data_train.bin");
-  }
+  TinyRun() : data(cli.prepare_corpus(3000)) { REQUIRE(!data.empty()); }
   std::vector<std::string> train(const std::string& out, std::vector<std::string> more) const {
     std::vector<std::string> a = {"train", "--data", data, "--out", out, "--n-layers", "1", "--n-heads", "2",
                                   "--d-model", "32", "--d-mlp", "64", "--seq", "16", "--batch", "4", "--threads", "1",
