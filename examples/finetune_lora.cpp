@@ -18,6 +18,7 @@
 #include <strata/offload.h>
 #include <strata/strata.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -59,89 +60,52 @@ struct Options {
   std::string prompt = "The ";
 };
 
-void usage() {
-  std::printf(
-      "usage: finetune_lora --model PATH (--text FILE | --data GLOB --val GLOB) [options]\n"
-      "Fine-tunes LoRA adapters on a frozen model and saves them in PEFT's format.\n\n"
-      "  --model PATH        strata checkpoint, run directory (newest checkpoint) or Hugging Face directory\n"
-      "  --text FILE         fine-tuning text, byte tokens (last 10%% is validation)\n"
-      "  --data GLOB         or llm.c-format token shards, with --val GLOB\n"
-      "  --out DIR           save adapter_model.safetensors + adapter_config.json here\n"
-      "  --precision P       base and adapter working precision: fp32 | bf16 (default bf16)\n"
-      "  --targets T         qv (query and value, default) | attention | all (every linear layer)\n"
-      "  --rank R            adapter rank (default 8)\n"
-      "  --alpha A           scale alpha/rank (default 8)\n"
-      "  --lora-dropout P    dropout on the adapters' input (default 0.05)\n"
-      "  --steps N           optimizer steps (default 200)\n"
-      "  --batch B, --seq T, --accum K   micro-batch shape and accumulation (16, 128, 1)\n"
-      "  --lr X              peak learning rate (default 2e-3; warmup, then cosine)\n"
-      "  --warmup N          warmup steps (default 20)\n"
-      "  --recompute R       none | selective | full | every-K (default none)\n"
-      "  --offload T         keep the frozen base's params on host | nvme, paged per layer\n"
-      "                      (default: resident; the adapters always stay resident)\n"
-      "  --nvme-path DIR     swap directory on a local drive (O_DIRECT) for --offload nvme\n"
-      "  --pinned MIB        pinned staging pool for --offload nvme (default 64)\n"
-      "  --eval-batches N    validation batches (default 20)\n"
-      "  --sample-len N, --temperature X, --top-k K, --prompt TEXT   the final sample\n"
-      "  --seed S, --threads N\n");
-}
+// The options, parsed by CLI11 (Debian's libcli11-dev): each value is converted and
+// range-checked where it is parsed, so a bad one stops here with the flag named.
+// CLI11's Range lets NaN through, hence Finite on the reals.
+const CLI::Validator Finite([](std::string& s) { return std::isfinite(std::strtod(s.c_str(), nullptr)) ? "" : "not a finite number: " + s; }, "FINITE");
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw strata::Error("finetune_lora: " + a + " needs a value (see --help)");
-      return argv[++i];
-    };
-    auto number = [&](auto& field) {
-      std::string v = value();
-      char* end = nullptr;
-      double x = std::strtod(v.c_str(), &end);
-      if (end == v.c_str() || *end) throw strata::Error("finetune_lora: " + a + " expects a number, got '" + v + "'");
-      field = static_cast<std::remove_reference_t<decltype(field)>>(x);
-    };
-    if (a == "--help" || a == "-h") {
-      usage();
-      std::exit(0);
-    } else if (a == "--model") o.model = value();
-    else if (a == "--text") o.text = value();
-    else if (a == "--data") o.data = value();
-    else if (a == "--val") o.val = value();
-    else if (a == "--out") o.out = value();
-    else if (a == "--precision") o.precision = value();
-    else if (a == "--targets") o.targets = value();
-    else if (a == "--recompute") o.recompute = value();
-    else if (a == "--prompt") o.prompt = value();
-    else if (a == "--offload") o.offload = value();
-    else if (a == "--nvme-path") o.nvme_path = value();
-    else if (a == "--pinned") number(o.pinned_mib);
-    else if (a == "--rank") number(o.rank);
-    else if (a == "--alpha") number(o.alpha);
-    else if (a == "--lora-dropout") number(o.lora_dropout);
-    else if (a == "--steps") number(o.steps);
-    else if (a == "--batch") number(o.batch);
-    else if (a == "--seq") number(o.seq);
-    else if (a == "--accum") number(o.accum);
-    else if (a == "--lr") number(o.lr);
-    else if (a == "--warmup") number(o.warmup);
-    else if (a == "--eval-batches") number(o.eval_batches);
-    else if (a == "--sample-len") number(o.sample_len);
-    else if (a == "--temperature") number(o.temperature);
-    else if (a == "--top-k") number(o.top_k);
-    else if (a == "--seed") number(o.seed);
-    else if (a == "--threads") number(o.threads);
-    else throw strata::Error("finetune_lora: unknown option '" + a + "' (see --help)");
+  CLI::App app("Fine-tunes LoRA adapters on a frozen model and saves them in PEFT's format.\n"
+               "usage: finetune_lora --model PATH (--text FILE | --data GLOB --val GLOB) [options]", "finetune_lora");
+  app.add_option("--model", o.model, "strata checkpoint, run directory (newest checkpoint) or Hugging Face directory")->required();
+  app.add_option("--text", o.text, "fine-tuning text, byte tokens (last 10% is validation)");
+  app.add_option("--data", o.data, "or llm.c-format token shards, with --val GLOB");
+  app.add_option("--val", o.val, "validation shards (with --data)");
+  app.add_option("--out", o.out, "save adapter_model.safetensors + adapter_config.json here");
+  app.add_option("--precision", o.precision, "base and adapter working precision: fp32 | bf16")->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
+  app.add_option("--targets", o.targets, "qv (query and value) | attention | all (every linear layer)")->capture_default_str()->check(CLI::IsMember({"qv", "attention", "all"}));
+  app.add_option("--rank", o.rank, "adapter rank")->capture_default_str()->check(CLI::Range(1, 1 << 16));
+  app.add_option("--alpha", o.alpha, "scale alpha/rank")->capture_default_str()->check(Finite & CLI::Range(0.0f, 1e6f));
+  app.add_option("--lora-dropout", o.lora_dropout, "dropout on the adapters' input")->capture_default_str()->check(Finite & CLI::Range(0.0f, 0.99f));
+  app.add_option("--steps", o.steps, "optimizer steps")->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  app.add_option("--batch", o.batch, "sequences per micro-batch")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  app.add_option("--seq", o.seq, "sequence length")->capture_default_str()->check(CLI::Range(1, 1 << 24));
+  app.add_option("--accum", o.accum, "micro-batches per step")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  app.add_option("--lr", o.lr, "peak learning rate (warmup, then cosine)")->capture_default_str()->check(Finite & CLI::Range(0.0f, 10.0f));
+  app.add_option("--warmup", o.warmup, "warmup steps")->capture_default_str()->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  app.add_option("--recompute", o.recompute, "none | selective | full | every-K")->capture_default_str();
+  app.add_option("--offload", o.offload, "keep the frozen base's params on host | nvme, paged per layer (default: "
+                                         "resident; the adapters always stay resident)")->check(CLI::IsMember({"host", "nvme"}));
+  app.add_option("--nvme-path", o.nvme_path, "swap directory on a local drive (O_DIRECT) for --offload nvme");
+  app.add_option("--pinned", o.pinned_mib, "pinned staging pool for --offload nvme, MiB")->capture_default_str()->check(CLI::Range(1, 1 << 24));
+  app.add_option("--eval-batches", o.eval_batches, "validation batches")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  app.add_option("--sample-len", o.sample_len, "bytes of the final sample")->capture_default_str()->check(CLI::Range(0, 1 << 24));
+  app.add_option("--temperature", o.temperature, "sampling temperature")->capture_default_str()->check(Finite & CLI::Range(0.0f, 100.0f));
+  app.add_option("--top-k", o.top_k, "sample from the K most likely bytes (0 = all)")->capture_default_str()->check(CLI::Range(0, 1 << 20));
+  app.add_option("--prompt", o.prompt, "the sample's prompt")->capture_default_str();
+  app.add_option("--seed", o.seed, "data order and dropout seed")->capture_default_str();
+  app.add_option("--threads", o.threads, "worker threads (0: all cores)")->capture_default_str()->check(CLI::Range(0, 1024));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    std::exit(app.exit(e));
   }
-  if (o.model.empty()) throw strata::Error("finetune_lora: --model is required (see --help)");
   if (o.text.empty() == o.data.empty()) throw strata::Error("finetune_lora: give --text FILE or --data GLOB");
   if (!o.data.empty() && o.val.empty()) throw strata::Error("finetune_lora: --data needs --val");
-  if (!o.offload.empty() && o.offload != "host" && o.offload != "nvme")
-    throw strata::Error("finetune_lora: --offload '" + o.offload + "' is not host or nvme");
   if ((o.offload == "nvme") != !o.nvme_path.empty())
     throw strata::Error("finetune_lora: --offload nvme and --nvme-path DIR go together");
-  strata::lora_targets_from_string(o.targets);
-  strata::precision_from_string(o.precision);
   return o;
 }
 

@@ -13,6 +13,7 @@
 #include <strata/run_log.h>
 #include <strata/strata.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -50,86 +51,48 @@ struct Options {
   std::string prompt = "Q: ";
 };
 
-void usage() {
-  std::printf(
-      "usage: train_gpt [options]\n"
-      "Trains a byte-level GPT on Debian's fortunes corpus (default), a text file, or token shards.\n\n"
-      "  --text FILE         train on this text file (byte tokens; last 10%% is validation)\n"
-      "  --data GLOB         train on llm.c-format token shards\n"
-      "  --val GLOB          validation shards (with --data)\n"
-      "  --preset NAME       model preset (default demo; see below)\n"
-      "  --precision P       fp32 | bf16 | fp16 (default bf16)\n"
-      "  --steps N           optimizer steps (default 1500)\n"
-      "  --batch B           sequences per micro-batch (default 16)\n"
-      "  --seq T             sequence length (default 128)\n"
-      "  --accum K           micro-batches per step (default 1)\n"
-      "  --lr X              peak learning rate (default 2e-3; warmup, then cosine to 10%%)\n"
-      "  --warmup N          warmup steps (default 50)\n"
-      "  --dropout P         residual and attention dropout (default 0)\n"
-      "  --recompute R       activation checkpointing: none, selective, full or every-K (default none)\n"
-      "  --eval-every N      validation every N steps (default 250)\n"
-      "  --eval-batches N    validation batches per evaluation (default 20)\n"
-      "  --sample-len N      bytes to generate at the end (default 400)\n"
-      "  --temperature X     sampling temperature (default 0.8)\n"
-      "  --top-k K           sample from the K most likely bytes (default 40; 0 = all)\n"
-      "  --prompt TEXT       the sample's prompt (default \"Q: \")\n"
-      "  --seed S            data order, dropout and init seed (default 1337)\n"
-      "  --threads N         worker threads (default: all cores)\n"
-      "  --log FILE          JSONL run log: config, then every step (tools/plot/plot.sh FILE draws it)\n"
-      "  --stats-every N     per-unit activation / gradient statistics every N steps (default 50; 0 off)\n\npresets:");
-  for (const auto& n : strata::ModelConfig::preset_names()) std::printf(" %s", n.c_str());
-  std::printf("\n");
-}
+// The options, parsed by CLI11 (Debian's libcli11-dev): each value is converted and
+// range-checked where it is parsed, so a bad one stops here with the flag named.
+// CLI11's Range lets NaN through, hence Finite on the reals.
+const CLI::Validator Finite([](std::string& s) { return std::isfinite(std::strtod(s.c_str(), nullptr)) ? "" : "not a finite number: " + s; }, "FINITE");
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw strata::Error("train_gpt: " + a + " needs a value (see --help)");
-      return argv[++i];
-    };
-    auto number = [&](auto& field) {
-      std::string v = value();
-      char* end = nullptr;
-      double x = std::strtod(v.c_str(), &end);
-      if (end == v.c_str() || *end) throw strata::Error("train_gpt: " + a + " expects a number, got '" + v + "'");
-      field = static_cast<std::remove_reference_t<decltype(field)>>(x);
-    };
-    if (a == "--help" || a == "-h") {
-      usage();
-      std::exit(0);
-    } else if (a == "--text") o.text = value();
-    else if (a == "--data") o.data = value();
-    else if (a == "--val") o.val = value();
-    else if (a == "--preset") o.preset = value();
-    else if (a == "--precision") o.precision = value();
-    else if (a == "--recompute") o.recompute = value();
-    else if (a == "--prompt") o.prompt = value();
-    else if (a == "--log") o.log = value();
-    else if (a == "--stats-every") number(o.stats_every);
-    else if (a == "--steps") number(o.steps);
-    else if (a == "--batch") number(o.batch);
-    else if (a == "--seq") number(o.seq);
-    else if (a == "--accum") number(o.accum);
-    else if (a == "--lr") number(o.lr);
-    else if (a == "--warmup") number(o.warmup);
-    else if (a == "--dropout") number(o.dropout);
-    else if (a == "--eval-every") number(o.eval_every);
-    else if (a == "--eval-batches") number(o.eval_batches);
-    else if (a == "--sample-len") number(o.sample_len);
-    else if (a == "--temperature") number(o.temperature);
-    else if (a == "--top-k") number(o.top_k);
-    else if (a == "--seed") number(o.seed);
-    else if (a == "--threads") number(o.threads);
-    else throw strata::Error("train_gpt: unknown option '" + a + "' (see --help)");
+  std::string presets;
+  for (const auto& n : strata::ModelConfig::preset_names()) presets += " " + n;
+  CLI::App app("Trains a byte-level GPT on Debian's fortunes corpus (default), a text file, or token shards.", "train_gpt");
+  app.footer("presets:" + presets);
+  app.add_option("--text", o.text, "train on this text file (byte tokens; last 10% is validation)");
+  app.add_option("--data", o.data, "train on llm.c-format token shards (glob)");
+  app.add_option("--val", o.val, "validation shards (with --data)");
+  app.add_option("--preset", o.preset, "model preset (see below)")->capture_default_str();
+  app.add_option("--precision", o.precision, "fp32 | bf16 | fp16")->capture_default_str()->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  app.add_option("--steps", o.steps, "optimizer steps")->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  app.add_option("--batch", o.batch, "sequences per micro-batch")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  app.add_option("--seq", o.seq, "sequence length")->capture_default_str()->check(CLI::Range(1, 1 << 24));
+  app.add_option("--accum", o.accum, "micro-batches per step")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  app.add_option("--lr", o.lr, "peak learning rate (warmup, then cosine to 10%)")->capture_default_str()->check(Finite & CLI::Range(0.0f, 10.0f));
+  app.add_option("--warmup", o.warmup, "warmup steps")->capture_default_str()->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  app.add_option("--dropout", o.dropout, "residual and attention dropout")->capture_default_str()->check(Finite & CLI::Range(0.0f, 0.99f));
+  app.add_option("--recompute", o.recompute, "activation checkpointing: none, selective, full or every-K")->capture_default_str();
+  app.add_option("--eval-every", o.eval_every, "validation every N steps")->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  app.add_option("--eval-batches", o.eval_batches, "validation batches per evaluation")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  app.add_option("--sample-len", o.sample_len, "bytes to generate at the end")->capture_default_str()->check(CLI::Range(0, 1 << 24));
+  app.add_option("--temperature", o.temperature, "sampling temperature")->capture_default_str()->check(Finite & CLI::Range(0.0f, 100.0f));
+  app.add_option("--top-k", o.top_k, "sample from the K most likely bytes (0 = all)")->capture_default_str()->check(CLI::Range(0, 1 << 20));
+  app.add_option("--prompt", o.prompt, "the sample's prompt")->capture_default_str();
+  app.add_option("--seed", o.seed, "data order, dropout and init seed")->capture_default_str();
+  app.add_option("--threads", o.threads, "worker threads (0: all cores)")->capture_default_str()->check(CLI::Range(0, 1024));
+  app.add_option("--log", o.log, "JSONL run log: config, then every step (tools/plot/plot.sh FILE draws it)");
+  app.add_option("--stats-every", o.stats_every, "per-unit activation / gradient statistics every N steps (0 off)")->capture_default_str()->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    std::exit(app.exit(e));
   }
-  if (o.steps < 1 || o.batch < 1 || o.seq < 1 || o.accum < 1)
-    throw strata::Error("train_gpt: --steps, --batch, --seq and --accum must be at least 1");
   if (!o.val.empty() && o.data.empty()) throw strata::Error("train_gpt: --val needs --data");
   // Names are checked now, before any data is prepared.
   strata::ModelConfig config = strata::ModelConfig::preset(o.preset);
-  strata::precision_from_string(o.precision);
   strata::RecomputePolicy::parse(o.recompute, config.n_layers);
   return o;
 }

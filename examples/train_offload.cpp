@@ -17,6 +17,8 @@
 #include <strata/strata.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -46,53 +48,39 @@ strata::offload::Tier tier(const std::string& s) {
   throw strata::Error("train_offload: tier '" + s + "' is not device, host or nvme");
 }
 
-void usage() {
-  std::printf(
-      "usage: train_offload --nvme DIR [options]\n"
-      "  --nvme DIR          swap directory on a local drive (O_DIRECT)\n"
-      "  --params T          device | host | nvme (default nvme): working parameters\n"
-      "  --grads T           (default nvme): f32 gradients\n"
-      "  --optimizer T       (default nvme): f32 master, m, v\n"
-      "  --layers N --d-model C --heads H --d-mlp M   model shape (d-mlp default 4C)\n"
-      "  --steps N --batch B --seq T --accum K --lr LR\n"
-      "                      (lr default: 170 / (d_model^2 x layers), 8.1e-7 at 32 x 2560)\n"
-      "  --warmup N          steps of linear lr warmup (default 0)\n"
-      "  --pinned MIB        pinned pool budget (default 1024)\n"
-      "  --threads N\n"
-      "  --eval 0|1          held-out loss on one fixed validation batch before training and\n"
-      "                      after each step (default 1; costs one forward pass each)\n"
-      "  --resident 1        no offload: the plain Trainer, to compare losses\n");
-}
+// The options, parsed by CLI11 (Debian's libcli11-dev): each value is converted and
+// range-checked where it is parsed, so a bad one stops here with the flag named.
+// CLI11's Range lets NaN through, hence Finite on the reals.
+const CLI::Validator Finite([](std::string& s) { return std::isfinite(std::strtod(s.c_str(), nullptr)) ? "" : "not a finite number: " + s; }, "FINITE");
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      usage();
-      std::exit(0);
-    }
-    if (i + 1 >= argc) throw strata::Error("train_offload: " + a + " needs a value (see --help)");
-    std::string v = argv[++i];
-    if (a == "--nvme") o.nvme = v;
-    else if (a == "--params") o.params = v;
-    else if (a == "--grads") o.grads = v;
-    else if (a == "--optimizer") o.optimizer = v;
-    else if (a == "--layers") o.layers = std::stoll(v);
-    else if (a == "--d-model") o.d_model = std::stoll(v);
-    else if (a == "--heads") o.heads = std::stoll(v);
-    else if (a == "--d-mlp") o.d_mlp = std::stoll(v);
-    else if (a == "--steps") o.steps = std::stoll(v);
-    else if (a == "--batch") o.batch = std::stoll(v);
-    else if (a == "--seq") o.seq = std::stoll(v);
-    else if (a == "--accum") o.accum = std::stoll(v);
-    else if (a == "--lr") o.lr = std::stof(v);
-    else if (a == "--warmup") o.warmup = std::stoll(v);
-    else if (a == "--eval") o.eval = std::stoll(v) != 0;
-    else if (a == "--pinned") o.pinned_mib = std::stoll(v);
-    else if (a == "--threads") o.threads = std::stoi(v);
-    else if (a == "--resident") o.resident = v == "1";
-    else throw strata::Error("train_offload: unknown option " + a + " (see --help)");
+  CLI::App app("Trains a byte-level GPT with its state paged to host RAM or NVMe (ZeRO-Infinity style).",
+               "train_offload");
+  const auto tiers = CLI::IsMember({"device", "host", "nvme"});
+  app.add_option("--nvme", o.nvme, "swap directory on a local drive (O_DIRECT)");
+  app.add_option("--params", o.params, "device | host | nvme: working parameters")->capture_default_str()->check(tiers);
+  app.add_option("--grads", o.grads, "device | host | nvme: f32 gradients")->capture_default_str()->check(tiers);
+  app.add_option("--optimizer", o.optimizer, "device | host | nvme: f32 master, m, v")->capture_default_str()->check(tiers);
+  app.add_option("--layers", o.layers, "transformer blocks")->capture_default_str()->check(CLI::Range(1, 4096));
+  app.add_option("--d-model", o.d_model, "model width")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  app.add_option("--heads", o.heads, "attention heads")->capture_default_str()->check(CLI::Range(1, 4096));
+  app.add_option("--d-mlp", o.d_mlp, "MLP width (0: 4 x d-model)")->capture_default_str()->check(CLI::Range(0, 1 << 22));
+  app.add_option("--steps", o.steps, "optimizer steps")->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  app.add_option("--batch", o.batch, "sequences per micro-batch")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  app.add_option("--seq", o.seq, "sequence length")->capture_default_str()->check(CLI::Range(1, 1 << 24));
+  app.add_option("--accum", o.accum, "micro-batches per step")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  app.add_option("--lr", o.lr, "peak learning rate (0: 170 / (d_model^2 x layers), 8.1e-7 at 32 x 2560)")->capture_default_str()->check(Finite & CLI::Range(0.0f, 10.0f));
+  app.add_option("--warmup", o.warmup, "steps of linear lr warmup")->capture_default_str()->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  app.add_option("--pinned", o.pinned_mib, "pinned pool budget, MiB")->capture_default_str()->check(CLI::Range(1, 1 << 24));
+  app.add_option("--threads", o.threads, "worker threads (0: all cores)")->capture_default_str()->check(CLI::Range(0, 1024));
+  app.add_option("--eval", o.eval, "held-out loss on one fixed validation batch before training and after each step "
+                                   "(costs one forward pass each)")->capture_default_str();
+  app.add_option("--resident", o.resident, "no offload: the plain Trainer, to compare losses")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    std::exit(app.exit(e));
   }
   return o;
 }

@@ -43,7 +43,12 @@ std::atomic<int> g_store_counter{0};
 int open_swap_file(const std::string& file, bool* direct) {
   int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0600);
   *direct = fd >= 0;
-  if (fd < 0 && errno == EINVAL) fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0 && errno == EINVAL) {
+    // Filesystems without direct I/O (ramfs) create the file before refusing the
+    // flag; O_EXCL proved it was not there before, so it is ours to remove.
+    ::unlink(file.c_str());
+    fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  }
   if (fd < 0)
     STRATA_FAIL("NVMe store: cannot create the swap file " << file << ": " << errno_text(errno));
   if (*direct) {
@@ -169,7 +174,9 @@ std::vector<uint32_t> NvmeStore::reserve(const std::vector<NvmeObjectSpec>& plan
     STRATA_CHECK(::fstatvfs(fds_[d.path], &fs) == 0,
                  "NVMe store: cannot read free space of " << options_.paths[d.path] << ": " << errno_text(errno));
     const uint64_t free_bytes = uint64_t(fs.f_bavail) * fs.f_frsize;
-    STRATA_CHECK(d.need <= free_bytes,
+    // A filesystem of no stated size (ramfs: 0 blocks, 0 free) limits nothing here;
+    // the writes themselves report when memory runs out.
+    STRATA_CHECK(d.need <= free_bytes || fs.f_blocks == 0,
                  "NVMe store: the plan needs " << format_bytes(d.need) << " (" << d.need
                      << " bytes) on the filesystem of " << d.names << " but only " << format_bytes(free_bytes)
                      << " is free; free space, add a path or keep less on NVMe");

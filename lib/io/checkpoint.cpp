@@ -306,6 +306,12 @@ void expect_tensor(const SafetensorsReader& r, const std::string& name, const st
 }
 }  // namespace
 
+namespace {
+std::string tensor_what(const SafetensorsReader& r, const std::string& name) {
+  return r.path() + ": tensor \"" + name + "\"";
+}
+}  // namespace
+
 CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* trainer) {
   CheckpointInfo info = read_checkpoint_info(dir);
   // Dropout rates do not shape the parameters: a checkpoint may be evaluated or
@@ -345,14 +351,19 @@ CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* tr
     for (int u = 0; u < model.num_units(); ++u) {
       unit.assign(size_t(model.unit_numel(u)), 0.0f);  // the padding stays 0
       for (const ParamInfo& p : model.parameters())
-        if (p.unit == u) weights->read(p.name, TensorView(unit.data() + p.offset, DType::f32, {p.numel()}, nullptr));
+        if (p.unit == u) {
+          weights->read(p.name, TensorView(unit.data() + p.offset, DType::f32, {p.numel()}, nullptr));
+          io::require_finite(unit.data() + p.offset, size_t(p.numel()), tensor_what(*weights, p.name));
+        }
       trainer->load_unit_parameters(u, unit.data());
     }
   } else {
     std::vector<char> staged;
     for (const ParamInfo& p : model.parameters()) {
       const TensorView v = model.parameter(p.name);
-      weights->read(p.name, host_view(v, staged));
+      const TensorView h = host_view(v, staged);
+      weights->read(p.name, h);
+      io::require_finite(h.data, io::float_format(h.dtype), size_t(h.numel()), tensor_what(*weights, p.name));
       copy_from_host(v, staged);
     }
   }
@@ -363,6 +374,7 @@ CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* tr
       for (auto [part, dst] : {std::pair{".master", &master}, {".exp_avg", &m}, {".exp_avg_sq", &v}}) {
         dst->assign(size_t(model.unit_numel(u)), 0.0f);
         opt->read(unit + part, TensorView(dst->data(), DType::f32, {model.unit_numel(u)}, nullptr));
+        io::require_finite(dst->data(), dst->size(), tensor_what(*opt, unit + part));
       }
       trainer->load_optimizer_state(u, master.data(), m.data(), v.data());
     }

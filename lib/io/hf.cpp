@@ -9,6 +9,7 @@
 #include <set>
 
 #include "file_io.h"
+#include "host_convert.h"
 #include "json.h"
 #include "strata/checkpoint.h"
 #include "strata/error.h"
@@ -419,8 +420,11 @@ void import_hf(Model& model, const std::string& dir_or_file, HfLayout layout) {
   for (size_t i = 0; i < table.size();) {
     const ParamInfo& pi = *info.at(table[i].strata);
     full.assign(size_t(pi.numel()), 0.0f);
-    for (; i < table.size() && table[i].strata == pi.name; ++i)
-      insert(full, cols_of(pi.shape), table[i], pi.shape[0], r.read_f32(table[i].hf));
+    for (; i < table.size() && table[i].strata == pi.name; ++i) {
+      const std::vector<float> piece = r.read_f32(table[i].hf);
+      io::require_finite(piece.data(), piece.size(), path + ": tensor \"" + table[i].hf + "\"");
+      insert(full, cols_of(pi.shape), table[i], pi.shape[0], piece);
+    }
     copy_from_host_f32(model.parameter(pi.name), full.data());
   }
 }

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -82,6 +83,30 @@ inline void from_f32(const float* src, void* dst, FloatFormat df, size_t n) {
       return;
     }
   }
+}
+
+// Loads refuse weights and optimizer state that hold NaN or Inf: such a file comes
+// from a diverged run or corruption the checksum could not see (written so), and
+// would train or generate garbage without a word. `what` names the file and tensor.
+inline void require_finite(const void* data, FloatFormat f, size_t n, const std::string& what) {
+  size_t bad = n;
+  bool nan = false;
+  for (size_t i = 0; i < n && bad == n; ++i) {
+    double x = 0;
+    switch (f) {
+      case FloatFormat::f64: x = static_cast<const double*>(data)[i]; break;
+      case FloatFormat::f32: x = static_cast<const float*>(data)[i]; break;
+      case FloatFormat::bf16: x = num::bf16_to_float(static_cast<const uint16_t*>(data)[i]); break;
+      case FloatFormat::f16: x = num::f16_to_float(static_cast<const uint16_t*>(data)[i]); break;
+    }
+    if (!std::isfinite(x)) bad = i, nan = std::isnan(x);
+  }
+  STRATA_CHECK(bad == n, what << " holds a non-finite value (" << (nan ? "NaN" : "Inf") << " at element " << bad
+                              << " of " << n << "); the file comes from a diverged run or is corrupt: "
+                                               "use an earlier checkpoint");
+}
+inline void require_finite(const float* data, size_t n, const std::string& what) {
+  require_finite(data, FloatFormat::f32, n, what);
 }
 
 // Requires a host (CPU-device or device-less) view: checkpoint code reads and

@@ -1,6 +1,8 @@
-// JSON values, the writer and a bounded recursive-descent parser (see json.h).
-// Invariant: the parser never reads past the end of its input and never recurses
-// deeper than kMaxDepth, whatever the bytes; every failure is a strata::Error.
+// JSON values, the writer, and the parser: nlohmann-json's (iterative, strict) SAX
+// parser feeding a builder that keeps number literals and key order (see json.h).
+// Invariant: parsing is linear in the input — duplicate keys are found through a
+// hash set per open object — and never nests deeper than kMaxDepth, whatever the
+// bytes; every failure is a strata::Error.
 #include "json.h"
 
 #include <cerrno>
@@ -8,6 +10,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <unordered_set>
+
+#include <nlohmann/json.hpp>
 
 #include "strata/error.h"
 
@@ -199,202 +204,80 @@ std::string Value::dump(int indent) const {
 
 // ---- parser ---------------------------------------------------------------------
 
-namespace {
-
-class Parser {
+// nlohmann's ordered_json is not used as the tree: its ordered_map finds keys by a
+// linear scan (quadratic on a 100,000-key header) and it keeps numbers as doubles.
+class Builder : public nlohmann::json_sax<nlohmann::json> {
  public:
-  Parser(std::string_view text, const std::string& what) : s_(text), what_(what) {}
+  explicit Builder(const std::string& what) : what_(what) {}
 
-  Value document() {
-    Value v = value(0);
-    skip_space();
-    if (pos_ != s_.size()) fail("unexpected bytes after the JSON value");
-    return v;
+  bool null() override { return add(Value()); }
+  bool boolean(bool b) override { return add(Value::boolean(b)); }
+  bool number_integer(number_integer_t x) override { return add(Value::integer(x)); }
+  bool number_unsigned(number_unsigned_t x) override { return add(Value::unsigned_integer(x)); }
+  bool number_float(number_float_t, const string_t& literal) override { return add(Value::number_text(literal)); }
+  bool string(string_t& s) override { return add(Value::string(std::move(s))); }
+  bool binary(binary_t&) override { return fail("binary values are not JSON"); }
+  bool start_object(std::size_t) override { return open(Value::object()); }
+  bool key(string_t& k) override {
+    if (!keys_.back().insert(k).second) return fail("duplicate key \"" + k + "\"");
+    pending_key_.push_back(std::move(k));
+    return true;
   }
+  bool end_object() override { return close(); }
+  bool start_array(std::size_t) override { return open(Value::array()); }
+  bool end_array() override { return close(); }
+  bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception& e) override {
+    // nlohmann's position counts the byte it stopped at from 1.
+    error_ = "malformed JSON at byte " + std::to_string(position ? position - 1 : 0) + ": " + e.what();
+    return false;
+  }
+
+  Value take_root() { return std::move(root_); }
+  const std::string& error() const { return error_; }
 
  private:
-  [[noreturn]] void fail(const std::string& why) {
-    STRATA_FAIL(what_ << ": malformed JSON at byte " << pos_ << ": " << why);
+  bool fail(const std::string& why) {
+    error_ = why;
+    return false;
   }
-  void skip_space() {
-    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r')) ++pos_;
+  bool open(Value container) {
+    if (stack_.size() >= size_t(kMaxDepth)) return fail("nesting deeper than 64 levels");
+    stack_.push_back(std::move(container));
+    keys_.emplace_back();
+    return true;
   }
-  char peek() {
-    if (pos_ >= s_.size()) fail("unexpected end of input");
-    return s_[pos_];
+  bool close() {
+    Value done = std::move(stack_.back());
+    stack_.pop_back();
+    keys_.pop_back();
+    return add(std::move(done));
   }
-  void expect(char c) {
-    if (peek() != c) fail(std::string("expected '") + c + "'");
-    ++pos_;
-  }
-  bool literal(std::string_view word) {
-    if (s_.substr(pos_, word.size()) != word) return false;
-    pos_ += word.size();
+  bool add(Value v) {
+    if (stack_.empty()) {
+      root_ = std::move(v);
+    } else if (stack_.back().is_array()) {
+      stack_.back().items_.push_back(std::move(v));
+    } else {
+      stack_.back().members_.emplace_back(std::move(pending_key_.back()), std::move(v));
+      pending_key_.pop_back();
+    }
     return true;
   }
 
-  Value value(int depth) {
-    if (depth > kMaxDepth) fail("nesting deeper than 64 levels");
-    skip_space();
-    const char c = peek();
-    if (c == '{') return object(depth);
-    if (c == '[') return array(depth);
-    if (c == '"') return Value::string(string_body());
-    if (c == '-' || (c >= '0' && c <= '9')) return number();
-    if (literal("true")) return Value::boolean(true);
-    if (literal("false")) return Value::boolean(false);
-    if (literal("null")) return Value();
-    fail(std::string("unexpected character '") + (c >= 0x20 && c < 0x7f ? std::string(1, c) : "?") + "'");
-  }
-
-  Value object(int depth) {
-    expect('{');
-    Value v = Value::object();
-    skip_space();
-    if (peek() == '}') {
-      ++pos_;
-      return v;
-    }
-    for (;;) {
-      skip_space();
-      if (peek() != '"') fail("expected a string key");
-      std::string key = string_body();
-      if (v.find(key)) fail("duplicate key \"" + key + "\"");
-      skip_space();
-      expect(':');
-      v.set(key, value(depth + 1));
-      skip_space();
-      if (peek() == ',') {
-        ++pos_;
-        continue;
-      }
-      expect('}');
-      return v;
-    }
-  }
-
-  Value array(int depth) {
-    expect('[');
-    Value v = Value::array();
-    skip_space();
-    if (peek() == ']') {
-      ++pos_;
-      return v;
-    }
-    for (;;) {
-      v.push(value(depth + 1));
-      skip_space();
-      if (peek() == ',') {
-        ++pos_;
-        continue;
-      }
-      expect(']');
-      return v;
-    }
-  }
-
-  Value number() {
-    const size_t start = pos_;
-    auto digits = [&] {
-      size_t n = 0;
-      while (pos_ < s_.size() && s_[pos_] >= '0' && s_[pos_] <= '9') ++pos_, ++n;
-      return n;
-    };
-    if (s_[pos_] == '-') ++pos_;
-    if (pos_ < s_.size() && s_[pos_] == '0') ++pos_;
-    else if (digits() == 0) fail("a number needs digits");
-    if (pos_ < s_.size() && s_[pos_] == '.') {
-      ++pos_;
-      if (digits() == 0) fail("a number needs digits after '.'");
-    }
-    if (pos_ < s_.size() && (s_[pos_] == 'e' || s_[pos_] == 'E')) {
-      ++pos_;
-      if (pos_ < s_.size() && (s_[pos_] == '+' || s_[pos_] == '-')) ++pos_;
-      if (digits() == 0) fail("a number needs digits in its exponent");
-    }
-    return Value::number_text(std::string(s_.substr(start, pos_ - start)));
-  }
-
-  unsigned hex4() {
-    unsigned x = 0;
-    for (int i = 0; i < 4; ++i) {
-      const char c = peek();
-      ++pos_;
-      x <<= 4;
-      if (c >= '0' && c <= '9') x |= unsigned(c - '0');
-      else if (c >= 'a' && c <= 'f') x |= unsigned(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F') x |= unsigned(c - 'A' + 10);
-      else fail("bad \\u escape");
-    }
-    return x;
-  }
-
-  static void utf8(std::string& out, unsigned cp) {
-    if (cp < 0x80) {
-      out += char(cp);
-    } else if (cp < 0x800) {
-      out += char(0xc0 | (cp >> 6));
-      out += char(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-      out += char(0xe0 | (cp >> 12));
-      out += char(0x80 | ((cp >> 6) & 0x3f));
-      out += char(0x80 | (cp & 0x3f));
-    } else {
-      out += char(0xf0 | (cp >> 18));
-      out += char(0x80 | ((cp >> 12) & 0x3f));
-      out += char(0x80 | ((cp >> 6) & 0x3f));
-      out += char(0x80 | (cp & 0x3f));
-    }
-  }
-
-  std::string string_body() {
-    expect('"');
-    std::string out;
-    for (;;) {
-      const char c = peek();
-      ++pos_;
-      if (c == '"') return out;
-      if (static_cast<unsigned char>(c) < 0x20) fail("control character inside a string");
-      if (c != '\\') {
-        out += c;
-        continue;
-      }
-      const char e = peek();
-      ++pos_;
-      switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': {
-          unsigned cp = hex4();
-          if (cp >= 0xd800 && cp < 0xdc00) {
-            if (!literal("\\u")) fail("unpaired surrogate in \\u escape");
-            const unsigned lo = hex4();
-            if (lo < 0xdc00 || lo >= 0xe000) fail("unpaired surrogate in \\u escape");
-            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-          } else if (cp >= 0xdc00 && cp < 0xe000) {
-            fail("unpaired surrogate in \\u escape");
-          }
-          utf8(out, cp);
-          break;
-        }
-        default: fail("bad escape in a string");
-      }
-    }
-  }
-
-  std::string_view s_;
   const std::string& what_;
-  size_t pos_ = 0;
+  Value root_;
+  std::vector<Value> stack_;  // the open containers, innermost last
+  std::vector<std::unordered_set<std::string>> keys_;  // keys seen per open container
+  std::vector<std::string> pending_key_;  // a key awaiting its value, per open object
+  std::string error_;
 };
 
-}  // namespace
-
-Value parse(std::string_view text, const std::string& what) { return Parser(text, what).document(); }
+Value parse(std::string_view text, const std::string& what) {
+  Builder builder(what);
+  const bool ok = nlohmann::json::sax_parse(text.begin(), text.end(), &builder, nlohmann::json::input_format_t::json,
+                                            /*strict=*/true, /*ignore_comments=*/false);
+  STRATA_CHECK(ok, what << ": " << (builder.error().empty() ? "malformed JSON" : builder.error()));
+  return builder.take_root();
+}
 
 }  // namespace strata::json

@@ -15,6 +15,8 @@
 
 namespace strata::json {
 
+class Builder;
+
 class Value {
  public:
   enum class Kind : uint8_t { null, boolean, number, string, array, object };
@@ -60,6 +62,7 @@ class Value {
   std::string dump(int indent = -1) const;
 
  private:
+  friend class Builder;  // the parser fills containers directly (no per-key search)
   void write(std::string& out, int indent, int level) const;
   Kind kind_ = Kind::null;
   bool bool_ = false;

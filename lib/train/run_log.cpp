@@ -1,10 +1,16 @@
 // The JSONL run log and the divergence warning (see strata/run_log.h).
 // Invariant: one JSON object per line, flushed after each, numbers written so they
-// read back exactly (floats with 9 significant digits).
+// read back exactly (floats with 9 significant digits); a line that cannot be
+// written whole is an error, never a silent gap.
 #include "strata/run_log.h"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "../io/json.h"
 #include "../io/state_json.h"
@@ -36,7 +42,7 @@ RunLog::RunLog(const std::string& path, const Model& model, const TrainOptions& 
   std::error_code ec;
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
   file_ = std::fopen(path.c_str(), "a");
-  STRATA_CHECK(file_, "RunLog: cannot open " << path << " for appending");
+  STRATA_CHECK(file_, "RunLog: cannot open " << path << " for appending: " << std::strerror(errno));
   for (int u = 0; u < model.num_units(); ++u) unit_names_.push_back(model.unit_name(u));
   json::Value h = json::Value::object();
   h.set("type", json::Value::string("header"));
@@ -53,7 +59,12 @@ RunLog::RunLog(const std::string& path, const Model& model, const TrainOptions& 
   json::Value ex = json::Value::object();
   for (const auto& [k, v] : extra) ex.set(k, json::Value::string(v));
   h.set("run", ex);
-  write_line(h.dump());
+  try {
+    write_line(h.dump());
+  } catch (...) {
+    std::fclose(file_);
+    throw;
+  }
 }
 
 RunLog::~RunLog() {
@@ -61,9 +72,54 @@ RunLog::~RunLog() {
 }
 
 void RunLog::write_line(const std::string& line) {
-  std::fputs(line.c_str(), file_);
-  std::fputc('\n', file_);
-  std::fflush(file_);
+  // A log that silently stops (full disk) is worse than a stopped run: it is the
+  // record the run is judged by.
+  errno = 0;
+  const bool ok = std::fputs(line.c_str(), file_) >= 0 && std::fputc('\n', file_) != EOF && std::fflush(file_) == 0;
+  if (!ok || std::ferror(file_)) {
+    const int err = errno;
+    std::clearerr(file_);
+    STRATA_FAIL("RunLog: cannot write to " << path_ << ": " << (err ? std::strerror(err) : "write error")
+                                           << "; free space or give another --log");
+  }
+}
+
+int64_t truncate_run_log(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return 0;
+  std::string kept, line;
+  int64_t removed = 0;
+  while (std::getline(in, line)) {
+    bool keep = false;
+    try {
+      const json::Value v = json::parse(line, path);
+      const json::Value* s = v.find("step");
+      keep = !s || !s->is_number() || s->as_int("step") <= step;
+    } catch (const Error&) {
+      keep = false;  // a line cut by a crash
+    }
+    if (keep) kept += line + "\n";
+    else ++removed;
+  }
+  in.close();
+  if (removed == 0) return 0;
+  const std::string tmp = path + ".tmp";
+  {
+    std::FILE* f = std::fopen(tmp.c_str(), "w");
+    STRATA_CHECK(f, "RunLog: cannot write " << tmp << " to cut " << path << " back: " << std::strerror(errno));
+    const bool ok = std::fwrite(kept.data(), 1, kept.size(), f) == kept.size() && std::fflush(f) == 0 &&
+                    ::fsync(fileno(f)) == 0;
+    const int err = errno;
+    std::fclose(f);
+    if (!ok) {
+      std::remove(tmp.c_str());
+      STRATA_FAIL("RunLog: cannot write " << tmp << " to cut " << path << " back: " << std::strerror(err));
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  STRATA_CHECK(!ec, "RunLog: cannot replace " << path << ": " << ec.message());
+  return removed;
 }
 
 std::vector<std::string> RunLog::record(const StepReport& r) {

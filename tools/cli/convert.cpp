@@ -9,20 +9,21 @@
 #include "model_source.h"
 
 int convert_main(int argc, char** argv) {
-  std::string from, to, format = "strata", dtype = "f32";
+  std::string from, to, format = "strata", dtype = "f32", device = "cpu";
   cli::Args args("strata convert --from PATH --to DIR [--format F] [--dtype D]",
                  "Converts weights. PATH: a strata checkpoint, a run directory (its newest checkpoint), or a\n"
                  "Hugging Face directory (config.json + model.safetensors, gpt2 or llama).");
   args.option("from", &from, "PATH", "the source (required)");
   args.option("to", &to, "DIR", "the output directory (required; for strata, must not exist)");
-  args.option("format", &format, "F", "strata | gpt2 | llama | hf (hf: gpt2 or llama, whichever fits the model)");
-  args.option("dtype", &dtype, "D", "f32 | bf16");
+  args.choice("format", &format, {"strata", "gpt2", "llama", "hf"}, "output layout (hf: gpt2 or llama, whichever fits the model)");
+  args.choice("dtype", &dtype, {"f32", "bf16"}, "dtype of the written weights");
+  args.option("device", &device, "DEV", "cpu | cuda:N (where the model is loaded)");
   if (int rc = args.parse(argc, argv); rc >= 0) return rc;
   if (from.empty() || to.empty()) return args.usage_error("--from and --to are required");
   try {
     const strata::DType dt = strata::dtype_from_string(dtype);
     if (dt != strata::DType::f32 && dt != strata::DType::bf16) return args.usage_error("--dtype must be f32 or bf16");
-    cli::LoadedModel lm = cli::load_model(from, "fp32", false);
+    cli::LoadedModel lm = cli::load_model(from, "fp32", false, device);
     if (format == "strata") {
       strata::save_checkpoint(to, *lm.model, nullptr, {}, {dt, false});
     } else {

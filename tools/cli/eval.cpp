@@ -31,27 +31,28 @@ void dump_logits(strata::Model& model, strata::TokenBatch& b, const std::string&
 }  // namespace
 
 int eval_main(int argc, char** argv) {
-  std::string model_path, data, grads, logits_path, precision, lora_dir;
+  std::string model_path, data, grads, logits_path, precision, lora_dir, device = "cpu";
   int64_t batch = 8, seq = 0, batches = 0, threads = 0;
   cli::Args args("strata eval --model PATH --data GLOB [options]",
                  "Mean loss and perplexity over consecutive windows of the data (no dropout).");
   args.option("model", &model_path, "PATH", "strata checkpoint, run directory, or Hugging Face directory (required)");
   args.option("data", &data, "GLOB", "token shards (required)");
-  args.option("batch", &batch, "B", "sequences per batch");
-  args.option("seq", &seq, "T", "sequence length (0: the model's max_seq)");
-  args.option("batches", &batches, "N", "batches to evaluate (0: one pass over the data)");
-  args.option("precision", &precision, "P", "fp32 | bf16 | fp16 (default: the checkpoint's)");
+  args.option("batch", &batch, "B", "sequences per batch", 1, 1 << 20);
+  args.option("seq", &seq, "T", "sequence length (0: the model's max_seq)", 0, 1 << 24);
+  args.option("batches", &batches, "N", "batches to evaluate (0: one pass over the data)", 0);
+  args.choice("precision", &precision, {"fp32", "bf16", "fp16"}, "precision (default: the checkpoint's)");
+  args.option("device", &device, "DEV", "cpu | cuda:N");
   args.option("dump-grads", &grads, "FILE", "write the gradients of the first batch (f32) as safetensors");
   args.option("dump-logits", &logits_path, "FILE", "write the logits (B, T, V) f32 of the first batch as safetensors");
   args.option("lora", &lora_dir, "DIR", "apply the LoRA adapters in DIR (adapter_config.json + adapter_model.safetensors)");
-  args.option("threads", &threads, "N", "worker threads (0: all cores)");
+  args.option("threads", &threads, "N", "worker threads (0: all cores)", 0, 1024);
   if (int rc = args.parse(argc, argv); rc >= 0) return rc;
   if (model_path.empty() || data.empty()) return args.usage_error("--model and --data are required");
   if (!lora_dir.empty() && !grads.empty())
     return args.usage_error("--dump-grads needs the base's gradients, which a LoRA-adapted (frozen) model has none of");
   try {
     if (threads > 0) strata::set_num_threads(int(threads));
-    cli::LoadedModel lm = cli::load_model(model_path, precision, true);
+    cli::LoadedModel lm = cli::load_model(model_path, precision, true, device);
     strata::Model& model = *lm.model;
     std::unique_ptr<strata::Lora> lora;
     if (!lora_dir.empty()) {

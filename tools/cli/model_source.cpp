@@ -1,6 +1,8 @@
 // Loading a model for eval, sample and convert (see model_source.h).
 #include "model_source.h"
 
+#include "args.h"
+
 #include <cstdio>
 #include <filesystem>
 
@@ -8,9 +10,22 @@ namespace cli {
 
 namespace fs = std::filesystem;
 
-LoadedModel load_model(const std::string& path, const std::string& precision, bool inference) {
+std::unique_ptr<strata::Device> make_device(const std::string& spec) {
+  if (spec == "cpu") return strata::Device::cpu(0);
+  if (spec == "cuda" || spec.rfind("cuda:", 0) == 0) {
+    int64_t index = 0;
+    std::string error;
+    if (spec != "cuda" && !parse_int(spec.substr(5), 0, 1023, index, error))
+      throw strata::Error("--device " + spec + ": the device index " + error);
+    return strata::Device::cuda(int(index));
+  }
+  throw strata::Error("--device: '" + spec + "' is not a device (expected cpu or cuda:N)");
+}
+
+LoadedModel load_model(const std::string& path, const std::string& precision, bool inference,
+                       const std::string& device) {
   LoadedModel out;
-  out.device = strata::Device::cpu(0);
+  out.device = make_device(device);
   std::string ck;
   if (strata::is_checkpoint(path)) ck = path;
   else if (fs::is_directory(path)) ck = strata::latest_checkpoint(path);

@@ -13,22 +13,11 @@
 #include "args.h"
 #include "commands.h"
 #include "model_source.h"
+#include "placement.h"
 #include "strata/strata.h"
 #include "strata/plan.h"
 
 namespace {
-
-// "24G", "512M", "1.5T", "123456" (bytes) -> bytes; -1 when malformed.
-double parse_size(const std::string& s) {
-  if (s.empty()) return -1;
-  char* end = nullptr;
-  double x = std::strtod(s.c_str(), &end);
-  if (end == s.c_str()) return -1;
-  const std::string unit(end);
-  const double k = unit.empty() || unit == "B" ? 1 : unit == "K" || unit == "KiB" ? 1024.0 : unit == "M" || unit == "MiB" ? 1048576.0
-                 : unit == "G" || unit == "GiB" ? 1073741824.0 : unit == "T" || unit == "TiB" ? 1099511627776.0 : -1;
-  return k < 0 ? -1 : x * k;
-}
 
 // "1.5B", "13B", "350M" parameters.
 int64_t parse_count(const std::string& s) {
@@ -37,17 +26,6 @@ int64_t parse_count(const std::string& s) {
   const std::string u(end ? end : "");
   const double k = u.empty() ? 1 : u == "K" ? 1e3 : u == "M" ? 1e6 : u == "B" ? 1e9 : u == "T" ? 1e12 : -1;
   return end == s.c_str() || k < 0 ? -1 : int64_t(x * k);
-}
-
-size_t available_ram() {
-  std::ifstream f("/proc/meminfo");
-  std::string key;
-  size_t kb = 0;
-  while (f >> key >> kb) {
-    if (key == "MemAvailable:") return kb * 1024;
-    f.ignore(256, '\n');
-  }
-  return size_t(sysconf(_SC_PHYS_PAGES)) * size_t(sysconf(_SC_PAGESIZE));
 }
 
 }  // namespace
@@ -65,18 +43,18 @@ int plan_main(int argc, char** argv) {
   args.option("preset", &preset, "NAME", "model preset (gpt2-xl is 1.5B)");
   args.option("model-config", &config_file, "FILE", "a model config.json (as in a checkpoint)");
   args.option("params", &params, "N", "a parameter count: 1.5B, 13B, 350M (a GPT-2-like shape is assumed)");
-  args.option("precision", &precision, "P", "fp32 | bf16 | fp16");
-  args.option("recompute", &recompute, "R", "none | selective | full (activation memory)");
-  args.option("batch", &batch, "B", "sequences per micro-batch");
-  args.option("seq", &seq, "T", "sequence length");
-  args.option("accum", &accum, "K", "micro-batches per step");
-  args.option("devices", &devices, "N", "devices (ZeRO-3 shards the device tier across them)");
+  args.choice("precision", &precision, {"fp32", "bf16", "fp16"}, "precision");
+  args.choice("recompute", &recompute, {"none", "selective", "full"}, "activation recompute (activation memory)");
+  args.option("batch", &batch, "B", "sequences per micro-batch", 1, 1 << 20);
+  args.option("seq", &seq, "T", "sequence length", 1, 1 << 24);
+  args.option("accum", &accum, "K", "micro-batches per step", 1, 1 << 20);
+  args.option("devices", &devices, "N", "devices (ZeRO-3 shards the device tier across them)", 1, 1024);
   args.option("device-memory", &device_mem, "SIZE", "memory per accelerator, e.g. 80G (default: a CPU device, which "
                                                     "is host RAM)");
   args.option("ram", &ram, "SIZE", "host RAM for the run (default: MemAvailable now)");
   args.option("nvme", &nvme_list, "DIRS", "comma-separated NVMe directories for swap files");
-  args.option("placement", &placement, "P", "check this placement instead of choosing: device | host | nvme");
-  args.option("threads", &threads, "N", "worker threads for the FLOP/s probe (0: all cores)");
+  args.choice("placement", &placement, {"device", "host", "nvme"}, "check this placement instead of choosing");
+  args.option("threads", &threads, "N", "worker threads for the FLOP/s probe (0: all cores)", 0, 1024);
   args.flag("no-probe", &no_probe, "skip the probes (no step-time prediction)");
   if (int rc = args.parse(argc, argv); rc >= 0) return rc;
   if (int(!preset.empty()) + int(!config_file.empty()) + int(!params.empty()) != 1)
@@ -111,17 +89,17 @@ int plan_main(int argc, char** argv) {
     q.devices = int(devices);
     q.placement = placement;
     if (!device_mem.empty()) {
-      const double b = parse_size(device_mem);
+      const double b = cli::parse_size(device_mem);
       if (b <= 0) return args.usage_error("--device-memory: expected a size like 80G, got '" + device_mem + "'");
       q.device_bytes = size_t(b);
       q.device_is_host = false;
     }
     if (!ram.empty()) {
-      const double b = parse_size(ram);
+      const double b = cli::parse_size(ram);
       if (b <= 0) return args.usage_error("--ram: expected a size like 24G, got '" + ram + "'");
       q.ram_bytes = size_t(b);
     } else {
-      q.ram_bytes = available_ram();
+      q.ram_bytes = cli::available_ram();
     }
     std::stringstream list(nvme_list);
     for (std::string p; std::getline(list, p, ',');)
@@ -139,6 +117,33 @@ int plan_main(int argc, char** argv) {
     const strata::Plan plan = strata::make_plan(q, rates);
     std::printf("model: %s\n", q.config_known ? q.config.describe().c_str() : ("~" + params + " parameters").c_str());
     std::fputs(strata::format_plan(q, plan).c_str(), stdout);
+    if (plan.chosen >= 0 && plan.options[size_t(plan.chosen)].fits) {
+      // The command that trains this model with the chosen placement (or --plan auto).
+      // strata train names its model by a preset and size flags: a config file's
+      // model has flags when it is a GPT-2-style preset with other sizes.
+      std::string model_flags = preset.empty() ? "" : "--preset " + preset;
+      if (!config_file.empty()) {
+        strata::ModelConfig g = strata::ModelConfig::preset("gpt2-small");
+        const strata::ModelConfig& c = q.config;
+        g.n_layers = c.n_layers, g.n_heads = c.n_heads, g.d_model = c.d_model, g.d_mlp = c.d_mlp;
+        g.vocab_size = c.vocab_size, g.max_seq = c.max_seq;
+        if (strata::model_config_to_json(g) == strata::model_config_to_json(c))
+          model_flags = "--preset gpt2-small --n-layers " + std::to_string(c.n_layers) + " --n-heads " +
+                        std::to_string(c.n_heads) + " --d-model " + std::to_string(c.d_model) + " --d-mlp " +
+                        std::to_string(c.d_mlp) + " --vocab-size " + std::to_string(c.vocab_size) + " --max-seq " +
+                        std::to_string(c.max_seq);
+        else
+          std::printf("\n(%s is not a GPT-2-style model: strata train has no flags for it)\n", config_file.c_str());
+      }
+      if (!model_flags.empty()) {
+        const std::string flags = cli::placement_flags(plan.options[size_t(plan.chosen)], int(devices), q.nvme_paths);
+        std::printf("\nto train it so:\n  strata train --data GLOB --out DIR %s --precision %s --batch %lld --seq %lld "
+                    "--accum %lld%s%s\n(or the same with --plan auto%s in place of the placement flags)\n",
+                    model_flags.c_str(), precision.c_str(), (long long)batch, (long long)seq, (long long)accum,
+                    flags.empty() ? "" : " ", flags.c_str(),
+                    ((q.nvme_paths.empty() ? "" : " --nvme " + q.nvme_paths[0]) + (ram.empty() ? "" : " --ram " + ram)).c_str());
+      }
+    }
     return plan.chosen >= 0 && plan.options[size_t(plan.chosen)].fits ? 0 : 1;
   } catch (const std::exception& e) {
     return cli::fail("plan", e);

@@ -3,83 +3,40 @@
 // Invariant: nothing is written unless every argument and input file is good.
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
+#include "args.h"
+#include "commands.h"
 #include "strata/data.h"
 #include "strata/error.h"
-#include "commands.h"
-
-namespace {
-
-void print_usage(std::FILE* to) {
-  std::fprintf(to,
-               "usage: strata prepare --out PREFIX [--tokenizer FILE] [--val-fraction F] [FILE...]\n"
-               "\n"
-               "Tokenizes text files (byte by byte, vocabulary 256, or with a Hugging Face\n"
-               "tokenizer.json) and writes the llm.c-format shards PREFIX_train.bin and\n"
-               "PREFIX_val.bin (uint32 tokens when the vocabulary passes 65,536). The last\n"
-               "fraction F of each file goes to validation, the rest to training.\n"
-               "\n"
-               "  --out PREFIX        output prefix, e.g. data/fortunes (required)\n"
-               "  --tokenizer FILE    a tokenizer.json (byte-level BPE); default: bytes\n"
-               "  --val-fraction F    fraction of each file held out, in [0, 1) (default 0.1)\n"
-               "  FILE...             text files; none: the fortunes corpus (%s)\n"
-               "  --help              show this help\n",
-               strata::kFortunesDir);
-}
-
-int usage_error(const std::string& message) {
-  std::fprintf(stderr, "strata prepare: %s\n(see strata prepare --help)\n", message.c_str());
-  return 2;
-}
-
-bool parse_fraction(const std::string& text, double& out) {
-  char* end = nullptr;
-  out = std::strtod(text.c_str(), &end);
-  return !text.empty() && end == text.c_str() + text.size();
-}
-
-}  // namespace
 
 int prepare_main(int argc, char** argv) {
-  std::string prefix, fraction_text = "0.1", tokenizer_path;
+  std::string prefix, tokenizer_path;
+  double fraction = 0.1;
   std::vector<std::string> inputs;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    // Both "--opt VALUE" and "--opt=VALUE".
-    auto value_of = [&](const std::string& name, std::string& out) {
-      if (arg == name) {
-        if (i + 1 >= argc) return false;
-        out = argv[++i];
-        return true;
-      }
-      if (arg.rfind(name + "=", 0) == 0) {
-        out = arg.substr(name.size() + 1);
-        return true;
-      }
-      return false;
-    };
-    if (arg == "--help" || arg == "-h") {
-      print_usage(stdout);
-      return 0;
-    } else if (arg == "--out" || arg.rfind("--out=", 0) == 0) {
-      if (!value_of("--out", prefix)) return usage_error("--out needs a PREFIX");
-    } else if (arg == "--tokenizer" || arg.rfind("--tokenizer=", 0) == 0) {
-      if (!value_of("--tokenizer", tokenizer_path)) return usage_error("--tokenizer needs a FILE");
-    } else if (arg == "--val-fraction" || arg.rfind("--val-fraction=", 0) == 0) {
-      if (!value_of("--val-fraction", fraction_text))
-        return usage_error("--val-fraction needs a number");
-    } else if (arg.size() > 1 && arg[0] == '-') {
-      return usage_error("unknown option '" + arg + "'");
-    } else {
-      inputs.push_back(arg);
-    }
+  cli::Args args("strata prepare --out PREFIX [--tokenizer FILE] [--val-fraction F] [FILE...]",
+                 "Tokenizes text files (byte by byte, vocabulary 256, or with a Hugging Face\n"
+                 "tokenizer.json) and writes the llm.c-format shards PREFIX_train.bin and\n"
+                 "PREFIX_val.bin (uint32 tokens when the vocabulary passes 65,536). The last\n"
+                 "fraction F of each file goes to validation, the rest to training.");
+  args.option("out", &prefix, "PREFIX", "output prefix, e.g. data/fortunes (required)");
+  args.option("tokenizer", &tokenizer_path, "FILE", "a tokenizer.json (byte-level BPE); default: bytes");
+  args.option("val-fraction", &fraction, "F", "fraction of each file held out, in [0, 1)", 0, 1);
+  args.positionals(&inputs, "FILE", std::string("text files; none: the fortunes corpus (") + strata::kFortunesDir + ")");
+  if (int rc = args.parse(argc, argv); rc >= 0) return rc;
+  if (prefix.empty()) return args.usage_error("--out PREFIX is required");
+  if (fraction >= 1) return args.usage_error("--val-fraction: 1 is out of range (expected a number in [0, 1))");
+  // An empty input would give empty shards that fail only when training opens them.
+  uintmax_t bytes = 0;
+  for (const std::string& f : inputs) {
+    std::error_code ec;
+    const uintmax_t n = std::filesystem::file_size(f, ec);
+    if (!ec) bytes += n;
+    else if (std::filesystem::exists(f)) return args.usage_error(f + ": " + ec.message());
   }
-  if (prefix.empty()) return usage_error("--out PREFIX is required");
-  double fraction = 0;
-  if (!parse_fraction(fraction_text, fraction) || !(fraction >= 0.0 && fraction < 1.0))
-    return usage_error("--val-fraction '" + fraction_text + "' must be a number in [0, 1)");
+  if (!inputs.empty() && bytes == 0) return args.usage_error("the input files hold no text; nothing to prepare");
 
   try {
     if (inputs.empty()) inputs = strata::default_corpus_files();
@@ -87,6 +44,12 @@ int prepare_main(int argc, char** argv) {
                                             ? strata::Tokenizer::bytes()
                                             : strata::Tokenizer::from_file(tokenizer_path);
     const strata::PrepareResult r = strata::prepare_text(inputs, prefix, fraction, tokenizer);
+    if (r.train_tokens == 0) {
+      std::remove(r.train_path.c_str());
+      std::remove(r.val_path.c_str());
+      throw strata::Error("no training tokens were written to " + r.train_path + "; give more text or a smaller "
+                          "--val-fraction");
+    }
     std::printf("%zu file(s) -> %s (%lld tokens), %s (%lld tokens)\n", inputs.size(),
                 r.train_path.c_str(), static_cast<long long>(r.train_tokens), r.val_path.c_str(),
                 static_cast<long long>(r.val_tokens));

@@ -9,28 +9,43 @@
 #include "model_source.h"
 
 int sample_main(int argc, char** argv) {
-  std::string model_path, prompt = "\n", prompt_ids;
+  std::string model_path, prompt = "\n", prompt_ids, device = "cpu";
   int64_t tokens = 200, top_k = 40, seed = 1, threads = 0;
   double temperature = 0.8;
   cli::Args args("strata sample --model PATH [options]", "Generates text (byte-level models) or token ids.");
   args.option("model", &model_path, "PATH", "strata checkpoint, run directory, or Hugging Face directory (required)");
   args.option("prompt", &prompt, "TEXT", "prompt text, byte-level models");
   args.option("prompt-ids", &prompt_ids, "IDS", "prompt as comma-separated token ids (any vocabulary)");
-  args.option("tokens", &tokens, "N", "tokens to generate");
-  args.option("temperature", &temperature, "X", "sampling temperature (0: greedy)");
-  args.option("top-k", &top_k, "K", "sample among the K most likely tokens (0: all)");
-  args.option("seed", &seed, "S", "sampling seed");
-  args.option("threads", &threads, "N", "worker threads (0: all cores)");
+  args.option("tokens", &tokens, "N", "tokens to generate", 1, 1 << 24);
+  args.option("temperature", &temperature, "X", "sampling temperature (0: greedy)", 0, 100);
+  args.option("top-k", &top_k, "K", "sample among the K most likely tokens (0: all)", 0, int64_t(1) << 31);
+  args.option("seed", &seed, "S", "sampling seed", 0);
+  args.option("device", &device, "DEV", "cpu | cuda:N");
+  args.option("threads", &threads, "N", "worker threads (0: all cores)", 0, 1024);
   if (int rc = args.parse(argc, argv); rc >= 0) return rc;
   if (model_path.empty()) return args.usage_error("--model is required");
+  std::vector<int32_t> ids;
+  if (args.given("prompt-ids")) {
+    std::stringstream s(prompt_ids);
+    int n = 0;
+    for (std::string id; std::getline(s, id, ',');) {
+      int64_t x = 0;
+      std::string error;
+      if (!cli::parse_int(id, 0, INT32_MAX, x, error))
+        return args.usage_error("--prompt-ids '" + prompt_ids + "': id " + std::to_string(n + 1) + ": " + error);
+      ids.push_back(int32_t(x));
+      ++n;
+    }
+    if (ids.empty() || prompt_ids.back() == ',')
+      return args.usage_error("--prompt-ids '" + prompt_ids + "': expected token ids separated by commas, e.g. 1,2,3");
+  }
   try {
     if (threads > 0) strata::set_num_threads(int(threads));
-    cli::LoadedModel lm = cli::load_model(model_path, "", true);
+    cli::LoadedModel lm = cli::load_model(model_path, "", true, device);
     const bool bytes = lm.model->config().vocab_size == strata::kByteVocabSize;
     std::vector<int32_t> in;
-    if (!prompt_ids.empty()) {
-      std::stringstream s(prompt_ids);
-      for (std::string id; std::getline(s, id, ',');) in.push_back(int32_t(std::stol(id)));
+    if (!ids.empty()) {
+      in = ids;
     } else if (bytes) {
       for (uint16_t t : strata::encode_bytes(prompt)) in.push_back(t);
     } else {
@@ -42,7 +57,7 @@ int sample_main(int argc, char** argv) {
     so.top_k = top_k;
     so.seed = uint64_t(seed);
     const std::vector<int32_t> out = strata::sample(*lm.model, in, so);
-    if (bytes && prompt_ids.empty()) {
+    if (bytes && ids.empty()) {
       std::vector<uint16_t> all;
       for (int32_t t : in) all.push_back(uint16_t(t));
       for (int32_t t : out) all.push_back(uint16_t(t));

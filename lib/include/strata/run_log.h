@@ -2,7 +2,8 @@
 // then one object per step) and the early warning of a diverging run.
 // Invariant: every line of the file is one complete JSON object, written and
 // flushed whole, so a log read during or after a crash parses up to its last step;
-// every StepReport field appears in each step object under the same name.
+// every StepReport field appears in each step object under the same name. A write
+// that fails (full disk) throws strata::Error.
 #pragma once
 #include <cstdint>
 #include <cstdio>
@@ -42,6 +43,13 @@ class RunLog {
   std::vector<UnitStats> previous_;
   double growth_factor_;
 };
+
+// Cuts the log at `path` back to optimizer step `step`: drops the step and eval
+// records after it and any line a crash cut short (what a run killed after its last
+// checkpoint wrote), so that the resumed run's log reads as one run. Headers stay.
+// Rewrites the file through a temporary and a rename; returns the lines removed
+// (0, and the file untouched, when there are none or no file).
+int64_t truncate_run_log(const std::string& path, int64_t step);
 
 // "[########............] 40%  ETA 1m12s": a fixed-width progress bar for step
 // `done` of `total` with the remaining time extrapolated from `elapsed` seconds.

@@ -51,8 +51,10 @@ class AdamW {
 enum class ScheduleKind : uint8_t { constant, cosine, wsd };
 
 struct LRSchedule {
-  ScheduleKind kind = ScheduleKind::cosine;
-  int64_t warmup_steps = 0;   // linear from lr/warmup to lr
+  // Constant unless asked: cosine and wsd need the run's length in total_steps, and
+  // a default length would decay a run that never set it to its floor at once.
+  ScheduleKind kind = ScheduleKind::constant;
+  int64_t warmup_steps = 0;   // linear from lr/warmup to lr (keep it below total_steps)
   int64_t total_steps = 1;    // cosine: decay ends here; wsd: the run's length
   float min_ratio = 0.1f;     // floor as a fraction of the peak
   int64_t decay_steps = 0;    // wsd: length of the final linear decay
