@@ -24,6 +24,7 @@
 #include "strata/device.h"
 #include "thread_scratch.h"
 #include "util.h"
+#include "op_profile.h"
 
 namespace strata::cpu {
 
@@ -241,12 +242,14 @@ void backward(const ops::MatmulBackwardArgs& a) {
 }  // namespace
 
 void matmul_forward(const ops::MatmulForwardArgs& a) {
+  OpTimer timer(OpCategory::gemm);
   blas_single_threaded();
   if (a.weight.dtype == DType::bf16 && matmul_forward_bf16(a)) return;
   dispatch_float(a.weight.dtype, [&](auto tag) { forward<decltype(tag)>(a); });
 }
 
 void matmul_backward(const ops::MatmulBackwardArgs& a) {
+  OpTimer timer(OpCategory::gemm);
   blas_single_threaded();
   if (a.weight.dtype == DType::bf16 && matmul_backward_bf16(a)) return;
   dispatch_float(a.weight.dtype, [&](auto tag) { backward<decltype(tag)>(a); });
