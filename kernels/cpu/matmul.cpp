@@ -45,7 +45,7 @@ class PackedB {
  public:
   PackedB() = default;
   template <int Slot>
-  PackedB(Strided<float> b, int64_t k, int64_t n, ThreadScratch<float, Slot>& scratch) : b_(b) {
+  PackedB(Strided<float> b, int64_t k, int64_t n, ThreadScratch<float, Slot>& scratch) : b_(b), n_(n) {
     if constexpr (kHaveGemmF32) pack_b_f32(b, k, n, scratch.data());
     packed_ = scratch.data();
   }
@@ -56,7 +56,7 @@ class PackedB {
   void gemm(int64_t m, int64_t n, int64_t k, Strided<float> a, int64_t j0, float* c, int64_t ldc,
             bool accumulate) const {
     if constexpr (kHaveGemmF32) {
-      gemm_tile_f32(m, n, k, a, packed_, j0, c, ldc, accumulate);
+      gemm_tile_f32(m, n, k, a, packed_, n_, j0, c, ldc, accumulate);
     } else {  // OpenBLAS wants one unit stride per operand
       const Strided<float> b = b_.at(0, j0);
       const bool ta = a.cs != 1, tb = b.cs != 1;
@@ -68,6 +68,7 @@ class PackedB {
 
  private:
   Strided<float> b_{};
+  int64_t n_ = 0;  // columns of B
   const float* packed_ = nullptr;
 };
 
