@@ -41,7 +41,7 @@ constexpr int64_t kGemmRowsF32 = 14, kGemmRowsBf16 = 14;
 // Whether `rows` rows of A, `row_bytes` apart, can be broadcast from in place: rows
 // whose addresses agree modulo 4 KiB (one L1 way) fall into the same L1 sets, and at
 // strides of a multiple of 2 KiB (K = 1024 or 3072 in f32) the 14 rows read in step
-// share one or two sets and evict each other (half speed). Such A is packed instead.
+// share one or two sets and evict each other. Such A is packed instead.
 inline bool gemm_rows_fit_l1_sets(int64_t row_bytes, int64_t rows) {
   int64_t stride = (row_bytes / 64) % 64, sets = 64;  // in cache lines, modulo a way
   for (int64_t a = stride; a != 0;) {  // distinct set offsets = 64 / gcd(stride, 64)
