@@ -8,6 +8,7 @@
 #   models: space-separated, default "gpt-mini gpt2-small llama-60m"
 #   (gpt-mini B 8 x T 256; gpt2-small and llama-60m B 4 x T 256; the larger two
 #   take a few minutes a round on two cores)
+#   STRATA_BENCH_TRAIN_STEPS: timed steps a side (default 10 for gpt-mini, 4 otherwise)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
@@ -21,6 +22,7 @@ median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{v[NR]=$1} END {print (NR%
 declare -A strata_runs torch_runs mfu_runs
 for model in $models; do
   if [[ $model == gpt-mini ]]; then warmup=3 steps=10; else warmup=1 steps=4; fi
+  steps=${STRATA_BENCH_TRAIN_STEPS:-$steps}
   for ((r = 0; r < rounds; ++r)); do
     while read -r key value; do
       key=${key#train_${model}_}
