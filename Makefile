@@ -50,16 +50,12 @@ test-consumer: build
 demo: build
 	$(BUILD)/examples/train_gpt
 
-# Op and training benchmarks; then strata against the PyTorch peer, side by side
-# (the peer's virtual environment is created on first use: several GB from PyPI):
-# training, then CPU AdamW at 64M..1G parameters (1G needs about 20 GiB free);
-# then, where nvidia-smi sees a GPU, GPU training: tokens/s and MFU.
+# Every benchmark (ops, NVMe, training and CPU AdamW beside the PyTorch peer, whose
+# virtual environment is created on first use: several GB from PyPI; GPU training
+# where nvidia-smi sees a GPU), and one markdown report of them, with the machine
+# and its measured FMA peaks: $(BUILD)/bench-report.md (tools/bench/report.sh).
 bench: build
-	$(BUILD)/tools/strata-bench
-	tools/bench/compare-train.sh $(BUILD)
-	tools/bench/compare-adamw.sh $(BUILD)
-	@if nvidia-smi -L >/dev/null 2>&1; then $(BUILD)/tools/strata-bench --device cuda:0 train; \
-	else echo "make bench: no CUDA device (nvidia-smi finds no GPU): GPU training benchmark skipped"; fi
+	tools/bench/report.sh $(BUILD)
 
 # The GPU kit: strata-selftest and strata-bench for sm_80 / sm_90, built here without
 # a GPU (Release, CUDA on, portable CPU code) and bundled with the libraries a bare GPU

@@ -175,7 +175,7 @@ int run(const Options& o) {
   to.schedule.total_steps = o.steps;
   to.seed = o.seed;
   to.stats_every = o.log.empty() ? 0 : o.stats_every;
-  to.peak_flops = strata::peak_flops(*device, precision);  // measured: a short matmul probe
+  to.peak_flops = strata::peak_flops(*device, precision);  // CPU: the FMA-loop peak (docs/performance.md)
   strata::Trainer trainer(model, to);
   std::unique_ptr<strata::RunLog> log;
   if (!o.log.empty())

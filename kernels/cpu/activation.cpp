@@ -10,6 +10,7 @@
 #include "activation_math.h"
 #include "cpu.h"
 #include "util.h"
+#include "op_profile.h"
 
 namespace strata::cpu {
 
@@ -81,18 +82,22 @@ void swiglu_backward_impl(const ops::SwigluBackwardArgs& a) {
 }  // namespace
 
 void gelu_forward(const ops::GeluForwardArgs& a) {
+  OpTimer timer(OpCategory::activation);
   dispatch_float(a.inp.dtype, [&](auto t) { gelu_forward_impl<decltype(t)>(a); });
 }
 
 void gelu_backward(const ops::GeluBackwardArgs& a) {
+  OpTimer timer(OpCategory::activation);
   dispatch_float(a.inp.dtype, [&](auto t) { gelu_backward_impl<decltype(t)>(a); });
 }
 
 void swiglu_forward(const ops::SwigluForwardArgs& a) {
+  OpTimer timer(OpCategory::activation);
   dispatch_float(a.inp.dtype, [&](auto t) { swiglu_forward_impl<decltype(t)>(a); });
 }
 
 void swiglu_backward(const ops::SwigluBackwardArgs& a) {
+  OpTimer timer(OpCategory::activation);
   dispatch_float(a.inp.dtype, [&](auto t) { swiglu_backward_impl<decltype(t)>(a); });
 }
 

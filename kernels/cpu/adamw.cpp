@@ -14,6 +14,7 @@
 #include "cpu.h"
 #include "strata/error.h"
 #include "util.h"
+#include "op_profile.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -259,6 +260,7 @@ const char* adamw_body_name(AdamWBody body) {
 }
 
 void adamw_step(const ops::AdamWArgs& a, AdamWBody body) {
+  OpTimer timer(OpCategory::adamw);
   STRATA_CHECK(int(body) <= int(adamw_body_best()), "adamw_step: this CPU cannot run the " << adamw_body_name(body)
                                                      << " body; the best it runs is " << adamw_body_name(adamw_body_best()));
   if (!a.working.defined()) {

@@ -16,6 +16,7 @@
 #include "fast_exp.h"
 #include "strata/device.h"
 #include "util.h"
+#include "op_profile.h"
 
 namespace strata::cpu {
 
@@ -255,6 +256,7 @@ Geometry geometry(const TensorView& qkv, int64_t n_heads) {
 }  // namespace
 
 void attention_forward(const ops::AttentionForwardArgs& a) {
+  OpTimer timer(OpCategory::attention);
   blas_single_threaded();
   const Geometry g = geometry(a.qkv, a.n_heads);
   const int64_t chunks = chunks_per_head(g), rows = chunk_rows(g, chunks);
@@ -278,6 +280,7 @@ void attention_forward(const ops::AttentionForwardArgs& a) {
 // Many heads: one task per head. Few heads: tasks over query ranges compute dQ and
 // tasks over key ranges compute dK, dV, each recomputing the scores it needs.
 void attention_backward(const ops::AttentionBackwardArgs& a) {
+  OpTimer timer(OpCategory::attention);
   blas_single_threaded();
   const Geometry g = geometry(a.qkv, a.n_heads);
   const int64_t chunks = chunks_per_head(g), rows = chunk_rows(g, chunks);

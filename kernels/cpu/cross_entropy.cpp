@@ -10,6 +10,7 @@
 #include "cpu.h"
 #include "fast_exp.h"
 #include "util.h"
+#include "op_profile.h"
 
 namespace strata::cpu {
 
@@ -84,10 +85,12 @@ void backward(const ops::CrossEntropyBackwardArgs& a) {
 }  // namespace
 
 void cross_entropy_forward(const ops::CrossEntropyForwardArgs& a) {
+  OpTimer timer(OpCategory::cross_entropy);
   dispatch_float(a.logits.dtype, [&](auto t) { forward<decltype(t)>(a); });
 }
 
 void cross_entropy_backward(const ops::CrossEntropyBackwardArgs& a) {
+  OpTimer timer(OpCategory::cross_entropy);
   dispatch_float(a.logits.dtype, [&](auto t) { backward<decltype(t)>(a); });
 }
 

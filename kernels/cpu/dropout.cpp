@@ -7,6 +7,7 @@
 #include "../common/philox.h"
 #include "cpu.h"
 #include "util.h"
+#include "op_profile.h"
 
 namespace strata::cpu {
 
@@ -54,10 +55,12 @@ void dropout_impl(const ops::DropoutArgs& a) {
 }  // namespace
 
 void dropout_forward(const ops::DropoutArgs& a) {
+  OpTimer timer(OpCategory::other);
   dispatch_float(a.inp.dtype, [&](auto t) { dropout_impl<decltype(t)>(a); });
 }
 
 void dropout_backward(const ops::DropoutArgs& a) {
+  OpTimer timer(OpCategory::other);
   dispatch_float(a.inp.dtype, [&](auto t) { dropout_impl<decltype(t)>(a); });
 }
 

@@ -10,6 +10,7 @@
 #include "convert_block.h"
 #include "cpu.h"
 #include "util.h"
+#include "op_profile.h"
 
 // Exact aliasing of out with an input is safe element by element, which the
 // compiler cannot prove; without this it would fall back to scalar code.
@@ -71,6 +72,7 @@ struct Plus {
 }  // namespace
 
 void add(const ops::AddArgs& a) {
+  OpTimer timer(OpCategory::other);
   dispatch_float(a.out.dtype, [&](auto tag) {
     using T = decltype(tag);
     T* out = a.out.ptr<T>();  // may be a or b
@@ -83,6 +85,7 @@ void add(const ops::AddArgs& a) {
 }
 
 void scale(const ops::ScaleArgs& a) {
+  OpTimer timer(OpCategory::other);
   const float alpha = a.alpha;
   dispatch_float(a.out.dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -95,6 +98,7 @@ void scale(const ops::ScaleArgs& a) {
 }
 
 void cast(const ops::CastArgs& a) {
+  OpTimer timer(OpCategory::other);
   const int64_t n = a.out.numel();
   if (a.out.dtype == a.inp.dtype) {  // a copy: keeps every bit, NaN payloads included
     char* out = static_cast<char*>(a.out.data);
@@ -119,6 +123,7 @@ void cast(const ops::CastArgs& a) {
 }
 
 void accumulate(const ops::AccumulateArgs& a) {
+  OpTimer timer(OpCategory::other);
   const int64_t n = a.out.numel();
   dispatch_float(a.inp.dtype, [&](auto in_tag) {
     using I = decltype(in_tag);
@@ -137,6 +142,7 @@ void accumulate(const ops::AccumulateArgs& a) {
 }
 
 void fill_zero(const TensorView& out) {
+  OpTimer timer(OpCategory::other);
   char* p = static_cast<char*>(out.data);
   const int64_t bytes = int64_t(out.nbytes());
   parallel_for(bytes, kGrain * 4, [&](int64_t begin, int64_t end) {

@@ -10,6 +10,7 @@
 #include "cpu.h"
 #include "thread_scratch.h"
 #include "util.h"
+#include "op_profile.h"
 
 namespace strata::cpu {
 
@@ -101,10 +102,12 @@ void backward_wpe(const ops::EmbeddingBackwardArgs& a) {
 }  // namespace
 
 void embedding_forward(const ops::EmbeddingForwardArgs& a) {
+  OpTimer timer(OpCategory::other);
   dispatch_float(a.out.dtype, [&](auto tag) { forward<decltype(tag)>(a); });
 }
 
 void embedding_backward(const ops::EmbeddingBackwardArgs& a) {
+  OpTimer timer(OpCategory::other);
   dispatch_float(a.d_out.dtype, [&](auto tag) {
     using T = decltype(tag);
     if (a.d_wte.dtype == DType::f32)

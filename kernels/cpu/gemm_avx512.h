@@ -38,21 +38,40 @@ constexpr bool kHaveGemmBf16 = false;
 // rows waste nothing.
 constexpr int64_t kGemmRowsF32 = 14, kGemmRowsBf16 = 14;
 
-// B (K, N) packed once per call, shared by every tile: panels of 32 columns, f32
-// (panels, K, 32) or bf16 pairs as u32 (panels, ceil(K / 2), 32), zero-padded.
-// Sizes in elements; pack_b_* run in parallel.
+// Whether `rows` rows of A, `row_bytes` apart, can be broadcast from in place: rows
+// whose addresses agree modulo 4 KiB (one L1 way) fall into the same L1 sets, and at
+// strides of a multiple of 2 KiB (K = 1024 or 3072 in f32) the 14 rows read in step
+// share one or two sets and evict each other. Such A is packed instead.
+inline bool gemm_rows_fit_l1_sets(int64_t row_bytes, int64_t rows) {
+  int64_t stride = (row_bytes / 64) % 64, sets = 64;  // in cache lines, modulo a way
+  for (int64_t a = stride; a != 0;) {  // distinct set offsets = 64 / gcd(stride, 64)
+    const int64_t t = sets % a;
+    sets = a;
+    a = t;
+  }
+  const int64_t distinct = std::min<int64_t>(rows, 64 / sets);
+  return (rows + distinct - 1) / distinct <= 4;
+}
+
+// B (K, N) packed once per call, shared by every tile: K blocks of the tile's kc
+// (f32 k, or bf16 pairs as u32), each block holding every panel of 32 columns one
+// after the other — f32 (K blocks, panels, kc, 32), bf16 (K blocks, panels, kp, 32),
+// zero-padded. A tile's panels for one K block are thus one contiguous run: with
+// panel-major layout, panels K x 128 B apart (128 KiB at K = 1024) fell into the
+// same L2 sets and evicted each other. Sizes in elements; pack_b_* run in parallel.
 inline int64_t packed_b_size_f32(int64_t K, int64_t N) { return (N + 31) / 32 * 32 * K; }
 inline int64_t packed_b_size_bf16(int64_t K, int64_t N) { return (N + 31) / 32 * 32 * ((K + 1) / 2); }
 void pack_b_f32(Strided<float> b, int64_t K, int64_t N, float* packed);
 void pack_b_bf16(Strided<uint16_t> b, int64_t K, int64_t N, uint32_t* packed);
 
 // C (M, N) row stride ldc = A @ columns [j0, j0 + N) of a packed B (j0 a multiple
-// of 32), assigned or added to C when `accumulate`. Only callable when
-// kHaveGemmF32 / kHaveGemmBf16 (they do nothing otherwise). bf16 is raw bits.
-void gemm_tile_f32(int64_t M, int64_t N, int64_t K, Strided<float> a, const float* packed_b, int64_t j0,
-                   float* c, int64_t ldc, bool accumulate);
-void gemm_tile_bf16(int64_t M, int64_t N, int64_t K, Strided<uint16_t> a, const uint32_t* packed_b, int64_t j0,
-                    float* c, int64_t ldc, bool accumulate);
+// of 32) that has n_packed columns in all, assigned or added to C when `accumulate`.
+// Only callable when kHaveGemmF32 / kHaveGemmBf16 (they do nothing otherwise). bf16
+// is raw bits.
+void gemm_tile_f32(int64_t M, int64_t N, int64_t K, Strided<float> a, const float* packed_b, int64_t n_packed,
+                   int64_t j0, float* c, int64_t ldc, bool accumulate);
+void gemm_tile_bf16(int64_t M, int64_t N, int64_t K, Strided<uint16_t> a, const uint32_t* packed_b,
+                    int64_t n_packed, int64_t j0, float* c, int64_t ldc, bool accumulate);
 
 // An (M, N) output cut into tiles for oneTBB tasks: rows in multiples of `quantum`,
 // columns in multiples of 32, about kTasks of them so a few tasks per thread balance

@@ -1,7 +1,8 @@
 // The bf16 GEMM tile on AVX512-BF16 (gemm_avx512.h): vdpbf16ps multiplies bf16 pairs
 // along k into f32 accumulators, in a 14 x 32 register block. B is packed into
 // panels of 32 columns, one 64-byte line pair per k-pair. A pairs are broadcast from
-// dense rows in place, else A is packed into slivers of 14 rows, one 32-bit k-pair
+// dense rows in place (unless they would share L1 sets, gemm_rows_fit_l1_sets),
+// else A is packed into slivers of 14 rows, one 32-bit k-pair
 // per row and step: packing makes the pairs whatever the strides, so d_weight's
 // d_out^T needs no separate transpose.
 // Invariant: C (i, j) accumulates k-pairs in ascending order, in blocks of kKcPairs,
@@ -137,25 +138,30 @@ void micro_kernel(const void* a, int64_t lda, const uint32_t* __restrict bp, int
 }  // namespace
 
 void pack_b_bf16(Strided<uint16_t> b, int64_t K, int64_t N, uint32_t* packed) {
-  const int64_t KP = (K + 1) / 2;
-  parallel_for((N + kPanel - 1) / kPanel, 1, [&](int64_t p0, int64_t p1) {
-    pack_b(b.at(0, p0 * kPanel), K, std::min(N, p1 * kPanel) - p0 * kPanel, packed + p0 * KP * kPanel);
+  const int64_t panels = (N + kPanel - 1) / kPanel, kc_max = 2 * kKcPairs, blocks = (K + kc_max - 1) / kc_max;
+  parallel_for(blocks * panels, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t k0 = t / panels * kc_max, p = t % panels, kc = std::min(kc_max, K - k0), kp = (kc + 1) / 2;
+      pack_b(b.at(k0, p * kPanel), kc, std::min(kPanel, N - p * kPanel),
+             packed + (k0 / 2 * panels + p * kp) * kPanel);
+    }
   });
 }
 
-void gemm_tile_bf16(int64_t M, int64_t N, int64_t K, Strided<uint16_t> a, const uint32_t* packed_b, int64_t j0,
-                    float* c, int64_t ldc, bool accumulate) {
-  const int64_t panels = (N + kPanel - 1) / kPanel, kc_max = 2 * kKcPairs, KP = (K + 1) / 2;
-  const uint32_t* b = packed_b + (j0 / kPanel) * KP * kPanel;            // (panels, KP, 32)
+void gemm_tile_bf16(int64_t M, int64_t N, int64_t K, Strided<uint16_t> a, const uint32_t* packed_b,
+                    int64_t n_packed, int64_t j0, float* c, int64_t ldc, bool accumulate) {
+  const int64_t panels = (N + kPanel - 1) / kPanel, kc_max = 2 * kKcPairs;
+  const int64_t packed_panels = (n_packed + kPanel - 1) / kPanel;
   ThreadScratch<uint32_t, 21> a_pack(size_t((std::min(K, kc_max) + 1) / 2 * kRows));  // (kp, 14)
+  const bool rows_fit = gemm_rows_fit_l1_sets(a.rs * int64_t(sizeof(uint16_t)), kRows);
   for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
     const int64_t kc = std::min(kc_max, K - k0), kp = (kc + 1) / 2;
     for (int64_t i = 0; i < M; i += kRows) {
       const int64_t rows = std::min<int64_t>(kRows, M - i);
-      const bool in_place = a.cs == 1 && rows == kRows && kc % 2 == 0;
+      const bool in_place = a.cs == 1 && rows == kRows && kc % 2 == 0 && rows_fit;
       if (!in_place) pack_a(a.at(i, k0), rows, kc, a_pack.data());
       for (int64_t p = 0; p < panels; ++p) {
-        const uint32_t* bp = b + (p * KP + k0 / 2) * kPanel;
+        const uint32_t* bp = packed_b + (k0 / 2 * packed_panels + (j0 / kPanel + p) * kp) * kPanel;
         float* cp = c + i * ldc + p * kPanel;
         const bool acc = accumulate || k0 > 0;
         if (in_place) micro_kernel<true>(a.at(i, k0).p, a.rs, bp, kp, cp, ldc, rows, N - p * kPanel, acc);
@@ -168,8 +174,8 @@ void gemm_tile_bf16(int64_t M, int64_t N, int64_t K, Strided<uint16_t> a, const 
 #else
 
 void pack_b_bf16(Strided<uint16_t>, int64_t, int64_t, uint32_t*) {}
-void gemm_tile_bf16(int64_t, int64_t, int64_t, Strided<uint16_t>, const uint32_t*, int64_t, float*, int64_t,
-                    bool) {}
+void gemm_tile_bf16(int64_t, int64_t, int64_t, Strided<uint16_t>, const uint32_t*, int64_t, int64_t, float*,
+                    int64_t, bool) {}
 
 #endif
 

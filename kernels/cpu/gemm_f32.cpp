@@ -1,7 +1,8 @@
 // The f32 GEMM tile on AVX-512 (gemm_avx512.h): a 14 x 32 register block (28 zmm
 // accumulators) over B panels of 32 columns streamed linearly. A is broadcast from
 // its rows in place when they are dense (packing them cost ~10%), else packed
-// k-major into slivers of 14 rows (d_out^T, tails). On this machine (512-bit FMAs at
+// k-major into slivers of 14 rows (d_out^T, tails, and row strides at which the 14
+// rows would share L1 sets: gemm_rows_fit_l1_sets). On this machine (512-bit FMAs at
 // full rate) it runs near 220 GFLOP/s per core, about twice the AVX2 (Haswell)
 // OpenBLAS kernels that CI forces.
 // Invariant: C (i, j) accumulates k in ascending order, in blocks of kKc, starting
@@ -102,24 +103,28 @@ void micro_kernel(const float* __restrict ap, int64_t lda, const float* __restri
 }  // namespace
 
 void pack_b_f32(Strided<float> b, int64_t K, int64_t N, float* packed) {
-  parallel_for((N + kPanel - 1) / kPanel, 1, [&](int64_t p0, int64_t p1) {
-    pack_b(b.at(0, p0 * kPanel), K, std::min(N, p1 * kPanel) - p0 * kPanel, packed + p0 * K * kPanel);
+  const int64_t panels = (N + kPanel - 1) / kPanel, blocks = (K + kKc - 1) / kKc;
+  parallel_for(blocks * panels, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t k0 = t / panels * kKc, p = t % panels, kc = std::min(kKc, K - k0);
+      pack_b(b.at(k0, p * kPanel), kc, std::min(kPanel, N - p * kPanel), packed + k0 * panels * kPanel + p * kc * kPanel);
+    }
   });
 }
 
-void gemm_tile_f32(int64_t M, int64_t N, int64_t K, Strided<float> a, const float* packed_b, int64_t j0, float* c,
-                   int64_t ldc, bool accumulate) {
-  const int64_t panels = (N + kPanel - 1) / kPanel;
-  const float* b = packed_b + (j0 / kPanel) * K * kPanel;  // (panels, K, 32)
+void gemm_tile_f32(int64_t M, int64_t N, int64_t K, Strided<float> a, const float* packed_b, int64_t n_packed,
+                   int64_t j0, float* c, int64_t ldc, bool accumulate) {
+  const int64_t panels = (N + kPanel - 1) / kPanel, packed_panels = (n_packed + kPanel - 1) / kPanel;
   ThreadScratch<float, 21> a_pack(size_t(std::min(K, kKc) * kRows));  // (kc, 14)
+  const bool rows_fit = gemm_rows_fit_l1_sets(a.rs * int64_t(sizeof(float)), kRows);
   for (int64_t k0 = 0; k0 < K; k0 += kKc) {
     const int64_t kc = std::min(kKc, K - k0);
     for (int64_t i = 0; i < M; i += kRows) {
       const int64_t rows = std::min<int64_t>(kRows, M - i);
-      const bool in_place = a.cs == 1 && rows == kRows;
+      const bool in_place = a.cs == 1 && rows == kRows && rows_fit;
       if (!in_place) pack_a(a.at(i, k0), rows, kc, a_pack.data());
       for (int64_t p = 0; p < panels; ++p) {
-        const float* bp = b + (p * K + k0) * kPanel;
+        const float* bp = packed_b + (k0 * packed_panels + (j0 / kPanel + p) * kc) * kPanel;
         float* cp = c + i * ldc + p * kPanel;
         const bool acc = accumulate || k0 > 0;
         if (in_place) micro_kernel<true>(a.at(i, k0).p, a.rs, bp, kc, cp, ldc, rows, N - p * kPanel, acc);
@@ -132,7 +137,8 @@ void gemm_tile_f32(int64_t M, int64_t N, int64_t K, Strided<float> a, const floa
 #else
 
 void pack_b_f32(Strided<float>, int64_t, int64_t, float*) {}
-void gemm_tile_f32(int64_t, int64_t, int64_t, Strided<float>, const float*, int64_t, float*, int64_t, bool) {}
+void gemm_tile_f32(int64_t, int64_t, int64_t, Strided<float>, const float*, int64_t, int64_t, float*, int64_t,
+                   bool) {}
 
 #endif
 

@@ -24,6 +24,7 @@
 #include "strata/device.h"
 #include "thread_scratch.h"
 #include "util.h"
+#include "op_profile.h"
 
 namespace strata::cpu {
 
@@ -44,7 +45,7 @@ class PackedB {
  public:
   PackedB() = default;
   template <int Slot>
-  PackedB(Strided<float> b, int64_t k, int64_t n, ThreadScratch<float, Slot>& scratch) : b_(b) {
+  PackedB(Strided<float> b, int64_t k, int64_t n, ThreadScratch<float, Slot>& scratch) : b_(b), n_(n) {
     if constexpr (kHaveGemmF32) pack_b_f32(b, k, n, scratch.data());
     packed_ = scratch.data();
   }
@@ -55,7 +56,7 @@ class PackedB {
   void gemm(int64_t m, int64_t n, int64_t k, Strided<float> a, int64_t j0, float* c, int64_t ldc,
             bool accumulate) const {
     if constexpr (kHaveGemmF32) {
-      gemm_tile_f32(m, n, k, a, packed_, j0, c, ldc, accumulate);
+      gemm_tile_f32(m, n, k, a, packed_, n_, j0, c, ldc, accumulate);
     } else {  // OpenBLAS wants one unit stride per operand
       const Strided<float> b = b_.at(0, j0);
       const bool ta = a.cs != 1, tb = b.cs != 1;
@@ -67,6 +68,7 @@ class PackedB {
 
  private:
   Strided<float> b_{};
+  int64_t n_ = 0;  // columns of B
   const float* packed_ = nullptr;
 };
 
@@ -241,12 +243,14 @@ void backward(const ops::MatmulBackwardArgs& a) {
 }  // namespace
 
 void matmul_forward(const ops::MatmulForwardArgs& a) {
+  OpTimer timer(OpCategory::gemm);
   blas_single_threaded();
   if (a.weight.dtype == DType::bf16 && matmul_forward_bf16(a)) return;
   dispatch_float(a.weight.dtype, [&](auto tag) { forward<decltype(tag)>(a); });
 }
 
 void matmul_backward(const ops::MatmulBackwardArgs& a) {
+  OpTimer timer(OpCategory::gemm);
   blas_single_threaded();
   if (a.weight.dtype == DType::bf16 && matmul_backward_bf16(a)) return;
   dispatch_float(a.weight.dtype, [&](auto tag) { backward<decltype(tag)>(a); });

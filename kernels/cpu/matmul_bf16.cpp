@@ -63,7 +63,7 @@ void weight_backward(const ops::MatmulBackwardArgs& a, int64_t N, int64_t OC, in
   GemmTiles::plan(OC, IC, kGemmRowsBf16).for_each([&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
     const int64_t m = i1 - i0, n = j1 - j0;
     if (a.d_weight.dtype == DType::f32) {
-      gemm_tile_bf16(m, n, N, d_out_t.at(i0, 0), inp.data(), j0, a.d_weight.ptr<float>() + i0 * IC + j0, IC,
+      gemm_tile_bf16(m, n, N, d_out_t.at(i0, 0), inp.data(), IC, j0, a.d_weight.ptr<float>() + i0 * IC + j0, IC,
                      true);
       return;
     }
@@ -71,7 +71,7 @@ void weight_backward(const ops::MatmulBackwardArgs& a, int64_t N, int64_t OC, in
     bf16* dw = a.d_weight.ptr<bf16>() + i0 * IC + j0;   // (m, n) with row stride IC
     for (int64_t r = 0; r < m; ++r)
       for (int64_t j = 0; j < n; ++j) c.data()[r * n + j] = load(dw[r * IC + j]);
-    gemm_tile_bf16(m, n, N, d_out_t.at(i0, 0), inp.data(), j0, c.data(), n, true);
+    gemm_tile_bf16(m, n, N, d_out_t.at(i0, 0), inp.data(), IC, j0, c.data(), n, true);
     for (int64_t r = 0; r < m; ++r)
       for (int64_t j = 0; j < n; ++j) dw[r * IC + j] = store<bf16>(c.data()[r * n + j]);
   });
@@ -86,7 +86,7 @@ void input_backward(const ops::MatmulBackwardArgs& a, int64_t N, int64_t OC, int
   GemmTiles::plan(N, IC, kGemmRowsBf16).for_each([&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
     const int64_t m = i1 - i0, n = j1 - j0;
     ThreadScratch<float, kTileSlot> c(size_t(m * n));  // (m, n)
-    gemm_tile_bf16(m, n, OC, d_out.at(i0, 0), w.data(), j0, c.data(), n, false);
+    gemm_tile_bf16(m, n, OC, d_out.at(i0, 0), w.data(), IC, j0, c.data(), n, false);
     for (int64_t r = 0; r < m; ++r) {
       bf16* __restrict dst = d_inp + (i0 + r) * IC + j0;
       const float* __restrict src = c.data() + r * n;
@@ -109,7 +109,7 @@ bool matmul_forward_bf16(const ops::MatmulForwardArgs& a) {
   GemmTiles::plan(N, OC, kGemmRowsBf16).for_each([&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
     const int64_t m = i1 - i0, n = j1 - j0;
     ThreadScratch<float, kTileSlot> c(size_t(m * n));  // (m, n)
-    gemm_tile_bf16(m, n, IC, inp.at(i0, 0), w_t.data(), j0, c.data(), n, false);
+    gemm_tile_bf16(m, n, IC, inp.at(i0, 0), w_t.data(), OC, j0, c.data(), n, false);
     for (int64_t r = 0; r < m; ++r) {
       bf16* __restrict dst = out + (i0 + r) * OC + j0;
       const float* __restrict src = c.data() + r * n;

@@ -12,6 +12,7 @@
 
 #include "cpu.h"
 #include "row_math.h"
+#include "op_profile.h"
 
 namespace strata::cpu {
 
@@ -162,14 +163,17 @@ void backward_impl(const ops::NormBackwardArgs& a, const T* d_resid = nullptr) {
 }  // namespace
 
 void norm_forward(const ops::NormForwardArgs& a) {
+  OpTimer timer(OpCategory::norm);
   dispatch_float(a.inp.dtype, [&](auto t) { forward_impl<decltype(t)>(a); });
 }
 
 void norm_backward(const ops::NormBackwardArgs& a) {
+  OpTimer timer(OpCategory::norm);
   dispatch_float(a.inp.dtype, [&](auto t) { backward_impl<decltype(t)>(a); });
 }
 
 void residual_norm_forward(const ops::ResidualNormForwardArgs& a) {
+  OpTimer timer(OpCategory::norm);
   const ops::NormForwardArgs n{a.out, a.mean, a.rstd, a.x, a.weight, a.bias, a.eps, a.rms};
   dispatch_float(a.x.dtype, [&](auto t) {
     using T = decltype(t);
@@ -178,6 +182,7 @@ void residual_norm_forward(const ops::ResidualNormForwardArgs& a) {
 }
 
 void residual_norm_backward(const ops::ResidualNormBackwardArgs& a) {
+  OpTimer timer(OpCategory::norm);
   const ops::NormBackwardArgs n{a.d_res, a.d_weight, a.d_bias, a.d_out, a.inp, a.weight, a.mean, a.rstd, a.rms};
   dispatch_float(a.inp.dtype, [&](auto t) {
     using T = decltype(t);

@@ -13,6 +13,7 @@
 #include "convert_block.h"
 #include "cpu.h"
 #include "util.h"
+#include "op_profile.h"
 
 namespace strata::cpu {
 
@@ -86,6 +87,7 @@ Acc reduce_chunks(int64_t n, std::vector<Acc>& partials, F chunk) {
 }  // namespace
 
 void global_norm(const ops::GlobalNormArgs& a) {
+  OpTimer timer(OpCategory::adamw);
   thread_local std::vector<double> partials;
   double total = 0;
   for (const TensorView& t : a.inputs) {
@@ -100,6 +102,7 @@ void global_norm(const ops::GlobalNormArgs& a) {
 }
 
 void count_nonfinite(const ops::CountNonfiniteArgs& a) {
+  OpTimer timer(OpCategory::adamw);
   thread_local std::vector<int64_t> partials;
   int64_t total = 0;
   for (const TensorView& t : a.inputs)

@@ -7,6 +7,7 @@
 
 #include "cpu.h"
 #include "row_math.h"
+#include "op_profile.h"
 
 namespace strata::cpu {
 
@@ -75,10 +76,12 @@ void rope_impl(const ops::RopeArgs& a, float sign) {
 }  // namespace
 
 void rope_forward(const ops::RopeArgs& a) {
+  OpTimer timer(OpCategory::attention);
   dispatch_float(a.inp.dtype, [&](auto t) { rope_impl<decltype(t)>(a, 1.0f); });
 }
 
 void rope_backward(const ops::RopeArgs& a) {
+  OpTimer timer(OpCategory::attention);
   dispatch_float(a.inp.dtype, [&](auto t) { rope_impl<decltype(t)>(a, -1.0f); });
 }
 

@@ -5,18 +5,16 @@
 #include "strata/plan.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <map>
-#include <mutex>
 #include <sstream>
 
 #include "lib/core/clock.h"
+#include "cpu/fma_peak.h"
 #include "cuda/runtime.h"
 #include "ops.h"
 #include "strata/error.h"
@@ -111,52 +109,19 @@ double peak_flops_table(const std::string& product, Precision p) {
   return 0;
 }
 
-namespace {
-// Where the CPU peak is remembered across processes: $XDG_CACHE_HOME/strata or
-// ~/.cache/strata ("" when neither is set).
-std::string peak_cache_file(DType dt) {
-  const char* xdg = std::getenv("XDG_CACHE_HOME");
-  const char* home = std::getenv("HOME");
-  std::string dir = xdg && *xdg ? std::string(xdg) + "/strata" : home && *home ? std::string(home) + "/.cache/strata" : "";
-  if (dir.empty()) return "";
-  ::mkdir((dir.substr(0, dir.rfind('/'))).c_str(), 0755);
-  ::mkdir(dir.c_str(), 0755);
-  return dir + "/cpu-peak-flops-" + dtype_name(dt) + "-" + std::to_string(num_threads()) + "threads";
-}
-}  // namespace
-
 double peak_flops(Device& device, Precision p) {
   if (device.kind() == DeviceKind::cuda)
     return peak_flops_table(cuda_runtime::product_name(device.index()), p);  // 0 when not in the table
-  static std::mutex mu;
-  static std::map<int, double> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  const DType dt = precision_dtype(p);
-  auto it = cache.find(int(dt));
-  if (it != cache.end()) return it->second;
-  // The better of two sizes: small ones under-fill the cores, large ones can fall
-  // out of cache; the peak is what the best shape reaches. Other processes on the
-  // cores make a probe read low, so the best ever measured here (same dtype and
-  // thread count) is kept in a cache file and used when higher.
-  double peak = std::max(probe_flops(device, dt, 1024), probe_flops(device, dt, 2048));
-  const std::string file = peak_cache_file(dt);
-  if (!file.empty()) {
-    if (FILE* f = std::fopen(file.c_str(), "r")) {
-      double old = 0;
-      if (std::fscanf(f, "%lf", &old) == 1 && std::isfinite(old) && old > peak) peak = old;
-      std::fclose(f);
-    }
-    if (FILE* f = std::fopen(file.c_str(), "w")) {
-      std::fprintf(f, "%.6e\n", peak);
-      std::fclose(f);
-    }
-  }
-  return cache[int(dt)] = peak;
+  return cpu::fma_peak(precision_dtype(p)).flops;
 }
 
 Rates probe_rates(Device& device, Precision p, const std::vector<std::string>& paths, size_t nvme_bytes) {
   Rates r;
-  r.flops = peak_flops(device, p);
+  r.peak_flops = peak_flops(device, p);
+  // The better of two sizes: small ones under-fill the cores, large ones can fall
+  // out of cache. Other load on the cores makes this read low; the peak does not.
+  const DType dt = precision_dtype(p);
+  r.flops = std::max(probe_flops(device, dt, 1024), probe_flops(device, dt, 2048));
   r.host_memcpy = probe_memcpy();
   r.host_to_device = r.host_memcpy;  // a CPU device: host memory is device memory
   for (const std::string& path : paths) {
@@ -298,7 +263,11 @@ std::string format_plan(const PlanRequest& q, const Plan& p) {
                 gib(double(p.bytes_params + p.bytes_grads + p.bytes_optimizer)).c_str(), gib(16 * P).c_str());
   o << line;
   o << "  activations (estimate, this batch): " << gib(double(p.bytes_activations)) << "\n\n";
-  o << "rates: " << p.rates.flops / 1e9 << " GFLOP/s matmul, host memcpy " << p.rates.host_memcpy / 1e9 << " GB/s";
+  o << "rates: " << p.rates.flops / 1e9 << " GFLOP/s matmul";
+  if (p.rates.peak_flops > 0)
+    o << " (" << int(100 * p.rates.flops / p.rates.peak_flops + 0.5) << "% of the " << p.rates.peak_flops / 1e9
+      << " GFLOP/s peak)";
+  o << ", host memcpy " << p.rates.host_memcpy / 1e9 << " GB/s";
   if (p.rates.nvme_read > 0)
     o << ", NVMe read " << p.rates.nvme_read / 1e9 << " GB/s, write " << p.rates.nvme_write / 1e9 << " GB/s";
   o << "\nbudget: RAM " << gib(double(q.ram_bytes));

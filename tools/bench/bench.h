@@ -108,7 +108,9 @@ class Table {
 // fio's sequential bandwidth in bytes/s on `file` (io_uring, O_DIRECT, one job;
 // fio lays the file out first when it is shorter), or -1 when fio is missing or
 // failed. The figure strata's NVMe numbers are held against (bench_io.cpp).
-double fio_pass(const std::string& file, uint64_t size, size_t block, int qd, bool write);
+// huge_pages: fio's buffers from HugePages (--iomem=mmaphuge), which must be
+// reserved first (/proc/sys/vm/nr_hugepages); else malloc'd 4 KiB pages.
+double fio_pass(const std::string& file, uint64_t size, size_t block, int qd, bool write, bool huge_pages = false);
 
 // ---- memory-bound ops next to memcpy
 

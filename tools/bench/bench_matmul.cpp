@@ -2,8 +2,10 @@
 // small widths), each GEMM against the same OpenBLAS sgemm threaded by OpenBLAS
 // itself on two threads in the same run: the question is what strata's kernels and
 // tiling on oneTBB gain over letting the BLAS do it all.
-// Timing is the minimum over repeats after a warm-up, so other load on the machine
-// inflates nothing but the noise.
+// Every rate is also shown as a share of the FMA-loop peak of the same run
+// (kernels/cpu/fma_peak.h: f32 FMAs for f32, vdpbf16ps for bf16). Timing is the
+// minimum over repeats after a warm-up, so other load on the machine inflates
+// nothing but the noise.
 #include "bench.h"
 
 #include <cblas.h>
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "common/convert.h"
+#include "cpu/fma_peak.h"
 #include "ops.h"
 #include "strata/device.h"
 
@@ -52,8 +55,12 @@ double blas_seconds(F&& f) {
 }
 
 void print_row(int64_t IC, int64_t OC, const char* pass, double flops, double t_f32, double t_bf16, double t_blas) {
-  std::printf("%6lld %6lld %-8s | %11.1f %11.1f | %12.1f | %9.2f %9.2f\n", (long long)IC, (long long)OC, pass,
-              flops / t_f32 * 1e-9, flops / t_bf16 * 1e-9, flops / t_blas * 1e-9, t_blas / t_f32, t_blas / t_bf16);
+  const double peak_f32 = cpu::fma_peak(DType::f32).flops, peak_bf16 = cpu::fma_peak(DType::bf16).flops;
+  std::printf("%6lld %6lld %-8s | %11.1f %5.0f%% | %11.1f %5.0f%% | %12.1f %5.0f%% | %9.2f %9.2f\n", (long long)IC,
+              (long long)OC, pass, flops / t_f32 * 1e-9, 100 * flops / t_f32 / peak_f32, flops / t_bf16 * 1e-9,
+              100 * flops / t_bf16 / peak_bf16, flops / t_blas * 1e-9, 100 * flops / t_blas / peak_f32,
+              t_blas / t_f32, t_blas / t_bf16);
+  std::printf("RESULT matmul_%lldx%lld_%s_f32_vs_openblas %.3f\n", (long long)IC, (long long)OC, pass, t_blas / t_f32);
 }
 
 void bench_matmul() {
@@ -62,11 +69,13 @@ void bench_matmul() {
   const int64_t N = 8 * 256;
   const int64_t shapes[][2] = {{256, 768}, {256, 256}, {256, 1024}, {1024, 256}, {768, 3072}, {3072, 768}};
 
-  std::printf("matmul, N = %lld rows; forward with bias, d_inp, d_weight (+=, dtype of weight);\n"
-              "GFLOP/s (min of repeats), OpenBLAS sgemm on 2 threads of its own for the same product\n",
-              (long long)N);
-  std::printf("%6s %6s %-8s | %11s %11s | %12s | %9s %9s\n", "IC", "OC", "pass", "strata f32", "strata bf16",
-              "OpenBLAS 2t", "f32/BLAS", "bf16/BLAS");
+  const double peak_f32 = cpu::fma_peak(DType::f32).flops, peak_bf16 = cpu::fma_peak(DType::bf16).flops;
+  std::printf("\nmatmul, N = %lld rows; forward with bias, d_inp, d_weight (+=, dtype of weight);\n"
+              "GFLOP/s (min of repeats) and %% of the FMA peak (f32 %.1f, bf16 %.1f GFLOP/s, this run),\n"
+              "OpenBLAS sgemm on 2 threads of its own for the same product, same run\n",
+              (long long)N, peak_f32 / 1e9, peak_bf16 / 1e9);
+  std::printf("%6s %6s %-8s | %11s %6s | %11s %6s | %12s %6s | %9s %9s\n", "IC", "OC", "pass", "strata f32", "peak",
+              "strata bf16", "peak", "OpenBLAS 2t", "peak", "f32/BLAS", "bf16/BLAS");
   for (const auto& shape : shapes) {
     const int64_t IC = shape[0], OC = shape[1];
     std::vector<float> inp = random_floats(size_t(N * IC), 1, 1.0f);

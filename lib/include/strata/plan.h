@@ -14,23 +14,26 @@
 
 namespace strata {
 
-// Peak dense matmul FLOP/s of the device at the precision's dtype: for a GPU the
-// table below by its CUDA product name (0 when the name is not there: MFU unknown),
-// for a CPU device a short probe of the matmul op (cached per dtype for the
-// process; about 0.3 s the first time).
+// Peak FLOP/s of the device at the precision's dtype, the figure MFU is measured
+// against: for a GPU the table below by its CUDA product name (0 when the name is
+// not there: MFU unknown); for a CPU device the FMA-loop peak on num_threads()
+// threads (f32 FMAs, or vdpbf16ps for bf16; docs/performance.md), an upper bound of
+// any kernel's rate, measured once per process (0.1 to 1 s).
 double peak_flops(Device& device, Precision precision);
 // The accelerator table (bf16/fp16 dense, fp32 without TF32), 0 for unknown names.
 double peak_flops_table(const std::string& product, Precision precision);
 
 // Rates the step-time prediction uses (bytes/s, FLOP/s). 0 = not probed.
 struct Rates {
-  double flops = 0;             // device matmul peak
+  double flops = 0;             // the matmul op's best rate (probed), for predictions
+  double peak_flops = 0;        // peak_flops(): what `flops` is a fraction of
   double host_to_device = 0;    // one direction; a CPU device is host memory: memcpy
   double host_memcpy = 0;       // parallel memcpy (optimizer passes are memory-bound)
   double nvme_read = 0, nvme_write = 0;
 };
-// Probes FLOP/s and memcpy on `device` and, for each NVMe path, O_DIRECT write and
-// read of a scratch file (removed afterwards); nvme rates are the sum over paths.
+// Probes the peak, the matmul FLOP/s and memcpy on `device` and, for each NVMe
+// path, O_DIRECT write and read of a scratch file (removed afterwards); nvme rates
+// are the sum over paths.
 Rates probe_rates(Device& device, Precision precision, const std::vector<std::string>& nvme_paths,
                   size_t nvme_probe_bytes = size_t(256) << 20);
 

@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
-"""PyTorch peer for strata's training benchmark: trains "gpt-mini" on the CPU and
-prints one JSON line with its throughput.
+"""PyTorch peer for strata's training benchmark: trains one of strata's benchmark
+shapes (gpt-mini, gpt2-small, llama-60m) on the CPU and prints one JSON line with
+its throughput.
 
-The model is written the way a PyTorch user would write GPT-2: plain torch.nn,
-scaled_dot_product_attention(is_causal=True), the default AdamW. Keep it the same
-model as strata's gpt-mini (shapes, init, optimizer settings) or the comparison
-means nothing; a change to one side is a change to both.
+The models are written the way a PyTorch user would write GPT-2 and LLaMA: plain
+torch.nn, scaled_dot_product_attention(is_causal=True), the default AdamW. Keep them
+the same models as strata's presets (shapes, init, optimizer settings) or the
+comparison means nothing; a change to one side is a change to both.
 
 One step = zero_grad, forward, cross-entropy loss, backward, optimizer.step. The
 batch is one fixed random batch: throughput does not depend on the data, and on a
 fixed batch loss_last < loss_first shows that the step really trains.
 
     tools/bench/peer/setup-venv.sh
-    .venv-bench/bin/python tools/bench/peer/torch_gpt.py --mode bf16 --threads 2
+    .venv-bench/bin/python tools/bench/peer/torch_gpt.py --mode bf16 --threads 2 --config gpt2-small
 """
 import argparse
 import json
@@ -25,7 +26,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-GPT_MINI = dict(layers=4, width=256, heads=4, seq_len=256, batch=8, vocab=256)
+# strata's presets (lib/model/config.cpp) at the benchmark's batch shape
+# (tools/bench/bench_train.cpp).
+CONFIGS = {
+    "gpt-mini": dict(arch="gpt", layers=4, width=256, heads=4, seq_len=256, batch=8, vocab=256),
+    "gpt2-small": dict(arch="gpt", layers=12, width=768, heads=12, seq_len=256, batch=4, vocab=50257),
+    "llama-60m": dict(arch="llama", layers=8, width=512, heads=8, mlp=1376, seq_len=256, batch=4, vocab=32000),
+}
 
 
 class CausalSelfAttention(nn.Module):
@@ -100,6 +107,73 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))                            # (B, T, V)
 
 
+class RMSNorm(nn.Module):
+    def __init__(self, width, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(width))
+
+    def forward(self, x):
+        x32 = x.float()
+        y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * self.weight).type_as(x)
+
+
+def rope(x, cos, sin):                                               # x (B, H, T, D)
+    """Rotary embedding, "rotate half" pairing (element i with i + D/2), as strata's."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+class LlamaBlock(nn.Module):
+    def __init__(self, width, heads, mlp):
+        super().__init__()
+        self.heads = heads
+        self.attn_norm = RMSNorm(width)
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.o = nn.Linear(width, width, bias=False)
+        self.o.residual_projection = True
+        self.mlp_norm = RMSNorm(width)
+        self.gate_up = nn.Linear(width, 2 * mlp, bias=False)
+        self.down = nn.Linear(mlp, width, bias=False)
+        self.down.residual_projection = True
+
+    def forward(self, x, cos, sin):
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.attn_norm(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(rope(q, cos, sin), rope(k, cos, sin), v, is_causal=True)
+        x = x + self.o(y.transpose(1, 2).contiguous().view(B, T, C))
+        gate, up = self.gate_up(self.mlp_norm(x)).chunk(2, dim=-1)
+        return x + self.down(F.silu(gate) * up)
+
+
+class Llama(nn.Module):
+    def __init__(self, layers, width, heads, mlp, seq_len, vocab, theta=10000.0, **_):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.h = nn.ModuleList(LlamaBlock(width, heads, mlp) for _ in range(layers))
+        self.norm = RMSNorm(width)
+        self.lm_head = nn.Linear(width, vocab, bias=False)           # untied
+        d = width // heads
+        inv = theta ** (-torch.arange(0, d // 2, dtype=torch.float64) * 2 / d)
+        angle = torch.arange(seq_len, dtype=torch.float64)[:, None] * inv[None, :]
+        self.register_buffer("cos", angle.cos().float(), persistent=False)  # (T, D/2)
+        self.register_buffer("sin", angle.sin().float(), persistent=False)
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                std = 0.02 / math.sqrt(2 * layers) if getattr(m, "residual_projection", False) else 0.02
+                nn.init.normal_(m.weight, mean=0.0, std=std)
+
+    def forward(self, idx):                                          # idx (B, T)
+        T = idx.shape[1]
+        cos, sin = self.cos[:T], self.sin[:T]
+        x = self.embed(idx)                                          # (B, T, C)
+        for block in self.h:
+            x = block(x, cos, sin)
+        return self.lm_head(self.norm(x))                            # (B, T, V)
+
+
 def make_optimizer(model, impl):
     # GPT-2 / llm.c convention: decay the matrices and embeddings, not biases and
     # LayerNorm parameters.
@@ -116,6 +190,8 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mode", choices=("fp32", "bf16"), default="fp32",
                    help="fp32: eager f32; bf16: autocast(cpu, bfloat16) around forward+loss")
+    p.add_argument("--config", choices=sorted(CONFIGS), default="gpt-mini",
+                   help="model and batch shape (strata's preset of that name)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=10, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
@@ -145,10 +221,10 @@ def main():
         sys.exit("torch_gpt: --steps must be at least 1")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    cfg = GPT_MINI
+    cfg = CONFIGS[args.config]
     B, T, V = cfg["batch"], cfg["seq_len"], cfg["vocab"]
 
-    model = GPT(**cfg)
+    model = (Llama if cfg["arch"] == "llama" else GPT)(**cfg)
     optimizer = make_optimizer(model, args.adamw)
     tokens = torch.randint(0, V, (B, T + 1))
     idx, targets = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()  # (B, T)
@@ -180,7 +256,7 @@ def main():
         "version": torch.__version__,
         "mode": args.mode,
         "threads": args.threads,
-        "config": "gpt-mini",
+        "config": args.config,
         "batch": B,
         "seq_len": T,
         "params": sum(p.numel() for p in model.parameters()),

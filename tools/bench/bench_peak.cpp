@@ -1,0 +1,30 @@
+// strata-bench peak: the CPU's FMA-loop peak (kernels/cpu/fma_peak.h), f32 and bf16,
+// on all threads — the figure every other CPU benchmark in the same run states its
+// GFLOP/s and MFU against. Printed as "RESULT peak_<dtype>_gflops" lines too, for
+// tools/bench/report.sh.
+#include <cstdio>
+
+#include "bench.h"
+#include "cpu/fma_peak.h"
+
+namespace strata::bench {
+
+namespace {
+
+void bench_peak() {
+  Table t({"dtype", "loop", "threads", "rounds", "peak GFLOP/s", "per thread"});
+  for (DType dt : {DType::f32, DType::bf16}) {
+    const cpu::FmaPeak& p = cpu::fma_peak(dt);
+    t.row({dtype_name(dt), p.kernel, std::to_string(p.threads), std::to_string(p.rounds),
+           format_fixed(p.flops / 1e9, 1), format_fixed(p.flops / 1e9 / p.threads, 1)});
+    std::printf("RESULT peak_%s_gflops %.1f\n", dtype_name(dt), p.flops / 1e9);
+  }
+  t.print("CPU peak: FMA loops (12 independent accumulators a thread, all threads at once; each thread's\n"
+          "fastest burst, rounds until three agree within 2%). MFU and '% of peak' elsewhere are against these");
+}
+
+}  // namespace
+
+STRATA_BENCH("peak", bench_peak);
+
+}  // namespace strata::bench
