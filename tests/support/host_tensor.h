@@ -68,7 +68,8 @@ void expect_close(const std::string& what, const HostTensor& actual,
 //   relative error  ||g - g_fd|| / ||g_fd||  over the checked elements, and
 //   the largest components (by |g_fd|) with g of the same sign and not zero,
 // so a gradient 1% off, or one component zeroed or sign-flipped, is seen whatever its
-// magnitude (no absolute floor). g_fd is a central difference in double of the loss.
+// magnitude (no absolute floor). g_fd is a central difference in double of the loss
+// (the five-point stencil: steps eps and 2 eps, error O(eps^4)).
 struct GradientCheck {
   double rel_error = 0;    // ||g - g_fd|| / ||g_fd|| (0 when both are zero)
   int64_t checked = 0;     // elements differenced
