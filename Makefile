@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 CTEST      := ctest --output-on-failure -j $(JOBS)
 
-.PHONY: all deps build test test-slow test-asan test-consumer demo bench install clean
+.PHONY: all deps build test test-slow test-asan test-consumer demo bench install clean mutate
 
 all: build
 
@@ -26,6 +26,11 @@ test: build
 # The long tests ([slow]): large configurations, long equivalence runs.
 test-slow: build
 	cd $(BUILD) && $(CTEST) -L slow
+
+# Mutation run (not part of `make test`): one small bug at a time in a scratch copy
+# ($(BUILD)/mutate), the tests that must catch it, and a caught / missed table.
+mutate: deps
+	python3 tools/mutate/mutate.py --work $(BUILD)/mutate --jobs $(JOBS)
 
 # The CPU test suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 test-asan: deps
