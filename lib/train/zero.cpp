@@ -158,8 +158,12 @@ double ZeroEngine::take_stall_seconds() {
 }
 
 // A pooled buffer of at least `bytes`. Gradient staging in flight is reclaimed first
-// while more than one reduction is pending: one stays in flight behind the compute.
+// while more than one reduction is pending: one stays in flight behind the compute
+// (none while a borrowed unit's staging waits for its own backward: the same bound).
 Buffer ZeroEngine::take(std::vector<Buffer>& pool, size_t bytes, const char* what) {
+  size_t in_flight = 2;
+  for (const Unit& y : units_)
+    if (y.staging.data() && y.grad_refs == 0) in_flight = 1;
   for (;;) {
     for (size_t i = 0; i < pool.size(); ++i)
       if (pool[i].size() >= bytes) {
@@ -167,7 +171,7 @@ Buffer ZeroEngine::take(std::vector<Buffer>& pool, size_t bytes, const char* wha
         pool.erase(pool.begin() + long(i));
         return b;
       }
-    if (&pool != &grad_pool_ || reducing_.size() < 2) return Buffer(model_->device(), bytes, what);
+    if (&pool != &grad_pool_ || reducing_.size() < in_flight) return Buffer(model_->device(), bytes, what);
     finish_reduce();
   }
 }
