@@ -1,7 +1,10 @@
-// ZeRO data parallelism on CPU devices: stages 0-3 on N = 1, 2, 4 ranks train like
-// one device with the same global batch; with offload (each rank paging its shards
-// to host or NVMe) bit for bit like the same run without; per-rank memory follows
-// ZeRO's arithmetic; a rank that fails stops every rank with its error.
+// ZeRO data parallelism on CPU devices: stages 0-3 on N = 1, 2, 4 ranks are bit for
+// bit one device accumulating the ranks' micro-batches in rank order (losses, norms,
+// weights, master, m, v; stages 1-3 within an ulp in the norm, docs/distributed.md),
+// and within ulps of one device with accumulation on every rank; with offload (each
+// rank paging its shards to host or NVMe) bit for bit like the same run without;
+// resume is bitwise; per-rank memory follows ZeRO's arithmetic; a rank that fails
+// stops every rank with its error.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
