@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 CTEST      := ctest --output-on-failure -j $(JOBS)
 
-.PHONY: all deps build test test-slow test-asan test-consumer demo bench install clean mutate
+.PHONY: all deps build test test-slow test-asan test-consumer demo bench install clean
 
 all: build
 
@@ -29,6 +29,7 @@ test-slow: build
 
 # Mutation run (not part of `make test`): one small bug at a time in a scratch copy
 # ($(BUILD)/mutate), the tests that must catch it, and a caught / missed table.
+.PHONY: mutate
 mutate: deps
 	python3 tools/mutate/mutate.py --work $(BUILD)/mutate --jobs $(JOBS)
 
