@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 CTEST      := ctest --output-on-failure -j $(JOBS)
 
-.PHONY: all deps build test test-slow test-asan test-consumer demo bench install clean
+.PHONY: all deps build test test-slow test-asan test-consumer demo bench gpu-kit install clean
 
 all: build
 
@@ -67,8 +67,14 @@ bench: build
 	@if nvidia-smi -L >/dev/null 2>&1; then $(BUILD)/tools/strata-bench --device cuda:0 train; \
 	else echo "make bench: no CUDA device (nvidia-smi finds no GPU): GPU training benchmark skipped"; fi
 
+# The GPU kit: strata-selftest and strata-bench for sm_80 / sm_90, built here without
+# a GPU (Release, CUDA on, portable CPU code) and bundled with the libraries a bare GPU
+# machine lacks into gpu-kit/ (git-ignored); run gpu-kit/run.sh there (docs/cuda.md).
+gpu-kit: deps
+	tools/gpu/make-kit.sh build-gpu-kit gpu-kit
+
 install: build
 	cmake --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN)
+	rm -rf $(BUILD) $(BUILD_ASAN) build-gpu-kit gpu-kit

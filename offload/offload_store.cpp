@@ -141,21 +141,6 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
 
   // Initial state: working params as they are, master = their f32 value, m = v = 0.
   Stream& s = model.device().stream();
-  PinnedBuffer stage;
-  if (nvme_) stage = pinned_->allocate(size_t(largest) * staged);
-  auto store = [&](Home& h, const void* src) {  // src: host memory
-    if (h.tier == Tier::device) {
-      s.copy(h.data(), src, h.bytes);
-      s.synchronize();
-      return;
-    }
-    if (h.tier == Tier::host) {
-      std::memcpy(h.data(), src, h.bytes);
-      return;
-    }
-    if (src != stage.data()) std::memcpy(stage.data(), src, h.bytes);
-    nvme_->write(h.object, 0, stage.data(), h.bytes).get();
-  };
   std::vector<char> working_host;  // a CUDA device's working params, copied out
   for (int u = 0; u < N; ++u) {
     UnitState& x = units_[size_t(u)];
@@ -167,15 +152,14 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
       s.synchronize();
       src = working_host.data();
     }
-    store(x.params, src);
+    write_home(x.params, src);
     if (frozen_) continue;
     std::vector<float> f32 = copy_to_host_f32(working);  // exact: f32 and bf16 widen without rounding
-    store(x.master, f32.data());
+    write_home(x.master, f32.data());
     std::fill(f32.begin(), f32.end(), 0.0f);
-    store(x.m, f32.data());
-    store(x.v, f32.data());
+    write_home(x.m, f32.data());
+    write_home(x.v, f32.data());
   }
-  stage.reset();  // before take_stats below starts the pinned high-water's window
   model.set_store(this);
   model.release_resident_state(true, true);
   // The device pool's floor: two units at once (the head borrows the embedding).
@@ -192,6 +176,7 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
 
   updated_.store(N);
   take_stats();
+  pinned_peak_ = 0;  // memory() reports training's high water, not the initial writes'
 }
 
 OffloadStore::~OffloadStore() {
@@ -389,6 +374,7 @@ OffloadStats OffloadStore::take_stats() {
   for (const Buffer& b : grad_pool_) st.device_bytes += b.size();
   if (pinned_) {
     st.pinned_bytes = pinned_->stats().bytes_high_water;
+    pinned_peak_ = std::max(pinned_peak_, st.pinned_bytes);
     pinned_->reset_high_water();
   }
   const double now = now_seconds();

@@ -58,6 +58,21 @@ class OffloadStore final : public ParamStore {
 
   // The window since the last call (bytes live, NVMe traffic, stalls); resets it.
   OffloadStats take_stats();
+  // Bytes held per kind (params, grads, optimizer: every tier, the device pool
+  // included) and per tier (host, NVMe), and the pinned pool's high water since
+  // construction (the most of every take_stats window and the current one).
+  ZeroMemory memory() const;
+
+  // Checkpoints, between steps (offload_checkpoint.cpp): unit u's arrays as full flat
+  // f32 arrays (the resident layout), read from and written to their tiers one array
+  // at a time (NVMe through one pinned buffer of the array's size), after the
+  // background update has landed; read-ahead is dropped. load_params rounds to the
+  // precision; fp32: the master is the working parameters, so load_state writes both.
+  // A frozen base has no optimizer state: read_state / load_state throw.
+  std::vector<float> read_params(int unit);
+  void read_state(int unit, std::vector<float>& master, std::vector<float>& exp_avg, std::vector<float>& exp_avg_sq);
+  void load_params(int unit, const float* values);
+  void load_state(int unit, const float* master, const float* exp_avg, const float* exp_avg_sq);
   const OffloadOptions& options() const { return options_; }
   // The model's base was frozen (LoRA) when the store was made: only working params
   // are stored; the gradient calls throw and grad_norm/update do nothing.
@@ -74,6 +89,11 @@ class OffloadStore final : public ParamStore {
   void start_param_read(int unit);
   PinnedBuffer stage_bytes(size_t bytes);
   void drain(bool reads, bool writes);
+  // One home's bytes to / from host memory (NVMe through a pinned buffer); main thread,
+  // no update running.
+  void read_home(const Home& h, void* dst);
+  void write_home(Home& h, const void* src);
+  void settle_for_checkpoint(int unit, const char* what);
   float grad_norm_now();
   void run_update(UpdateJob& job);  // the background thread's body
   void stream_update(UpdateJob& job);
@@ -96,6 +116,7 @@ class OffloadStore final : public ParamStore {
   int last_acquired_ = -1;
   bool final_micro_ = true;
   double stall_ = 0, norm_seconds_ = 0, window_start_ = 0;  // main thread only
+  size_t pinned_peak_ = 0;  // the highest take_stats window's pinned high water
   NvmeStats io_at_window_;
 
   // The background update. updated_ counts the units, in forward order, whose new

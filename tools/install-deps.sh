@@ -7,6 +7,7 @@ set -euo pipefail
 packages=(
   cmake ninja-build g++ pkg-config ccache   # build
   libopenblas-dev libtbb-dev liburing-dev   # library: GEMMs, parallel loops, NVMe I/O
+  libpcre2-dev libutf8proc-dev nlohmann-json3-dev  # tokenizers: patterns, NFC, tokenizer.json
   catch2                                    # tests (Catch2 v2)
   fortunes                                  # the demo's default corpus
   fio                                       # the NVMe benchmark's peer (make bench)

@@ -33,14 +33,20 @@ class Scratch {
   virtual void* get(size_t bytes) = 0;
 };
 
+// The cuBLASLt plan cache of one device (matmul.cu; created and destroyed by runtime.cu).
+class GemmPlans;
+GemmPlans* gemm_plans_create();
+void gemm_plans_destroy(GemmPlans* plans);  // never throws
+
 // Where a launcher enqueues: a cudaStream_t and its scratch; GEMMs also need the
-// cuBLASLt handle and workspace of the stream's device (null in the emulator).
+// cuBLASLt handle, plan cache and workspace of the stream's device (null in the emulator).
 struct Context {
   void* stream = nullptr;  // cudaStream_t
   Scratch* scratch = nullptr;
   void* blas = nullptr;  // cublasLtHandle_t
   void* blas_workspace = nullptr;
   size_t blas_workspace_bytes = 0;
+  GemmPlans* blas_plans = nullptr;
 };
 
 // The context of a CUDA stream (runtime.cu; in the emulation build, emu/emu_runtime.cpp).

@@ -30,6 +30,10 @@ namespace strata::STRATA_CUDA_NS {
 // Throws strata::Error for a failed launch (a bug: bad configuration, too much shared
 // memory). Defined in runtime.cu.
 void check_launch(cudaError_t status, const char* kernel_name);
+// After each launch: a launch error names the kernel; with STRATA_CUDA_SYNC=1 the
+// stream is synchronized too, so a fault names the kernel that made it (runtime.cu).
+void after_launch(const void* kernel, void* stream);
+bool sync_after_launch();  // STRATA_CUDA_SYNC=1 in the environment
 #endif
 
 // Launches kernel over grid x block threads with `shared_bytes` of dynamic shared
@@ -47,7 +51,7 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_byte
     check_launch(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared_bytes)),
                  "cudaFuncSetAttribute");
   kernel<<<grid, block, shared_bytes, static_cast<cudaStream_t>(stream)>>>(Params(args)...);
-  check_launch(cudaGetLastError(), "kernel launch");
+  after_launch(reinterpret_cast<const void*>(kernel), stream);
 #endif
 }
 

@@ -6,26 +6,39 @@
 // in the emulator (the bias gradient is a custom kernel, reduce.cu, and is emulated).
 // Where cuBLASLt cannot take the GELU epilogue (OC not a multiple of 8, or no
 // algorithm for it), the GEMM writes gelu_pre and activation.cu's GELU kernel follows.
+// Each distinct GEMM (gemm_plan.h's key: shape, dtypes, transposes, epilogue, operand
+// alignments) gets its descriptor, layouts and heuristic algorithm once, cached per
+// device (GemmPlans, owned by runtime.cu's DeviceState); the workspace is one arena
+// allocation per device. A failing cuBLAS status names the GEMM (gemm::describe).
 // Invariant: f32 runs in true f32 (CUBLAS_COMPUTE_32F, no TF32: fp32 is the reference
 // mode); bf16 / f16 accumulate in f32.
 #include <cublasLt.h>
 
 #include <string>
+#include <utility>
 
+#include "gemm_plan.h"
 #include "kernel_util.cuh"
 #include "strata/error.h"
 
-#define STRATA_CUBLAS_CHECK(expr)                                                                            \
-  do {                                                                                                       \
-    cublasStatus_t strata_status_ = (expr);                                                                  \
-    if (strata_status_ != CUBLAS_STATUS_SUCCESS)                                                             \
-      ::strata::detail::throw_call_error(#expr, "cuBLAS status " + std::to_string(int(strata_status_)),       \
-                                         __FILE__, __LINE__);                                                \
+// A cuBLAS call of one GEMM: a failure names its status and the GEMM (shape, dtypes,
+// alignments, epilogue).
+#define STRATA_CUBLAS_CHECK_GEMM(expr, key)                                                                 \
+  do {                                                                                                      \
+    cublasStatus_t strata_status_ = (expr);                                                                 \
+    if (strata_status_ != CUBLAS_STATUS_SUCCESS)                                                            \
+      ::strata::detail::throw_call_error(#expr, ::strata::cuda::status_text(strata_status_) + " in " +     \
+                                                    ::strata::gemm::describe(key),                          \
+                                         __FILE__, __LINE__);                                               \
   } while (0)
 
 namespace strata::cuda {
 
 namespace {
+
+std::string status_text(cublasStatus_t s) {
+  return std::string("cuBLAS status ") + cublasLtGetStatusName(s) + " (" + cublasLtGetStatusString(s) + ")";
+}
 
 cudaDataType_t data_type(DType t) {
   switch (t) {
@@ -34,6 +47,49 @@ cudaDataType_t data_type(DType t) {
     default: return CUDA_R_32F;
   }
 }
+
+cublasLtEpilogue_t epilogue_value(gemm::Epilogue e) {
+  switch (e) {
+    case gemm::Epilogue::bias: return CUBLASLT_EPILOGUE_BIAS;
+    case gemm::Epilogue::gelu_aux: return CUBLASLT_EPILOGUE_GELU_AUX;
+    case gemm::Epilogue::gelu_aux_bias: return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+    default: return CUBLASLT_EPILOGUE_DEFAULT;
+  }
+}
+
+}  // namespace
+
+// One GEMM's cuBLASLt objects and algorithm (found false: cuBLASLt has none).
+struct GemmPlan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  bool found = false;
+
+  GemmPlan() = default;
+  GemmPlan(GemmPlan&& o) noexcept { swap(o); }
+  GemmPlan& operator=(GemmPlan&& o) noexcept {
+    swap(o);
+    return *this;
+  }
+  ~GemmPlan() {
+    if (ld) cublasLtMatrixLayoutDestroy(ld);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+  void swap(GemmPlan& o) noexcept {
+    std::swap(op, o.op), std::swap(la, o.la), std::swap(lb, o.lb), std::swap(ld, o.ld);
+    std::swap(algo, o.algo), std::swap(found, o.found);
+  }
+};
+
+class GemmPlans : public gemm::PlanCache<GemmPlan> {};
+
+GemmPlans* gemm_plans_create() { return new GemmPlans; }
+void gemm_plans_destroy(GemmPlans* plans) { delete plans; }
+
+namespace {
 
 struct Operand {
   const void* data;
@@ -49,55 +105,105 @@ struct Epilogue {
   void* gelu_aux = nullptr;
 };
 
+void set_epilogue_pointers(GemmPlan& p, const gemm::GemmKey& key, const Epilogue& e) {
+  if (e.bias)
+    STRATA_CUBLAS_CHECK_GEMM(
+        cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &e.bias, sizeof e.bias), key);
+  if (e.gelu_aux)
+    STRATA_CUBLAS_CHECK_GEMM(
+        cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &e.gelu_aux, sizeof e.gelu_aux),
+        key);
+}
+
+// The descriptor, layouts and heuristic's first algorithm for `key`, with alignment
+// preferences saying how aligned the operands really are (strata's views are only
+// 2- to 64-byte aligned; cuBLASLt otherwise assumes 256). The heuristic reads the
+// bias and aux pointers' alignment from their values, so this call's are set first.
+GemmPlan make_plan(const gemm::GemmKey& key, const Context& c, bool optional, const Epilogue& e) {
+  GemmPlan p;
+  STRATA_CUBLAS_CHECK_GEMM(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), key);
+  const cublasOperation_t ta = key.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = key.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  STRATA_CUBLAS_CHECK_GEMM(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), key);
+  STRATA_CUBLAS_CHECK_GEMM(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), key);
+  const cublasLtEpilogue_t epilogue = epilogue_value(key.epilogue);
+  STRATA_CUBLAS_CHECK_GEMM(
+      cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue), key);
+  set_epilogue_pointers(p, key, e);
+  if (e.gelu_aux) {
+    const int64_t aux_ld = key.ldd;  // in elements; the caller ensures a multiple of 8
+    STRATA_CUBLAS_CHECK_GEMM(
+        cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof aux_ld), key);
+  }
+  const int64_t m = key.m, n = key.n, k = key.k;
+  STRATA_CUBLAS_CHECK_GEMM(
+      cublasLtMatrixLayoutCreate(&p.la, data_type(key.a), key.trans_a ? k : m, key.trans_a ? m : k, key.lda), key);
+  STRATA_CUBLAS_CHECK_GEMM(
+      cublasLtMatrixLayoutCreate(&p.lb, data_type(key.b), key.trans_b ? n : k, key.trans_b ? k : n, key.ldb), key);
+  STRATA_CUBLAS_CHECK_GEMM(cublasLtMatrixLayoutCreate(&p.ld, data_type(key.d), m, n, key.ldd), key);
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  STRATA_CUBLAS_CHECK_GEMM(cublasLtMatmulPreferenceCreate(&pref), key);
+  struct PrefGuard {
+    cublasLtMatmulPreference_t p;
+    ~PrefGuard() { cublasLtMatmulPreferenceDestroy(p); }
+  } guard{pref};
+  STRATA_CUBLAS_CHECK_GEMM(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                                &c.blas_workspace_bytes, sizeof c.blas_workspace_bytes),
+                           key);
+  const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> alignments[] = {
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_a},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_b},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_d},  // C is D (in place, beta)
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_d}};
+  for (const auto& [attribute, bytes] : alignments)
+    STRATA_CUBLAS_CHECK_GEMM(cublasLtMatmulPreferenceSetAttribute(pref, attribute, &bytes, sizeof bytes), key);
+
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  // An epilogue the library does not offer for this shape is NOT_SUPPORTED here.
+  const cublasStatus_t h = cublasLtMatmulAlgoGetHeuristic(static_cast<cublasLtHandle_t>(c.blas), p.op, p.la, p.lb,
+                                                          p.ld, p.ld, pref, 1, &result, &found);
+  if (h != CUBLAS_STATUS_NOT_SUPPORTED || !optional) STRATA_CUBLAS_CHECK_GEMM(h, key);
+  p.found = h == CUBLAS_STATUS_SUCCESS && found > 0;
+  p.algo = result.algo;
+  return p;
+}
+
 // D (m, n, column-major, ld = ldd) = epilogue(op(A) op(B) + beta D). Returns false,
 // having enqueued nothing, when cuBLASLt has no algorithm and `optional` is set.
 bool gemm(const Context& c, int64_t m, int64_t n, int64_t k, Operand a, Operand b, void* d, DType d_type, int64_t ldd,
           float beta, Epilogue e, bool optional = false) {
-  cublasLtMatmulDesc_t op = nullptr;
-  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
-  cublasLtMatmulPreference_t pref = nullptr;
-  STRATA_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t ta = a.trans ? CUBLAS_OP_T : CUBLAS_OP_N, tb = b.trans ? CUBLAS_OP_T : CUBLAS_OP_N;
-  STRATA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-  STRATA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-  if (e.bias || e.gelu_aux) {
-    const cublasLtEpilogue_t epilogue = !e.gelu_aux ? CUBLASLT_EPILOGUE_BIAS
-                                        : e.bias    ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
-                                                    : CUBLASLT_EPILOGUE_GELU_AUX;
-    STRATA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
-  }
-  if (e.bias)
-    STRATA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &e.bias, sizeof e.bias));
-  if (e.gelu_aux) {
-    const int64_t aux_ld = ldd;  // in elements; the caller ensures a multiple of 8
-    STRATA_CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &e.gelu_aux, sizeof e.gelu_aux));
-    STRATA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof aux_ld));
-  }
-  STRATA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, data_type(a.dtype), a.trans ? k : m, a.trans ? m : k, a.ld));
-  STRATA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, data_type(b.dtype), b.trans ? n : k, b.trans ? k : n, b.ld));
-  STRATA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld, data_type(d_type), m, n, ldd));
-  STRATA_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-  STRATA_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                           &c.blas_workspace_bytes, sizeof c.blas_workspace_bytes));
-  auto handle = static_cast<cublasLtHandle_t>(c.blas);
-  cublasLtMatmulHeuristicResult_t result{};
-  int found = 0;
-  // An epilogue the library does not offer for this shape is NOT_SUPPORTED here.
-  const cublasStatus_t h = cublasLtMatmulAlgoGetHeuristic(handle, op, la, lb, ld, ld, pref, 1, &result, &found);
-  if (h != CUBLAS_STATUS_NOT_SUPPORTED || !optional) STRATA_CUBLAS_CHECK(h);
-  const bool run = h == CUBLAS_STATUS_SUCCESS && found > 0;
-  STRATA_CHECK(run || optional, "matmul: cuBLASLt has no algorithm for m " << m << " n " << n << " k " << k);
-  const float alpha = 1.0f;
-  if (run)
-    STRATA_CUBLAS_CHECK(cublasLtMatmul(handle, op, &alpha, a.data, la, b.data, lb, &beta, d, ld, d, ld, &result.algo,
-                                       c.blas_workspace, c.blas_workspace_bytes, static_cast<cudaStream_t>(c.stream)));
-  cublasLtMatmulPreferenceDestroy(pref);
-  cublasLtMatrixLayoutDestroy(ld);
-  cublasLtMatrixLayoutDestroy(lb);
-  cublasLtMatrixLayoutDestroy(la);
-  cublasLtMatmulDescDestroy(op);
-  return run;
+  gemm::GemmKey key;
+  key.m = m, key.n = n, key.k = k, key.lda = a.ld, key.ldb = b.ld, key.ldd = ldd;
+  key.a = a.dtype, key.b = b.dtype, key.d = d_type, key.trans_a = a.trans, key.trans_b = b.trans;
+  key.epilogue = gemm::epilogue_of(e.bias != nullptr, e.gelu_aux != nullptr);
+  key.align_a = gemm::alignment_bytes(a.data, a.ld, dtype_size(a.dtype));
+  key.align_b = gemm::alignment_bytes(b.data, b.ld, dtype_size(b.dtype));
+  key.align_d = gemm::alignment_bytes(d, ldd, dtype_size(d_type));
+  if (e.bias) key.align_bias = gemm::alignment_bytes(e.bias, 0, dtype_size(d_type));
+  if (e.gelu_aux) key.align_aux = gemm::alignment_bytes(e.gelu_aux, ldd, dtype_size(d_type));
+  STRATA_CHECK(c.blas_plans && c.blas_workspace, "matmul: the CUDA context has no cuBLASLt plans or workspace");
+  return c.blas_plans->with(
+      key, [&] { return make_plan(key, c, optional, e); },
+      [&](GemmPlan& p) {
+        STRATA_CHECK(p.found || optional, "matmul: cuBLASLt has no algorithm for this " << gemm::describe(key));
+        if (!p.found) return false;
+        // The pointers are per call: set on the shared descriptor, under the cache's lock.
+        set_epilogue_pointers(p, key, e);
+        const float alpha = 1.0f;
+        STRATA_CUBLAS_CHECK_GEMM(cublasLtMatmul(static_cast<cublasLtHandle_t>(c.blas), p.op, &alpha, a.data, p.la,
+                                                b.data, p.lb, &beta, d, p.ld, d, p.ld, &p.algo, c.blas_workspace,
+                                                c.blas_workspace_bytes, static_cast<cudaStream_t>(c.stream)),
+                                 key);
+        if (sync_after_launch()) {  // STRATA_CUDA_SYNC=1: a fault here names this GEMM
+          const cudaError_t status = cudaStreamSynchronize(static_cast<cudaStream_t>(c.stream));
+          if (status != cudaSuccess)
+            ::strata::detail::throw_call_error("cublasLtMatmul (STRATA_CUDA_SYNC=1: synchronized after it)",
+                                               std::string(cudaGetErrorString(status)) + " in " + gemm::describe(key),
+                                               __FILE__, __LINE__);
+        }
+        return true;
+      });
 }
 
 }  // namespace

@@ -1,12 +1,18 @@
 // The CUDA runtime behind strata::Device: opening a GPU, its streams and events,
-// device and pinned memory, the per-stream scratch and the cuBLASLt handle, and the
-// launch-error check of launch.cuh. Every CUDA / cuBLAS call is checked by
+// device and pinned memory, the per-stream scratch, the cuBLASLt handle, plan cache
+// and workspace (one allocation from the device's arena, made at the first op), and
+// the launch-error check of launch.cuh (STRATA_CUDA_SYNC=1: synchronize after each
+// launch, so a fault names its kernel). Every CUDA / cuBLAS call is checked by
 // STRATA_CUDA_CHECK / STRATA_CUBLAS_CHECK (expression, file:line in the error).
 // Invariant: scratch grows stream-ordered (cudaFreeAsync / cudaMallocAsync on the
 // compute stream), so an op's scratch is never freed under a kernel still using it.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
+#include <cxxabi.h>
 
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
 #include <string>
 
 #include "cuda_ops.h"
@@ -48,6 +54,39 @@ void check_launch(cudaError_t status, const char* what) {
   if (status != cudaSuccess) ::strata::detail::throw_call_error(what, cudaGetErrorString(status), __FILE__, __LINE__);
 }
 
+bool sync_after_launch() {
+  static const bool on = [] {
+    const char* v = std::getenv("STRATA_CUDA_SYNC");
+    return v && *v && std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+
+namespace {
+// The kernel's name, demangled where it can be ("strata::cuda::(anonymous)::k<float>(...)").
+std::string kernel_name(const void* kernel) {
+  const char* name = nullptr;
+  if (cudaFuncGetName(&name, kernel) != cudaSuccess || !name) {
+    cudaGetLastError();
+    return "an unnamed kernel";
+  }
+  int status = 0;
+  char* readable = abi::__cxa_demangle(name, nullptr, nullptr, &status);
+  std::string out = status == 0 && readable ? readable : name;
+  std::free(readable);
+  return out;
+}
+}  // namespace
+
+void after_launch(const void* kernel, void* stream) {
+  cudaError_t status = cudaGetLastError();
+  if (status == cudaSuccess && sync_after_launch()) status = cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
+  if (status != cudaSuccess)
+    ::strata::detail::throw_call_error(
+        sync_after_launch() ? "kernel launch (STRATA_CUDA_SYNC=1: synchronized after it)" : "kernel launch",
+        std::string(cudaGetErrorString(status)) + " in " + kernel_name(kernel), __FILE__, __LINE__);
+}
+
 namespace {
 // Stream-ordered scratch: grows on the stream it serves, never shrinks.
 class StreamScratch : public Scratch {
@@ -81,8 +120,13 @@ struct DeviceState {
   cudaStream_t streams[4] = {};
   cuda::StreamScratch* scratch = nullptr;  // of the compute stream
   cublasLtHandle_t blas = nullptr;
+  cuda::GemmPlans* blas_plans = nullptr;
+  // From the device's arena at the first op (the arena exists only after open()), so
+  // the budget counts it; freed in close(), which ~Device calls before the arena goes.
+  std::once_flag blas_workspace_once;
+  Arena* blas_workspace_arena = nullptr;
   void* blas_workspace = nullptr;
-  size_t blas_workspace_bytes = size_t(32) << 20;
+  size_t blas_workspace_bytes = size_t(32) << 20;  // cuBLASLt's advice for Hopper
 };
 
 namespace {
@@ -107,7 +151,7 @@ DeviceState* open(int index, size_t& budget) {
   for (cudaStream_t& st : s->streams) STRATA_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   s->scratch = new cuda::StreamScratch(s->streams[0]);
   if (cublasLtCreate(&s->blas) != CUBLAS_STATUS_SUCCESS) STRATA_FAIL("cuda:" << index << ": cublasLtCreate failed");
-  STRATA_CUDA_CHECK(cudaMalloc(&s->blas_workspace, s->blas_workspace_bytes));
+  s->blas_plans = cuda::gemm_plans_create();
   if (budget == 0) {
     size_t free_bytes = 0, total = 0;
     STRATA_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
@@ -121,7 +165,8 @@ void close(DeviceState* s) {
   cudaSetDevice(s->index);
   STRATA_CUDA_CHECK_PRINT(cudaDeviceSynchronize());
   delete s->scratch;
-  STRATA_CUDA_CHECK_PRINT(cudaFree(s->blas_workspace));
+  if (s->blas_workspace) s->blas_workspace_arena->free(s->blas_workspace);
+  cuda::gemm_plans_destroy(s->blas_plans);
   cublasLtDestroy(s->blas);
   for (cudaStream_t st : s->streams) STRATA_CUDA_CHECK_PRINT(cudaStreamDestroy(st));
   delete s;
@@ -149,6 +194,28 @@ void event_destroy(void* e) { STRATA_CUDA_CHECK_PRINT(cudaEventDestroy(static_ca
 void event_record(void* e, void* stream) {
   STRATA_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(e), static_cast<cudaStream_t>(stream)));
 }
+void* timing_event_create() {
+  cudaEvent_t e;
+  STRATA_CUDA_CHECK(cudaEventCreate(&e));
+  return e;
+}
+float event_elapsed_ms(void* start, void* end) {
+  STRATA_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(end)));
+  float ms = 0;
+  STRATA_CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start), static_cast<cudaEvent_t>(end)));
+  return ms;
+}
+
+double memory_bandwidth(int index) {
+  int clock_khz = 0, bus_bits = 0;
+  if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, index) != cudaSuccess ||
+      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, index) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return 2.0 * double(clock_khz) * 1e3 * double(bus_bits) / 8.0;  // DDR: two transfers a clock
+}
+
 void stream_wait(void* stream, void* e) {
   STRATA_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(e), 0));
 }
@@ -180,7 +247,11 @@ namespace cuda {
 
 Context context(Stream& st) {
   auto* s = static_cast<cuda_runtime::DeviceState*>(st.device().backend());
-  return Context{st.native(), s->scratch, s->blas, s->blas_workspace, s->blas_workspace_bytes};
+  std::call_once(s->blas_workspace_once, [&] {  // throws (arena full): retried at the next op
+    s->blas_workspace = st.device().arena().allocate(s->blas_workspace_bytes, "cuBLASLt workspace");
+    s->blas_workspace_arena = &st.device().arena();
+  });
+  return Context{st.native(), s->scratch, s->blas, s->blas_workspace, s->blas_workspace_bytes, s->blas_plans};
 }
 
 }  // namespace cuda

@@ -34,6 +34,14 @@ void* event_create();
 void event_destroy(void* event);
 void event_record(void* event, void* stream);
 void stream_wait(void* stream, void* event);
+// Kernel timing (strata-bench kernels): an event that records a time, and the
+// milliseconds between two recorded ones (waits until `end` has happened).
+void* timing_event_create();
+float event_elapsed_ms(void* start, void* end);
+
+// Peak DRAM bandwidth of GPU `index` in bytes/s (2 x memory clock x bus width, the
+// data-sheet figure); 0 when unknown.
+double memory_bandwidth(int index);
 
 // Device memory for the arena (cudaMalloc, 256-byte aligned) of the current device.
 ArenaMemory device_memory();

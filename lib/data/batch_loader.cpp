@@ -161,12 +161,12 @@ void BatchLoader::fill(int64_t k, TokenBatch& batch) const {
   batch.inputs.resize(size_t(B * T));
   batch.targets.resize(size_t(B * T));
   for (int64_t b = 0; b < B; ++b) {
-    const std::span<const uint16_t> w = dataset_->window(batch.positions[size_t(b)], T + 1);
+    const TokenView w = dataset_->window(batch.positions[size_t(b)], T + 1);
     int32_t* row = batch.tokens.data() + b * (T + 1);  // (T+1,)
     std::copy(w.begin(), w.end(), row);
     if (options_.vocab_size > 0) {
       const auto bad = std::find_if(w.begin(), w.end(),
-                                    [&](uint16_t t) { return t >= options_.vocab_size; });
+                                    [&](uint32_t t) { return t >= options_.vocab_size; });
       STRATA_CHECK(bad == w.end(),
                    "BatchLoader: batch " << k << " holds token " << *bad
                                          << " at global position "

@@ -6,12 +6,15 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <filesystem>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+
+#include <tbb/parallel_for.h>
 
 #include "strata/data.h"
 #include "strata/error.h"
@@ -93,8 +96,28 @@ std::vector<std::string> default_corpus_files(const std::string& dir) {
   return files;
 }
 
+std::vector<uint32_t> encode_parallel(const Tokenizer& tokenizer, std::string_view text) {
+  constexpr size_t kChunk = size_t(1) << 18;
+  std::vector<std::string_view> chunks;
+  for (size_t begin = 0; begin < text.size();) {
+    size_t end = text.size();
+    for (size_t i = begin + kChunk; i + 1 < text.size(); ++i)
+      if (text[i] == '\n' && std::isalpha(static_cast<unsigned char>(text[i + 1]))) {
+        end = i + 1;
+        break;
+      }
+    chunks.push_back(text.substr(begin, end - begin));
+    begin = end;
+  }
+  std::vector<std::vector<uint32_t>> ids(chunks.size());
+  tbb::parallel_for(size_t(0), chunks.size(), [&](size_t c) { ids[c] = tokenizer.encode(chunks[c]); });
+  std::vector<uint32_t> all;
+  for (const std::vector<uint32_t>& v : ids) all.insert(all.end(), v.begin(), v.end());
+  return all;
+}
+
 PrepareResult prepare_text(const std::vector<std::string>& inputs, const std::string& prefix,
-                           double val_fraction) {
+                           double val_fraction, const Tokenizer& tokenizer) {
   STRATA_CHECK(!inputs.empty(), "prepare_text: no input files given");
   STRATA_CHECK(!prefix.empty(), "prepare_text: empty output prefix; give one such as "
                                 "'data/tiny' for data/tiny_train.bin and data/tiny_val.bin");
@@ -106,12 +129,17 @@ PrepareResult prepare_text(const std::vector<std::string>& inputs, const std::st
   texts.reserve(inputs.size());
   for (const std::string& p : inputs) texts.push_back(read_text_file(p));
 
-  std::vector<uint16_t> train, val;
+  const bool bytes = tokenizer.name() == "bytes";
+  std::vector<uint32_t> train, val;
   for (const std::string& text : texts) {
-    const size_t n_val = size_t(std::floor(double(text.size()) * val_fraction));
+    size_t split = text.size() - size_t(std::floor(double(text.size()) * val_fraction));
+    if (!bytes && split > 0 && split < text.size() && text[split - 1] != '\n') {
+      const size_t back = text.rfind('\n', split - 1), ahead = text.find('\n', split);
+      split = back != std::string::npos ? back + 1 : ahead != std::string::npos ? ahead + 1 : text.size();
+    }
     const std::string_view all(text);
-    const std::vector<uint16_t> t = encode_bytes(all.substr(0, text.size() - n_val));
-    const std::vector<uint16_t> v = encode_bytes(all.substr(text.size() - n_val));
+    const std::vector<uint32_t> t = encode_parallel(tokenizer, all.substr(0, split));
+    const std::vector<uint32_t> v = encode_parallel(tokenizer, all.substr(split));
     train.insert(train.end(), t.begin(), t.end());
     val.insert(val.end(), v.begin(), v.end());
   }
@@ -124,8 +152,13 @@ PrepareResult prepare_text(const std::vector<std::string>& inputs, const std::st
   std::error_code ec;
   if (!dir.empty()) std::filesystem::create_directories(dir, ec);
   STRATA_CHECK(!ec, "prepare_text: cannot create the output directory '" << dir.string() << "': " << ec.message());
-  write_token_shard(r.train_path, train);
-  write_token_shard(r.val_path, val);
+  auto write = [&](const std::string& path, const std::vector<uint32_t>& tokens) {
+    if (tokenizer.vocab_size() > 65536) return write_token_shard(path, std::span<const uint32_t>(tokens));
+    const std::vector<uint16_t> narrow(tokens.begin(), tokens.end());
+    write_token_shard(path, std::span<const uint16_t>(narrow));
+  };
+  write(r.train_path, train);
+  write(r.val_path, val);
   return r;
 }
 

@@ -53,7 +53,7 @@ TokenDataset::TokenDataset(const std::vector<std::string>& paths) {
   }
 }
 
-std::span<const uint16_t> TokenDataset::window(int64_t position, int64_t length) const {
+TokenView TokenDataset::window(int64_t position, int64_t length) const {
   STRATA_CHECK(length >= 1 && position >= 0 && position + length <= num_tokens_,
                "TokenDataset::window: tokens [" << position << ", " << position + length
                                                 << ") are outside the dataset's "
@@ -69,7 +69,7 @@ std::span<const uint16_t> TokenDataset::window(int64_t position, int64_t length)
                                                 << "' (global tokens [" << shard_begin_[s]
                                                 << ", " << shard_begin_[s + 1]
                                                 << ")); a window must lie inside one shard");
-  return shard.tokens().subspan(size_t(offset), size_t(length));
+  return shard.tokens().subview(size_t(offset), size_t(length));
 }
 
 void TokenDataset::validate_tokens(int64_t vocab_size) const {

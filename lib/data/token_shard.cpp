@@ -48,7 +48,7 @@ int write_all(int fd, const void* data, size_t bytes) {
 }
 
 // Creates tmp, writes header + tokens and fsyncs; -errno on failure (tmp may remain).
-int write_file(const std::string& tmp, const int32_t* header, std::span<const uint16_t> tokens) {
+int write_file(const std::string& tmp, const int32_t* header, std::span<const std::byte> tokens) {
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return -errno;
   int rc = write_all(fd, header, size_t(kShardHeaderBytes));
@@ -58,17 +58,16 @@ int write_file(const std::string& tmp, const int32_t* header, std::span<const ui
   return rc;
 }
 
-}  // namespace
-
-void write_token_shard(const std::string& path, std::span<const uint16_t> tokens) {
-  STRATA_CHECK(tokens.size() <= size_t(INT32_MAX),
-               "write_token_shard: " << tokens.size() << " tokens for '" << path
+void write_shard(const std::string& path, std::span<const std::byte> tokens, size_t count,
+                 bool wide) {
+  STRATA_CHECK(count <= size_t(INT32_MAX),
+               "write_token_shard: " << count << " tokens for '" << path
                                      << "', but a shard's header holds an int32 count (at most "
                                      << INT32_MAX << "); split the tokens over several shards");
   int32_t header[kShardHeaderBytes / 4] = {};
-  header[0] = kShardMagic;
-  header[1] = kShardVersion;
-  header[2] = int32_t(tokens.size());
+  header[0] = wide ? kShardMagic32 : kShardMagic;
+  header[1] = wide ? kShardVersion32 : kShardVersion;
+  header[2] = int32_t(count);
 
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int rc = write_file(tmp, header, tokens);
@@ -87,6 +86,16 @@ void write_token_shard(const std::string& path, std::span<const uint16_t> tokens
   }
 }
 
+}  // namespace
+
+void write_token_shard(const std::string& path, std::span<const uint16_t> tokens) {
+  write_shard(path, std::as_bytes(tokens), tokens.size(), false);
+}
+
+void write_token_shard(const std::string& path, std::span<const uint32_t> tokens) {
+  write_shard(path, std::as_bytes(tokens), tokens.size(), true);
+}
+
 TokenShard::TokenShard(std::string path) : path_(std::move(path)) {
   int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
   STRATA_CHECK(fd >= 0, "token shard '" << path_ << "': cannot open: " << detail::errno_string()
@@ -102,7 +111,7 @@ TokenShard::TokenShard(std::string path) : path_(std::move(path)) {
     ::close(fd);
     if (file_bytes == 0)
       STRATA_FAIL("token shard '" << path_ << "' is empty (0 bytes); expected a "
-                                  << kShardHeaderBytes << "-byte header followed by uint16 "
+                                  << kShardHeaderBytes << "-byte header followed by "
                                   << "tokens; " << kRegenerate);
     STRATA_FAIL("token shard '" << path_ << "' is too small for its header: " << file_bytes
                                 << " bytes, expected at least " << kShardHeaderBytes
@@ -122,18 +131,23 @@ TokenShard::TokenShard(std::string path) : path_(std::move(path)) {
   // On a validation error the destructor does not run: unmap here before throwing.
   const int32_t* header = static_cast<const int32_t*>(map_);
   const int32_t magic = header[0], version = header[1], count = header[2];
+  const bool wide = magic == kShardMagic32;
+  const int width = wide ? 4 : 2;
   std::ostringstream s;
-  if (magic != kShardMagic) {
+  if (magic != kShardMagic && magic != kShardMagic32) {
     s << "token shard '" << path_ << "' has magic number " << magic << ", expected "
-      << kShardMagic << " (an llm.c token shard); this is not a token file, or it is corrupt";
-  } else if (version != kShardVersion) {
+      << kShardMagic << " or " << kShardMagic32
+      << " (an llm.c token shard); this is not a token file, or it is corrupt";
+  } else if (version != (wide ? kShardVersion32 : kShardVersion)) {
     s << "token shard '" << path_ << "' has version " << version << ", expected "
-      << kShardVersion << " (uint16 tokens); write it with strata or llm.c's version 1";
+      << (wide ? kShardVersion32 : kShardVersion)
+      << (wide ? " for magic 20240801 (uint32 tokens)" : " (uint16 tokens)")
+      << "; write it with strata or llm.c (version 1: uint16, version 7: uint32 tokens)";
   } else if (count < 0) {
     s << "token shard '" << path_ << "' header gives a negative token count " << count
       << ", expected >= 0; the header is corrupt, " << kRegenerate;
   } else {
-    const int64_t expected = kShardHeaderBytes + 2 * int64_t(count);
+    const int64_t expected = kShardHeaderBytes + width * int64_t(count);
     if (file_bytes < expected)
       s << "token shard '" << path_ << "' is truncated: its header says " << count
         << " tokens, expected " << expected << " bytes but the file has " << file_bytes
@@ -150,7 +164,8 @@ TokenShard::TokenShard(std::string path) : path_(std::move(path)) {
     map_ = nullptr;
     detail::throw_error(error);
   }
-  tokens_ = reinterpret_cast<const uint16_t*>(static_cast<const char*>(map_) + kShardHeaderBytes);
+  tokens_ = static_cast<const char*>(map_) + kShardHeaderBytes;
+  token_bytes_ = width;
   num_tokens_ = count;
 }
 
@@ -163,6 +178,7 @@ TokenShard::TokenShard(TokenShard&& other) noexcept
       map_(std::exchange(other.map_, nullptr)),
       map_bytes_(std::exchange(other.map_bytes_, 0)),
       tokens_(std::exchange(other.tokens_, nullptr)),
+      token_bytes_(other.token_bytes_),
       num_tokens_(std::exchange(other.num_tokens_, 0)) {}
 
 TokenShard& TokenShard::operator=(TokenShard&& other) noexcept {
@@ -172,25 +188,40 @@ TokenShard& TokenShard::operator=(TokenShard&& other) noexcept {
     map_ = std::exchange(other.map_, nullptr);
     map_bytes_ = std::exchange(other.map_bytes_, 0);
     tokens_ = std::exchange(other.tokens_, nullptr);
+    token_bytes_ = other.token_bytes_;
     num_tokens_ = std::exchange(other.num_tokens_, 0);
   }
   return *this;
 }
+
+namespace {
+
+// The largest token in [begin, end): branch-free, so the loop vectorises.
+template <class T>
+uint32_t chunk_max(const T* p, int64_t begin, int64_t end) {
+  T hi = 0;
+  for (int64_t i = begin; i < end; ++i) hi = std::max(hi, p[i]);
+  return hi;
+}
+
+}  // namespace
 
 void TokenShard::validate_tokens(int64_t vocab_size) const {
   STRATA_CHECK(vocab_size >= 1, "TokenShard::validate_tokens: vocab_size " << vocab_size
                                                                             << " must be >= 1");
   // Scan in chunks with a branch-free max (vectorises); locate only in a bad chunk.
   constexpr int64_t kChunk = 4096;
+  const TokenView view = tokens();
   for (int64_t begin = 0; begin < num_tokens_; begin += kChunk) {
     const int64_t end = std::min(num_tokens_, begin + kChunk);
-    uint16_t hi = 0;
-    for (int64_t i = begin; i < end; ++i) hi = std::max(hi, tokens_[i]);
+    const uint32_t hi = token_bytes_ == 2
+                            ? chunk_max(static_cast<const uint16_t*>(tokens_), begin, end)
+                            : chunk_max(static_cast<const uint32_t*>(tokens_), begin, end);
     if (hi < vocab_size) continue;
     for (int64_t i = begin; i < end; ++i)
-      STRATA_CHECK(tokens_[i] < vocab_size,
-                   "token shard '" << path_ << "' holds token " << tokens_[i] << " at index " << i
-                                   << " (file offset " << kShardHeaderBytes + 2 * i
+      STRATA_CHECK(view[size_t(i)] < vocab_size,
+                   "token shard '" << path_ << "' holds token " << view[size_t(i)] << " at index " << i
+                                   << " (file offset " << kShardHeaderBytes + token_bytes_ * i
                                    << "), outside the vocabulary of " << vocab_size
                                    << " (expected ids 0.." << vocab_size - 1
                                    << "); it was made with another tokenizer, or is corrupt");

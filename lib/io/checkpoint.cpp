@@ -2,7 +2,8 @@
 // Invariants: files are written into a temporary sibling directory, each fsynced,
 // the manifest last, the directory fsynced, then renamed into place and the parent
 // fsynced — a reader sees a complete checkpoint or none. Tensors are written one at
-// a time straight from the unit flat buffers (no whole-model staging copy).
+// a time straight from the unit flat buffers (no whole-model staging copy); state in
+// a store (ZeRO shards, offload tiers) moves one unit at a time through the Trainer.
 // Loading checks the manifest, sizes, JSON checksums, header checksums, names,
 // shapes and the optimizer layout before reading any tensor data.
 #include <sys/stat.h>
@@ -102,7 +103,8 @@ void write_model(const std::string& dir, const Model& model, const Trainer* trai
                  std::vector<ManifestEntry>& manifest) {
   STRATA_CHECK(dtype == DType::f32 || dtype == DType::bf16,
                "save_checkpoint: weights_dtype must be f32 or bf16, got " << dtype_name(dtype));
-  const bool sharded = trainer && trainer->comm();  // parameters may live in shards: gather per unit
+  // The parameters may live in shards (ZeRO) or on the offload tiers: read per unit.
+  const bool by_unit = trainer && (trainer->comm() || model.store());
   std::unique_ptr<SafetensorsWriter> w;
   if (writer) {
     std::vector<SafetensorsEntry> entries;
@@ -116,7 +118,7 @@ void write_model(const std::string& dir, const Model& model, const Trainer* trai
   int have = -1;
   for (const ParamInfo& p : model.parameters()) {
     TensorView v;
-    if (sharded) {
+    if (by_unit) {
       if (have != p.unit) unit = trainer->unit_parameters(have = p.unit);
       v = TensorView(unit.data() + p.offset, DType::f32, {p.numel()}, nullptr);
     } else {
@@ -338,7 +340,7 @@ CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* tr
   }
   // Data: weights first; in fp32 the master IS the weights, so the optimizer file's
   // master then overwrites them exactly (the weights file may be bf16).
-  if (trainer && trainer->comm()) {  // ZeRO: each rank reads whole units and keeps its shards
+  if (trainer && (trainer->comm() || model.store())) {  // ZeRO keeps each rank's shards; offload, the tiers
     std::vector<float> unit;  // host arrays: the Trainer moves them to its device
     for (int u = 0; u < model.num_units(); ++u) {
       unit.assign(size_t(model.unit_numel(u)), 0.0f);  // the padding stays 0

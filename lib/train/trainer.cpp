@@ -125,27 +125,33 @@ Trainer::Trainer(Model& model, const TrainOptions& o, const offload::OffloadOpti
 Trainer::~Trainer() = default;
 
 AdamW& Trainer::optimizer() {
-  STRATA_CHECK(adamw_, "Trainer::optimizer: a data-parallel or offloaded Trainer keeps its optimizer state in its store");
+  STRATA_CHECK(adamw_, "Trainer::optimizer: a data-parallel or offloaded Trainer keeps its optimizer state in its "
+                       "store; read it with optimizer_state");
   return *adamw_;
 }
 
 const AdamW& Trainer::optimizer() const {
-  STRATA_CHECK(adamw_, "Trainer::optimizer: a data-parallel Trainer keeps its optimizer state in shards");
+  STRATA_CHECK(adamw_, "Trainer::optimizer: a data-parallel or offloaded Trainer keeps its optimizer state in its "
+                       "store; read it with optimizer_state");
   return *adamw_;
 }
 
 ZeroMemory Trainer::memory() const {
   if (zero_) return zero_->memory();
   ZeroMemory m;
-  const size_t ds = dtype_size(precision_dtype(model_->precision()));
-  const bool frozen = model_->base_frozen();
-  for (int u = 0; u < model_->num_units(); ++u) {
-    const size_t n = size_t(model_->unit_numel(u));
-    m.params += n * ds;
-    m.grads += frozen ? 0 : n * 4;
-    m.optimizer += frozen ? 0 : n * (model_->precision() == Precision::fp32 ? 8 : 12);
+  if (offload_) {
+    m = offload_->memory();  // every tier, as the store placed it
+  } else {
+    const size_t ds = dtype_size(precision_dtype(model_->precision()));
+    const bool frozen = model_->base_frozen();
+    for (int u = 0; u < model_->num_units(); ++u) {
+      const size_t n = size_t(model_->unit_numel(u));
+      m.params += n * ds;
+      m.grads += frozen ? 0 : n * 4;
+      m.optimizer += frozen ? 0 : n * (model_->precision() == Precision::fp32 ? 8 : 12);
+    }
   }
-  if (const Lora* lora = model_->lora()) {
+  if (const Lora* lora = model_->lora()) {  // the adapters train resident
     m.params += lora->param_bytes();
     m.grads += lora->grad_bytes();
     m.optimizer += lora->optimizer_bytes();
@@ -170,6 +176,11 @@ void Trainer::optimizer_state(int u, std::vector<float>& master, std::vector<flo
     zero_->gather_state(u, master, exp_avg, exp_avg_sq);
     return;
   }
+  if (offload_) {
+    STRATA_CHECK(!offload_->frozen(), "Trainer::optimizer_state: the frozen base has no optimizer state");
+    offload_->read_state(u, master, exp_avg, exp_avg_sq);
+    return;
+  }
   const AdamW& a = optimizer();
   master = copy_to_host_f32(a.master(u));
   exp_avg = copy_to_host_f32(a.exp_avg(u));
@@ -181,6 +192,11 @@ void Trainer::load_optimizer_state(int u, const float* master, const float* exp_
     zero_->load_state(u, master, exp_avg, exp_avg_sq);
     return;
   }
+  if (offload_) {
+    STRATA_CHECK(!offload_->frozen(), "Trainer::load_optimizer_state: the frozen base has no optimizer state");
+    offload_->load_state(u, master, exp_avg, exp_avg_sq);
+    return;
+  }
   AdamW& a = optimizer();
   for (auto [t, src] : {std::pair{a.master(u), master}, {a.exp_avg(u), exp_avg}, {a.exp_avg_sq(u), exp_avg_sq}})
     copy_from_host_f32(t, src);
@@ -189,6 +205,10 @@ void Trainer::load_optimizer_state(int u, const float* master, const float* exp_
 void Trainer::load_unit_parameters(int u, const float* values) {
   if (zero_) {
     zero_->load_params(u, values);
+    return;
+  }
+  if (offload_) {
+    offload_->load_params(u, values);
     return;
   }
   copy_from_host_f32(model_->unit_params(u), values);

@@ -32,7 +32,9 @@ std::string byte_text(size_t n, int offset) {
 }
 
 std::string decode_shard(const std::string& path) {
-  return decode_bytes(TokenShard(path).tokens());
+  const TokenShard shard(path);
+  const std::vector<uint16_t> tokens(shard.tokens().begin(), shard.tokens().end());
+  return decode_bytes(tokens);
 }
 
 }  // namespace

@@ -17,5 +17,7 @@ int inspect_main(int argc, char** argv);
 int convert_main(int argc, char** argv);
 // strata plan (--preset | --model-config | --params) [...]: placement, bytes per tier, step time.
 int plan_main(int argc, char** argv);
+// strata tokenize [--tokenizer FILE] [--decode] FILE...: text <-> token ids.
+int tokenize_main(int argc, char** argv);
 // strata bench [filter...]: the benchmarks (strata-bench), e.g. `strata bench io`.
 int bench_main(int argc, char** argv);

@@ -17,6 +17,7 @@ void usage() {
       "  inspect   tensors, dtypes, shapes, checksums and trainer state of a checkpoint\n"
       "  convert   weights between strata, Hugging Face GPT-2 and LLaMA layouts, f32 or bf16\n"
       "  plan      placement, bytes per memory tier and predicted step time of a training run\n"
+      "  tokenize  text to token ids and back through a tokenizer.json (or bytes); --time\n"
       "  bench     benchmarks: ops, training + AdamW vs PyTorch, recompute, ZeRO, NVMe vs fio, offload\n"
       "            stall; GPU training (tokens/s, MFU) with --device cuda:N (strata bench --help)\n\n"
       "Run 'strata <command> --help' for a command's options.\n");
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   if (cmd == "inspect") return inspect_main(argc - 1, argv + 1);
   if (cmd == "convert") return convert_main(argc - 1, argv + 1);
   if (cmd == "plan") return plan_main(argc - 1, argv + 1);
+  if (cmd == "tokenize") return tokenize_main(argc - 1, argv + 1);
   if (cmd == "bench") return bench_main(argc - 1, argv + 1);
   std::fprintf(stderr, "strata: unknown command '%s'\n\n", cmd.c_str());
   usage();

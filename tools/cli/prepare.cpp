@@ -1,4 +1,4 @@
-// `strata prepare`: text files -> byte-level token shards <prefix>_train.bin and
+// `strata prepare`: text files -> token shards (bytes or a tokenizer.json) <prefix>_train.bin and
 // <prefix>_val.bin, ready for TokenDataset. With no files, the fortunes corpus.
 // Invariant: nothing is written unless every argument and input file is good.
 #include <cstdio>
@@ -14,13 +14,15 @@ namespace {
 
 void print_usage(std::FILE* to) {
   std::fprintf(to,
-               "usage: strata prepare --out PREFIX [--val-fraction F] [FILE...]\n"
+               "usage: strata prepare --out PREFIX [--tokenizer FILE] [--val-fraction F] [FILE...]\n"
                "\n"
-               "Tokenizes text files byte by byte (vocabulary 256) and writes the llm.c-format\n"
-               "shards PREFIX_train.bin and PREFIX_val.bin. The last fraction F of each file\n"
-               "goes to validation, the rest to training.\n"
+               "Tokenizes text files (byte by byte, vocabulary 256, or with a Hugging Face\n"
+               "tokenizer.json) and writes the llm.c-format shards PREFIX_train.bin and\n"
+               "PREFIX_val.bin (uint32 tokens when the vocabulary passes 65,536). The last\n"
+               "fraction F of each file goes to validation, the rest to training.\n"
                "\n"
                "  --out PREFIX        output prefix, e.g. data/fortunes (required)\n"
+               "  --tokenizer FILE    a tokenizer.json (byte-level BPE); default: bytes\n"
                "  --val-fraction F    fraction of each file held out, in [0, 1) (default 0.1)\n"
                "  FILE...             text files; none: the fortunes corpus (%s)\n"
                "  --help              show this help\n",
@@ -41,7 +43,7 @@ bool parse_fraction(const std::string& text, double& out) {
 }  // namespace
 
 int prepare_main(int argc, char** argv) {
-  std::string prefix, fraction_text = "0.1";
+  std::string prefix, fraction_text = "0.1", tokenizer_path;
   std::vector<std::string> inputs;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -63,6 +65,8 @@ int prepare_main(int argc, char** argv) {
       return 0;
     } else if (arg == "--out" || arg.rfind("--out=", 0) == 0) {
       if (!value_of("--out", prefix)) return usage_error("--out needs a PREFIX");
+    } else if (arg == "--tokenizer" || arg.rfind("--tokenizer=", 0) == 0) {
+      if (!value_of("--tokenizer", tokenizer_path)) return usage_error("--tokenizer needs a FILE");
     } else if (arg == "--val-fraction" || arg.rfind("--val-fraction=", 0) == 0) {
       if (!value_of("--val-fraction", fraction_text))
         return usage_error("--val-fraction needs a number");
@@ -79,7 +83,10 @@ int prepare_main(int argc, char** argv) {
 
   try {
     if (inputs.empty()) inputs = strata::default_corpus_files();
-    const strata::PrepareResult r = strata::prepare_text(inputs, prefix, fraction);
+    const strata::Tokenizer tokenizer = tokenizer_path.empty()
+                                            ? strata::Tokenizer::bytes()
+                                            : strata::Tokenizer::from_file(tokenizer_path);
+    const strata::PrepareResult r = strata::prepare_text(inputs, prefix, fraction, tokenizer);
     std::printf("%zu file(s) -> %s (%lld tokens), %s (%lld tokens)\n", inputs.size(),
                 r.train_path.c_str(), static_cast<long long>(r.train_tokens), r.val_path.c_str(),
                 static_cast<long long>(r.val_tokens));

@@ -97,7 +97,8 @@ struct Twin {
 // records one check per output.
 class Table {
  public:
-  Table(Device& gpu, bool small) : gpu_(gpu), cpu_(Device::cpu()), small_(small) {}
+  Table(Device& gpu, const CompareOptions& o)
+      : gpu_(gpu), cpu_(Device::cpu()), small_(o.small), on_check_(o.on_check) {}
 
   Twin make(DType t, std::initializer_list<int64_t> shape, double lo = -1, double hi = 1) {
     return Twin(*cpu_, gpu_, t, shape, lo, hi, ++seed_);
@@ -109,7 +110,11 @@ class Table {
     gpu_.stream().synchronize();
   }
   void check(const std::string& op, const std::string& what, DType t, const Twin& out, double tol) {
-    checks_.push_back({op, what, dtype_name(t), out.error(), tol});
+    add({op, what, dtype_name(t), out.error(), tol, ""});
+  }
+  void add(Check c) {
+    checks_.push_back(std::move(c));
+    if (on_check_) on_check_(checks_.back());
   }
   void check(const std::string& op, const std::string& what, DType t, const Twin& out) {
     check(op, what, t, out, tolerance(t));
@@ -122,6 +127,7 @@ class Table {
   Device& gpu_;
   std::unique_ptr<Device> cpu_;
   bool small_;
+  std::function<void(const Check&)> on_check_;
   uint32_t seed_ = 0;
   std::vector<Check> checks_;
 };
@@ -363,21 +369,51 @@ void reductions(Table& tb, DType t) {
 
 }  // namespace
 
-std::vector<Check> compare_ops(Device& gpu, bool small) {
+namespace {
+using Family = void (*)(Table&, DType);
+const std::vector<std::pair<std::string, Family>>& families() {
+  static const std::vector<std::pair<std::string, Family>> f = {
+      {"matmul", matmul},       {"embedding", embedding},     {"norms", norms},
+      {"pointwise", pointwise}, {"attention", attention},     {"elementwise", elementwise},
+      {"loss", loss},           {"optimizer", optimizer},     {"reductions", reductions}};
+  return f;
+}
+}  // namespace
+
+const std::vector<std::string>& op_families() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n;
+    for (const auto& f : families()) n.push_back(f.first);
+    return n;
+  }();
+  return names;
+}
+
+std::vector<Check> compare_ops(Device& gpu, const CompareOptions& options) {
   STRATA_CHECK(gpu.kind() == DeviceKind::cuda, "selftest: " << gpu.name() << " is not a CUDA device");
-  Table tb(gpu, small);
-  for (DType t : {DType::f32, DType::bf16, DType::f16}) {
-    matmul(tb, t);
-    embedding(tb, t);
-    norms(tb, t);
-    pointwise(tb, t);
-    attention(tb, t);
-    elementwise(tb, t);
-    loss(tb, t);
-    optimizer(tb, t);
-    reductions(tb, t);
-  }
+  for (const std::string& f : options.families)
+    STRATA_CHECK(std::find(op_families().begin(), op_families().end(), f) != op_families().end(),
+                 "selftest: no op family '" << f << "'; the families are matmul, embedding, norms, pointwise, "
+                                               "attention, elementwise, loss, optimizer, reductions");
+  Table tb(gpu, options);
+  for (DType t : {DType::f32, DType::bf16, DType::f16})
+    for (const auto& [name, run] : families()) {
+      if (!options.families.empty() &&
+          std::find(options.families.begin(), options.families.end(), name) == options.families.end())
+        continue;
+      try {
+        run(tb, t);
+      } catch (const std::exception& e) {
+        tb.add({name, "threw", dtype_name(t), INFINITY, 0, e.what()});
+      }
+    }
   return tb.take();
+}
+
+std::vector<Check> compare_ops(Device& gpu, bool small) {
+  CompareOptions o;
+  o.small = small;
+  return compare_ops(gpu, o);
 }
 
 std::vector<std::string> ops_not_compared(const std::vector<Check>& checks) {
@@ -479,12 +515,20 @@ TrainComparison compare_training(Device& gpu, const TrainConfig& config) {
   return r;
 }
 
+void print(const Check& c, std::FILE* out) {
+  if (!c.failure.empty())
+    std::fprintf(out, "%-24s %-26s %-5s FAIL  %s\n", c.op.c_str(), c.what.c_str(), c.dtype.c_str(), c.failure.c_str());
+  else
+    std::fprintf(out, "%-24s %-26s %-5s %s  max rel error %.3g (tolerance %.3g)\n", c.op.c_str(), c.what.c_str(),
+                 c.dtype.c_str(), c.pass() ? "PASS" : "FAIL", c.error, c.tolerance);
+  std::fflush(out);
+}
+
 int print(const std::vector<Check>& checks, std::FILE* out) {
   int failures = 0;
   for (const Check& c : checks) {
     failures += !c.pass();
-    std::fprintf(out, "%-24s %-26s %-5s %s  max rel error %.3g (tolerance %.3g)\n", c.op.c_str(), c.what.c_str(),
-                 c.dtype.c_str(), c.pass() ? "PASS" : "FAIL", c.error, c.tolerance);
+    print(c, out);
   }
   return failures;
 }

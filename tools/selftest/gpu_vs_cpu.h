@@ -6,6 +6,7 @@
 // to each device), so a failure is a disagreement between backends, never between inputs.
 #pragma once
 #include <cstdio>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -15,18 +16,32 @@
 namespace strata::selftest {
 
 // One comparison: the largest difference, relative to max(1, max |cpu|), against
-// the tolerance of the result's dtype.
+// the tolerance of the result's dtype; or a family that threw (`failure` says what).
 struct Check {
-  std::string op;     // the name in ops::op_registry(): "matmul_backward"
+  std::string op;     // the name in ops::op_registry(): "matmul_backward"; the family when it threw
   std::string what;   // the output and variant: "d_weight (f32)"
   std::string dtype;  // of the op's main operand
   double error = 0;
   double tolerance = 0;
-  bool pass() const { return error <= tolerance; }
+  std::string failure;  // the exception's message, when the family threw
+  bool pass() const { return failure.empty() && error <= tolerance; }
+};
+
+// The op families of compare_ops, in table order: "matmul", "embedding", "norms", ...
+const std::vector<std::string>& op_families();
+
+struct CompareOptions {
+  bool small = false;  // shrink the shapes (the emulator is slow)
+  std::vector<std::string> families;  // the op_families() to run; empty: all
+  // Called with each check as soon as it is made (strata-selftest prints it then, so
+  // a hang or a crash shows where it happened).
+  std::function<void(const Check&)> on_check;
 };
 
 // Every op of ops::op_registry() that both devices implement, over a few shapes; the
-// checks come back in table order. `small` shrinks the shapes (the emulator is slow).
+// checks come back in table order. Each family and dtype runs in its own try/catch: one
+// that throws (a failed launch, a cuBLAS error) is one failed check, and the rest run.
+std::vector<Check> compare_ops(Device& gpu, const CompareOptions& options);
 std::vector<Check> compare_ops(Device& gpu, bool small);
 
 // The ops of the registry that compare_ops covers none of (should be empty).
@@ -50,6 +65,7 @@ struct TrainComparison {
 TrainComparison compare_training(Device& gpu, const TrainConfig& config);
 
 // Prints one line per check / run; returns the number of failures.
+void print(const Check& check, std::FILE* out);
 int print(const std::vector<Check>& checks, std::FILE* out);
 int print(const TrainConfig& config, const TrainComparison& r, std::FILE* out);
 

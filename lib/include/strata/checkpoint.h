@@ -152,6 +152,8 @@ struct CheckpointInfo {
 // not exist; it appears complete or not at all. Call between optimizer steps. With a
 // data-parallel (ZeRO) Trainer every rank calls it together: the shards are gathered
 // into the single-device format, rank 0 writes, and all return once it is in place.
+// An offloaded Trainer's state is read from its tiers one unit at a time into the
+// same format; a model whose state lives in a store is saved or loaded with its Trainer.
 void save_checkpoint(const std::string& dir, const Model& model, const Trainer* trainer,
                      const TrainingProgress& progress = {}, const CheckpointOptions& options = {});
 // Reads config.json, trainer_state.json and the manifest, checking their checksums.

@@ -3,7 +3,9 @@
 // Invariant: the batch a loader yields is a pure function of (dataset, options, batch
 // number). No RNG state exists; resuming a run means seek(saved position()).
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <memory>
 #include <span>
 #include <string>
@@ -12,19 +14,71 @@
 
 #include "strata/model.h"
 #include "strata/tensor.h"
+#include "strata/tokenizer.h"
 
 namespace strata {
 
 // ---- token shards (llm.c format) ----------------------------------------------------
 // A shard is a header of 256 little-endian int32 — magic, version, token count, then
-// zeros — followed by that many uint16 tokens.
+// zeros — followed by that many tokens: uint16 in llm.c's GPT-2 format (magic 20240520,
+// version 1), uint32 in its Llama-3 format (magic 20240801, version 7), for
+// vocabularies above 65,536.
 constexpr int32_t kShardMagic = 20240520;
 constexpr int32_t kShardVersion = 1;
+constexpr int32_t kShardMagic32 = 20240801;
+constexpr int32_t kShardVersion32 = 7;
 constexpr int64_t kShardHeaderBytes = 256 * 4;
 
 // Writes tokens as a shard at path, atomically: a temporary file beside it is written,
 // fsynced and renamed over path, so a crash leaves either the old file or the new one.
+// The uint16 overload writes the GPT-2 format, the uint32 one the Llama-3 format.
 void write_token_shard(const std::string& path, std::span<const uint16_t> tokens);
+void write_token_shard(const std::string& path, std::span<const uint32_t> tokens);
+
+// Tokens of either width, read in place: indexable and iterable as uint32_t.
+class TokenView {
+ public:
+  TokenView() = default;
+  TokenView(const void* data, int width, size_t size) : data_(data), width_(width), size_(size) {}
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  int width() const { return width_; }  // bytes per token: 2 or 4
+  uint32_t operator[](size_t i) const {
+    return width_ == 2 ? static_cast<const uint16_t*>(data_)[i] : static_cast<const uint32_t*>(data_)[i];
+  }
+  TokenView subview(size_t offset, size_t count) const {
+    return {static_cast<const char*>(data_) + offset * size_t(width_), width_, count};
+  }
+  class iterator {
+   public:
+    using iterator_category = std::random_access_iterator_tag;
+    using value_type = uint32_t;
+    using difference_type = std::ptrdiff_t;
+    using pointer = void;
+    using reference = uint32_t;
+    iterator() = default;
+    iterator(const TokenView* view, size_t i) : view_(view), i_(i) {}
+    uint32_t operator*() const { return (*view_)[i_]; }
+    iterator& operator++() { return ++i_, *this; }
+    iterator operator++(int) { iterator t = *this; ++i_; return t; }
+    iterator& operator+=(difference_type n) { return i_ += size_t(n), *this; }
+    iterator operator+(difference_type n) const { return {view_, i_ + size_t(n)}; }
+    difference_type operator-(const iterator& o) const { return difference_type(i_) - difference_type(o.i_); }
+    bool operator==(const iterator& o) const { return i_ == o.i_; }
+    bool operator!=(const iterator& o) const { return i_ != o.i_; }
+
+   private:
+    const TokenView* view_ = nullptr;
+    size_t i_ = 0;
+  };
+  iterator begin() const { return {this, 0}; }
+  iterator end() const { return {this, size_}; }
+
+ private:
+  const void* data_ = nullptr;
+  int width_ = 2;
+  size_t size_ = 0;
+};
 
 // One shard, memory-mapped read-only and validated when opened (size, magic, version,
 // token count against file size). Throws strata::Error naming the path otherwise.
@@ -39,7 +93,7 @@ class TokenShard {
 
   const std::string& path() const { return path_; }
   int64_t size() const { return num_tokens_; }  // tokens
-  std::span<const uint16_t> tokens() const { return {tokens_, size_t(num_tokens_)}; }
+  TokenView tokens() const { return {tokens_, token_bytes_, size_t(num_tokens_)}; }
 
   // Throws if any token is >= vocab_size, naming the first such token and its index.
   void validate_tokens(int64_t vocab_size) const;
@@ -48,7 +102,8 @@ class TokenShard {
   std::string path_;
   void* map_ = nullptr;  // the whole file
   size_t map_bytes_ = 0;
-  const uint16_t* tokens_ = nullptr;  // (num_tokens_,) just past the header
+  const void* tokens_ = nullptr;  // (num_tokens_,) just past the header
+  int token_bytes_ = 2;
   int64_t num_tokens_ = 0;
 };
 
@@ -70,7 +125,7 @@ class TokenDataset {
 
   // The length tokens starting at global position; throws when the window runs past
   // the end of the data or across a shard boundary (windows never span two files).
-  std::span<const uint16_t> window(int64_t position, int64_t length) const;
+  TokenView window(int64_t position, int64_t length) const;
 
   // TokenShard::validate_tokens over every shard.
   void validate_tokens(int64_t vocab_size) const;
@@ -187,12 +242,20 @@ struct PrepareResult {
   int64_t val_tokens = 0;
 };
 
-// Tokenizes each input file with encode_bytes and writes <prefix>_train.bin and
-// <prefix>_val.bin. The validation split is taken from EACH FILE: its last
-// floor(bytes * val_fraction) bytes go to val, the rest to train, files in the given
-// order — so every file (every fortune category) is represented in both splits.
+// Tokenizes each input file and writes <prefix>_train.bin and <prefix>_val.bin: uint16
+// shards when the tokenizer's vocabulary fits in 16 bits, uint32 shards otherwise.
+// The validation split is taken from EACH FILE: its last floor(bytes * val_fraction)
+// bytes go to val, the rest to train, files in the given order — so every file (every
+// fortune category) is represented in both splits. With a BPE tokenizer the split
+// point moves back to the start of its line (forward when the file's first line holds
+// it), so no word is cut in two. Files are
+// encoded in parallel, large ones in chunks cut where a line starts with an ASCII letter
+// (a piece boundary of every supported pre-tokenizer), so the ids equal a serial encode.
 // val_fraction is in [0, 1).
 PrepareResult prepare_text(const std::vector<std::string>& inputs, const std::string& prefix,
-                           double val_fraction = 0.1);
+                           double val_fraction = 0.1, const Tokenizer& tokenizer = Tokenizer::bytes());
+
+// tokenizer.encode(text), computed in parallel over chunks cut as prepare_text does.
+std::vector<uint32_t> encode_parallel(const Tokenizer& tokenizer, std::string_view text);
 
 }  // namespace strata

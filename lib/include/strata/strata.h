@@ -10,4 +10,5 @@
 #include "strata/lora.h"
 #include "strata/model.h"
 #include "strata/tensor.h"
+#include "strata/tokenizer.h"
 #include "strata/train.h"

@@ -192,17 +192,20 @@ class Trainer {
   float loss_scale() const { return loss_scale_; }
   int64_t skipped_steps() const { return skipped_; }
   const TrainOptions& options() const { return options_; }
-  // The single-device optimizer (throws for a data-parallel Trainer: its state is in
-  // shards).
+  // The resident optimizer (throws for a data-parallel or offloaded Trainer, whose
+  // state is in its store: optimizer_state reads it).
   AdamW& optimizer();
   const AdamW& optimizer() const;
+  // Bytes held per kind and tier, for every store (docs/observability.md).
   ZeroMemory memory() const;
   // Unit u's working parameters as f32 (gathered from every rank's shard under
   // ZeRO-3, so every rank must call it together).
   std::vector<float> unit_parameters(int u) const;
   // Checkpoint access: unit u's optimizer state as full flat f32 arrays (master, Adam
-  // m, v), whatever the sharding. Under ZeRO every rank calls optimizer_state together
-  // (it gathers the shards); the loads take full arrays and keep each rank's shard.
+  // m, v), whatever the sharding or tier. Under ZeRO every rank calls optimizer_state
+  // together (it gathers the shards); the loads take full arrays and keep each rank's
+  // shard. Offloaded, they move one unit between its tiers and host memory, after the
+  // background optimizer step has landed.
   void optimizer_state(int u, std::vector<float>& master, std::vector<float>& exp_avg,
                        std::vector<float>& exp_avg_sq) const;
   void load_optimizer_state(int u, const float* master, const float* exp_avg, const float* exp_avg_sq);

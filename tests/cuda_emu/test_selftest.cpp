@@ -1,0 +1,55 @@
+// strata-selftest's body on the emulated device, as the GPU kit drives it: one op
+// family at a time (--only), each check reported as it is made, and a family that
+// throws recorded as a failed check while the others still run.
+#include <catch2/catch.hpp>
+
+#include "selftest/gpu_vs_cpu.h"
+#include "strata/error.h"
+
+namespace strata::test {
+namespace {
+
+TEST_CASE("cuda_emu: selftest runs only the families asked for and reports each check as it is made",
+          "[cuda_emu][selftest]") {
+  auto gpu = Device::cuda();
+  selftest::CompareOptions o;
+  o.small = true;
+  o.families = {"elementwise", "reductions"};
+  std::vector<std::string> seen;
+  o.on_check = [&](const selftest::Check& c) { seen.push_back(c.op + " " + c.what + " " + c.dtype); };
+  const std::vector<selftest::Check> checks = selftest::compare_ops(*gpu, o);
+  REQUIRE(checks.size() == seen.size());
+  REQUIRE(!checks.empty());
+  for (size_t i = 0; i < checks.size(); ++i) {
+    CHECK(seen[i] == checks[i].op + " " + checks[i].what + " " + checks[i].dtype);
+    CHECK(checks[i].pass());
+    const bool from_families = checks[i].op == "add" || checks[i].op == "scale" || checks[i].op == "cast" ||
+                               checks[i].op == "accumulate" || checks[i].op == "fill_zero" ||
+                               checks[i].op == "global_norm" || checks[i].op == "count_nonfinite";
+    CHECK(from_families);
+  }
+  o.families = {"attention", "no_such_family"};
+  REQUIRE_THROWS_WITH(selftest::compare_ops(*gpu, o), Catch::Contains("no op family 'no_such_family'"));
+}
+
+TEST_CASE("cuda_emu: a selftest family that throws is one failed check and the other families still run",
+          "[cuda_emu][selftest]") {
+  auto gpu = Device::cuda(0, 4096);  // too small for any family's tensors: each one throws
+  selftest::CompareOptions o;
+  o.small = true;
+  o.families = {"loss", "optimizer"};
+  int reported = 0;
+  o.on_check = [&](const selftest::Check&) { ++reported; };
+  const std::vector<selftest::Check> checks = selftest::compare_ops(*gpu, o);
+  REQUIRE(checks.size() == 6);  // two families x three dtypes, none stopping the next
+  CHECK(reported == 6);
+  for (const selftest::Check& c : checks) {
+    CHECK_FALSE(c.pass());
+    CHECK((c.op == "loss" || c.op == "optimizer"));
+    CHECK(c.what == "threw");
+    CHECK(c.failure.find("cannot allocate") != std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace strata::test
