@@ -1,6 +1,7 @@
 // Offloaded training (OffloadStore through the Trainer) on CPU devices: every
 // placement of params, gradients and optimizer state over device, host and NVMe
-// trains bit for bit like the resident Trainer (losses and weights; fp32 and bf16 on
+// trains bit for bit like the resident Trainer (losses, gradient norms, weights and
+// master, m, v on the placements suite; fp32 and bf16 on
 // every placement, fp16 with loss-scale skips on a few; accumulation, clipping and
 // full recompute on); the optimizer step runs behind the
 // next forward and its errors reach the caller; the device arena stays within a
@@ -44,6 +45,7 @@ TrainOptions options() {
 struct Result {
   std::vector<float> losses, norms;
   std::vector<std::vector<float>> weights;
+  std::vector<std::vector<float>> master, exp_avg, exp_avg_sq;  // per unit, after the last step
 };
 
 // Resident when `off` is null.
@@ -61,7 +63,13 @@ Result train(const ModelConfig& c, Precision p, const offload::OffloadOptions* o
     r.norms.push_back(rep.grad_norm);
   }
   if (skipped) *skipped = t->skipped_steps();
-  for (int u = 0; u < m.num_units(); ++u) r.weights.push_back(t->unit_parameters(u));
+  for (int u = 0; u < m.num_units(); ++u) {
+    r.weights.push_back(t->unit_parameters(u));
+    r.master.emplace_back();
+    r.exp_avg.emplace_back();
+    r.exp_avg_sq.emplace_back();
+    t->optimizer_state(u, r.master.back(), r.exp_avg.back(), r.exp_avg_sq.back());
+  }
   return r;
 }
 
@@ -110,6 +118,12 @@ TEST_CASE("offloaded training is bitwise the resident one for every placement", 
             expect_bitwise("losses", r.losses, ref.losses);
             expect_bitwise("gradient norms", r.norms, ref.norms);
             CHECK(first_difference(r, ref) == "");
+            for (size_t u = 0; u < r.master.size(); ++u) {
+              const std::string unit = "unit " + std::to_string(u);
+              expect_bitwise(unit + " master", r.master[u], ref.master[u]);
+              expect_bitwise(unit + " exp_avg", r.exp_avg[u], ref.exp_avg[u]);
+              expect_bitwise(unit + " exp_avg_sq", r.exp_avg_sq[u], ref.exp_avg_sq[u]);
+            }
           }
       CHECK(ref.losses.back() < ref.losses.front());
     }
