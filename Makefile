@@ -27,6 +27,12 @@ test: build
 test-slow: build
 	cd $(BUILD) && $(CTEST) -L slow
 
+# Mutation run (not part of `make test`): one small bug at a time in a scratch copy
+# ($(BUILD)/mutate), the tests that must catch it, and a caught / missed table.
+.PHONY: mutate
+mutate: deps
+	python3 tools/mutate/mutate.py --work $(BUILD)/mutate --jobs $(JOBS)
+
 # The CPU test suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 test-asan: deps
 	cmake -S . -B $(BUILD_ASAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSTRATA_SANITIZE=ON \

@@ -6,9 +6,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <unistd.h>
 
 #include "lib/core/clock.h"
+#include "micro_grads.h"
 #include "ops.h"
 #include "strata/dist.h"
 #include "offload/offload_store.h"
@@ -237,8 +239,15 @@ float Trainer::forward_backward(const Batch& batch) {
   const float ranks = comm_ ? float(comm_->size()) : 1.0f;
   if (offload_) offload_->set_final_micro(micro_ + 1 >= options_.grad_accum);
   if (zero_) zero_->set_final_micro(micro_ + 1 >= options_.grad_accum);
-  model_->backward(loss_scale_ / float(options_.grad_accum) / ranks);
-  model_->device().stream().synchronize();
+  {
+    // After the first micro-batch each one is formed from zero and then added (one device
+    // then sums micro-batches as a rank-ordered reduction does). ZeRO stages 2, 3 stage
+    // every micro-batch's gradient from zero already.
+    std::optional<MicroGradients> fresh;
+    if (micro_ > 0 && !model_->base_frozen() && !(zero_ && options_.zero_stage >= 2)) fresh.emplace(*model_);
+    model_->backward(loss_scale_ / float(options_.grad_accum) / ranks);
+    model_->device().stream().synchronize();  // before the scratch is freed
+  }
   compute_seconds_ += now_seconds() - t0 - t_stats;
   seq_ = batch.inputs.shape[1];
   ++micro_;
@@ -339,13 +348,18 @@ StepReport Trainer::step() {
   r.step = step_;
   r.loss = float(loss_sum_ / double(micro_));
   if (comm_ && comm_->size() > 1) {  // the mean over ranks: every rank reports the global loss
-    Buffer sum(dev, 4, "loss all-reduce");  // collectives take device memory
-    s.copy(sum.data(), &r.loss, 4);
-    comm_->all_reduce_sum(TensorView(sum.data(), DType::f32, {1}, &dev), s);
-    float total = 0;
-    s.copy(&total, sum.data(), 4);
+    // Gathered and summed in double in rank order, as one device sums its micro-batches'
+    // losses: one rank per micro-batch reports one device's loss bit for bit.
+    const int n = comm_->size();
+    Buffer mine(dev, 4, "loss all-gather"), all(dev, size_t(n) * 4, "loss all-gather");  // collectives take device memory
+    s.copy(mine.data(), &r.loss, 4);
+    comm_->all_gather(TensorView(mine.data(), DType::f32, {1}, &dev), TensorView(all.data(), DType::f32, {n}, &dev), s);
+    std::vector<float> losses(static_cast<size_t>(n));
+    s.copy(losses.data(), all.data(), size_t(n) * 4);
     s.synchronize();
-    r.loss = total / float(comm_->size());
+    double total = 0;
+    for (float l : losses) total += l;
+    r.loss = float(total / double(n));
   }
   r.skipped_steps = skipped_;
   r.loss_scale = loss_scale_;

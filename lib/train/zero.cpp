@@ -158,8 +158,12 @@ double ZeroEngine::take_stall_seconds() {
 }
 
 // A pooled buffer of at least `bytes`. Gradient staging in flight is reclaimed first
-// while more than one reduction is pending: one stays in flight behind the compute.
+// while more than one reduction is pending: one stays in flight behind the compute
+// (none while a borrowed unit's staging waits for its own backward: the same bound).
 Buffer ZeroEngine::take(std::vector<Buffer>& pool, size_t bytes, const char* what) {
+  size_t in_flight = 2;
+  for (const Unit& y : units_)
+    if (y.staging.data() && y.grad_refs == 0) in_flight = 1;
   for (;;) {
     for (size_t i = 0; i < pool.size(); ++i)
       if (pool[i].size() >= bytes) {
@@ -167,7 +171,7 @@ Buffer ZeroEngine::take(std::vector<Buffer>& pool, size_t bytes, const char* wha
         pool.erase(pool.begin() + long(i));
         return b;
       }
-    if (&pool != &grad_pool_ || reducing_.size() < 2) return Buffer(model_->device(), bytes, what);
+    if (&pool != &grad_pool_ || reducing_.size() < in_flight) return Buffer(model_->device(), bytes, what);
     finish_reduce();
   }
 }
@@ -253,20 +257,22 @@ void ZeroEngine::release_params(int u) {
 
 void* ZeroEngine::acquire_grads(int u) {
   Unit& x = units_[size_t(u)];
+  // Backward runs units in reverse: a unit acquired while no other is held starts its
+  // own backward.
+  bool primary = true;
+  for (const Unit& y : units_) primary = primary && y.grad_refs == 0;
+  if (primary) primary_ = u;
   if (stage_ < 2) {
     STRATA_CHECK(!x.reduce_started, "ZeRO: unit '" << model_->unit_name(u)
                                                    << "' is used after its gradient reduction started; a unit may "
                                                       "borrow parameters only from units before it");
-    // Backward runs units in reverse: once a unit starts its own backward (acquired while
-    // no other is held), every later unit's gradient of the last micro-batch is final.
-    bool primary = true;
-    for (const Unit& y : units_) primary = primary && y.grad_refs == 0;
+    // Then every later unit's gradient of the last micro-batch is final.
     if (primary && final_micro_)
       for (int v = model_->num_units() - 1; v > u; --v) start_reduce(v);
     ++x.grad_refs;
     return model_->unit_grads(u).data;
   }
-  if (x.grad_refs++ == 0) {
+  if (x.grad_refs++ == 0 && !x.staging.data()) {  // a borrowed unit keeps its staging (release_grads)
     x.staging = take(grad_pool_, size_t(x.numel) * 4, "ZeRO gradient staging");
     ops::fill_zero(range(x.staging.data(), DType::f32, 0, x.numel, &model_->device()), model_->device().stream());
   }
@@ -276,6 +282,11 @@ void* ZeroEngine::acquire_grads(int u) {
 void ZeroEngine::release_grads(int u) {
   Unit& x = units_[size_t(u)];
   if (--x.grad_refs > 0 || stage_ < 2) return;
+  // A unit whose parameters a later unit borrowed (the tied embedding; units borrow only
+  // from units before them) gets the rest of this micro-batch's gradient from its own
+  // backward: its staging waits for it, so the reduction sums whole micro-batch
+  // gradients, like stages 0, 1 and one device.
+  if (primary_ > u) return;
   // This unit's gradient of this micro-batch is final: reduce-scatter it while the
   // units before it compute; finish_reduce adds it to the shard.
   Device& dev = model_->device();

@@ -96,6 +96,7 @@ class ZeroEngine final : public ParamStore {
     bool final_micro;
   };
   std::deque<Reduction> reducing_;
+  int primary_ = -1;             // the unit whose backward is running
   int last_primary_ = -1;  // stage 3: the unit that ran last (read-ahead direction)
   bool final_micro_ = true;
   double stall_at_ = 0;

@@ -10,9 +10,11 @@
 
 #include "strata/data.h"
 #include "strata/error.h"
+#include "support/skip.h"
 #include "temp_dir.h"
 
 using namespace strata;
+using strata::test::skip_test;
 using strata::test::TempDir;
 using Catch::Contains;
 
@@ -126,7 +128,7 @@ TEST_CASE("default_corpus_files lists only the plain fortune text files", "[data
 
 TEST_CASE("default_corpus_files finds the installed fortunes package", "[data]") {
   if (::access(kFortunesDir, R_OK) != 0) {
-    WARN("skipped: " << kFortunesDir << " is missing (install the Debian package 'fortunes')");
+    skip_test(std::string(kFortunesDir) + " is missing (install the Debian package 'fortunes')");
     return;
   }
   const std::vector<std::string> files = default_corpus_files();

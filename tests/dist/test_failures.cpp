@@ -13,6 +13,7 @@
 #include "lib/dist/bootstrap_file.h"
 #include "strata/dist.h"
 #include "strata/error.h"
+#include "support/skip.h"
 
 namespace strata::test {
 namespace {
@@ -216,7 +217,10 @@ TEST_CASE("rendezvous file: atomic write, wait, timeout and size errors", "[cpu]
 }
 
 TEST_CASE("NCCL communicators fail clearly without a GPU", "[cpu][dist]") {
-  if (cuda_device_count() > 0) return;  // exercised by the GPU tests instead
+  if (cuda_device_count() > 0) {
+    skip_test("a GPU is present: NCCL is exercised by the GPU tests instead");
+    return;
+  }
   REQUIRE_THROWS_AS(dist::make_nccl_comms({0}), Error);
   if (!built_with_cuda())
     REQUIRE_THROWS_WITH(dist::make_nccl_comms({0}), Contains("built without NCCL"));

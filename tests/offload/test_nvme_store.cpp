@@ -6,6 +6,7 @@
 
 #include "nvme_round_trip.h"
 #include "strata/error.h"
+#include "support/skip.h"
 
 using namespace strata::offload;
 using namespace strata::test;
@@ -13,11 +14,11 @@ using Catch::Contains;
 
 namespace {
 
-// The O_DIRECT tests' precondition; false (with a warning) means skip.
+// The O_DIRECT tests' precondition; false means the case is skipped (support/skip.h).
 bool direct_io_available() {
   if (accepts_direct_io(nvme_test_root())) return true;
-  WARN("skipped: " << nvme_test_root() << " does not accept O_DIRECT; set STRATA_TEST_NVME_DIR to a "
-                   "directory on a real disk to run the io_uring tests");
+  skip_test(nvme_test_root() + " does not accept O_DIRECT; set STRATA_TEST_NVME_DIR to a "
+                               "directory on a real disk to run the io_uring tests");
   return false;
 }
 
@@ -56,7 +57,7 @@ TEST_CASE("nvme store: the pread/pwrite fallback passes the same round trips", "
 TEST_CASE("nvme store: a directory without O_DIRECT falls back on its own", "[nvme][cpu]") {
   const std::string shm = "/dev/shm";
   if (!std::filesystem::is_directory(shm)) {
-    WARN("skipped: no /dev/shm");
+    skip_test("no /dev/shm here");
     return;
   }
   ScratchDir dir(2, shm);

@@ -1,6 +1,7 @@
 // Offloaded training (OffloadStore through the Trainer) on CPU devices: every
 // placement of params, gradients and optimizer state over device, host and NVMe
-// trains bit for bit like the resident Trainer (losses and weights; fp32 and bf16 on
+// trains bit for bit like the resident Trainer (losses, gradient norms, weights and
+// master, m, v on the placements suite; fp32 and bf16 on
 // every placement, fp16 with loss-scale skips on a few; accumulation, clipping and
 // full recompute on); the optimizer step runs behind the
 // next forward and its errors reach the caller; the device arena stays within a
@@ -22,6 +23,7 @@
 #include "offload/offload_store.h"
 #include "strata/strata.h"
 #include "../train/train_support.h"
+#include "support/skip.h"
 
 using namespace strata;
 using namespace strata::test;
@@ -41,8 +43,9 @@ TrainOptions options() {
 }
 
 struct Result {
-  std::vector<float> losses;
+  std::vector<float> losses, norms;
   std::vector<std::vector<float>> weights;
+  std::vector<std::vector<float>> master, exp_avg, exp_avg_sq;  // per unit, after the last step
 };
 
 // Resident when `off` is null.
@@ -55,10 +58,18 @@ Result train(const ModelConfig& c, Precision p, const offload::OffloadOptions* o
   for (int s = 0; s < steps; ++s) {
     // The same two micro-batches every step: the loss must fall as they are learnt.
     RandomBatch b0(kB, kT, c.vocab_size, 1000), b1(kB, kT, c.vocab_size, 1001);
-    r.losses.push_back(t->train_step({b0.batch(), b1.batch()}).loss);
+    const StepReport rep = t->train_step({b0.batch(), b1.batch()});
+    r.losses.push_back(rep.loss);
+    r.norms.push_back(rep.grad_norm);
   }
   if (skipped) *skipped = t->skipped_steps();
-  for (int u = 0; u < m.num_units(); ++u) r.weights.push_back(t->unit_parameters(u));
+  for (int u = 0; u < m.num_units(); ++u) {
+    r.weights.push_back(t->unit_parameters(u));
+    r.master.emplace_back();
+    r.exp_avg.emplace_back();
+    r.exp_avg_sq.emplace_back();
+    t->optimizer_state(u, r.master.back(), r.exp_avg.back(), r.exp_avg_sq.back());
+  }
   return r;
 }
 
@@ -104,8 +115,15 @@ TEST_CASE("offloaded training is bitwise the resident one for every placement", 
                       << offload::tier_name(tg) << ", optimizer " << offload::tier_name(to));
             const offload::OffloadOptions o = placement(tp, tg, to, dir);
             const Result r = train(c, p, &o);
-            CHECK(r.losses == ref.losses);
+            expect_bitwise("losses", r.losses, ref.losses);
+            expect_bitwise("gradient norms", r.norms, ref.norms);
             CHECK(first_difference(r, ref) == "");
+            for (size_t u = 0; u < r.master.size(); ++u) {
+              const std::string unit = "unit " + std::to_string(u);
+              expect_bitwise(unit + " master", r.master[u], ref.master[u]);
+              expect_bitwise(unit + " exp_avg", r.exp_avg[u], ref.exp_avg[u]);
+              expect_bitwise(unit + " exp_avg_sq", r.exp_avg_sq[u], ref.exp_avg_sq[u]);
+            }
           }
       CHECK(ref.losses.back() < ref.losses.front());
     }
@@ -301,22 +319,6 @@ TEST_CASE("bad offload placements fail before training", "[offload][train]") {
     o.pinned_bytes = 4096;
     REQUIRE_THROWS_WITH(make(o), Catch::Contains("pinned budget") && Catch::Contains("largest unit"));
   }
-  SECTION("NVMe path not writable") {
-    if (geteuid() == 0) return;  // root writes anywhere
-    ::chmod(dir.paths()[0].c_str(), 0500);
-    REQUIRE_THROWS_WITH(make(o), Catch::Contains("OffloadStore") && Catch::Contains(dir.paths()[0]));
-    ::chmod(dir.paths()[0].c_str(), 0700);
-  }
-  SECTION("NVMe path without O_DIRECT") {
-    if (!std::filesystem::is_directory("/dev/shm") || accepts_direct_io("/dev/shm")) {
-      WARN("no directory refusing O_DIRECT here (/dev/shm accepts it): not checked");
-      return;
-    }
-    ScratchDir shm(1, "/dev/shm");
-    o.nvme_paths = shm.paths();
-    o.require_direct = true;
-    REQUIRE_THROWS_WITH(make(o), Catch::Contains("OffloadStore") && Catch::Contains("O_DIRECT"));
-  }
   SECTION("device budget too small for a unit") {
     o.params = o.grads = o.optimizer = Tier::host;
     // Exactly the resident model: the pool is allocated after the resident state is
@@ -326,6 +328,38 @@ TEST_CASE("bad offload placements fail before training", "[offload][train]") {
   }
 }
 
+
+// Preconditions of their own: each case skips (support/skip.h) where it cannot run.
+TEST_CASE("an NVMe path that is not writable fails before training", "[offload][train]") {
+  if (geteuid() == 0) {
+    skip_test("running as root, which writes anywhere");
+    return;
+  }
+  ModelConfig c = tiny_config("gpt");
+  ScratchDir dir(1);
+  offload::OffloadOptions o = placement(Tier::nvme, Tier::host, Tier::nvme, dir);
+  ::chmod(dir.paths()[0].c_str(), 0500);
+  auto make = [&] {
+    Model m(c, cpu(), Precision::bf16, 1);
+    Trainer t(m, options(), o);
+  };
+  CHECK_THROWS_WITH(make(), Catch::Contains("OffloadStore") && Catch::Contains(dir.paths()[0]));
+  ::chmod(dir.paths()[0].c_str(), 0700);
+}
+
+TEST_CASE("an NVMe path without O_DIRECT fails before training when O_DIRECT is required", "[offload][train]") {
+  if (!std::filesystem::is_directory("/dev/shm") || accepts_direct_io("/dev/shm")) {
+    skip_test("no directory refusing O_DIRECT here (/dev/shm is missing or accepts it)");
+    return;
+  }
+  ModelConfig c = tiny_config("gpt");
+  ScratchDir dir(1), shm(1, "/dev/shm");
+  offload::OffloadOptions o = placement(Tier::nvme, Tier::host, Tier::nvme, dir);
+  o.nvme_paths = shm.paths();
+  o.require_direct = true;
+  Model m(c, cpu(), Precision::bf16, 1);
+  REQUIRE_THROWS_WITH(Trainer(m, options(), o), Catch::Contains("OffloadStore") && Catch::Contains("O_DIRECT"));
+}
 TEST_CASE("a new model's large gradient buffers read as zero (pages dropped, not written)", "[offload][train]") {
   ModelConfig c = tiny_config("gpt");
   c.vocab_size = 1024;

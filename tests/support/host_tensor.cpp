@@ -1,7 +1,9 @@
 #include "host_tensor.h"
 
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <sstream>
 
 #include "common/convert.h"
@@ -79,9 +81,23 @@ HostTensor& HostTensor::tokens(uint64_t seed, int32_t vocab) {
   return *this;
 }
 
+double ulp_at(double magnitude, DType dtype) {
+  if (magnitude == 0) return 0;
+  int exp = 0;
+  std::frexp(magnitude, &exp);  // magnitude in [2^(exp-1), 2^exp)
+  const int mantissa = dtype == DType::bf16 ? 7 : dtype == DType::f16 ? 10 : 23;
+  return std::ldexp(1.0, exp - 1 - mantissa);
+}
+
+namespace {
+// bf16 results against a double reference of the same bf16 inputs: the final rounding
+// (half an ulp) plus f32 internals and bf16 intermediates some ops store.
+constexpr double kBf16Ulps = 4;
+}  // namespace
+
 Tolerance tolerance_for(DType dtype) {
   switch (dtype) {
-    case DType::bf16: return {2e-2, 2e-2};
+    case DType::bf16: return {0.0, 0.0, kBf16Ulps, DType::bf16};
     case DType::f16: return {2e-3, 4e-3};
     default: return {1e-5, 1e-4};
   }
@@ -91,10 +107,13 @@ void expect_close(const std::string& what, const std::vector<double>& actual,
                   const std::vector<double>& expected, Tolerance tol) {
   REQUIRE(actual.size() == expected.size());
   size_t bad = 0, first_bad = 0;
-  double max_err = 0;
+  double max_err = 0, magnitude = 0;
+  for (double e : expected)
+    if (std::isfinite(e)) magnitude = std::max(magnitude, std::fabs(e));
+  const double ulp = ulp_at(magnitude, tol.ulp_dtype);
   for (size_t i = 0; i < actual.size(); ++i) {
     double err = std::fabs(actual[i] - expected[i]);
-    bool ok = err <= tol.atol + tol.rtol * std::fabs(expected[i]) ||
+    bool ok = err <= tol.atol + tol.rtol * std::fabs(expected[i]) + tol.ulps * ulp ||
               (std::isnan(actual[i]) && std::isnan(expected[i])) ||
               (std::isinf(expected[i]) && actual[i] == expected[i]);
     if (!ok) {
@@ -106,8 +125,10 @@ void expect_close(const std::string& what, const std::vector<double>& actual,
   if (bad) {
     std::ostringstream s;
     s << what << ": " << bad << " of " << actual.size() << " elements out of tolerance (atol "
-      << tol.atol << ", rtol " << tol.rtol << "); first at " << first_bad << ": got "
-      << actual[first_bad] << ", expected " << expected[first_bad] << "; max error " << max_err;
+      << tol.atol << ", rtol " << tol.rtol << ", " << tol.ulps << " ulps of the magnitude " << magnitude
+      << "); first at " << first_bad << ": got " << actual[first_bad] << ", expected " << expected[first_bad]
+      << "; max error " << max_err;
+    if (ulp > 0) s << " (" << max_err / ulp << " ulps of the magnitude)";
     FAIL(s.str());
   }
   SUCCEED();
@@ -118,33 +139,112 @@ void expect_close(const std::string& what, const HostTensor& actual,
   expect_close(what, actual.values(), expected, tol);
 }
 
-void expect_gradient(const std::string& what, HostTensor& x, const std::function<double()>& loss,
-                     const std::vector<double>& analytic, double eps, double tol, int64_t samples) {
-  REQUIRE(int64_t(analytic.size()) == x.numel());
-  int64_t n = x.numel();
-  int64_t count = samples > 0 ? std::min(samples, n) : n;
-  double scale = 0;
-  for (double g : analytic) scale = std::max(scale, std::fabs(g));
-  for (int64_t k = 0; k < count; ++k) {
-    int64_t i = count == n ? k : k * n / count;
-    double orig = x.get(i);
-    x.set(i, orig + eps);
-    double up = loss();
-    double h_up = x.get(i) - orig;
-    x.set(i, orig - eps);
-    double down = loss();
-    double h_down = orig - x.get(i);
-    x.set(i, orig);
-    double numeric = (up - down) / (h_up + h_down);
-    double err = std::fabs(numeric - analytic[size_t(i)]);
-    if (err > tol * std::max(1.0, std::max(std::fabs(numeric), 0.1 * scale))) {
-      std::ostringstream s;
-      s << what << ": gradient at element " << i << ": analytic " << analytic[size_t(i)]
-        << ", finite difference " << numeric << " (eps " << eps << ")";
-      FAIL(s.str());
+GradientCheck GradientCheck::against(const std::vector<double>& analytic) const {
+  REQUIRE(analytic.size() == numeric.size());
+  GradientCheck c;
+  c.elements = elements;
+  c.numeric = numeric;
+  c.checked = int64_t(elements.size());
+  double diff2 = 0, ref2 = 0;
+  std::vector<std::pair<double, int64_t>> by_size;  // (|g_fd|, element)
+  for (int64_t i : elements) {
+    const double g = numeric[size_t(i)], a = analytic[size_t(i)];
+    diff2 += (a - g) * (a - g);
+    ref2 += g * g;
+    by_size.emplace_back(std::fabs(g), i);
+  }
+  c.rel_error = ref2 > 0 ? std::sqrt(diff2 / ref2) : (diff2 > 0 ? INFINITY : 0.0);
+  // The largest eighth (at least 4): their differences stand far above the noise.
+  c.largest = std::min<int64_t>(c.checked, std::max<int64_t>(4, c.checked / 8));
+  std::partial_sort(by_size.begin(), by_size.begin() + c.largest, by_size.end(),
+                    [](const auto& x, const auto& y) { return x.first > y.first; });
+  for (int64_t k = 0; k < c.largest; ++k) {
+    const int64_t i = by_size[size_t(k)].second;
+    const double g = numeric[size_t(i)], a = analytic[size_t(i)];
+    if (g != 0 && !(a * g > 0) && c.bad_signs++ == 0) {
+      c.first_bad = i;
+      c.first_analytic = a;
+      c.first_numeric = g;
     }
   }
-  SUCCEED();
+  return c;
+}
+
+GradientCheck gradient_check(const std::vector<int64_t>& elements, const std::function<double(int64_t)>& get,
+                             const std::function<void(int64_t, double)>& set, const std::function<double()>& loss,
+                             const std::vector<double>& analytic, double eps) {
+  GradientCheck c;
+  c.elements = elements;
+  c.numeric.assign(analytic.size(), 0.0);
+  for (int64_t i : elements) {
+    REQUIRE(i >= 0);
+    REQUIRE(size_t(i) < analytic.size());
+    const double orig = get(i);
+    // Central difference over the steps the storage really took.
+    auto central = [&](double h) {
+      set(i, orig + h);
+      const double h_up = get(i) - orig;
+      const double up = loss();
+      set(i, orig - h);
+      const double h_down = orig - get(i);
+      const double down = loss();
+      set(i, orig);
+      return (up - down) / (h_up + h_down);
+    };
+    // Richardson's combination of steps eps and 2 eps (the five-point stencil): the
+    // eps^2 error cancels, so eps can be large enough that the loss's f32 rounding
+    // stays far below the gradient.
+    c.numeric[size_t(i)] = (4.0 * central(eps) - central(2.0 * eps)) / 3.0;
+  }
+  return c.against(analytic);
+}
+
+GradientCheck gradient_check(HostTensor& x, const std::function<double()>& loss, const std::vector<double>& analytic,
+                             double eps, int64_t samples) {
+  REQUIRE(int64_t(analytic.size()) == x.numel());
+  const int64_t n = x.numel();
+  const int64_t count = samples > 0 ? std::min(samples, n) : n;
+  std::vector<int64_t> elements;
+  for (int64_t k = 0; k < count; ++k) elements.push_back(count == n ? k : k * n / count);
+  return gradient_check(
+      elements, [&](int64_t i) { return x.get(i); }, [&](int64_t i, double v) { x.set(i, v); }, loss, analytic, eps);
+}
+
+void expect_gradient(const std::string& what, HostTensor& x, const std::function<double()>& loss,
+                     const std::vector<double>& analytic, double eps, double tol, int64_t samples) {
+  const GradientCheck c = gradient_check(x, loss, analytic, eps, samples);
+  std::ostringstream s;
+  s << what << ": ||g - g_fd|| / ||g_fd|| = " << c.rel_error << " (tolerance " << tol << ") over " << c.checked
+    << " elements, eps " << eps;
+  if (c.bad_signs)
+    s << "; " << c.bad_signs << " of the " << c.largest << " largest components zero or of the wrong sign, first "
+      << c.first_bad << ": analytic " << c.first_analytic << ", finite difference " << c.first_numeric;
+  INFO(s.str());
+  CHECK(c.ok(tol));
+}
+
+void expect_bitwise(const std::string& what, const std::vector<float>& actual, const std::vector<float>& expected) {
+  REQUIRE(actual.size() == expected.size());
+  size_t differ = 0, first = 0;
+  for (size_t i = 0; i < actual.size(); ++i)
+    if (std::memcmp(&actual[i], &expected[i], 4) != 0 && differ++ == 0) first = i;
+  if (differ) {
+    std::ostringstream s;
+    s.precision(9);
+    s << what << ": " << differ << " of " << actual.size() << " elements differ in their bits; first at " << first
+      << ": " << actual[first] << " vs " << expected[first];
+    FAIL_CHECK(s.str());
+  }
+}
+
+double ulps_of_magnitude(const std::vector<float>& actual, const std::vector<float>& expected, DType stored) {
+  REQUIRE(actual.size() == expected.size());
+  double scale = 0, worst = 0;
+  for (float e : expected) scale = std::max(scale, std::fabs(double(e)));
+  for (size_t i = 0; i < actual.size(); ++i) worst = std::max(worst, std::fabs(double(actual[i]) - expected[i]));
+  if (worst == 0) return 0;
+  if (scale == 0 || !std::isfinite(worst)) return INFINITY;
+  return worst / ulp_at(scale, stored);
 }
 
 double dot(const HostTensor& t, const std::vector<double>& w) {

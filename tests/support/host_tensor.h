@@ -43,11 +43,18 @@ class HostTensor {
   std::vector<uint64_t> storage_;  // 8-byte aligned backing store
 };
 
-// Relative-to-scale tolerance for results stored in dtype: |a - e| <= atol + rtol |e|.
+// Tolerance for results stored in a dtype:
+//   |a - e| <= atol + rtol |e| + ulps * ulp(max |e| over the tensor, in ulp_dtype)
+// bf16 uses the last term alone: a few ulps of the output's magnitude, so a small
+// output is held to its own scale (no absolute floor).
 struct Tolerance {
   double atol;
   double rtol;
+  double ulps = 0;
+  DType ulp_dtype = DType::f32;
 };
+// One ulp of magnitude m in dtype (the spacing of the binade holding m).
+double ulp_at(double magnitude, DType dtype);
 Tolerance tolerance_for(DType dtype);
 
 // Checks every element of `actual` against `expected` (Catch2 assertions); the
@@ -57,13 +64,49 @@ void expect_close(const std::string& what, const std::vector<double>& actual,
 void expect_close(const std::string& what, const HostTensor& actual,
                   const std::vector<double>& expected, Tolerance tol);
 
-// Finite-difference check of d loss / d x at every element (or `samples` of them,
-// evenly spread, when > 0): central differences with step eps on x's storage,
-// compared with `analytic`. `loss` recomputes the scalar loss from x's current
-// contents in double.
+// Finite differences against an analytic gradient, per tensor:
+//   relative error  ||g - g_fd|| / ||g_fd||  over the checked elements, and
+//   the largest components (by |g_fd|) with g of the same sign and not zero,
+// so a gradient 1% off, or one component zeroed or sign-flipped, is seen whatever its
+// magnitude (no absolute floor). g_fd is a central difference in double of the loss
+// (the five-point stencil: steps eps and 2 eps, error O(eps^4)).
+struct GradientCheck {
+  double rel_error = 0;    // ||g - g_fd|| / ||g_fd|| (0 when both are zero)
+  int64_t checked = 0;     // elements differenced
+  int64_t largest = 0;     // of them, the largest components sign-checked
+  int64_t bad_signs = 0;   // ... with g zero or of the other sign
+  int64_t first_bad = -1;  // the first such element, for the message
+  double first_analytic = 0, first_numeric = 0;
+  std::vector<int64_t> elements;  // the elements differenced, and their g_fd (indexed like g)
+  std::vector<double> numeric;
+  bool ok(double tol) const { return rel_error <= tol && bad_signs == 0; }
+  // The same metrics for another analytic gradient (a planted error) against the same g_fd.
+  GradientCheck against(const std::vector<double>& analytic) const;
+};
+
+// The elements `elements` of a tensor read by get and written by set (its storage
+// rounds what set stores; the step really taken is read back), each differenced with
+// step eps; `loss` recomputes the scalar loss. Every element is restored.
+GradientCheck gradient_check(const std::vector<int64_t>& elements, const std::function<double(int64_t)>& get,
+                             const std::function<void(int64_t, double)>& set, const std::function<double()>& loss,
+                             const std::vector<double>& analytic, double eps);
+// Every element of x (or `samples` of them, evenly spread, when > 0).
+GradientCheck gradient_check(HostTensor& x, const std::function<double()>& loss, const std::vector<double>& analytic,
+                             double eps = 1e-2, int64_t samples = 0);
+
+// Asserts gradient_check(...).ok(tol), naming `what`, the metric and a bad element.
+// The default tol is a few times the differencing noise of an f32 op at eps 1e-2.
 void expect_gradient(const std::string& what, HostTensor& x, const std::function<double()>& loss,
-                     const std::vector<double>& analytic, double eps = 1e-3, double tol = 2e-2,
+                     const std::vector<double>& analytic, double eps = 1e-2, double tol = 2e-3,
                      int64_t samples = 0);
+
+// Equal bit patterns element by element (-0 differs from +0): the failure names `what`,
+// how many elements differ and the first, with both values.
+void expect_bitwise(const std::string& what, const std::vector<float>& actual, const std::vector<float>& expected);
+
+// The largest |actual - expected| in ulps of the tensor's magnitude: units of one ulp
+// of max |expected| in `stored` (f32: 2^-23, bf16: 2^-7, times its power of two).
+double ulps_of_magnitude(const std::vector<float>& actual, const std::vector<float>& expected, DType stored);
 
 // Dot product of a tensor's values with weights, in double: the scalar test loss
 // L = sum(out * w) whose gradient w.r.t. out is w.

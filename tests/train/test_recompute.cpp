@@ -1,5 +1,5 @@
-// Activation checkpointing: every policy gives bitwise the losses, gradients and
-// weights of no recompute (dropout on every site, accumulation, fp32 and bf16), and
+// Activation checkpointing: every policy gives bitwise the losses, gradients,
+// weights and optimizer state (master, m, v) of no recompute (dropout on every site, accumulation, fp32 and bf16), and
 // the memory it saves is visible in the device arena's high-water mark.
 #include <catch2/catch.hpp>
 #include <cstring>
@@ -26,6 +26,7 @@ struct Trace {
   std::vector<float> losses;
   std::vector<std::vector<uint8_t>> grads;  // after the first step's backward, per unit
   std::vector<std::vector<uint8_t>> weights;
+  std::vector<std::vector<float>> master, exp_avg, exp_avg_sq;  // per unit, after the last step
 };
 
 Trace run(const ModelConfig& c, Precision precision, const RecomputePolicy& policy) {
@@ -51,6 +52,10 @@ Trace run(const ModelConfig& c, Precision precision, const RecomputePolicy& poli
   for (int u = 0; u < m.num_units(); ++u) {
     const auto* w = static_cast<const uint8_t*>(m.unit_params(u).data);
     tr.weights.emplace_back(w, w + m.unit_params(u).nbytes());
+    tr.master.emplace_back();
+    tr.exp_avg.emplace_back();
+    tr.exp_avg_sq.emplace_back();
+    t.optimizer_state(u, tr.master.back(), tr.exp_avg.back(), tr.exp_avg_sq.back());
   }
   return tr;
 }
@@ -68,7 +73,12 @@ TEST_CASE("recompute gives bitwise the gradients of no recompute", "[train][cpu]
         REQUIRE(r.losses.size() == base.losses.size());
         for (size_t i = 0; i < r.losses.size(); ++i) CHECK(std::memcmp(&r.losses[i], &base.losses[i], 4) == 0);
         for (size_t u = 0; u < r.grads.size(); ++u) CHECK(r.grads[u] == base.grads[u]);
-        for (size_t u = 0; u < r.weights.size(); ++u) CHECK(r.weights[u] == base.weights[u]);
+        for (size_t u = 0; u < r.weights.size(); ++u) {
+          CHECK(r.weights[u] == base.weights[u]);
+          expect_bitwise("master of unit " + std::to_string(u), r.master[u], base.master[u]);
+          expect_bitwise("exp_avg of unit " + std::to_string(u), r.exp_avg[u], base.exp_avg[u]);
+          expect_bitwise("exp_avg_sq of unit " + std::to_string(u), r.exp_avg_sq[u], base.exp_avg_sq[u]);
+        }
       }
     }
   }
