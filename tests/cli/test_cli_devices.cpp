@@ -1,7 +1,7 @@
 // `strata train` on several CPU devices and with its state offloaded, as `strata plan`
 // proposes: ZeRO-3 over 2 devices with half the batch each gives the losses of one
-// device (to rounding), ZeRO-3 with every tier on NVMe gives them bit for bit (and
-// checkpoints), --plan auto
+// device (to rounding), ZeRO-3 with every tier on NVMe and one device's offloaded
+// store give them bit for bit (and checkpoint and resume), --plan auto
 // takes strata plan's placement, and placements the build cannot checkpoint are
 // refused before anything runs.
 #include <catch2/catch.hpp>
@@ -81,10 +81,34 @@ TEST_CASE("cli train: --plan auto takes strata plan's placement", "[cli][nvme]")
   CHECK(losses(plain) == losses(r));
 }
 
+TEST_CASE("cli train: one device with its state offloaded trains, checkpoints and resumes bit for bit",
+          "[cli][nvme]") {
+  Run t;
+  const CliResult resident = t.train("resident", {"--batch", "4", "--steps", "4"});
+  REQUIRE(resident.status == 0);
+  std::filesystem::create_directories(t.cli.file("swap"));
+  const std::vector<std::string> offload = {"--batch", "4", "--params", "host", "--grads", "nvme", "--optimizer",
+                                            "nvme", "--nvme", t.cli.file("swap"), "--pinned", "64M"};
+  auto with = [&](std::vector<std::string> more) {
+    more.insert(more.begin(), offload.begin(), offload.end());
+    return more;
+  };
+  const CliResult first = t.train("off", with({"--steps", "2"}));
+  INFO(first.out << first.err);
+  REQUIRE(first.status == 0);
+  CHECK(std::filesystem::exists(t.cli.file("off/" + checkpoint_name(2))));
+  const CliResult resumed = t.train("off", with({"--steps", "4"}));
+  INFO(resumed.out << resumed.err);
+  REQUIRE(resumed.status == 0);
+  CHECK_THAT(resumed.out, Contains("resuming from"));
+  std::vector<std::string> all = losses(first), rest = losses(resumed);
+  all.insert(all.end(), rest.begin(), rest.end());
+  CHECK(all == losses(resident));
+}
+
 TEST_CASE("cli train: placements that cannot run or checkpoint are refused at parse time", "[cli]") {
   Run t;
   const std::vector<std::pair<std::vector<std::string>, std::string>> table = {
-      {{"--params", "host"}, "single-device offload cannot save checkpoints in this build; add --zero-stage 3"},
       {{"--zero-stage", "1", "--grads", "host"}, "--grads host needs --zero-stage 2 or 3"},
       {{"--zero-stage", "2", "--params", "host"}, "--params host needs --zero-stage 3"},
       {{"--zero-stage", "3", "--optimizer", "nvme"}, "a tier on nvme needs --nvme DIR"},

@@ -56,10 +56,7 @@ std::string check_placement(const Placement& p, const std::string& device) {
   if (!nvme && !p.nvme.empty()) return "--nvme is given but no tier is on nvme (--params / --grads / --optimizer nvme)";
   if (offloaded(p) && parse_size(p.pinned) <= 0) return "--pinned: expected a size like 256M or 2G, got '" + p.pinned + "'";
   if (!offloaded(p)) return "";
-  if (p.zero_stage == 0 && p.devices == 1)
-    return "--params/--grads/--optimizer off the device without ZeRO: single-device offload cannot save checkpoints "
-           "in this build; add --zero-stage 3 (ZeRO-Infinity on one device, which checkpoints) or keep every tier "
-           "on device";
+  if (p.zero_stage == 0 && p.devices == 1) return "";  // one device's OffloadStore: any placement
   if (p.zero_stage < 3 && p.params != "device")
     return "--params " + p.params + " needs --zero-stage 3 (only stage 3 shards the working parameters)";
   if (p.zero_stage < 2 && p.grads != "device")
