@@ -4,8 +4,6 @@
 // size, never on timing, so a kernel's result is the same on every run (and the same
 // in the emulator as on the GPU, up to fused multiply-add contraction by nvcc).
 #pragma once
-#include <type_traits>
-
 #include "../common/convert.h"
 #include "../common/dispatch.h"
 #include "../common/hd.h"
@@ -39,12 +37,18 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// Keeps a parameter out of template deduction (std::type_identity, which nvcc's C++17 lacks).
+template <class T>
+struct NonDeduced {
+  using type = T;
+};
+
 // Sum of v over a block of up to 1024 threads (a multiple of 32), returned to every
 // thread. `buf` is 32 elements of shared memory. The leading barrier lets a second
 // call reuse buf: without it a fast warp's write of buf would race with a slow
 // warp's read from the previous call (the emulator's race check catches it).
 template <class Acc>
-__device__ __forceinline__ Acc block_sum(Acc v, std::type_identity_t<SharedPtr<Acc>> buf) {
+__device__ __forceinline__ Acc block_sum(Acc v, typename NonDeduced<SharedPtr<Acc>>::type buf) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   v = warp_sum(v);
   __syncthreads();

@@ -45,7 +45,7 @@ static __global__ void neighbour_kernel(int* out, bool sync) {
   const int t = int(threadIdx.x), n = int(blockDim.x);
   s[t] = t;
   if (sync) __syncthreads();
-  out[t] = s[(t + 1) % n];
+  out[int(blockIdx.x) * n + t] = s[(t + 1) % n];
 }
 
 // The last thread writes one element past the array.
@@ -84,7 +84,7 @@ static __global__ void syncwarp_kernel(int* out) {
 template <int Stride>
 static __global__ void stride_kernel(float* out) {
   __shared__ Shared<float[32 * 33]> s;
-  out[threadIdx.x] = s[int(threadIdx.x) * Stride];
+  out[blockIdx.x * 32 + threadIdx.x] = s[int(threadIdx.x) * Stride];
 }
 template <int Stride>
 static __global__ void stride_double_kernel(double* out) {
@@ -119,7 +119,7 @@ static __global__ void raw_record_kernel(int* out, bool past_end) {
 }
 
 TEST_CASE("sanitizer: a shared-memory race is reported with the kernel, array and threads", "[cuda_emu][sanitize]") {
-  std::vector<int> out(128, -1);
+  std::vector<int> out(2 * 128, -1);
   REQUIRE_THROWS_AS(launch(neighbour_kernel, 2, 128, 0, nullptr, out.data(), false), emu::SanitizerError);
   const std::string m = finding([&] { launch(neighbour_kernel, 1, 128, 0, nullptr, out.data(), false); });
   CHECK_THAT(m, Contains("shared-memory race"));
@@ -131,7 +131,7 @@ TEST_CASE("sanitizer: a shared-memory race is reported with the kernel, array an
   CHECK_THAT(m, Contains("block (0,0,0)"));
   // With the barrier, the same accesses are ordered: no finding, the right result.
   launch(neighbour_kernel, 2, 128, 0, nullptr, out.data(), true);
-  for (int t = 0; t < 128; ++t) CHECK(out[t] == (t + 1) % 128);
+  for (int t = 0; t < 2 * 128; ++t) CHECK(out[t] == (t + 1) % 128);
 }
 
 TEST_CASE("sanitizer: a race is not reported when race checks are off", "[cuda_emu][sanitize]") {
@@ -173,7 +173,7 @@ TEST_CASE("sanitizer: a warp-synchronous kernel passes in thread order and fails
   // With race checks on, the missing barrier is reported whatever the order, and the
   // __syncwarp() version is accepted (lanes of one warp, ordered by it).
   emu::set_race_check(true);
-  std::vector<int> out(32);
+  std::vector<int> out(64);
   emu::set_thread_order_seed(0);
   CHECK_THROWS_WITH(launch(lockstep_kernel, 1, 32, 128, nullptr, out.data()), Contains("shared-memory race"));
   CHECK_NOTHROW(launch(syncwarp_kernel, 1, 32, 128, nullptr, out.data()));
@@ -183,7 +183,7 @@ TEST_CASE("sanitizer: a warp-synchronous kernel passes in thread order and fails
 
 TEST_CASE("sanitizer: bank-conflict degrees of known access patterns", "[cuda_emu][sanitize]") {
   emu::reset_stats();
-  std::vector<float> f(32);
+  std::vector<float> f(3 * 32);
   std::vector<double> d(32);
   launch(stride_kernel<1>, 1, 32, 0, nullptr, f.data());
   launch(stride_kernel<2>, 1, 32, 0, nullptr, f.data());

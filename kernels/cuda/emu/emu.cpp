@@ -291,7 +291,9 @@ void run_block(int threads) {
   draw_order(b, threads);
   sanitize::block_begin(threads);
   b.plain = false;
-  b.first = b.order[0];
+  // Thread 0 runs first and decides the mode (threads past the data may leave before
+  // a barrier, thread 0 never does); the others follow in the block's order.
+  b.first = 0;
   b.first_synced = false;
   start_fiber(b, b.first);
   resume(b, b.first);

@@ -191,7 +191,7 @@ int degree(const Instruction& in) {
   for (int p0 = 0; p0 < 32; p0 += per_phase) {
     uint32_t words[128];
     int n = 0;
-    for (int l = p0; l < p0 + per_phase; ++l) {
+    for (int l = p0; l < p0 + per_phase && l < 32; ++l) {
       if (!(in.mask >> l & 1u)) continue;
       const uint32_t first = in.address[l] / 4, last = (in.address[l] + std::max(in.bytes, 1u) - 1) / 4;
       for (uint32_t w = first; w <= last && n < 128; ++w) words[n++] = w;
