@@ -17,15 +17,18 @@
 //  - The sanitizer (sanitize.cpp; shared.h for the checked types): every access to
 //    shared memory through Shared / SharedPtr (launch.cuh) is checked for bounds and
 //    for races within a barrier interval, and counted for a per-kernel bank-conflict
-//    report; threads between barriers run in a seeded random order. A finding is
-//    thrown from the launch as SanitizerError once the grid has run.
+//    report; between barriers the threads run in a seeded random order (thread 0
+//    first). A finding is thrown from the launch as SanitizerError once the grid
+//    has run.
 // Limits, each a rule for kernels (see also launch.cuh):
 //  - No inline PTX, no tensor-core intrinsics, no cooperative groups, no dynamic
 //    parallelism; no reliance on implicit warp lock-step (use __syncwarp / shuffles).
 //  - Shuffle and vote masks are ignored: every live lane of the warp must take part.
 //  - A barrier must be reached by all threads of the block or none (as on the GPU);
 //    one reached by some thread but not by thread 0 aborts with a message.
-//  - Dynamic shared memory is declared with STRATA_DYNAMIC_SHARED (launch.cuh).
+//  - Shared memory is declared as Shared<T[N]> and passed as SharedPtr<T>, dynamic
+//    shared memory with STRATA_DYNAMIC_SHARED (launch.cuh); a plain __shared__
+//    array still works but is not checked.
 // It is slow (a fiber switch per thread per barrier): test with small shapes.
 #pragma once
 #include <atomic>
@@ -112,9 +115,10 @@ void set_check_budget(uint64_t accesses);
 uint64_t check_budget();
 
 // The order threads of a block run in between barriers: a permutation drawn from
-// (seed, block index), entered at a point drawn anew after every barrier; thread
-// order for seed 0. From
-// STRATA_EMU_SEED (decimal), 1 when unset: the test suite always runs shuffled.
+// (seed, block index), entered at a point drawn anew after every barrier (thread 0
+// still runs first in a block: it decides whether the block needs fibers); thread
+// order for seed 0. From STRATA_EMU_SEED (decimal), 1 when unset: the test suite
+// always runs shuffled.
 void set_thread_order_seed(uint64_t seed);
 uint64_t thread_order_seed();
 

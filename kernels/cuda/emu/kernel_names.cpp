@@ -80,11 +80,12 @@ std::string shorten(std::string s) {
 }  // namespace
 
 std::string kernel_name(const void* kernel) {
-  static std::mutex mutex;
-  static std::map<const void*, std::string> cache;
-  std::lock_guard lock(mutex);
-  auto it = cache.find(kernel);
-  if (it != cache.end()) return it->second;
+  // Never destroyed: the report printed at exit (a static's destructor) names kernels.
+  static auto* mutex = new std::mutex;
+  static auto* cache = new std::map<const void*, std::string>;
+  std::lock_guard lock(*mutex);
+  auto it = cache->find(kernel);
+  if (it != cache->end()) return it->second;
   std::string mangled;
   Dl_info info{};
   if (kernel && dladdr(kernel, &info)) {
@@ -106,7 +107,7 @@ std::string kernel_name(const void* kernel) {
     std::snprintf(text, sizeof text, "kernel@%p", kernel);
     name = text;
   }
-  return cache[kernel] = name;
+  return (*cache)[kernel] = name;
 }
 
 }  // namespace strata::emu::sanitize
