@@ -32,14 +32,14 @@ struct Geometry {
 
 // dst (tile, HD) f32 <- rows [row0, row0 + tile) of src (row stride `stride`), 0 past T.
 template <class T>
-static __device__ void load_tile(float* dst, const T* src, int64_t stride, int64_t row0, const Geometry& g) {
+static __device__ void load_tile(SharedPtr<float> dst, const T* src, int64_t stride, int64_t row0, const Geometry& g) {
   for (int64_t e = threadIdx.x; e < int64_t(g.tile) * g.HD; e += blockDim.x) {
     const int64_t r = e / g.HD, d = e % g.HD;
     dst[e] = row0 + r < g.T ? load(src[(row0 + r) * stride + d]) : 0.0f;
   }
 }
 
-static __device__ float dot_rows(const float* a, const float* b, int64_t hd) {
+static __device__ float dot_rows(SharedPtr<const float> a, SharedPtr<const float> b, int64_t hd) {
   float s = 0.0f;
   for (int64_t d = 0; d < hd; ++d) s += a[d] * b[d];
   return s;
@@ -57,8 +57,8 @@ static __global__ void attention_forward_kernel(T* out, float* lse, const T* qkv
   STRATA_DYNAMIC_SHARED(float, smem);
   const int tile = g.tile, sp = tile + 1;
   const int64_t hd = g.HD, bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, i0 = int64_t(blockIdx.x) * tile;
-  float *q = smem, *k = q + tile * hd, *v = k + tile * hd, *o = v + tile * hd, *s = o + tile * hd;
-  float *m = s + tile * sp, *l = m + tile, *alpha = l + tile;
+  SharedPtr<float> q = smem, k = q + tile * hd, v = k + tile * hd, o = v + tile * hd, s = o + tile * hd;
+  SharedPtr<float> m = s + tile * sp, l = m + tile, alpha = l + tile;
   const int64_t stride = 3 * g.C();
   const T* head = qkv + b * g.T * stride + h * hd;  // q of (b, 0, h)
   load_tile(q, head, stride, i0, g);
@@ -78,7 +78,7 @@ static __global__ void attention_forward_kernel(T* out, float* lse, const T* qkv
     }
     __syncthreads();
     for (int r = threadIdx.x; r < tile; r += blockDim.x) {  // online softmax, one row per thread
-      float* row = s + r * sp;
+      SharedPtr<float> row = s + r * sp;
       float mx = m[r];
       for (int c = 0; c < tile; ++c) mx = fmaxf(mx, row[c]);
       if (mx == -INFINITY) {  // nothing visible yet (rows past T): keep the state
@@ -128,8 +128,9 @@ static __global__ void attention_delta_kernel(float* delta, const T* d_out, cons
 
 // The (tile x tile) block of P o F (into pf, may be null) and dS = P o (dP o F - D)
 // for query rows i0.. and key rows j0.. held in shared memory.
-static __device__ void score_grads(float* pf, float* ds, const float* q, const float* k, const float* v,
-                                   const float* d_o, const float* lse_t, const float* delta_t, int64_t bh,
+static __device__ void score_grads(SharedPtr<float> pf, SharedPtr<float> ds, SharedPtr<const float> q,
+                                   SharedPtr<const float> k, SharedPtr<const float> v, SharedPtr<const float> d_o,
+                                   SharedPtr<const float> lse_t, SharedPtr<const float> delta_t, int64_t bh,
                                    int64_t i0, int64_t j0, const Geometry& g) {
   const int tile = g.tile, sp = tile + 1;
   const int64_t hd = g.HD;
@@ -149,7 +150,7 @@ static __device__ void score_grads(float* pf, float* ds, const float* q, const f
 }
 
 // Loads lse and D of query rows i0 .. i0 + tile (0 past T).
-static __device__ void load_row_stats(float* lse_t, float* delta_t, const float* lse, const float* delta, int64_t bh,
+static __device__ void load_row_stats(SharedPtr<float> lse_t, SharedPtr<float> delta_t, const float* lse, const float* delta, int64_t bh,
                                       int64_t i0, const Geometry& g) {
   for (int r = threadIdx.x; r < g.tile; r += blockDim.x) {
     const bool in = i0 + r < g.T;
@@ -166,9 +167,9 @@ static __global__ void attention_dkdv_kernel(T* d_qkv, const T* d_out, const T* 
   STRATA_DYNAMIC_SHARED(float, smem);
   const int tile = g.tile, sp = tile + 1;
   const int64_t hd = g.HD, bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, j0 = int64_t(blockIdx.x) * tile;
-  float *k = smem, *v = k + tile * hd, *dk = v + tile * hd, *dv = dk + tile * hd, *q = dv + tile * hd;
-  float *d_o = q + tile * hd, *pf = d_o + tile * hd, *ds = pf + tile * sp, *lse_t = ds + tile * sp;
-  float* delta_t = lse_t + tile;
+  SharedPtr<float> k = smem, v = k + tile * hd, dk = v + tile * hd, dv = dk + tile * hd, q = dv + tile * hd;
+  SharedPtr<float> d_o = q + tile * hd, pf = d_o + tile * hd, ds = pf + tile * sp, lse_t = ds + tile * sp;
+  SharedPtr<float> delta_t = lse_t + tile;
   const int64_t stride = 3 * g.C();
   const T* head = qkv + b * g.T * stride + h * hd;
   const T* d_out_head = d_out + b * g.T * g.C() + h * hd;
@@ -212,8 +213,8 @@ static __global__ void attention_dq_kernel(T* d_qkv, const T* d_out, const T* qk
   STRATA_DYNAMIC_SHARED(float, smem);
   const int tile = g.tile, sp = tile + 1;
   const int64_t hd = g.HD, bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, i0 = int64_t(blockIdx.x) * tile;
-  float *q = smem, *d_o = q + tile * hd, *k = d_o + tile * hd, *v = k + tile * hd, *dq = v + tile * hd;
-  float *ds = dq + tile * hd, *lse_t = ds + tile * sp, *delta_t = lse_t + tile;
+  SharedPtr<float> q = smem, d_o = q + tile * hd, k = d_o + tile * hd, v = k + tile * hd, dq = v + tile * hd;
+  SharedPtr<float> ds = dq + tile * hd, lse_t = ds + tile * sp, delta_t = lse_t + tile;
   const int64_t stride = 3 * g.C();
   const T* head = qkv + b * g.T * stride + h * hd;
   load_tile(q, head, stride, i0, g);
