@@ -179,7 +179,7 @@ static __device__ void store_strip(T* dst, int64_t stride, int64_t row0, FragC (
 // Shared: K, V (cols, ldh); Q (kRows, ldh), each warp's 16 rows reused for its P
 // (16, ldp) once Q is in fragments; per warp f32 staging (16, lds).
 template <class T, int HDP>
-static __global__ void __launch_bounds__(kFlashThreads)
+static __global__ void __launch_bounds__(kFlashThreads, 2)
     flash_forward_kernel(T* out, float* lse, const T* qkv, AttentionGeometry g) {
   using L = Tile<HDP>;
   STRATA_DYNAMIC_SHARED(T, smem);
@@ -279,7 +279,7 @@ static __device__ void strip_grads(T* ds, T* pf, float* s, const float* dp, bool
 // Shared: K, V (kRows, ldh); Q, dO (cols, ldh); lse, D (cols); per warp f32 S^T and
 // dP^T (16, lds) and 16-bit (P o F)^T and dS^T (16, ldp).
 template <class T, int HDP>
-static __global__ void __launch_bounds__(kFlashThreads)
+static __global__ void __launch_bounds__(kFlashThreads, 2)
     flash_dkdv_kernel(T* d_qkv, const T* d_out, const T* qkv, const float* lse, const float* delta,
                       AttentionGeometry g) {
   using L = Tile<HDP>;
@@ -333,7 +333,7 @@ static __global__ void __launch_bounds__(kFlashThreads)
 // Shared: Q, dO (kRows, ldh); K, V (cols, ldh); per warp f32 S and dP (16, lds) and
 // 16-bit dS (16, ldp).
 template <class T, int HDP>
-static __global__ void __launch_bounds__(kFlashThreads)
+static __global__ void __launch_bounds__(kFlashThreads, 2)
     flash_dq_kernel(T* d_qkv, const T* d_out, const T* qkv, const float* lse, const float* delta,
                     AttentionGeometry g) {
   using L = Tile<HDP>;
