@@ -38,6 +38,8 @@ namespace wmma = nvcuda::wmma;
 
 constexpr int kWarps = 4, kFlashThreads = 32 * kWarps;
 constexpr int kRows = 16 * kWarps;  // rows a block owns: 16 per warp
+// Softmax exponentials are exp2 (one hardware instruction) of scores in log2 units.
+constexpr float kLog2e = 1.44269504088896341f, kLn2 = 0.693147180559945309f;
 
 template <int HDP>
 struct Tile {
@@ -203,7 +205,9 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
     wmma::load_matrix_sync(qa[k], wt(p_w + k * 16), L::ldh);
     wmma::fill_fragment(o[k], 0.0f);
   }
-  float m = -INFINITY, l = 0.0f;  // running max and sum of row i (both lanes of the row)
+  // Running max (of scores in log2 units) and sum of row i, in both lanes of the row.
+  const float scale_log2 = g.scale * kLog2e;
+  float m = -INFINITY, l = 0.0f;
   const int64_t key_end = g.causal ? (i0 + kRows < g.T ? i0 + kRows : g.T) : g.T;
   for (int64_t j0 = 0; j0 < key_end; j0 += L::cols) {
     __syncthreads();  // the previous K, V are consumed (and Q is in fragments)
@@ -227,7 +231,7 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
     float mx = m;
     for (int c = parity; c < L::cols; c += 2) {
       const int64_t j = j0 + c;
-      const float v = j < g.T && !(g.causal && j > i) ? row[c] * g.scale : -INFINITY;
+      const float v = j < g.T && !(g.causal && j > i) ? row[c] * scale_log2 : -INFINITY;
       row[c] = v;
       mx = fmaxf(mx, v);
     }
@@ -235,19 +239,19 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
     // Every row sees key 0 in the first tile, so mx is finite from then on.
     float sum = 0.0f;
     for (int c = parity; c < L::cols; c += 2) {
-      const float p = expf(row[c] - mx);
+      const float p = exp2f(row[c] - mx);
       sum += p;
       p_w[r * L::ldp + c] = store<T>(p * attention_dropout(g, bh, i, j0 + c));
     }
     sum += __shfl_xor_sync(0xffffffffu, sum, 16);
-    const float alpha = expf(m - mx);
+    const float alpha = exp2f(m - mx);
     l = l * alpha + sum;
     m = mx;
     scale_rows<HDP>(o, stage, alpha);  // also orders the P writes before the loads below
     strip_accumulate<T, HDP>(o, p_w, v_s);
   }
   scale_rows<HDP>(o, stage, 1.0f / l);
-  if (parity == 0 && i < g.T) lse[bh * g.T + i] = m + logf(l);
+  if (parity == 0 && i < g.T) lse[bh * g.T + i] = (m + log2f(l)) * kLn2;
   store_strip<T, HDP>(out + b * g.T * g.C() + h * g.HD, g.C(), i0 + warp * 16, o, stage, 1.0f, g);
 }
 
@@ -266,7 +270,7 @@ static __device__ void strip_grads(T* ds, T* pf, float* s, const float* dp, bool
     float p = 0.0f, f = 0.0f;
     const float lse = rows_are_queries ? row_lse : col_lse[c], delta = rows_are_queries ? row_delta : col_delta[c];
     if (valid) {
-      p = expf(s[r * L::lds + c] * g.scale - lse);
+      p = exp2f((s[r * L::lds + c] * g.scale - lse) * kLog2e);
       f = attention_dropout(g, bh, i, j);
     }
     ds[r * L::ldp + c] = store<T>(p * (dp[r * L::lds + c] * f - delta));
