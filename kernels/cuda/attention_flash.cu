@@ -172,7 +172,8 @@ static __device__ void store_strip(T* dst, int64_t stride, int64_t row0, FragC (
     __syncwarp();
     for (int e = lane; e < 16 * L::cols; e += 32) {
       const int r = e / L::cols, col = d0 * 16 + e % L::cols;
-      if (row0 + r < g.T && col < g.HD) dst[(row0 + r) * stride + col] = store<T>(stage[r * L::lds + e % L::cols] * factor);
+      const float v = stage[r * L::lds + e % L::cols];
+      if (row0 + r < g.T && col < g.HD) dst[(row0 + r) * stride + col] = store<T>(v * factor);
     }
   }
 }
@@ -231,7 +232,8 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
     float mx = m;
     for (int c = parity; c < L::cols; c += 2) {
       const int64_t j = j0 + c;
-      const float v = j < g.T && !(g.causal && j > i) ? row[c] * scale_log2 : -INFINITY;
+      const float score = row[c];  // read by every lane: uniform shared accesses across the warp
+      const float v = j < g.T && !(g.causal && j > i) ? score * scale_log2 : -INFINITY;
       row[c] = v;
       mx = fmaxf(mx, v);
     }
@@ -257,7 +259,7 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
 
 // The warp's (16, cols) strips of dS = P o (dP o F - D) (into ds, row stride ldp) and,
 // when pf is not null, P o F; s and dp are the f32 stagings of the scores and of dP.
-// Rows are `rows_i` ? queries (dQ) : keys (dK/dV, the strips are transposed).
+// rows_are_queries: the strip's rows are queries (dQ); else keys (dK/dV: transposed strips).
 template <class T, int HDP>
 static __device__ void strip_grads(T* ds, T* pf, float* s, const float* dp, bool rows_are_queries, int64_t row,
                                    int64_t col0, float row_lse, float row_delta, const float* col_lse,
@@ -267,10 +269,11 @@ static __device__ void strip_grads(T* ds, T* pf, float* s, const float* dp, bool
   for (int c = parity; c < L::cols; c += 2) {
     const int64_t i = rows_are_queries ? row : col0 + c, j = rows_are_queries ? col0 + c : row;
     const bool valid = i < g.T && j < g.T && !(g.causal && j > i);
+    const float score = s[r * L::lds + c];
     float p = 0.0f, f = 0.0f;
     const float lse = rows_are_queries ? row_lse : col_lse[c], delta = rows_are_queries ? row_delta : col_delta[c];
     if (valid) {
-      p = exp2f((s[r * L::lds + c] * g.scale - lse) * kLog2e);
+      p = exp2f((score * g.scale - lse) * kLog2e);
       f = attention_dropout(g, bh, i, j);
     }
     ds[r * L::ldp + c] = store<T>(p * (dp[r * L::lds + c] * f - delta));
