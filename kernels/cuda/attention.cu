@@ -11,7 +11,8 @@
 // assigned and deterministic: dK/dV and dQ come from two kernels that each own their
 // output rows (dQ recomputes the scores instead of adding with float atomics).
 // Shared (tile, HD) tiles have row stride HD + 1 (odd), so lanes reading different rows
-// of K hit different banks.
+// of K hit different banks; every lane of a loop makes the same shared accesses (reads
+// before masks), so the emulator's bank-conflict report lines up warp instructions.
 #include "attention.cuh"
 
 namespace strata::STRATA_CUDA_NS {
@@ -64,7 +65,8 @@ static __global__ void attention_forward_kernel(T* out, float* lse, const T* qkv
       const int r = e / tile, c = e % tile;
       const int64_t i = i0 + r, j = j0 + c;
       const bool masked = j >= g.T || (g.causal && j > i);
-      s[r * sp + c] = masked ? -INFINITY : dot_rows(q + r * ld, k + c * ld, hd) * g.scale;
+      const float dot = dot_rows(q + r * ld, k + c * ld, hd);  // every lane reads alike (see top)
+      s[r * sp + c] = masked ? -INFINITY : dot * g.scale;
     }
     __syncthreads();
     for (int r = threadIdx.x; r < tile; r += blockDim.x) {  // online softmax, one row per thread
@@ -98,7 +100,8 @@ static __global__ void attention_forward_kernel(T* out, float* lse, const T* qkv
   T* out_head = out + b * g.T * g.C() + h * hd;  // row stride C
   for (int64_t e = threadIdx.x; e < tile * hd; e += blockDim.x) {
     const int64_t r = e / hd, d = e % hd;
-    if (i0 + r < g.T) out_head[(i0 + r) * g.C() + d] = store<T>(o[r * ld + d] / l[r]);
+    const float v = o[r * ld + d] / l[r];
+    if (i0 + r < g.T) out_head[(i0 + r) * g.C() + d] = store<T>(v);
   }
   for (int r = threadIdx.x; r < tile; r += blockDim.x)
     if (i0 + r < g.T) lse[bh * g.T + i0 + r] = m[r] + logf(l[r]);
@@ -115,12 +118,10 @@ static __device__ void score_grads(float* pf, float* ds, const float* q, const f
     const int r = e / tile, c = e % tile;
     const int64_t i = i0 + r, j = j0 + c;
     const bool valid = i < g.T && j < g.T && !(g.causal && j > i);
+    const float score = dot_rows(q + r * ld, k + c * ld, hd) * g.scale - lse_t[r];
+    const float dot = dot_rows(d_o + r * ld, v + c * ld, hd);
     float p = 0.0f, dp = 0.0f, f = 1.0f;
-    if (valid) {
-      p = expf(dot_rows(q + r * ld, k + c * ld, hd) * g.scale - lse_t[r]);
-      dp = dot_rows(d_o + r * ld, v + c * ld, hd);
-      f = attention_dropout(g, bh, i, j);
-    }
+    if (valid) p = expf(score), dp = dot, f = attention_dropout(g, bh, i, j);
     ds[r * sp + c] = p * (dp * f - delta_t[r]);
     if (pf) pf[r * sp + c] = p * f;
   }
@@ -177,9 +178,10 @@ static __global__ void attention_dkdv_kernel(T* d_qkv, const T* d_out, const T* 
   T* d_head = d_qkv + b * g.T * stride + h * hd;
   for (int64_t e = threadIdx.x; e < tile * hd; e += blockDim.x) {
     const int64_t c = e / hd, d = e % hd;
+    const float dk_cd = dk[c * ld + d], dv_cd = dv[c * ld + d];
     if (j0 + c >= g.T) continue;
-    d_head[(j0 + c) * stride + g.C() + d] = store<T>(dk[c * ld + d]);
-    d_head[(j0 + c) * stride + 2 * g.C() + d] = store<T>(dv[c * ld + d]);
+    d_head[(j0 + c) * stride + g.C() + d] = store<T>(dk_cd);
+    d_head[(j0 + c) * stride + 2 * g.C() + d] = store<T>(dv_cd);
   }
 }
 
@@ -219,7 +221,8 @@ static __global__ void attention_dq_kernel(T* d_qkv, const T* d_out, const T* qk
   T* d_head = d_qkv + b * g.T * stride + h * hd;
   for (int64_t e = threadIdx.x; e < tile * hd; e += blockDim.x) {
     const int64_t r = e / hd, d = e % hd;
-    if (i0 + r < g.T) d_head[(i0 + r) * stride + d] = store<T>(dq[r * ld + d]);
+    const float v = dq[r * ld + d];
+    if (i0 + r < g.T) d_head[(i0 + r) * stride + d] = store<T>(v);
   }
 }
 
