@@ -48,6 +48,7 @@ struct Tile {
   static constexpr int ldp = cols + 8;             // (16, cols) 16-bit probabilities
   static constexpr int lds = cols + 4;             // (16, cols) f32 staging
   static constexpr int frags = HDP / 16, col_frags = cols / 16;
+  static_assert(ldp <= ldh, "the forward's P strip of a warp lives in its 16 rows of Q");
   static_assert(ldh * 2 % 16 == 0 && ldp * 2 % 16 == 0 && lds * 4 % 16 == 0, "WMMA ldm: a multiple of 16 bytes");
 };
 
