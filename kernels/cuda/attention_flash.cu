@@ -78,6 +78,10 @@ __device__ __forceinline__ const typename WmmaType<T>::type* wt(const T* p) {
 
 }  // namespace
 
+// The first query row of the block: the last tile first, since under a causal mask it
+// has the most key tiles to walk and blocks start in index order.
+static __device__ __forceinline__ int64_t heavy_first_tile() { return int64_t(gridDim.x - 1 - blockIdx.x) * kRows; }
+
 // 16 bytes: eight 16-bit elements, copied as one vector load / store.
 struct alignas(16) Chunk {
   uint32_t w[4];
@@ -192,7 +196,7 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
   T* q_s = v_s + L::cols * L::ldh;
   float* stage_all = reinterpret_cast<float*>(q_s + kRows * L::ldh);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane % 16, parity = lane / 16;
-  const int64_t bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, i0 = int64_t(blockIdx.x) * kRows;
+  const int64_t bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, i0 = heavy_first_tile();
   const int64_t stride = 3 * g.C(), i = i0 + warp * 16 + r;  // i: this lane's query row
   const T* head = qkv + b * g.T * stride + h * g.HD;       // q of (b, 0, h)
   T* p_w = q_s + warp * 16 * L::ldh;                       // (16, ldp) after Q is loaded
@@ -355,7 +359,7 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
                threadIdx.x / 32 * 2 * 16 * L::lds;
   float* dp_w = s_w + 16 * L::lds;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, i0 = int64_t(blockIdx.x) * kRows;
+  const int64_t bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, i0 = heavy_first_tile();
   const int64_t stride = 3 * g.C(), i = i0 + warp * 16 + lane % 16;  // i: this lane's query
   const T* head = qkv + b * g.T * stride + h * g.HD;
   load_rows<T, HDP>(q_s, head, stride, i0, kRows, g);
