@@ -28,14 +28,14 @@ struct Geometry : AttentionGeometry {
 
 // dst (tile, ld) f32 <- rows [row0, row0 + tile) of src (row stride `stride`), 0 past T.
 template <class T>
-static __device__ void load_tile(float* dst, const T* src, int64_t stride, int64_t row0, const Geometry& g) {
+static __device__ void load_tile(SharedPtr<float> dst, const T* src, int64_t stride, int64_t row0, const Geometry& g) {
   for (int64_t e = threadIdx.x; e < int64_t(g.tile) * g.HD; e += blockDim.x) {
     const int64_t r = e / g.HD, d = e % g.HD;
     dst[r * g.ld() + d] = row0 + r < g.T ? load(src[(row0 + r) * stride + d]) : 0.0f;
   }
 }
 
-static __device__ float dot_rows(const float* a, const float* b, int64_t hd) {
+static __device__ float dot_rows(SharedPtr<const float> a, SharedPtr<const float> b, int64_t hd) {
   float s = 0.0f;
   for (int64_t d = 0; d < hd; ++d) s += a[d] * b[d];
   return s;
@@ -48,8 +48,8 @@ static __global__ void attention_forward_kernel(T* out, float* lse, const T* qkv
   const int tile = g.tile, sp = tile + 1;
   const int64_t hd = g.HD, bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, i0 = int64_t(blockIdx.x) * tile;
   const int64_t ld = g.ld();
-  float *q = smem, *k = q + tile * ld, *v = k + tile * ld, *o = v + tile * ld, *s = o + tile * ld;
-  float *m = s + tile * sp, *l = m + tile, *alpha = l + tile;
+  SharedPtr<float> q = smem, k = q + tile * ld, v = k + tile * ld, o = v + tile * ld, s = o + tile * ld;
+  SharedPtr<float> m = s + tile * sp, l = m + tile, alpha = l + tile;
   const int64_t stride = 3 * g.C();
   const T* head = qkv + b * g.T * stride + h * hd;  // q of (b, 0, h)
   load_tile(q, head, stride, i0, g);
@@ -70,7 +70,7 @@ static __global__ void attention_forward_kernel(T* out, float* lse, const T* qkv
     }
     __syncthreads();
     for (int r = threadIdx.x; r < tile; r += blockDim.x) {  // online softmax, one row per thread
-      float* row = s + r * sp;
+      SharedPtr<float> row = s + r * sp;
       float mx = m[r];
       for (int c = 0; c < tile; ++c) mx = fmaxf(mx, row[c]);
       if (mx == -INFINITY) {  // nothing visible yet (rows past T): keep the state
@@ -109,8 +109,9 @@ static __global__ void attention_forward_kernel(T* out, float* lse, const T* qkv
 
 // The (tile x tile) block of P o F (into pf, may be null) and dS = P o (dP o F - D)
 // for query rows i0.. and key rows j0.. held in shared memory.
-static __device__ void score_grads(float* pf, float* ds, const float* q, const float* k, const float* v,
-                                   const float* d_o, const float* lse_t, const float* delta_t, int64_t bh,
+static __device__ void score_grads(SharedPtr<float> pf, SharedPtr<float> ds, SharedPtr<const float> q,
+                                   SharedPtr<const float> k, SharedPtr<const float> v, SharedPtr<const float> d_o,
+                                   SharedPtr<const float> lse_t, SharedPtr<const float> delta_t, int64_t bh,
                                    int64_t i0, int64_t j0, const Geometry& g) {
   const int tile = g.tile, sp = tile + 1;
   const int64_t hd = g.HD, ld = g.ld();
@@ -128,7 +129,7 @@ static __device__ void score_grads(float* pf, float* ds, const float* q, const f
 }
 
 // Loads lse and D of query rows i0 .. i0 + tile (0 past T).
-static __device__ void load_row_stats(float* lse_t, float* delta_t, const float* lse, const float* delta, int64_t bh,
+static __device__ void load_row_stats(SharedPtr<float> lse_t, SharedPtr<float> delta_t, const float* lse, const float* delta, int64_t bh,
                                       int64_t i0, const Geometry& g) {
   for (int r = threadIdx.x; r < g.tile; r += blockDim.x) {
     const bool in = i0 + r < g.T;
@@ -146,9 +147,9 @@ static __global__ void attention_dkdv_kernel(T* d_qkv, const T* d_out, const T* 
   const int tile = g.tile, sp = tile + 1;
   const int64_t hd = g.HD, bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, j0 = int64_t(blockIdx.x) * tile;
   const int64_t ld = g.ld();
-  float *k = smem, *v = k + tile * ld, *dk = v + tile * ld, *dv = dk + tile * ld, *q = dv + tile * ld;
-  float *d_o = q + tile * ld, *pf = d_o + tile * ld, *ds = pf + tile * sp, *lse_t = ds + tile * sp;
-  float* delta_t = lse_t + tile;
+  SharedPtr<float> k = smem, v = k + tile * ld, dk = v + tile * ld, dv = dk + tile * ld, q = dv + tile * ld;
+  SharedPtr<float> d_o = q + tile * ld, pf = d_o + tile * ld, ds = pf + tile * sp, lse_t = ds + tile * sp;
+  SharedPtr<float> delta_t = lse_t + tile;
   const int64_t stride = 3 * g.C();
   const T* head = qkv + b * g.T * stride + h * hd;
   const T* d_out_head = d_out + b * g.T * g.C() + h * hd;
@@ -194,8 +195,8 @@ static __global__ void attention_dq_kernel(T* d_qkv, const T* d_out, const T* qk
   const int tile = g.tile, sp = tile + 1;
   const int64_t hd = g.HD, bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, i0 = int64_t(blockIdx.x) * tile;
   const int64_t ld = g.ld();
-  float *q = smem, *d_o = q + tile * ld, *k = d_o + tile * ld, *v = k + tile * ld, *dq = v + tile * ld;
-  float *ds = dq + tile * ld, *lse_t = ds + tile * sp, *delta_t = lse_t + tile;
+  SharedPtr<float> q = smem, d_o = q + tile * ld, k = d_o + tile * ld, v = k + tile * ld, dq = v + tile * ld;
+  SharedPtr<float> ds = dq + tile * ld, lse_t = ds + tile * sp, delta_t = lse_t + tile;
   const int64_t stride = 3 * g.C();
   const T* head = qkv + b * g.T * stride + h * hd;
   load_tile(q, head, stride, i0, g);

@@ -71,9 +71,20 @@ template <class T>
 using FragBCol = wmma::fragment<wmma::matrix_b, 16, 16, 16, typename WmmaType<T>::type, wmma::col_major>;
 using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
 
+// A shared pointer as one to another element type (the 16-bit tiles as the WMMA
+// types, 16-bit rows as 16-byte chunks, the staging area as f32).
+template <class U, class T>
+__device__ __forceinline__ SharedPtr<U> shared_cast(SharedPtr<T> p) {
+#if defined(STRATA_CUDA_EMULATION)
+  return SharedPtr<U>(reinterpret_cast<U*>(p.get()), p.region());
+#else
+  return reinterpret_cast<U*>(p);
+#endif
+}
+
 template <class T>
-__device__ __forceinline__ const typename WmmaType<T>::type* wt(const T* p) {
-  return reinterpret_cast<const typename WmmaType<T>::type*>(p);
+__device__ __forceinline__ auto wt(SharedPtr<T> p) {
+  return shared_cast<const typename WmmaType<std::remove_const_t<T>>::type>(p);
 }
 
 }  // namespace
@@ -90,7 +101,7 @@ struct alignas(16) Chunk {
 // dst (rows, HDP), row stride Tile::ldh <- rows row0.. of src (row stride `stride`);
 // zero past T and past HD, so padding contributes nothing to any product.
 template <class T, int HDP>
-static __device__ void load_rows(T* dst, const T* src, int64_t stride, int64_t row0, int rows,
+static __device__ void load_rows(SharedPtr<T> dst, const T* src, int64_t stride, int64_t row0, int rows,
                                  const AttentionGeometry& g) {
   constexpr int ldh = Tile<HDP>::ldh, kChunk = 8, chunks = HDP / kChunk;
   if (g.HD == HDP && stride % kChunk == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
@@ -98,7 +109,7 @@ static __device__ void load_rows(T* dst, const T* src, int64_t stride, int64_t r
       const int r = e / chunks, d = e % chunks * kChunk;
       Chunk v{};
       if (row0 + r < g.T) v = *reinterpret_cast<const Chunk*>(src + (row0 + r) * stride + d);
-      *reinterpret_cast<Chunk*>(dst + r * ldh + d) = v;
+      shared_cast<Chunk>(dst + r * ldh + d)[0] = v;
     }
     return;
   }
@@ -111,7 +122,7 @@ static __device__ void load_rows(T* dst, const T* src, int64_t stride, int64_t r
 
 // stage (16, cols) f32 = a (16, HDP) b^T for b (cols, HDP): the warp's strip of scores.
 template <class T, int HDP>
-static __device__ void strip_scores(float* stage, const T* a, const T* b) {
+static __device__ void strip_scores(SharedPtr<float> stage, SharedPtr<const T> a, SharedPtr<const T> b) {
   using L = Tile<HDP>;
   STRATA_UNROLL
   for (int n = 0; n < L::col_frags; ++n) {
@@ -131,7 +142,7 @@ static __device__ void strip_scores(float* stage, const T* a, const T* b) {
 
 // acc[d] += p (16, cols) v (cols, HDP), p with row stride Tile::ldp.
 template <class T, int HDP>
-static __device__ void strip_accumulate(FragC (&acc)[Tile<HDP>::frags], const T* p, const T* v) {
+static __device__ void strip_accumulate(FragC (&acc)[Tile<HDP>::frags], SharedPtr<const T> p, SharedPtr<const T> v) {
   using L = Tile<HDP>;
   STRATA_UNROLL
   for (int k = 0; k < L::col_frags; ++k) {
@@ -149,7 +160,7 @@ static __device__ void strip_accumulate(FragC (&acc)[Tile<HDP>::frags], const T*
 // acc[d] *= value of the row of each element, for this lane's row r = lane % 16 (both
 // lanes of a row pass the same value), through a row-broadcast tile in `stage`.
 template <int HDP>
-static __device__ void scale_rows(FragC (&acc)[Tile<HDP>::frags], float* stage, float value) {
+static __device__ void scale_rows(FragC (&acc)[Tile<HDP>::frags], SharedPtr<float> stage, float value) {
   const int lane = threadIdx.x % 32, r = lane % 16, parity = lane / 16;
   __syncwarp();  // the warp is done reading stage
   for (int c = 0; c < 8; ++c) stage[r * Tile<HDP>::lds + 2 * c + parity] = value;
@@ -165,7 +176,7 @@ static __device__ void scale_rows(FragC (&acc)[Tile<HDP>::frags], float* stage, 
 // `stride`), rows < T and columns < HD, through stage (16, cols).
 template <class T, int HDP>
 static __device__ void store_strip(T* dst, int64_t stride, int64_t row0, FragC (&acc)[Tile<HDP>::frags],
-                                   float* stage, float factor, const AttentionGeometry& g) {
+                                   SharedPtr<float> stage, float factor, const AttentionGeometry& g) {
   using L = Tile<HDP>;
   const int lane = threadIdx.x % 32;
   STRATA_UNROLL
@@ -191,16 +202,16 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
     flash_forward_kernel(T* out, float* lse, const T* qkv, AttentionGeometry g) {
   using L = Tile<HDP>;
   STRATA_DYNAMIC_SHARED(T, smem);
-  T* k_s = smem;
-  T* v_s = k_s + L::cols * L::ldh;
-  T* q_s = v_s + L::cols * L::ldh;
-  float* stage_all = reinterpret_cast<float*>(q_s + kRows * L::ldh);
+  SharedPtr<T> k_s = smem;
+  SharedPtr<T> v_s = k_s + L::cols * L::ldh;
+  SharedPtr<T> q_s = v_s + L::cols * L::ldh;
+  SharedPtr<float> stage_all = shared_cast<float>(q_s + kRows * L::ldh);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane % 16, parity = lane / 16;
   const int64_t bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, i0 = heavy_first_tile();
   const int64_t stride = 3 * g.C(), i = i0 + warp * 16 + r;  // i: this lane's query row
   const T* head = qkv + b * g.T * stride + h * g.HD;       // q of (b, 0, h)
-  T* p_w = q_s + warp * 16 * L::ldh;                       // (16, ldp) after Q is loaded
-  float* stage = stage_all + warp * 16 * L::lds;
+  SharedPtr<T> p_w = q_s + warp * 16 * L::ldh;  // (16, ldp) after Q is loaded
+  SharedPtr<float> stage = stage_all + warp * 16 * L::lds;
 
   load_rows<T, HDP>(q_s, head, stride, i0, kRows, g);
   __syncthreads();
@@ -233,7 +244,7 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
       wmma::store_matrix_sync(stage + n * 16, s, L::lds, wmma::mem_row_major);
     }
     __syncwarp();
-    float* row = stage + r * L::lds;
+    SharedPtr<float> row = stage + r * L::lds;
     float mx = m;
     for (int c = parity; c < L::cols; c += 2) {
       const int64_t j = j0 + c;
@@ -266,9 +277,10 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
 // when pf is not null, P o F; s and dp are the f32 stagings of the scores and of dP.
 // rows_are_queries: the strip's rows are queries (dQ); else keys (dK/dV: transposed strips).
 template <class T, int HDP>
-static __device__ void strip_grads(T* ds, T* pf, float* s, const float* dp, bool rows_are_queries, int64_t row,
-                                   int64_t col0, float row_lse, float row_delta, const float* col_lse,
-                                   const float* col_delta, int64_t bh, const AttentionGeometry& g) {
+static __device__ void strip_grads(SharedPtr<T> ds, SharedPtr<T> pf, SharedPtr<const float> s,
+                                   SharedPtr<const float> dp, bool rows_are_queries, int64_t row, int64_t col0,
+                                   float row_lse, float row_delta, SharedPtr<const float> col_lse,
+                                   SharedPtr<const float> col_delta, int64_t bh, const AttentionGeometry& g) {
   using L = Tile<HDP>;
   const int lane = threadIdx.x % 32, r = lane % 16, parity = lane / 16;
   for (int c = parity; c < L::cols; c += 2) {
@@ -276,7 +288,8 @@ static __device__ void strip_grads(T* ds, T* pf, float* s, const float* dp, bool
     const bool valid = i < g.T && j < g.T && !(g.causal && j > i);
     const float score = s[r * L::lds + c];
     float p = 0.0f, f = 0.0f;
-    const float lse = rows_are_queries ? row_lse : col_lse[c], delta = rows_are_queries ? row_delta : col_delta[c];
+    const float lse = rows_are_queries ? row_lse : float(col_lse[c]);
+    const float delta = rows_are_queries ? row_delta : float(col_delta[c]);
     if (valid) {
       p = exp2f((score * g.scale - lse) * kLog2e);
       f = attention_dropout(g, bh, i, j);
@@ -296,16 +309,16 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
                       AttentionGeometry g) {
   using L = Tile<HDP>;
   STRATA_DYNAMIC_SHARED(T, smem);
-  T* k_s = smem;
-  T* v_s = k_s + kRows * L::ldh;
-  T* q_s = v_s + kRows * L::ldh;
-  T* do_s = q_s + L::cols * L::ldh;
-  T* pf_w = do_s + L::cols * L::ldh + threadIdx.x / 32 * 2 * 16 * L::ldp;
-  T* ds_w = pf_w + 16 * L::ldp;
-  float* lse_s = reinterpret_cast<float*>(do_s + L::cols * L::ldh + kWarps * 2 * 16 * L::ldp);
-  float* delta_s = lse_s + L::cols;
-  float* s_w = delta_s + L::cols + threadIdx.x / 32 * 2 * 16 * L::lds;
-  float* dp_w = s_w + 16 * L::lds;
+  SharedPtr<T> k_s = smem;
+  SharedPtr<T> v_s = k_s + kRows * L::ldh;
+  SharedPtr<T> q_s = v_s + kRows * L::ldh;
+  SharedPtr<T> do_s = q_s + L::cols * L::ldh;
+  SharedPtr<T> pf_w = do_s + L::cols * L::ldh + threadIdx.x / 32 * 2 * 16 * L::ldp;
+  SharedPtr<T> ds_w = pf_w + 16 * L::ldp;
+  SharedPtr<float> lse_s = shared_cast<float>(do_s + L::cols * L::ldh + kWarps * 2 * 16 * L::ldp);
+  SharedPtr<float> delta_s = lse_s + L::cols;
+  SharedPtr<float> s_w = delta_s + L::cols + threadIdx.x / 32 * 2 * 16 * L::lds;
+  SharedPtr<float> dp_w = s_w + 16 * L::lds;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, j0 = int64_t(blockIdx.x) * kRows;
   const int64_t stride = 3 * g.C(), j = j0 + warp * 16 + lane % 16;  // j: this lane's key
@@ -316,8 +329,8 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
   FragC dk[L::frags], dv[L::frags];
   STRATA_UNROLL
   for (int d = 0; d < L::frags; ++d) wmma::fill_fragment(dk[d], 0.0f), wmma::fill_fragment(dv[d], 0.0f);
-  const T* k_w = k_s + warp * 16 * L::ldh;
-  const T* v_w = v_s + warp * 16 * L::ldh;
+  SharedPtr<const T> k_w = k_s + warp * 16 * L::ldh;
+  SharedPtr<const T> v_w = v_s + warp * 16 * L::ldh;
   // Causal: the first query tile holding a query >= j0.
   for (int64_t i0 = g.causal ? j0 / L::cols * L::cols : 0; i0 < g.T; i0 += L::cols) {
     __syncthreads();
@@ -350,14 +363,14 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
                     AttentionGeometry g) {
   using L = Tile<HDP>;
   STRATA_DYNAMIC_SHARED(T, smem);
-  T* q_s = smem;
-  T* do_s = q_s + kRows * L::ldh;
-  T* k_s = do_s + kRows * L::ldh;
-  T* v_s = k_s + L::cols * L::ldh;
-  T* ds_w = v_s + L::cols * L::ldh + threadIdx.x / 32 * 16 * L::ldp;
-  float* s_w = reinterpret_cast<float*>(v_s + L::cols * L::ldh + kWarps * 16 * L::ldp) +
-               threadIdx.x / 32 * 2 * 16 * L::lds;
-  float* dp_w = s_w + 16 * L::lds;
+  SharedPtr<T> q_s = smem;
+  SharedPtr<T> do_s = q_s + kRows * L::ldh;
+  SharedPtr<T> k_s = do_s + kRows * L::ldh;
+  SharedPtr<T> v_s = k_s + L::cols * L::ldh;
+  SharedPtr<T> ds_w = v_s + L::cols * L::ldh + threadIdx.x / 32 * 16 * L::ldp;
+  SharedPtr<float> s_w = shared_cast<float>(v_s + L::cols * L::ldh + kWarps * 16 * L::ldp) +
+                         threadIdx.x / 32 * 2 * 16 * L::lds;
+  SharedPtr<float> dp_w = s_w + 16 * L::lds;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, i0 = heavy_first_tile();
   const int64_t stride = 3 * g.C(), i = i0 + warp * 16 + lane % 16;  // i: this lane's query
@@ -368,8 +381,8 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
   FragC dq[L::frags];
   STRATA_UNROLL
   for (int d = 0; d < L::frags; ++d) wmma::fill_fragment(dq[d], 0.0f);
-  const T* q_w = q_s + warp * 16 * L::ldh;
-  const T* do_w = do_s + warp * 16 * L::ldh;
+  SharedPtr<const T> q_w = q_s + warp * 16 * L::ldh;
+  SharedPtr<const T> do_w = do_s + warp * 16 * L::ldh;
   const int64_t key_end = g.causal ? (i0 + kRows < g.T ? i0 + kRows : g.T) : g.T;
   for (int64_t j0 = 0; j0 < key_end; j0 += L::cols) {
     __syncthreads();

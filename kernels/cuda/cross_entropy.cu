@@ -15,7 +15,7 @@ int row_threads(int64_t v) { return v >= 1024 ? kThreads : (v >= 128 ? 128 : 32)
 template <class T>
 static __global__ void cross_entropy_forward_kernel(float* losses, float* lse, const T* logits, const int32_t* targets,
                                                     int64_t v, int32_t ignore_index) {
-  __shared__ float buf[32];
+  __shared__ Shared<float[32]> buf;
   const int64_t r = blockIdx.x;
   const T* x = logits + r * v;
   float m = -INFINITY;

@@ -13,8 +13,9 @@
 
 #if defined(STRATA_CUDA_EMULATION)
 #include "emu/emu.h"
-// Dynamic shared memory of the launch, as `type* name`.
-#define STRATA_DYNAMIC_SHARED(type, name) type* name = static_cast<type*>(::strata::emu::dynamic_shared())
+// Dynamic shared memory of the launch, as `SharedPtr<type> name`.
+#define STRATA_DYNAMIC_SHARED(type, name) \
+  ::strata::STRATA_CUDA_NS::SharedPtr<type> name = ::strata::emu::dynamic_shared_ptr<type>()
 #define STRATA_CUDA_NS cuda_emu
 #else
 #include <cuda_runtime.h>
@@ -25,6 +26,23 @@
 #endif
 
 namespace strata::STRATA_CUDA_NS {
+
+// Shared memory is declared and passed around through these two, so the emulator
+// can check every access (emu/shared.h: bounds, races, bank conflicts):
+//   __shared__ Shared<float[32]> buf;      // not: __shared__ float buf[32];
+//   void helper(SharedPtr<float> row);     // not: float* row
+// Under nvcc they are the plain array and pointer.
+#if defined(STRATA_CUDA_EMULATION)
+template <class A>
+using Shared = ::strata::emu::Shared<A>;
+template <class T>
+using SharedPtr = ::strata::emu::SharedPtr<T>;
+#else
+template <class A>
+using Shared = A;
+template <class T>
+using SharedPtr = T*;
+#endif
 
 #if !defined(STRATA_CUDA_EMULATION)
 // Throws strata::Error for a failed launch (a bug: bad configuration, too much shared
@@ -40,7 +58,8 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_byte
             Args... args) {
 #if defined(STRATA_CUDA_EMULATION)
   (void)stream;
-  ::strata::emu::launch(grid, block, shared_bytes, [&] { kernel(Params(args)...); });
+  ::strata::emu::launch(reinterpret_cast<const void*>(kernel), grid, block, shared_bytes,
+                        [&] { kernel(Params(args)...); });
 #else
   // Past 48 KiB a kernel must opt in to more dynamic shared memory.
   if (shared_bytes > (size_t(48) << 10))

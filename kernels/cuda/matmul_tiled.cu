@@ -28,8 +28,8 @@ struct Strided {
 template <class TI, class TO>
 static __global__ void gemm_tiled_kernel(TO* d, Strided<TI> a, Strided<TI> b, const TI* bias, int64_t M,
                                          int64_t N, int64_t K, float beta) {
-  __shared__ float a_tile[kTile][kTileK + 1];  // (m, k); +1 staggers the banks
-  __shared__ float b_tile[kTile][kTileK + 1];  // (n, k)
+  __shared__ Shared<float[kTile][kTileK + 1]> a_tile;  // (m, k); +1 staggers the banks
+  __shared__ Shared<float[kTile][kTileK + 1]> b_tile;  // (n, k)
   const int tx = int(threadIdx.x), ty = int(threadIdx.y), t = ty * kThreadsSide + tx;
   const int64_t m0 = int64_t(blockIdx.y) * kTile, n0 = int64_t(blockIdx.x) * kTile;
   float acc[kPerThread][kPerThread] = {};
@@ -43,10 +43,13 @@ static __global__ void gemm_tiled_kernel(TO* d, Strided<TI> a, Strided<TI> b, co
     }
     __syncthreads();
     const int kn = int(K - k0 < kTileK ? K - k0 : kTileK);
-    for (int kk = 0; kk < kn; ++kk)
+    for (int kk = 0; kk < kn; ++kk) {
+      float av[kPerThread], bv[kPerThread];  // each shared element read once per kk
+      for (int i = 0; i < kPerThread; ++i) av[i] = a_tile[ty + i * kThreadsSide][kk];
+      for (int j = 0; j < kPerThread; ++j) bv[j] = b_tile[tx + j * kThreadsSide][kk];
       for (int i = 0; i < kPerThread; ++i)
-        for (int j = 0; j < kPerThread; ++j)
-          acc[i][j] += a_tile[ty + i * kThreadsSide][kk] * b_tile[tx + j * kThreadsSide][kk];
+        for (int j = 0; j < kPerThread; ++j) acc[i][j] += av[i] * bv[j];
+    }
     __syncthreads();
   }
   for (int i = 0; i < kPerThread; ++i)

@@ -5,8 +5,8 @@
 // E[x^2] - E[x]^2 cancellation); d_inp is assigned, d_weight / d_bias accumulate.
 // The parameter-gradient sums are deterministic without float atomics: rows are cut
 // into fixed chunks of kChunkRows, one block per chunk sums its rows in order into
-// its own f32 partial row (scratch), and a second kernel adds the partials in chunk
-// order, so the result depends on neither the grid nor the timing. The fused forward
+// its own f32 partial row (scratch), and add_partials (kernel_util.cuh) adds the
+// partials in a fixed order, so the result depends on neither the grid nor the timing. The fused forward
 // normalises res_out as stored (rounded), exactly what norm_forward would read.
 #include "kernel_util.cuh"
 
@@ -27,7 +27,7 @@ int row_threads(int64_t c) {
 template <class T>
 static __global__ void norm_forward_kernel(T* out, float* mean, float* rstd, const T* inp, const T* weight,
                                            const T* bias, int64_t c, float eps, bool rms, const T* add, T* sum) {
-  __shared__ float buf[32];
+  __shared__ Shared<float[32]> buf;
   const int64_t row = blockIdx.x;
   const T* x = inp + row * c;
   if (add) {
@@ -66,7 +66,7 @@ static __global__ void norm_backward_rows_kernel(T* d_inp, float* dw_partials, f
                                                  const T* d_out, const T* inp, const T* weight,
                                                  const float* mean, const float* rstd, int64_t n, int64_t c,
                                                  const T* d_resid) {
-  __shared__ float buf[32];
+  __shared__ Shared<float[32]> buf;
   const int64_t chunk = blockIdx.x;
   float* dw = dw_partials + chunk * c;                          // (C)
   float* db = db_partials ? db_partials + chunk * c : nullptr;  // (C)
@@ -97,26 +97,7 @@ static __global__ void norm_backward_rows_kernel(T* d_inp, float* dw_partials, f
   }
 }
 
-// grad[i] += sum over chunks k (in order) of partials[k, i].
-template <class G>
-static __global__ void add_partials_kernel(G* grad, const float* partials, int64_t chunks, int64_t c) {
-  for (int64_t i = grid_first(); i < c; i += grid_stride()) {
-    float acc = 0.0f;
-    for (int64_t k = 0; k < chunks; ++k) acc += partials[k * c + i];
-    grad[i] = store<G>(load(grad[i]) + acc);
-  }
-}
-
 namespace {
-template <class T>
-void add_partials(const TensorView& grad, const float* partials, int64_t chunks, int64_t c, const Context& ctx) {
-  const unsigned grid = blocks_for(c, kThreads);
-  if (grad.dtype == DType::f32)
-    launch(add_partials_kernel<float>, grid, kThreads, 0, ctx.stream, grad.ptr<float>(), partials, chunks, c);
-  else
-    launch(add_partials_kernel<T>, grid, kThreads, 0, ctx.stream, grad.ptr<T>(), partials, chunks, c);
-}
-
 // norm_forward, and with y / res_out defined the residual-fused forward.
 void forward(const ops::NormForwardArgs& a, const TensorView& y, const TensorView& res_out, const Context& ctx) {
   const int64_t c = a.inp.shape[a.inp.ndim - 1], n = a.inp.numel() / c;

@@ -73,6 +73,29 @@ TEST_CASE("cuda_emu: flash attention with dropout and a padded head dim", "[cuda
   check_attention(dt, Shape{2, 45, 1, 96}, false, 0.0f, 2.0, 2.0);  // runs padded to 128
 }
 
+// Every attention kernel's worst shared-memory bank conflict (the emulator's report:
+// the k-th shared access of each lane between barriers is one warp instruction; WMMA
+// loads and stores are recorded in the GPU's fragment pattern) is at most 2-way, over
+// both paths, both head dims, odd T, causal and not.
+TEST_CASE("cuda_emu: attention kernels have bank conflicts of degree at most 2", "[cuda_emu][sanitize]") {
+  emu::reset_stats();
+  check_attention(DType::f32, Shape{1, 45, 1, 64}, true, 0.0f, 4.0, 8.0);
+  check_attention(DType::f32, Shape{1, 37, 2, 17}, false, 0.2f, 4.0, 8.0);
+  check_attention(DType::bf16, Shape{1, 77, 1, 64}, true, 0.0f, 2.0, 2.0);
+  check_attention(DType::f16, Shape{1, 77, 1, 128}, false, 0.1f, 2.0, 2.0);
+  check_attention(DType::bf16, Shape{1, 40, 1, 96}, true, 0.0f, 2.0, 2.0);
+  INFO(emu::conflict_report());
+  for (const char* kernel : {"attention_forward_kernel", "attention_dkdv_kernel", "attention_dq_kernel",
+                             "flash_forward_kernel", "flash_dkdv_kernel", "flash_dq_kernel"}) {
+    const emu::KernelStats s = emu::kernel_stats(kernel);
+    INFO(kernel << ": " << s.launches << " launches, " << s.instructions << " shared instructions, worst degree "
+                << s.worst_degree << ", mean " << s.mean_degree);
+    REQUIRE(s.launches > 0);
+    REQUIRE(s.instructions > 0);
+    CHECK(s.worst_degree <= 2);
+  }
+}
+
 // ---------------------------------------------------------------- emulated WMMA
 namespace wmma = nvcuda::wmma;
 using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major>;

@@ -3,7 +3,9 @@
 // elsewhere) with barrier-aware scheduling.
 // Invariant: a fiber waiting at a barrier is resumed only once every live thread it
 // waits for (the block, or its warp) has arrived, so a kernel that would be wrong
-// without a real barrier is wrong here too. See emu.h for the design and its limits.
+// without a real barrier is wrong here too. Between barriers the ready threads run
+// in the seeded order of emu.h, and the sanitizer (sanitize.h) hears of every thread
+// switch and completed barrier. See emu.h for the design and its limits.
 #include "emu.h"
 
 #include <sys/mman.h>
@@ -13,7 +15,10 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <numeric>
 #include <vector>
+
+#include "sanitize.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/common_interface_defs.h>
@@ -94,9 +99,13 @@ struct Block {
   void* scheduler_sp = nullptr;  // fast switch
   int current = -1;  // index of the running fiber, -1 outside fiber mode
   bool plain = false;  // threads run as a plain loop: no barrier may be reached
-  bool thread0_synced = false;
+  int first = 0;       // the thread run first, alone: whether it syncs decides the mode
+  bool first_synced = false;
   int live = 0, block_waiting = 0;
   int warp_live[kMaxThreads / 32] = {}, warp_waiting[kMaxThreads / 32] = {};
+  bool warp_fence[kMaxThreads / 32] = {};  // the warp waits at a __syncwarp (not a shuffle)
+  std::vector<int> order;  // the threads in this round's order
+  uint64_t random = 0;     // the block's order generator (0: thread order)
   uint64_t exchange[2][kMaxThreads] = {};  // (2, threads): double-buffered by exchange count
   std::vector<std::max_align_t> shared;    // dynamic shared memory
   const void* scheduler_stack = nullptr;
@@ -106,6 +115,24 @@ struct Block {
 thread_local Block t_block;
 
 uint3 unlinear(unsigned t, const dim3& d) { return {t % d.x, (t / d.x) % d.y, t / (d.x * d.y)}; }
+
+uint64_t splitmix(uint64_t& x) {
+  uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// A uniform draw in [0, n).
+uint32_t draw(Block& b, uint32_t n) { return uint32_t((splitmix(b.random) >> 32) * n >> 32); }
+
+// b.order = threads 0..n-1, shuffled when the block has a generator (once per block).
+void draw_order(Block& b, int threads) {
+  b.order.resize(size_t(threads));
+  std::iota(b.order.begin(), b.order.end(), 0);
+  if (b.random == 0) return;
+  for (int i = threads - 1; i > 0; --i) std::swap(b.order[size_t(i)], b.order[draw(b, uint32_t(i + 1))]);
+}
 
 char* new_stack() {
   void* p = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -207,6 +234,7 @@ void resume(Block& b, int t) {
   Fiber& f = b.fibers[size_t(t)];
   b.current = t;
   threadIdx = f.index;
+  sanitize::set_thread(t);
   enter_fiber(b, f);
   b.current = -1;
   if (f.wait == Wait::done) {
@@ -219,22 +247,29 @@ void resume(Block& b, int t) {
 void schedule(Block& b, int threads) {
   while (b.live > 0) {
     bool progressed = false;
-    for (int t = 0; t < threads; ++t)
+    // The block's order, from a point drawn for each round.
+    const int start = b.random ? int(draw(b, uint32_t(threads))) : 0;
+    for (int i = 0; i < threads; ++i) {
+      const int t = b.order[size_t((start + i) % threads)];
       if (b.fibers[size_t(t)].wait == Wait::none) {
         resume(b, t);
         progressed = true;
       }
+    }
     for (int w = 0; w * 32 < threads; ++w) {
       if (b.warp_waiting[w] == 0 || b.warp_waiting[w] != b.warp_live[w]) continue;
       for (int t = w * 32; t < threads && t < (w + 1) * 32; ++t)
         if (b.fibers[size_t(t)].wait == Wait::warp) b.fibers[size_t(t)].wait = Wait::none;
       b.warp_waiting[w] = 0;
+      sanitize::warp_barrier(w, b.warp_fence[w]);
+      b.warp_fence[w] = false;
       progressed = true;
     }
     if (b.block_waiting > 0 && b.block_waiting == b.live) {
       for (int t = 0; t < threads; ++t)
         if (b.fibers[size_t(t)].wait == Wait::block) b.fibers[size_t(t)].wait = Wait::none;
       b.block_waiting = 0;
+      sanitize::block_barrier();
       progressed = true;
     }
     if (!progressed) fatal("deadlock: threads of one block wait at different barriers");
@@ -249,31 +284,42 @@ void run_block(int threads) {
   for (int w = 0; w * 32 < threads; ++w) {
     b.warp_live[w] = std::min(32, threads - w * 32);
     b.warp_waiting[w] = 0;
+    b.warp_fence[w] = false;
   }
+  const uint64_t seed = thread_order_seed();
+  b.random = seed == 0 ? 0 : (seed ^ (uint64_t(blockIdx.x) << 42 ^ uint64_t(blockIdx.y) << 21 ^ blockIdx.z)) | 1;
+  draw_order(b, threads);
+  sanitize::block_begin(threads);
   b.plain = false;
-  b.thread0_synced = false;
-  start_fiber(b, 0);
-  resume(b, 0);
-  if (!b.thread0_synced) {
-    // Thread 0 met no barrier, so no thread may: run the rest as a plain loop.
+  b.first = b.order[0];
+  b.first_synced = false;
+  start_fiber(b, b.first);
+  resume(b, b.first);
+  if (!b.first_synced) {
+    // The first thread met no barrier, so no thread may: run the rest as a plain loop.
     b.plain = true;
-    for (int t = 1; t < threads; ++t) {
+    for (int t : b.order) {
+      if (t == b.first) continue;
       threadIdx = unlinear(unsigned(t), blockDim);
+      sanitize::set_thread(t);
       b.body(b.ctx);
     }
     b.plain = false;
+    sanitize::block_end();
     return;
   }
-  for (int t = 1; t < threads; ++t) start_fiber(b, t);
+  for (int t = 0; t < threads; ++t)
+    if (t != b.first) start_fiber(b, t);
   schedule(b, threads);
+  sanitize::block_end();
 }
 
 // Suspends the running fiber at a barrier of kind `w`.
 void wait_at(Wait w) {
   Block& b = t_block;
-  if (b.plain) fatal("a barrier reached by this thread was not reached by thread 0");
+  if (b.plain) fatal("a barrier reached by this thread was not reached by the block's first thread");
   if (b.current < 0) fatal("a barrier outside a kernel launch");
-  if (b.current == 0) b.thread0_synced = true;
+  if (b.current == b.first) b.first_synced = true;
   Fiber& f = b.fibers[size_t(b.current)];
   f.wait = w;
   if (w == Wait::block)
@@ -286,11 +332,15 @@ void wait_at(Wait w) {
 
 }  // namespace
 
-void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, void (*body)(void*), void* ctx) {
+void run_grid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_shared_bytes, void (*body)(void*),
+              void* ctx) {
   const int threads = int(block.x * block.y * block.z);
   if (threads < 1 || threads > kMaxThreads) fatal("block size outside [1, 1024] threads");
   const int64_t blocks = int64_t(grid.x) * grid.y * grid.z;
   if (blocks < 1) fatal("empty grid");
+  sanitize::Launch launch;
+  launch.kernel = kernel;
+  sanitize::launch_begin(launch);
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, blocks, 1), [&](const tbb::blocked_range<int64_t>& r) {
     Block& b = t_block;
     b.body = body;
@@ -299,18 +349,25 @@ void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, void (*body)(v
     b.shared.resize((dynamic_shared_bytes + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t));
     blockDim = block;
     gridDim = grid;
+    sanitize::range_begin(&launch, b.shared.data(), dynamic_shared_bytes);
     for (int64_t i = r.begin(); i < r.end(); ++i) {
       blockIdx = unlinear(unsigned(i), dim3(grid.x, grid.y, grid.z));
       run_block(threads);
     }
+    sanitize::range_end();
   });
+  sanitize::launch_end(launch);
 }
 
 void* dynamic_shared() { return t_block.shared.data(); }
 
 void sync_block() { wait_at(Wait::block); }
 
-void sync_warp() { wait_at(Wait::warp); }
+void sync_warp() {
+  Block& b = t_block;
+  if (b.current >= 0) b.warp_fence[b.current / 32] = true;
+  wait_at(Wait::warp);
+}
 
 uint64_t warp_exchange(uint64_t word, int (*src_lane)(int, int, int), int arg, int width) {
   Block& b = t_block;

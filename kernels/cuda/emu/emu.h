@@ -14,6 +14,11 @@
 //  - Shuffles and votes exchange values through a per-block buffer indexed by the
 //    thread, double-buffered by each lane's shuffle count, at an implicit warp barrier.
 //  - Atomics are std::atomic_ref (blocks really run concurrently).
+//  - The sanitizer (sanitize.cpp; shared.h for the checked types): every access to
+//    shared memory through Shared / SharedPtr (launch.cuh) is checked for bounds and
+//    for races within a barrier interval, and counted for a per-kernel bank-conflict
+//    report; threads between barriers run in a seeded random order. A finding is
+//    thrown from the launch as SanitizerError once the grid has run.
 // Limits, each a rule for kernels (see also launch.cuh):
 //  - No inline PTX, no tensor-core intrinsics, no cooperative groups, no dynamic
 //    parallelism; no reliance on implicit warp lock-step (use __syncwarp / shuffles).
@@ -28,7 +33,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
+
+#include "shared.h"
 
 #if !defined(STRATA_CUDA_EMULATION)
 #error "emu.h is for the CUDA emulation build only (-DSTRATA_CUDA_EMULATION)"
@@ -62,19 +71,76 @@ constexpr int warpSize = 32;
 namespace strata::emu {
 
 // Runs body() once per thread of every block, with the builtins set. `body` is a
-// type-erased call of the kernel with its arguments.
-void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, void (*body)(void*), void* ctx);
+// type-erased call of the kernel with its arguments; `kernel` (the kernel function,
+// may be null) names it in reports. Throws SanitizerError after the grid has run if
+// the sanitizer found anything.
+void run_grid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_shared_bytes, void (*body)(void*),
+              void* ctx);
 
 template <class F>
-void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, F&& body) {
+void launch(const void* kernel, dim3 grid, dim3 block, size_t dynamic_shared_bytes, F&& body) {
   using Body = std::remove_reference_t<F>;
-  run_grid(grid, block, dynamic_shared_bytes, [](void* f) { (*static_cast<Body*>(f))(); },
+  run_grid(kernel, grid, block, dynamic_shared_bytes, [](void* f) { (*static_cast<Body*>(f))(); },
            const_cast<void*>(static_cast<const void*>(&body)));
 }
 
 // The block's dynamic shared memory (filled with 0xff bytes, i.e. NaN, at block start
-// so a read before a write shows up in the results).
+// so a read before a write shows up in the results). Unchecked: kernels use
+// STRATA_DYNAMIC_SHARED, a SharedPtr.
 void* dynamic_shared();
+
+// ---------------------------------------------------------------- the sanitizer
+// What it reports: a shared-memory race (a write by one thread and a read or write of
+// the same byte by another in one barrier interval, unless both are lanes of one warp
+// with a __syncwarp() between), or a shared access outside its array. The message
+// names the kernel, the block, the array (where it is declared) and offset, and the
+// two threads.
+struct SanitizerError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Race checking: on unless the environment sets STRATA_EMU_SANITIZE=0. Bounds are
+// always checked.
+void set_race_check(bool on);
+bool race_check();
+
+// What keeps the suite fast: a kernel's launches are checked in full (races, bank
+// statistics) until it has made `accesses` checked shared accesses since the last
+// reset_stats(); a launch that starts past that is checked for bounds only. 2^20 by
+// default; STRATA_EMU_SANITIZE=full makes it unlimited, =0 zero.
+void set_check_budget(uint64_t accesses);
+uint64_t check_budget();
+
+// The order threads of a block run in between barriers: a permutation drawn from
+// (seed, block index), entered at a point drawn anew after every barrier; thread
+// order for seed 0. From
+// STRATA_EMU_SEED (decimal), 1 when unset: the test suite always runs shuffled.
+void set_thread_order_seed(uint64_t seed);
+uint64_t thread_order_seed();
+
+// Shared-memory bank conflicts, per kernel. The k-th shared access of each lane of a
+// warp between two barriers (block or warp) is one instruction; its degree is the
+// most distinct 4-byte words any of the 32 banks serves (lanes reading one word share
+// it: a broadcast), accesses wider than 4 bytes taken in phases of 128 bytes as the
+// hardware does. Deterministic: a property of the kernel's access pattern.
+struct KernelStats {
+  uint64_t launches = 0;
+  uint64_t checked_launches = 0;  // those within the check budget: the statistics' source
+  uint64_t shared_accesses = 0;   // element accesses of checked launches, all threads
+  uint64_t instructions = 0;     // warp instructions formed from them
+  int worst_degree = 0;          // 0 when the kernel made no shared access
+  double mean_degree = 0.0;      // over instructions
+};
+// Forgets every kernel's statistics (and the budget they used).
+void reset_stats();
+// The statistics of the kernel called `name` since the last reset_stats(): its name
+// without namespaces or parameters, e.g. "bias_grad_kernel<float, float>", or without
+// template arguments ("bias_grad_kernel") for all its instances together. Kernels not
+// launched read as zeros.
+KernelStats kernel_stats(const std::string& name);
+// One line per kernel launched since the last reset: launches, accesses,
+// instructions, worst and mean degree. Printed at exit when STRATA_EMU_REPORT=1.
+std::string conflict_report();
 
 void sync_block();
 void sync_warp();

@@ -10,6 +10,12 @@
 // two warp barriers and every lane then computes its own elements of D: products of
 // bf16/fp16 values are exact in f32 (as on the hardware), summed in f32 in k order.
 //
+// Pointers are raw (global memory) or strata::emu::SharedPtr (shared memory). Shared
+// accesses are recorded for the sanitizer (races, bounds, bank conflicts) in the
+// pattern of the GPU's mma.sync m16n8k16 fragment registers (PTX ISA: lane l = 4g + t
+// holds rows g and g + 8, column pairs 2t and 2t + 8), so the bank-conflict report
+// describes the hardware, while the values follow the emulator's layout below.
+//
 // Invariant (the rule for kernel code): the fragment layout is the emulator's own —
 // lane l holds element i of a fragment at the linear position ((32 i + l) * 37 + 11)
 // mod 256 of the 16x16 tile, which is not the hardware's. Kernel code may therefore
@@ -20,6 +26,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <type_traits>
 
 #include "../../common/convert.h"
 #include "emu.h"
@@ -86,6 +94,50 @@ void check_memory(const T* p, unsigned ldm) {
   if (reinterpret_cast<uintptr_t>(p) % 16 != 0) fail("fragment pointer not 16-byte aligned");
 }
 
+// Reads an element of a tile that kernel code may have written as another 16-bit
+// type (strata's num::bf16): a copy, not an aliasing access.
+template <class T>
+T read(const T* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
+// The element address of a raw or shared pointer, and which one it is.
+template <class T>
+const T* address(const T* p) {
+  return p;
+}
+template <class T, class U>
+const T* address(const strata::emu::SharedPtr<U>& p) {
+  static_assert(std::is_same_v<std::remove_const_t<U>, T>, "pointer and fragment element types differ");
+  return p.get();
+}
+template <class P>
+constexpr bool is_shared = !std::is_pointer_v<P>;
+
+// Records this lane's shared accesses of a 16x16 tile at p as the GPU makes them: the
+// four element pairs of its mma.sync fragment registers, each pair one access where
+// it is contiguous in memory, else two. `rows`: tile rows are memory rows; `pairs_down`:
+// a pair runs down a column (matrix_b: pairs along k).
+template <class T>
+void record(const T* p, unsigned ldm, bool rows, bool pairs_down, bool write) {
+  const int l = lane(), g = l >> 2, t = l & 3;
+  for (int i = 0; i < 4; ++i) {
+    const int r0 = pairs_down ? 2 * t + 8 * (i & 1) : g + 8 * (i & 1);
+    const int c0 = pairs_down ? g + 8 * (i >> 1) : 2 * t + 8 * (i >> 1);
+    const int r1 = pairs_down ? r0 + 1 : r0, c1 = pairs_down ? c0 : c0 + 1;
+    const T* a = p + (rows ? r0 * ldm + c0 : c0 * ldm + r0);
+    const T* b = p + (rows ? r1 * ldm + c1 : c1 * ldm + r1);
+    if (b == a + 1) {
+      strata::emu::record_shared_access(a, 2 * sizeof(T), write);
+    } else {
+      strata::emu::record_shared_access(a, sizeof(T), write);
+      strata::emu::record_shared_access(b, sizeof(T), write);
+    }
+  }
+}
+
 // Operands of one warp's mma_sync in flight, per block (one OS thread runs a block).
 struct MmaExchange {
   float a[256], b[256];
@@ -108,37 +160,44 @@ void fill_fragment(fragment<Use, 16, 16, 16, T, Layout>& f, float v) {
 
 // matrix_a / matrix_b: the layout is the fragment's; element (r, c) of the tile is
 // p[r * ldm + c] (row_major) or p[c * ldm + r] (col_major).
-template <class Use, class T, class Layout>
-void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* p, unsigned ldm) {
+template <class Use, class T, class Layout, class P>
+void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, P p, unsigned ldm) {
   static_assert(!std::is_same_v<Use, accumulator>, "an accumulator load takes a layout_t");
-  detail::check_memory(p, ldm);
+  const T* base = detail::address<T>(p);
+  detail::check_memory(base, ldm);
   strata::emu::sync_warp();
+  constexpr bool rows = std::is_same_v<Layout, row_major>;
+  if constexpr (detail::is_shared<P>) detail::record<T>(base, ldm, rows, std::is_same_v<Use, matrix_b>, false);
   const int l = detail::lane();
   for (int i = 0; i < detail::kElements; ++i) {
     const int pos = detail::position(l, i), r = pos / 16, c = pos % 16;
-    f.x[i] = std::is_same_v<Layout, row_major> ? p[r * ldm + c] : p[c * ldm + r];
+    f.x[i] = detail::read(base + (rows ? r * ldm + c : c * ldm + r));
   }
 }
 
-template <class T>
-void load_matrix_sync(fragment<accumulator, 16, 16, 16, T, void>& f, const T* p, unsigned ldm, layout_t layout) {
-  detail::check_memory(p, ldm);
+template <class T, class P>
+void load_matrix_sync(fragment<accumulator, 16, 16, 16, T, void>& f, P p, unsigned ldm, layout_t layout) {
+  const T* base = detail::address<T>(p);
+  detail::check_memory(base, ldm);
   strata::emu::sync_warp();
+  if constexpr (detail::is_shared<P>) detail::record<T>(base, ldm, layout == mem_row_major, false, false);
   const int l = detail::lane();
   for (int i = 0; i < detail::kElements; ++i) {
     const int pos = detail::position(l, i), r = pos / 16, c = pos % 16;
-    f.x[i] = layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r];
+    f.x[i] = layout == mem_row_major ? base[r * ldm + c] : base[c * ldm + r];
   }
 }
 
-template <class T>
-void store_matrix_sync(T* p, const fragment<accumulator, 16, 16, 16, T, void>& f, unsigned ldm, layout_t layout) {
-  detail::check_memory(p, ldm);
+template <class T, class P>
+void store_matrix_sync(P p, const fragment<accumulator, 16, 16, 16, T, void>& f, unsigned ldm, layout_t layout) {
+  T* base = const_cast<T*>(detail::address<T>(p));  // a const pointer fails under nvcc
+  detail::check_memory(base, ldm);
   strata::emu::sync_warp();
+  if constexpr (detail::is_shared<P>) detail::record<T>(base, ldm, layout == mem_row_major, false, true);
   const int l = detail::lane();
   for (int i = 0; i < detail::kElements; ++i) {
     const int pos = detail::position(l, i), r = pos / 16, c = pos % 16;
-    (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[i];
+    (layout == mem_row_major ? base[r * ldm + c] : base[c * ldm + r]) = f.x[i];
   }
 }
 
