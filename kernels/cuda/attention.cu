@@ -1,5 +1,7 @@
-// CUDA multi-head attention over packed qkv (B, T, 3, NH, HD): a tiled, memory-
-// efficient (flash-style) forward and backward that never stores the T x T matrix.
+// CUDA multi-head attention over packed qkv (B, T, 3, NH, HD): the op's launchers, and
+// the FMA path, a tiled memory-efficient forward and backward that never stores the
+// T x T matrix (f32 storage, and head_dim > kFlashMaxHeadDim; bf16 / fp16 go to the
+// tensor-core path in attention_flash.cu).
 // A block owns one head (b, h) and one tile of `tile` query rows (forward, dQ) or key
 // rows (dK, dV) and walks the other side in tiles through shared memory; forward
 // keeps a running max / sum per row (online softmax).
@@ -8,34 +10,28 @@
 // ((b*NH + h)*T + i)*T + j) >= p, the CPU backend's, so backward replays it. d_qkv is
 // assigned and deterministic: dK/dV and dQ come from two kernels that each own their
 // output rows (dQ recomputes the scores instead of adding with float atomics).
-// Plain FMA code, no tensor cores: correct everywhere and emulated in CI; a tensor-
-// core path would sit behind the same launchers.
-#include "../common/philox.h"
-#include "kernel_util.cuh"
+// Shared (tile, HD) tiles have row stride HD + 1 (odd), so lanes reading different rows
+// of K hit different banks; every lane of a loop makes the same shared accesses (reads
+// before masks), so the emulator's bank-conflict report lines up warp instructions.
+#include "attention.cuh"
 
 namespace strata::STRATA_CUDA_NS {
 
 namespace {
 constexpr int kAttnThreads = 128;
 
-struct Geometry {
-  int64_t B, T, NH, HD;
-  bool causal;
-  float scale;  // 1 / sqrt(HD)
-  float p;      // dropout probability
-  float keep_scale;  // 1 / (1 - p)
-  num::RandomKey key;
+struct Geometry : AttentionGeometry {
   int tile;  // rows per tile: 32, or 16 for very wide heads (shared memory)
-  STRATA_HD int64_t C() const { return NH * HD; }
+  STRATA_HD int64_t ld() const { return HD + 1; }  // row stride of a (tile, HD) shared tile
 };
 }  // namespace
 
-// dst (tile, HD) f32 <- rows [row0, row0 + tile) of src (row stride `stride`), 0 past T.
+// dst (tile, ld) f32 <- rows [row0, row0 + tile) of src (row stride `stride`), 0 past T.
 template <class T>
 static __device__ void load_tile(SharedPtr<float> dst, const T* src, int64_t stride, int64_t row0, const Geometry& g) {
   for (int64_t e = threadIdx.x; e < int64_t(g.tile) * g.HD; e += blockDim.x) {
     const int64_t r = e / g.HD, d = e % g.HD;
-    dst[e] = row0 + r < g.T ? load(src[(row0 + r) * stride + d]) : 0.0f;
+    dst[r * g.ld() + d] = row0 + r < g.T ? load(src[(row0 + r) * stride + d]) : 0.0f;
   }
 }
 
@@ -45,24 +41,19 @@ static __device__ float dot_rows(SharedPtr<const float> a, SharedPtr<const float
   return s;
 }
 
-static __device__ float dropout_factor(const Geometry& g, int64_t bh, int64_t i, int64_t j) {
-  if (g.p == 0.0f) return 1.0f;
-  const uint64_t index = uint64_t((bh * g.T + i) * g.T + j);
-  return num::philox_uniform(g.key, index) >= g.p ? g.keep_scale : 0.0f;
-}
-
 // grid (query tiles, B*NH). Shared: Q, K, V, O (tile, HD); S (tile, tile+1); m, l, alpha (tile).
 template <class T>
 static __global__ void attention_forward_kernel(T* out, float* lse, const T* qkv, Geometry g) {
   STRATA_DYNAMIC_SHARED(float, smem);
   const int tile = g.tile, sp = tile + 1;
   const int64_t hd = g.HD, bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, i0 = int64_t(blockIdx.x) * tile;
-  SharedPtr<float> q = smem, k = q + tile * hd, v = k + tile * hd, o = v + tile * hd, s = o + tile * hd;
+  const int64_t ld = g.ld();
+  SharedPtr<float> q = smem, k = q + tile * ld, v = k + tile * ld, o = v + tile * ld, s = o + tile * ld;
   SharedPtr<float> m = s + tile * sp, l = m + tile, alpha = l + tile;
   const int64_t stride = 3 * g.C();
   const T* head = qkv + b * g.T * stride + h * hd;  // q of (b, 0, h)
   load_tile(q, head, stride, i0, g);
-  for (int64_t e = threadIdx.x; e < tile * hd; e += blockDim.x) o[e] = 0.0f;
+  for (int64_t e = threadIdx.x; e < tile * ld; e += blockDim.x) o[e] = 0.0f;
   for (int r = threadIdx.x; r < tile; r += blockDim.x) m[r] = -INFINITY, l[r] = 0.0f;
   const int64_t key_end = g.causal ? (i0 + tile < g.T ? i0 + tile : g.T) : g.T;
   for (int64_t j0 = 0; j0 < key_end; j0 += tile) {
@@ -74,7 +65,8 @@ static __global__ void attention_forward_kernel(T* out, float* lse, const T* qkv
       const int r = e / tile, c = e % tile;
       const int64_t i = i0 + r, j = j0 + c;
       const bool masked = j >= g.T || (g.causal && j > i);
-      s[r * sp + c] = masked ? -INFINITY : dot_rows(q + r * hd, k + c * hd, hd) * g.scale;
+      const float dot = dot_rows(q + r * ld, k + c * ld, hd);  // every lane reads alike (see top)
+      s[r * sp + c] = masked ? -INFINITY : dot * g.scale;
     }
     __syncthreads();
     for (int r = threadIdx.x; r < tile; r += blockDim.x) {  // online softmax, one row per thread
@@ -90,7 +82,7 @@ static __global__ void attention_forward_kernel(T* out, float* lse, const T* qkv
       for (int c = 0; c < tile; ++c) {
         const float p = expf(row[c] - mx);
         sum += p;
-        row[c] = p * dropout_factor(g, bh, i0 + r, j0 + c);
+        row[c] = p * attention_dropout(g, bh, i0 + r, j0 + c);
       }
       alpha[r] = expf(m[r] - mx);
       l[r] = l[r] * alpha[r] + sum;
@@ -99,31 +91,20 @@ static __global__ void attention_forward_kernel(T* out, float* lse, const T* qkv
     __syncthreads();
     for (int64_t e = threadIdx.x; e < tile * hd; e += blockDim.x) {
       const int64_t r = e / hd, d = e % hd;
-      float acc = o[e] * alpha[r];
-      for (int c = 0; c < tile; ++c) acc += s[r * sp + c] * v[c * hd + d];
-      o[e] = acc;
+      float acc = o[r * ld + d] * alpha[r];
+      for (int c = 0; c < tile; ++c) acc += s[r * sp + c] * v[c * ld + d];
+      o[r * ld + d] = acc;
     }
   }
   __syncthreads();
   T* out_head = out + b * g.T * g.C() + h * hd;  // row stride C
   for (int64_t e = threadIdx.x; e < tile * hd; e += blockDim.x) {
     const int64_t r = e / hd, d = e % hd;
-    if (i0 + r < g.T) out_head[(i0 + r) * g.C() + d] = store<T>(o[e] / l[r]);
+    const float v = o[r * ld + d] / l[r];
+    if (i0 + r < g.T) out_head[(i0 + r) * g.C() + d] = store<T>(v);
   }
   for (int r = threadIdx.x; r < tile; r += blockDim.x)
     if (i0 + r < g.T) lse[bh * g.T + i0 + r] = m[r] + logf(l[r]);
-}
-
-// D (B*NH, T) = rowwise dO . O, the softmax-backward correction term.
-template <class T>
-static __global__ void attention_delta_kernel(float* delta, const T* d_out, const T* out, Geometry g) {
-  for (int64_t k = grid_first(); k < g.B * g.NH * g.T; k += grid_stride()) {
-    const int64_t bh = k / g.T, i = k % g.T, b = bh / g.NH, h = bh % g.NH;
-    const int64_t at = (b * g.T + i) * g.C() + h * g.HD;
-    float s = 0.0f;
-    for (int64_t d = 0; d < g.HD; ++d) s += load(d_out[at + d]) * load(out[at + d]);
-    delta[k] = s;
-  }
 }
 
 // The (tile x tile) block of P o F (into pf, may be null) and dS = P o (dP o F - D)
@@ -133,17 +114,15 @@ static __device__ void score_grads(SharedPtr<float> pf, SharedPtr<float> ds, Sha
                                    SharedPtr<const float> lse_t, SharedPtr<const float> delta_t, int64_t bh,
                                    int64_t i0, int64_t j0, const Geometry& g) {
   const int tile = g.tile, sp = tile + 1;
-  const int64_t hd = g.HD;
+  const int64_t hd = g.HD, ld = g.ld();
   for (int e = threadIdx.x; e < tile * tile; e += blockDim.x) {
     const int r = e / tile, c = e % tile;
     const int64_t i = i0 + r, j = j0 + c;
     const bool valid = i < g.T && j < g.T && !(g.causal && j > i);
+    const float score = dot_rows(q + r * ld, k + c * ld, hd) * g.scale - lse_t[r];
+    const float dot = dot_rows(d_o + r * ld, v + c * ld, hd);
     float p = 0.0f, dp = 0.0f, f = 1.0f;
-    if (valid) {
-      p = expf(dot_rows(q + r * hd, k + c * hd, hd) * g.scale - lse_t[r]);
-      dp = dot_rows(d_o + r * hd, v + c * hd, hd);
-      f = dropout_factor(g, bh, i, j);
-    }
+    if (valid) p = expf(score), dp = dot, f = attention_dropout(g, bh, i, j);
     ds[r * sp + c] = p * (dp * f - delta_t[r]);
     if (pf) pf[r * sp + c] = p * f;
   }
@@ -167,15 +146,16 @@ static __global__ void attention_dkdv_kernel(T* d_qkv, const T* d_out, const T* 
   STRATA_DYNAMIC_SHARED(float, smem);
   const int tile = g.tile, sp = tile + 1;
   const int64_t hd = g.HD, bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, j0 = int64_t(blockIdx.x) * tile;
-  SharedPtr<float> k = smem, v = k + tile * hd, dk = v + tile * hd, dv = dk + tile * hd, q = dv + tile * hd;
-  SharedPtr<float> d_o = q + tile * hd, pf = d_o + tile * hd, ds = pf + tile * sp, lse_t = ds + tile * sp;
+  const int64_t ld = g.ld();
+  SharedPtr<float> k = smem, v = k + tile * ld, dk = v + tile * ld, dv = dk + tile * ld, q = dv + tile * ld;
+  SharedPtr<float> d_o = q + tile * ld, pf = d_o + tile * ld, ds = pf + tile * sp, lse_t = ds + tile * sp;
   SharedPtr<float> delta_t = lse_t + tile;
   const int64_t stride = 3 * g.C();
   const T* head = qkv + b * g.T * stride + h * hd;
   const T* d_out_head = d_out + b * g.T * g.C() + h * hd;
   load_tile(k, head + g.C(), stride, j0, g);
   load_tile(v, head + 2 * g.C(), stride, j0, g);
-  for (int64_t e = threadIdx.x; e < tile * hd; e += blockDim.x) dk[e] = 0.0f, dv[e] = 0.0f;
+  for (int64_t e = threadIdx.x; e < tile * ld; e += blockDim.x) dk[e] = 0.0f, dv[e] = 0.0f;
   for (int64_t i0 = g.causal ? j0 : 0; i0 < g.T; i0 += tile) {
     __syncthreads();
     load_tile(q, head, stride, i0, g);
@@ -188,20 +168,21 @@ static __global__ void attention_dkdv_kernel(T* d_qkv, const T* d_out, const T* 
       const int64_t c = e / hd, d = e % hd;
       float acc_v = 0.0f, acc_k = 0.0f;
       for (int r = 0; r < tile; ++r) {
-        acc_v += pf[r * sp + c] * d_o[r * hd + d];
-        acc_k += ds[r * sp + c] * q[r * hd + d];
+        acc_v += pf[r * sp + c] * d_o[r * ld + d];
+        acc_k += ds[r * sp + c] * q[r * ld + d];
       }
-      dv[e] += acc_v;
-      dk[e] += acc_k * g.scale;
+      dv[c * ld + d] += acc_v;
+      dk[c * ld + d] += acc_k * g.scale;
     }
   }
   __syncthreads();
   T* d_head = d_qkv + b * g.T * stride + h * hd;
   for (int64_t e = threadIdx.x; e < tile * hd; e += blockDim.x) {
     const int64_t c = e / hd, d = e % hd;
+    const float dk_cd = dk[c * ld + d], dv_cd = dv[c * ld + d];
     if (j0 + c >= g.T) continue;
-    d_head[(j0 + c) * stride + g.C() + d] = store<T>(dk[e]);
-    d_head[(j0 + c) * stride + 2 * g.C() + d] = store<T>(dv[e]);
+    d_head[(j0 + c) * stride + g.C() + d] = store<T>(dk_cd);
+    d_head[(j0 + c) * stride + 2 * g.C() + d] = store<T>(dv_cd);
   }
 }
 
@@ -213,14 +194,15 @@ static __global__ void attention_dq_kernel(T* d_qkv, const T* d_out, const T* qk
   STRATA_DYNAMIC_SHARED(float, smem);
   const int tile = g.tile, sp = tile + 1;
   const int64_t hd = g.HD, bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, i0 = int64_t(blockIdx.x) * tile;
-  SharedPtr<float> q = smem, d_o = q + tile * hd, k = d_o + tile * hd, v = k + tile * hd, dq = v + tile * hd;
-  SharedPtr<float> ds = dq + tile * hd, lse_t = ds + tile * sp, delta_t = lse_t + tile;
+  const int64_t ld = g.ld();
+  SharedPtr<float> q = smem, d_o = q + tile * ld, k = d_o + tile * ld, v = k + tile * ld, dq = v + tile * ld;
+  SharedPtr<float> ds = dq + tile * ld, lse_t = ds + tile * sp, delta_t = lse_t + tile;
   const int64_t stride = 3 * g.C();
   const T* head = qkv + b * g.T * stride + h * hd;
   load_tile(q, head, stride, i0, g);
   load_tile(d_o, d_out + b * g.T * g.C() + h * hd, g.C(), i0, g);
   load_row_stats(lse_t, delta_t, lse, delta, bh, i0, g);
-  for (int64_t e = threadIdx.x; e < tile * hd; e += blockDim.x) dq[e] = 0.0f;
+  for (int64_t e = threadIdx.x; e < tile * ld; e += blockDim.x) dq[e] = 0.0f;
   const int64_t key_end = g.causal ? (i0 + tile < g.T ? i0 + tile : g.T) : g.T;
   for (int64_t j0 = 0; j0 < key_end; j0 += tile) {
     __syncthreads();
@@ -232,23 +214,22 @@ static __global__ void attention_dq_kernel(T* d_qkv, const T* d_out, const T* qk
     for (int64_t e = threadIdx.x; e < tile * hd; e += blockDim.x) {
       const int64_t r = e / hd, d = e % hd;
       float acc = 0.0f;
-      for (int c = 0; c < tile; ++c) acc += ds[r * sp + c] * k[c * hd + d];
-      dq[e] += acc * g.scale;
+      for (int c = 0; c < tile; ++c) acc += ds[r * sp + c] * k[c * ld + d];
+      dq[r * ld + d] += acc * g.scale;
     }
   }
   __syncthreads();
   T* d_head = d_qkv + b * g.T * stride + h * hd;
   for (int64_t e = threadIdx.x; e < tile * hd; e += blockDim.x) {
     const int64_t r = e / hd, d = e % hd;
-    if (i0 + r < g.T) d_head[(i0 + r) * stride + d] = store<T>(dq[e]);
+    const float v = dq[r * ld + d];
+    if (i0 + r < g.T) d_head[(i0 + r) * stride + d] = store<T>(v);
   }
 }
 
 namespace {
-Geometry geometry(const TensorView& qkv, int64_t n_heads, bool causal, float p, const num::RandomKey& key) {
-  Geometry g{qkv.shape[0], qkv.shape[1], n_heads, qkv.shape[2] / (3 * n_heads), causal, 0, p, 0, key, 32};
-  g.scale = 1.0f / sqrtf(float(g.HD));
-  g.keep_scale = 1.0f / (1.0f - p);
+Geometry geometry(const AttentionGeometry& base) {
+  Geometry g{base, 32};
   if (g.HD > 128) g.tile = 16;  // keeps the backward's six (tile, HD) tiles in shared memory
   return g;
 }
@@ -256,12 +237,14 @@ Geometry geometry(const TensorView& qkv, int64_t n_heads, bool causal, float p, 
 unsigned tiles(const Geometry& g) { return unsigned((g.T + g.tile - 1) / g.tile); }
 
 size_t shared_floats(const Geometry& g, int row_tiles, int score_tiles) {
-  return size_t(row_tiles) * g.tile * g.HD + size_t(score_tiles) * g.tile * (g.tile + 1) + 3 * g.tile;
+  return size_t(row_tiles) * g.tile * g.ld() + size_t(score_tiles) * g.tile * (g.tile + 1) + 3 * g.tile;
 }
 }  // namespace
 
 void attention_forward(const ops::AttentionForwardArgs& a, const Context& c) {
-  const Geometry g = geometry(a.qkv, a.n_heads, a.causal, a.dropout, a.dropout_key);
+  const AttentionGeometry base = attention_geometry(a.qkv, a.n_heads, a.causal, a.dropout, a.dropout_key);
+  if (attention_flash_supports(a.qkv.dtype, base.HD)) return attention_flash_forward(a, base, c);
+  const Geometry g = geometry(base);
   const dim3 grid(tiles(g), unsigned(g.B * g.NH));
   dispatch_float(a.qkv.dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -271,15 +254,20 @@ void attention_forward(const ops::AttentionForwardArgs& a, const Context& c) {
 }
 
 void attention_backward(const ops::AttentionBackwardArgs& a, const Context& c) {
-  const Geometry g = geometry(a.qkv, a.n_heads, a.causal, a.dropout, a.dropout_key);
-  const dim3 grid(tiles(g), unsigned(g.B * g.NH));
+  const AttentionGeometry base = attention_geometry(a.qkv, a.n_heads, a.causal, a.dropout, a.dropout_key);
+  const Geometry g = geometry(base);
   float* delta = static_cast<float*>(c.scratch->get(size_t(g.B * g.NH * g.T) * sizeof(float)));  // (B, NH, T)
+  dispatch_float(a.qkv.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    launch(attention_delta_kernel<T>, blocks_for(g.B * g.NH * g.T, kThreads), kThreads, 0, c.stream, delta,
+           static_cast<const T*>(a.d_out.ptr<T>()), static_cast<const T*>(a.out.ptr<T>()), base);
+  });
+  if (attention_flash_supports(a.qkv.dtype, base.HD)) return attention_flash_backward(a, base, delta, c);
+  const dim3 grid(tiles(g), unsigned(g.B * g.NH));
   dispatch_float(a.qkv.dtype, [&](auto tag) {
     using T = decltype(tag);
     const T* d_out = a.d_out.ptr<T>();
     const T* qkv = a.qkv.ptr<T>();
-    launch(attention_delta_kernel<T>, blocks_for(g.B * g.NH * g.T, kThreads), kThreads, 0, c.stream, delta, d_out,
-           static_cast<const T*>(a.out.ptr<T>()), g);
     launch(attention_dkdv_kernel<T>, grid, kAttnThreads, shared_floats(g, 6, 2) * sizeof(float), c.stream,
            a.d_qkv.ptr<T>(), d_out, qkv, static_cast<const float*>(a.lse.ptr<float>()),
            static_cast<const float*>(delta), g);

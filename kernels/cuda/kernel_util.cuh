@@ -47,6 +47,7 @@ struct NonDeduced {
 // thread. `buf` is 32 elements of shared memory. The leading barrier lets a second
 // call reuse buf: without it a fast warp's write of buf would race with a slow
 // warp's read from the previous call (the emulator's race check catches it).
+// (buf's type is not deduced: nvcc builds C++17, without std::type_identity.)
 template <class Acc>
 __device__ __forceinline__ Acc block_sum(Acc v, typename NonDeduced<SharedPtr<Acc>>::type buf) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;

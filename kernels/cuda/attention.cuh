@@ -1,0 +1,60 @@
+// What the two CUDA attention paths share: the launch geometry, the dropout mask, the
+// softmax-backward term D, and the tensor-core path's launchers (attention_flash.cu).
+// Invariant: the dropout mask is num::philox_uniform(key, ((b*NH + h)*T + i)*T + j) >= p
+// for query i and key j, the CPU backend's definition, so every path and backward
+// replay the same mask; lse is the log-sum-exp of the un-dropped scaled scores.
+#pragma once
+#include "../common/philox.h"
+#include "kernel_util.cuh"
+
+namespace strata::STRATA_CUDA_NS {
+
+struct AttentionGeometry {
+  int64_t B, T, NH, HD;
+  bool causal;
+  float scale;       // 1 / sqrt(HD)
+  float p;           // dropout probability
+  float keep_scale;  // 1 / (1 - p)
+  num::RandomKey key;
+  STRATA_HD int64_t C() const { return NH * HD; }
+};
+
+inline AttentionGeometry attention_geometry(const TensorView& qkv, int64_t n_heads, bool causal, float p,
+                                            const num::RandomKey& key) {
+  AttentionGeometry g{qkv.shape[0], qkv.shape[1], n_heads, qkv.shape[2] / (3 * n_heads), causal, 0, p, 0, key};
+  g.scale = 1.0f / sqrtf(float(g.HD));
+  g.keep_scale = 1.0f / (1.0f - p);
+  return g;
+}
+
+// The dropout factor of score (i, j) of head bh: 0 or 1 / (1 - p).
+static __device__ __forceinline__ float attention_dropout(const AttentionGeometry& g, int64_t bh, int64_t i,
+                                                          int64_t j) {
+  if (g.p == 0.0f) return 1.0f;
+  const uint64_t index = uint64_t((bh * g.T + i) * g.T + j);
+  return num::philox_uniform(g.key, index) >= g.p ? g.keep_scale : 0.0f;
+}
+
+// D (B*NH, T) = rowwise dO . O, the softmax-backward correction term.
+template <class T>
+static __global__ void attention_delta_kernel(float* delta, const T* d_out, const T* out, AttentionGeometry g) {
+  for (int64_t k = grid_first(); k < g.B * g.NH * g.T; k += grid_stride()) {
+    const int64_t bh = k / g.T, i = k % g.T, b = bh / g.NH, h = bh % g.NH;
+    const int64_t at = (b * g.T + i) * g.C() + h * g.HD;
+    float s = 0.0f;
+    for (int64_t d = 0; d < g.HD; ++d) s += load(d_out[at + d]) * load(out[at + d]);
+    delta[k] = s;
+  }
+}
+
+// The tensor-core path (bf16 / fp16 storage, head_dim <= kFlashMaxHeadDim).
+constexpr int64_t kFlashMaxHeadDim = 128;
+inline bool attention_flash_supports(DType dt, int64_t head_dim) {
+  return (dt == DType::bf16 || dt == DType::f16) && head_dim <= kFlashMaxHeadDim;
+}
+void attention_flash_forward(const ops::AttentionForwardArgs& a, const AttentionGeometry& g, const Context& c);
+// delta: D from attention_delta_kernel.
+void attention_flash_backward(const ops::AttentionBackwardArgs& a, const AttentionGeometry& g, const float* delta,
+                              const Context& c);
+
+}  // namespace strata::STRATA_CUDA_NS
