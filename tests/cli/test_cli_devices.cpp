@@ -7,6 +7,8 @@
 #include <catch2/catch.hpp>
 
 #include "cli/cli_support.h"
+#include "strata/device.h"
+#include "support/skip.h"
 
 using namespace strata::test;
 using Catch::Contains;
@@ -115,7 +117,6 @@ TEST_CASE("cli train: placements that cannot run or checkpoint are refused at pa
       {{"--nvme", "/tmp"}, "--nvme is given but no tier is on nvme"},
       {{"--zero-stage", "3", "--params", "host", "--pinned", "lots"}, "--pinned: expected a size like 256M"},
       {{"--zero-stage", "4"}, "--zero-stage: 4 is out of range (expected an integer in [0, 3])"},
-      {{"--devices", "2", "--device", "cuda:0"}, "several GPUs (NCCL) are not yet driven by strata train"},
       {{"--plan", "auto", "--params", "host"}, "--plan auto chooses --params"},
   };
   for (const auto& [flags, message] : table) {
@@ -125,4 +126,17 @@ TEST_CASE("cli train: placements that cannot run or checkpoint are refused at pa
     CHECK_THAT(r.err, Contains(message));
   }
   CHECK_FALSE(std::filesystem::exists(t.cli.file("refused")));
+}
+
+TEST_CASE("cli train: ranks on --device cuda are GPUs, never silently CPU devices", "[cli]") {
+  if (strata::cuda_device_count() > 0) return skip_test("a GPU is present: this case checks the failure without one");
+  Run t;
+  for (const std::vector<std::string>& flags : {std::vector<std::string>{"--device", "cuda:0", "--zero-stage", "1"},
+                                                std::vector<std::string>{"--device", "cuda:0", "--devices", "2"}}) {
+    const CliResult r = t.train("gpu", flags);
+    INFO(r.out << r.err);
+    CHECK(r.status == 1);
+    CHECK_THAT(r.err, Contains("no CUDA device"));
+    CHECK(step_losses(r.out).empty());
+  }
 }

@@ -48,9 +48,6 @@ size_t nvme_free(const std::vector<std::string>& paths, std::string& error) {
 bool offloaded(const Placement& p) { return p.params != "device" || p.grads != "device" || p.optimizer != "device"; }
 
 std::string check_placement(const Placement& p, const std::string& device) {
-  if (p.devices > 1 && device != "cpu")
-    return "--devices " + std::to_string(p.devices) + " with --device " + device +
-           ": several GPUs (NCCL) are not yet driven by strata train; use --devices with cpu devices";
   const bool nvme = p.params == "nvme" || p.grads == "nvme" || p.optimizer == "nvme";
   if (nvme && p.nvme.empty()) return "a tier on nvme needs --nvme DIR (a directory on a local drive)";
   if (!nvme && !p.nvme.empty()) return "--nvme is given but no tier is on nvme (--params / --grads / --optimizer nvme)";

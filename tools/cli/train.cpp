@@ -135,7 +135,7 @@ int train_main(int argc, char** argv) {
   args.option("out", &o.out, "DIR", "run directory for checkpoints (required; created)");
   args.option("init-from", &o.init_from, "PATH", "initial weights: a strata checkpoint or a Hugging Face directory");
   args.option("device", &o.device, "DEV", "cpu | cuda:N");
-  args.option("devices", &o.placement.devices, "N", "CPU devices, one rank each (data parallel; ZeRO with --zero-stage)", 1, 64);
+  args.option("devices", &o.placement.devices, "N", "devices, one rank each (data parallel; ZeRO with --zero-stage): CPU devices, or with --device cuda:K the GPUs K..K+N-1 over NCCL", 1, 64);
   args.option("zero-stage", &o.placement.zero_stage, "S", "ZeRO stage: 1 shards the optimizer, 2 also gradients, 3 also "
               "params (also on one device, where it lets state go to host or nvme)", 0, 3);
   args.choice("params", &o.placement.params, {"device", "host", "nvme"}, "working parameters' tier");

@@ -36,11 +36,24 @@ struct Shared {
   int status = 0;
 };
 
+// The CUDA device index `--device cuda[:N]` names (0 for plain "cuda"), or -1 for cpu.
+int cuda_base(const std::string& spec) {
+  if (spec == "cpu") return -1;
+  return spec == "cuda" ? 0 : std::stoi(spec.substr(5));  // checked by make_device at parse time
+}
+
+// Rank r's device: simulated CPU device r, or GPU base + r (NCCL ranks).
+std::unique_ptr<strata::Device> rank_device(const std::string& spec, int rank, bool ranked) {
+  if (!ranked) return make_device(spec);
+  const int base = cuda_base(spec);
+  return base < 0 ? strata::Device::cpu(rank) : strata::Device::cuda(base + rank);
+}
+
 void train_rank(TrainJob& job, Shared& shared, int rank, int ranks, strata::dist::Comm* comm) {
   const bool lead = rank == 0;
   Output quiet(false, false);
   Output& out = lead ? *job.output : quiet;
-  auto device = comm ? strata::Device::cpu(rank) : make_device(job.device);
+  auto device = rank_device(job.device, rank, comm != nullptr);
   strata::Model model(job.config, *device, job.precision, uint64_t(job.seed));
   if (!job.init_weights.empty()) strata::load_checkpoint(job.init_weights, model);
   std::unique_ptr<strata::offload::OffloadOptions> off;
@@ -150,14 +163,23 @@ int run_training(TrainJob& job) {
     train_rank(job, shared, 0, 1, nullptr);
     return shared.status;
   }
-  strata::dist::run_ranks(ranks, [&](int rank, strata::dist::Comm& comm) {
+  auto rank_main = [&](int rank, strata::dist::Comm& comm) {
     try {
       train_rank(job, shared, rank, ranks, &comm);
     } catch (...) {
       shared.sync.arrive_and_drop();  // the others must not wait for this rank at the barrier
       throw;
     }
-  });
+  };
+  if (const int base = cuda_base(job.device); base >= 0) {
+    // GPUs base .. base + ranks - 1, one NCCL communicator each (ncclCommInitAll).
+    std::vector<int> gpus;
+    for (int r = 0; r < ranks; ++r) gpus.push_back(base + r);
+    std::vector<std::unique_ptr<strata::dist::Comm>> comms = strata::dist::make_nccl_comms(gpus);
+    strata::dist::run_ranks(comms, rank_main);
+  } else {
+    strata::dist::run_ranks(ranks, rank_main);
+  }
   return shared.status;
 }
 
