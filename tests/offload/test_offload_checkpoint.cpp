@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "checkpoint_support.h"
+#include "support/kill_saver.h"
 
 using namespace strata;
 using namespace strata::test;
@@ -140,18 +141,9 @@ bool kill_trial(uint64_t trial, int max_ms, const std::vector<State>& reference)
   ScratchDir dir(2);  // a: the child's swap space, b: the run directory
   const std::string run = dir.paths()[1] + "/run";
   const pid_t pid = spawn_saver(run, dir.paths()[0]);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (list_checkpoints(run).empty() && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  num::RandomKey key{0x0ff10ad, uint32_t(trial), 0};
-  const int wait_ms = int(num::philox_word(key, 0) % uint64_t(max_ms));
-  std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
-  ::kill(pid, SIGKILL);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
+  int wait_ms = 0;
+  const std::vector<std::string> all = kill_after_first_save(pid, run, 0x0ff10ad, trial, max_ms, wait_ms);
   INFO("trial " << trial << ", killed after " << wait_ms << " ms");
-  REQUIRE((WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL));
-  const std::vector<std::string> all = list_checkpoints(run);
   if (all.empty()) return false;
   CHECK(all.size() <= 3);  // killed between a rename and the pruning
   const std::string newest = all.back();
