@@ -65,6 +65,7 @@ inline TrainOptions options() {
   o.grad_accum = kAccum;
   o.adamw.lr = 1e-2f;
   o.clip_norm = 0.5f;
+  o.schedule.kind = ScheduleKind::cosine;
   o.schedule.warmup_steps = 2;  // the rate depends on the step too
   o.schedule.total_steps = 8;
   return o;
