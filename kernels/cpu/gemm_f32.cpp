@@ -2,9 +2,8 @@
 // accumulators) over B panels of 32 columns streamed linearly. A is broadcast from
 // its rows in place when they are dense (packing them cost ~10%), else packed
 // k-major into slivers of 14 rows (d_out^T, tails, and row strides at which the 14
-// rows would share L1 sets: gemm_rows_fit_l1_sets). On this machine (512-bit FMAs at
-// full rate) it runs near 220 GFLOP/s per core, about twice the AVX2 (Haswell)
-// OpenBLAS kernels that CI forces.
+// rows would share L1 sets: gemm_rows_fit_l1_sets). Its rate against the FMA peak and
+// OpenBLAS is measured by `strata-bench matmul` (docs/performance.md).
 // Invariant: C (i, j) accumulates k in ascending order, in blocks of kKc, starting
 // from 0 or from C; tails are zero-padded in the packs and masked on store.
 #include <cstring>
