@@ -71,18 +71,6 @@ inline TrainOptions options() {
   return o;
 }
 
-inline offload::OffloadOptions placement(Tier params, Tier grads, Tier opt, const ScratchDir& dir) {
-  offload::OffloadOptions o;
-  o.params = params;
-  o.grads = grads;
-  o.optimizer = opt;
-  o.nvme_paths = dir.paths();
-  o.pinned_bytes = size_t(1) << 20;
-  o.tile_elements = 2048;
-  o.require_direct = accepts_direct_io(dir.paths()[0]);
-  return o;
-}
-
 // A model and its Trainer, resident when `off` is null.
 struct Run {
   Model model;

@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "strata/offload.h"
+
 namespace strata::test {
 
 inline std::string nvme_test_root() {
@@ -80,6 +82,21 @@ inline void fill_random(void* dst, size_t bytes, uint64_t seed) {
     std::memcpy(p + i, &v, 8);
   }
   for (uint64_t v = rng(); i < bytes; ++i, v >>= 8) p[i] = static_cast<unsigned char>(v);
+}
+
+// Offload options for the placement tests: the three tiers, NVMe in `dir`'s paths,
+// a small pinned pool and several AdamW tiles per unit (the streamed pipeline runs).
+inline offload::OffloadOptions placement(offload::Tier params, offload::Tier grads, offload::Tier opt,
+                                         const ScratchDir& dir) {
+  offload::OffloadOptions o;
+  o.params = params;
+  o.grads = grads;
+  o.optimizer = opt;
+  o.nvme_paths = dir.paths();
+  o.pinned_bytes = size_t(1) << 20;
+  o.tile_elements = 2048;
+  o.require_direct = accepts_direct_io(dir.paths()[0]);
+  return o;
 }
 
 }  // namespace strata::test

@@ -84,18 +84,6 @@ std::string first_difference(const Result& a, const Result& b) {
   return "";
 }
 
-offload::OffloadOptions placement(Tier params, Tier grads, Tier opt, const ScratchDir& dir) {
-  offload::OffloadOptions o;
-  o.params = params;
-  o.grads = grads;
-  o.optimizer = opt;
-  o.nvme_paths = dir.paths();
-  o.pinned_bytes = size_t(1) << 20;
-  o.tile_elements = 2048;  // several tiles per unit: the streamed pipeline is exercised
-  o.require_direct = accepts_direct_io(dir.paths()[0]);
-  return o;
-}
-
 }  // namespace
 
 TEST_CASE("offloaded training is bitwise the resident one for every placement", "[offload][train]") {
