@@ -106,12 +106,12 @@ class Unit {
   virtual void reserve(Device& device, DType dtype, int64_t B, int64_t T) = 0;
   // What the unit keeps for backward and what it recomputes there. Units that do
   // not support a mode keep everything.
-  virtual void set_recompute(Recompute mode) {}
+  virtual void set_recompute(Recompute /*mode*/) {}
   // Units with linear layers run the adapter (null: none) on them.
-  virtual void set_adapter(LinearAdapter* adapter) {}
+  virtual void set_adapter(LinearAdapter* /*adapter*/) {}
   // Bytes of the workspace shared by all units for activations they recompute:
   // valid from a unit's forward (or recompute) until the next unit's.
-  virtual size_t transient_bytes(DType dtype, int64_t B, int64_t T) const { return 0; }
+  virtual size_t transient_bytes(DType /*dtype*/, int64_t /*B*/, int64_t /*T*/) const { return 0; }
   // Bytes of backward scratch needed for `rows` rows.
   virtual size_t scratch_bytes(DType dtype, int64_t rows) const = 0;
   virtual void forward(const UnitContext& ctx, const UnitParams& p, UnitIO& io) = 0;
