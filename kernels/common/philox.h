@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "hd.h"
+#include "strata/ops.h"
 
 namespace strata::num {
 
@@ -34,13 +35,8 @@ STRATA_HD Philox4 philox4x32_10(Philox4 ctr, uint32_t k0, uint32_t k1) {
   return ctr;
 }
 
-// The stream a (seed, key1, key2) triple names. Element i draws word i % 4 of the
-// block at counter (i / 4 as 64 bits, key1, key2), key = seed.
-struct RandomKey {
-  uint64_t seed = 0;
-  uint32_t key1 = 0;
-  uint32_t key2 = 0;
-};
+// RandomKey (strata/ops.h): the stream a (seed, key1, key2) triple names. Element i draws
+// word i % 4 of the block at counter (i / 4 as 64 bits, key1, key2), key = seed.
 
 STRATA_HD Philox4 philox_block(const RandomKey& k, uint64_t block) {
   return philox4x32_10(Philox4{{uint32_t(block), uint32_t(block >> 32), k.key1, k.key2}},

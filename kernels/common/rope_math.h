@@ -7,18 +7,11 @@
 #include <cstdint>
 
 #include "hd.h"
+#include "strata/ops.h"
 
 namespace strata {
 
-enum class RopeScalingType : uint8_t { none = 0, linear = 1, llama3 = 2 };
-
-struct RopeScalingArgs {
-  RopeScalingType type = RopeScalingType::none;
-  float factor = 1.0f;            // linear and llama3
-  float low_freq_factor = 1.0f;   // llama3
-  float high_freq_factor = 4.0f;  // llama3
-  float original_max_seq = 8192;  // llama3: original_max_position_embeddings
-};
+// RopeScalingType and RopeScalingArgs: strata/ops.h.
 
 STRATA_HD double rope_inv_freq(int64_t i, int64_t d, float theta, const RopeScalingArgs& s) {
   const double w = pow(double(theta), -2.0 * double(i) / double(d));

@@ -49,22 +49,22 @@ class BlockUnit final : public Unit {
     float resid_std = 0.02f / std::sqrt(2.0f * float(c_.n_layers));
     bool ln = c_.norm == NormKind::layernorm;
     std::vector<ParamSpec> s;
-    auto add = [&](const char* n, std::vector<int64_t> shape, I init, float std, bool decay, bool present) {
+    auto add = [&](const char* n, std::vector<int64_t> shape, I init, float std, ParamRole role, bool present) {
       // Absent parameters keep their slot (empty) so indices stay fixed.
-      s.push_back({present ? n : "", present ? shape : std::vector<int64_t>{}, init, std, decay});
+      s.push_back({present ? n : "", present ? shape : std::vector<int64_t>{}, init, std, role});
     };
-    add("ln_1.weight", {C_}, I::ones, 0, false, true);
-    add("ln_1.bias", {C_}, I::zeros, 0, false, ln && c_.bias);
-    add("attn.qkv.weight", {3 * C_, C_}, I::normal, 0.02f, true, true);
-    add("attn.qkv.bias", {3 * C_}, I::zeros, 0, false, c_.bias);
-    add("attn.proj.weight", {C_, C_}, I::normal, resid_std, true, true);
-    add("attn.proj.bias", {C_}, I::zeros, 0, false, c_.bias);
-    add("ln_2.weight", {C_}, I::ones, 0, false, true);
-    add("ln_2.bias", {C_}, I::zeros, 0, false, ln && c_.bias);
-    add("mlp.fc.weight", {fc_out_, C_}, I::normal, 0.02f, true, true);
-    add("mlp.fc.bias", {fc_out_}, I::zeros, 0, false, c_.bias);
-    add("mlp.proj.weight", {C_, H_}, I::normal, resid_std, true, true);
-    add("mlp.proj.bias", {C_}, I::zeros, 0, false, c_.bias);
+    add("ln_1.weight", {C_}, I::ones, 0, ParamRole::norm, true);
+    add("ln_1.bias", {C_}, I::zeros, 0, ParamRole::bias, ln && c_.bias);
+    add("attn.qkv.weight", {3 * C_, C_}, I::normal, 0.02f, ParamRole::matrix, true);
+    add("attn.qkv.bias", {3 * C_}, I::zeros, 0, ParamRole::bias, c_.bias);
+    add("attn.proj.weight", {C_, C_}, I::normal, resid_std, ParamRole::matrix, true);
+    add("attn.proj.bias", {C_}, I::zeros, 0, ParamRole::bias, c_.bias);
+    add("ln_2.weight", {C_}, I::ones, 0, ParamRole::norm, true);
+    add("ln_2.bias", {C_}, I::zeros, 0, ParamRole::bias, ln && c_.bias);
+    add("mlp.fc.weight", {fc_out_, C_}, I::normal, 0.02f, ParamRole::matrix, true);
+    add("mlp.fc.bias", {fc_out_}, I::zeros, 0, ParamRole::bias, c_.bias);
+    add("mlp.proj.weight", {C_, H_}, I::normal, resid_std, ParamRole::matrix, true);
+    add("mlp.proj.bias", {C_}, I::zeros, 0, ParamRole::bias, c_.bias);
     return s;
   }
 

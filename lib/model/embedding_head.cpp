@@ -3,6 +3,7 @@
 // table, so the table's gradient gets both uses accumulated in the owner's buffer.
 #include <cmath>
 
+#include "strata/error.h"
 #include "unit.h"
 
 namespace strata {
@@ -16,9 +17,9 @@ class EmbeddingUnit final : public Unit {
 
   std::vector<ParamSpec> param_specs() const override {
     using I = ParamSpec::Init;
-    std::vector<ParamSpec> s{{"wte.weight", {c_.vocab_size, c_.d_model}, I::normal, 0.02f, false}};
+    std::vector<ParamSpec> s{{"wte.weight", {c_.vocab_size, c_.d_model}, I::normal, 0.02f, ParamRole::embedding}};
     if (c_.positions == PositionKind::learned)
-      s.push_back({"wpe.weight", {c_.max_seq, c_.d_model}, I::normal, 0.01f, false});
+      s.push_back({"wpe.weight", {c_.max_seq, c_.d_model}, I::normal, 0.01f, ParamRole::embedding});
     return s;
   }
 
@@ -73,10 +74,10 @@ class HeadUnit final : public Unit {
   std::vector<ParamSpec> param_specs() const override {
     using I = ParamSpec::Init;
     bool ln_bias = c_.norm == NormKind::layernorm && c_.bias;
-    std::vector<ParamSpec> s{{"ln_f.weight", {c_.d_model}, I::ones, 0, false},
+    std::vector<ParamSpec> s{{"ln_f.weight", {c_.d_model}, I::ones, 0, ParamRole::norm},
                              {ln_bias ? "ln_f.bias" : "", ln_bias ? std::vector<int64_t>{c_.d_model} : std::vector<int64_t>{},
-                              I::zeros, 0, false}};
-    if (!c_.tied_embeddings) s.push_back({"lm_head.weight", {c_.vocab_size, c_.d_model}, I::normal, 0.02f, true});
+                              I::zeros, 0, ParamRole::bias}};
+    if (!c_.tied_embeddings) s.push_back({"lm_head.weight", {c_.vocab_size, c_.d_model}, I::normal, 0.02f, ParamRole::matrix});
     return s;
   }
 
@@ -166,7 +167,9 @@ TensorView carve(char*& cursor, DType dtype, std::initializer_list<int64_t> shap
   return t;
 }
 
-num::RandomKey UnitContext::dropout_key(DropoutSite site) const {
+num::RandomKey UnitContext::dropout_key(uint32_t site) const {
+  STRATA_CHECK(site < 16, "UnitContext::dropout_key: site " << site << " of unit " << unit_index
+                                                             << "; a unit has dropout sites 0..15");
   // key1 = optimizer step; key2 = micro-step (12 bits) | unit (16 bits) | site (4 bits).
   uint32_t key2 = (uint32_t(key.micro & 0xfff) << 20) | (uint32_t(unit_index & 0xffff) << 4) | uint32_t(site);
   return num::RandomKey{key.seed, uint32_t(key.step), key2};

@@ -68,19 +68,59 @@ struct Model::Activations {
   Buffer tokens, targets;  // (rows) i32 copies owned by the device
 };
 
+const char* param_role_name(ParamRole role) {
+  switch (role) {
+    case ParamRole::matrix: return "matrix";
+    case ParamRole::embedding: return "embedding";
+    case ParamRole::norm: return "norm";
+    case ParamRole::bias: return "bias";
+  }
+  return "?";
+}
+
+std::vector<std::unique_ptr<Unit>> make_transformer_units(const ModelConfig& config) {
+  config.validate();
+  std::vector<std::unique_ptr<Unit>> units;
+  units.push_back(make_embedding_unit(config));
+  for (int l = 0; l < int(config.n_layers); ++l) units.push_back(make_block_unit(config, l));
+  units.push_back(make_head_unit(config));
+  return units;
+}
+
+namespace {
+// A user's unit list, checked before the Model lays anything out.
+std::vector<std::unique_ptr<Unit>> checked_units(const ModelConfig& config, std::vector<std::unique_ptr<Unit>> units) {
+  config.validate();
+  STRATA_CHECK(units.size() >= 2, "Model: " << units.size() << " units; a model needs a first unit (tokens -> stream) "
+                                            "and a last unit (stream -> losses), with the trunk between them");
+  STRATA_CHECK(int64_t(units.size()) == config.n_layers + 2,
+               "Model: " << units.size() << " units, but config.n_layers = " << config.n_layers << " asks for "
+                         << config.n_layers + 2 << " (first, n_layers trunk units, last); set n_layers to "
+                         << units.size() - 2);
+  for (size_t u = 0; u < units.size(); ++u) {
+    STRATA_CHECK(units[u], "Model: unit " << u << " is null");
+    for (size_t v = 0; v < u; ++v)
+      STRATA_CHECK(units[v]->name() != units[u]->name(), "Model: units " << v << " and " << u << " are both named '"
+                                                                         << units[u]->name()
+                                                                         << "'; unit names must be unique");
+  }
+  return units;
+}
+}  // namespace
+
 Model::Model(const ModelConfig& config, Device& device, Precision precision, uint64_t seed)
-    : config_(config), device_(&device), precision_(precision) {
-  config_.validate();
-  units_.push_back(make_embedding_unit(config_));
-  for (int l = 0; l < int(config_.n_layers); ++l) units_.push_back(make_block_unit(config_, l));
-  units_.push_back(make_head_unit(config_));
+    : Model(config, make_transformer_units(config), device, precision, seed) {}
+
+Model::Model(const ModelConfig& config, std::vector<std::unique_ptr<Unit>> units, Device& device,
+             Precision precision, uint64_t seed)
+    : config_(config), device_(&device), precision_(precision), units_(checked_units(config, std::move(units))) {
 
   const DType dt = precision_dtype(precision_);
   for (int u = 0; u < int(units_.size()); ++u) {
     int64_t offset = 0;
     for (const ParamSpec& s : units_[u]->param_specs()) {
       if (s.shape.empty()) continue;
-      ParamInfo info{units_[u]->name() + "." + s.name, u, offset, s.shape, s.decay};
+      ParamInfo info{units_[u]->name() + "." + s.name, u, offset, s.shape, s.role};
       offset = round_up(offset + info.numel(), kTensorAlign);
       params_.push_back(std::move(info));
     }
@@ -129,7 +169,12 @@ Model::Model(const ModelConfig& config, Device& device, Precision precision, uin
 
 Model::~Model() = default;
 
-std::string Model::unit_name(int u) const { return units_.at(size_t(u))->name(); }
+std::string Model::unit_name(int u) const { return unit(u).name(); }
+
+Unit& Model::unit(int u) const {
+  STRATA_CHECK(u >= 0 && u < num_units(), "Model::unit: unit " << u << " of " << num_units());
+  return *units_[size_t(u)];
+}
 
 int64_t Model::unit_numel(int u) const { return unit_numel_.at(size_t(u)); }
 
@@ -198,10 +243,9 @@ UnitParams Model::acquire(int u, bool grads) {
     const ParamInfo& info = params_[size_t(slot)];
     p.params.push_back(shaped(pbase[size_t(info.unit)], dt, info, device_));
     if (grads && frozen_) {  // norm_backward requires d_weight (a discarded sink); every other grad is optional
-      const bool norm_weight = info.shape.size() == 1 && info.name.size() > 7 &&
-                               info.name.compare(info.name.size() - 7, 7, ".weight") == 0;
-      p.grads.push_back(norm_weight ? shaped(grad_sink_.data(), DType::f32, ParamInfo{"", 0, 0, info.shape, false}, device_)
-                                    : TensorView{});
+      p.grads.push_back(info.role == ParamRole::norm
+                            ? shaped(grad_sink_.data(), DType::f32, ParamInfo{"", 0, 0, info.shape, info.role}, device_)
+                            : TensorView{});
     } else
       p.grads.push_back(grads ? shaped(gbase[size_t(info.unit)], DType::f32, info, device_) : TensorView{});
   }
@@ -246,7 +290,7 @@ void Model::freeze_base() {
   if (frozen_) return;
   int64_t widest = 1;
   for (const ParamInfo& p : params_)
-    if (p.shape.size() == 1) widest = std::max(widest, p.numel());
+    if (p.role == ParamRole::norm) widest = std::max(widest, p.numel());
   grad_sink_ = Buffer(*device_, size_t(widest) * 4, "frozen norm gradient sink");
   zero_new_buffer(*device_, grad_sink_);
   grad_buffers_.clear();

@@ -45,8 +45,8 @@ TensorView AdamW::exp_avg_sq(int u) const {
 }
 
 bool adamw_decays(const AdamWOptions& o, const ParamInfo& p) {
-  if (p.decay) return true;
-  if (p.unit == 0) return o.decay_embeddings;
+  if (p.role == ParamRole::matrix) return true;
+  if (p.role == ParamRole::embedding) return o.decay_embeddings;
   return o.decay_norms_and_biases;
 }
 

@@ -139,66 +139,6 @@ void expect_close(const std::string& what, const HostTensor& actual,
   expect_close(what, actual.values(), expected, tol);
 }
 
-GradientCheck GradientCheck::against(const std::vector<double>& analytic) const {
-  REQUIRE(analytic.size() == numeric.size());
-  GradientCheck c;
-  c.elements = elements;
-  c.numeric = numeric;
-  c.checked = int64_t(elements.size());
-  double diff2 = 0, ref2 = 0;
-  std::vector<std::pair<double, int64_t>> by_size;  // (|g_fd|, element)
-  for (int64_t i : elements) {
-    const double g = numeric[size_t(i)], a = analytic[size_t(i)];
-    diff2 += (a - g) * (a - g);
-    ref2 += g * g;
-    by_size.emplace_back(std::fabs(g), i);
-  }
-  c.rel_error = ref2 > 0 ? std::sqrt(diff2 / ref2) : (diff2 > 0 ? INFINITY : 0.0);
-  // The largest eighth (at least 4): their differences stand far above the noise.
-  c.largest = std::min<int64_t>(c.checked, std::max<int64_t>(4, c.checked / 8));
-  std::partial_sort(by_size.begin(), by_size.begin() + c.largest, by_size.end(),
-                    [](const auto& x, const auto& y) { return x.first > y.first; });
-  for (int64_t k = 0; k < c.largest; ++k) {
-    const int64_t i = by_size[size_t(k)].second;
-    const double g = numeric[size_t(i)], a = analytic[size_t(i)];
-    if (g != 0 && !(a * g > 0) && c.bad_signs++ == 0) {
-      c.first_bad = i;
-      c.first_analytic = a;
-      c.first_numeric = g;
-    }
-  }
-  return c;
-}
-
-GradientCheck gradient_check(const std::vector<int64_t>& elements, const std::function<double(int64_t)>& get,
-                             const std::function<void(int64_t, double)>& set, const std::function<double()>& loss,
-                             const std::vector<double>& analytic, double eps) {
-  GradientCheck c;
-  c.elements = elements;
-  c.numeric.assign(analytic.size(), 0.0);
-  for (int64_t i : elements) {
-    REQUIRE(i >= 0);
-    REQUIRE(size_t(i) < analytic.size());
-    const double orig = get(i);
-    // Central difference over the steps the storage really took.
-    auto central = [&](double h) {
-      set(i, orig + h);
-      const double h_up = get(i) - orig;
-      const double up = loss();
-      set(i, orig - h);
-      const double h_down = orig - get(i);
-      const double down = loss();
-      set(i, orig);
-      return (up - down) / (h_up + h_down);
-    };
-    // Richardson's combination of steps eps and 2 eps (the five-point stencil): the
-    // eps^2 error cancels, so eps can be large enough that the loss's f32 rounding
-    // stays far below the gradient.
-    c.numeric[size_t(i)] = (4.0 * central(eps) - central(2.0 * eps)) / 3.0;
-  }
-  return c.against(analytic);
-}
-
 GradientCheck gradient_check(HostTensor& x, const std::function<double()>& loss, const std::vector<double>& analytic,
                              double eps, int64_t samples) {
   REQUIRE(int64_t(analytic.size()) == x.numel());

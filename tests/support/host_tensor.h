@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "strata/device.h"
+#include "strata/gradcheck.h"
 #include "strata/tensor.h"
 
 namespace strata::test {
@@ -64,32 +65,10 @@ void expect_close(const std::string& what, const std::vector<double>& actual,
 void expect_close(const std::string& what, const HostTensor& actual,
                   const std::vector<double>& expected, Tolerance tol);
 
-// Finite differences against an analytic gradient, per tensor:
-//   relative error  ||g - g_fd|| / ||g_fd||  over the checked elements, and
-//   the largest components (by |g_fd|) with g of the same sign and not zero,
-// so a gradient 1% off, or one component zeroed or sign-flipped, is seen whatever its
-// magnitude (no absolute floor). g_fd is a central difference in double of the loss
-// (the five-point stencil: steps eps and 2 eps, error O(eps^4)).
-struct GradientCheck {
-  double rel_error = 0;    // ||g - g_fd|| / ||g_fd|| (0 when both are zero)
-  int64_t checked = 0;     // elements differenced
-  int64_t largest = 0;     // of them, the largest components sign-checked
-  int64_t bad_signs = 0;   // ... with g zero or of the other sign
-  int64_t first_bad = -1;  // the first such element, for the message
-  double first_analytic = 0, first_numeric = 0;
-  std::vector<int64_t> elements;  // the elements differenced, and their g_fd (indexed like g)
-  std::vector<double> numeric;
-  bool ok(double tol) const { return rel_error <= tol && bad_signs == 0; }
-  // The same metrics for another analytic gradient (a planted error) against the same g_fd.
-  GradientCheck against(const std::vector<double>& analytic) const;
-};
-
-// The elements `elements` of a tensor read by get and written by set (its storage
-// rounds what set stores; the step really taken is read back), each differenced with
-// step eps; `loss` recomputes the scalar loss. Every element is restored.
-GradientCheck gradient_check(const std::vector<int64_t>& elements, const std::function<double(int64_t)>& get,
-                             const std::function<void(int64_t, double)>& set, const std::function<double()>& loss,
-                             const std::vector<double>& analytic, double eps);
+// Finite differences against an analytic gradient: the library's metric
+// (strata/gradcheck.h), so the op tests and check_unit_gradients judge alike.
+using strata::GradientCheck;
+using strata::gradient_check;
 // Every element of x (or `samples` of them, evenly spread, when > 0).
 GradientCheck gradient_check(HostTensor& x, const std::function<double()>& loss, const std::vector<double>& analytic,
                              double eps = 1e-2, int64_t samples = 0);

@@ -76,13 +76,21 @@ Precision precision_from_string(const std::string& name);
 // Storage dtype of working parameters and activations under a precision.
 DType precision_dtype(Precision p);
 
+// What a parameter tensor is, declared by its unit (ParamSpec, strata/unit.h). The
+// engine reads meaning from the role alone, never from a name or a unit's position:
+// weight decay reaches matrices by default (AdamWOptions: embeddings, norms and
+// biases on request); a frozen base under LoRA still runs norm backward (its weight
+// gradient goes to a discarded sink), while other frozen gradients are skipped.
+enum class ParamRole : uint8_t { matrix, embedding, norm, bias };
+const char* param_role_name(ParamRole role);
+
 // Where a parameter tensor sits inside its unit's flat buffer.
 struct ParamInfo {
   std::string name;  // "blocks.3.attn.qkv.weight"
   int unit;
   int64_t offset;  // elements from the start of the unit's buffer
   std::vector<int64_t> shape;
-  bool decay;  // receives weight decay by default (matrices: yes; norms, biases, embeddings: no)
+  ParamRole role;
   int64_t numel() const;
 };
 
@@ -134,7 +142,17 @@ class Model {
  public:
   // Lays out and initialises the parameters on `device` in `precision` (GPT-2 init
   // from the counter-based RNG: the same seed gives the same model on any device).
+  // The GPT-2 / LLaMA builder: Model(config, make_transformer_units(config), ...).
   Model(const ModelConfig& config, Device& device, Precision precision, uint64_t seed);
+  // A model composed from a program's own units (strata/unit.h), run in order:
+  // units[0] turns tokens into the (B, T, d_model) stream, units[1 .. n-2] map the
+  // stream to itself (the trunk: config.n_layers of them, the units recompute
+  // policies address), units[n-1] turns it into per-token losses. Parameters are
+  // initialised as the built-in ones are (Philox keyed by seed, unit, tensor). Throws
+  // before building anything when a unit is null, two share a name, or the count
+  // disagrees with config.n_layers.
+  Model(const ModelConfig& config, std::vector<std::unique_ptr<Unit>> units, Device& device, Precision precision,
+        uint64_t seed);
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -146,6 +164,7 @@ class Model {
   // ---- parameters, unit by unit
   int num_units() const { return int(units_.size()); }
   std::string unit_name(int u) const;
+  Unit& unit(int u) const;  // the unit itself (throws when u is out of range)
   int64_t unit_numel(int u) const;  // elements in the unit's flat buffers (padded)
   TensorView unit_params(int u) const;  // (numel) working params, precision_dtype
   TensorView unit_grads(int u) const;   // (numel) f32 accumulated gradients

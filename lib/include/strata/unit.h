@@ -1,0 +1,133 @@
+// The unit interface, public: the grain of everything that moves in strata, and the
+// way a program adds its own layer without editing the library. A unit declares its
+// parameters (the Model lays them out in one flat buffer per unit and initialises
+// them), keeps what its backward needs in buffers it reserves for a batch shape, and
+// takes backward scratch from a region the Model shares between all units. Units
+// compute only with the ops of strata/ops.h, so every backend runs them.
+//
+// Invariants a unit must keep (strata/gradcheck.h checks them in one call):
+//   - parameter gradients ACCUMULATE (+=) into the f32 grad views of UnitParams;
+//   - activation gradients (io.dx) are ASSIGNED (=): whatever dx held is overwritten;
+//   - forward and backward never allocate: reserve() sizes every buffer for (B, T)
+//     first; backward scratch is io's `scratch` (scratch_bytes), recomputed
+//     activations live in io.transient (transient_bytes);
+//   - a forward replayed with the same context (same StepKey, so the same dropout
+//     masks) gives the same bits: recompute and offload rely on it.
+// The engine (store, ZeRO, offload, checkpoints, optimizer) knows a unit only by its
+// specs: what a parameter is comes from its role, never from its name or position.
+#pragma once
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "strata/model.h"
+#include "strata/ops.h"
+
+namespace strata {
+
+struct ParamSpec {
+  enum class Init : uint8_t { normal, ones, zeros };
+  std::string name;  // relative to the unit: "attn.qkv.weight"; "" with an empty shape keeps a slot absent
+  std::vector<int64_t> shape;
+  Init init = Init::normal;
+  float std = 0.02f;  // of Init::normal
+  ParamRole role = ParamRole::matrix;  // weight decay, LoRA's frozen norms (see ParamRole)
+};
+
+// Dropout sites of the built-in units. Sites are local to a unit (the unit index is
+// part of the key), so a custom unit numbers its own from 0; at most 16 per unit.
+enum DropoutSite : uint32_t { kSiteEmbedding = 0, kSiteAttention = 1, kSiteAttnResidual = 2, kSiteMlpResidual = 3 };
+
+struct UnitContext {
+  Stream& stream;
+  const ModelConfig& config;
+  DType dtype;  // working params and activations
+  int unit_index;
+  int64_t B, T;
+  StepKey key;
+  bool train;
+
+  int64_t rows() const { return B * T; }
+  // The Philox key of dropout site `site` (< 16) of this unit in this micro-step.
+  num::RandomKey dropout_key(uint32_t site) const;
+};
+
+// Parameter and gradient views of one unit, in param_specs() order (absent slots are
+// undefined views), followed by the views it borrows from other units (tied
+// embeddings). grads are f32; a grad view may be undefined (frozen base under LoRA):
+// skip that gradient.
+struct UnitParams {
+  std::vector<TensorView> params;
+  std::vector<TensorView> grads;
+};
+
+// What flows into and out of a unit. The first unit of a Model reads tokens and
+// writes y; the middle units read x and write y, all (B, T, d_model) in the working
+// dtype; the last reads x and targets and writes per-token losses. Unused fields stay
+// undefined.
+struct UnitIO {
+  TensorView tokens;   // (B, T) i32       first unit's input
+  TensorView targets;  // (B, T) i32       last unit's input
+  TensorView x;        // (B, T, C)        input of every unit but the first
+  TensorView y;        // (B, T, C)        output of every unit but the last
+  TensorView losses;   // (B*T) f32        last unit's output: per-token loss
+  TensorView dy;       // (B, T, C)        gradient of y (the unit may overwrite it)
+  TensorView dx;       // (B, T, C)        gradient of x (assigned)
+  float d_loss = 0.0f;  // last unit: gradient of the total loss w.r.t. each token's loss
+  void* transient = nullptr;  // shared workspace for what the unit recomputes
+};
+
+// A trainable side path on a unit's linear layers (LoRA, strata/lora.h). A unit
+// calls forward right after the targeted matmul's forward (y += delta(x)) and
+// backward right after its matmul_backward (d_inp += d delta/dx, own grads +=).
+// Sites of the built-in block: 0 attention qkv, 1 attention proj, 2 mlp fc, 3 mlp proj.
+class LinearAdapter {
+ public:
+  virtual ~LinearAdapter() = default;
+  virtual void reserve(Device& device, DType dtype, int64_t B, int64_t T) = 0;
+  virtual void forward(const UnitContext& ctx, int layer, int site, const TensorView& x, const TensorView& y) = 0;
+  virtual void backward(const UnitContext& ctx, int layer, int site, const TensorView& x, const TensorView& d_out,
+                        const TensorView& d_inp) = 0;
+};
+
+class Unit {
+ public:
+  virtual ~Unit() = default;
+  // Unique within a Model; parameter names are "<name>.<spec name>".
+  virtual std::string name() const = 0;
+  virtual std::vector<ParamSpec> param_specs() const = 0;
+  // Full names of parameters of other units this unit uses ("embedding.wte.weight").
+  virtual std::vector<std::string> borrowed() const { return {}; }
+
+  // Sizes saved activations for batches up to (B, T); called before every forward
+  // with the batch's shape, so it may keep buffers it already has.
+  virtual void reserve(Device& device, DType dtype, int64_t B, int64_t T) = 0;
+  // What the unit keeps for backward and what it recomputes there. Units that do
+  // not support a mode keep everything.
+  virtual void set_recompute(Recompute /*mode*/) {}
+  // Units with linear layers run the adapter (null: none) on them.
+  virtual void set_adapter(LinearAdapter* /*adapter*/) {}
+  // Bytes of the workspace shared by all units for activations they recompute:
+  // valid from a unit's forward (or recompute) until the next unit's.
+  virtual size_t transient_bytes(DType /*dtype*/, int64_t /*B*/, int64_t /*T*/) const { return 0; }
+  // Bytes of backward scratch needed for `rows` rows.
+  virtual size_t scratch_bytes(DType dtype, int64_t rows) const = 0;
+  virtual void forward(const UnitContext& ctx, const UnitParams& p, UnitIO& io) = 0;
+  virtual void backward(const UnitContext& ctx, const UnitParams& p, UnitIO& io, void* scratch) = 0;
+};
+
+// The built-in units, as the GPT-2 / LLaMA builder composes them:
+// embedding, n_layers blocks, final norm + LM head (+ cross-entropy).
+std::unique_ptr<Unit> make_embedding_unit(const ModelConfig& config);
+std::unique_ptr<Unit> make_block_unit(const ModelConfig& config, int layer);
+std::unique_ptr<Unit> make_head_unit(const ModelConfig& config);
+std::vector<std::unique_ptr<Unit>> make_transformer_units(const ModelConfig& config);
+
+// A view of `shape` at `*cursor` in a byte region, advancing the cursor by
+// carve_bytes (64-byte aligned): how units lay out saved activations and scratch.
+TensorView carve(char*& cursor, DType dtype, std::initializer_list<int64_t> shape);
+size_t carve_bytes(DType dtype, int64_t numel);
+
+}  // namespace strata
