@@ -34,6 +34,7 @@ struct UnitContext {
   int64_t B, T;
   StepKey key;
   bool train;
+  int64_t pos_offset = 0;  // position of row 0 (incremental decoding); 0 in training
 
   int64_t rows() const { return B * T; }
   num::RandomKey dropout_key(DropoutSite site) const;
