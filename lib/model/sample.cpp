@@ -6,6 +6,7 @@
 // Invariant: every option and the prompts are checked before the model runs.
 #include <algorithm>
 #include <cmath>
+#include <sstream>
 
 #include "common/philox.h"
 #include "strata/error.h"
@@ -34,12 +35,17 @@ void check_options(const Model& model, const std::vector<std::vector<int32_t>>& 
     STRATA_CHECK(t >= 0 && t < c.vocab_size,
                  "sample: stop token " << t << " is outside the vocabulary [0, " << c.vocab_size << ")");
   const int64_t need = int64_t(P) + o.max_new_tokens;
-  STRATA_CHECK(need <= c.max_seq, "sample: the prompt's " << P << " tokens + " << o.max_new_tokens
-                                                          << " new tokens = " << need << " exceed the model's max_seq "
-                                                          << c.max_seq << "; shorten the prompt to at most "
-                                                          << std::max<int64_t>(0, c.max_seq - o.max_new_tokens)
-                                                          << " tokens or generate at most "
-                                                          << std::max<int64_t>(0, c.max_seq - int64_t(P)) << " tokens");
+  if (need > c.max_seq) {
+    std::ostringstream what;
+    what << "sample: the prompt's " << P << " tokens + " << o.max_new_tokens << " new tokens = " << need
+         << " exceed the model's max_seq " << c.max_seq << "; ";
+    if (o.max_new_tokens < c.max_seq) what << "shorten the prompt to at most " << c.max_seq - o.max_new_tokens << " tokens or ";
+    if (int64_t(P) < c.max_seq)
+      what << "generate at most " << c.max_seq - int64_t(P) << " tokens";
+    else
+      what << "shorten the prompt below " << c.max_seq << " tokens";
+    STRATA_FAIL(what.str());
+  }
 }
 
 // The next token of row `row` at step `i` from its logits (V).
