@@ -59,8 +59,9 @@ Workspace carve_workspace(const ModelConfig& c, DType dt, int64_t B, int64_t T, 
 }
 
 // One block over the rows w.x at positions [pos, pos + T), writing w.y.
+// `adapter` (LoRA, or null) runs after each targeted matmul, as in the block's forward.
 void block_decode(const UnitContext& ctx, const UnitParams& p, const Workspace& w, const TensorView& k_cache,
-                  const TensorView& v_cache, int64_t nkv) {
+                  const TensorView& v_cache, int64_t nkv, LinearAdapter* adapter, int layer) {
   const ModelConfig& c = ctx.config;
   const auto& P = p.params;
   Stream& s = ctx.stream;
@@ -69,6 +70,7 @@ void block_decode(const UnitContext& ctx, const UnitParams& p, const Workspace& 
   const TensorView x = w.x.reshape({rows, C}), y = w.y.reshape({rows, C});
   ops::norm_forward({w.ln1, rms ? TensorView{} : w.mean, w.rstd, x, P[kLn1W], P[kLn1B], c.norm_eps, rms}, s);
   ops::matmul_forward({w.qkv, w.ln1, P[kQkvW], P[kQkvB]}, s);
+  if (adapter) adapter->forward(ctx, layer, 0, w.ln1, w.qkv);
   if (c.positions == PositionKind::rope) {
     TensorView heads = w.qkv.reshape({ctx.B, ctx.T, NH + 2 * nkv, HD});
     ops::rope_forward({heads, heads, NH + nkv, c.rope_theta, ctx.pos_offset, rope_scaling_args(c.rope_scaling)}, s);
@@ -77,15 +79,21 @@ void block_decode(const UnitContext& ctx, const UnitParams& p, const Workspace& 
                          k_cache, v_cache, NH, ctx.pos_offset},
                         s);
   ops::matmul_forward({w.x2, w.att, P[kProjW], P[kProjB]}, s);
+  if (adapter) adapter->forward(ctx, layer, 1, w.att, w.x2);
   ops::residual_norm_forward(
       {w.x2, w.ln2, rms ? TensorView{} : w.mean, w.rstd, x, w.x2, P[kLn2W], P[kLn2B], c.norm_eps, rms}, s);
-  if (c.mlp == MlpKind::gelu) {  // the GELU epilogue, as the block's forward uses it
+  if (c.mlp == MlpKind::gelu && !adapter) {  // the GELU epilogue, as the block's forward uses it
     ops::matmul_forward({w.act, w.ln2, P[kFcW], P[kFcB], w.fc}, s);
   } else {
     ops::matmul_forward({w.fc, w.ln2, P[kFcW], P[kFcB]}, s);
-    ops::swiglu_forward({w.act, w.fc}, s);
+    if (adapter) adapter->forward(ctx, layer, 2, w.ln2, w.fc);
+    if (c.mlp == MlpKind::swiglu)
+      ops::swiglu_forward({w.act, w.fc}, s);
+    else
+      ops::gelu_forward({w.act, w.fc}, s);
   }
   ops::matmul_forward({y, w.act, P[kFc2W], P[kFc2B]}, s);
+  if (adapter) adapter->forward(ctx, layer, 3, w.act, y);
   ops::add({y, w.x2, y}, s);
 }
 
@@ -116,8 +124,6 @@ std::vector<float> Model::decode(const TensorView& tokens, KvCache& cache) {
                "Model::decode: " << T << " new positions after " << pos << " cached ones exceed the cache's capacity "
                                  << cache.capacity_ << " (max_seq " << config_.max_seq
                                  << "); shorten the prompt or generate fewer tokens");
-  STRATA_CHECK(!adapter_, "Model::decode: the KV-cache path does not run LoRA adapters; merge the adapter into the "
-                          "base weights (export) before generating");
   STRATA_CHECK(cache.keys_.device() == device_, "Model::decode: the KV cache was made for another model's device");
   const DType dt = precision_dtype(precision_);
   const size_t need = workspace_bytes(config_, dt, B, B * T, cache.kv_heads_);
@@ -125,6 +131,7 @@ std::vector<float> Model::decode(const TensorView& tokens, KvCache& cache) {
   const int head = num_units() - 1;
   units_[0]->reserve(*device_, dt, B, T);     // the sinusoid table, if any
   units_[size_t(head)]->reserve(*device_, dt, B, 1);  // the head's logits rows
+  if (adapter_) adapter_->reserve(*device_, dt, B, T);
   Workspace w = carve_workspace(config_, dt, B, T, cache.kv_heads_, cache.work_.data(), device_);
   Stream& s = device_->stream();
   s.copy(w.tokens.data, tokens.data, size_t(B * T) * 4);  // tokens are host memory
@@ -144,7 +151,7 @@ std::vector<float> Model::decode(const TensorView& tokens, KvCache& cache) {
                         device_);
     const TensorView vc(static_cast<char*>(cache.values_.data()) + at, dt, {B, cache.kv_heads_, cache.capacity_, HD},
                         device_);
-    block_decode(ctx, acquire(u, false), w, kc, vc, cache.kv_heads_);
+    block_decode(ctx, acquire(u, false), w, kc, vc, cache.kv_heads_, adapter_, l);
     release(u, false);
     std::swap(w.x, w.y);
   }

@@ -9,6 +9,7 @@
 #include "common/philox.h"
 #include "generate_support.h"
 #include "strata/error.h"
+#include "strata/lora.h"
 #include "train_support.h"
 
 namespace strata::test {
@@ -60,6 +61,34 @@ TEST_CASE("greedy generation with the KV cache gives the full-context path's tok
   SampleOptions so;
   so.max_new_tokens = n, so.temperature = 0;
   CHECK(sample(m, prompt, so) == ref.tokens);
+}
+
+TEST_CASE("greedy generation with the KV cache runs attached LoRA adapters as the full-context path does",
+          "[train][cpu][lora]") {
+  const std::string arch = GENERATE("gpt", "llama");
+  INFO(arch);
+  auto cpu = Device::cpu();
+  Model m(tiny_config(arch), *cpu, Precision::fp32, 3);
+  spread_weights(m, 15);
+  LoraOptions lo;
+  lo.targets = LoraTargets::all_linear, lo.rank = 2, lo.alpha = 4.0f, lo.seed = 5;
+  Lora lora(m, lo);
+  std::mt19937_64 rng(16);  // B = 0 would make the adapters a no-op
+  std::uniform_real_distribution<float> u(-0.5f, 0.5f);
+  for (const LoraTensor& t : lora.tensors())
+    if (t.key.find("lora_B") != std::string::npos) {
+      TensorView b = lora.tensor(t.key);
+      std::vector<float> v(size_t(b.numel()));
+      for (float& x : v) x = u(rng);
+      copy_from_host_f32(b, v.data());
+    }
+  const std::vector<int32_t> prompt = {4, 8, 15};
+  SampleOptions so;
+  so.max_new_tokens = 8, so.temperature = 0;
+  const std::vector<int32_t> with_lora = sample(m, prompt, so);
+  CHECK(with_lora == full_context_greedy(m, prompt, 8).tokens);
+  m.attach_lora(nullptr, nullptr);
+  CHECK(sample(m, prompt, so) != with_lora);  // the adapters changed the tokens
 }
 
 TEST_CASE("batched generation: each row is what its prompt gives alone", "[train][cpu]") {
