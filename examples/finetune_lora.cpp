@@ -15,6 +15,7 @@
 // needs its own BPE tokens: pass --data/--val llm.c-format shards made with GPT-2's
 // tokenizer instead of --text; strata has no BPE decoder, so the final sample is
 // then only meaningful as token ids (use --sample-len 0 to skip it).
+#include <algorithm>
 #include <strata/offload.h>
 #include <strata/strata.h>
 
@@ -257,6 +258,8 @@ int run(const Options& o) {
   so.seed = o.seed;
   std::vector<uint16_t> p16 = strata::encode_bytes(o.prompt);
   std::vector<int32_t> prompt(p16.begin(), p16.end());
+  // Generation keeps every position in a KV cache of max_seq: the sample ends there.
+  so.max_new_tokens = std::min<int64_t>(so.max_new_tokens, model->config().max_seq - int64_t(prompt.size()));
   if (o.sample_len <= 0) return 0;
   std::vector<int32_t> out = strata::sample(*model, prompt, so);
   std::vector<uint16_t> out16(out.begin(), out.end());

@@ -9,6 +9,7 @@
 // What it shows: the three layers a researcher uses — data (prepare_text, a
 // TokenDataset and a BatchLoader), the Model, and the Trainer's train_step — plus
 // sampling. Everything here is public API from <strata/strata.h>.
+#include <algorithm>
 #include <strata/plan.h>
 #include <strata/run_log.h>
 #include <strata/strata.h>
@@ -224,6 +225,8 @@ int run(const Options& o) {
   so.seed = o.seed;
   std::vector<uint16_t> prompt16 = strata::encode_bytes(o.prompt);
   std::vector<int32_t> prompt(prompt16.begin(), prompt16.end());
+  // Generation keeps every position in a KV cache of max_seq: the sample ends there.
+  so.max_new_tokens = std::min<int64_t>(so.max_new_tokens, model.config().max_seq - int64_t(prompt.size()));
   std::vector<int32_t> out = strata::sample(model, prompt, so);
   std::vector<uint16_t> out16(out.begin(), out.end());
   std::printf("\n---- sample (temperature %.2f, top-k %lld) ----\n%s%s\n----\n", o.temperature, (long long)o.top_k,

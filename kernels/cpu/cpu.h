@@ -23,6 +23,7 @@ void rope_forward(const ops::RopeArgs& a);
 void rope_backward(const ops::RopeArgs& a);
 void attention_forward(const ops::AttentionForwardArgs& a);
 void attention_backward(const ops::AttentionBackwardArgs& a);
+void attention_decode(const ops::AttentionDecodeArgs& a);
 void dropout_forward(const ops::DropoutArgs& a);
 void dropout_backward(const ops::DropoutArgs& a);
 void add(const ops::AddArgs& a);

@@ -74,6 +74,7 @@ void rope_forward(const ops::RopeArgs& a, const Context& c);
 void rope_backward(const ops::RopeArgs& a, const Context& c);
 void attention_forward(const ops::AttentionForwardArgs& a, const Context& c);
 void attention_backward(const ops::AttentionBackwardArgs& a, const Context& c);
+void attention_decode(const ops::AttentionDecodeArgs& a, const Context& c);
 void dropout_forward(const ops::DropoutArgs& a, const Context& c);
 void dropout_backward(const ops::DropoutArgs& a, const Context& c);
 void add(const ops::AddArgs& a, const Context& c);

@@ -22,6 +22,7 @@ const std::vector<OpInfo>& op_registry() {
       {"swiglu_forward", true, kCuda},        {"swiglu_backward", true, kCuda},
       {"rope_forward", true, kCuda},          {"rope_backward", true, kCuda},
       {"attention_forward", true, kCuda},     {"attention_backward", true, kCuda},
+      {"attention_decode", true, kCuda},
       {"dropout_forward", true, kCuda},       {"dropout_backward", true, kCuda},
       {"add", true, kCuda},                   {"scale", true, kCuda},
       {"cast", true, kCuda},                  {"accumulate", true, kCuda},

@@ -15,24 +15,12 @@
 // bitwise gelu_forward of the rounded fc).
 #include <cmath>
 
+#include "block_params.h"
 #include "unit.h"
 
 namespace strata {
 
 namespace {
-// The public config's scaling as the rope op's arguments.
-RopeScalingArgs rope_scaling_args(const RopeScaling& r) {
-  const RopeScalingType type = r.kind == RopeScalingKind::linear   ? RopeScalingType::linear
-                               : r.kind == RopeScalingKind::llama3 ? RopeScalingType::llama3
-                                                                   : RopeScalingType::none;
-  return {type, r.factor, r.low_freq_factor, r.high_freq_factor, float(r.original_max_seq)};
-}
-}  // namespace
-
-
-namespace {
-
-enum BlockParam : int { kLn1W, kLn1B, kQkvW, kQkvB, kProjW, kProjB, kLn2W, kLn2B, kFcW, kFcB, kFc2W, kFc2B };
 
 class BlockUnit final : public Unit {
  public:

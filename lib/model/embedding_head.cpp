@@ -44,7 +44,7 @@ class EmbeddingUnit final : public Unit {
     TensorView wpe = c_.positions == PositionKind::learned ? p.params[1]
                      : c_.positions == PositionKind::sinusoidal ? table(ctx.dtype, ctx.stream.device())
                                                                 : TensorView{};
-    ops::embedding_forward({io.y, io.tokens, p.params[0], wpe, 0}, ctx.stream);
+    ops::embedding_forward({io.y, io.tokens, p.params[0], wpe, ctx.pos_offset}, ctx.stream);
     float pdrop = ctx.train ? c_.dropout_embedding : 0.0f;
     if (pdrop > 0) ops::dropout_forward({io.y, io.y, pdrop, ctx.dropout_key(kSiteEmbedding)}, ctx.stream);
   }

@@ -1,6 +1,7 @@
 // strata bench [filter...]: runs the benchmark program installed beside this tool
 // (strata-bench: ops against OpenBLAS and memcpy, training, recompute, ZeRO, NVMe
-// against fio, offloaded training's stall, AdamW against its bandwidth bound), so
+// against fio, offloaded training's stall, AdamW against its bandwidth bound, generation
+// per token with the KV cache: `strata bench generate`), so
 // `strata bench io` and `make bench` measure the same code.
 #include <unistd.h>
 

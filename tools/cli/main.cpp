@@ -19,7 +19,7 @@ void usage() {
       "  plan      placement, bytes per memory tier and predicted step time of a training run\n"
       "  tokenize  text to token ids and back through a tokenizer.json (or bytes); --time\n"
       "  bench     benchmarks: ops, training + AdamW vs PyTorch, recompute, ZeRO, NVMe vs fio, offload\n"
-      "            stall; GPU training (tokens/s, MFU) with --device cuda:N (strata bench --help)\n\n"
+      "            stall, generation; GPU training (tokens/s, MFU) with --device cuda:N (strata bench --help)\n\n"
       "Run 'strata <command> --help' for a command's options.\n");
 }
 }  // namespace

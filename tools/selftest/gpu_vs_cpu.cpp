@@ -288,6 +288,14 @@ void attention(Table& tb, DType t) {
     tb.check("attention_forward", kind + " lse", t, lse, tolerance(DType::f32) * 10);
     tb.check("attention_backward", kind + " d_qkv", t, d_qkv, 2 * tolerance(t));
   }
+  {  // one new row after a filled KV cache, grouped kv heads
+    const int64_t NKV = NH / 2, S = T + 1;
+    Twin qkv = tb.make(t, {B, 1, (NH + 2 * NKV) * HD}, -2, 2), out = tb.make(t, {B, 1, NH, HD});
+    Twin kc = tb.make(t, {B, NKV, S, HD}, -2, 2), vc = tb.make(t, {B, NKV, S, HD});
+    tb.run([&](bool g, Stream& s) { ops::attention_decode({V(out), V(qkv), V(kc), V(vc), NH, T}, s); });
+    tb.check("attention_decode", "out", t, out);
+    tb.check("attention_decode", "k_cache", t, kc);
+  }
 }
 
 void elementwise(Table& tb, DType t) {

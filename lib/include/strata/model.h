@@ -6,6 +6,7 @@
 // checkpoints, offload, ZeRO) works unit by unit on those flat buffers.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -133,6 +134,7 @@ struct RecomputePolicy {
 };
 
 class Unit;
+class KvCache;
 class ParamStore;
 class LinearAdapter;
 class Lora;
@@ -211,6 +213,13 @@ class Model {
   // Logits of the last position of each row of `inputs` (B, T): (B, V) f32, host.
   std::vector<float> last_logits(const TensorView& inputs);
 
+  // Incremental inference (lib/model/decode.cpp): runs `tokens` (B, T) i32, host, at
+  // positions [cache.length(), cache.length() + T) of B sequences through the model,
+  // attending over and extending `cache`; returns the logits of each row's last new
+  // position, (B, V) f32 on the host. Prefill is one call with the whole prompt,
+  // decoding one call per token (T = 1). Checks the tokens and the cache's room first.
+  std::vector<float> decode(const TensorView& tokens, KvCache& cache);
+
  private:
   struct Activations;
   struct Views;
@@ -246,15 +255,45 @@ class Model {
   Buffer grad_sink_;  // f32, the largest 1-D parameter: norm weight grads of a frozen base
 };
 
-// Text generation: extends `prompt` by `n` tokens sampled with temperature and
-// top-k (k = 0: the whole vocabulary) from the counter-based RNG under `seed`.
+// The KV cache of incremental decoding: every block's rotated keys and values of up
+// to `capacity` positions of `batch` sequences, each (layers, B, n_kv_heads,
+// capacity, head_dim) in the model's working dtype on its device, plus the
+// decoding workspace. length() positions are filled; reset() empties it.
+class KvCache {
+ public:
+  KvCache(const Model& model, int64_t batch, int64_t capacity = 0);  // 0: the model's max_seq
+  int64_t batch() const { return batch_; }
+  int64_t capacity() const { return capacity_; }
+  int64_t length() const { return length_; }
+  void reset() { length_ = 0; }
+
+ private:
+  friend class Model;
+  int64_t batch_, capacity_, kv_heads_, length_ = 0;
+  Buffer keys_, values_;  // (layers, B, NKV, capacity, HD)
+  Buffer work_;           // decoding workspace, grown to the largest call
+};
+
+// Text generation with a KV cache: extends each prompt by up to max_new_tokens
+// tokens. temperature 0 is greedy; otherwise the next token is drawn among the top_k
+// most likely (0: all) and, of those, the smallest set whose probability reaches
+// top_p (1: all), from the counter-based RNG: token i of row r uses Philox
+// (seed, r, i), so a sample is reproducible and a row does not depend on the batch.
+// A row stops after emitting a token of `stop` (which is kept in its output).
 struct SampleOptions {
   int64_t max_new_tokens = 200;
   float temperature = 1.0f;
   int64_t top_k = 0;
+  float top_p = 1.0f;
+  std::vector<int32_t> stop;
   uint64_t seed = 1;
+  // Called with (row, token) as each token is chosen, in order; null: none.
+  std::function<void(int64_t row, int32_t token)> on_token;
 };
-std::vector<int32_t> sample(Model& model, const std::vector<int32_t>& prompt,
-                            const SampleOptions& options);
+// Prompts of equal length, one row each; returns each row's new tokens. Throws
+// before any work when the prompt length + max_new_tokens exceeds max_seq.
+std::vector<std::vector<int32_t>> generate(Model& model, const std::vector<std::vector<int32_t>>& prompts,
+                                           const SampleOptions& options);
+std::vector<int32_t> sample(Model& model, const std::vector<int32_t>& prompt, const SampleOptions& options);
 
 }  // namespace strata

@@ -250,6 +250,21 @@ struct AttentionBackwardArgs {
 };
 void attention_backward(const AttentionBackwardArgs& a, Stream& s);
 
+// Attention of T new rows against a KV cache (inference): the rows are at positions
+// [pos, pos + T) of each of B sequences. First writes the rows' k and v into the
+// caches at those positions, then row i attends causally over cached keys
+// [0, pos + i]: softmax in f32 with scale 1/sqrt(HD). Query head h reads kv head
+// h / (NH / NKV) (grouped-query attention; NKV = NH is plain multi-head).
+struct AttentionDecodeArgs {
+  TensorView out;      // (B, T, NH, HD)
+  TensorView qkv;      // (B, T, (NH + 2*NKV) * HD): NH q heads, NKV k heads, NKV v heads
+  TensorView k_cache;  // (B, NKV, S, HD), qkv's dtype
+  TensorView v_cache;  // (B, NKV, S, HD)
+  int64_t n_heads = 0;
+  int64_t pos = 0;  // position of the first new row; pos + T <= S
+};
+void attention_decode(const AttentionDecodeArgs& a, Stream& s);
+
 // ---------------------------------------------------------------- dropout
 // out[i] = keep(i) ? inp[i] / (1 - p) : 0, keep(i) = philox_uniform(key, i) >= p.
 // The mask is never stored: backward regenerates it from the key.

@@ -48,6 +48,7 @@ struct UnitContext {
   int64_t B, T;
   StepKey key;
   bool train;
+  int64_t pos_offset = 0;  // position of row 0 (incremental decoding); 0 in training
 
   int64_t rows() const { return B * T; }
   // The Philox key of dropout site `site` (< 16) of this unit in this micro-step.

@@ -1,0 +1,78 @@
+// CPU attention of new rows against a KV cache (inference decoding). A task is one
+// (b, h, new row); it forms the row's scores over the cached keys in f32 scratch.
+// Invariants: the new rows' k and v are in the cache before any task reads it (two
+// passes); softmax statistics and the weighted sum of values are f32, the output is
+// rounded once; every task writes a disjoint row of out.
+#include <cmath>
+
+#include "cpu.h"
+#include "thread_scratch.h"
+#include "util.h"
+
+namespace strata::cpu {
+
+namespace {
+
+template <class T>
+void decode(const ops::AttentionDecodeArgs& a) {
+  const int64_t B = a.k_cache.shape[0], NKV = a.k_cache.shape[1], S = a.k_cache.shape[2], HD = a.k_cache.shape[3];
+  const int64_t NH = a.n_heads, T_new = a.qkv.shape[1], width = (NH + 2 * NKV) * HD, group = NH / NKV;
+  const T* qkv = a.qkv.ptr<T>();
+  T* kc = a.k_cache.ptr<T>();
+  T* vc = a.v_cache.ptr<T>();
+  T* out = a.out.ptr<T>();
+  // Pass 1: k, v of row (b, t) into cache position pos + t.  // cache (B, NKV, S, HD)
+  parallel_for(B * T_new, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t bt = begin; bt < end; ++bt) {
+      const int64_t b = bt / T_new, t = bt % T_new;
+      const T* row = qkv + bt * width;
+      for (int64_t g = 0; g < NKV; ++g) {
+        const int64_t at = ((b * NKV + g) * S + a.pos + t) * HD;
+        for (int64_t d = 0; d < HD; ++d) {
+          kc[at + d] = row[(NH + g) * HD + d];
+          vc[at + d] = row[(NH + NKV + g) * HD + d];
+        }
+      }
+    }
+  });
+  // Pass 2: row t of (b, h) over keys [0, pos + t].
+  const float scale = 1.0f / std::sqrt(float(HD));
+  parallel_for(B * NH * T_new, 4, [&](int64_t begin, int64_t end) {
+    ThreadScratch<float> scratch(size_t(S + 2 * HD));
+    float* scores = scratch.data();
+    float* q = scores + S;
+    float* acc = q + HD;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t t = task % T_new, h = (task / T_new) % NH, b = task / (T_new * NH);
+      const int64_t g = h / group, keys = a.pos + t + 1;
+      const T* q_row = qkv + (b * T_new + t) * width + h * HD;
+      for (int64_t d = 0; d < HD; ++d) q[d] = load(q_row[d]) * scale;
+      const T* k = kc + (b * NKV + g) * S * HD;
+      const T* v = vc + (b * NKV + g) * S * HD;
+      float max = -INFINITY;
+      for (int64_t j = 0; j < keys; ++j) {
+        float dot = 0;
+        for (int64_t d = 0; d < HD; ++d) dot += q[d] * load(k[j * HD + d]);
+        scores[j] = dot;
+        max = std::fmax(max, dot);
+      }
+      float sum = 0;
+      for (int64_t d = 0; d < HD; ++d) acc[d] = 0;
+      for (int64_t j = 0; j < keys; ++j) {
+        const float p = std::exp(scores[j] - max);
+        sum += p;
+        for (int64_t d = 0; d < HD; ++d) acc[d] += p * load(v[j * HD + d]);
+      }
+      T* o = out + ((b * T_new + t) * NH + h) * HD;
+      for (int64_t d = 0; d < HD; ++d) o[d] = store<T>(acc[d] / sum);
+    }
+  });
+}
+
+}  // namespace
+
+void attention_decode(const ops::AttentionDecodeArgs& a) {
+  dispatch_float(a.qkv.dtype, [&](auto tag) { decode<decltype(tag)>(a); });
+}
+
+}  // namespace strata::cpu
