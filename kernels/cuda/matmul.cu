@@ -221,17 +221,19 @@ void matmul_forward(const ops::MatmulForwardArgs& a, const Context& c) {
     gelu_forward({a.out, a.gelu_pre}, c);
     return;
   }
-  gemm(c, oc, n, ic, w, x, a.out.data, a.out.dtype, oc, 0.0f, {bias, nullptr});
+  // ldd = out's row stride: Vp for the padded vocabulary, so D stays 16-byte aligned.
+  gemm(c, oc, n, ic, w, x, a.out.data, a.out.dtype, a.out.size(-1), 0.0f, {bias, nullptr});
 }
 
 // d_inp' (IC, N) = W' (IC x OC) d_out' (OC x N);  d_weight' (IC, OC) += inp' (IC x N) d_out'^T (N x OC).
 void matmul_backward(const ops::MatmulBackwardArgs& a, const Context& c) {
   const int64_t oc = a.weight.shape[0], ic = a.weight.shape[1], n = a.inp.numel() / ic;
+  const int64_t ld_out = a.d_out.size(-1);  // oc unless d_out_padded
   if (a.d_inp.defined())
-    gemm(c, ic, n, oc, {a.weight.data, a.weight.dtype, ic, false}, {a.d_out.data, a.d_out.dtype, oc, false},
+    gemm(c, ic, n, oc, {a.weight.data, a.weight.dtype, ic, false}, {a.d_out.data, a.d_out.dtype, ld_out, false},
          a.d_inp.data, a.d_inp.dtype, ic, 0.0f, {});
   if (a.d_weight.defined())
-    gemm(c, ic, oc, n, {a.inp.data, a.inp.dtype, ic, false}, {a.d_out.data, a.d_out.dtype, oc, true},
+    gemm(c, ic, oc, n, {a.inp.data, a.inp.dtype, ic, false}, {a.d_out.data, a.d_out.dtype, ld_out, true},
          a.d_weight.data, a.d_weight.dtype, ic, 1.0f, {});
   if (a.d_bias.defined()) bias_grad(a.d_bias, a.d_out, c);
 }
