@@ -283,7 +283,7 @@ void fill_zero(const TensorView& out, Stream& s);
 struct CrossEntropyForwardArgs {
   TensorView losses;   // (N) f32
   TensorView lse;      // (N) f32
-  TensorView logits;   // (N, V)
+  TensorView logits;   // (N, V), or (N, Vp) with vocab = V
   TensorView targets;  // (N) i32
   int32_t ignore_index = -100;
   // The real vocabulary when logits' rows are padded (logits (N, Vp), V <= Vp);
@@ -293,11 +293,12 @@ struct CrossEntropyForwardArgs {
 void cross_entropy_forward(const CrossEntropyForwardArgs& a, Stream& s);
 
 // d_logits = (softmax(logits) - onehot(target)) * d_loss (assigned; may alias
-// logits); with vocab set, the padding columns of d_logits are assigned 0. d_loss is the gradient of the total loss w.r.t. each row's loss, the same
-// for every row (e.g. loss_scale / valid_rows).
+// logits); with vocab set, the padding columns of d_logits are assigned 0. d_loss is
+// the gradient of the total loss w.r.t. each row's loss, the same for every row
+// (e.g. loss_scale / valid_rows).
 struct CrossEntropyBackwardArgs {
-  TensorView d_logits;  // (N, V)
-  TensorView logits;    // (N, V)
+  TensorView d_logits;  // (N, V), or (N, Vp) like logits
+  TensorView logits;    // (N, V), or (N, Vp) with vocab = V
   TensorView lse;       // (N) f32
   TensorView targets;   // (N) i32
   float d_loss = 1.0f;

@@ -74,7 +74,9 @@ class EmbeddingUnit final : public Unit {
 
 enum HeadParam : int { kLnfW, kLnfB, kLmHead };
 
-constexpr int64_t kVocabMultiple = 64;  // 128 bytes of bf16: every alignment cuBLASLt prefers up to that
+// 64 elements: a row stride of 128 B in bf16 (256 B in f32), so the leading
+// dimension never holds cuBLASLt's alignment below what the pointers allow.
+constexpr int64_t kVocabMultiple = 64;
 
 int64_t padded_vocab(int64_t v) { return (v + kVocabMultiple - 1) / kVocabMultiple * kVocabMultiple; }
 
