@@ -3,6 +3,8 @@
 // log-sum-exp); d_logits is assigned and may alias logits, so each element of a
 // row is read before the same element is written, and the target's logit is read
 // before the row is overwritten. Targets were range-checked at the entry point.
+// Padded rows (vocab < Vp columns): only the first V columns are read; backward
+// assigns 0 to the padding, so it never carries a gradient.
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -34,15 +36,15 @@ const float* row_f32(const T* x, int64_t V, std::vector<float>& scratch) {
 
 template <class T>
 void forward(const ops::CrossEntropyForwardArgs& a) {
-  const int64_t N = a.logits.shape[0], V = a.logits.shape[1];
-  const T* logits = a.logits.ptr<T>();  // (N, V)
+  const int64_t N = a.logits.shape[0], Vp = a.logits.shape[1], V = a.vocab ? a.vocab : Vp;
+  const T* logits = a.logits.ptr<T>();  // (N, Vp)
   const int32_t* targets = a.targets.ptr<int32_t>();  // (N)
   float* losses = a.losses.ptr<float>();  // (N)
   float* lse = a.lse.ptr<float>();  // (N)
   parallel_for(N, row_grain(V), [&](int64_t r0, int64_t r1) {
     thread_local std::vector<float> scratch;
     for (int64_t r = r0; r < r1; ++r) {
-      const float* x = row_f32(logits + r * V, V, scratch);
+      const float* x = row_f32(logits + r * Vp, V, scratch);
       float m = max_of(x, V);
       // An all -inf row must not compute exp(-inf - -inf): it gets lse = -inf and a
       // NaN loss. A +inf or NaN logit makes the sum, hence lse and loss, NaN.
@@ -59,16 +61,17 @@ void forward(const ops::CrossEntropyForwardArgs& a) {
 
 template <class T>
 void backward(const ops::CrossEntropyBackwardArgs& a) {
-  const int64_t N = a.logits.shape[0], V = a.logits.shape[1];
-  const T* logits = a.logits.ptr<T>();  // (N, V), may be d_logits
-  T* d_logits = a.d_logits.ptr<T>();  // (N, V)
+  const int64_t N = a.logits.shape[0], Vp = a.logits.shape[1], V = a.vocab ? a.vocab : Vp;
+  const T* logits = a.logits.ptr<T>();  // (N, Vp), may be d_logits
+  T* d_logits = a.d_logits.ptr<T>();  // (N, Vp)
   const int32_t* targets = a.targets.ptr<int32_t>();  // (N)
   const float* lse = a.lse.ptr<float>();  // (N)
   const float d_loss = a.d_loss;
   parallel_for(N, row_grain(V), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const T* x = logits + r * V;
-      T* d = d_logits + r * V;
+      const T* x = logits + r * Vp;
+      T* d = d_logits + r * Vp;
+      for (int64_t j = V; j < Vp; ++j) d[j] = store<T>(0.0f);
       int32_t t = targets[r];
       if (t == a.ignore_index) {
         for (int64_t j = 0; j < V; ++j) d[j] = store<T>(0.0f);

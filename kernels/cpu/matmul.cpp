@@ -8,6 +8,7 @@
 // targets them, else takes the f16 road.
 // With gelu_pre defined, each output tile is written to gelu_pre and GELU'd into out
 // while it is still in cache (activation_math.h's gelu_tile).
+// A padded out / d_out (out_padded, d_out_padded) only changes their row stride.
 // Invariants: d_inp is assigned; d_weight and d_bias accumulate (+=), with one
 // rounding per call when they are 16-bit. Tiles split only output dimensions, never
 // the reduction, so every element is summed in the same order on any thread count.
@@ -79,15 +80,22 @@ void to_f32(const T* __restrict src, float* __restrict dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = load(src[i]);
 }
 
-// Rows of a 16-bit matrix as f32: the matrix itself when T is float.
+// Rows of a 16-bit matrix with row stride ld (0: cols) as f32, with the same row
+// stride (the padding columns are not converted): the matrix itself when T is float.
 template <class T>
-const float* rows_f32(const T* src, int64_t n_rows, int64_t cols, float* scratch) {
+const float* rows_f32(const T* src, int64_t n_rows, int64_t cols, float* scratch, int64_t ld = 0) {
   if constexpr (std::is_same_v<T, float>) {
     return src;
   } else {
-    parallel_for(n_rows, std::max<int64_t>(1, 16384 / cols), [&](int64_t r0, int64_t r1) {
-      to_f32(src + r0 * cols, scratch + r0 * cols, (r1 - r0) * cols);
-    });
+    if (ld == 0 || ld == cols) {
+      parallel_for(n_rows, std::max<int64_t>(1, 16384 / cols), [&](int64_t r0, int64_t r1) {
+        to_f32(src + r0 * cols, scratch + r0 * cols, (r1 - r0) * cols);
+      });
+    } else {
+      parallel_for(n_rows, std::max<int64_t>(1, 16384 / cols), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) to_f32(src + r * ld, scratch + r * ld, cols);
+      });
+    }
     return scratch;
   }
 }
@@ -108,18 +116,18 @@ void accumulate_f32(const TensorView& dst, const float* acc, int64_t n) {
 template <class T>
 void forward_tile(const ops::MatmulForwardArgs& a, const PackedB& w_t, int64_t r0, int64_t r1,
                   int64_t c0, int64_t c1) {
-  const int64_t IC = a.weight.shape[1], OC = a.weight.shape[0];
+  const int64_t IC = a.weight.shape[1], ldo = a.out.size(-1);  // ldo = OC unless out_padded
   const int64_t n = r1 - r0, m = c1 - c0;
   const T* bias = a.bias.defined() ? a.bias.ptr<T>() + c0 : nullptr;
   const bool epilogue = a.gelu_pre.defined();
-  T* out = (epilogue ? a.gelu_pre : a.out).ptr<T>() + r0 * OC + c0;  // (n, m) with row stride OC
+  T* out = (epilogue ? a.gelu_pre : a.out).ptr<T>() + r0 * ldo + c0;  // (n, m) with row stride ldo
   if constexpr (std::is_same_v<T, float>) {
     float beta = 0.0f;
     if (bias) {
-      for (int64_t r = 0; r < n; ++r) std::memcpy(out + r * OC, bias, size_t(m) * sizeof(float));
+      for (int64_t r = 0; r < n; ++r) std::memcpy(out + r * ldo, bias, size_t(m) * sizeof(float));
       beta = 1.0f;
     }
-    w_t.gemm(n, m, IC, {a.inp.ptr<float>() + r0 * IC, IC, 1}, c0, out, OC, beta != 0.0f);
+    w_t.gemm(n, m, IC, {a.inp.ptr<float>() + r0 * IC, IC, 1}, c0, out, ldo, beta != 0.0f);
   } else {
     ThreadScratch<float, kTileA> inp_f(size_t(n * IC));  // (n, IC)
     ThreadScratch<float, kTileC> out_f(size_t(n * m));   // (n, m)
@@ -127,7 +135,7 @@ void forward_tile(const ops::MatmulForwardArgs& a, const PackedB& w_t, int64_t r
     w_t.gemm(n, m, IC, {inp_f.data(), IC, 1}, c0, out_f.data(), m, false);
     for (int64_t r = 0; r < n; ++r) {
       const float* __restrict src = out_f.data() + r * m;
-      T* __restrict dst = out + r * OC;
+      T* __restrict dst = out + r * ldo;
       if (bias) {
         for (int64_t j = 0; j < m; ++j) dst[j] = store<T>(src[j] + load(bias[j]));
       } else {
@@ -135,7 +143,7 @@ void forward_tile(const ops::MatmulForwardArgs& a, const PackedB& w_t, int64_t r
       }
     }
   }
-  if (epilogue) gelu_tile(static_cast<const T*>(out), a.out.ptr<T>() + r0 * OC + c0, n, m, OC);
+  if (epilogue) gelu_tile(static_cast<const T*>(out), a.out.ptr<T>() + r0 * ldo + c0, n, m, ldo);
 }
 
 template <class T>
@@ -152,15 +160,16 @@ void forward(const ops::MatmulForwardArgs& a) {
 
 // Rows [k0, k0 + kc) of the backward: d_inp rows (assigned) and their contribution
 // to d_weight (accumulated in f32 into dw, row stride IC), in one set of tasks.
+// d_out_f has row stride ldd (OC unless d_out_padded).
 template <class T>
-void backward_chunk(const ops::MatmulBackwardArgs& a, const float* d_out_f, const float* inp_f,
+void backward_chunk(const ops::MatmulBackwardArgs& a, const float* d_out_f, int64_t ldd, const float* inp_f,
                     const PackedB* w, float* dw, int64_t k0, int64_t kc) {
   const int64_t OC = a.weight.shape[0], IC = a.weight.shape[1];
   const GemmTiles t_inp = a.d_inp.defined() ? plan_tiles(kc, IC) : GemmTiles{0, 0, 1, 1};
   const GemmTiles t_w = dw ? plan_tiles(OC, IC) : GemmTiles{0, 0, 1, 1};
   auto input_tile = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
     const int64_t n = r1 - r0, m = c1 - c0;
-    const Strided<float> d_out{d_out_f + r0 * OC, OC, 1};
+    const Strided<float> d_out{d_out_f + r0 * ldd, ldd, 1};
     T* out = a.d_inp.ptr<T>() + (k0 + r0) * IC + c0;  // (n, m) with row stride IC
     if constexpr (std::is_same_v<T, float>) {
       w->gemm(n, m, OC, d_out, c0, out, IC, false);
@@ -177,7 +186,7 @@ void backward_chunk(const ops::MatmulBackwardArgs& a, const float* d_out_f, cons
   ThreadScratch<float, kPackInp> inp_pack(dw ? PackedB::size(kc, IC) : 0);
   const PackedB inp = dw ? PackedB({inp_f, IC, 1}, kc, IC, inp_pack) : PackedB();  // (kc, IC)
   auto weight_tile = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-    inp.gemm(r1 - r0, c1 - c0, kc, {d_out_f + r0, 1, OC}, c0, dw + r0 * IC + c0, IC, true);
+    inp.gemm(r1 - r0, c1 - c0, kc, {d_out_f + r0, 1, ldd}, c0, dw + r0 * IC + c0, IC, true);
   };
   // One set of tasks for both products, so neither waits for the other's stragglers.
   parallel_for(t_inp.count() + t_w.count(), 1, [&](int64_t b, int64_t e) {
@@ -206,8 +215,8 @@ void bias_chunk(const float* d_out_f, float* acc, int64_t kc, int64_t OC) {
 template <class T>
 void backward(const ops::MatmulBackwardArgs& a) {
   constexpr bool is_f32 = std::is_same_v<T, float>;
-  const int64_t OC = a.weight.shape[0], IC = a.weight.shape[1];
-  const int64_t N = a.d_out.numel() / OC;
+  const int64_t OC = a.weight.shape[0], IC = a.weight.shape[1], ldd = a.d_out.size(-1);
+  const int64_t N = a.d_out.numel() / ldd;
   const bool want_dw = a.d_weight.defined(), want_db = a.d_bias.defined();
   if (!a.d_inp.defined() && !want_dw && !want_db) return;
 
@@ -227,14 +236,14 @@ void backward(const ops::MatmulBackwardArgs& a) {
   // f32 runs in one chunk straight from the operands; 16-bit operands are converted
   // a chunk of rows at a time so scratch stays near 16 MiB whatever N is.
   const int64_t chunk = is_f32 ? N : std::min(N, std::max<int64_t>((int64_t(1) << 22) / (OC + IC), 64));
-  ThreadScratch<float, kDOut> d_out_s(is_f32 ? 0 : size_t(chunk * OC));
+  ThreadScratch<float, kDOut> d_out_s(is_f32 ? 0 : size_t(chunk * ldd));
   ThreadScratch<float, kInp> inp_s(is_f32 || !want_dw ? 0 : size_t(chunk * IC));
   for (int64_t k0 = 0; k0 < N; k0 += chunk) {
     const int64_t kc = std::min(chunk, N - k0);
-    const float* d_out_f = rows_f32(a.d_out.ptr<T>() + k0 * OC, kc, OC, d_out_s.data());  // (kc, OC)
+    const float* d_out_f = rows_f32(a.d_out.ptr<T>() + k0 * ldd, kc, OC, d_out_s.data(), ldd);  // (kc, ldd)
     const float* inp_f = want_dw ? rows_f32(a.inp.ptr<T>() + k0 * IC, kc, IC, inp_s.data()) : nullptr;
-    if (want_db) bias_chunk(d_out_f, db.data(), kc, OC);
-    backward_chunk<T>(a, d_out_f, inp_f, &w, dw, k0, kc);
+        if (want_db) bias_chunk(d_out_f, db.data(), kc, OC);  // d_bias excludes d_out_padded: ldd == OC
+    backward_chunk<T>(a, d_out_f, ldd, inp_f, &w, dw, k0, kc);
   }
   if (want_dw && !dw_in_place) accumulate_f32(a.d_weight, dw, OC * IC);
   if (want_db) accumulate_f32(a.d_bias, db.data(), OC);

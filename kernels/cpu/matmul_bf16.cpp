@@ -4,6 +4,7 @@
 //   d_weight (OC, IC) += d_out^T (OC, N) @ inp (N, IC);  d_bias (OC) += sum of d_out rows
 // A operands are read in place through strides (the tiles pack them), B operands are
 // packed once per call; products are exact bf16 x bf16 in f32, accumulated in f32.
+// A padded out / d_out (out_padded, d_out_padded) only changes their row stride.
 // Invariants: tiles split only output dimensions, so each element is summed in the
 // same order on any thread count; every 16-bit output is rounded once, d_weight
 // included (its tile is loaded to f32, accumulated, stored). vdpbf16ps flushes
@@ -57,7 +58,7 @@ void bias_backward(const TensorView& d_bias, const bf16* d_out, int64_t N, int64
 
 // d_weight (OC, IC) += d_out^T @ inp: in place when f32, else through an f32 tile.
 void weight_backward(const ops::MatmulBackwardArgs& a, int64_t N, int64_t OC, int64_t IC) {
-  const Strided<uint16_t> d_out_t{bits(a.d_out), 1, OC};  // (OC, N)
+  const Strided<uint16_t> d_out_t{bits(a.d_out), 1, a.d_out.size(-1)};  // (OC, N)
   ThreadScratch<uint32_t, kPackSlot> inp(size_t(packed_b_size_bf16(N, IC)));
   pack_b_bf16({bits(a.inp), IC, 1}, N, IC, inp.data());  // (N, IC)
   GemmTiles::plan(OC, IC, kGemmRowsBf16).for_each([&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
@@ -79,7 +80,7 @@ void weight_backward(const ops::MatmulBackwardArgs& a, int64_t N, int64_t OC, in
 
 // d_inp (N, IC) = d_out @ weight.
 void input_backward(const ops::MatmulBackwardArgs& a, int64_t N, int64_t OC, int64_t IC) {
-  const Strided<uint16_t> d_out{bits(a.d_out), OC, 1};  // (N, OC)
+  const Strided<uint16_t> d_out{bits(a.d_out), a.d_out.size(-1), 1};  // (N, OC), row stride OCp when padded
   ThreadScratch<uint32_t, kPackSlot> w(size_t(packed_b_size_bf16(OC, IC)));
   pack_b_bf16({bits(a.weight), IC, 1}, OC, IC, w.data());  // (OC, IC)
   bf16* d_inp = a.d_inp.ptr<bf16>();
@@ -98,7 +99,7 @@ void input_backward(const ops::MatmulBackwardArgs& a, int64_t N, int64_t OC, int
 }  // namespace
 
 bool matmul_forward_bf16(const ops::MatmulForwardArgs& a) {
-  const int64_t OC = a.weight.shape[0], IC = a.weight.shape[1];
+  const int64_t OC = a.weight.shape[0], IC = a.weight.shape[1], ldo = a.out.size(-1);  // ldo = OC unless padded
   const int64_t N = a.inp.numel() / IC;
   const Strided<uint16_t> inp{bits(a.inp), IC, 1};    // (N, IC)
   ThreadScratch<uint32_t, kPackSlot> w_t(size_t(packed_b_size_bf16(IC, OC)));
@@ -111,7 +112,7 @@ bool matmul_forward_bf16(const ops::MatmulForwardArgs& a) {
     ThreadScratch<float, kTileSlot> c(size_t(m * n));  // (m, n)
     gemm_tile_bf16(m, n, IC, inp.at(i0, 0), w_t.data(), OC, j0, c.data(), n, false);
     for (int64_t r = 0; r < m; ++r) {
-      bf16* __restrict dst = out + (i0 + r) * OC + j0;
+      bf16* __restrict dst = out + (i0 + r) * ldo + j0;
       const float* __restrict src = c.data() + r * n;
       if (bias) {
         for (int64_t j = 0; j < n; ++j) dst[j] = store<bf16>(src[j] + load(bias[j0 + j]));
@@ -120,14 +121,14 @@ bool matmul_forward_bf16(const ops::MatmulForwardArgs& a) {
       }
     }
     if (a.gelu_pre.defined())
-      gelu_tile(static_cast<const bf16*>(out + i0 * OC + j0), a.out.ptr<bf16>() + i0 * OC + j0, m, n, OC);
+      gelu_tile(static_cast<const bf16*>(out + i0 * ldo + j0), a.out.ptr<bf16>() + i0 * ldo + j0, m, n, ldo);
   });
   return true;
 }
 
 bool matmul_backward_bf16(const ops::MatmulBackwardArgs& a) {
   const int64_t OC = a.weight.shape[0], IC = a.weight.shape[1];
-  const int64_t N = a.d_out.numel() / OC;
+  const int64_t N = a.d_out.numel() / a.d_out.size(-1);
   if (a.d_bias.defined()) bias_backward(a.d_bias, a.d_out.ptr<bf16>(), N, OC);
   if (a.d_inp.defined()) input_backward(a, N, OC, IC);
   if (a.d_weight.defined()) weight_backward(a, N, OC, IC);

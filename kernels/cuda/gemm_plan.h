@@ -1,8 +1,11 @@
 // What matmul.cu's cuBLASLt plan cache is keyed by, and the parts of it that need no
-// CUDA: the key of one GEMM (shape, leading dimensions, dtypes, transposes, epilogue,
-// operand alignments), the alignment of an operand from its pointer and leading
-// dimension, the description every cuBLAS error carries, and the cache itself
-// (plan type left open, so CPU tests drive it with a plain struct).
+// CUDA: the GEMMs matmul_forward / matmul_backward hand to cuBLASLt (GemmCall: row-
+// major tensors as column-major transposes, leading dimensions from the tensors'
+// last dimensions, so a padded vocabulary's Vp reaches the heuristic), the key of one
+// GEMM (shape, leading dimensions, dtypes, transposes, epilogue, operand alignments),
+// the alignment of an operand from its pointer and leading dimension, the description
+// every cuBLAS error carries, and the cache itself (plan type left open, so CPU tests
+// drive it with a plain struct).
 // Invariant: two GEMMs with equal keys may share one cuBLASLt descriptor and algorithm:
 // everything the heuristic reads is in the key — of the pointers (operands, bias, GELU
 // aux) only their alignment, which is all the heuristic reads of them; the bias and aux
@@ -14,6 +17,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "../ops.h"
 #include "strata/dtype.h"
 
 namespace strata::gemm {
@@ -65,6 +69,61 @@ struct GemmKey {
            align_aux == o.align_aux;
   }
 };
+
+// One operand as cuBLASLt sees it: column-major, ld in elements, stored transposed
+// when trans.
+struct Operand {
+  const void* data;
+  DType dtype;
+  int64_t ld;
+  bool trans;
+};
+
+// One GEMM: D (m x n, column-major, ldd) = op(A) op(B) + beta D.
+struct GemmCall {
+  int64_t m, n, k;
+  Operand a, b;
+  void* d;
+  DType d_type;
+  int64_t ldd;
+  float beta;
+};
+
+// Row-major out (N, OC) is column-major out' (OC, N) = W'^T (OC x IC) inp' (IC x N),
+// D = out or gelu_pre, with ldd their row stride (OC, or Vp when out_padded).
+inline GemmCall forward_call(const ops::MatmulForwardArgs& a, const TensorView& d) {
+  const int64_t oc = a.weight.shape[0], ic = a.weight.shape[1], n = a.inp.numel() / ic;
+  return {oc, n, ic, {a.weight.data, a.weight.dtype, ic, true}, {a.inp.data, a.inp.dtype, ic, false},
+          d.data, d.dtype, d.size(-1), 0.0f};
+}
+
+// d_inp' (IC, N) = W' (IC x OC) d_out' (OC x N), d_out' with ld its row stride.
+inline GemmCall input_grad_call(const ops::MatmulBackwardArgs& a) {
+  const int64_t oc = a.weight.shape[0], ic = a.weight.shape[1], n = a.inp.numel() / ic;
+  return {ic, n, oc, {a.weight.data, a.weight.dtype, ic, false}, {a.d_out.data, a.d_out.dtype, a.d_out.size(-1), false},
+          a.d_inp.data, a.d_inp.dtype, ic, 0.0f};
+}
+
+// d_weight' (IC, OC) += inp' (IC x N) d_out'^T (N x OC).
+inline GemmCall weight_grad_call(const ops::MatmulBackwardArgs& a) {
+  const int64_t oc = a.weight.shape[0], ic = a.weight.shape[1], n = a.inp.numel() / ic;
+  return {ic, oc, n, {a.inp.data, a.inp.dtype, ic, false}, {a.d_out.data, a.d_out.dtype, a.d_out.size(-1), true},
+          a.d_weight.data, a.d_weight.dtype, ic, 1.0f};
+}
+
+// The key of a call with its epilogue's bias and GELU-aux pointers (null: none).
+inline GemmKey key_of(const GemmCall& g, const void* bias, const void* gelu_aux) {
+  GemmKey key;
+  key.m = g.m, key.n = g.n, key.k = g.k, key.lda = g.a.ld, key.ldb = g.b.ld, key.ldd = g.ldd;
+  key.a = g.a.dtype, key.b = g.b.dtype, key.d = g.d_type, key.trans_a = g.a.trans, key.trans_b = g.b.trans;
+  key.epilogue = epilogue_of(bias != nullptr, gelu_aux != nullptr);
+  key.align_a = alignment_bytes(g.a.data, g.a.ld, dtype_size(g.a.dtype));
+  key.align_b = alignment_bytes(g.b.data, g.b.ld, dtype_size(g.b.dtype));
+  key.align_d = alignment_bytes(g.d, g.ldd, dtype_size(g.d_type));
+  if (bias) key.align_bias = alignment_bytes(bias, 0, dtype_size(g.d_type));
+  if (gelu_aux) key.align_aux = alignment_bytes(gelu_aux, g.ldd, dtype_size(g.d_type));
+  return key;
+}
 
 struct GemmKeyHash {
   size_t operator()(const GemmKey& key) const {

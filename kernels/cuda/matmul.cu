@@ -91,13 +91,6 @@ void gemm_plans_destroy(GemmPlans* plans) { delete plans; }
 
 namespace {
 
-struct Operand {
-  const void* data;
-  DType dtype;
-  int64_t ld;
-  bool trans;
-};
-
 // What cuBLASLt fuses after the product: a bias per row of D, and GELU with the
 // pre-activation written to gelu_aux (same layout and dtype as D).
 struct Epilogue {
@@ -169,19 +162,14 @@ GemmPlan make_plan(const gemm::GemmKey& key, const Context& c, bool optional, co
   return p;
 }
 
-// D (m, n, column-major, ld = ldd) = epilogue(op(A) op(B) + beta D). Returns false,
+// D = epilogue(op(A) op(B) + beta D) for one call of gemm_plan.h. Returns false,
 // having enqueued nothing, when cuBLASLt has no algorithm and `optional` is set.
-bool gemm(const Context& c, int64_t m, int64_t n, int64_t k, Operand a, Operand b, void* d, DType d_type, int64_t ldd,
-          float beta, Epilogue e, bool optional = false) {
-  gemm::GemmKey key;
-  key.m = m, key.n = n, key.k = k, key.lda = a.ld, key.ldb = b.ld, key.ldd = ldd;
-  key.a = a.dtype, key.b = b.dtype, key.d = d_type, key.trans_a = a.trans, key.trans_b = b.trans;
-  key.epilogue = gemm::epilogue_of(e.bias != nullptr, e.gelu_aux != nullptr);
-  key.align_a = gemm::alignment_bytes(a.data, a.ld, dtype_size(a.dtype));
-  key.align_b = gemm::alignment_bytes(b.data, b.ld, dtype_size(b.dtype));
-  key.align_d = gemm::alignment_bytes(d, ldd, dtype_size(d_type));
-  if (e.bias) key.align_bias = gemm::alignment_bytes(e.bias, 0, dtype_size(d_type));
-  if (e.gelu_aux) key.align_aux = gemm::alignment_bytes(e.gelu_aux, ldd, dtype_size(d_type));
+bool gemm(const Context& c, const gemm::GemmCall& g, Epilogue e, bool optional = false) {
+  const gemm::GemmKey key = gemm::key_of(g, e.bias, e.gelu_aux);
+  const void* a_data = g.a.data;
+  const void* b_data = g.b.data;
+  void* d = g.d;
+  const float beta = g.beta;
   STRATA_CHECK(c.blas_plans && c.blas_workspace, "matmul: the CUDA context has no cuBLASLt plans or workspace");
   return c.blas_plans->with(
       key, [&] { return make_plan(key, c, optional, e); },
@@ -191,8 +179,8 @@ bool gemm(const Context& c, int64_t m, int64_t n, int64_t k, Operand a, Operand 
         // The pointers are per call: set on the shared descriptor, under the cache's lock.
         set_epilogue_pointers(p, key, e);
         const float alpha = 1.0f;
-        STRATA_CUBLAS_CHECK_GEMM(cublasLtMatmul(static_cast<cublasLtHandle_t>(c.blas), p.op, &alpha, a.data, p.la,
-                                                b.data, p.lb, &beta, d, p.ld, d, p.ld, &p.algo, c.blas_workspace,
+        STRATA_CUBLAS_CHECK_GEMM(cublasLtMatmul(static_cast<cublasLtHandle_t>(c.blas), p.op, &alpha, a_data, p.la,
+                                                b_data, p.lb, &beta, d, p.ld, d, p.ld, &p.algo, c.blas_workspace,
                                                 c.blas_workspace_bytes, static_cast<cudaStream_t>(c.stream)),
                                  key);
         if (sync_after_launch()) {  // STRATA_CUDA_SYNC=1: a fault here names this GEMM
@@ -208,31 +196,24 @@ bool gemm(const Context& c, int64_t m, int64_t n, int64_t k, Operand a, Operand 
 
 }  // namespace
 
-// Row-major out (N, OC) is column-major out' (OC, N) = W'^T (OC x IC) inp' (IC x N).
-// With the GELU epilogue, D is out and the aux matrix gelu_pre.
+// The GEMMs' shapes and leading dimensions are gemm_plan.h's forward_call /
+// input_grad_call / weight_grad_call. With the GELU epilogue, D is out and the aux
+// matrix gelu_pre; a padded out (vocabulary) reaches cuBLASLt as ldd = Vp.
 void matmul_forward(const ops::MatmulForwardArgs& a, const Context& c) {
-  const int64_t oc = a.weight.shape[0], ic = a.weight.shape[1], n = a.inp.numel() / ic;
-  const Operand w{a.weight.data, a.weight.dtype, ic, true}, x{a.inp.data, a.inp.dtype, ic, false};
+  const int64_t oc = a.weight.shape[0];
   const void* bias = a.bias.defined() ? a.bias.data : nullptr;
   if (a.gelu_pre.defined()) {
-    if (oc % 8 == 0 && gemm(c, oc, n, ic, w, x, a.out.data, a.out.dtype, oc, 0.0f, {bias, a.gelu_pre.data}, true))
-      return;
-    gemm(c, oc, n, ic, w, x, a.gelu_pre.data, a.gelu_pre.dtype, oc, 0.0f, {bias, nullptr});
+    if (oc % 8 == 0 && gemm(c, gemm::forward_call(a, a.out), {bias, a.gelu_pre.data}, true)) return;
+    gemm(c, gemm::forward_call(a, a.gelu_pre), {bias, nullptr});
     gelu_forward({a.out, a.gelu_pre}, c);
     return;
   }
-  gemm(c, oc, n, ic, w, x, a.out.data, a.out.dtype, oc, 0.0f, {bias, nullptr});
+  gemm(c, gemm::forward_call(a, a.out), {bias, nullptr});
 }
 
-// d_inp' (IC, N) = W' (IC x OC) d_out' (OC x N);  d_weight' (IC, OC) += inp' (IC x N) d_out'^T (N x OC).
 void matmul_backward(const ops::MatmulBackwardArgs& a, const Context& c) {
-  const int64_t oc = a.weight.shape[0], ic = a.weight.shape[1], n = a.inp.numel() / ic;
-  if (a.d_inp.defined())
-    gemm(c, ic, n, oc, {a.weight.data, a.weight.dtype, ic, false}, {a.d_out.data, a.d_out.dtype, oc, false},
-         a.d_inp.data, a.d_inp.dtype, ic, 0.0f, {});
-  if (a.d_weight.defined())
-    gemm(c, ic, oc, n, {a.inp.data, a.inp.dtype, ic, false}, {a.d_out.data, a.d_out.dtype, oc, true},
-         a.d_weight.data, a.d_weight.dtype, ic, 1.0f, {});
+  if (a.d_inp.defined()) gemm(c, gemm::input_grad_call(a), {});
+  if (a.d_weight.defined()) gemm(c, gemm::weight_grad_call(a), {});
   if (a.d_bias.defined()) bias_grad(a.d_bias, a.d_out, c);
 }
 

@@ -24,10 +24,10 @@ struct Strided {
   int64_t row, col;
 };
 
-// D (M, N, row-major) = beta * D + sum_k A(m, k) B(n, k) (+ bias[n]).
+// D (M, N, row-major, row stride ldd >= N) = beta * D + sum_k A(m, k) B(n, k) (+ bias[n]).
 template <class TI, class TO>
-static __global__ void gemm_tiled_kernel(TO* d, Strided<TI> a, Strided<TI> b, const TI* bias, int64_t M,
-                                         int64_t N, int64_t K, float beta) {
+static __global__ void gemm_tiled_kernel(TO* d, int64_t ldd, Strided<TI> a, Strided<TI> b, const TI* bias,
+                                         int64_t M, int64_t N, int64_t K, float beta) {
   __shared__ Shared<float[kTile][kTileK + 1]> a_tile;  // (m, k); +1 staggers the banks
   __shared__ Shared<float[kTile][kTileK + 1]> b_tile;  // (n, k)
   const int tx = int(threadIdx.x), ty = int(threadIdx.y), t = ty * kThreadsSide + tx;
@@ -57,18 +57,18 @@ static __global__ void gemm_tiled_kernel(TO* d, Strided<TI> a, Strided<TI> b, co
       const int64_t m = m0 + ty + i * kThreadsSide, n = n0 + tx + j * kThreadsSide;
       if (m >= M || n >= N) continue;
       float v = acc[i][j];
-      if (beta != 0.0f) v += beta * load(d[m * N + n]);
+      if (beta != 0.0f) v += beta * load(d[m * ldd + n]);
       if (bias) v += load(bias[n]);
-      d[m * N + n] = store<TO>(v);
+      d[m * ldd + n] = store<TO>(v);
     }
 }
 
 template <class TI, class TO>
-void gemm_tiled(TO* d, Strided<TI> a, Strided<TI> b, const TI* bias, int64_t M, int64_t N, int64_t K, float beta,
-                const Context& c) {
+void gemm_tiled(TO* d, int64_t ldd, Strided<TI> a, Strided<TI> b, const TI* bias, int64_t M, int64_t N, int64_t K,
+                float beta, const Context& c) {
   const dim3 grid(unsigned((N + kTile - 1) / kTile), unsigned((M + kTile - 1) / kTile));
-  launch(gemm_tiled_kernel<TI, TO>, grid, dim3(kThreadsSide, kThreadsSide), 0, c.stream, d, a, b, bias, M, N, K,
-         beta);
+  launch(gemm_tiled_kernel<TI, TO>, grid, dim3(kThreadsSide, kThreadsSide), 0, c.stream, d, ldd, a, b, bias, M, N,
+         K, beta);
 }
 
 }  // namespace
@@ -82,7 +82,7 @@ void matmul_tiled_forward(const ops::MatmulForwardArgs& a, const Context& c) {
   dispatch_float(a.weight.dtype, [&](auto tag) {
     using T = decltype(tag);
     const T* bias = a.bias.defined() ? a.bias.ptr<const T>() : nullptr;
-    gemm_tiled<T, T>(d.ptr<T>(), {a.inp.ptr<const T>(), ic, 1}, {a.weight.ptr<const T>(), ic, 1}, bias, n, oc, ic,
+    gemm_tiled<T, T>(d.ptr<T>(), d.size(-1), {a.inp.ptr<const T>(), ic, 1}, {a.weight.ptr<const T>(), ic, 1}, bias, n, oc, ic,
                      0.0f, c);
   });
   if (a.gelu_pre.defined()) gelu_forward({a.out, a.gelu_pre}, c);
@@ -91,17 +91,18 @@ void matmul_tiled_forward(const ops::MatmulForwardArgs& a, const Context& c) {
 // d_inp (N, IC) = d_out (N, OC) weight (OC, IC);  d_weight (OC, IC) += d_out^T inp.
 void matmul_tiled_backward(const ops::MatmulBackwardArgs& a, const Context& c) {
   const int64_t oc = a.weight.shape[0], ic = a.weight.shape[1], n = a.inp.numel() / ic;
+  const int64_t ld_out = a.d_out.size(-1);  // oc unless d_out_padded
   dispatch_float(a.weight.dtype, [&](auto tag) {
     using T = decltype(tag);
     if (a.d_inp.defined())
-      gemm_tiled<T, T>(a.d_inp.ptr<T>(), {a.d_out.ptr<const T>(), oc, 1}, {a.weight.ptr<const T>(), 1, ic}, nullptr,
-                       n, ic, oc, 0.0f, c);
+      gemm_tiled<T, T>(a.d_inp.ptr<T>(), ic, {a.d_out.ptr<const T>(), ld_out, 1}, {a.weight.ptr<const T>(), 1, ic},
+                       nullptr, n, ic, oc, 0.0f, c);
     if (a.d_weight.defined()) {
-      const Strided<T> d_out_t{a.d_out.ptr<const T>(), 1, oc}, inp_t{a.inp.ptr<const T>(), 1, ic};
+      const Strided<T> d_out_t{a.d_out.ptr<const T>(), 1, ld_out}, inp_t{a.inp.ptr<const T>(), 1, ic};
       if (a.d_weight.dtype == DType::f32)
-        gemm_tiled<T, float>(a.d_weight.ptr<float>(), d_out_t, inp_t, nullptr, oc, ic, n, 1.0f, c);
+        gemm_tiled<T, float>(a.d_weight.ptr<float>(), ic, d_out_t, inp_t, nullptr, oc, ic, n, 1.0f, c);
       else
-        gemm_tiled<T, T>(a.d_weight.ptr<T>(), d_out_t, inp_t, nullptr, oc, ic, n, 1.0f, c);
+        gemm_tiled<T, T>(a.d_weight.ptr<T>(), ic, d_out_t, inp_t, nullptr, oc, ic, n, 1.0f, c);
     }
   });
   if (a.d_bias.defined()) bias_grad(a.d_bias, a.d_out, c);

@@ -1,7 +1,8 @@
 // Entry points of the fused softmax + cross-entropy ops: every argument is checked
 // here, targets included, before the backend writes anything.
 // Invariant: a target outside [0, V) that is not ignore_index is an error at entry,
-// never an out-of-bounds read in a kernel.
+// never an out-of-bounds read in a kernel; with padded rows V is the real vocabulary,
+// so a target in the padding is an error too.
 #include "backend.h"
 #include "check.h"
 #include "cpu/cpu.h"
@@ -10,11 +11,17 @@ namespace strata::ops {
 
 namespace {
 
-// logits must be (N, V); returns N and V.
-void logits_dims(const char* op, const char* arg, const TensorView& logits, int64_t& N, int64_t& V) {
+// logits must be (N, Vp) with 0 < vocab <= Vp when vocab is set; returns N and the
+// real vocabulary V (Vp when vocab is 0).
+void logits_dims(const char* op, const char* arg, const TensorView& logits, int64_t vocab, int64_t& N,
+                 int64_t& V) {
   if (logits.ndim != 2) check::fail(op, arg, logits, "must be 2-D (N, V): flatten (B, T) into rows");
   N = logits.shape[0];
-  V = logits.shape[1];
+  V = vocab == 0 ? logits.shape[1] : vocab;
+  if (vocab < 0 || vocab > logits.shape[1])
+    check::fail(op, arg, logits,
+                "has " + std::to_string(logits.shape[1]) + " columns but vocab = " + std::to_string(vocab) +
+                    ": vocab must be in [1, columns] (the real vocabulary of padded rows), or 0 for every column");
 }
 
 // Targets live in host-visible memory on the CPU backend, so they are read here.
@@ -42,7 +49,7 @@ void cross_entropy_forward(const CrossEntropyForwardArgs& a, Stream& s) {
   check::dtype(op, "lse", a.lse, {DType::f32});
   check::dtype(op, "targets", a.targets, {DType::i32});
   int64_t N, V;
-  logits_dims(op, "logits", a.logits, N, V);
+  logits_dims(op, "logits", a.logits, a.vocab, N, V);
   check::shape(op, "losses", a.losses, {N});
   check::shape(op, "lse", a.lse, {N});
   check::shape(op, "targets", a.targets, {N});
@@ -64,8 +71,8 @@ void cross_entropy_backward(const CrossEntropyBackwardArgs& a, Stream& s) {
   check::dtype(op, "lse", a.lse, {DType::f32});
   check::dtype(op, "targets", a.targets, {DType::i32});
   int64_t N, V;
-  logits_dims(op, "logits", a.logits, N, V);
-  check::shape(op, "d_logits", a.d_logits, {N, V});
+  logits_dims(op, "logits", a.logits, a.vocab, N, V);
+  check::shape(op, "d_logits", a.d_logits, {N, a.logits.shape[1]});
   check::shape(op, "lse", a.lse, {N});
   check::shape(op, "targets", a.targets, {N});
   check::require_backend(op, s);  // before reading targets: they must be host memory

@@ -1,7 +1,8 @@
 // Entry points of matmul_forward / matmul_backward: every argument is checked here,
 // before any backend runs, so a kernel never sees a shape it was not written for.
 // Leading dimensions of inp / out / d_out flatten into N rows; only the row counts
-// and the last dimensions must agree.
+// and the last dimensions must agree (out / d_out may be wider than OC when padded:
+// backends take their row stride from the last dimension).
 #include "backend.h"
 #include "check.h"
 #include "cpu/cpu.h"
@@ -17,11 +18,13 @@ void weight_dims(const char* op, const TensorView& w, int64_t& oc, int64_t& ic) 
   ic = w.shape[1];
 }
 
-// t is (..., cols) with `rows` rows in all.
+// t is (..., cols) with `rows` rows in all; padded: (..., at least cols).
 void rows_cols(const char* op, const char* arg, const TensorView& t, int64_t rows, int64_t cols,
-               const char* rows_from) {
-  if (check::last_dim(t) != cols)
-    check::fail(op, arg, t, "must have last dimension " + std::to_string(cols));
+               const char* rows_from, bool padded = false) {
+  if (padded ? check::last_dim(t) < cols : check::last_dim(t) != cols)
+    check::fail(op, arg, t,
+                std::string(padded ? "must have last dimension at least " : "must have last dimension ") +
+                    std::to_string(cols) + (padded ? " (a padded row stride)" : ""));
   if (check::rows(t) != rows)
     check::fail(op, arg, t,
                 "must have " + std::to_string(rows) + " rows (the rows of '" + rows_from + "')");
@@ -50,7 +53,9 @@ void matmul_forward(const MatmulForwardArgs& a, Stream& s) {
   if (check::last_dim(a.inp) != ic)
     check::fail(op, "inp", a.inp,
                 "must have last dimension IC = " + std::to_string(ic) + " (weight is (OC, IC))");
-  rows_cols(op, "out", a.out, check::rows(a.inp), oc, "inp");
+  rows_cols(op, "out", a.out, check::rows(a.inp), oc, "inp", a.out_padded);
+  if (a.out_padded && a.gelu_pre.defined())
+    check::fail(op, "gelu_pre", a.gelu_pre, "cannot be used with out_padded: pad only a plain GEMM's output");
   if (a.bias.defined()) {
     check::present(op, "bias", a.bias, s);
     check::same_dtype(op, "bias", a.bias, "weight", a.weight);
@@ -85,7 +90,9 @@ void matmul_backward(const MatmulBackwardArgs& a, Stream& s) {
     check::fail(op, "inp", a.inp,
                 "must have last dimension IC = " + std::to_string(ic) + " (weight is (OC, IC))");
   const int64_t n = check::rows(a.inp);
-  rows_cols(op, "d_out", a.d_out, n, oc, "inp");
+  rows_cols(op, "d_out", a.d_out, n, oc, "inp", a.d_out_padded);
+  if (a.d_out_padded && a.d_bias.defined())
+    check::fail(op, "d_bias", a.d_bias, "cannot be used with d_out_padded: the bias gradient reads d_out unpadded");
   if (a.d_inp.defined()) {
     check::present(op, "d_inp", a.d_inp, s);
     check::same_dtype(op, "d_inp", a.d_inp, "weight", a.weight);

@@ -1,6 +1,15 @@
 // The first and last units: token (+ position) embedding, and final norm + LM head
 // + fused cross-entropy. With tied embeddings the head borrows the embedding's
 // table, so the table's gradient gets both uses accumulated in the owner's buffer.
+// Padded vocabulary: the head's logits (and their gradient, which overwrites them)
+// have a row stride Vp = V rounded up to a multiple of 64 (50304 for GPT-2's 50257),
+// so every leading dimension of the head's GEMMs is 16-byte aligned on the device.
+// Only the activation is padded: wte / lm_head stay (V, C), so parameters,
+// checkpoints, HF files and Model::parameters() never see Vp. The GEMM writes only
+// the V real columns (MatmulForwardArgs::out_padded), cross-entropy reads only them
+// (vocab = V) and assigns 0 to the padding's gradient, which the backward GEMM does
+// not read (d_out_padded). Invariant: the padding columns never reach a result, so
+// losses and gradients are bitwise those of the unpadded head.
 #include <cmath>
 
 #include "strata/error.h"
@@ -66,6 +75,12 @@ class EmbeddingUnit final : public Unit {
 
 enum HeadParam : int { kLnfW, kLnfB, kLmHead };
 
+// 64 elements: a row stride of 128 B in bf16 (256 B in f32), so the leading
+// dimension never holds cuBLASLt's alignment below what the pointers allow.
+constexpr int64_t kVocabMultiple = 64;
+
+int64_t padded_vocab(int64_t v) { return (v + kVocabMultiple - 1) / kVocabMultiple * kVocabMultiple; }
+
 class HeadUnit final : public Unit {
  public:
   explicit HeadUnit(const ModelConfig& c) : c_(c) {}
@@ -99,8 +114,12 @@ class HeadUnit final : public Unit {
     TensorView x = io.x.reshape({ctx.rows(), c_.d_model});
     ops::norm_forward({a.lnf, rms ? TensorView{} : a.mean, a.rstd, x, p.params[kLnfW], p.params[kLnfB], c_.norm_eps, rms},
                       ctx.stream);
-    ops::matmul_forward({a.logits, a.lnf, p.params[kLmHead], {}}, ctx.stream);
-    ops::cross_entropy_forward({io.losses, a.lse, a.logits, io.targets.reshape({ctx.rows()}), -100}, ctx.stream);
+    ops::MatmulForwardArgs head{a.logits, a.lnf, p.params[kLmHead], {}};
+    head.out_padded = padded();
+    ops::matmul_forward(head, ctx.stream);
+    ops::CrossEntropyForwardArgs loss{io.losses, a.lse, a.logits, io.targets.reshape({ctx.rows()}), -100};
+    loss.vocab = c_.vocab_size;
+    ops::cross_entropy_forward(loss, ctx.stream);
   }
 
   void backward(const UnitContext& ctx, const UnitParams& p, UnitIO& io, void* scratch) override {
@@ -109,9 +128,12 @@ class HeadUnit final : public Unit {
     char* cur = static_cast<char*>(scratch);
     TensorView d_lnf = carve(cur, ctx.dtype, {ctx.rows(), c_.d_model});
     // d_logits overwrite the saved logits: the head's backward runs once per forward.
-    ops::cross_entropy_backward({a.logits, a.logits, a.lse, io.targets.reshape({ctx.rows()}), io.d_loss, -100},
-                                ctx.stream);
-    ops::matmul_backward({d_lnf, p.grads[kLmHead], {}, a.logits, a.lnf, p.params[kLmHead]}, ctx.stream);
+    ops::CrossEntropyBackwardArgs loss{a.logits, a.logits, a.lse, io.targets.reshape({ctx.rows()}), io.d_loss, -100};
+    loss.vocab = c_.vocab_size;
+    ops::cross_entropy_backward(loss, ctx.stream);
+    ops::MatmulBackwardArgs head{d_lnf, p.grads[kLmHead], {}, a.logits, a.lnf, p.params[kLmHead]};
+    head.d_out_padded = padded();
+    ops::matmul_backward(head, ctx.stream);
     ops::norm_backward({io.dx.reshape({ctx.rows(), c_.d_model}), p.grads[kLnfW], p.grads[kLnfB], d_lnf,
                         io.x.reshape({ctx.rows(), c_.d_model}), p.params[kLnfW], rms ? TensorView{} : a.mean, a.rstd,
                         rms},
@@ -123,23 +145,28 @@ class HeadUnit final : public Unit {
     const bool rms = c_.norm == NormKind::rmsnorm;
     ops::norm_forward({a.lnf, rms ? TensorView{} : a.mean, a.rstd, x, p.params[kLnfW], p.params[kLnfB], c_.norm_eps, rms},
                       ctx.stream);
-    ops::matmul_forward({a.logits, a.lnf, p.params[kLmHead], {}}, ctx.stream);
-    ops::cast({out, a.logits}, ctx.stream);
+    // Unpadded here: `out` is (rows, V) and the cast needs equal shapes; the saved
+    // buffer has room for it (Vp >= V), and each logit is the same value either way.
+    TensorView logits(a.logits.data, a.logits.dtype, {ctx.rows(), c_.vocab_size}, a.logits.device);
+    ops::matmul_forward({logits, a.lnf, p.params[kLmHead], {}}, ctx.stream);
+    ops::cast({out, logits}, ctx.stream);
   }
 
  private:
   struct Saved {
     TensorView lnf, mean, rstd, logits, lse;
   };
+  bool padded() const { return padded_vocab(c_.vocab_size) != c_.vocab_size; }
   size_t saved_bytes(DType dt, int64_t n) const {
-    return carve_bytes(dt, n * c_.d_model) + carve_bytes(dt, n * c_.vocab_size) + 3 * carve_bytes(DType::f32, n);
+    return carve_bytes(dt, n * c_.d_model) + carve_bytes(dt, n * padded_vocab(c_.vocab_size)) +
+           3 * carve_bytes(DType::f32, n);
   }
   Saved views(const UnitContext& ctx) {
     const int64_t n = ctx.rows();
     char* cur = static_cast<char*>(saved_.data());
     Saved a;
     a.lnf = carve(cur, ctx.dtype, {n, c_.d_model});
-    a.logits = carve(cur, ctx.dtype, {n, c_.vocab_size});
+    a.logits = carve(cur, ctx.dtype, {n, padded_vocab(c_.vocab_size)});  // (n, Vp)
     a.mean = carve(cur, DType::f32, {n});
     a.rstd = carve(cur, DType::f32, {n});
     a.lse = carve(cur, DType::f32, {n});

@@ -1,6 +1,7 @@
 // The CUDA-free parts of matmul.cu's cuBLASLt plan cache (kernels/cuda/gemm_plan.h):
 // operand alignment from pointer and leading dimension, the key's equality and hash,
-// the GEMM description errors carry, and the cache's make-once / thread-safety / cap.
+// the GEMM description errors carry, the cache's make-once / thread-safety / cap, and
+// the keys of the padded-vocabulary head's GEMMs.
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -35,6 +36,41 @@ TEST_CASE("gemm alignment is the largest power of two dividing pointer and colum
   CHECK(alignment_bytes(at(0x10000), 768, 4) == 256);
   CHECK(alignment_bytes(at(0x10008), 768, 4) == 8);
   CHECK(alignment_bytes(at(0x10000), 12, 2) == 8);  // the column stride limits: 24 bytes
+}
+
+// gpt2-small's head in bf16 (B 16 x T 1024 rows, C 768, V 50257), with the pointers
+// the head really has: the weight at a 4 KiB-aligned flat buffer, the activations
+// carved 64-byte aligned. Padded to Vp = 50304, every operand of the three GEMMs is
+// at least 16-byte aligned (64 here: the pointers limit, not the leading
+// dimensions); unpadded, the logits' ld 50257 leaves 2-byte alignment.
+TEST_CASE("gemm keys of the padded-vocabulary head see 16-byte aligned operands", "[cpu][gemm_plan]") {
+  const int64_t n = 16 * 1024, c = 768, v = 50257, vp = 50304;
+  void* logits = reinterpret_cast<void*>(uintptr_t(0x7f0000000040));  // 64-byte aligned, as carve()
+  void* lnf = reinterpret_cast<void*>(uintptr_t(0x7e0000000040));
+  void* weight = reinterpret_cast<void*>(uintptr_t(0x7d0000001000));  // a unit's flat buffer
+  for (int64_t ld : {vp, v}) {
+    INFO("logits row stride " << ld);
+    const TensorView out(logits, DType::bf16, {n, ld}), inp(lnf, DType::bf16, {n, c}), w(weight, DType::bf16, {v, c});
+    ops::MatmulForwardArgs f{out, inp, w, {}};
+    f.out_padded = ld != v;
+    ops::MatmulBackwardArgs b{inp, TensorView(weight, DType::f32, {v, c}), {}, out, inp, w};
+    b.d_out_padded = ld != v;
+    const gemm::GemmKey fwd = gemm::key_of(gemm::forward_call(f, f.out), nullptr, nullptr);
+    const gemm::GemmKey dx = gemm::key_of(gemm::input_grad_call(b), nullptr, nullptr);
+    const gemm::GemmKey dw = gemm::key_of(gemm::weight_grad_call(b), nullptr, nullptr);
+    CHECK(fwd.m == v);  // only the real vocabulary is computed
+    CHECK(fwd.ldd == ld);
+    CHECK(dx.ldb == ld);
+    CHECK(dw.ldb == ld);
+    CHECK(dw.n == v);
+    const uint32_t want = ld == vp ? 64 : 2;
+    CHECK(fwd.align_d == want);
+    CHECK(dx.align_b == want);
+    CHECK(dw.align_b == want);
+    CHECK(fwd.align_a == 256);  // W (V, C): ld 768 x 2 B and a 4 KiB-aligned start
+    CHECK(dx.align_d == 64);
+    CHECK(dw.align_d == 256);
+  }
 }
 
 TEST_CASE("gemm keys differ in every field the heuristic reads", "[cpu][gemm_plan]") {

@@ -1,7 +1,8 @@
 // The kernels of one gpt2-small training step at B 16 x T 1024, bf16, one at a time
 // through their op entry points (kernels/ops.h): attention forward / backward (12 heads
 // of 64 and of 128, causal), the block's GEMMs (qkv, proj, fc with the GELU epilogue,
-// fc-proj) and the head (vocabulary 50257 and padded to 50304), forward and backward,
+// fc-proj) and the head (vocabulary 50257, unpadded and as the head runs it: logits
+// with row stride 50304, out_padded / d_out_padded), forward and backward,
 // LayerNorm, the bias gradient, cross-entropy and AdamW over 124M parameters.
 //   strata-bench --device cuda:N kernels   timed with CUDA events: median of up to 20
 //                                          runs after warm-up, TFLOP/s or GB/s and %
@@ -97,24 +98,29 @@ void add_attention(std::vector<Kernel>& ks, int64_t hd) {
                 }});
 }
 
-void add_gemm(std::vector<Kernel>& ks, const std::string& name, int64_t oc, int64_t ic, bool bias, bool gelu) {
+// ld_out > oc: out / d_out with that padded row stride (the head's vocabulary).
+void add_gemm(std::vector<Kernel>& ks, const std::string& name, int64_t oc, int64_t ic, bool bias, bool gelu,
+              int64_t ld_out = 0) {
+  const int64_t ld = ld_out ? ld_out : oc;
   const double mnk = double(kRows) * oc * ic, weights = 2.0 * oc * ic;
   const std::string shape = std::to_string(kRows) + "x" + std::to_string(ic) + " -> " + std::to_string(oc);
   const double fwd_bytes = 2.0 * kRows * ic + weights + 2.0 * kRows * oc * (gelu ? 2 : 1);
   ks.push_back({"matmul_forward " + name, shape + (gelu ? " +gelu" : ""), 2 * mnk, fwd_bytes,
                 [=](Device& d, Tensors& keep) {
-                  ops::MatmulForwardArgs a{make(d, keep, bf, {kRows, oc}), make(d, keep, bf, {kRows, ic}),
+                  ops::MatmulForwardArgs a{make(d, keep, bf, {kRows, ld}), make(d, keep, bf, {kRows, ic}),
                                            make(d, keep, bf, {oc, ic}, -0.05f, 0.05f),
                                            bias ? make(d, keep, bf, {oc}) : TensorView{}};
                   if (gelu) a.gelu_pre = make(d, keep, bf, {kRows, oc});
+                  a.out_padded = ld != oc;
                   return std::function<void(Stream&)>([a](Stream& s) { ops::matmul_forward(a, s); });
                 }});
   // d_inp and d_weight (f32, accumulated: read + written); the bias gradient is its own row.
   const double bwd_bytes = 2.0 * kRows * oc + 2.0 * kRows * ic + weights + 2 * 4.0 * oc * ic + 2.0 * kRows * ic;
   ks.push_back({"matmul_backward " + name, shape, 4 * mnk, bwd_bytes, [=](Device& d, Tensors& keep) {
-                  const ops::MatmulBackwardArgs a{make(d, keep, bf, {kRows, ic}), make(d, keep, f32, {oc, ic}), {},
-                                                  make(d, keep, bf, {kRows, oc}), make(d, keep, bf, {kRows, ic}),
-                                                  make(d, keep, bf, {oc, ic}, -0.05f, 0.05f)};
+                  ops::MatmulBackwardArgs a{make(d, keep, bf, {kRows, ic}), make(d, keep, f32, {oc, ic}), {},
+                                            make(d, keep, bf, {kRows, ld}), make(d, keep, bf, {kRows, ic}),
+                                            make(d, keep, bf, {oc, ic}, -0.05f, 0.05f)};
+                  a.d_out_padded = ld != oc;
                   return std::function<void(Stream&)>([a](Stream& s) { ops::matmul_backward(a, s); });
                 }});
 }
@@ -186,7 +192,7 @@ std::vector<Kernel> kernels() {
   add_gemm(ks, "fc", 4 * kC, kC, true, true);
   add_gemm(ks, "fc-proj", kC, 4 * kC, true, false);
   add_gemm(ks, "head", 50257, kC, false, false);
-  add_gemm(ks, "head padded", 50304, kC, false, false);
+  add_gemm(ks, "head padded", 50257, kC, false, false, 50304);
   add_memory_bound(ks, 50304);
   return ks;
 }

@@ -153,6 +153,22 @@ void matmul(Table& tb, DType t) {
     tb.run([&](bool g, Stream& s) { ops::matmul_backward({{}, V(d_w_t), {}, V(d_out), V(inp), V(w)}, s); });
     tb.check("matmul_backward", std::string("d_weight (") + dtype_name(t) + ")", t, d_w_t);
   }
+  {  // the padded-vocabulary head: out / d_out with a row stride past OC, a multiple of 64
+    const int64_t ocp = (oc + 64) / 64 * 64;
+    Twin out_p = tb.make(t, {n, ocp}, 0, 0), d_out_p = tb.make(t, {n, ocp}), d_inp_p = tb.make(t, {n, ic});
+    Twin d_w_p = tb.make(DType::f32, {oc, ic});
+    tb.run([&](bool g, Stream& s) {
+      ops::MatmulForwardArgs f{V(out_p), V(inp), V(w), {}};
+      f.out_padded = true;
+      ops::matmul_forward(f, s);
+      ops::MatmulBackwardArgs b{V(d_inp_p), V(d_w_p), {}, V(d_out_p), V(inp), V(w)};
+      b.d_out_padded = true;
+      ops::matmul_backward(b, s);
+    });
+    tb.check("matmul_forward", "padded out", t, out_p);
+    tb.check("matmul_backward", "padded d_out: d_inp", t, d_inp_p);
+    tb.check("matmul_backward", "padded d_out: d_weight (f32)", t, d_w_p);
+  }
 #if defined(STRATA_WITH_CUDA) && !defined(STRATA_CUDA_EMULATION)
   // The tiled kernel the emulator runs as matmul, here on the hardware.
   Twin out2 = tb.make(t, {n, oc}, 0, 0), d_inp2 = tb.make(t, {n, ic}), d_w2 = tb.make(DType::f32, {oc, ic});
@@ -333,6 +349,19 @@ void loss(Table& tb, DType t) {
   tb.check("cross_entropy_forward", "", t, losses, tolerance(DType::f32) * 10);
   tb.check("cross_entropy_forward", "lse", t, lse, tolerance(DType::f32) * 10);
   tb.check("cross_entropy_backward", "", t, d_logits);
+  // Padded rows (the head's vocabulary): the same logits in a row stride past V.
+  const int64_t vp = (v + 64) / 64 * 64;
+  Twin logits_p = tb.make(t, {n, vp}, -8, 8), losses_p = tb.make(DType::f32, {n}), lse_p = tb.make(DType::f32, {n});
+  tb.run([&](bool g, Stream& s) {
+    ops::CrossEntropyForwardArgs f{V(losses_p), V(lse_p), V(logits_p), V(targets)};
+    f.vocab = v;
+    ops::cross_entropy_forward(f, s);
+    ops::CrossEntropyBackwardArgs b{V(logits_p), V(logits_p), V(lse_p), V(targets), 0.25f};
+    b.vocab = v;
+    ops::cross_entropy_backward(b, s);
+  });
+  tb.check("cross_entropy_forward", "padded rows", t, losses_p, tolerance(DType::f32) * 10);
+  tb.check("cross_entropy_backward", "padded rows, in place", t, logits_p);
 }
 
 void optimizer(Table& tb, DType t) {

@@ -68,6 +68,10 @@ struct MatmulForwardArgs {
   // (..., OC) like out, or undefined: no epilogue. The initializer keeps the
   // four-field {out, inp, weight, bias} form free of missing-initializer warnings.
   TensorView gelu_pre = {};
+  // out is (..., OCp), OCp >= OC: a padded row stride (the vocabulary padded to a
+  // multiple of 64, so GEMM leading dimensions stay 16-byte aligned). The GEMM writes
+  // columns [0, OC) of each row and leaves the rest untouched. No GELU epilogue.
+  bool out_padded = false;
 };
 void matmul_forward(const MatmulForwardArgs& a, Stream& s);
 
@@ -80,6 +84,9 @@ struct MatmulBackwardArgs {
   TensorView d_out;     // (..., OC)
   TensorView inp;       // (..., IC)
   TensorView weight;    // (OC, IC)
+  // d_out is (..., OCp), OCp >= OC, as out_padded: columns [OC, OCp) are not read.
+  // No d_bias.
+  bool d_out_padded = false;
 };
 void matmul_backward(const MatmulBackwardArgs& a, Stream& s);
 
@@ -320,22 +327,27 @@ void fill_zero(const TensorView& out, Stream& s);
 struct CrossEntropyForwardArgs {
   TensorView losses;   // (N) f32
   TensorView lse;      // (N) f32
-  TensorView logits;   // (N, V)
+  TensorView logits;   // (N, V), or (N, Vp) with vocab = V
   TensorView targets;  // (N) i32
   int32_t ignore_index = -100;
+  // The real vocabulary when logits' rows are padded (logits (N, Vp), V <= Vp);
+  // 0: every column is a token. Padding columns carry no probability mass.
+  int64_t vocab = 0;
 };
 void cross_entropy_forward(const CrossEntropyForwardArgs& a, Stream& s);
 
 // d_logits = (softmax(logits) - onehot(target)) * d_loss (assigned; may alias
-// logits). d_loss is the gradient of the total loss w.r.t. each row's loss, the same
-// for every row (e.g. loss_scale / valid_rows).
+// logits); with vocab set, the padding columns of d_logits are assigned 0. d_loss is
+// the gradient of the total loss w.r.t. each row's loss, the same for every row
+// (e.g. loss_scale / valid_rows).
 struct CrossEntropyBackwardArgs {
-  TensorView d_logits;  // (N, V)
-  TensorView logits;    // (N, V)
+  TensorView d_logits;  // (N, V), or (N, Vp) like logits
+  TensorView logits;    // (N, V), or (N, Vp) with vocab = V
   TensorView lse;       // (N) f32
   TensorView targets;   // (N) i32
   float d_loss = 1.0f;
   int32_t ignore_index = -100;
+  int64_t vocab = 0;  // as CrossEntropyForwardArgs::vocab
 };
 void cross_entropy_backward(const CrossEntropyBackwardArgs& a, Stream& s);
 
