@@ -131,7 +131,10 @@ int run(const Options& o) {
   off.pinned_bytes = size_t(o.pinned_mib) << 20;
 
   auto device = strata::Device::cpu(0);
-  strata::Model model(config, *device, strata::Precision::bf16, 1);
+  // Offloaded, the model holds no state of its own: the store draws each unit's initial
+  // params straight into its tier, so RAM never holds more than one unit of it.
+  strata::Model model(config, *device, strata::Precision::bf16, 1,
+                      o.resident ? strata::Model::Init::resident : strata::Model::Init::deferred);
   model.set_recompute(strata::RecomputePolicy::every_block(config.n_layers));
   strata::TrainOptions to;
   to.grad_accum = o.accum;
@@ -156,6 +159,11 @@ int run(const Options& o) {
       o.resident ? std::make_unique<strata::Trainer>(model, to) : std::make_unique<strata::Trainer>(model, to, off);
   strata::Trainer& trainer = *owned;
   const size_t arena_after_setup = device->arena().bytes_live();
+  if (!o.resident)
+    std::printf("setup: host peak %.3f GiB by strata's accounting (host tiers, one unit's staging, pinned high water) "
+                "+ device arena %.3f GiB high-water; RSS %.2f GiB\n",
+                gib(double(trainer.memory().host_construction_peak)), gib(double(device->arena().bytes_high_water())),
+                rss_gib());
   device->arena().reset_high_water();
 
   if (o.eval) std::printf("held-out loss before training %.4f\n", trainer.evaluate(held_out.batch()));

@@ -104,7 +104,16 @@ ZeroMemory OffloadStore::memory() const {
   for (const Buffer& b : param_pool_) mem.params += b.size();
   for (const Buffer& b : grad_pool_) mem.grads += b.size();
   if (pinned_) mem.pinned_bytes = std::max(pinned_peak_, pinned_->stats().bytes_high_water);
+  mem.host_construction_peak = construction_host_peak();
   return mem;
+}
+
+size_t OffloadStore::construction_host_peak() const {
+  size_t host_tiers = 0;
+  for (const UnitState& x : units_)
+    for (const Home* h : {&x.params, &x.grads, &x.master, &x.m, &x.v})
+      if (h->tier == Tier::host) host_tiers += h->bytes;
+  return host_tiers + staging_peak_ + construction_pinned_peak_;
 }
 
 }  // namespace strata::offload

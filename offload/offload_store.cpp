@@ -139,27 +139,8 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
     for (size_t i = 0; i < ids.size(); ++i) planned[i]->object = ids[i];
   }
 
-  // Initial state: working params as they are, master = their f32 value, m = v = 0.
-  Stream& s = model.device().stream();
-  std::vector<char> working_host;  // a CUDA device's working params, copied out
-  for (int u = 0; u < N; ++u) {
-    UnitState& x = units_[size_t(u)];
-    TensorView working = model.unit_params(u);
-    const void* src = working.data;
-    if (host_) {
-      working_host.resize(x.params.bytes);
-      s.copy(working_host.data(), working.data, x.params.bytes);
-      s.synchronize();
-      src = working_host.data();
-    }
-    write_home(x.params, src);
-    if (frozen_) continue;
-    std::vector<float> f32 = copy_to_host_f32(working);  // exact: f32 and bf16 widen without rounding
-    write_home(x.master, f32.data());
-    std::fill(f32.begin(), f32.end(), 0.0f);
-    write_home(x.m, f32.data());
-    write_home(x.v, f32.data());
-  }
+  for (int u = 0; u < N; ++u) write_initial_state(u);
+  construction_pinned_peak_ = pinned_ ? pinned_->stats().bytes_high_water : 0;
   model.set_store(this);
   model.release_resident_state(true, true);
   // The device pool's floor: two units at once (the head borrows the embedding).
@@ -177,6 +158,41 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
   updated_.store(N);
   take_stats();
   pinned_peak_ = 0;  // memory() reports training's high water, not the initial writes'
+}
+
+// Initial state of unit u: working params, master = their f32 value, m = v = 0. A
+// resident model's params are copied as they are; a deferred model's are drawn here
+// (Model::init_unit_params) into the host home itself or a staging buffer, so
+// construction holds one unit's staging beyond the host tiers, whatever the model.
+void OffloadStore::write_initial_state(int u) {
+  UnitState& x = units_[size_t(u)];
+  std::vector<char> staged;  // the working params in host memory, unless they are the home's
+  const char* working = nullptr;
+  if (!model_->params_resident()) {
+    if (x.params.tier != Tier::host) staged.resize(x.params.bytes);
+    char* dst = x.params.tier == Tier::host ? x.params.host.get() : staged.data();
+    model_->init_unit_params(u, dst);
+    working = dst;
+  } else if (host_) {  // a CUDA device's working params, copied out
+    staged.resize(x.params.bytes);
+    Stream& s = model_->device().stream();
+    s.copy(staged.data(), model_->unit_params(u).data, x.params.bytes);
+    s.synchronize();
+    working = staged.data();
+  } else {
+    working = static_cast<const char*>(model_->unit_params(u).data);
+  }
+  if (working != x.params.data()) write_home(x.params, working);
+  staging_peak_ = std::max(staging_peak_, staged.size());
+  if (frozen_) return;
+  // exact: f32 and bf16 widen without rounding
+  std::vector<float> f32 = copy_to_host_f32(TensorView(const_cast<char*>(working), dtype_, {x.numel}, nullptr));
+  staging_peak_ = std::max(staging_peak_, staged.size() + f32.size() * 4);
+  staged = {};
+  write_home(x.master, f32.data());
+  std::fill(f32.begin(), f32.end(), 0.0f);
+  write_home(x.m, f32.data());
+  write_home(x.v, f32.data());
 }
 
 OffloadStore::~OffloadStore() {

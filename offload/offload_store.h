@@ -62,6 +62,11 @@ class OffloadStore final : public ParamStore {
   // included) and per tier (host, NVMe), and the pinned pool's high water since
   // construction (the most of every take_stats window and the current one).
   ZeroMemory memory() const;
+  // Host memory construction held at its peak, by strata's own accounting: the host
+  // tiers, the most staging one unit's initial state took, and the pinned pool's high
+  // water then (not the model's device buffers: on a CPU device, add its arena's).
+  // Built from an Init::deferred model it depends on the largest unit, not the model.
+  size_t construction_host_peak() const;
 
   // Checkpoints, between steps (offload_checkpoint.cpp): unit u's arrays as full flat
   // f32 arrays (the resident layout), read from and written to their tiers one array
@@ -93,6 +98,7 @@ class OffloadStore final : public ParamStore {
   // no update running.
   void read_home(const Home& h, void* dst);
   void write_home(Home& h, const void* src);
+  void write_initial_state(int unit);
   void settle_for_checkpoint(int unit, const char* what);
   float grad_norm_now();
   void run_update(UpdateJob& job);  // the background thread's body
@@ -117,6 +123,7 @@ class OffloadStore final : public ParamStore {
   bool final_micro_ = true;
   double stall_ = 0, norm_seconds_ = 0, window_start_ = 0;  // main thread only
   size_t pinned_peak_ = 0;  // the highest take_stats window's pinned high water
+  size_t staging_peak_ = 0, construction_pinned_peak_ = 0;  // construction_host_peak's parts
   NvmeStats io_at_window_;
 
   // The background update. updated_ counts the units, in forward order, whose new

@@ -108,13 +108,16 @@ std::vector<std::unique_ptr<Unit>> checked_units(const ModelConfig& config, std:
 }
 }  // namespace
 
-Model::Model(const ModelConfig& config, Device& device, Precision precision, uint64_t seed)
-    : Model(config, make_transformer_units(config), device, precision, seed) {}
+Model::Model(const ModelConfig& config, Device& device, Precision precision, uint64_t seed, Init init)
+    : Model(config, make_transformer_units(config), device, precision, seed, init) {}
 
 Model::Model(const ModelConfig& config, std::vector<std::unique_ptr<Unit>> units, Device& device,
-             Precision precision, uint64_t seed)
-    : config_(config), device_(&device), precision_(precision), units_(checked_units(config, std::move(units))) {
-
+             Precision precision, uint64_t seed, Init init)
+    : config_(config),
+      device_(&device),
+      precision_(precision),
+      seed_(seed),
+      units_(checked_units(config, std::move(units))) {
   const DType dt = precision_dtype(precision_);
   for (int u = 0; u < int(units_.size()); ++u) {
     int64_t offset = 0;
@@ -127,30 +130,20 @@ Model::Model(const ModelConfig& config, std::vector<std::unique_ptr<Unit>> units
     // Pad to 4 KiB in both the working dtype and f32, so O_DIRECT and sharding work.
     int64_t numel = round_up(std::max<int64_t>(offset, 1), 4096 / 2);
     unit_numel_.push_back(numel);
+    if (init == Init::deferred) continue;
     param_buffers_.emplace_back(device, size_t(numel) * dtype_size(dt), "parameters");
     grad_buffers_.emplace_back(device, size_t(numel) * 4, "gradients");
-    zero_new_buffer(device, param_buffers_.back());
     zero_new_buffer(device, grad_buffers_.back());
   }
+  params_resident_ = grads_resident_ = init == Init::resident;
 
-  // GPT-2 initialisation: element i of parameter tensor k of unit u is
-  // normal(0, std) from Philox keyed by (seed, u, k), so it does not depend on the
-  // device, the thread count or the precision (only its rounding does).
-  std::vector<float> host;
-  for (int u = 0; u < int(units_.size()); ++u) {
-    uint32_t k = 0;
-    for (const ParamSpec& s : units_[u]->param_specs()) {
-      ++k;
-      if (s.shape.empty()) continue;
-      TensorView view = parameter(units_[u]->name() + "." + s.name);
-      host.assign(size_t(view.numel()), 0.0f);
-      num::RandomKey key{seed, uint32_t(u), k};
-      for (size_t i = 0; i < host.size(); ++i) {
-        if (s.init == ParamSpec::Init::normal) host[i] = s.std * num::philox_normal(key, i);
-        if (s.init == ParamSpec::Init::ones) host[i] = 1.0f;
-      }
-      copy_from_host_f32(view, host.data());
-    }
+  // One unit staged in host memory at a time (a device's buffers may not be).
+  std::vector<char> staging;
+  for (int u = 0; u < int(param_buffers_.size()); ++u) {
+    staging.resize(size_t(unit_numel_[size_t(u)]) * dtype_size(dt));
+    init_unit_params(u, staging.data());
+    device.stream().copy(param_buffers_[size_t(u)].data(), staging.data(), staging.size());
+    device.stream().synchronize();
   }
   views_ = std::make_unique<Views>();
   auto index_of = [&](const std::string& name) {
@@ -169,6 +162,36 @@ Model::Model(const ModelConfig& config, std::vector<std::unique_ptr<Unit>> units
 
 Model::~Model() = default;
 
+// GPT-2 initialisation: element i of parameter tensor k of unit u is normal(0, std)
+// from Philox keyed by (seed, u, k), so it does not depend on the device, the thread
+// count, the precision (only its rounding does) or the tier it is written to. Drawn
+// in fixed chunks, so the host memory is dst's and a chunk's, whatever the tensor.
+void Model::init_unit_params(int u, void* dst) const {
+  STRATA_CHECK(u >= 0 && u < num_units(), "Model::init_unit_params: unit " << u << " of " << num_units());
+  const DType dt = precision_dtype(precision_);
+  char* base = static_cast<char*>(dst);
+  std::memset(base, 0, size_t(unit_numel_[size_t(u)]) * dtype_size(dt));
+  size_t next = 0;  // params_ holds unit u's tensors consecutively, in spec order
+  while (next < params_.size() && params_[next].unit != u) ++next;
+  constexpr int64_t kChunk = 1 << 16;
+  std::vector<float> chunk(static_cast<size_t>(kChunk));
+  uint32_t k = 0;
+  for (const ParamSpec& s : units_[size_t(u)]->param_specs()) {
+    ++k;
+    if (s.shape.empty()) continue;
+    const ParamInfo& info = params_[next++];
+    const num::RandomKey key{seed_, uint32_t(u), k};
+    for (int64_t i0 = 0; i0 < info.numel(); i0 += kChunk) {
+      const int64_t n = std::min(kChunk, info.numel() - i0);
+      for (int64_t i = 0; i < n; ++i)
+        chunk[size_t(i)] = s.init == ParamSpec::Init::normal ? s.std * num::philox_normal(key, uint64_t(i0 + i))
+                           : s.init == ParamSpec::Init::ones ? 1.0f
+                                                             : 0.0f;
+      copy_from_host_f32(TensorView(base + size_t(info.offset + i0) * dtype_size(dt), dt, {n}, nullptr), chunk.data());
+    }
+  }
+}
+
 std::string Model::unit_name(int u) const { return unit(u).name(); }
 
 Unit& Model::unit(int u) const {
@@ -179,12 +202,12 @@ Unit& Model::unit(int u) const {
 int64_t Model::unit_numel(int u) const { return unit_numel_.at(size_t(u)); }
 
 TensorView Model::unit_params(int u) const {
-  STRATA_CHECK(params_resident_, "Model::unit_params: the parameters live in the model's store (ZeRO-3 or offload)");
+  STRATA_CHECK(params_resident_, "Model::unit_params: the parameters live in the model's store (ZeRO-3 or offload), or nowhere yet (built Init::deferred)");
   return TensorView(param_buffers_.at(size_t(u)).data(), precision_dtype(precision_), {unit_numel_[size_t(u)]}, device_);
 }
 
 TensorView Model::unit_grads(int u) const {
-  STRATA_CHECK(grads_resident_, "Model::unit_grads: the gradients live in the model's store (ZeRO or offload)");
+  STRATA_CHECK(grads_resident_, "Model::unit_grads: the gradients live in the model's store (ZeRO or offload), or nowhere yet (built Init::deferred)");
   return TensorView(grad_buffers_.at(size_t(u)).data(), DType::f32, {unit_numel_[size_t(u)]}, device_);
 }
 
@@ -201,14 +224,14 @@ TensorView shaped(void* base, DType dt, const ParamInfo& info, Device* device) {
 }  // namespace
 
 TensorView Model::parameter(const std::string& name) const {
-  STRATA_CHECK(params_resident_, "Model::parameter: the parameters live in the model's store (ZeRO-3 or offload)");
+  STRATA_CHECK(params_resident_, "Model::parameter: the parameters live in the model's store (ZeRO-3 or offload), or nowhere yet (built Init::deferred)");
   for (const ParamInfo& p : params_)
     if (p.name == name) return shaped(param_buffers_[size_t(p.unit)].data(), precision_dtype(precision_), p, device_);
   STRATA_FAIL("Model::parameter: no parameter named '" << name << "'; see Model::parameters() for the names");
 }
 
 TensorView Model::parameter_grad(const std::string& name) const {
-  STRATA_CHECK(grads_resident_, "Model::parameter_grad: the gradients live in the model's store (ZeRO or offload)");
+  STRATA_CHECK(grads_resident_, "Model::parameter_grad: the gradients live in the model's store (ZeRO or offload), or nowhere yet (built Init::deferred)");
   for (const ParamInfo& p : params_)
     if (p.name == name) return shaped(grad_buffers_[size_t(p.unit)].data(), DType::f32, p, device_);
   STRATA_FAIL("Model::parameter_grad: no parameter named '" << name << "'");
@@ -229,6 +252,8 @@ UnitParams Model::acquire(int u, bool grads) {
   const DType dt = precision_dtype(precision_);
   std::vector<int> used = units_used_by(u);
   std::vector<void*> pbase(units_.size(), nullptr), gbase(units_.size(), nullptr);
+  STRATA_CHECK(store_ || params_resident_, "Model: unit " << u << "'s parameters are in no store: a model built with "
+                                           "Init::deferred trains only once an offload store has initialised it");
   for (int v : used) {
     pbase[size_t(v)] = store_ ? store_->acquire_params(v) : param_buffers_[size_t(v)].data();
     if (grads && !frozen_) gbase[size_t(v)] = store_ ? store_->acquire_grads(v) : grad_buffers_[size_t(v)].data();

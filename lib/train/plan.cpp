@@ -286,6 +286,10 @@ std::string format_plan(const PlanRequest& q, const Plan& p) {
     o << line;
     o << "           " << (x.fits ? "fits" : "does not fit: " + x.why) << "\n";
   }
+  // Issue 21: a store built from a Model::Init::deferred model stages one unit at a time.
+  const size_t staging = p.largest_unit * (dtype_size(precision_dtype(q.precision)) + 4);
+  o << "host memory to build offloaded (Model::Init::deferred): the pinned pool + one unit's staging ("
+    << gib(double(staging)) << ": the largest unit's params and f32 master), not the model's size\n";
   o << "\n";
   if (p.chosen < 0)
     o << "nothing fits: " << (p.options.back().why.empty() ? "" : p.options.back().why)

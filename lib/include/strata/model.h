@@ -142,10 +142,17 @@ struct UnitParams;
 
 class Model {
  public:
+  // How the constructor treats the state. resident: parameter and gradient buffers
+  // are allocated on the device and the parameters initialised. deferred: nothing is
+  // allocated; the offload store made next initialises each unit straight into its
+  // tier (init_unit_params), so a model larger than RAM is never resident. Until a
+  // store owns it, a deferred model's state cannot be read or trained.
+  enum class Init : uint8_t { resident, deferred };
   // Lays out and initialises the parameters on `device` in `precision` (GPT-2 init
   // from the counter-based RNG: the same seed gives the same model on any device).
   // The GPT-2 / LLaMA builder: Model(config, make_transformer_units(config), ...).
-  Model(const ModelConfig& config, Device& device, Precision precision, uint64_t seed);
+  Model(const ModelConfig& config, Device& device, Precision precision, uint64_t seed,
+        Init init = Init::resident);
   // A model composed from a program's own units (strata/unit.h), run in order:
   // units[0] turns tokens into the (B, T, d_model) stream, units[1 .. n-2] map the
   // stream to itself (the trunk: config.n_layers of them, the units recompute
@@ -154,7 +161,7 @@ class Model {
   // before building anything when a unit is null, two share a name, or the count
   // disagrees with config.n_layers.
   Model(const ModelConfig& config, std::vector<std::unique_ptr<Unit>> units, Device& device, Precision precision,
-        uint64_t seed);
+        uint64_t seed, Init init = Init::resident);
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -174,6 +181,11 @@ class Model {
   TensorView parameter(const std::string& name) const;  // a named view (throws if unknown)
   TensorView parameter_grad(const std::string& name) const;
   int64_t num_parameters() const;  // trainable elements, without padding
+  // Unit u's initial working params into host memory `dst`: unit_numel(u) elements of
+  // precision_dtype, padding zero; bitwise what the resident constructor holds.
+  void init_unit_params(int u, void* dst) const;
+  bool params_resident() const { return params_resident_; }
+  bool grads_resident() const { return grads_resident_; }
 
   void zero_grad();
 
@@ -234,6 +246,7 @@ class Model {
   ModelConfig config_;
   Device* device_;
   Precision precision_;
+  uint64_t seed_;
   std::vector<std::unique_ptr<Unit>> units_;
   std::vector<Buffer> param_buffers_;
   std::vector<Buffer> grad_buffers_;

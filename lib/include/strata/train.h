@@ -142,6 +142,9 @@ struct ZeroMemory {
   size_t host_bytes = 0;
   size_t nvme_bytes = 0;
   size_t pinned_bytes = 0;
+  // Offload: the host memory the store's construction held at its peak (host tiers,
+  // one unit's staging, the pinned pool's high water then); see docs/offload.md.
+  size_t host_construction_peak = 0;
 };
 
 namespace dist {
