@@ -98,6 +98,8 @@ std::vector<std::string> default_corpus_files(const std::string& dir) {
 
 std::vector<uint32_t> encode_parallel(const Tokenizer& tokenizer, std::string_view text) {
   constexpr size_t kChunk = size_t(1) << 18;
+  // SentencePiece has no safe cut: each chunk would get its own dummy-prefix space.
+  if (tokenizer.kind() == Tokenizer::Kind::sentencepiece) return tokenizer.encode(text);
   std::vector<std::string_view> chunks;
   for (size_t begin = 0; begin < text.size();) {
     size_t end = text.size();

@@ -250,7 +250,8 @@ struct PrepareResult {
 // point moves back to the start of its line (forward when the file's first line holds
 // it), so no word is cut in two. Files are
 // encoded in parallel, large ones in chunks cut where a line starts with an ASCII letter
-// (a piece boundary of every supported pre-tokenizer), so the ids equal a serial encode.
+// (a piece boundary of every supported pre-tokenizer), so the ids equal a serial encode;
+// a SentencePiece file is encoded whole (no cut is safe from its dummy prefix).
 // val_fraction is in [0, 1).
 PrepareResult prepare_text(const std::vector<std::string>& inputs, const std::string& prefix,
                            double val_fraction = 0.1, const Tokenizer& tokenizer = Tokenizer::bytes());
