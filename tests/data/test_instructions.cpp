@@ -10,30 +10,24 @@
 
 #include "strata/error.h"
 #include "strata/strata.h"
+#include "data/temp_dir.h"
 #include "support/host_tensor.h"
 
 using namespace strata;
 using strata::test::cpu;
+using strata::test::TempDir;
 
 namespace {
+
+std::string write_text(const strata::test::TempDir& dir, const std::string& name, const std::string& text) {
+  std::ofstream(dir.file(name), std::ios::binary) << text;
+  return dir.file(name);
+}
 
 std::string fixture(const std::string& name) {
   return std::string(STRATA_SOURCE_DIR) + "/tests/data/tokenizers/" + name;
 }
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char t[] = "/tmp/strata_sft_XXXXXX";
-    REQUIRE(::mkdtemp(t) != nullptr);
-    path = t;
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  std::string write(const std::string& name, const std::string& text) const {
-    std::ofstream(path + "/" + name, std::ios::binary) << text;
-    return path + "/" + name;
-  }
-};
 
 const std::vector<std::pair<std::string, std::string>> kExamples = {
     {"What is the capital of France?", "Paris."},
@@ -68,7 +62,7 @@ TEST_CASE("instructions: batch targets are -100 on exactly the prompt positions,
           "[data][tokenizer][train]") {
   const Tokenizer tok = Tokenizer::from_file(fixture("spm.model"));
   TempDir dir;
-  const PrepareResult r = prepare_instructions(dir.write("sft.jsonl", jsonl()), dir.path + "/sft", 0.2,
+  const PrepareResult r = prepare_instructions(write_text(dir, "sft.jsonl", jsonl()), dir.path() + "/sft", 0.2,
                                                tok, *tok.eos_id());
   // The expected stream: the first four examples (the fifth is validation).
   std::vector<uint32_t> tokens;
@@ -134,11 +128,11 @@ TEST_CASE("instructions: a malformed line is refused by line number and key, wri
   TempDir dir;
   const std::string good = R"({"prompt": "a", "response": "b"})";
   auto refusal = [&](const std::string& bad_line) {
-    const std::string path = dir.write("bad.jsonl", good + "\n\n" + bad_line + "\n");
+    const std::string path = write_text(dir, "bad.jsonl", good + "\n\n" + bad_line + "\n");
     try {
-      prepare_instructions(path, dir.path + "/out", 0, tok, 2);
+      prepare_instructions(path, dir.path() + "/out", 0, tok, 2);
     } catch (const Error& e) {
-      CHECK_FALSE(std::filesystem::exists(dir.path + "/out_train.bin"));
+      CHECK_FALSE(std::filesystem::exists(dir.path() + "/out_train.bin"));
       return std::string(e.what());
     }
     return std::string("(accepted)");
@@ -149,9 +143,9 @@ TEST_CASE("instructions: a malformed line is refused by line number and key, wri
   CHECK_THAT(refusal(R"({"prompt": "a", "response": ""})"), Catch::Contains(":3: \"response\" is empty"));
   CHECK_THAT(refusal(R"({"prompt": "a", "respo)"), Catch::Contains("bad.jsonl:3: not a JSON object"));
   CHECK_THAT(refusal(R"(["a", "b"])"), Catch::Contains("bad.jsonl:3: a JSON array"));
-  CHECK_THROWS_WITH(prepare_instructions(dir.write("e.jsonl", "\n"), dir.path + "/out", 0, tok, 2),
+  CHECK_THROWS_WITH(prepare_instructions(write_text(dir, "e.jsonl", "\n"), dir.path() + "/out", 0, tok, 2),
                     Catch::Contains("holds no examples"));
-  CHECK_THROWS_WITH(prepare_instructions(dir.write("ok.jsonl", good), dir.path + "/out", 0, tok, 5000),
+  CHECK_THROWS_WITH(prepare_instructions(write_text(dir, "ok.jsonl", good), dir.path() + "/out", 0, tok, 5000),
                     Catch::Contains("end-of-sequence id 5000 is outside"));
 }
 
@@ -159,11 +153,11 @@ TEST_CASE("instructions: shards with and without a loss mask are not mixed", "[d
   TempDir dir;
   const std::vector<uint32_t> t(8, 1);
   const std::vector<uint16_t> short_mask(4, 1);
-  write_token_shard(dir.path + "/a.bin", std::span<const uint32_t>(t), 256);
-  write_token_shard(dir.path + "/b.bin", std::span<const uint32_t>(t), 256);
-  write_token_shard(dir.path + "/a.lossmask", std::span<const uint16_t>(short_mask));
-  CHECK_THROWS_WITH(TokenDataset(dir.path + "/*.bin"), Catch::Contains("holds 4 entries for the 8 tokens"));
-  std::filesystem::remove(dir.path + "/a.lossmask");
-  write_token_shard(dir.path + "/a.lossmask", std::span<const uint16_t>(std::vector<uint16_t>(8, 1)));
-  CHECK_THROWS_WITH(TokenDataset(dir.path + "/*.bin"), Catch::Contains("1 of 2 shards have a loss mask"));
+  write_token_shard(dir.path() + "/a.bin", std::span<const uint32_t>(t), 256);
+  write_token_shard(dir.path() + "/b.bin", std::span<const uint32_t>(t), 256);
+  write_token_shard(dir.path() + "/a.lossmask", std::span<const uint16_t>(short_mask));
+  CHECK_THROWS_WITH(TokenDataset(dir.path() + "/*.bin"), Catch::Contains("holds 4 entries for the 8 tokens"));
+  std::filesystem::remove(dir.path() + "/a.lossmask");
+  write_token_shard(dir.path() + "/a.lossmask", std::span<const uint16_t>(std::vector<uint16_t>(8, 1)));
+  CHECK_THROWS_WITH(TokenDataset(dir.path() + "/*.bin"), Catch::Contains("1 of 2 shards have a loss mask"));
 }
