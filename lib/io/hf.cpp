@@ -392,11 +392,11 @@ ModelConfig read_hf_config(const std::string& dir, HfLayout* layout_out) {
 }
 
 void import_hf(Model& model, const std::string& dir_or_file, HfLayout layout) {
-  const std::string path = fs::is_directory(dir_or_file) ? dir_or_file + "/model.safetensors" : dir_or_file;
   const ModelConfig& c = model.config();
   STRATA_CHECK(hf_layout_for(c) == layout, "import_hf: the model is a " << hf_layout_name(hf_layout_for(c))
                                                                         << " model, the file is " << hf_layout_name(layout));
-  SafetensorsReader r(path);
+  const SafetensorsCheckpoint r(dir_or_file);  // one file, or a sharded index
+  const std::string& path = r.path();
   // GPT-2 files come with ("transformer.wte.weight") or without ("wte.weight") the prefix.
   const std::string prefix = layout == HfLayout::gpt2 && !r.find("transformer.wte.weight") && r.find("wte.weight")
                                  ? ""
