@@ -1,8 +1,10 @@
 // SafetensorsCheckpoint: one safetensors file or a sharded Hugging Face checkpoint
-// (model.safetensors.index.json's weight_map -> shard files), read tensor by tensor.
+// (model.safetensors.index.json's weight_map -> shard files), read tensor by tensor;
+// SafetensorsShardedWriter writes one.
 // Invariant: the index and every shard header are validated when opened — each named
 // shard exists and holds the tensors the index gives it — and no shard's data is read
 // until a tensor is asked for (each read is one pread range of one shard).
+#include <cstdio>
 #include <filesystem>
 
 #include "file_io.h"
@@ -79,6 +81,85 @@ void SafetensorsCheckpoint::read(const std::string& name, const TensorView& dst)
 
 std::vector<float> SafetensorsCheckpoint::read_f32(const std::string& name) const {
   return file_of(name).read_f32(name);
+}
+
+}  // namespace strata
+
+namespace strata {
+
+namespace {
+
+std::string shard_name(size_t i, size_t n) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", i + 1, n);
+  return buf;
+}
+
+}  // namespace
+
+SafetensorsShardedWriter::SafetensorsShardedWriter(const std::string& dir, std::vector<SafetensorsEntry> tensors,
+                                                   const std::map<std::string, std::string>& metadata,
+                                                   uint64_t max_shard_bytes)
+    : dir_(dir), metadata_(metadata) {
+  STRATA_CHECK(!tensors.empty(), "SafetensorsShardedWriter: no tensors for " << dir);
+  // Tensors in order, a new shard when the next would pass the limit (a tensor larger
+  // than the limit gets a shard of its own), as transformers' max_shard_size does.
+  uint64_t bytes = 0;
+  for (SafetensorsEntry& e : tensors) {
+    const uint64_t n = uint64_t(e.numel()) * safetensors_dtype_size(e.dtype);
+    total_bytes_ += n;
+    if (groups_.empty() || (max_shard_bytes > 0 && bytes > 0 && bytes + n > max_shard_bytes)) {
+      groups_.emplace_back();
+      bytes = 0;
+    }
+    bytes += n;
+    groups_.back().push_back(std::move(e));
+  }
+  // A stale single file or index would shadow (or contradict) what is written now.
+  std::error_code ec;
+  fs::remove(dir_ + "/" + (groups_.size() == 1 ? SafetensorsCheckpoint::kIndexName : "model.safetensors"), ec);
+  open(0);
+}
+
+SafetensorsShardedWriter::~SafetensorsShardedWriter() = default;
+
+std::string SafetensorsShardedWriter::file_name(size_t group) const {
+  return groups_.size() == 1 ? "model.safetensors" : shard_name(group, groups_.size());
+}
+
+void SafetensorsShardedWriter::open(size_t group) {
+  group_ = group;
+  written_ = 0;
+  writer_ = std::make_unique<SafetensorsWriter>(dir_ + "/" + file_name(group), groups_[group], metadata_);
+}
+
+void SafetensorsShardedWriter::write_converted(const TensorView& src) {
+  if (written_ == groups_[group_].size()) {
+    STRATA_CHECK(group_ + 1 < groups_.size(), "SafetensorsShardedWriter: more tensors written than declared");
+    writer_->finish();
+    open(group_ + 1);
+  }
+  writer_->write_converted(src);
+  ++written_;
+}
+
+void SafetensorsShardedWriter::finish() {
+  writer_->finish();
+  if (groups_.size() == 1) return;
+  json::Value map = json::Value::object();
+  for (size_t g = 0; g < groups_.size(); ++g)
+    for (const SafetensorsEntry& e : groups_[g]) map.set(e.name, json::Value::string(file_name(g)));
+  json::Value meta = json::Value::object();
+  meta.set("total_size", json::Value::unsigned_integer(total_bytes_));
+  json::Value index = json::Value::object();
+  index.set("metadata", std::move(meta));
+  index.set("weight_map", std::move(map));
+  const std::string path = dir_ + "/" + SafetensorsCheckpoint::kIndexName, temp = path + ".partial";
+  std::error_code ec;
+  fs::remove(temp, ec);
+  io::write_file_synced(temp, index.dump(2) + "\n");
+  fs::rename(temp, path, ec);
+  STRATA_CHECK(!ec, "SafetensorsShardedWriter: cannot write " << path << ": " << ec.message());
 }
 
 }  // namespace strata

@@ -71,6 +71,31 @@ TEST_CASE("safetensors index: a model split into 3 shards imports bitwise", "[io
   }
 }
 
+TEST_CASE("safetensors index: export_hf with a small max shard size writes >= 3 shards that import bitwise",
+          "[io][cpu]") {
+  for (const char* arch : {"gpt", "llama"}) {
+    DYNAMIC_SECTION(arch) {
+      TempDir dir;
+      const ModelConfig c = tiny_config(arch);
+      Model a(c, cpu(), Precision::fp32, 17);
+      const HfLayout layout = hf_layout_for(c);
+      export_hf(a, dir.path(), layout, DType::f32);  // a stale single file the sharded export removes
+      export_hf(a, dir.path(), layout, DType::f32, 4 << 10);
+      CHECK_FALSE(fs::exists(dir.file("model.safetensors")));
+      const SafetensorsCheckpoint ck(dir.path());
+      CHECK(ck.num_files() >= 3);
+      Model b(c, cpu(), Precision::fp32, 18);
+      import_hf(b, dir.path(), layout);
+      for (int u = 0; u < a.num_units(); ++u)
+        CHECK(std::memcmp(a.unit_params(u).data, b.unit_params(u).data, a.unit_params(u).nbytes()) == 0);
+      // And back to one file: the index goes.
+      export_hf(a, dir.path(), layout, DType::f32);
+      CHECK_FALSE(fs::exists(dir.file("model.safetensors.index.json")));
+      CHECK(SafetensorsCheckpoint(dir.path()).num_files() == 1);
+    }
+  }
+}
+
 TEST_CASE("safetensors index: f32, bf16 and f16 tensors in different shards read by name",
           "[io][cpu]") {
   TempDir dir;

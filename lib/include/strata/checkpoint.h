@@ -151,6 +151,36 @@ class SafetensorsWriter {
   uint32_t header_crc_ = 0;
 };
 
+// A Hugging Face checkpoint directory's weights: dir/model.safetensors, or with
+// max_shard_bytes > 0 and more than that to write, shards model-00001-of-0000N.safetensors
+// of at most max_shard_bytes each (a larger tensor alone in its shard) and
+// model.safetensors.index.json. Tensors are declared up front and written in order
+// with write_converted() (as SafetensorsWriter's); finish() writes the index last.
+class SafetensorsShardedWriter {
+ public:
+  SafetensorsShardedWriter(const std::string& dir, std::vector<SafetensorsEntry> tensors,
+                           const std::map<std::string, std::string>& metadata = {},
+                           uint64_t max_shard_bytes = 0);
+  ~SafetensorsShardedWriter();
+  SafetensorsShardedWriter(const SafetensorsShardedWriter&) = delete;
+  SafetensorsShardedWriter& operator=(const SafetensorsShardedWriter&) = delete;
+
+  size_t num_files() const { return groups_.size(); }
+  void write_converted(const TensorView& src);
+  void finish();
+
+ private:
+  std::string file_name(size_t group) const;
+  void open(size_t group);
+
+  std::string dir_;
+  std::map<std::string, std::string> metadata_;
+  std::vector<std::vector<SafetensorsEntry>> groups_;  // the tensors of each file
+  uint64_t total_bytes_ = 0;
+  size_t group_ = 0, written_ = 0;  // the open file, and tensors written to it
+  std::unique_ptr<SafetensorsWriter> writer_;
+};
+
 // A named host tensor, for whole-file writes.
 struct NamedTensor {
   std::string name;
@@ -231,8 +261,10 @@ HfLayout hf_layout_from_string(const std::string& name);
 // The layout a config can be exported as (throws when it fits neither).
 HfLayout hf_layout_for(const ModelConfig& config);
 
-// Writes dir/config.json (transformers' format) and dir/model.safetensors.
-void export_hf(const Model& model, const std::string& dir, HfLayout layout, DType dtype = DType::f32);
+// Writes dir/config.json (transformers' format) and dir/model.safetensors, or with
+// max_shard_bytes > 0 shards and their index (SafetensorsShardedWriter).
+void export_hf(const Model& model, const std::string& dir, HfLayout layout, DType dtype = DType::f32,
+               uint64_t max_shard_bytes = 0);
 // Reads an HF config.json (model_type gpt2 or llama) as a ModelConfig.
 ModelConfig read_hf_config(const std::string& dir, HfLayout* layout = nullptr);
 // Loads HF-layout weights (dir/model.safetensors, dir's sharded index, or a file: see
