@@ -11,11 +11,13 @@
 #include "strata/error.h"
 #include "strata/strata.h"
 #include "data/temp_dir.h"
+#include "data/tokenizer_fixtures.h"
 #include "support/host_tensor.h"
 
 using namespace strata;
 using strata::test::cpu;
 using strata::test::TempDir;
+using strata::test::fixture;
 
 namespace {
 
@@ -24,9 +26,6 @@ std::string write_text(const strata::test::TempDir& dir, const std::string& name
   return dir.file(name);
 }
 
-std::string fixture(const std::string& name) {
-  return std::string(STRATA_SOURCE_DIR) + "/tests/data/tokenizers/" + name;
-}
 
 
 const std::vector<std::pair<std::string, std::string>> kExamples = {
