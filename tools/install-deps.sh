@@ -8,6 +8,7 @@ packages=(
   cmake ninja-build g++ pkg-config ccache   # build
   libopenblas-dev libtbb-dev liburing-dev   # library: GEMMs, parallel loops, NVMe I/O
   libpcre2-dev libutf8proc-dev nlohmann-json3-dev  # tokenizers: patterns, NFC, tokenizer.json; JSON
+  libsentencepiece-dev                      # tokenizers: SentencePiece tokenizer.model
   libcli11-dev                              # the CLI's and the examples' option parsing
   catch2                                    # tests (Catch2 v2)
   fortunes                                  # the demo's default corpus

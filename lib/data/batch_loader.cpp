@@ -177,6 +177,11 @@ void BatchLoader::fill(int64_t k, TokenBatch& batch) const {
     }
     std::copy(row, row + T, batch.inputs.data() + b * T);
     std::copy(row + 1, row + T + 1, batch.targets.data() + b * T);
+    if (dataset_->has_loss_mask()) {
+      const TokenView mask = dataset_->loss_mask_window(batch.positions[size_t(b)], T + 1);
+      for (int64_t t = 0; t < T; ++t)
+        if (mask[size_t(t + 1)] == 0) batch.targets[size_t(b * T + t)] = -100;  // Batch's ignore
+    }
   }
 }
 

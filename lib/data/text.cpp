@@ -98,6 +98,8 @@ std::vector<std::string> default_corpus_files(const std::string& dir) {
 
 std::vector<uint32_t> encode_parallel(const Tokenizer& tokenizer, std::string_view text) {
   constexpr size_t kChunk = size_t(1) << 18;
+  // SentencePiece has no safe cut: each chunk would get its own dummy-prefix space.
+  if (tokenizer.kind() == Tokenizer::Kind::sentencepiece) return tokenizer.encode(text);
   std::vector<std::string_view> chunks;
   for (size_t begin = 0; begin < text.size();) {
     size_t end = text.size();
@@ -114,6 +116,16 @@ std::vector<uint32_t> encode_parallel(const Tokenizer& tokenizer, std::string_vi
   std::vector<uint32_t> all;
   for (const std::vector<uint32_t>& v : ids) all.insert(all.end(), v.begin(), v.end());
   return all;
+}
+
+void write_token_shard(const std::string& path, std::span<const uint32_t> tokens, int64_t vocab_size) {
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+  STRATA_CHECK(!ec, "cannot create the output directory '" << dir.string() << "': " << ec.message());
+  if (vocab_size > 65536) return write_token_shard(path, tokens);
+  const std::vector<uint16_t> narrow(tokens.begin(), tokens.end());
+  write_token_shard(path, std::span<const uint16_t>(narrow));
 }
 
 PrepareResult prepare_text(const std::vector<std::string>& inputs, const std::string& prefix,
@@ -148,17 +160,8 @@ PrepareResult prepare_text(const std::vector<std::string>& inputs, const std::st
   r.val_path = prefix + "_val.bin";
   r.train_tokens = int64_t(train.size());
   r.val_tokens = int64_t(val.size());
-  const std::filesystem::path dir = std::filesystem::path(r.train_path).parent_path();
-  std::error_code ec;
-  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
-  STRATA_CHECK(!ec, "prepare_text: cannot create the output directory '" << dir.string() << "': " << ec.message());
-  auto write = [&](const std::string& path, const std::vector<uint32_t>& tokens) {
-    if (tokenizer.vocab_size() > 65536) return write_token_shard(path, std::span<const uint32_t>(tokens));
-    const std::vector<uint16_t> narrow(tokens.begin(), tokens.end());
-    write_token_shard(path, std::span<const uint16_t>(narrow));
-  };
-  write(r.train_path, train);
-  write(r.val_path, val);
+  write_token_shard(r.train_path, std::span<const uint32_t>(train), tokenizer.vocab_size());
+  write_token_shard(r.val_path, std::span<const uint32_t>(val), tokenizer.vocab_size());
   return r;
 }
 

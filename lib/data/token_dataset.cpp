@@ -50,10 +50,39 @@ TokenDataset::TokenDataset(const std::vector<std::string>& paths) {
     shards_.emplace_back(p);
     num_tokens_ += shards_.back().size();
     shard_begin_.push_back(num_tokens_);
+    const std::string mask = loss_mask_path(p);
+    if (::access(mask.c_str(), F_OK) != 0) continue;
+    masks_.emplace_back(mask);
+    STRATA_CHECK(masks_.back().size() == shards_.back().size(),
+                 "TokenDataset: loss mask '" << mask << "' holds " << masks_.back().size()
+                                             << " entries for the " << shards_.back().size()
+                                             << " tokens of '" << p << "'; prepare the data again");
   }
+  STRATA_CHECK(masks_.empty() || masks_.size() == shards_.size(),
+               "TokenDataset: " << masks_.size() << " of " << shards_.size()
+                                << " shards have a loss mask (" << loss_mask_path(sorted[0])
+                                << "...); mix instruction and plain shards in separate runs");
+}
+
+std::string loss_mask_path(const std::string& shard_path) {
+  const std::string stem = shard_path.ends_with(".bin")
+                               ? shard_path.substr(0, shard_path.size() - 4)
+                               : shard_path;
+  return stem + ".lossmask";
 }
 
 TokenView TokenDataset::window(int64_t position, int64_t length) const {
+  return window_of(shards_, position, length);
+}
+
+TokenView TokenDataset::loss_mask_window(int64_t position, int64_t length) const {
+  STRATA_CHECK(has_loss_mask(), "TokenDataset: the shards have no loss mask (only instruction "
+                                "data made by strata prepare --instructions has one)");
+  return window_of(masks_, position, length);
+}
+
+TokenView TokenDataset::window_of(const std::vector<TokenShard>& shards, int64_t position,
+                                  int64_t length) const {
   STRATA_CHECK(length >= 1 && position >= 0 && position + length <= num_tokens_,
                "TokenDataset::window: tokens [" << position << ", " << position + length
                                                 << ") are outside the dataset's "
@@ -62,7 +91,7 @@ TokenView TokenDataset::window(int64_t position, int64_t length) const {
   auto it = std::upper_bound(shard_begin_.begin(), shard_begin_.end(), position);
   const size_t s = size_t(it - shard_begin_.begin()) - 1;
   const int64_t offset = position - shard_begin_[s];
-  const TokenShard& shard = shards_[s];
+  const TokenShard& shard = shards[s];
   STRATA_CHECK(offset + length <= shard.size(),
                "TokenDataset::window: tokens [" << position << ", " << position + length
                                                 << ") cross the end of shard '" << shard.path()

@@ -1,5 +1,6 @@
-// Tokenizer: loads a Hugging Face tokenizer.json (byte-level BPE) or stands for the
-// byte tokenizer, and encodes / decodes.
+// Tokenizer: loads a Hugging Face tokenizer.json (byte-level BPE) or a SentencePiece
+// tokenizer.model (lib/data/sentencepiece.cpp), or stands for the byte tokenizer, and
+// encodes / decodes.
 // Invariant (strata/tokenizer.h): every key of the file that changes ids is either
 // implemented here exactly as `tokenizers` does it or refused at load by name.
 // Encoding: split on added tokens -> normalize (NFC) -> pre-tokenize (regex splits,
@@ -15,6 +16,7 @@
 #include <sstream>
 
 #include "lib/data/bpe.h"
+#include "lib/data/sentencepiece.h"
 #include "strata/data.h"
 #include "strata/error.h"
 #include "strata/tokenizer.h"
@@ -73,6 +75,9 @@ struct Tokenizer::Impl {
   std::vector<AddedToken> added;  // longest first
   std::vector<uint32_t> added_by_first_byte[256];  // indices into `added`
   std::vector<uint32_t> template_prefix, template_suffix;
+  std::shared_ptr<const sentencepiece::Model> sentencepiece;  // set: a tokenizer.model
+  bool strip_leading_space = false;  // SentencePiece's dummy prefix, removed by decode
+  std::optional<uint32_t> bos, eos, unk;
 };
 
 namespace {
@@ -332,13 +337,30 @@ Tokenizer Tokenizer::from_json(std::string_view text, const std::string& name) {
   return Tokenizer(std::move(t));
 }
 
+Tokenizer Tokenizer::from_sentencepiece(std::string_view model, const std::string& name) {
+  auto t = std::make_shared<Impl>();
+  t->name = name;
+  sentencepiece::Loaded loaded = sentencepiece::load(model, name);
+  t->sentencepiece = std::move(loaded.model);
+  t->id_bytes = std::move(loaded.id_bytes);
+  t->id_special = std::move(loaded.id_special);
+  t->bos = loaded.bos, t->eos = loaded.eos, t->unk = loaded.unk;
+  t->strip_leading_space = loaded.strip_leading_space;
+  if (t->bos) t->template_prefix = {*t->bos};
+  return Tokenizer(std::move(t));
+}
+
 Tokenizer Tokenizer::from_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   STRATA_CHECK(in, "tokenizer file '" << path << "' cannot be read: " << detail::errno_string()
-                                      << "; give the path of a Hugging Face tokenizer.json");
+                                      << "; give the path of a Hugging Face tokenizer.json or "
+                                         "a SentencePiece tokenizer.model");
   std::ostringstream text;
   text << in.rdbuf();
-  return from_json(text.str(), path);
+  const std::string bytes = text.str();
+  if (path.ends_with(".model") || sentencepiece::looks_like_model(bytes))
+    return from_sentencepiece(bytes, path);
+  return from_json(bytes, path);
 }
 
 std::vector<uint32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
@@ -351,6 +373,10 @@ std::vector<uint32_t> Tokenizer::encode(std::string_view text, bool add_special_
   }
   out.reserve(text.size() / 3 + t.template_prefix.size() + t.template_suffix.size());
   if (add_special_tokens) out = t.template_prefix;
+  if (t.sentencepiece) {
+    sentencepiece::encode(*t.sentencepiece, text, out, t.name);
+    return out;
+  }
   size_t begin = 0;
   for (size_t i = 0; i < text.size();) {
     const AddedToken* match = nullptr;
@@ -374,12 +400,18 @@ std::vector<uint32_t> Tokenizer::encode(std::string_view text, bool add_special_
 
 std::string Tokenizer::decode(std::span<const uint32_t> ids, bool skip_special_tokens) const {
   std::string text;
+  bool first_text = impl_->strip_leading_space;
   for (size_t i = 0; i < ids.size(); ++i) {
     STRATA_CHECK(ids[i] < impl_->id_bytes.size(),
                  impl_->name << ": token id " << ids[i] << " at index " << i
                              << " is outside the vocabulary of " << impl_->id_bytes.size());
-    if (skip_special_tokens && impl_->id_special[ids[i]]) continue;
-    text += impl_->id_bytes[ids[i]];
+    const bool special = impl_->id_special[ids[i]];
+    if (skip_special_tokens && special) continue;
+    const std::string& bytes = impl_->id_bytes[ids[i]];
+    // SentencePiece drops the space its dummy prefix put before the first piece.
+    const bool strip = first_text && !special && !bytes.empty() && bytes[0] == ' ';
+    if (!special) first_text = false;
+    text.append(bytes, strip ? 1 : 0);
   }
   return text;
 }
@@ -393,14 +425,17 @@ std::optional<uint32_t> Tokenizer::token_to_id(std::string_view token) const {
     if (token.size() == 1) return uint8_t(token[0]);
     return std::nullopt;
   }
+  if (impl_->sentencepiece) return sentencepiece::piece_to_id(*impl_->sentencepiece, token);
   const auto it = impl_->vocab.find(std::string(token));
   if (it == impl_->vocab.end()) return std::nullopt;
   return it->second;
 }
 
 std::string Tokenizer::id_to_bytes(uint32_t id) const {
-  const uint32_t one = id;
-  return decode(std::span<const uint32_t>(&one, 1));
+  STRATA_CHECK(id < impl_->id_bytes.size(), impl_->name << ": token id " << id
+                                                        << " is outside the vocabulary of "
+                                                        << impl_->id_bytes.size());
+  return impl_->id_bytes[id];
 }
 
 bool Tokenizer::is_special(uint32_t id) const {
@@ -408,10 +443,22 @@ bool Tokenizer::is_special(uint32_t id) const {
 }
 
 const std::string& Tokenizer::name() const { return impl_->name; }
+Tokenizer::Kind Tokenizer::kind() const {
+  return impl_->byte_tokenizer ? Kind::bytes : impl_->sentencepiece ? Kind::sentencepiece : Kind::bpe;
+}
+std::optional<uint32_t> Tokenizer::bos_id() const { return impl_->bos; }
+std::optional<uint32_t> Tokenizer::eos_id() const { return impl_->eos; }
+std::optional<uint32_t> Tokenizer::unk_id() const { return impl_->unk; }
 
 std::string Tokenizer::Stream::push(uint32_t id) {
-  if (skip_special_ && tokenizer_->is_special(id)) return {};
-  pending_ += tokenizer_->id_to_bytes(id);
+  const bool special = tokenizer_->is_special(id);
+  if (skip_special_ && special) return {};
+  const std::string bytes = tokenizer_->id_to_bytes(id);
+  // As decode: the first text piece loses SentencePiece's dummy-prefix space.
+  const bool strip = !started_ && !special && tokenizer_->impl_->strip_leading_space &&
+                     !bytes.empty() && bytes[0] == ' ';
+  if (!special) started_ = true;
+  pending_.append(bytes, strip ? 1 : 0);
   // Emit everything up to the last character, and that one too when it is complete.
   size_t end = pending_.size(), lead = end;
   while (lead > 0 && end - lead < 3 && (uint8_t(pending_[lead - 1]) & 0xC0) == 0x80) --lead;

@@ -216,7 +216,8 @@ HfLayout hf_layout_for(const ModelConfig& c) {
                                 "and biases; llama needs RMSNorm, SwiGLU and RoPE");
 }
 
-void export_hf(const Model& model, const std::string& dir, HfLayout layout, DType dtype) {
+void export_hf(const Model& model, const std::string& dir, HfLayout layout, DType dtype,
+               uint64_t max_shard_bytes) {
   const ModelConfig& c = model.config();
   STRATA_CHECK(hf_layout_for(c) == layout, "export_hf: this model is a " << hf_layout_name(hf_layout_for(c))
                                                                          << " model, not " << hf_layout_name(layout));
@@ -237,7 +238,7 @@ void export_hf(const Model& model, const std::string& dir, HfLayout layout, DTyp
   io::write_file_synced(temp, config);
   fs::rename(temp, dir + "/config.json", ec);
   STRATA_CHECK(!ec, "export_hf: cannot write " << dir << "/config.json: " << ec.message());
-  SafetensorsWriter w(dir + "/model.safetensors", std::move(entries), {{"format", "pt"}});
+  SafetensorsShardedWriter w(dir, std::move(entries), {{"format", "pt"}}, max_shard_bytes);
   std::string cached_name;
   std::vector<float> cached;
   for (const Piece& p : table) {
@@ -392,11 +393,11 @@ ModelConfig read_hf_config(const std::string& dir, HfLayout* layout_out) {
 }
 
 void import_hf(Model& model, const std::string& dir_or_file, HfLayout layout) {
-  const std::string path = fs::is_directory(dir_or_file) ? dir_or_file + "/model.safetensors" : dir_or_file;
   const ModelConfig& c = model.config();
   STRATA_CHECK(hf_layout_for(c) == layout, "import_hf: the model is a " << hf_layout_name(hf_layout_for(c))
                                                                         << " model, the file is " << hf_layout_name(layout));
-  SafetensorsReader r(path);
+  const SafetensorsCheckpoint r(dir_or_file);  // one file, or a sharded index
+  const std::string& path = r.path();
   // GPT-2 files come with ("transformer.wte.weight") or without ("wte.weight") the prefix.
   const std::string prefix = layout == HfLayout::gpt2 && !r.find("transformer.wte.weight") && r.find("wte.weight")
                                  ? ""

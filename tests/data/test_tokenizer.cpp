@@ -11,30 +11,18 @@
 #include "strata/data.h"
 #include "strata/error.h"
 #include "strata/tokenizer.h"
+#include "data/tokenizer_fixtures.h"
 
 using strata::Tokenizer;
+using strata::test::fixture;
+using strata::test::read_ids;
+using strata::test::slurp;
 using namespace std::string_literals;
 
 namespace {
 
-std::string fixture(const std::string& name) {
-  return std::string(STRATA_SOURCE_DIR) + "/tests/data/tokenizers/" + name;
-}
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  REQUIRE(in);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
-std::vector<uint32_t> read_ids(const std::string& path) {
-  std::istringstream in(slurp(path));
-  std::vector<uint32_t> ids;
-  for (uint32_t id; in >> id;) ids.push_back(id);
-  return ids;
-}
 
 bool valid_utf8(const std::string& s) {
   for (size_t i = 0; i < s.size();) {

@@ -89,6 +89,42 @@ class SafetensorsReader {
   uint32_t header_crc_ = 0;
 };
 
+// One safetensors file, or a sharded Hugging Face checkpoint: model.safetensors.index.json
+// ({"weight_map": {"tensor": "model-00001-of-00003.safetensors", ...}}) and its shards
+// beside it. Opening validates the index and every shard's header (a shard the index
+// names must exist and hold the tensors it is given) and reads no tensor data; each
+// read() is one range of one shard, so a checkpoint larger than RAM can be read.
+class SafetensorsCheckpoint {
+ public:
+  static constexpr const char* kIndexName = "model.safetensors.index.json";
+  // A .safetensors file, an index file, or a directory holding model.safetensors or
+  // the index (the single file first, as transformers does).
+  explicit SafetensorsCheckpoint(const std::string& path);
+  ~SafetensorsCheckpoint();
+  SafetensorsCheckpoint(const SafetensorsCheckpoint&) = delete;
+  SafetensorsCheckpoint& operator=(const SafetensorsCheckpoint&) = delete;
+
+  const std::string& path() const { return path_; }  // the file or the index opened
+  size_t num_files() const { return files_.size(); }
+  // Every tensor (file order; for an index, the weight_map's order). An entry's byte
+  // range is within its own shard.
+  const std::vector<SafetensorsEntry>& tensors() const { return tensors_; }
+  const SafetensorsEntry* find(const std::string& name) const;
+  const SafetensorsReader& file_of(const std::string& name) const;  // throws naming the tensor
+  void read(const std::string& name, const TensorView& dst) const;  // as SafetensorsReader's
+  std::vector<float> read_f32(const std::string& name) const;
+
+ private:
+  static std::string resolve(const std::string& path);
+  void add(const SafetensorsEntry& e, size_t file);
+
+  std::string path_;
+  std::vector<std::unique_ptr<SafetensorsReader>> files_;
+  std::vector<SafetensorsEntry> tensors_;
+  std::vector<size_t> file_index_;  // (tensors,) index into files_
+  std::map<std::string, size_t> by_name_;  // name -> index into tensors_
+};
+
 // Writes a safetensors file with a CRC32C per tensor in __metadata__ ("crc32c.NAME").
 // All tensors are declared up front (the header comes first); their bytes are then
 // streamed with write() in declaration order, in chunks of any size. finish()
@@ -113,6 +149,36 @@ class SafetensorsWriter {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   uint32_t header_crc_ = 0;
+};
+
+// A Hugging Face checkpoint directory's weights: dir/model.safetensors, or with
+// max_shard_bytes > 0 and more than that to write, shards model-00001-of-0000N.safetensors
+// of at most max_shard_bytes each (a larger tensor alone in its shard) and
+// model.safetensors.index.json. Tensors are declared up front and written in order
+// with write_converted() (as SafetensorsWriter's); finish() writes the index last.
+class SafetensorsShardedWriter {
+ public:
+  SafetensorsShardedWriter(const std::string& dir, std::vector<SafetensorsEntry> tensors,
+                           const std::map<std::string, std::string>& metadata = {},
+                           uint64_t max_shard_bytes = 0);
+  ~SafetensorsShardedWriter();
+  SafetensorsShardedWriter(const SafetensorsShardedWriter&) = delete;
+  SafetensorsShardedWriter& operator=(const SafetensorsShardedWriter&) = delete;
+
+  size_t num_files() const { return groups_.size(); }
+  void write_converted(const TensorView& src);
+  void finish();
+
+ private:
+  std::string file_name(size_t group) const;
+  void open(size_t group);
+
+  std::string dir_;
+  std::map<std::string, std::string> metadata_;
+  std::vector<std::vector<SafetensorsEntry>> groups_;  // the tensors of each file
+  uint64_t total_bytes_ = 0;
+  size_t group_ = 0, written_ = 0;  // the open file, and tensors written to it
+  std::unique_ptr<SafetensorsWriter> writer_;
 };
 
 // A named host tensor, for whole-file writes.
@@ -195,11 +261,14 @@ HfLayout hf_layout_from_string(const std::string& name);
 // The layout a config can be exported as (throws when it fits neither).
 HfLayout hf_layout_for(const ModelConfig& config);
 
-// Writes dir/config.json (transformers' format) and dir/model.safetensors.
-void export_hf(const Model& model, const std::string& dir, HfLayout layout, DType dtype = DType::f32);
+// Writes dir/config.json (transformers' format) and dir/model.safetensors, or with
+// max_shard_bytes > 0 shards and their index (SafetensorsShardedWriter).
+void export_hf(const Model& model, const std::string& dir, HfLayout layout, DType dtype = DType::f32,
+               uint64_t max_shard_bytes = 0);
 // Reads an HF config.json (model_type gpt2 or llama) as a ModelConfig.
 ModelConfig read_hf_config(const std::string& dir, HfLayout* layout = nullptr);
-// Loads HF-layout weights (dir/model.safetensors or a .safetensors path) into a model
+// Loads HF-layout weights (dir/model.safetensors, dir's sharded index, or a file: see
+// SafetensorsCheckpoint) into a model
 // whose config matches; every tensor's name and shape is checked first.
 void import_hf(Model& model, const std::string& dir_or_file, HfLayout layout);
 

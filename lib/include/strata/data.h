@@ -34,6 +34,9 @@ constexpr int64_t kShardHeaderBytes = 256 * 4;
 // The uint16 overload writes the GPT-2 format, the uint32 one the Llama-3 format.
 void write_token_shard(const std::string& path, std::span<const uint16_t> tokens);
 void write_token_shard(const std::string& path, std::span<const uint32_t> tokens);
+// The narrowest format for the vocabulary (uint16 up to 65,536), creating the
+// directory path lies in.
+void write_token_shard(const std::string& path, std::span<const uint32_t> tokens, int64_t vocab_size);
 
 // Tokens of either width, read in place: indexable and iterable as uint32_t.
 class TokenView {
@@ -130,15 +133,29 @@ class TokenDataset {
   // TokenShard::validate_tokens over every shard.
   void validate_tokens(int64_t vocab_size) const;
 
+  // Instruction data: every shard has a loss mask beside it (loss_mask_path), a shard
+  // of the same length whose entry is 1 where the token is a target for the loss and
+  // 0 where it is not (a prompt token). window() and loss_mask_window() line up.
+  bool has_loss_mask() const { return !masks_.empty(); }
+  TokenView loss_mask_window(int64_t position, int64_t length) const;
+
  private:
+  TokenView window_of(const std::vector<TokenShard>& shards, int64_t position, int64_t length) const;
+
   std::vector<TokenShard> shards_;
+  std::vector<TokenShard> masks_;  // empty, or one per shard
   std::vector<int64_t> shard_begin_;  // (num_shards + 1,) prefix sums of shard sizes
   int64_t num_tokens_ = 0;
 };
 
+// "data/sft_train.bin" -> "data/sft_train.lossmask": where a shard's loss mask lives
+// (not *.bin, so a glob over the shards does not match it).
+std::string loss_mask_path(const std::string& shard_path);
+
 // ---- batches ------------------------------------------------------------------------
 // B windows of T+1 consecutive tokens. inputs = tokens[:, :T], targets = tokens[:, 1:],
-// also stored contiguously so they can be handed to ops as (B, T) i32 tensors.
+// also stored contiguously so they can be handed to ops as (B, T) i32 tensors. With a
+// loss mask (instruction data), a target whose mask is 0 (a prompt token) is -100.
 struct TokenBatch {
   int64_t number = 0;  // the batch number k this is
   int64_t batch_size = 0;  // B
@@ -250,10 +267,31 @@ struct PrepareResult {
 // point moves back to the start of its line (forward when the file's first line holds
 // it), so no word is cut in two. Files are
 // encoded in parallel, large ones in chunks cut where a line starts with an ASCII letter
-// (a piece boundary of every supported pre-tokenizer), so the ids equal a serial encode.
+// (a piece boundary of every supported pre-tokenizer), so the ids equal a serial encode;
+// a SentencePiece file is encoded whole (no cut is safe from its dummy prefix).
 // val_fraction is in [0, 1).
 PrepareResult prepare_text(const std::vector<std::string>& inputs, const std::string& prefix,
                            double val_fraction = 0.1, const Tokenizer& tokenizer = Tokenizer::bytes());
+
+// ---- instruction data -----------------------------------------------------------------
+// One example: tokenizer.encode(prompt, add_special_tokens = true) (so bos where the
+// tokenizer has one), then encode(response), then eos. loss_mask is 0 on the prompt
+// tokens and 1 on the response and eos: a target counts in the loss iff its token's
+// mask is 1.
+struct InstructionTokens {
+  std::vector<uint32_t> tokens;
+  std::vector<uint16_t> loss_mask;
+};
+InstructionTokens encode_instruction(const Tokenizer& tokenizer, std::string_view prompt,
+                                     std::string_view response, uint32_t eos);
+
+// A JSONL file, one {"prompt": "...", "response": "..."} object a line (blank lines
+// skipped, other keys ignored), -> <prefix>_train.bin and <prefix>_val.bin with their
+// loss masks (loss_mask_path), the examples packed one after another. The last
+// floor(examples * val_fraction) examples go to val. A malformed line is refused with
+// its line number and key before anything is written.
+PrepareResult prepare_instructions(const std::string& jsonl, const std::string& prefix,
+                                   double val_fraction, const Tokenizer& tokenizer, uint32_t eos);
 
 // tokenizer.encode(text), computed in parallel over chunks cut as prepare_text does.
 std::vector<uint32_t> encode_parallel(const Tokenizer& tokenizer, std::string_view text);
