@@ -1,7 +1,9 @@
-// CPU multi-head attention over packed qkv (B, T, 3, NH, HD), forward and backward.
-// A task is one head (b, h) restricted to a range of query rows and/or key rows;
-// it gathers the head's rows into contiguous f32 scratch and walks the queries in
-// blocks of kBlock rows, so a thread never holds more than a (kBlock x T) score block.
+// CPU multi-head / grouped-query attention over packed qkv (B, T, (NH + 2*NKV)*HD),
+// forward and backward. A task is one head (b, h) restricted to a range of query rows
+// and/or key rows; it gathers the head's rows into contiguous f32 scratch and walks the
+// queries in blocks of kBlock rows, so a thread never holds more than a (kBlock x T)
+// score block. Query head h reads kv head h / (NH / NKV); a dK/dV task owns one kv head
+// and loops over its group's query heads in order, so the sum is deterministic.
 // Invariants: softmax statistics are f32 and the forward lse is of the un-dropped
 // softmax; the dropout mask is a pure function of (dropout_key, element index
 // ((b*NH + h)*T + i)*T + j), so backward replays it exactly; d_qkv is assigned, and
@@ -34,14 +36,22 @@ void blas_single_threaded() {
 }
 
 struct Geometry {
-  int64_t B, T, NH, HD;
-  int64_t C() const { return NH * HD; }
+  int64_t B, T, NH, NKV, HD;
+  int64_t C() const { return NH * HD; }                 // row stride of out, d_out
+  int64_t stride() const { return (NH + 2 * NKV) * HD; }  // row stride of qkv
+  int64_t group() const { return NH / NKV; }
+  // Offsets in a qkv row of query head h's q, and of the k and v it reads.
+  int64_t q_at(int64_t h) const { return h * HD; }
+  int64_t k_at(int64_t h) const { return (NH + h / group()) * HD; }
+  int64_t v_at(int64_t h) const { return (NH + NKV + h / group()) * HD; }
 };
 
-// A head, and the query rows [q0, q1) and key rows [k0, k1) one task covers.
+// Query heads [h, h + heads) of batch b, sharing one kv head, and the query rows
+// [q0, q1) and key rows [k0, k1) one task covers.
 struct Task {
   int64_t b, h, q0, q1, k0, k1;
   bool want_dq = true, want_dkv = true;
+  int64_t heads = 1;
 };
 
 // dst (rows, HD) f32 <- rows of src spaced `stride` elements apart.
@@ -109,8 +119,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
 
 // Splits each head into `chunks` ranges of rows (multiples of kBlock): enough tasks
 // that every core is busy when B*NH is small.
-int64_t chunks_per_head(const Geometry& g) {
-  int64_t heads = g.B * g.NH;
+int64_t chunks_per_head(const Geometry& g, int64_t heads) {
   int64_t threads = std::max(1, num_threads());
   int64_t blocks = (g.T + kBlock - 1) / kBlock;
   if (heads >= 2 * threads) return 1;
@@ -129,8 +138,9 @@ struct Scratch {
 template <class T>
 void forward_task(const ops::AttentionForwardArgs& a, const Geometry& g, const Task& t) {
   thread_local Scratch w;
-  const int64_t T_ = g.T, HD = g.HD, C = g.C(), stride = 3 * C;
-  const T* head = a.qkv.ptr<T>() + t.b * T_ * stride + t.h * HD;  // q of (b, 0, h)
+  const int64_t T_ = g.T, HD = g.HD, C = g.C(), stride = g.stride();
+  const T* row0 = a.qkv.ptr<T>() + t.b * T_ * stride;  // qkv of (b, 0)
+  const T* q_head = row0 + g.q_at(t.h);
   const int64_t nk_all = a.causal ? t.q1 : T_;
   w.k.resize(size_t(nk_all * HD));
   w.v.resize(size_t(nk_all * HD));
@@ -138,15 +148,15 @@ void forward_task(const ops::AttentionForwardArgs& a, const Geometry& g, const T
   w.o.resize(size_t(kBlock * HD));
   w.s.resize(size_t(kBlock * nk_all));
   w.f.resize(size_t(nk_all));
-  gather(head + C, stride, nk_all, HD, w.k.data());      // (nk_all, HD)
-  gather(head + 2 * C, stride, nk_all, HD, w.v.data());  // (nk_all, HD)
+  gather(row0 + g.k_at(t.h), stride, nk_all, HD, w.k.data());  // (nk_all, HD)
+  gather(row0 + g.v_at(t.h), stride, nk_all, HD, w.v.data());  // (nk_all, HD)
   const float scale = 1.0f / std::sqrt(float(HD));
   float* lse = a.lse.ptr<float>() + (t.b * g.NH + t.h) * T_;  // (T)
   T* out = a.out.ptr<T>() + t.b * T_ * C + t.h * HD;        // row stride C
   for (int64_t i0 = t.q0; i0 < t.q1; i0 += kBlock) {
     const int64_t rows = std::min(kBlock, t.q1 - i0);
     const int64_t nk = a.causal ? i0 + rows : T_;
-    gather(head + i0 * stride, stride, rows, HD, w.q.data());
+    gather(q_head + i0 * stride, stride, rows, HD, w.q.data());
     float* s = w.s.data();  // (rows, nk)
     gemm(false, true, rows, nk, HD, 1.0f, w.q.data(), HD, w.k.data(), HD, 0.0f, s, nk);
     for (int64_t r = 0; r < rows; ++r) {
@@ -171,15 +181,13 @@ void forward_task(const ops::AttentionForwardArgs& a, const Geometry& g, const T
 }
 
 // dS = P o (dP_dropped o F - D) and P <- P o F, on one block; see attention_backward.
+// The task's query heads share its k, v rows; their dK, dV add up in head order.
 template <class T>
 void backward_task(const ops::AttentionBackwardArgs& a, const Geometry& g, const Task& t) {
   thread_local Scratch w;
-  const int64_t T_ = g.T, HD = g.HD, C = g.C(), stride = 3 * C;
-  const T* head = a.qkv.ptr<T>() + t.b * T_ * stride + t.h * HD;
-  const T* d_out = a.d_out.ptr<T>() + t.b * T_ * C + t.h * HD;  // row stride C
-  const T* out = a.out.ptr<T>() + t.b * T_ * C + t.h * HD;
-  T* d_head = a.d_qkv.ptr<T>() + t.b * T_ * stride + t.h * HD;
-  const float* lse = a.lse.ptr<float>() + (t.b * g.NH + t.h) * T_;
+  const int64_t T_ = g.T, HD = g.HD, C = g.C(), stride = g.stride();
+  const T* row0 = a.qkv.ptr<T>() + t.b * T_ * stride;  // qkv of (b, 0)
+  T* d_row0 = a.d_qkv.ptr<T>() + t.b * T_ * stride;
   const int64_t k_end = a.causal ? std::min(t.k1, t.q1) : t.k1;
   const int64_t nkr = k_end - t.k0;  // keys this task holds
   if (nkr <= 0) return;
@@ -191,8 +199,8 @@ void backward_task(const ops::AttentionBackwardArgs& a, const Geometry& g, const
   w.s.resize(size_t(kBlock * nkr));
   w.dp.resize(size_t(kBlock * nkr));
   w.f.resize(size_t(nkr));
-  gather(head + t.k0 * stride + C, stride, nkr, HD, w.k.data());      // (nkr, HD)
-  gather(head + t.k0 * stride + 2 * C, stride, nkr, HD, w.v.data());  // (nkr, HD)
+  gather(row0 + t.k0 * stride + g.k_at(t.h), stride, nkr, HD, w.k.data());  // (nkr, HD)
+  gather(row0 + t.k0 * stride + g.v_at(t.h), stride, nkr, HD, w.v.data());  // (nkr, HD)
   if (t.want_dkv) {
     w.dk.assign(size_t(nkr * HD), 0.0f);
     w.dv.assign(size_t(nkr * HD), 0.0f);
@@ -200,57 +208,63 @@ void backward_task(const ops::AttentionBackwardArgs& a, const Geometry& g, const
   const float scale = 1.0f / std::sqrt(float(HD));
   // Causal: queries before k0 see none of this task's keys.
   const int64_t q_begin = a.causal ? std::max(t.q0, t.k0) : t.q0;
-  for (int64_t i0 = q_begin; i0 < t.q1; i0 += kBlock) {
-    const int64_t rows = std::min(kBlock, t.q1 - i0);
-    const int64_t nk = a.causal ? std::min(k_end, i0 + rows) - t.k0 : nkr;
-    gather(head + i0 * stride, stride, rows, HD, w.q.data());  // (rows, HD)
-    gather(d_out + i0 * C, C, rows, HD, w.d_out.data());      // (rows, HD)
-    float* s = w.s.data();    // (rows, nk): P, then P o F
-    float* dp = w.dp.data();  // (rows, nk): dP of the dropped probabilities, then dS
-    gemm(false, true, rows, nk, HD, 1.0f, w.q.data(), HD, w.k.data(), HD, 0.0f, s, nk);
-    gemm(false, true, rows, nk, HD, 1.0f, w.d_out.data(), HD, w.v.data(), HD, 0.0f, dp, nk);
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t i = i0 + r;
-      const int64_t valid = std::max<int64_t>(0, a.causal ? std::min(i + 1, k_end) - t.k0 : nkr);
-      float* srow = s + r * nk;
-      float* dprow = dp + r * nk;
-      // D_i = dO_i . O_i = sum_j P_ij dP_ij, since O = (P o F) V.
-      const T* o_src = out + i * C;
-      const float* do_i = w.d_out.data() + r * HD;
-      float D = 0.0f;
-      for (int64_t k = 0; k < HD; ++k) D += do_i[k] * load(o_src[k]);
-      exp_sum(srow, srow, valid, scale, lse[i]);
-      if (a.dropout > 0.0f) {
-        float* f = w.f.data();
-        dropout_factors(a.dropout_key, uint64_t(((t.b * g.NH + t.h) * T_ + i) * T_ + t.k0), valid,
-                        a.dropout, f);
-        for (int64_t j = 0; j < valid; ++j) {
-          dprow[j] = srow[j] * (dprow[j] * f[j] - D);
-          srow[j] *= f[j];
+  for (int64_t h = t.h; h < t.h + t.heads; ++h) {
+    const T* q_head = row0 + g.q_at(h);
+    const T* d_out = a.d_out.ptr<T>() + t.b * T_ * C + h * HD;  // row stride C
+    const T* out = a.out.ptr<T>() + t.b * T_ * C + h * HD;
+    const float* lse = a.lse.ptr<float>() + (t.b * g.NH + h) * T_;
+    for (int64_t i0 = q_begin; i0 < t.q1; i0 += kBlock) {
+      const int64_t rows = std::min(kBlock, t.q1 - i0);
+      const int64_t nk = a.causal ? std::min(k_end, i0 + rows) - t.k0 : nkr;
+      gather(q_head + i0 * stride, stride, rows, HD, w.q.data());  // (rows, HD)
+      gather(d_out + i0 * C, C, rows, HD, w.d_out.data());        // (rows, HD)
+      float* s = w.s.data();    // (rows, nk): P, then P o F
+      float* dp = w.dp.data();  // (rows, nk): dP of the dropped probabilities, then dS
+      gemm(false, true, rows, nk, HD, 1.0f, w.q.data(), HD, w.k.data(), HD, 0.0f, s, nk);
+      gemm(false, true, rows, nk, HD, 1.0f, w.d_out.data(), HD, w.v.data(), HD, 0.0f, dp, nk);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t i = i0 + r;
+        const int64_t valid = std::max<int64_t>(0, a.causal ? std::min(i + 1, k_end) - t.k0 : nkr);
+        float* srow = s + r * nk;
+        float* dprow = dp + r * nk;
+        // D_i = dO_i . O_i = sum_j P_ij dP_ij, since O = (P o F) V.
+        const T* o_src = out + i * C;
+        const float* do_i = w.d_out.data() + r * HD;
+        float D = 0.0f;
+        for (int64_t k = 0; k < HD; ++k) D += do_i[k] * load(o_src[k]);
+        exp_sum(srow, srow, valid, scale, lse[i]);
+        if (a.dropout > 0.0f) {
+          float* f = w.f.data();
+          dropout_factors(a.dropout_key, uint64_t(((t.b * g.NH + h) * T_ + i) * T_ + t.k0), valid, a.dropout, f);
+          for (int64_t j = 0; j < valid; ++j) {
+            dprow[j] = srow[j] * (dprow[j] * f[j] - D);
+            srow[j] *= f[j];
+          }
+        } else {
+          for (int64_t j = 0; j < valid; ++j) dprow[j] = srow[j] * (dprow[j] - D);
         }
-      } else {
-        for (int64_t j = 0; j < valid; ++j) dprow[j] = srow[j] * (dprow[j] - D);
+        std::fill(srow + valid, srow + nk, 0.0f);
+        std::fill(dprow + valid, dprow + nk, 0.0f);
       }
-      std::fill(srow + valid, srow + nk, 0.0f);
-      std::fill(dprow + valid, dprow + nk, 0.0f);
-    }
-    if (t.want_dkv) {
-      gemm(true, false, nk, HD, rows, 1.0f, s, nk, w.d_out.data(), HD, 1.0f, w.dv.data(), HD);
-      gemm(true, false, nk, HD, rows, scale, dp, nk, w.q.data(), HD, 1.0f, w.dk.data(), HD);
-    }
-    if (t.want_dq) {  // the task holds every key this block sees, so dQ is complete
-      gemm(false, false, rows, HD, nk, scale, dp, nk, w.k.data(), HD, 0.0f, w.o.data(), HD);
-      scatter(w.o.data(), rows, HD, d_head + i0 * stride, stride);
+      if (t.want_dkv) {
+        gemm(true, false, nk, HD, rows, 1.0f, s, nk, w.d_out.data(), HD, 1.0f, w.dv.data(), HD);
+        gemm(true, false, nk, HD, rows, scale, dp, nk, w.q.data(), HD, 1.0f, w.dk.data(), HD);
+      }
+      if (t.want_dq) {  // the task holds every key this block sees, so dQ is complete
+        gemm(false, false, rows, HD, nk, scale, dp, nk, w.k.data(), HD, 0.0f, w.o.data(), HD);
+        scatter(w.o.data(), rows, HD, d_row0 + i0 * stride + g.q_at(h), stride);
+      }
     }
   }
   if (t.want_dkv) {
-    scatter(w.dk.data(), nkr, HD, d_head + t.k0 * stride + C, stride);
-    scatter(w.dv.data(), nkr, HD, d_head + t.k0 * stride + 2 * C, stride);
+    scatter(w.dk.data(), nkr, HD, d_row0 + t.k0 * stride + g.k_at(t.h), stride);
+    scatter(w.dv.data(), nkr, HD, d_row0 + t.k0 * stride + g.v_at(t.h), stride);
   }
 }
 
-Geometry geometry(const TensorView& qkv, int64_t n_heads) {
-  return {qkv.shape[0], qkv.shape[1], n_heads, qkv.shape[2] / (3 * n_heads)};
+Geometry geometry(const TensorView& qkv, int64_t n_heads, int64_t n_kv_heads) {
+  const int64_t nkv = n_kv_heads == 0 ? n_heads : n_kv_heads;
+  return {qkv.shape[0], qkv.shape[1], n_heads, nkv, qkv.shape[2] / (n_heads + 2 * nkv)};
 }
 
 }  // namespace
@@ -258,9 +272,9 @@ Geometry geometry(const TensorView& qkv, int64_t n_heads) {
 void attention_forward(const ops::AttentionForwardArgs& a) {
   OpTimer timer(OpCategory::attention);
   blas_single_threaded();
-  const Geometry g = geometry(a.qkv, a.n_heads);
-  const int64_t chunks = chunks_per_head(g), rows = chunk_rows(g, chunks);
+  const Geometry g = geometry(a.qkv, a.n_heads, a.n_kv_heads);
   const int64_t heads = g.B * g.NH;
+  const int64_t chunks = chunks_per_head(g, heads), rows = chunk_rows(g, chunks);
   dispatch_float(a.qkv.dtype, [&](auto tag) {
     using T = decltype(tag);
     parallel_for(heads * chunks, 1, [&](int64_t n0, int64_t n1) {
@@ -277,21 +291,24 @@ void attention_forward(const ops::AttentionForwardArgs& a) {
 // With P = softmax(S), F the dropout factors and O = (P o F) V:
 //   dV = (P o F)^T dO,  dP = (dO V^T) o F,  dS = P o (dP - D),  D_i = dO_i . O_i,
 //   dQ = scale dS K,    dK = scale dS^T Q.
-// Many heads: one task per head. Few heads: tasks over query ranges compute dQ and
-// tasks over key ranges compute dK, dV, each recomputing the scores it needs.
+// Many kv heads: one task per kv head and its group. Few: tasks over query ranges of
+// one query head compute dQ and tasks over key ranges of one kv head compute dK, dV,
+// each recomputing the scores it needs.
 void attention_backward(const ops::AttentionBackwardArgs& a) {
   OpTimer timer(OpCategory::attention);
   blas_single_threaded();
-  const Geometry g = geometry(a.qkv, a.n_heads);
-  const int64_t chunks = chunks_per_head(g), rows = chunk_rows(g, chunks);
-  const int64_t heads = g.B * g.NH;
-  const int64_t n_tasks = chunks == 1 ? heads : 2 * heads * chunks;
+  const Geometry g = geometry(a.qkv, a.n_heads, a.n_kv_heads);
+  const int64_t kv_heads = g.B * g.NKV, heads = g.B * g.NH, group = g.group();
+  const int64_t chunks = chunks_per_head(g, kv_heads), rows = chunk_rows(g, chunks);
+  const int64_t n_tasks = chunks == 1 ? kv_heads : (heads + kv_heads) * chunks;
   dispatch_float(a.qkv.dtype, [&](auto tag) {
     using T = decltype(tag);
     parallel_for(n_tasks, 1, [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) {
         if (chunks == 1) {
-          backward_task<T>(a, g, Task{n / g.NH, n % g.NH, 0, g.T, 0, g.T});
+          Task t{n / g.NKV, n % g.NKV * group, 0, g.T, 0, g.T};
+          t.heads = group;
+          backward_task<T>(a, g, t);
           continue;
         }
         bool keys = n >= heads * chunks;
@@ -300,7 +317,8 @@ void attention_backward(const ops::AttentionBackwardArgs& a) {
         int64_t r0 = c * rows, r1 = std::min(g.T, r0 + rows);
         if (r0 >= r1) continue;
         Task t{head / g.NH, head % g.NH, 0, g.T, 0, g.T};
-        if (keys) {
+        if (keys) {  // head indexes the kv heads
+          t.b = head / g.NKV, t.h = head % g.NKV * group, t.heads = group;
           t.k0 = r0, t.k1 = r1, t.want_dq = false;
         } else {
           t.q0 = r0, t.q1 = r1, t.want_dkv = false;

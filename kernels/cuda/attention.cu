@@ -1,9 +1,11 @@
-// CUDA multi-head attention over packed qkv (B, T, 3, NH, HD): the op's launchers, and
+// CUDA multi-head / grouped-query attention over packed qkv (B, T, (NH + 2*NKV)*HD):
+// the op's launchers, and
 // the FMA path, a tiled memory-efficient forward and backward that never stores the
 // T x T matrix (f32 storage, and head_dim > kFlashMaxHeadDim; bf16 / fp16 go to the
 // tensor-core path in attention_flash.cu).
-// A block owns one head (b, h) and one tile of `tile` query rows (forward, dQ) or key
-// rows (dK, dV) and walks the other side in tiles through shared memory; forward
+// A block owns one head (b, h) and one tile of `tile` query rows (forward, dQ), or one kv
+// head and a tile of key rows (dK, dV, summed over the group's query heads in order),
+// and walks the other side in tiles through shared memory; forward
 // keeps a running max / sum per row (online softmax).
 // Invariants: storage is f32 / bf16 / f16, all math f32; lse is the log-sum-exp of the
 // un-dropped scaled scores; the dropout mask is num::philox_uniform(dropout_key,
@@ -50,16 +52,16 @@ static __global__ void attention_forward_kernel(T* out, float* lse, const T* qkv
   const int64_t ld = g.ld();
   SharedPtr<float> q = smem, k = q + tile * ld, v = k + tile * ld, o = v + tile * ld, s = o + tile * ld;
   SharedPtr<float> m = s + tile * sp, l = m + tile, alpha = l + tile;
-  const int64_t stride = 3 * g.C();
-  const T* head = qkv + b * g.T * stride + h * hd;  // q of (b, 0, h)
-  load_tile(q, head, stride, i0, g);
+  const int64_t stride = g.stride();
+  const T* row0 = qkv + b * g.T * stride;  // qkv of (b, 0)
+  load_tile(q, row0 + g.q_at(h), stride, i0, g);
   for (int64_t e = threadIdx.x; e < tile * ld; e += blockDim.x) o[e] = 0.0f;
   for (int r = threadIdx.x; r < tile; r += blockDim.x) m[r] = -INFINITY, l[r] = 0.0f;
   const int64_t key_end = g.causal ? (i0 + tile < g.T ? i0 + tile : g.T) : g.T;
   for (int64_t j0 = 0; j0 < key_end; j0 += tile) {
     __syncthreads();  // the previous K, V tile is consumed
-    load_tile(k, head + g.C(), stride, j0, g);
-    load_tile(v, head + 2 * g.C(), stride, j0, g);
+    load_tile(k, row0 + g.k_at(h), stride, j0, g);
+    load_tile(v, row0 + g.v_at(h), stride, j0, g);
     __syncthreads();
     for (int e = threadIdx.x; e < tile * tile; e += blockDim.x) {
       const int r = e / tile, c = e % tile;
@@ -138,51 +140,55 @@ static __device__ void load_row_stats(SharedPtr<float> lse_t, SharedPtr<float> d
   }
 }
 
-// grid (key tiles, B*NH): dK, dV of the block's key rows, walking every query tile.
+// grid (key tiles, B*NKV): dK, dV of the block's key rows of one kv head, walking every
+// query tile of each query head of its group.
 // Shared: K, V, dK, dV, Q, dO (tile, HD); PF, dS (tile, tile+1); lse, D (tile).
 template <class T>
 static __global__ void attention_dkdv_kernel(T* d_qkv, const T* d_out, const T* qkv, const float* lse,
                                              const float* delta, Geometry g) {
   STRATA_DYNAMIC_SHARED(float, smem);
   const int tile = g.tile, sp = tile + 1;
-  const int64_t hd = g.HD, bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, j0 = int64_t(blockIdx.x) * tile;
+  const int64_t hd = g.HD, b = blockIdx.y / g.NKV, h0 = blockIdx.y % g.NKV * g.group();
+  const int64_t j0 = int64_t(blockIdx.x) * tile;
   const int64_t ld = g.ld();
   SharedPtr<float> k = smem, v = k + tile * ld, dk = v + tile * ld, dv = dk + tile * ld, q = dv + tile * ld;
   SharedPtr<float> d_o = q + tile * ld, pf = d_o + tile * ld, ds = pf + tile * sp, lse_t = ds + tile * sp;
   SharedPtr<float> delta_t = lse_t + tile;
-  const int64_t stride = 3 * g.C();
-  const T* head = qkv + b * g.T * stride + h * hd;
-  const T* d_out_head = d_out + b * g.T * g.C() + h * hd;
-  load_tile(k, head + g.C(), stride, j0, g);
-  load_tile(v, head + 2 * g.C(), stride, j0, g);
+  const int64_t stride = g.stride();
+  const T* row0 = qkv + b * g.T * stride;  // qkv of (b, 0)
+  load_tile(k, row0 + g.k_at(h0), stride, j0, g);
+  load_tile(v, row0 + g.v_at(h0), stride, j0, g);
   for (int64_t e = threadIdx.x; e < tile * ld; e += blockDim.x) dk[e] = 0.0f, dv[e] = 0.0f;
-  for (int64_t i0 = g.causal ? j0 : 0; i0 < g.T; i0 += tile) {
-    __syncthreads();
-    load_tile(q, head, stride, i0, g);
-    load_tile(d_o, d_out_head, g.C(), i0, g);
-    load_row_stats(lse_t, delta_t, lse, delta, bh, i0, g);
-    __syncthreads();
-    score_grads(pf, ds, q, k, v, d_o, lse_t, delta_t, bh, i0, j0, g);
-    __syncthreads();
-    for (int64_t e = threadIdx.x; e < tile * hd; e += blockDim.x) {
-      const int64_t c = e / hd, d = e % hd;
-      float acc_v = 0.0f, acc_k = 0.0f;
-      for (int r = 0; r < tile; ++r) {
-        acc_v += pf[r * sp + c] * d_o[r * ld + d];
-        acc_k += ds[r * sp + c] * q[r * ld + d];
+  for (int64_t h = h0; h < h0 + g.group(); ++h) {
+    for (int64_t i0 = g.causal ? j0 : 0; i0 < g.T; i0 += tile) {
+      const int64_t bh = b * g.NH + h;
+      __syncthreads();
+      load_tile(q, row0 + g.q_at(h), stride, i0, g);
+      load_tile(d_o, d_out + b * g.T * g.C() + h * hd, g.C(), i0, g);
+      load_row_stats(lse_t, delta_t, lse, delta, bh, i0, g);
+      __syncthreads();
+      score_grads(pf, ds, q, k, v, d_o, lse_t, delta_t, bh, i0, j0, g);
+      __syncthreads();
+      for (int64_t e = threadIdx.x; e < tile * hd; e += blockDim.x) {
+        const int64_t c = e / hd, d = e % hd;
+        float acc_v = 0.0f, acc_k = 0.0f;
+        for (int r = 0; r < tile; ++r) {
+          acc_v += pf[r * sp + c] * d_o[r * ld + d];
+          acc_k += ds[r * sp + c] * q[r * ld + d];
+        }
+        dv[c * ld + d] += acc_v;
+        dk[c * ld + d] += acc_k * g.scale;
       }
-      dv[c * ld + d] += acc_v;
-      dk[c * ld + d] += acc_k * g.scale;
     }
   }
   __syncthreads();
-  T* d_head = d_qkv + b * g.T * stride + h * hd;
+  T* d_row0 = d_qkv + b * g.T * stride;
   for (int64_t e = threadIdx.x; e < tile * hd; e += blockDim.x) {
     const int64_t c = e / hd, d = e % hd;
     const float dk_cd = dk[c * ld + d], dv_cd = dv[c * ld + d];
     if (j0 + c >= g.T) continue;
-    d_head[(j0 + c) * stride + g.C() + d] = store<T>(dk_cd);
-    d_head[(j0 + c) * stride + 2 * g.C() + d] = store<T>(dv_cd);
+    d_row0[(j0 + c) * stride + g.k_at(h0) + d] = store<T>(dk_cd);
+    d_row0[(j0 + c) * stride + g.v_at(h0) + d] = store<T>(dv_cd);
   }
 }
 
@@ -197,17 +203,17 @@ static __global__ void attention_dq_kernel(T* d_qkv, const T* d_out, const T* qk
   const int64_t ld = g.ld();
   SharedPtr<float> q = smem, d_o = q + tile * ld, k = d_o + tile * ld, v = k + tile * ld, dq = v + tile * ld;
   SharedPtr<float> ds = dq + tile * ld, lse_t = ds + tile * sp, delta_t = lse_t + tile;
-  const int64_t stride = 3 * g.C();
-  const T* head = qkv + b * g.T * stride + h * hd;
-  load_tile(q, head, stride, i0, g);
+  const int64_t stride = g.stride();
+  const T* row0 = qkv + b * g.T * stride;  // qkv of (b, 0)
+  load_tile(q, row0 + g.q_at(h), stride, i0, g);
   load_tile(d_o, d_out + b * g.T * g.C() + h * hd, g.C(), i0, g);
   load_row_stats(lse_t, delta_t, lse, delta, bh, i0, g);
   for (int64_t e = threadIdx.x; e < tile * ld; e += blockDim.x) dq[e] = 0.0f;
   const int64_t key_end = g.causal ? (i0 + tile < g.T ? i0 + tile : g.T) : g.T;
   for (int64_t j0 = 0; j0 < key_end; j0 += tile) {
     __syncthreads();
-    load_tile(k, head + g.C(), stride, j0, g);
-    load_tile(v, head + 2 * g.C(), stride, j0, g);
+    load_tile(k, row0 + g.k_at(h), stride, j0, g);
+    load_tile(v, row0 + g.v_at(h), stride, j0, g);
     __syncthreads();
     score_grads(nullptr, ds, q, k, v, d_o, lse_t, delta_t, bh, i0, j0, g);
     __syncthreads();
@@ -219,7 +225,7 @@ static __global__ void attention_dq_kernel(T* d_qkv, const T* d_out, const T* qk
     }
   }
   __syncthreads();
-  T* d_head = d_qkv + b * g.T * stride + h * hd;
+  T* d_head = d_qkv + b * g.T * stride + g.q_at(h);
   for (int64_t e = threadIdx.x; e < tile * hd; e += blockDim.x) {
     const int64_t r = e / hd, d = e % hd;
     const float v = dq[r * ld + d];
@@ -242,7 +248,7 @@ size_t shared_floats(const Geometry& g, int row_tiles, int score_tiles) {
 }  // namespace
 
 void attention_forward(const ops::AttentionForwardArgs& a, const Context& c) {
-  const AttentionGeometry base = attention_geometry(a.qkv, a.n_heads, a.causal, a.dropout, a.dropout_key);
+  const AttentionGeometry base = attention_geometry(a.qkv, a.n_heads, a.n_kv_heads, a.causal, a.dropout, a.dropout_key);
   if (attention_flash_supports(a.qkv.dtype, base.HD)) return attention_flash_forward(a, base, c);
   const Geometry g = geometry(base);
   const dim3 grid(tiles(g), unsigned(g.B * g.NH));
@@ -254,7 +260,7 @@ void attention_forward(const ops::AttentionForwardArgs& a, const Context& c) {
 }
 
 void attention_backward(const ops::AttentionBackwardArgs& a, const Context& c) {
-  const AttentionGeometry base = attention_geometry(a.qkv, a.n_heads, a.causal, a.dropout, a.dropout_key);
+  const AttentionGeometry base = attention_geometry(a.qkv, a.n_heads, a.n_kv_heads, a.causal, a.dropout, a.dropout_key);
   const Geometry g = geometry(base);
   float* delta = static_cast<float*>(c.scratch->get(size_t(g.B * g.NH * g.T) * sizeof(float)));  // (B, NH, T)
   dispatch_float(a.qkv.dtype, [&](auto tag) {
@@ -263,12 +269,12 @@ void attention_backward(const ops::AttentionBackwardArgs& a, const Context& c) {
            static_cast<const T*>(a.d_out.ptr<T>()), static_cast<const T*>(a.out.ptr<T>()), base);
   });
   if (attention_flash_supports(a.qkv.dtype, base.HD)) return attention_flash_backward(a, base, delta, c);
-  const dim3 grid(tiles(g), unsigned(g.B * g.NH));
+  const dim3 grid(tiles(g), unsigned(g.B * g.NH)), kv_grid(tiles(g), unsigned(g.B * g.NKV));
   dispatch_float(a.qkv.dtype, [&](auto tag) {
     using T = decltype(tag);
     const T* d_out = a.d_out.ptr<T>();
     const T* qkv = a.qkv.ptr<T>();
-    launch(attention_dkdv_kernel<T>, grid, kAttnThreads, shared_floats(g, 6, 2) * sizeof(float), c.stream,
+    launch(attention_dkdv_kernel<T>, kv_grid, kAttnThreads, shared_floats(g, 6, 2) * sizeof(float), c.stream,
            a.d_qkv.ptr<T>(), d_out, qkv, static_cast<const float*>(a.lse.ptr<float>()),
            static_cast<const float*>(delta), g);
     launch(attention_dq_kernel<T>, grid, kAttnThreads, shared_floats(g, 5, 1) * sizeof(float), c.stream,

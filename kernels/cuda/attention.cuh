@@ -3,6 +3,9 @@
 // Invariant: the dropout mask is num::philox_uniform(key, ((b*NH + h)*T + i)*T + j) >= p
 // for query i and key j, the CPU backend's definition, so every path and backward
 // replay the same mask; lse is the log-sum-exp of the un-dropped scaled scores.
+// qkv rows are NH query heads, NKV key heads, NKV value heads; query head h reads kv
+// head h / group(). A dK/dV block owns one kv head and walks its group's query heads
+// in order, so the group sum needs no atomics and is deterministic.
 #pragma once
 #include "../common/philox.h"
 #include "kernel_util.cuh"
@@ -16,12 +19,21 @@ struct AttentionGeometry {
   float p;           // dropout probability
   float keep_scale;  // 1 / (1 - p)
   num::RandomKey key;
-  STRATA_HD int64_t C() const { return NH * HD; }
+  int64_t NKV;  // kv heads, dividing NH
+  STRATA_HD int64_t C() const { return NH * HD; }                 // row stride of out, d_out
+  STRATA_HD int64_t stride() const { return (NH + 2 * NKV) * HD; }  // row stride of qkv
+  STRATA_HD int64_t group() const { return NH / NKV; }
+  // Offsets in a qkv row of query head h's q, and of the k and v it reads.
+  STRATA_HD int64_t q_at(int64_t h) const { return h * HD; }
+  STRATA_HD int64_t k_at(int64_t h) const { return (NH + h / group()) * HD; }
+  STRATA_HD int64_t v_at(int64_t h) const { return (NH + NKV + h / group()) * HD; }
 };
 
-inline AttentionGeometry attention_geometry(const TensorView& qkv, int64_t n_heads, bool causal, float p,
-                                            const num::RandomKey& key) {
-  AttentionGeometry g{qkv.shape[0], qkv.shape[1], n_heads, qkv.shape[2] / (3 * n_heads), causal, 0, p, 0, key};
+inline AttentionGeometry attention_geometry(const TensorView& qkv, int64_t n_heads, int64_t n_kv_heads, bool causal,
+                                            float p, const num::RandomKey& key) {
+  const int64_t nkv = n_kv_heads == 0 ? n_heads : n_kv_heads;
+  AttentionGeometry g{qkv.shape[0], qkv.shape[1], n_heads, qkv.shape[2] / (n_heads + 2 * nkv), causal, 0, p, 0, key,
+                      nkv};
   g.scale = 1.0f / sqrtf(float(g.HD));
   g.keep_scale = 1.0f / (1.0f - p);
   return g;

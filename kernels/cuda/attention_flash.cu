@@ -1,11 +1,12 @@
 // CUDA attention on tensor cores (bf16 / fp16 storage, f32 accumulation), the
-// FlashAttention-2 structure over packed qkv (B, T, 3, NH, HD), written against
+// FlashAttention-2 structure over packed qkv (B, T, (NH + 2*NKV)*HD), written against
 // nvcuda::wmma so the emulator (emu/wmma.h) runs the very same source:
 //  - forward: a block owns kRows = 64 query rows of one head (4 warps x 16 rows, Q held
 //    in fragments) and streams K/V tiles of kCols rows through shared memory;
 //    S = Q K^T and O += P V on WMMA, online softmax in f32, causal tiles past the
 //    diagonal skipped, the diagonal tile masked; lse saved per row;
-//  - dK/dV: a block owns 64 key rows and walks the query tiles; dQ: a block owns 64
+//  - dK/dV: a block owns 64 key rows of one kv head and walks the query tiles of each
+//    query head of its group in order (the group sum, deterministic); dQ: a block owns 64
 //    query rows and walks the key tiles; both recompute P from lse and use D, so no
 //    atomics and d_qkv is assigned deterministically.
 // Head dims up to 128 run zero-padded to HDP = 64 or 128; kCols is 64 (32 for HDP 128,
@@ -208,12 +209,12 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
   SharedPtr<float> stage_all = shared_cast<float>(q_s + kRows * L::ldh);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane % 16, parity = lane / 16;
   const int64_t bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, i0 = heavy_first_tile();
-  const int64_t stride = 3 * g.C(), i = i0 + warp * 16 + r;  // i: this lane's query row
-  const T* head = qkv + b * g.T * stride + h * g.HD;       // q of (b, 0, h)
+  const int64_t stride = g.stride(), i = i0 + warp * 16 + r;  // i: this lane's query row
+  const T* row0 = qkv + b * g.T * stride;                      // qkv of (b, 0)
   SharedPtr<T> p_w = q_s + warp * 16 * L::ldh;  // (16, ldp) after Q is loaded
   SharedPtr<float> stage = stage_all + warp * 16 * L::lds;
 
-  load_rows<T, HDP>(q_s, head, stride, i0, kRows, g);
+  load_rows<T, HDP>(q_s, row0 + g.q_at(h), stride, i0, kRows, g);
   __syncthreads();
   FragA<T> qa[L::frags];
   FragC o[L::frags];
@@ -228,8 +229,8 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
   const int64_t key_end = g.causal ? (i0 + kRows < g.T ? i0 + kRows : g.T) : g.T;
   for (int64_t j0 = 0; j0 < key_end; j0 += L::cols) {
     __syncthreads();  // the previous K, V are consumed (and Q is in fragments)
-    load_rows<T, HDP>(k_s, head + g.C(), stride, j0, L::cols, g);
-    load_rows<T, HDP>(v_s, head + 2 * g.C(), stride, j0, L::cols, g);
+    load_rows<T, HDP>(k_s, row0 + g.k_at(h), stride, j0, L::cols, g);
+    load_rows<T, HDP>(v_s, row0 + g.v_at(h), stride, j0, L::cols, g);
     __syncthreads();
     STRATA_UNROLL
     for (int n = 0; n < L::col_frags; ++n) {
@@ -300,7 +301,8 @@ static __device__ void strip_grads(SharedPtr<T> ds, SharedPtr<T> pf, SharedPtr<c
   __syncwarp();
 }
 
-// grid (key tiles of kRows, B*NH): dK, dV of the block's keys, walking the query tiles.
+// grid (key tiles of kRows, B*NKV): dK, dV of the block's keys of one kv head, walking
+// the query tiles of each query head of its group.
 // Shared: K, V (kRows, ldh); Q, dO (cols, ldh); lse, D (cols); per warp f32 S^T and
 // dP^T (16, lds) and 16-bit (P o F)^T and dS^T (16, ldp).
 template <class T, int HDP>
@@ -320,38 +322,40 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
   SharedPtr<float> s_w = delta_s + L::cols + threadIdx.x / 32 * 2 * 16 * L::lds;
   SharedPtr<float> dp_w = s_w + 16 * L::lds;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, j0 = int64_t(blockIdx.x) * kRows;
-  const int64_t stride = 3 * g.C(), j = j0 + warp * 16 + lane % 16;  // j: this lane's key
-  const T* head = qkv + b * g.T * stride + h * g.HD;
-  const T* d_out_head = d_out + b * g.T * g.C() + h * g.HD;
-  load_rows<T, HDP>(k_s, head + g.C(), stride, j0, kRows, g);
-  load_rows<T, HDP>(v_s, head + 2 * g.C(), stride, j0, kRows, g);
+  const int64_t b = blockIdx.y / g.NKV, h0 = blockIdx.y % g.NKV * g.group(), j0 = int64_t(blockIdx.x) * kRows;
+  const int64_t stride = g.stride(), j = j0 + warp * 16 + lane % 16;  // j: this lane's key
+  const T* row0 = qkv + b * g.T * stride;                               // qkv of (b, 0)
+  load_rows<T, HDP>(k_s, row0 + g.k_at(h0), stride, j0, kRows, g);
+  load_rows<T, HDP>(v_s, row0 + g.v_at(h0), stride, j0, kRows, g);
   FragC dk[L::frags], dv[L::frags];
   STRATA_UNROLL
   for (int d = 0; d < L::frags; ++d) wmma::fill_fragment(dk[d], 0.0f), wmma::fill_fragment(dv[d], 0.0f);
   SharedPtr<const T> k_w = k_s + warp * 16 * L::ldh;
   SharedPtr<const T> v_w = v_s + warp * 16 * L::ldh;
-  // Causal: the first query tile holding a query >= j0.
-  for (int64_t i0 = g.causal ? j0 / L::cols * L::cols : 0; i0 < g.T; i0 += L::cols) {
-    __syncthreads();
-    load_rows<T, HDP>(q_s, head, stride, i0, L::cols, g);
-    load_rows<T, HDP>(do_s, d_out_head, g.C(), i0, L::cols, g);
-    for (int c = threadIdx.x; c < L::cols; c += blockDim.x) {
-      const bool in = i0 + c < g.T;
-      lse_s[c] = in ? lse[bh * g.T + i0 + c] : 0.0f;
-      delta_s[c] = in ? delta[bh * g.T + i0 + c] : 0.0f;
+  for (int64_t h = h0; h < h0 + g.group(); ++h) {
+    const int64_t bh = b * g.NH + h;
+    // Causal: the first query tile holding a query >= j0.
+    for (int64_t i0 = g.causal ? j0 / L::cols * L::cols : 0; i0 < g.T; i0 += L::cols) {
+      __syncthreads();
+      load_rows<T, HDP>(q_s, row0 + g.q_at(h), stride, i0, L::cols, g);
+      load_rows<T, HDP>(do_s, d_out + b * g.T * g.C() + h * g.HD, g.C(), i0, L::cols, g);
+      for (int c = threadIdx.x; c < L::cols; c += blockDim.x) {
+        const bool in = i0 + c < g.T;
+        lse_s[c] = in ? lse[bh * g.T + i0 + c] : 0.0f;
+        delta_s[c] = in ? delta[bh * g.T + i0 + c] : 0.0f;
+      }
+      __syncthreads();
+      strip_scores<T, HDP>(s_w, k_w, q_s);    // S^T (16 keys, cols queries)
+      strip_scores<T, HDP>(dp_w, v_w, do_s);  // dP^T = V dO^T
+      __syncwarp();
+      strip_grads<T, HDP>(ds_w, pf_w, s_w, dp_w, false, j, i0, 0.0f, 0.0f, lse_s, delta_s, bh, g);
+      strip_accumulate<T, HDP>(dv, pf_w, do_s);  // dV += (P o F)^T dO
+      strip_accumulate<T, HDP>(dk, ds_w, q_s);   // dK += dS^T Q (scaled at the end)
     }
-    __syncthreads();
-    strip_scores<T, HDP>(s_w, k_w, q_s);    // S^T (16 keys, cols queries)
-    strip_scores<T, HDP>(dp_w, v_w, do_s);  // dP^T = V dO^T
-    __syncwarp();
-    strip_grads<T, HDP>(ds_w, pf_w, s_w, dp_w, false, j, i0, 0.0f, 0.0f, lse_s, delta_s, bh, g);
-    strip_accumulate<T, HDP>(dv, pf_w, do_s);  // dV += (P o F)^T dO
-    strip_accumulate<T, HDP>(dk, ds_w, q_s);   // dK += dS^T Q (scaled at the end)
   }
-  T* d_head = d_qkv + b * g.T * stride + h * g.HD;
-  store_strip<T, HDP>(d_head + g.C(), stride, j0 + warp * 16, dk, s_w, g.scale, g);
-  store_strip<T, HDP>(d_head + 2 * g.C(), stride, j0 + warp * 16, dv, s_w, 1.0f, g);
+  T* d_row0 = d_qkv + b * g.T * stride;
+  store_strip<T, HDP>(d_row0 + g.k_at(h0), stride, j0 + warp * 16, dk, s_w, g.scale, g);
+  store_strip<T, HDP>(d_row0 + g.v_at(h0), stride, j0 + warp * 16, dv, s_w, 1.0f, g);
 }
 
 // grid (query tiles of kRows, B*NH): dQ of the block's queries, walking the key tiles.
@@ -373,9 +377,9 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
   SharedPtr<float> dp_w = s_w + 16 * L::lds;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t bh = blockIdx.y, b = bh / g.NH, h = bh % g.NH, i0 = heavy_first_tile();
-  const int64_t stride = 3 * g.C(), i = i0 + warp * 16 + lane % 16;  // i: this lane's query
-  const T* head = qkv + b * g.T * stride + h * g.HD;
-  load_rows<T, HDP>(q_s, head, stride, i0, kRows, g);
+  const int64_t stride = g.stride(), i = i0 + warp * 16 + lane % 16;  // i: this lane's query
+  const T* row0 = qkv + b * g.T * stride;                               // qkv of (b, 0)
+  load_rows<T, HDP>(q_s, row0 + g.q_at(h), stride, i0, kRows, g);
   load_rows<T, HDP>(do_s, d_out + b * g.T * g.C() + h * g.HD, g.C(), i0, kRows, g);
   const float row_lse = i < g.T ? lse[bh * g.T + i] : 0.0f, row_delta = i < g.T ? delta[bh * g.T + i] : 0.0f;
   FragC dq[L::frags];
@@ -386,8 +390,8 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
   const int64_t key_end = g.causal ? (i0 + kRows < g.T ? i0 + kRows : g.T) : g.T;
   for (int64_t j0 = 0; j0 < key_end; j0 += L::cols) {
     __syncthreads();
-    load_rows<T, HDP>(k_s, head + g.C(), stride, j0, L::cols, g);
-    load_rows<T, HDP>(v_s, head + 2 * g.C(), stride, j0, L::cols, g);
+    load_rows<T, HDP>(k_s, row0 + g.k_at(h), stride, j0, L::cols, g);
+    load_rows<T, HDP>(v_s, row0 + g.v_at(h), stride, j0, L::cols, g);
     __syncthreads();
     strip_scores<T, HDP>(s_w, q_w, k_s);    // S (16 queries, cols keys)
     strip_scores<T, HDP>(dp_w, do_w, v_s);  // dP = dO V^T
@@ -395,7 +399,7 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
     strip_grads<T, HDP>(ds_w, nullptr, s_w, dp_w, true, i, j0, row_lse, row_delta, nullptr, nullptr, bh, g);
     strip_accumulate<T, HDP>(dq, ds_w, k_s);  // dQ += dS K (scaled at the end)
   }
-  store_strip<T, HDP>(d_qkv + b * g.T * stride + h * g.HD, stride, i0 + warp * 16, dq, s_w, g.scale, g);
+  store_strip<T, HDP>(d_qkv + b * g.T * stride + g.q_at(h), stride, i0 + warp * 16, dq, s_w, g.scale, g);
 }
 
 namespace {
@@ -447,7 +451,7 @@ void attention_flash_forward(const ops::AttentionForwardArgs& a, const Attention
 
 void attention_flash_backward(const ops::AttentionBackwardArgs& a, const AttentionGeometry& g, const float* delta,
                               const Context& c) {
-  const dim3 grid(row_tiles(g), unsigned(g.B * g.NH));
+  const dim3 grid(row_tiles(g), unsigned(g.B * g.NH)), kv_grid(row_tiles(g), unsigned(g.B * g.NKV));
   dispatch_float(a.qkv.dtype, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (!std::is_same_v<T, float>) {
@@ -456,7 +460,7 @@ void attention_flash_backward(const ops::AttentionBackwardArgs& a, const Attenti
         const T* d_out = a.d_out.ptr<T>();
         const T* qkv = a.qkv.ptr<T>();
         const float* lse = a.lse.ptr<float>();
-        launch(flash_dkdv_kernel<T, HDP>, grid, kFlashThreads, dkdv_shared_bytes<HDP>(sizeof(T)), c.stream,
+        launch(flash_dkdv_kernel<T, HDP>, kv_grid, kFlashThreads, dkdv_shared_bytes<HDP>(sizeof(T)), c.stream,
                a.d_qkv.ptr<T>(), d_out, qkv, lse, delta, g);
         launch(flash_dq_kernel<T, HDP>, grid, kFlashThreads, dq_shared_bytes<HDP>(sizeof(T)), c.stream,
                a.d_qkv.ptr<T>(), d_out, qkv, lse, delta, g);

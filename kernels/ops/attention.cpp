@@ -1,6 +1,7 @@
-// Entry points of multi-head attention: every argument is checked here, then the
-// backend runs. Invariant: the backend may assume qkv is (B, T, 3*NH*HD) with
-// NH = n_heads >= 1, out and d_out are (B, T, NH, HD), lse is (B, NH, T) f32, all
+// Entry points of multi-head (and grouped-query) attention: every argument is checked
+// here, then the backend runs. Invariant: the backend may assume qkv is
+// (B, T, (NH + 2*NKV)*HD) with NH = n_heads >= 1 and NKV = n_kv_heads (0 taken as NH)
+// dividing NH, out and d_out are (B, T, NH, HD), lse is (B, NH, T) f32, all
 // activations share qkv's dtype, and 0 <= dropout < 1.
 #include <cmath>
 
@@ -13,21 +14,27 @@ namespace strata::ops {
 namespace {
 
 struct Dims {
-  int64_t B, T, NH, HD;
+  int64_t B, T, NH, NKV, HD;
+  int64_t width() const { return (NH + 2 * NKV) * HD; }
 };
 
-Dims attention_dims(const char* op, const TensorView& qkv, int64_t n_heads, float dropout) {
-  if (qkv.ndim != 3) check::fail(op, "qkv", qkv, "must be 3-D (B, T, 3*n_heads*head_dim)");
+Dims attention_dims(const char* op, const TensorView& qkv, int64_t n_heads, int64_t n_kv_heads, float dropout) {
+  if (qkv.ndim != 3) check::fail(op, "qkv", qkv, "must be 3-D (B, T, (n_heads + 2*n_kv_heads)*head_dim)");
   if (n_heads < 1)
     check::fail(op, "n_heads", qkv, "is " + std::to_string(n_heads) + " for this qkv; it must be at least 1");
-  const int64_t width = qkv.shape[2];
-  if (width % (3 * n_heads) != 0)
+  const int64_t nkv = n_kv_heads == 0 ? n_heads : n_kv_heads;
+  if (nkv < 1 || n_heads % nkv != 0)
+    check::fail(op, "n_kv_heads", qkv,
+                "is " + std::to_string(n_kv_heads) + "; it must divide n_heads = " + std::to_string(n_heads) +
+                    " (or be 0 for n_heads)");
+  const int64_t width = qkv.shape[2], heads = n_heads + 2 * nkv;
+  if (width % heads != 0)
     check::fail(op, "qkv", qkv,
-                "has a last dimension of " + std::to_string(width) + ", not divisible by 3 * n_heads = " +
-                    std::to_string(3 * n_heads));
+                "has a last dimension of " + std::to_string(width) + ", not divisible by n_heads + 2*n_kv_heads = " +
+                    std::to_string(heads));
   if (!(dropout >= 0.0f && dropout < 1.0f))
     check::fail(op, "dropout", qkv, "is " + std::to_string(dropout) + "; it must be in [0, 1)");
-  return {qkv.shape[0], qkv.shape[1], n_heads, width / (3 * n_heads)};
+  return {qkv.shape[0], qkv.shape[1], n_heads, nkv, width / heads};
 }
 
 }  // namespace
@@ -40,7 +47,7 @@ void attention_forward(const AttentionForwardArgs& a, Stream& s) {
   check::floating(op, "qkv", a.qkv);
   check::same_dtype(op, "out", a.out, "qkv", a.qkv);
   check::dtype(op, "lse", a.lse, {DType::f32});
-  Dims d = attention_dims(op, a.qkv, a.n_heads, a.dropout);
+  Dims d = attention_dims(op, a.qkv, a.n_heads, a.n_kv_heads, a.dropout);
   check::shape(op, "out", a.out, {d.B, d.T, d.NH, d.HD});
   check::shape(op, "lse", a.lse, {d.B, d.NH, d.T});
   check::require_backend(op, s);
@@ -60,8 +67,8 @@ void attention_backward(const AttentionBackwardArgs& a, Stream& s) {
   check::same_dtype(op, "d_out", a.d_out, "qkv", a.qkv);
   check::same_dtype(op, "out", a.out, "qkv", a.qkv);
   check::dtype(op, "lse", a.lse, {DType::f32});
-  Dims d = attention_dims(op, a.qkv, a.n_heads, a.dropout);
-  check::shape(op, "d_qkv", a.d_qkv, {d.B, d.T, 3 * d.NH * d.HD});
+  Dims d = attention_dims(op, a.qkv, a.n_heads, a.n_kv_heads, a.dropout);
+  check::shape(op, "d_qkv", a.d_qkv, {d.B, d.T, d.width()});
   check::shape(op, "d_out", a.d_out, {d.B, d.T, d.NH, d.HD});
   check::shape(op, "out", a.out, {d.B, d.T, d.NH, d.HD});
   check::shape(op, "lse", a.lse, {d.B, d.NH, d.T});

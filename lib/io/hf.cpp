@@ -1,4 +1,5 @@
-// Hugging Face interop: GPT-2 and LLaMA safetensors layouts and config.json.
+// Hugging Face interop: GPT-2 and LLaMA safetensors layouts and config.json (model_type
+// gpt2, llama, and the llama-shaped qwen2 and mistral; grouped-query k/v of Hkv heads).
 // Every HF tensor is a "piece" of one strata parameter: the whole of it, a range of
 // its rows (q/k/v of the fused qkv, gate/up of the SwiGLU fc), optionally
 // transposed (GPT-2's Conv1D stores weights [in, out], strata stores [out, in]).
@@ -60,11 +61,13 @@ std::vector<Piece> pieces(const ModelConfig& c, HfLayout layout, const std::stri
     const std::string h = "model.layers." + std::to_string(i) + ".", s = "blocks." + std::to_string(i) + ".";
     add(h + "input_layernorm.weight", s + "ln_1.weight");
     const char* qkv[3] = {"q_proj", "k_proj", "v_proj"};
+    // Rows of the fused qkv: q [0, C), then k and v of kv_heads() * head_dim() each.
+    const int64_t Ckv = c.kv_heads() * c.head_dim(), bounds[4] = {0, C, C + Ckv, C + 2 * Ckv};
     // Pieces of one strata parameter stay adjacent: import assembles them in order.
     for (int k = 0; k < 3; ++k)
-      add(h + "self_attn." + qkv[k] + ".weight", s + "attn.qkv.weight", false, k * C, (k + 1) * C);
-    for (int k = 0; k < 3 && c.bias; ++k)
-      add(h + "self_attn." + qkv[k] + ".bias", s + "attn.qkv.bias", false, k * C, (k + 1) * C);
+      add(h + "self_attn." + qkv[k] + ".weight", s + "attn.qkv.weight", false, bounds[k], bounds[k + 1]);
+    for (int k = 0; k < 3 && (c.bias || c.qkv_bias); ++k)
+      add(h + "self_attn." + qkv[k] + ".bias", s + "attn.qkv.bias", false, bounds[k], bounds[k + 1]);
     add(h + "self_attn.o_proj.weight", s + "attn.proj.weight");
     if (c.bias) add(h + "self_attn.o_proj.bias", s + "attn.proj.bias");
     add(h + "post_attention_layernorm.weight", s + "ln_2.weight");
@@ -140,16 +143,18 @@ Value hf_config(const ModelConfig& c, HfLayout layout, DType dtype) {
     v.set("attn_pdrop", Value::real(c.dropout_attention));
     v.set("scale_attn_weights", Value::boolean(true));
   } else {
+    // q/k/v bias without other biases is Qwen2's shape; transformers' llama cannot say it.
+    const bool qwen2 = c.qkv_bias && !c.bias;
     Value arch = Value::array();
-    arch.push(Value::string("LlamaForCausalLM"));
+    arch.push(Value::string(qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"));
     v.set("architectures", std::move(arch));
-    v.set("model_type", Value::string("llama"));
+    v.set("model_type", Value::string(qwen2 ? "qwen2" : "llama"));
     v.set("vocab_size", Value::integer(c.vocab_size));
     v.set("hidden_size", Value::integer(c.d_model));
     v.set("intermediate_size", Value::integer(c.d_mlp));
     v.set("num_hidden_layers", Value::integer(c.n_layers));
     v.set("num_attention_heads", Value::integer(c.n_heads));
-    v.set("num_key_value_heads", Value::integer(c.n_heads));
+    v.set("num_key_value_heads", Value::integer(c.kv_heads()));
     v.set("head_dim", Value::integer(c.head_dim()));
     v.set("max_position_embeddings", Value::integer(c.max_seq));
     v.set("rms_norm_eps", Value::real(c.norm_eps));
@@ -167,8 +172,12 @@ Value hf_config(const ModelConfig& c, HfLayout layout, DType dtype) {
       v.set("rope_scaling", std::move(sc));
     }
     v.set("hidden_act", Value::string("silu"));
-    v.set("attention_bias", Value::boolean(c.bias));
-    v.set("mlp_bias", Value::boolean(c.bias));
+    if (qwen2) {
+      v.set("use_sliding_window", Value::boolean(false));
+    } else {
+      v.set("attention_bias", Value::boolean(c.bias));
+      v.set("mlp_bias", Value::boolean(c.bias));
+    }
     v.set("attention_dropout", Value::real(c.dropout_attention));
   }
   v.set("tie_word_embeddings", Value::boolean(c.tied_embeddings));
@@ -313,6 +322,9 @@ bool known_config_key(const std::string& type, const std::string& key) {
       "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
       "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters",
       "hidden_act", "attention_bias", "mlp_bias", "attention_dropout", "pretraining_tp"};
+  // qwen2 / mistral: sliding-window keys, read (and refused unless inert) by read_hf_config.
+  static const std::set<std::string> windowed = {"sliding_window", "use_sliding_window", "max_window_layers"};
+  if (type != "gpt2" && type != "llama" && windowed.count(key)) return true;
   return common.count(key) || (type == "gpt2" ? gpt2 : llama).count(key);
 }
 
@@ -324,7 +336,8 @@ ModelConfig read_hf_config(const std::string& dir, HfLayout* layout_out) {
   const std::string type = v.at("model_type", path).as_string(path + " model_type");
   ModelConfig c;
   c.causal = true;
-  if (type == "gpt2" || type == "llama")
+  const bool llama_family = type == "llama" || type == "qwen2" || type == "mistral";
+  if (type == "gpt2" || llama_family)
     for (const auto& [key, value] : v.members(path))
       STRATA_CHECK(known_config_key(type, key),
                    path << ": key \"" << key << "\" is not implemented by strata for model_type " << type
@@ -352,7 +365,7 @@ ModelConfig read_hf_config(const std::string& dir, HfLayout* layout_out) {
                      !get_bool_or(v, "reorder_and_upcast_attn", false, path),
                  path << ": only GPT-2's standard 1/sqrt(head_dim) attention scaling is supported");
     if (layout_out) *layout_out = HfLayout::gpt2;
-  } else if (type == "llama") {
+  } else if (llama_family) {
     c.vocab_size = get_int(v, "vocab_size", path);
     c.d_model = get_int(v, "hidden_size", path);
     c.d_mlp = get_int(v, "intermediate_size", path);
@@ -360,12 +373,22 @@ ModelConfig read_hf_config(const std::string& dir, HfLayout* layout_out) {
     c.n_heads = get_int(v, "num_attention_heads", path);
     c.max_seq = get_int(v, "max_position_embeddings", path);
     const Value* kv = v.find("num_key_value_heads");
-    STRATA_CHECK(!kv || kv->is_null() || kv->as_int(path) == c.n_heads,
-                 path << ": num_key_value_heads differs from num_attention_heads; grouped-query attention is not "
-                         "supported");
+    const int64_t n_kv = kv && !kv->is_null() ? kv->as_int(path + " num_key_value_heads") : c.n_heads;
+    STRATA_CHECK(n_kv >= 1 && c.n_heads % n_kv == 0,
+                 path << ": num_key_value_heads " << n_kv << " must divide num_attention_heads " << c.n_heads);
+    c.n_kv_heads = n_kv == c.n_heads ? 0 : n_kv;  // 0: multi-head, as strata's own configs say it
     const Value* hd = v.find("head_dim");
     STRATA_CHECK(!hd || hd->is_null() || c.n_heads * hd->as_int(path) == c.d_model,
-                 path << ": head_dim * num_attention_heads must equal hidden_size");
+                 path << ": head_dim " << hd->as_int(path) << " is not hidden_size / num_attention_heads = "
+                      << c.d_model << " / " << c.n_heads << "; strata implements only that head_dim");
+    // Sliding-window attention is not implemented: accepted only where it masks nothing.
+    const Value* window = v.find("sliding_window");
+    const bool windowed = type == "mistral" || get_bool_or(v, "use_sliding_window", false, path);
+    if (windowed && window && !window->is_null())
+      STRATA_CHECK(window->as_int(path + " sliding_window") >= c.max_seq,
+                   path << ": sliding_window " << window->as_int(path) << " is below max_position_embeddings "
+                        << c.max_seq << "; sliding-window attention is not implemented by strata (it would "
+                        "change the model's numerics)");
     const Value* act = v.find("hidden_act");
     STRATA_CHECK(!act || act->as_string(path) == "silu", path << ": hidden_act must be silu (SwiGLU)");
     c.norm = NormKind::rmsnorm;
@@ -373,10 +396,16 @@ ModelConfig read_hf_config(const std::string& dir, HfLayout* layout_out) {
     c.positions = PositionKind::rope;
     c.norm_eps = get_float_or(v, "rms_norm_eps", 1e-6f, path);
     read_rope(v, path, c);
-    const bool attn_bias = get_bool_or(v, "attention_bias", false, path);
-    STRATA_CHECK(attn_bias == get_bool_or(v, "mlp_bias", false, path),
-                 path << ": attention_bias and mlp_bias must agree (strata has one bias switch)");
-    c.bias = attn_bias;
+    if (type == "qwen2") {  // q/k/v projections carry biases, nothing else does
+      c.qkv_bias = true;
+      c.bias = false;
+    } else {
+      const bool attn_bias = get_bool_or(v, "attention_bias", false, path);
+      STRATA_CHECK(attn_bias == get_bool_or(v, "mlp_bias", false, path),
+                   path << ": attention_bias and mlp_bias must agree (strata has one bias switch; llama's "
+                           "attention_bias also biases o_proj, so it is not strata's q/k/v-only qkv_bias)");
+      c.bias = attn_bias;
+    }
     const Value* tp = v.find("pretraining_tp");
     STRATA_CHECK(!tp || tp->is_null() || tp->as_int(path) == 1,
                  path << ": pretraining_tp " << tp->as_int(path) << " (a sliced linear layer) is not implemented; "
@@ -386,7 +415,7 @@ ModelConfig read_hf_config(const std::string& dir, HfLayout* layout_out) {
     c.dropout_residual = c.dropout_embedding = 0.0f;
     if (layout_out) *layout_out = HfLayout::llama;
   } else {
-    STRATA_FAIL(path << ": model_type \"" << type << "\"; strata reads gpt2 and llama");
+    STRATA_FAIL(path << ": model_type \"" << type << "\"; strata reads gpt2, llama, qwen2 and mistral");
   }
   c.validate();
   return c;

@@ -39,6 +39,7 @@ Value to_json(const ModelConfig& c) {
   v.set("vocab_size", Value::integer(c.vocab_size));
   v.set("n_layers", Value::integer(c.n_layers));
   v.set("n_heads", Value::integer(c.n_heads));
+  if (c.n_kv_heads != 0) v.set("n_kv_heads", Value::integer(c.n_kv_heads));  // absent: multi-head
   v.set("d_model", Value::integer(c.d_model));
   v.set("d_mlp", Value::integer(c.d_mlp));
   v.set("max_seq", Value::integer(c.max_seq));
@@ -46,6 +47,7 @@ Value to_json(const ModelConfig& c) {
   v.set("mlp", Value::string(mlp_name(c.mlp)));
   v.set("positions", Value::string(positions_name(c.positions)));
   v.set("bias", Value::boolean(c.bias));
+  if (c.qkv_bias) v.set("qkv_bias", Value::boolean(true));
   v.set("tied_embeddings", Value::boolean(c.tied_embeddings));
   v.set("causal", Value::boolean(c.causal));
   v.set("dropout_embedding", Value::real(c.dropout_embedding));
@@ -71,6 +73,7 @@ ModelConfig model_config_from(const Value& v, const std::string& what) {
   c.vocab_size = get_int(v, "vocab_size", what);
   c.n_layers = get_int(v, "n_layers", what);
   c.n_heads = get_int(v, "n_heads", what);
+  if (v.find("n_kv_heads")) c.n_kv_heads = get_int(v, "n_kv_heads", what);
   c.d_model = get_int(v, "d_model", what);
   c.d_mlp = get_int(v, "d_mlp", what);
   c.max_seq = get_int(v, "max_seq", what);
@@ -85,6 +88,7 @@ ModelConfig model_config_from(const Value& v, const std::string& what) {
                what << ": positions \"" << pos << "\" is not learned, rope or sinusoidal");
   c.positions = pos == "learned" ? PositionKind::learned : pos == "rope" ? PositionKind::rope : PositionKind::sinusoidal;
   c.bias = get_bool(v, "bias", what);
+  if (v.find("qkv_bias")) c.qkv_bias = get_bool(v, "qkv_bias", what);
   c.tied_embeddings = get_bool(v, "tied_embeddings", what);
   c.causal = get_bool(v, "causal", what);
   c.dropout_embedding = get_float(v, "dropout_embedding", what);

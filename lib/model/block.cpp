@@ -43,8 +43,8 @@ class BlockUnit final : public Unit {
     };
     add("ln_1.weight", {C_}, I::ones, 0, ParamRole::norm, true);
     add("ln_1.bias", {C_}, I::zeros, 0, ParamRole::bias, ln && c_.bias);
-    add("attn.qkv.weight", {3 * C_, C_}, I::normal, 0.02f, ParamRole::matrix, true);
-    add("attn.qkv.bias", {3 * C_}, I::zeros, 0, ParamRole::bias, c_.bias);
+    add("attn.qkv.weight", {c_.qkv_width(), C_}, I::normal, 0.02f, ParamRole::matrix, true);
+    add("attn.qkv.bias", {c_.qkv_width()}, I::zeros, 0, ParamRole::bias, c_.bias || c_.qkv_bias);
     add("attn.proj.weight", {C_, C_}, I::normal, resid_std, ParamRole::matrix, true);
     add("attn.proj.bias", {C_}, I::zeros, 0, ParamRole::bias, c_.bias);
     add("ln_2.weight", {C_}, I::ones, 0, ParamRole::norm, true);
@@ -110,7 +110,7 @@ class BlockUnit final : public Unit {
     TensorView sa = carve(cur, ctx.dtype, {n, C_});
     TensorView sb = carve(cur, ctx.dtype, {n, C_});
     TensorView d_x2 = carve(cur, ctx.dtype, {n, C_});
-    TensorView d_qkv = carve(cur, ctx.dtype, {n, 3 * C_});
+    TensorView d_qkv = carve(cur, ctx.dtype, {n, c_.qkv_width()});
     TensorView d_act = carve(cur, ctx.dtype, {n, H_});
     TensorView d_fc = carve(cur, ctx.dtype, {n, fc_out_});
     TensorView x = io.x.reshape({n, C_});
@@ -146,11 +146,11 @@ class BlockUnit final : public Unit {
     ops::attention_backward({qkv3(ctx, d_qkv), sb.reshape({ctx.B, ctx.T, c_.n_heads, c_.head_dim()}),
                              qkv3(ctx, a.qkv), a.att.reshape({ctx.B, ctx.T, c_.n_heads, c_.head_dim()}), a.lse,
                              c_.n_heads, c_.causal, drop(ctx, c_.dropout_attention),
-                             ctx.dropout_key(kSiteAttention)},
+                             ctx.dropout_key(kSiteAttention), c_.kv_heads()},
                             s);
     if (c_.positions == PositionKind::rope) {
-      TensorView q = d_qkv.reshape({ctx.B, ctx.T, 3 * c_.n_heads, c_.head_dim()});
-      ops::rope_backward({q, q, 2 * c_.n_heads, c_.rope_theta, 0, rope_scaling_args(c_.rope_scaling)}, s);
+      TensorView q = d_qkv.reshape({ctx.B, ctx.T, c_.n_heads + 2 * c_.kv_heads(), c_.head_dim()});
+      ops::rope_backward({q, q, c_.n_heads + c_.kv_heads(), c_.rope_theta, 0, rope_scaling_args(c_.rope_scaling)}, s);
     }
     ops::matmul_backward({sa, G[kQkvW], G[kQkvB], d_qkv, a.ln1, P[kQkvW]}, s);
     if (adapter_) adapter_->backward(ctx, layer_, 0, a.ln1, d_qkv, sa);
@@ -166,7 +166,9 @@ class BlockUnit final : public Unit {
 
   static float drop(const UnitContext& ctx, float p) { return ctx.train ? p : 0.0f; }
 
-  TensorView qkv3(const UnitContext& ctx, const TensorView& t) const { return t.reshape({ctx.B, ctx.T, 3 * C_}); }
+  TensorView qkv3(const UnitContext& ctx, const TensorView& t) const {
+    return t.reshape({ctx.B, ctx.T, c_.qkv_width()});
+  }
 
   void norm1(const UnitContext& ctx, const UnitParams& p, Saved& a, const TensorView& x) {
     const bool rms = c_.norm == NormKind::rmsnorm;
@@ -196,11 +198,12 @@ class BlockUnit final : public Unit {
     ops::matmul_forward({a.qkv, a.ln1, P[kQkvW], P[kQkvB]}, s);
     if (adapter_) adapter_->forward(ctx, layer_, 0, a.ln1, a.qkv);
     if (c_.positions == PositionKind::rope) {
-      TensorView q = a.qkv.reshape({ctx.B, ctx.T, 3 * c_.n_heads, c_.head_dim()});
-      ops::rope_forward({q, q, 2 * c_.n_heads, c_.rope_theta, 0, rope_scaling_args(c_.rope_scaling)}, s);
+      TensorView q = a.qkv.reshape({ctx.B, ctx.T, c_.n_heads + 2 * c_.kv_heads(), c_.head_dim()});
+      ops::rope_forward({q, q, c_.n_heads + c_.kv_heads(), c_.rope_theta, 0, rope_scaling_args(c_.rope_scaling)}, s);
     }
     ops::attention_forward({a.att.reshape({ctx.B, ctx.T, c_.n_heads, c_.head_dim()}), a.lse, qkv3(ctx, a.qkv),
-                            c_.n_heads, c_.causal, drop(ctx, c_.dropout_attention), ctx.dropout_key(kSiteAttention)},
+                            c_.n_heads, c_.causal, drop(ctx, c_.dropout_attention), ctx.dropout_key(kSiteAttention),
+                            c_.kv_heads()},
                            s);
     ops::matmul_forward({a.x2, a.att, P[kProjW], P[kProjB]}, s);
     if (adapter_) adapter_->forward(ctx, layer_, 1, a.att, a.x2);
@@ -241,7 +244,7 @@ class BlockUnit final : public Unit {
     TensorView* fields[] = {out ? &out->ln1 : nullptr, out ? &out->qkv : nullptr, out ? &out->att : nullptr,
                             out ? &out->x2 : nullptr,  out ? &out->ln2 : nullptr, out ? &out->fc : nullptr,
                             out ? &out->act : nullptr};
-    const int64_t widths[] = {C_, 3 * C_, C_, C_, C_, fc_out_, H_};
+    const int64_t widths[] = {C_, c_.qkv_width(), C_, C_, C_, fc_out_, H_};
     for (int f = 0; f < 7; ++f) {
       size_t b = carve_bytes(dt, n * widths[f]);
       char*& base = kept(f) ? owned : transient;

@@ -73,6 +73,10 @@ void ModelConfig::validate() const {
   STRATA_CHECK(d_model >= 1 && d_model % n_heads == 0,
                "ModelConfig: d_model " << d_model << " does not divide into n_heads " << n_heads
                                        << " heads; choose a width that is a multiple of the head count");
+  STRATA_CHECK(n_kv_heads >= 0 && (n_kv_heads == 0 || n_heads % n_kv_heads == 0),
+               "ModelConfig: n_kv_heads " << n_kv_heads << " must divide n_heads " << n_heads
+                                          << " (or be 0 for n_heads); grouped-query attention shares each kv head "
+                                             "among n_heads / n_kv_heads query heads");
   STRATA_CHECK(positions != PositionKind::rope || head_dim() % 2 == 0,
                "ModelConfig: RoPE needs an even head dimension, d_model / n_heads = " << head_dim());
   STRATA_CHECK(d_mlp >= 1, "ModelConfig: d_mlp " << d_mlp << " must be at least 1");
@@ -109,8 +113,10 @@ int64_t ModelConfig::num_parameters() const {
   const int64_t C = d_model, H = d_mlp;
   const int64_t fc_out = mlp == MlpKind::swiglu ? 2 * H : H;
   const int64_t norm_params = norm == NormKind::layernorm && bias ? 2 * C : C;
-  int64_t block = 2 * norm_params + 3 * C * C + C * C + fc_out * C + C * H;
-  if (bias) block += 3 * C + C + fc_out + C;
+  const int64_t qkv = qkv_width();
+  int64_t block = 2 * norm_params + qkv * C + C * C + fc_out * C + C * H;
+  if (bias) block += C + fc_out + C;
+  if (bias || qkv_bias) block += qkv;
   int64_t n = vocab_size * C + (positions == PositionKind::learned ? max_seq * C : 0);
   n += n_layers * block + norm_params + (tied_embeddings ? 0 : vocab_size * C);
   return n;
@@ -119,13 +125,16 @@ int64_t ModelConfig::num_parameters() const {
 double ModelConfig::flops_per_token(int64_t seq) const {
   const double C = double(d_model), H = double(d_mlp);
   const double fc_out = mlp == MlpKind::swiglu ? 2 * H : H;
-  const double matmul_params = double(n_layers) * (4 * C * C + fc_out * C + C * H) + double(vocab_size) * C;
+  const double qkv = double(qkv_width());  // 3C for multi-head
+  const double matmul_params = double(n_layers) * (qkv * C + C * C + fc_out * C + C * H) + double(vocab_size) * C;
   return 6.0 * matmul_params + 12.0 * double(n_layers) * C * double(seq);
 }
 
 std::string ModelConfig::describe() const {
   std::ostringstream s;
-  s << n_layers << " layers, width " << d_model << ", " << n_heads << " heads, mlp " << d_mlp << ", vocab "
+  s << n_layers << " layers, width " << d_model << ", " << n_heads << " heads";
+  if (kv_heads() != n_heads) s << " (" << kv_heads() << " kv)";
+  s << ", mlp " << d_mlp << ", vocab "
     << vocab_size << ", seq " << max_seq << ", " << (norm == NormKind::layernorm ? "LayerNorm" : "RMSNorm") << ", "
     << (mlp == MlpKind::gelu ? "GELU" : "SwiGLU") << ", "
     << (positions == PositionKind::learned ? "learned positions"

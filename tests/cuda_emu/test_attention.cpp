@@ -1,7 +1,8 @@
 // Emulated CUDA attention (kernels/cuda/attention.cu, the FMA path for f32, and
 // attention_flash.cu, the tensor-core path for bf16 / fp16) against the CPU backend:
 // forward out and lse, backward d_qkv; causal and not, with and without dropout, T not
-// a multiple of the tiles, head dims 64 and 128 (and odd ones, zero-padded), and the
+// a multiple of the tiles, head dims 64 and 128 (and odd ones, zero-padded), grouped-query
+// and multi-query heads (n_kv_heads < n_heads), and the
 // emulated WMMA API itself against a plain f32 computation.
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -16,22 +17,23 @@ namespace {
 
 struct Shape {
   int64_t b, t, nh, hd;
+  int64_t nkv = 0;  // 0: n_heads
 };
 
 // Runs forward and backward on the CPU backend and on the emulated CUDA device with
 // identical inputs and compares them. Slack multiplies expect_match's tolerance, which
 // is about one storage ulp of the largest output magnitude (plus one ulp relative).
 void check_attention(DType dt, const Shape& s, bool causal, float dropout, double slack_out, double slack_grad) {
-  INFO("B " << s.b << " T " << s.t << " NH " << s.nh << " HD " << s.hd << " causal " << causal << " p " << dropout
-            << " " << dtype_name(dt));
-  const int64_t c3 = 3 * s.nh * s.hd;
+  INFO("B " << s.b << " T " << s.t << " NH " << s.nh << " HD " << s.hd << " NKV " << s.nkv << " causal " << causal
+            << " p " << dropout << " " << dtype_name(dt));
+  const int64_t c3 = (s.nh + 2 * (s.nkv == 0 ? s.nh : s.nkv)) * s.hd;
   HostTensor qkv(dt, {s.b, s.t, c3}), d_out(dt, {s.b, s.t, s.nh, s.hd});
   qkv.uniform(1, -2, 2);
   d_out.uniform(2);
   HostTensor out_w(dt, {s.b, s.t, s.nh, s.hd}), out_g(dt, {s.b, s.t, s.nh, s.hd});
   HostTensor lse_w(DType::f32, {s.b, s.nh, s.t}), lse_g(DType::f32, {s.b, s.nh, s.t});
   ops::AttentionForwardArgs f;
-  f.qkv = qkv.view(), f.n_heads = s.nh, f.causal = causal, f.dropout = dropout, f.dropout_key = {99, 1, 2};
+  f.qkv = qkv.view(), f.n_heads = s.nh, f.n_kv_heads = s.nkv, f.causal = causal, f.dropout = dropout, f.dropout_key = {99, 1, 2};
   f.out = out_w.view(), f.lse = lse_w.view();
   ops::attention_forward(f, cpu().stream());
   f.out = out_g.view(), f.lse = lse_g.view();
@@ -42,7 +44,7 @@ void check_attention(DType dt, const Shape& s, bool causal, float dropout, doubl
   HostTensor dq_w(dt, {s.b, s.t, c3}), dq_g(dt, {s.b, s.t, c3});
   ops::AttentionBackwardArgs bw;
   bw.d_out = d_out.view(), bw.qkv = qkv.view(), bw.out = out_w.view(), bw.lse = lse_w.view();
-  bw.n_heads = s.nh, bw.causal = causal, bw.dropout = dropout, bw.dropout_key = f.dropout_key;
+  bw.n_heads = s.nh, bw.n_kv_heads = s.nkv, bw.causal = causal, bw.dropout = dropout, bw.dropout_key = f.dropout_key;
   bw.d_qkv = dq_w.view();
   ops::attention_backward(bw, cpu().stream());
   bw.d_qkv = dq_g.view();
@@ -65,6 +67,15 @@ TEST_CASE("cuda_emu: flash attention on WMMA at head dims 64 and 128", "[cuda_em
   const int64_t hd = GENERATE(64, 128);
   const bool causal = GENERATE(true, false);
   for (const Shape& s : {Shape{1, 77, 2, hd}, Shape{1, 128, 1, hd}}) check_attention(dt, s, causal, 0.0f, 2.0, 2.0);
+}
+
+// Grouped-query (NKV = NH/2) and multi-query (NKV = 1) on both paths: the dK/dV block
+// of a kv head sums its group's query heads.
+TEST_CASE("cuda_emu: grouped-query attention on the FMA and tensor-core paths", "[cuda_emu]") {
+  const DType dt = GENERATE(from_range(kFloatTypes));
+  const bool causal = GENERATE(true, false);
+  for (const Shape& s : {Shape{2, 37, 4, 8, 2}, Shape{1, 33, 4, 8, 1}}) check_attention(dt, s, causal, 0.2f, 4.0, 8.0);
+  if (dt != DType::f32) check_attention(dt, Shape{1, 77, 4, 64, 1}, causal, 0.0f, 2.0, 2.0);
 }
 
 TEST_CASE("cuda_emu: flash attention with dropout and a padded head dim", "[cuda_emu]") {

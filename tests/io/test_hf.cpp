@@ -215,7 +215,7 @@ ModelConfig hf_tiny(const std::string& arch) {
 }  // namespace
 
 TEST_CASE("HF export then import is the identity, and config.json reads back", "[io][cpu]") {
-  for (const char* arch : {"gpt", "llama"}) {
+  for (const char* arch : {"gpt", "llama", "llama-gqa", "llama-mqa", "qwen2"}) {
     DYNAMIC_SECTION(arch) {
       TempDir dir;
       ModelConfig c = hf_tiny(arch);

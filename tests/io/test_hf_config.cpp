@@ -85,3 +85,42 @@ TEST_CASE("HF config: llama3 scaling survives export, import and checkpoint conf
   learned.rope_scaling.kind = RopeScalingKind::linear;
   CHECK_THROWS_WITH(learned.validate(), Contains("needs RoPE positions"));
 }
+
+namespace {
+
+// A small llama-family config.json of `type` with 4 query heads and `extra` spliced in.
+ModelConfig read_family(const TempDir& dir, const std::string& type, const std::string& extra) {
+  std::ofstream(dir.file("config.json"))
+      << R"({"model_type": ")" << type << R"(", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 48,
+             "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 128,
+             "rms_norm_eps": 1e-05, "rope_theta": 50000.0, "hidden_act": "silu")"
+      << extra << "}";
+  return read_hf_config(dir.path());
+}
+
+}  // namespace
+
+TEST_CASE("HF config: grouped-query llama and qwen2 and mistral configs read or are refused by key", "[io][cpu]") {
+  TempDir dir;
+  ModelConfig c = read_family(dir, "llama", R"(, "num_key_value_heads": 1, "head_dim": 8)");
+  CHECK(c.n_kv_heads == 1);
+  CHECK(c.kv_heads() == 1);
+  CHECK(c.norm_eps == 1e-5f);
+  CHECK(c.rope_theta == 50000.0f);
+  CHECK(read_family(dir, "llama", R"(, "num_key_value_heads": 4)").n_kv_heads == 0);  // multi-head
+  CHECK_THROWS_WITH(read_family(dir, "llama", R"(, "num_key_value_heads": 3)"),
+                    Contains("num_key_value_heads 3 must divide num_attention_heads 4"));
+  CHECK_THROWS_WITH(read_family(dir, "llama", R"(, "head_dim": 16)"), Contains("head_dim 16"));
+  ModelConfig q = read_family(dir, "qwen2", R"(, "num_key_value_heads": 2, "sliding_window": 32,
+                                              "use_sliding_window": false, "max_window_layers": 2)");
+  CHECK(q.n_kv_heads == 2);
+  CHECK(q.qkv_bias);
+  CHECK_FALSE(q.bias);
+  CHECK_THROWS_WITH(read_family(dir, "qwen2", R"(, "sliding_window": 32, "use_sliding_window": true)"),
+                    Contains("sliding_window 32"));
+  CHECK(read_family(dir, "mistral", R"(, "num_key_value_heads": 2, "sliding_window": null)").n_kv_heads == 2);
+  CHECK_NOTHROW(read_family(dir, "mistral", R"(, "sliding_window": 128)"));
+  CHECK_THROWS_WITH(read_family(dir, "mistral", R"(, "sliding_window": 64)"),
+                    Contains("sliding_window 64") && Contains("not implemented"));
+  CHECK_THROWS_WITH(read_family(dir, "qwen3", ""), Contains("model_type \"qwen3\""));
+}

@@ -1,7 +1,8 @@
 // Op-table cases for attention_forward / attention_backward: a naive double
 // reference (full T x T softmax, the dropout mask regenerated from philox_uniform),
 // causal and bidirectional, with and without dropout; finite differences of d_qkv;
-// argument errors. Shapes are {B, T, NH, HD}.
+// argument errors. Shapes are {B, T, NH, HD} (multi-head) or {B, T, NH, HD, NKV}
+// (grouped-query: NKV kv heads, NKV = 1 multi-query).
 // Invariant: expected values come from the reference below, never from the op.
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -22,18 +23,25 @@ const std::vector<Config> kConfigs = {{true, 0.0f}, {false, 0.0f}, {true, 0.3f},
 const num::RandomKey kKey{0xabcdef12345ull, 7, 3};
 
 struct AttentionReference {
-  std::vector<double> out, lse, d_qkv;  // (B, T, NH, HD), (B, NH, T), (B, T, 3, NH, HD)
+  std::vector<double> out, lse, d_qkv;  // (B, T, NH, HD), (B, NH, T), (B, T, (NH + 2*NKV)*HD)
 };
+
+int64_t kv_heads(const std::vector<int64_t>& shape) { return shape.size() > 4 ? shape[4] : shape[2]; }
 
 // Exact attention of the stored qkv; d_out may be empty to skip the gradients.
 AttentionReference attention_reference(const std::vector<int64_t>& shape, const HostTensor& qkv_t,
                                         const std::vector<double>& d_out, Config cfg) {
   const int64_t B = shape[0], T = shape[1], NH = shape[2], HD = shape[3], C = NH * HD;
+  const int64_t NKV = kv_heads(shape), W = (NH + 2 * NKV) * HD, group = NH / NKV;
   const std::vector<double> qkv = qkv_t.values();
   const double scale = 1.0 / std::sqrt(double(HD));
   AttentionReference ref{std::vector<double>(size_t(B * T * C)), std::vector<double>(size_t(B * NH * T)),
-                         std::vector<double>(size_t(B * T * 3 * C), 0.0)};
-  auto at = [&](int64_t b, int64_t t, int64_t part, int64_t h) { return size_t(((b * T + t) * 3 + part) * C + h * HD); };
+                         std::vector<double>(size_t(B * T * W), 0.0)};
+  // part 0: query head h; parts 1, 2: the k and v of the kv head query head h reads.
+  auto at = [&](int64_t b, int64_t t, int64_t part, int64_t h) {
+    const int64_t head = part == 0 ? h : part == 1 ? NH + h / group : NH + NKV + h / group;
+    return size_t((b * T + t) * W + head * HD);
+  };
   const size_t rows = static_cast<size_t>(T);
   std::vector<double> p(rows), f(rows), dp(rows);  // one row of P, F and dP
   for (int64_t b = 0; b < B; ++b)
@@ -87,10 +95,13 @@ struct AttentionRun {
   HostTensor out, lse;
 };
 
+std::vector<int64_t> out_shape(const std::vector<int64_t>& shape) { return {shape[0], shape[1], shape[2], shape[3]}; }
+
 AttentionRun run_forward(const std::vector<int64_t>& shape, const HostTensor& qkv, Config cfg) {
-  AttentionRun r{HostTensor(qkv.dtype(), shape), HostTensor(DType::f32, {shape[0], shape[2], shape[1]})};
-  ops::attention_forward({r.out.view(), r.lse.view(), qkv.view(), shape[2], cfg.causal, cfg.dropout, kKey},
-                         cpu().stream());
+  AttentionRun r{HostTensor(qkv.dtype(), out_shape(shape)), HostTensor(DType::f32, {shape[0], shape[2], shape[1]})};
+  ops::attention_forward(
+      {r.out.view(), r.lse.view(), qkv.view(), shape[2], cfg.causal, cfg.dropout, kKey, kv_heads(shape)},
+      cpu().stream());
   return r;
 }
 
@@ -99,7 +110,7 @@ HostTensor run_backward(const std::vector<int64_t>& shape, const HostTensor& qkv
   HostTensor d_qkv(qkv.dtype(), qkv.shape());
   d_qkv.fill(77.0);  // assigned, so nothing of this may survive
   ops::attention_backward({d_qkv.view(), d_out.view(), qkv.view(), fwd.out.view(), fwd.lse.view(), shape[2],
-                           cfg.causal, cfg.dropout, kKey},
+                           cfg.causal, cfg.dropout, kKey, kv_heads(shape)},
                           cpu().stream());
   return d_qkv;
 }
@@ -109,16 +120,19 @@ std::string config_name(Config cfg) {
 }
 
 HostTensor make_qkv(DType dtype, const std::vector<int64_t>& shape, uint64_t seed) {
-  HostTensor qkv(dtype, {shape[0], shape[1], 3 * shape[2] * shape[3]});
+  HostTensor qkv(dtype, {shape[0], shape[1], (shape[2] + 2 * kv_heads(shape)) * shape[3]});
   qkv.uniform(seed, -1.5, 1.5);
   return qkv;
 }
 
 // Sizes 1, 3, 17 and 1000; head dims that are not multiples of 16; B*NH from 1 to
 // 6, so the backward runs both as one task per head and split over rows; T = 70
-// and 130 span several 64-row blocks.
-const std::vector<std::vector<int64_t>> kShapes = {{1, 1, 1, 8},  {2, 17, 3, 5},  {1, 17, 1, 20}, {1, 3, 2, 16},
-                                                   {3, 70, 1, 3}, {1, 130, 2, 12}, {1, 1000, 1, 8}};
+// and 130 span several 64-row blocks. Grouped-query shapes: multi-query (NKV = 1),
+// NKV = NH/2 and NH/4, one task per kv head (B*NKV large) and split over rows.
+const std::vector<std::vector<int64_t>> kShapes = {
+    {1, 1, 1, 8},     {2, 17, 3, 5},     {1, 17, 1, 20},   {1, 3, 2, 16},    {3, 70, 1, 3},
+    {1, 130, 2, 12},  {1, 1000, 1, 8},   {2, 17, 4, 5, 1}, {1, 130, 4, 6, 2}, {3, 9, 8, 4, 2},
+    {1, 70, 6, 3, 3}, {4, 5, 4, 4, 1}};
 
 STRATA_OP_CASE({"attention_forward", CaseKind::reference, kShapes, kAllFloat,
                 [](DType dtype, const std::vector<int64_t>& shape) {
@@ -135,7 +149,7 @@ STRATA_OP_CASE({"attention_forward", CaseKind::reference, kShapes, kAllFloat,
 STRATA_OP_CASE({"attention_backward", CaseKind::reference, kShapes, kAllFloat,
                 [](DType dtype, const std::vector<int64_t>& shape) {
                   HostTensor qkv = make_qkv(dtype, shape, 201);
-                  HostTensor d_out(dtype, shape);
+                  HostTensor d_out(dtype, out_shape(shape));
                   d_out.uniform(202);
                   for (Config cfg : kConfigs) {
                     INFO(config_name(cfg));
@@ -147,10 +161,11 @@ STRATA_OP_CASE({"attention_backward", CaseKind::reference, kShapes, kAllFloat,
                 }});
 
 // L = dot(out, w): backward with d_out = w must match central differences of L.
-STRATA_OP_CASE({"attention_backward", CaseKind::gradcheck, {{1, 17, 1, 4}, {2, 6, 2, 3}, {1, 1, 1, 2}}, kF32,
+STRATA_OP_CASE({"attention_backward", CaseKind::gradcheck,
+                {{1, 17, 1, 4}, {2, 6, 2, 3}, {1, 1, 1, 2}, {1, 7, 4, 3, 1}, {2, 6, 4, 2, 2}}, kF32,
                 [](DType dtype, const std::vector<int64_t>& shape) {
                   HostTensor qkv = make_qkv(dtype, shape, 301);
-                  HostTensor w(dtype, shape);
+                  HostTensor w(dtype, out_shape(shape));
                   w.uniform(302);
                   const std::vector<double> weights = w.values();
                   for (Config cfg : kConfigs) {
@@ -184,7 +199,7 @@ STRATA_OP_CASE({"attention_forward", CaseKind::errors, {{2, 5, 2, 4}}, kF32,
                   a = ok;
                   a.qkv = odd.view();
                   REQUIRE_THROWS_WITH(fwd(a), Contains("attention_forward") && Contains("qkv") &&
-                                                  Contains("not divisible by 3 * n_heads = 6"));
+                                                  Contains("not divisible by n_heads + 2*n_kv_heads = 6"));
                   a = ok;
                   a.qkv = qkv_i32.view();
                   expect(a, "qkv");
@@ -199,6 +214,15 @@ STRATA_OP_CASE({"attention_forward", CaseKind::errors, {{2, 5, 2, 4}}, kF32,
                   expect(a, "n_heads");
                   a = ok;
                   a.n_heads = 4;  // divides 24 but then out has the wrong shape
+                  expect(a, "out");
+                  for (int64_t nkv : {3, -1}) {  // must divide n_heads = 2
+                    a = ok;
+                    a.n_kv_heads = nkv;
+                    REQUIRE_THROWS_WITH(fwd(a), Contains("attention_forward") && Contains("n_kv_heads") &&
+                                                    Contains("must divide n_heads = 2"));
+                  }
+                  a = ok;
+                  a.n_kv_heads = 1;  // valid, but qkv is the multi-head width 24, not (2 + 2) * HD
                   expect(a, "out");
                   a = ok;
                   a.lse = lse_bad.view();

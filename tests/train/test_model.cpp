@@ -99,7 +99,7 @@ std::vector<int64_t> check_elements(const std::vector<double>& g) {
 // component's sign flipped (the plants the old 2e-3 floor let through).
 TEST_CASE("whole-model gradients match finite differences", "[train][cpu]") {
   const double tol = 3e-3;
-  for (const char* arch : {"gpt", "llama"}) {
+  for (const char* arch : {"gpt", "llama", "llama-gqa", "llama-mqa", "qwen2"}) {
     SECTION(arch) {
       ModelConfig c = tiny_config(arch);
       Model m(c, cpu(), Precision::fp32, 3);

@@ -19,13 +19,17 @@ inline ModelConfig tiny_config(const std::string& arch) {
   c.d_model = 16;
   c.d_mlp = 40;
   c.max_seq = 12;
-  if (arch == "llama") {
+  if (arch != "gpt") {  // "llama", and its grouped-query shapes below
     c.norm = NormKind::rmsnorm;
     c.mlp = MlpKind::swiglu;
     c.positions = PositionKind::rope;
     c.bias = false;
     c.tied_embeddings = false;
   }
+  if (arch == "llama-gqa" || arch == "llama-mqa" || arch == "qwen2") c.n_heads = 4;
+  if (arch == "llama-gqa" || arch == "qwen2") c.n_kv_heads = 2;
+  if (arch == "llama-mqa") c.n_kv_heads = 1;
+  if (arch == "qwen2") c.qkv_bias = true;
   return c;
 }
 

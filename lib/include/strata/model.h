@@ -38,6 +38,8 @@ struct ModelConfig {
   int64_t vocab_size = 50257;
   int64_t n_layers = 12;
   int64_t n_heads = 12;
+  // Key/value heads (grouped-query attention; 1 is multi-query). 0 means n_heads.
+  int64_t n_kv_heads = 0;
   int64_t d_model = 768;
   int64_t d_mlp = 3072;  // hidden width of the MLP (per branch for SwiGLU)
   int64_t max_seq = 1024;
@@ -45,6 +47,7 @@ struct ModelConfig {
   MlpKind mlp = MlpKind::gelu;
   PositionKind positions = PositionKind::learned;
   bool bias = true;
+  bool qkv_bias = false;  // bias on the q/k/v projection even when `bias` is false (Qwen2)
   bool tied_embeddings = true;
   bool causal = true;
   float dropout_embedding = 0.0f;
@@ -63,6 +66,9 @@ struct ModelConfig {
   // Throws strata::Error naming the first inconsistent field and what to do.
   void validate() const;
   int64_t head_dim() const { return d_model / n_heads; }
+  int64_t kv_heads() const { return n_kv_heads == 0 ? n_heads : n_kv_heads; }
+  // Columns of the fused q/k/v projection: n_heads query heads, kv_heads() keys and values.
+  int64_t qkv_width() const { return (n_heads + 2 * kv_heads()) * head_dim(); }
   int64_t num_parameters() const;
   // Training FLOPs per token at sequence length seq: 6 * (matmul parameters) plus
   // attention's 6 * 2 * n_layers * seq * d_model (forward scores and values, x3 for

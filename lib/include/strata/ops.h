@@ -226,34 +226,38 @@ void rope_forward(const RopeArgs& a, Stream& s);
 void rope_backward(const RopeArgs& a, Stream& s);
 
 // ---------------------------------------------------------------- attention
-// Multi-head scaled dot-product attention over a packed qkv (B, T, 3, NH, HD):
-// softmax in f32 with scale 1/sqrt(HD); causal masks j > i to -inf before the
-// softmax. Optional dropout on the probabilities with mask element index
+// Multi-head scaled dot-product attention over a packed qkv (B, T, (NH + 2*NKV)*HD):
+// each row is NH query heads, then NKV key heads, then NKV value heads (for NKV = NH
+// this is (B, T, 3, NH, HD)). Query head h reads kv head h / (NH / NKV) (grouped-query
+// attention; NKV = 1 is multi-query). Softmax in f32 with scale 1/sqrt(HD); causal
+// masks j > i to -inf before the softmax. Optional dropout on the probabilities with mask element index
 // ((b*NH + h)*T + i)*T + j under `dropout_key`. Never holds more than one (T x T)
 // block of scores per thread.
 struct AttentionForwardArgs {
   TensorView out;  // (B, T, NH, HD)
   TensorView lse;  // (B, NH, T) f32: log-sum-exp of each scaled score row, for backward
-  TensorView qkv;  // (B, T, 3*NH*HD), i.e. (B, T, 3, NH, HD)
+  TensorView qkv;  // (B, T, (NH + 2*NKV)*HD)
   int64_t n_heads = 0;
   bool causal = true;
   float dropout = 0.0f;
   num::RandomKey dropout_key;
+  int64_t n_kv_heads = 0;  // NKV, dividing n_heads; 0 means n_heads (multi-head)
 };
 void attention_forward(const AttentionForwardArgs& a, Stream& s);
 
 // d_qkv (assigned) from d_out, recomputing the probabilities from qkv and lse and
 // replaying the dropout mask from the same key.
 struct AttentionBackwardArgs {
-  TensorView d_qkv;  // (B, T, 3*NH*HD)
+  TensorView d_qkv;  // (B, T, (NH + 2*NKV)*HD); a kv head's rows sum over its query heads
   TensorView d_out;  // (B, T, NH, HD)
-  TensorView qkv;    // (B, T, 3*NH*HD)
+  TensorView qkv;    // (B, T, (NH + 2*NKV)*HD)
   TensorView out;    // (B, T, NH, HD), the forward output
   TensorView lse;    // (B, NH, T) f32
   int64_t n_heads = 0;
   bool causal = true;
   float dropout = 0.0f;
   num::RandomKey dropout_key;
+  int64_t n_kv_heads = 0;  // as in AttentionForwardArgs
 };
 void attention_backward(const AttentionBackwardArgs& a, Stream& s);
 
