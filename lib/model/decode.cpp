@@ -18,9 +18,8 @@ namespace strata {
 
 namespace {
 
-// Key / value heads of the cache. ModelConfig has no n_kv_heads yet (GQA adds it):
-// every query head has its own kv head until then.
-int64_t kv_heads(const ModelConfig& c) { return c.n_heads; }
+// Key / value heads of the cache: n_kv_heads (grouped-query attention) or n_heads.
+int64_t kv_heads(const ModelConfig& c) { return c.kv_heads(); }
 
 struct Workspace {
   TensorView x, y, ln1, qkv, att, x2, ln2, fc, act, mean, rstd, tokens, last, logits;
