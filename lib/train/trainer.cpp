@@ -77,6 +77,9 @@ Trainer::Trainer(Model& model, const TrainOptions& o) : model_(&model), options_
   check_options(o);
   STRATA_CHECK(o.zero_stage == 0, "Trainer: ZeRO stage " << o.zero_stage
                                                          << " shards state across ranks; pass a dist::Comm");
+  STRATA_CHECK(model.params_resident(), "Trainer: the model was built Model::Init::deferred and holds no parameters; "
+                                        "give the Trainer offload options or a ZeRO-3 communicator, whose store "
+                                        "initialises it, or build the model resident");
   // A frozen base (LoRA) has no gradients and gets no optimizer state.
   if (model.base_frozen())
     STRATA_CHECK(model.lora(), "Trainer: the model's base is frozen and no Lora is attached: nothing to train");
@@ -358,6 +361,7 @@ StepReport Trainer::step() {
   }
   if (zero_) {
     r.pinned_bytes = zero_->take_pinned_high_water();
+    r.host_setup_peak_bytes = zero_->memory().host_construction_peak;
     r.nvme_bytes = zero_->memory().nvme_bytes;
     r.io_stall_seconds = zero_->take_stall_seconds();
     r.comm_wait_seconds = zero_->take_comm_wait_seconds();

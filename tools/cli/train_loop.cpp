@@ -56,9 +56,11 @@ void train_rank(TrainJob& job, Shared& shared, int rank, int ranks, strata::dist
   auto device = rank_device(job.device, rank, comm != nullptr);
   std::unique_ptr<strata::offload::OffloadOptions> off;
   if (offloaded(job.placement)) off = std::make_unique<strata::offload::OffloadOptions>(offload_options(job.placement));
-  // Offloaded on one device, the store initialises each unit straight into its tier:
-  // the model is never resident, so it may be larger than RAM.
-  const auto init = off && !comm ? strata::Model::Init::deferred : strata::Model::Init::resident;
+  // Offloaded on one device, or sharded by ZeRO-3, the store initialises each unit
+  // straight into its tier or shard: the model is never resident, so it may be larger
+  // than RAM (or than one device).
+  const bool deferred = comm ? job.options.zero_stage == 3 : off != nullptr;
+  const auto init = deferred ? strata::Model::Init::deferred : strata::Model::Init::resident;
   strata::Model model(job.config, *device, job.precision, uint64_t(job.seed), init);
   std::unique_ptr<strata::Trainer> owner =
       comm ? (off ? std::make_unique<strata::Trainer>(model, job.options, *comm, *off)
