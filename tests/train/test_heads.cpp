@@ -57,6 +57,20 @@ void spread_weights(Model& m) {
   }
 }
 
+// body(config, pooling, model) for each architecture and pooling: an f32 encoder
+// classifier with spread weights.
+template <class Body>
+void for_each_classifier(Body&& body) {
+  for (const char* arch : {"gpt", "llama"})
+    for (Pooling pooling : {Pooling::cls, Pooling::mean}) {
+      INFO(arch << " " << pooling_name(pooling));
+      const ModelConfig c = encoder_config(arch);
+      Model m = classifier(c, pooling);
+      spread_weights(m);
+      body(c, pooling, m);
+    }
+}
+
 std::vector<float> host(const TensorView& t) {
   const float* p = t.ptr<float>();
   return std::vector<float>(p, p + t.numel());
@@ -65,84 +79,74 @@ std::vector<float> host(const TensorView& t) {
 }  // namespace
 
 TEST_CASE("the classifier head's loss is the double-precision reference of its pooled rows", "[train][cpu]") {
-  for (const char* arch : {"gpt", "llama"})
-    for (Pooling pooling : {Pooling::cls, Pooling::mean}) {
-      INFO(arch << " " << pooling_name(pooling));
-      const ModelConfig c = encoder_config(arch);
-      Model m = classifier(c, pooling);
-      spread_weights(m);
-      const int64_t B = 3, T = 6, C = c.d_model;
-      LabelledBatch data(B, T, c.vocab_size, 11);
-      const float loss = m.forward(data.batch(), {}, false);
-      // The reference from the last block's output, in double.
-      const std::vector<float> x = host(m.unit_output(int(c.n_layers)));
-      const std::vector<float> w = host(m.parameter("head.ln_f.weight"));
-      const std::vector<float> cw = host(m.parameter("head.classifier.weight"));
-      const std::vector<float> cb = host(m.parameter("head.classifier.bias"));
-      std::vector<float> lb(size_t(C), 0.0f);
-      if (c.norm == NormKind::layernorm) lb = host(m.parameter("head.ln_f.bias"));
-      double total = 0;
-      for (int64_t b = 0; b < B; ++b) {
-        std::vector<double> pooled(size_t(C), 0.0);
-        const int64_t positions = pooling == Pooling::cls ? 1 : T;
-        for (int64_t t = 0; t < positions; ++t) {
-          const float* row = &x[size_t((b * T + t) * C)];
-          double mean = 0, var = 0;
-          if (c.norm == NormKind::layernorm) {
-            for (int64_t i = 0; i < C; ++i) mean += row[i];
-            mean /= double(C);
-          }
-          for (int64_t i = 0; i < C; ++i) var += (row[i] - mean) * (row[i] - mean);
-          const double rstd = 1.0 / std::sqrt(var / double(C) + double(c.norm_eps));
-          for (int64_t i = 0; i < C; ++i)
-            pooled[size_t(i)] += ((row[i] - mean) * rstd * w[size_t(i)] + lb[size_t(i)]) / double(positions);
+  for_each_classifier([&](const ModelConfig& c, Pooling pooling, Model& m) {
+    const int64_t B = 3, T = 6, C = c.d_model;
+    LabelledBatch data(B, T, c.vocab_size, 11);
+    const float loss = m.forward(data.batch(), {}, false);
+    // The reference from the last block's output, in double.
+    const std::vector<float> x = host(m.unit_output(int(c.n_layers)));
+    const std::vector<float> w = host(m.parameter("head.ln_f.weight"));
+    const std::vector<float> cw = host(m.parameter("head.classifier.weight"));
+    const std::vector<float> cb = host(m.parameter("head.classifier.bias"));
+    std::vector<float> lb(size_t(C), 0.0f);
+    if (c.norm == NormKind::layernorm) lb = host(m.parameter("head.ln_f.bias"));
+    double total = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<double> pooled(size_t(C), 0.0);
+      const int64_t positions = pooling == Pooling::cls ? 1 : T;
+      for (int64_t t = 0; t < positions; ++t) {
+        const float* row = &x[size_t((b * T + t) * C)];
+        double mean = 0, var = 0;
+        if (c.norm == NormKind::layernorm) {
+          for (int64_t i = 0; i < C; ++i) mean += row[i];
+          mean /= double(C);
         }
-        std::vector<double> logits(static_cast<size_t>(kClasses));
-        double top = -1e30, sum = 0;
-        for (int64_t k = 0; k < kClasses; ++k) {
-          logits[size_t(k)] = cb[size_t(k)];
-          for (int64_t i = 0; i < C; ++i) logits[size_t(k)] += cw[size_t(k * C + i)] * pooled[size_t(i)];
-          top = std::max(top, logits[size_t(k)]);
-        }
-        for (double l : logits) sum += std::exp(l - top);
-        total += top + std::log(sum) - logits[size_t(data.targets[size_t(b * T)])];
+        for (int64_t i = 0; i < C; ++i) var += (row[i] - mean) * (row[i] - mean);
+        const double rstd = 1.0 / std::sqrt(var / double(C) + double(c.norm_eps));
+        for (int64_t i = 0; i < C; ++i)
+          pooled[size_t(i)] += ((row[i] - mean) * rstd * w[size_t(i)] + lb[size_t(i)]) / double(positions);
       }
-      CHECK(std::fabs(double(loss) - total / double(B)) <= 2e-5 * std::fabs(total / double(B)) + 1e-6);
+      std::vector<double> logits(static_cast<size_t>(kClasses));
+      double top = -1e30, sum = 0;
+      for (int64_t k = 0; k < kClasses; ++k) {
+        logits[size_t(k)] = cb[size_t(k)];
+        for (int64_t i = 0; i < C; ++i) logits[size_t(k)] += cw[size_t(k * C + i)] * pooled[size_t(i)];
+        top = std::max(top, logits[size_t(k)]);
+      }
+      for (double l : logits) sum += std::exp(l - top);
+      total += top + std::log(sum) - logits[size_t(data.targets[size_t(b * T)])];
     }
+    CHECK(std::fabs(double(loss) - total / double(B)) <= 2e-5 * std::fabs(total / double(B)) + 1e-6);
+  });
 }
 
 TEST_CASE("classifier head gradients match finite differences", "[train][cpu]") {
   const double tol = 3e-3;
-  for (const char* arch : {"gpt", "llama"})
-    for (Pooling pooling : {Pooling::cls, Pooling::mean}) {
-      INFO(arch << " " << pooling_name(pooling));
-      const ModelConfig c = encoder_config(arch);
-      Model m = classifier(c, pooling);
-      spread_weights(m);
-      LabelledBatch data(3, 5, c.vocab_size, 99);
-      data.targets[size_t(2 * 5)] = -100;  // an unlabelled row counts in neither the loss nor the mean
-      m.zero_grad();
-      m.forward(data.batch(), StepKey{1, 0, 0}, true);
-      m.backward(1.0f);
-      auto loss = [&] { return double(m.forward(data.batch(), StepKey{1, 0, 0}, false)); };
-      for (const ParamInfo& p : m.parameters()) {
-        TensorView w = m.parameter(p.name), g = m.parameter_grad(p.name);
-        float* x = w.ptr<float>();
-        const std::vector<double> analytic(g.ptr<float>(), g.ptr<float>() + g.numel());
-        std::vector<int64_t> elements;
-        const int64_t n = p.numel(), spread = std::min<int64_t>(n, 32);
-        for (int64_t k = 0; k < spread; ++k) elements.push_back(k * n / spread);
-        const GradientCheck r = gradient_check(
-            elements, [&](int64_t i) { return double(x[i]); }, [&](int64_t i, double v) { x[i] = float(v); }, loss,
-            analytic, 2e-2);
-        INFO(p.name << ": ||g - g_fd|| / ||g_fd|| = " << r.rel_error << " over " << r.checked << " elements; "
-                    << r.bad_signs << " of the " << r.largest << " largest with a wrong sign or zero");
-        CHECK(r.ok(tol));
-        std::vector<double> scaled = analytic;
-        for (double& v : scaled) v *= 1.01;
-        CHECK_FALSE(r.against(scaled).ok(tol));
-      }
+  for_each_classifier([&](const ModelConfig& c, Pooling pooling, Model& m) {
+    LabelledBatch data(3, 5, c.vocab_size, 99);
+    data.targets[size_t(2 * 5)] = -100;  // an unlabelled row counts in neither the loss nor the mean
+    m.zero_grad();
+    m.forward(data.batch(), StepKey{1, 0, 0}, true);
+    m.backward(1.0f);
+    auto loss = [&] { return double(m.forward(data.batch(), StepKey{1, 0, 0}, false)); };
+    for (const ParamInfo& p : m.parameters()) {
+      TensorView w = m.parameter(p.name), g = m.parameter_grad(p.name);
+      float* x = w.ptr<float>();
+      const std::vector<double> analytic(g.ptr<float>(), g.ptr<float>() + g.numel());
+      std::vector<int64_t> elements;
+      const int64_t n = p.numel(), spread = std::min<int64_t>(n, 32);
+      for (int64_t k = 0; k < spread; ++k) elements.push_back(k * n / spread);
+      const GradientCheck r = gradient_check(
+          elements, [&](int64_t i) { return double(x[i]); }, [&](int64_t i, double v) { x[i] = float(v); }, loss,
+          analytic, 2e-2);
+      INFO(p.name << ": ||g - g_fd|| / ||g_fd|| = " << r.rel_error << " over " << r.checked << " elements; "
+                  << r.bad_signs << " of the " << r.largest << " largest with a wrong sign or zero");
+      CHECK(r.ok(tol));
+      std::vector<double> scaled = analytic;
+      for (double& v : scaled) v *= 1.01;
+      CHECK_FALSE(r.against(scaled).ok(tol));
     }
+  });
 }
 
 TEST_CASE("a classifier's targets are checked against its convention before anything runs", "[train][cpu]") {
