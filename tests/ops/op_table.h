@@ -5,7 +5,10 @@
 // backend with the CPU backend's outputs for bitwise the same inputs. Finite-difference
 // (gradcheck) and argument-error cases run on the CPU only (tests/ops/test_<family>.cpp).
 // Drivers: test_op_table.cpp (CPU vs reference, and coverage of the CPU backend),
-// tests/cuda_emu/test_op_table.cpp (emulated CUDA vs CPU, and its coverage).
+// tests/cuda_emu/test_op_table.cpp (emulated CUDA vs CPU, and its coverage), and
+// strata-selftest (real CUDA vs CPU, through selftest::compare_case).
+// Invariant: a reference case reports only through OpEnv::expect and includes no
+// Catch2 header (strata-selftest runs it with no Catch session).
 #pragma once
 #include <functional>
 #include <string>
