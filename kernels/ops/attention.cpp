@@ -7,7 +7,6 @@
 
 #include "backend.h"
 #include "check.h"
-#include "cpu/cpu.h"
 
 namespace strata::ops {
 
@@ -50,9 +49,7 @@ void attention_forward(const AttentionForwardArgs& a, Stream& s) {
   Dims d = attention_dims(op, a.qkv, a.n_heads, a.n_kv_heads, a.dropout);
   check::shape(op, "out", a.out, {d.B, d.T, d.NH, d.HD});
   check::shape(op, "lse", a.lse, {d.B, d.NH, d.T});
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::attention_forward(a, cuda::context(s)));
-  cpu::attention_forward(a);
+  run(&Backend::attention_forward, op, a, s);
 }
 
 void attention_backward(const AttentionBackwardArgs& a, Stream& s) {
@@ -74,9 +71,7 @@ void attention_backward(const AttentionBackwardArgs& a, Stream& s) {
   check::shape(op, "lse", a.lse, {d.B, d.NH, d.T});
   if (a.d_qkv.data == a.qkv.data)
     check::fail(op, "d_qkv", a.d_qkv, "aliases qkv; backward reads qkv while writing d_qkv: pass separate memory");
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::attention_backward(a, cuda::context(s)));
-  cpu::attention_backward(a);
+  run(&Backend::attention_backward, op, a, s);
 }
 
 }  // namespace strata::ops

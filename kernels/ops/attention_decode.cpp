@@ -1,7 +1,6 @@
 // Entry point of attention_decode (attention of new rows against a KV cache): every
 // argument is checked here, before anything runs, then the backend is called.
 // Invariant: nothing after the checks may throw.
-#include "../cpu/cpu.h"
 #include "backend.h"
 #include "check.h"
 
@@ -32,9 +31,7 @@ void attention_decode(const AttentionDecodeArgs& a, Stream& s) {
     check::fail(op, "pos", a.k_cache,
                 "is " + std::to_string(a.pos) + " for " + std::to_string(T) + " new rows; pos + T must be at most the cache's " +
                     std::to_string(S) + " positions");
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::attention_decode(a, cuda::context(s)));
-  cpu::attention_decode(a);
+  run(&Backend::attention_decode, op, a, s);
 }
 
 }  // namespace strata::ops
