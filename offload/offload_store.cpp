@@ -262,6 +262,31 @@ void OffloadStore::settle_movement() {
   dev.stream(StreamRole::host_to_device).synchronize();
   dev.stream(StreamRole::device_to_host).synchronize();
   reclaim_stages(/*wait=*/true);
+  harvest_copy_times(/*all=*/true);
+}
+
+void OffloadStore::timed_copy(Stream& s, void* dst, const void* src, size_t bytes) {
+  if (timed_copies_.size() >= 64) harvest_copy_times(/*all=*/false);  // passes without an update
+  CopyEvents e;
+  if (spare_copy_events_.empty()) {
+    e = {std::make_unique<Event>(model_->device()), std::make_unique<Event>(model_->device())};
+  } else {
+    e = std::move(spare_copy_events_.back());
+    spare_copy_events_.pop_back();
+  }
+  e.first->record(s);
+  s.copy(dst, src, bytes);
+  e.second->record(s);
+  timed_copies_.push_back(std::move(e));
+}
+
+void OffloadStore::harvest_copy_times(bool all) {
+  std::erase_if(timed_copies_, [&](CopyEvents& e) {
+    if (!all && !e.second->query()) return false;
+    copy_seconds_ += double(e.first->elapsed_ms(*e.second)) / 1e3;
+    spare_copy_events_.push_back(std::move(e));
+    return true;
+  });
 }
 
 // The compute stream waits for `copied` (on a CPU device it blocks: stall time).
@@ -325,10 +350,10 @@ void* OffloadStore::acquire_params(int u) {
   Stream& in = model_->device().stream(StreamRole::host_to_device);
   x.param_dev.idle->wait(in);  // the compute that last read this buffer
   if (x.params.tier == Tier::host) {
-    in.copy(x.param_dev.data(), x.params.data(), x.params.bytes);  // update() settles it before writing
+    timed_copy(in, x.param_dev.data(), x.params.data(), x.params.bytes);  // update() settles it before writing
   } else {
     wait(x.param_read);
-    in.copy(x.param_dev.data(), x.param_stage.data(), x.params.bytes);
+    timed_copy(in, x.param_dev.data(), x.param_stage.data(), x.params.bytes);
   }
   x.param_copied->record(in);
   compute_waits(*x.param_copied);
@@ -368,12 +393,12 @@ void* OffloadStore::acquire_grads(int u) {
     x.grad_dev.idle->wait(in);
     if (x.grads.tier == Tier::host) {
       x.grad_written->wait(in);  // the last write-out of this home
-      in.copy(dst, x.grads.data(), x.grads.bytes);
+      timed_copy(in, dst, x.grads.data(), x.grads.bytes);
     } else {
       if (!x.grad_stage) x.grad_stage = stage_bytes(x.grads.bytes);
       std::future<void> r = nvme_->read(x.grads.object, 0, x.grad_stage.data(), x.grads.bytes);
       wait(r);
-      in.copy(dst, x.grad_stage.data(), x.grads.bytes);
+      timed_copy(in, dst, x.grad_stage.data(), x.grads.bytes);
     }
     x.grad_copied->record(in);
     compute_waits(*x.grad_copied);
@@ -393,11 +418,11 @@ void OffloadStore::release_grads(int u) {
   x.grad_dev.idle->record(model_->device().stream());  // the backward that wrote the gradient
   x.grad_dev.idle->wait(out);
   if (x.grads.tier == Tier::host) {
-    out.copy(x.grads.data(), x.grad_dev.data(), x.grads.bytes);
+    timed_copy(out, x.grads.data(), x.grad_dev.data(), x.grads.bytes);
     x.grad_written->record(out);
   } else {
     x.grad_stage = stage_bytes(x.grads.bytes);
-    out.copy(x.grad_stage.data(), x.grad_dev.data(), x.grads.bytes);
+    timed_copy(out, x.grad_stage.data(), x.grad_dev.data(), x.grads.bytes);
     x.grad_written->record(out);
     x.grad_written->synchronize();  // the host sums the bytes and hands them to the NVMe write
     if (final_micro_) x.sum_squares = sum_squares_f32(static_cast<const float*>(x.grad_stage.data()), x.numel);
@@ -478,10 +503,14 @@ OffloadStats OffloadStore::take_stats() {
     st.update_written = update_done_.update_written;
     update_done_ = OffloadStats();
   }
+  harvest_copy_times(/*all=*/false);
+  st.transfer_seconds = copy_seconds_;
+  copy_seconds_ = 0;
   if (nvme_) {
     const NvmeStats io = nvme_->stats();
     st.nvme_read = io.bytes_read - io_at_window_.bytes_read;
     st.nvme_written = io.bytes_written - io_at_window_.bytes_written;
+    st.transfer_seconds += io.busy_seconds - io_at_window_.busy_seconds;
     io_at_window_ = io;
   }
   window_start_ = now;

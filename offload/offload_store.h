@@ -98,6 +98,9 @@ class OffloadStore final : public ParamStore {
   void reclaim_stages(bool wait);
   void settle_movement();
   void compute_waits(Event& copied);  // the host may touch every home: h2d and d2h copies have landed
+  // s.copy between start and end events, its time counted in the window's transfer time.
+  void timed_copy(Stream& s, void* dst, const void* src, size_t bytes);
+  void harvest_copy_times(bool all);  // adds the finished (all: every) timed copies' time
   void prefetch_from(int unit, int direction);
   void start_param_read(int unit);
   PinnedBuffer stage_bytes(size_t bytes);
@@ -132,6 +135,9 @@ class OffloadStore final : public ParamStore {
   int last_acquired_ = -1;
   bool final_micro_ = true;
   double stall_ = 0, norm_seconds_ = 0, window_start_ = 0;  // main thread only
+  double copy_seconds_ = 0;  // timed copies' time in the window
+  using CopyEvents = std::pair<std::unique_ptr<Event>, std::unique_ptr<Event>>;
+  std::vector<CopyEvents> timed_copies_, spare_copy_events_;  // in flight; reusable
   size_t pinned_peak_ = 0;  // the highest take_stats window's pinned high water
   size_t staging_peak_ = 0, construction_pinned_peak_ = 0;  // construction_host_peak's parts
   NvmeStats io_at_window_;
