@@ -32,6 +32,8 @@ void attention_decode(const AttentionDecodeArgs& a, Stream& s) {
     check::fail(op, "pos", a.k_cache,
                 "is " + std::to_string(a.pos) + " for " + std::to_string(T) + " new rows; pos + T must be at most the cache's " +
                     std::to_string(S) + " positions");
+  if (a.window < 0)
+    check::fail(op, "window", a.k_cache, "is " + std::to_string(a.window) + "; it must be >= 0 (0: no sliding window)");
   check::require_backend(op, s);
   STRATA_CUDA_OP(s, cuda::attention_decode(a, cuda::context(s)));
   cpu::attention_decode(a);
