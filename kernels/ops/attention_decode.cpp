@@ -27,6 +27,8 @@ void attention_decode(const AttentionDecodeArgs& a, Stream& s) {
   const int64_t T = a.qkv.shape[1];
   check::shape(op, "qkv", a.qkv, {B, T, (a.n_heads + 2 * NKV) * HD});
   check::shape(op, "out", a.out, {B, T, a.n_heads, HD});
+  if (a.window < 0)
+    check::fail(op, "window", a.k_cache, "is " + std::to_string(a.window) + "; it must be >= 0 (0: no sliding window)");
   if (a.pos < 0 || a.pos + T > S)
     check::fail(op, "pos", a.k_cache,
                 "is " + std::to_string(a.pos) + " for " + std::to_string(T) + " new rows; pos + T must be at most the cache's " +
