@@ -77,7 +77,7 @@ Trainer::Trainer(Model& model, const TrainOptions& o) : model_(&model), options_
   check_options(o);
   STRATA_CHECK(o.zero_stage == 0, "Trainer: ZeRO stage " << o.zero_stage
                                                          << " shards state across ranks; pass a dist::Comm");
-  STRATA_CHECK(model.params_resident(), "Trainer: the model was built Model::Init::deferred and holds no parameters; "
+  STRATA_CHECK(model.params_resident() || model.store(), "Trainer: the model was built Model::Init::deferred and holds no parameters; "
                                         "give the Trainer offload options or a ZeRO-3 communicator, whose store "
                                         "initialises it, or build the model resident");
   // A frozen base (LoRA) has no gradients and gets no optimizer state.
