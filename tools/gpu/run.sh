@@ -142,7 +142,7 @@ if ((!missing)); then
   if ((gpu)); then
     stage 100 "kernel benchmark" "$BENCH" --device cuda:0 kernels
     ((rc == 0)) || status=1
-    stage 150 "training benchmark (gpt2-small, gpt2-medium; device and host offload)" "$BENCH" --device cuda:0 train
+    stage 150 "training benchmark (gpt2-small, gpt2-medium; device, host offload, optimizer on host at 4 micro-batches; tokens/s, MFU, overlap)" "$BENCH" --device cuda:0 train
     ((rc == 0)) || status=1
     stage 90 "selftest: GPU-vs-CPU training runs" "$SELFTEST" --train-only
     ((rc == 0)) || { status=1; failed_families+=(train); }
