@@ -1,7 +1,7 @@
-// Emulated CUDA embedding, cross-entropy (with the padded-vocabulary head's GEMMs),
-// AdamW and the bias gradient (kernels/cuda/{embedding,cross_entropy,matmul_tiled,
-// adamw,reduce}.cu) against the CPU backend. global_norm and count_nonfinite run in
-// the shared op table (tests/ops/cases/reduce.cpp).
+// Emulated CUDA cross-entropy (with the padded-vocabulary head's GEMMs), AdamW and
+// the bias gradient (kernels/cuda/{cross_entropy,matmul_tiled,adamw,reduce}.cu)
+// against the CPU backend. Embedding, global_norm and count_nonfinite run in the
+// shared op table (tests/ops/cases/{embedding,reduce}.cpp).
 #include <catch2/catch.hpp>
 #include <cmath>
 
@@ -10,38 +10,6 @@
 
 namespace strata::test {
 namespace {
-
-TEST_CASE("cuda_emu: embedding forward and backward", "[cuda_emu]") {
-  const DType dt = GENERATE(from_range(kFloatTypes));
-  // {B, T, V, C}: V past one block of vocabulary rows, C past one block of columns.
-  for (auto s : std::vector<std::vector<int64_t>>{{1, 1, 1, 1}, {2, 17, 70, 3}, {3, 40, 150, 130}}) {
-    const int64_t b = s[0], t = s[1], v = s[2], c = s[3];
-    for (DType gdt : {dt, DType::f32}) {
-      HostTensor tokens(DType::i32, {b, t}), wte(dt, {v, c}), wpe(dt, {t + 2, c}), d_out(dt, {b, t, c});
-      tokens.tokens(1, int32_t(v));
-      if (v > 3) tokens.set(0, 3), tokens.set(1, 3);  // repeated tokens must sum in order
-      wte.uniform(2);
-      wpe.uniform(3);
-      d_out.uniform(4);
-      HostTensor want(dt, {b, t, c}), got(dt, {b, t, c});
-      ops::embedding_forward({want.view(), tokens.view(), wte.view(), wpe.view(), 2}, cpu().stream());
-      cuda_emu::embedding_forward({got.view(), tokens.view(), wte.view(), wpe.view(), 2}, emu());
-      expect_match("embedding_forward", got, want, 0.0);
-      ops::embedding_forward({want.view(), tokens.view(), wte.view(), TensorView(), 0}, cpu().stream());
-      cuda_emu::embedding_forward({got.view(), tokens.view(), wte.view(), TensorView(), 0}, emu());
-      expect_match("embedding_forward without wpe", got, want, 0.0);
-
-      HostTensor dwte_want(gdt, {v, c}), dwpe_want(gdt, {t + 2, c});
-      dwte_want.uniform(5);
-      dwpe_want.uniform(6);
-      HostTensor dwte_got = dwte_want, dwpe_got = dwpe_want;
-      ops::embedding_backward({dwte_want.view(), dwpe_want.view(), d_out.view(), tokens.view(), 2}, cpu().stream());
-      cuda_emu::embedding_backward({dwte_got.view(), dwpe_got.view(), d_out.view(), tokens.view(), 2}, emu());
-      expect_match("d_wte", dwte_got, dwte_want, 0.0);  // same sums in the same order: bitwise
-      expect_match("d_wpe", dwpe_got, dwpe_want, 0.0);
-    }
-  }
-}
 
 TEST_CASE("cuda_emu: cross-entropy forward and backward", "[cuda_emu]") {
   const DType dt = GENERATE(from_range(kFloatTypes));

@@ -51,6 +51,11 @@ struct OpCase {
   // kernel whose math differs from the CPU's (libm tanhf against a vectorised exp),
   // 0 where every backend must give the CPU's bits.
   double slack = 1.0;
+  // Real CUDA hardware (strata-selftest) allows hardware_slack instead, where set
+  // (>= 0): nvcc may contract a * b + c into one rounding, where the emulator runs the
+  // CPU's arithmetic. The emulated device keeps `slack`.
+  double hardware_slack = -1;
+  double slack_on(bool hardware) const { return hardware && hardware_slack >= 0 ? hardware_slack : slack; }
 };
 
 std::vector<OpCase>& op_table();
@@ -62,9 +67,10 @@ struct RegisterOpCase {
 inline const std::vector<DType> kAllFloat = {DType::f32, DType::bf16, DType::f16};
 inline const std::vector<DType> kF32 = {DType::f32};
 
-// A reference case: op, shapes, dtypes, body(OpEnv&, DType, shape), slack.
+// A reference case: op, shapes, dtypes, body(OpEnv&, DType, shape), slack, hardware_slack.
 OpCase reference_case(std::string op, std::vector<std::vector<int64_t>> shapes, std::vector<DType> dtypes,
-                      std::function<void(OpEnv&, DType, const std::vector<int64_t>&)> body, double slack = 1.0);
+                      std::function<void(OpEnv&, DType, const std::vector<int64_t>&)> body, double slack = 1.0,
+                      double hardware_slack = -1);
 
 // The ops some case of `kind` covers; for reference cases, only those written for
 // every backend when `portable`.
