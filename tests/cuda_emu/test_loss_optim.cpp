@@ -1,7 +1,7 @@
-// Emulated CUDA cross-entropy (with the padded-vocabulary head's GEMMs), AdamW and
-// the bias gradient (kernels/cuda/{cross_entropy,matmul_tiled,adamw,reduce}.cu)
-// against the CPU backend. Embedding, global_norm and count_nonfinite run in the
-// shared op table (tests/ops/cases/{embedding,reduce}.cpp).
+// Emulated CUDA padded-vocabulary head (the tiled GEMMs and cross-entropy together),
+// AdamW and the bias gradient (kernels/cuda/{cross_entropy,matmul_tiled,adamw,
+// reduce}.cu) against the CPU backend. Embedding, cross-entropy, global_norm and
+// count_nonfinite run in the shared op table (tests/ops/cases/*.cpp).
 #include <catch2/catch.hpp>
 #include <cmath>
 
@@ -10,29 +10,6 @@
 
 namespace strata::test {
 namespace {
-
-TEST_CASE("cuda_emu: cross-entropy forward and backward", "[cuda_emu]") {
-  const DType dt = GENERATE(from_range(kFloatTypes));
-  for (auto [n, v] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {5, 17}, {3, 1000}, {2, 3000}}) {
-    HostTensor logits(dt, {n, v}), targets(DType::i32, {n});
-    logits.uniform(1, -8, 8);
-    targets.tokens(2, int32_t(v));
-    if (n > 2) targets.set(1, -100);  // ignored row
-    HostTensor loss_w(DType::f32, {n}), lse_w(DType::f32, {n}), loss_g(DType::f32, {n}), lse_g(DType::f32, {n});
-    ops::cross_entropy_forward({loss_w.view(), lse_w.view(), logits.view(), targets.view()}, cpu().stream());
-    cuda_emu::cross_entropy_forward({loss_g.view(), lse_g.view(), logits.view(), targets.view()}, emu());
-    expect_match("losses", loss_g, loss_w, 2.0);
-    expect_match("lse", lse_g, lse_w, 2.0);
-    HostTensor d_w(dt, {n, v}), d_g(dt, {n, v});
-    ops::cross_entropy_backward({d_w.view(), logits.view(), lse_w.view(), targets.view(), 0.25f}, cpu().stream());
-    cuda_emu::cross_entropy_backward({d_g.view(), logits.view(), lse_w.view(), targets.view(), 0.25f}, emu());
-    expect_match("d_logits", d_g, d_w, 2.0);
-    // In place: d_logits aliases logits.
-    HostTensor inplace = logits;
-    cuda_emu::cross_entropy_backward({inplace.view(), inplace.view(), lse_w.view(), targets.view(), 0.25f}, emu());
-    expect_match("d_logits in place", inplace, d_w, 2.0);
-  }
-}
 
 // The head with a padded vocabulary (row stride Vp = 64, V = 50): the tiled GEMM
 // writing and reading a padded row stride, and cross-entropy with vocab = V, against
