@@ -30,6 +30,9 @@ class OpEnv {
   virtual Stream& stream() = 0;
   // h on this env's device: h.view() on the CPU; elsewhere a device copy of h made
   // when h is first named (the same copy each time, so outputs can feed later ops).
+  // The copy is found by h's address and bytes: keep a tensor an op wrote and no
+  // expect() read back alive to the end of the case, or a new tensor with its old
+  // bytes at its address would get its stale copy.
   virtual TensorView at(HostTensor& h) = 0;
   // An output: on the CPU, `out` against `reference` at `tol`; on another backend,
   // the device's `out` (copied back into it) against the CPU backend's at the
