@@ -1,7 +1,7 @@
-// Emulated CUDA embedding, cross-entropy (with the padded-vocabulary head's GEMMs),
-// AdamW and the bias gradient (kernels/cuda/{embedding,cross_entropy,matmul_tiled,
-// adamw,reduce}.cu) against the CPU backend. global_norm and count_nonfinite run in
-// the shared op table (tests/ops/cases/reduce.cpp).
+// Emulated CUDA padded-vocabulary head (the tiled GEMMs and cross-entropy together)
+// and the bias gradient (kernels/cuda/{cross_entropy,matmul_tiled,reduce}.cu) against
+// the CPU backend. Embedding, cross-entropy, AdamW, global_norm and count_nonfinite
+// run in the shared op table (tests/ops/cases/*.cpp).
 #include <catch2/catch.hpp>
 #include <cmath>
 
@@ -10,61 +10,6 @@
 
 namespace strata::test {
 namespace {
-
-TEST_CASE("cuda_emu: embedding forward and backward", "[cuda_emu]") {
-  const DType dt = GENERATE(from_range(kFloatTypes));
-  // {B, T, V, C}: V past one block of vocabulary rows, C past one block of columns.
-  for (auto s : std::vector<std::vector<int64_t>>{{1, 1, 1, 1}, {2, 17, 70, 3}, {3, 40, 150, 130}}) {
-    const int64_t b = s[0], t = s[1], v = s[2], c = s[3];
-    for (DType gdt : {dt, DType::f32}) {
-      HostTensor tokens(DType::i32, {b, t}), wte(dt, {v, c}), wpe(dt, {t + 2, c}), d_out(dt, {b, t, c});
-      tokens.tokens(1, int32_t(v));
-      if (v > 3) tokens.set(0, 3), tokens.set(1, 3);  // repeated tokens must sum in order
-      wte.uniform(2);
-      wpe.uniform(3);
-      d_out.uniform(4);
-      HostTensor want(dt, {b, t, c}), got(dt, {b, t, c});
-      ops::embedding_forward({want.view(), tokens.view(), wte.view(), wpe.view(), 2}, cpu().stream());
-      cuda_emu::embedding_forward({got.view(), tokens.view(), wte.view(), wpe.view(), 2}, emu());
-      expect_match("embedding_forward", got, want, 0.0);
-      ops::embedding_forward({want.view(), tokens.view(), wte.view(), TensorView(), 0}, cpu().stream());
-      cuda_emu::embedding_forward({got.view(), tokens.view(), wte.view(), TensorView(), 0}, emu());
-      expect_match("embedding_forward without wpe", got, want, 0.0);
-
-      HostTensor dwte_want(gdt, {v, c}), dwpe_want(gdt, {t + 2, c});
-      dwte_want.uniform(5);
-      dwpe_want.uniform(6);
-      HostTensor dwte_got = dwte_want, dwpe_got = dwpe_want;
-      ops::embedding_backward({dwte_want.view(), dwpe_want.view(), d_out.view(), tokens.view(), 2}, cpu().stream());
-      cuda_emu::embedding_backward({dwte_got.view(), dwpe_got.view(), d_out.view(), tokens.view(), 2}, emu());
-      expect_match("d_wte", dwte_got, dwte_want, 0.0);  // same sums in the same order: bitwise
-      expect_match("d_wpe", dwpe_got, dwpe_want, 0.0);
-    }
-  }
-}
-
-TEST_CASE("cuda_emu: cross-entropy forward and backward", "[cuda_emu]") {
-  const DType dt = GENERATE(from_range(kFloatTypes));
-  for (auto [n, v] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {5, 17}, {3, 1000}, {2, 3000}}) {
-    HostTensor logits(dt, {n, v}), targets(DType::i32, {n});
-    logits.uniform(1, -8, 8);
-    targets.tokens(2, int32_t(v));
-    if (n > 2) targets.set(1, -100);  // ignored row
-    HostTensor loss_w(DType::f32, {n}), lse_w(DType::f32, {n}), loss_g(DType::f32, {n}), lse_g(DType::f32, {n});
-    ops::cross_entropy_forward({loss_w.view(), lse_w.view(), logits.view(), targets.view()}, cpu().stream());
-    cuda_emu::cross_entropy_forward({loss_g.view(), lse_g.view(), logits.view(), targets.view()}, emu());
-    expect_match("losses", loss_g, loss_w, 2.0);
-    expect_match("lse", lse_g, lse_w, 2.0);
-    HostTensor d_w(dt, {n, v}), d_g(dt, {n, v});
-    ops::cross_entropy_backward({d_w.view(), logits.view(), lse_w.view(), targets.view(), 0.25f}, cpu().stream());
-    cuda_emu::cross_entropy_backward({d_g.view(), logits.view(), lse_w.view(), targets.view(), 0.25f}, emu());
-    expect_match("d_logits", d_g, d_w, 2.0);
-    // In place: d_logits aliases logits.
-    HostTensor inplace = logits;
-    cuda_emu::cross_entropy_backward({inplace.view(), inplace.view(), lse_w.view(), targets.view(), 0.25f}, emu());
-    expect_match("d_logits in place", inplace, d_w, 2.0);
-  }
-}
 
 // The head with a padded vocabulary (row stride Vp = 64, V = 50): the tiled GEMM
 // writing and reading a padded row stride, and cross-entropy with vocab = V, against
@@ -122,29 +67,6 @@ TEST_CASE("cuda_emu: padded vocabulary head matches the CPU", "[cuda_emu]") {
   expect_match("d_weight", dw_g, dw_w, 2.0);
   for (int64_t i = 0; i < n * c; ++i) REQUIRE(std::isfinite(dx_w.get(i)));
   for (int64_t i = 0; i < v * c; ++i) REQUIRE(std::isfinite(dw_w.get(i)));
-}
-
-TEST_CASE("cuda_emu: adamw step matches the CPU bit for bit", "[cuda_emu]") {
-  const DType wdt = GENERATE(from_range(kFloatTypes));
-  for (int64_t n : {1, 17, 1000}) {
-    HostTensor master(DType::f32, {n}), grad(DType::f32, {n}), m(DType::f32, {n}), v(DType::f32, {n});
-    master.uniform(1);
-    grad.uniform(2);
-    m.uniform(3, -0.1, 0.1);
-    v.uniform(4, 0, 0.01);
-    HostTensor master_g = master, m_g = m, v_g = v, work_w(wdt, {n}), work_g(wdt, {n});
-    ops::AdamWArgs a;
-    a.lr = 3e-3f, a.weight_decay = 0.1f, a.grad_scale = 0.5f, a.step = 7;
-    a.grad = grad.view();
-    a.master = master.view(), a.m = m.view(), a.v = v.view(), a.working = work_w.view();
-    ops::adamw_step(a, cpu().stream());
-    a.master = master_g.view(), a.m = m_g.view(), a.v = v_g.view(), a.working = work_g.view();
-    cuda_emu::adamw_step(a, emu());
-    expect_match("master", master_g, master, 0.0);
-    expect_match("m", m_g, m, 0.0);
-    expect_match("v", v_g, v, 0.0);
-    expect_match("working", work_g, work_w, 0.0);
-  }
 }
 
 // The bias gradient of matmul_backward against the CPU backend (weight-free case).

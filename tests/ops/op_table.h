@@ -30,6 +30,9 @@ class OpEnv {
   virtual Stream& stream() = 0;
   // h on this env's device: h.view() on the CPU; elsewhere a device copy of h made
   // when h is first named (the same copy each time, so outputs can feed later ops).
+  // The copy is found by h's address and bytes: keep a tensor an op wrote and no
+  // expect() read back alive to the end of the case, or a new tensor with its old
+  // bytes at its address would get its stale copy.
   virtual TensorView at(HostTensor& h) = 0;
   // An output: on the CPU, `out` against `reference` at `tol`; on another backend,
   // the device's `out` (copied back into it) against the CPU backend's at the
@@ -51,6 +54,11 @@ struct OpCase {
   // kernel whose math differs from the CPU's (libm tanhf against a vectorised exp),
   // 0 where every backend must give the CPU's bits.
   double slack = 1.0;
+  // Real CUDA hardware (strata-selftest) allows hardware_slack instead, where set
+  // (>= 0): nvcc may contract a * b + c into one rounding, where the emulator runs the
+  // CPU's arithmetic. The emulated device keeps `slack`.
+  double hardware_slack = -1;
+  double slack_on(bool hardware) const { return hardware && hardware_slack >= 0 ? hardware_slack : slack; }
 };
 
 std::vector<OpCase>& op_table();
@@ -62,9 +70,10 @@ struct RegisterOpCase {
 inline const std::vector<DType> kAllFloat = {DType::f32, DType::bf16, DType::f16};
 inline const std::vector<DType> kF32 = {DType::f32};
 
-// A reference case: op, shapes, dtypes, body(OpEnv&, DType, shape), slack.
+// A reference case: op, shapes, dtypes, body(OpEnv&, DType, shape), slack, hardware_slack.
 OpCase reference_case(std::string op, std::vector<std::vector<int64_t>> shapes, std::vector<DType> dtypes,
-                      std::function<void(OpEnv&, DType, const std::vector<int64_t>&)> body, double slack = 1.0);
+                      std::function<void(OpEnv&, DType, const std::vector<int64_t>&)> body, double slack = 1.0,
+                      double hardware_slack = -1);
 
 // The ops some case of `kind` covers; for reference cases, only those written for
 // every backend when `portable`.

@@ -1,12 +1,11 @@
-// Op-table cases for adamw_step: several steps against a double-precision reference
-// of the documented update, the working copy bitwise equal to the rounded master,
-// bitwise independence from the thread count, and the AVX-512, AVX2 and scalar
-// bodies bitwise equal to each other.
+// CPU-only tests of adamw_step: argument errors, bitwise independence from the thread
+// count, and the AVX-512, AVX2 and scalar bodies bitwise equal to each other. The
+// reference cases, for every backend: tests/ops/cases/adamw.cpp.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
 
-#include "common/convert.h"
+#include "adamw_reference.h"
 #include "cpu/cpu.h"
 #include "op_table.h"
 #include "ops.h"
@@ -17,79 +16,11 @@ namespace {
 
 using Catch::Contains;
 
-const std::vector<std::vector<int64_t>> kShapes = {{1}, {3}, {17}, {1000}, {4097}, {70001}};
-
-struct Hyper {
-  float lr = 1e-2f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.1f, grad_scale = 0.5f;
-};
-
-// The update of kernels/ops.h, in double, on the f32 hyperparameters the op gets.
-void reference_step(const Hyper& h, int64_t t, const std::vector<double>& grad, std::vector<double>& master,
-                    std::vector<double>& m, std::vector<double>& v) {
-  const double b1 = h.beta1, b2 = h.beta2;
-  const double bias1 = 1 - std::pow(b1, double(t)), bias2 = 1 - std::pow(b2, double(t));
-  for (size_t i = 0; i < master.size(); ++i) {
-    double g = grad[i] * double(h.grad_scale);
-    m[i] = b1 * m[i] + (1 - b1) * g;
-    v[i] = b2 * v[i] + (1 - b2) * g * g;
-    master[i] -= double(h.lr) * (m[i] / bias1 / (std::sqrt(v[i] / bias2) + double(h.eps)) +
-                                 double(h.weight_decay) * master[i]);
-  }
-}
+using Hyper = reference::AdamWHyper;
 
 ops::AdamWArgs args(const Hyper& h, HostTensor& master, HostTensor& grad, HostTensor& m, HostTensor& v,
                     const TensorView& working, int64_t step) {
-  ops::AdamWArgs a;
-  a.master = master.view();
-  a.grad = grad.view();
-  a.m = m.view();
-  a.v = v.view();
-  a.working = working;
-  a.lr = h.lr;
-  a.beta1 = h.beta1;
-  a.beta2 = h.beta2;
-  a.eps = h.eps;
-  a.weight_decay = h.weight_decay;
-  a.grad_scale = h.grad_scale;
-  a.step = step;
-  return a;
-}
-
-// dt is the working copy's dtype; f32 runs once more without a working copy.
-void run_reference(DType dt, const std::vector<int64_t>& shape) {
-  const Hyper h;
-  for (bool with_working : {true, false}) {
-    if (!with_working && dt != DType::f32) continue;
-    INFO("working copy " << (with_working ? dtype_name(dt) : "none"));
-    const int64_t n = shape[0];
-    HostTensor master(DType::f32, {n}), grad(DType::f32, {n}), m(DType::f32, {n}), v(DType::f32, {n});
-    HostTensor working(dt, {n});
-    master.uniform(11, -1, 1);
-    std::vector<double> rm = master.values(), rmom(size_t(n), 0.0), rvel(size_t(n), 0.0);
-    for (int64_t t = 1; t <= 5; ++t) {
-      INFO("step " << t);
-      grad.uniform(100 + uint64_t(t), -2, 2);
-      reference_step(h, t, grad.values(), rm, rmom, rvel);
-      ops::adamw_step(args(h, master, grad, m, v, with_working ? working.view() : TensorView{}, t), cpu().stream());
-      expect_close("master", master, rm, tolerance_for(DType::f32));
-      expect_close("m", m, rmom, tolerance_for(DType::f32));
-      expect_close("v", v, rvel, tolerance_for(DType::f32));
-      if (!with_working) continue;
-      expect_close("working", working, rm, tolerance_for(dt));
-      // Exactly the new master rounded to the working dtype, not merely close to it.
-      const float* p = master.view().ptr<float>();
-      int64_t mismatches = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        uint32_t want = dt == DType::f32    ? num::float_bits(p[i])
-                        : dt == DType::bf16 ? num::float_to_bf16(p[i])
-                                            : num::float_to_f16(p[i]);
-        uint32_t got = 0;
-        std::memcpy(&got, static_cast<const char*>(working.view().data) + size_t(i) * dtype_size(dt), dtype_size(dt));
-        mismatches += got != want;
-      }
-      CHECK(mismatches == 0);
-    }
-  }
+  return reference::adamw_args(h, master.view(), grad.view(), m.view(), v.view(), working, step);
 }
 
 void run_errors(DType, const std::vector<int64_t>&) {
@@ -133,7 +64,6 @@ void run_errors(DType, const std::vector<int64_t>&) {
   REQUIRE_THROWS_WITH(ops::adamw_step(a, s), Contains("adamw_step") && Contains("'lr'"));
 }
 
-STRATA_OP_CASE({"adamw_step", CaseKind::reference, kShapes, kAllFloat, run_reference});
 STRATA_OP_CASE({"adamw_step", CaseKind::errors, {{1}}, kF32, run_errors});
 
 TEST_CASE("adamw_step is bitwise independent of the thread count", "[ops][cpu]") {

@@ -12,8 +12,10 @@ std::vector<OpCase>& op_table() {
 }
 
 OpCase reference_case(std::string op, std::vector<std::vector<int64_t>> shapes, std::vector<DType> dtypes,
-                      std::function<void(OpEnv&, DType, const std::vector<int64_t>&)> body, double slack) {
-  OpCase c{std::move(op), CaseKind::reference, std::move(shapes), std::move(dtypes), {}, std::move(body), slack};
+                      std::function<void(OpEnv&, DType, const std::vector<int64_t>&)> body, double slack,
+                      double hardware_slack) {
+  OpCase c{std::move(op), CaseKind::reference, std::move(shapes), std::move(dtypes), {}, std::move(body), slack,
+           hardware_slack};
   return c;
 }
 
