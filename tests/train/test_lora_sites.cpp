@@ -22,12 +22,13 @@ namespace {
 // "out" (id 5: ids need not be dense).
 class TwoLinear final : public Unit {
  public:
-  TwoLinear(const ModelConfig& c, int layer) : C_(c.d_model), layer_(layer) {}
+  TwoLinear(const ModelConfig& c, int layer, std::vector<AdapterSite> sites = {{"in", "in.weight", 0}, {"out", "out.weight", 5}})
+      : C_(c.d_model), layer_(layer), sites_(std::move(sites)) {}
   std::string name() const override { return "two." + std::to_string(layer_); }
   std::vector<ParamSpec> param_specs() const override {
     return {{"in.weight", {C_, C_}, ParamSpec::Init::normal, 0.2f}, {"out.weight", {C_, C_}, ParamSpec::Init::normal, 0.2f}};
   }
-  std::vector<AdapterSite> adapter_sites() const override { return {{"in", "in.weight", 0}, {"out", "out.weight", 5}}; }
+  std::vector<AdapterSite> adapter_sites() const override { return sites_; }
   void set_adapter(LinearAdapter* adapter) override { adapter_ = adapter; }
   void reserve(Device& device, DType dt, int64_t B, int64_t T) override {
     const size_t bytes = carve_bytes(dt, B * T * C_);
@@ -62,14 +63,16 @@ class TwoLinear final : public Unit {
  private:
   int64_t C_;
   int layer_;
+  std::vector<AdapterSite> sites_;
   LinearAdapter* adapter_ = nullptr;
   Buffer saved_;
 };
 
-std::unique_ptr<Model> two_linear_model(const ModelConfig& c, Precision p, uint64_t seed) {
+std::unique_ptr<Model> two_linear_model(const ModelConfig& c, Precision p, uint64_t seed,
+                                        std::vector<AdapterSite> sites = {{"in", "in.weight", 0}, {"out", "out.weight", 5}}) {
   std::vector<std::unique_ptr<Unit>> units;
   units.push_back(make_embedding_unit(c));
-  for (int l = 0; l < int(c.n_layers); ++l) units.push_back(std::make_unique<TwoLinear>(c, l));
+  for (int l = 0; l < int(c.n_layers); ++l) units.push_back(std::make_unique<TwoLinear>(c, l, sites));
   units.push_back(make_head_unit(c));
   return std::make_unique<Model>(c, std::move(units), cpu(), p, seed);
 }
@@ -194,6 +197,12 @@ TEST_CASE("LoRA on a custom unit: PEFT targets and unknown sites are refused by 
   CHECK_THROWS_WITH(Lora(*m, lo), Catch::Contains("no unit of the model declares an adapter site 'gate'") &&
                                       Catch::Contains("declared: in, out"));
   CHECK(m->lora() == nullptr);  // nothing attached by a failed construction
+  lo.sites = {"*"};
+  auto dup = two_linear_model(c, Precision::fp32, 1, {{"in", "in.weight", 3}, {"out", "out.weight", 3}});
+  CHECK_THROWS_WITH(Lora(*dup, lo), Catch::Contains("unit 'two.0' declares adapter site 'out' with id 3") &&
+                                        Catch::Contains("unique within the unit"));
+  auto bad = two_linear_model(c, Precision::fp32, 1, {{"in", "in.bias", 0}});
+  CHECK_THROWS_WITH(Lora(*bad, lo), Catch::Contains("names parameter 'in.bias', which is not a 2-D (out, in) parameter"));
   // The built-in block declares its four sites: selected by name, in strata's names.
   Model gpt(c, cpu(), Precision::fp32, 1);
   lo.sites = {"fc"};
