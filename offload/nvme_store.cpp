@@ -27,6 +27,7 @@
 #include <cstdlib>
 #include <map>
 
+#include "lib/core/clock.h"
 #include "offload/io_backend.h"
 #include "offload/util.h"
 #include "strata/error.h"
@@ -234,7 +235,11 @@ void NvmeStore::submit(uint32_t object, uint64_t offset, char* buffer, size_t by
   const uint64_t paths = files_.size(), extent = options_.extent_bytes;
   const uint64_t end = offset + round_up(bytes, kBlockBytes);
   auto* request = new IoRequest;
-  request->done = std::move(done);
+  busy_begin();
+  request->done = [this, done = std::move(done)](std::exception_ptr error) {
+    busy_end();
+    done(error);
+  };
   std::vector<Transfer> batch;
   for (uint64_t pos = offset; pos < end;) {
     const uint64_t k = pos / extent, within = pos % extent;
@@ -295,8 +300,22 @@ bool NvmeStore::fallback() const { return backend_->fallback(); }
 bool NvmeStore::buffers_registered() const { return backend_->buffers_registered(); }
 const char* NvmeStore::backend_name() const { return backend_->name(); }
 
+void NvmeStore::busy_begin() {
+  std::lock_guard lock(busy_mutex_);
+  if (in_flight_++ == 0) busy_since_ = now_seconds();
+}
+
+void NvmeStore::busy_end() {
+  std::lock_guard lock(busy_mutex_);
+  if (--in_flight_ == 0) busy_seconds_ += now_seconds() - busy_since_;
+}
+
 NvmeStats NvmeStore::stats() const {
   NvmeStats s;
+  {
+    std::lock_guard lock(busy_mutex_);
+    s.busy_seconds = busy_seconds_ + (in_flight_ > 0 ? now_seconds() - busy_since_ : 0.0);
+  }
   const IoContext& c = *context_;
   s.bytes_read = c.bytes_read.load();
   s.bytes_written = c.bytes_written.load();

@@ -29,6 +29,7 @@ float OffloadStore::grad_norm() {
 float OffloadStore::grad_norm_now() {
   if (frozen_) return 0;  // no base gradients
   finish_update();
+  settle_movement();  // write-outs into host homes
   if (options_.grads == Tier::nvme) {
     double total = 0;
     for (const UnitState& x : units_) total += x.grad_zero ? 0.0 : x.sum_squares;
@@ -62,7 +63,8 @@ void OffloadStore::update(float lr, float grad_scale, int64_t t) {
   if (frozen_) return;  // nothing to update; the Trainer steps the adapters
   finish_update();
   drain(/*reads=*/true, /*writes=*/true);  // read-ahead would be stale; the update reads the gradients
-  model_->device().stream().synchronize();  // copies out of host homes the update will overwrite
+  settle_movement();  // copies out of host homes the update will overwrite, and into them
+  model_->device().stream().synchronize();
   const size_t ds = dtype_size(dtype_);
   auto job = std::make_unique<UpdateJob>();
   job->lr = lr;

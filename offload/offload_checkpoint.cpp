@@ -49,6 +49,7 @@ void OffloadStore::settle_for_checkpoint(int u, const char* what) {
                "OffloadStore::" << what << ": unit " << u << " is acquired; checkpoint between steps");
   finish_update();
   drain(/*reads=*/true, /*writes=*/true);
+  settle_movement();
   model_->device().stream().synchronize();
 }
 
@@ -101,8 +102,8 @@ ZeroMemory OffloadStore::memory() const {
       if (h->tier == Tier::nvme) mem.nvme_bytes += h->bytes;
     }
   }
-  for (const Buffer& b : param_pool_) mem.params += b.size();
-  for (const Buffer& b : grad_pool_) mem.grads += b.size();
+  for (const Slot& b : param_pool_) mem.params += b.size();
+  for (const Slot& b : grad_pool_) mem.grads += b.size();
   if (pinned_) mem.pinned_bytes = std::max(pinned_peak_, pinned_->stats().bytes_high_water);
   mem.host_construction_peak = construction_host_peak();
   return mem;

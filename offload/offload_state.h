@@ -17,20 +17,48 @@ struct FreeDeleter {
   void operator()(char* p) const { std::free(p); }
 };
 
+// Host-tier memory from aligned_alloc; on a CUDA device it is also registered
+// (page-locked, cudaHostRegister), so its copies are DMA that overlaps compute.
+struct HostHomeDeleter {
+  bool registered = false;
+  void operator()(char* p) const;
+};
+
 // One array of one unit on its tier.
 struct OffloadStore::Home {
   Tier tier = Tier::host;
   Buffer device;
-  std::unique_ptr<char, FreeDeleter> host;
+  std::unique_ptr<char, HostHomeDeleter> host;
   uint32_t object = 0;
   size_t bytes = 0;
   char* data() const { return tier == Tier::device ? static_cast<char*>(device.data()) : host.get(); }
 };
 
+// A device buffer of the pool and the event after its last use was enqueued (on
+// compute when released by the model, on device_to_host after a write-out): a copy
+// into it waits for that event first.
+struct OffloadStore::Slot {
+  Buffer buffer;
+  std::unique_ptr<Event> idle;
+  Slot() = default;
+  Slot(Device& device, size_t bytes, const char* what)
+      : buffer(device, bytes, what), idle(std::make_unique<Event>(device)) {}
+  void* data() const { return buffer.data(); }
+  size_t size() const { return buffer.size(); }
+};
+
+// A staging buffer an h2d copy still reads.
+struct OffloadStore::Retired {
+  PinnedBuffer stage;
+  std::shared_ptr<Event> copied;
+};
+
 struct OffloadStore::UnitState {
   int64_t numel = 0;
   Home params, grads, master, m, v;
-  Buffer param_dev, grad_dev;  // pool buffers while acquired
+  Slot param_dev, grad_dev;  // pool buffers while acquired
+  std::shared_ptr<Event> param_copied, grad_copied;  // the h2d copies into them
+  std::unique_ptr<Event> grad_written;  // the d2h write-out of the gradient
   int param_refs = 0, grad_refs = 0;
   PinnedBuffer param_stage;  // NVMe read ahead
   std::future<void> param_read;

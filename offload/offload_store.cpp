@@ -13,9 +13,16 @@
 // release copied out; to NVMe the write is asynchronous (it overlaps the rest of
 // backward) and is awaited only when the unit is next read or the pinned pool runs
 // short.
-// Every copy between a tier and a device buffer is a Stream::copy on the device's
-// stream, synchronized before the host reads the bytes or frees the staging, so a
-// CUDA device works too (its host-tier ops run on host_; docs/cuda.md).
+// Streams. Every copy between a tier and a device buffer is a Stream::copy on the
+// device's host_to_device stream (reads) or device_to_host stream (write-outs), never
+// on compute; Events order them: compute waits only for the copy into the buffer it is
+// about to use (param_copied / grad_copied), a write-out waits for the compute that
+// wrote the gradient, a copy into a pool buffer waits for the buffer's last use
+// (Slot::idle), a staging buffer is freed only after the event of the copy that read
+// it (retired_stages_), and the host reads or rewrites a home only after the copies
+// of it landed (settle_movement, grad_written). On a CPU device these streams are
+// worker threads, so the same code is exercised (and fuzzed) without a GPU; a CUDA
+// device's host-tier ops run on host_ (docs/cuda.md).
 //
 // The step. Clipping (and the non-finite guard) needs the global norm before any
 // weight changes, so no update starts before backward ends. With gradients on NVMe
@@ -57,6 +64,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cuda/runtime.h"
 #include "lib/core/clock.h"
 #include "ops.h"
 #include "strata/error.h"
@@ -67,6 +75,11 @@ namespace strata::offload {
 namespace {
 size_t round_block(size_t b) { return (b + kBlockBytes - 1) / kBlockBytes * kBlockBytes; }
 }  // namespace
+
+void HostHomeDeleter::operator()(char* p) const {
+  if (registered) cuda_runtime::host_unregister(p);
+  std::free(p);
+}
 
 const char* tier_name(Tier t) {
   switch (t) {
@@ -111,6 +124,8 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
     if (t == Tier::host) {
       h.host.reset(static_cast<char*>(std::aligned_alloc(kBlockBytes, round_block(bytes))));
       STRATA_CHECK(h.host, "OffloadStore: cannot allocate " << bytes << " bytes of host memory for " << what);
+      if (model.device().kind() == DeviceKind::cuda)  // refused: the copies stay pageable, and correct
+        h.host.get_deleter().registered = cuda_runtime::host_register(h.host.get(), round_block(bytes));
     }
     if (t == Tier::nvme) {
       plan.push_back({name, bytes});
@@ -120,6 +135,9 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
   for (int u = 0; u < N; ++u) {
     UnitState& x = units_[size_t(u)];
     x.numel = model.unit_numel(u);
+    x.param_copied = std::make_shared<Event>(model.device());
+    x.grad_copied = std::make_shared<Event>(model.device());
+    x.grad_written = std::make_unique<Event>(model.device());
     const size_t n = size_t(x.numel);
     const std::string un = model.unit_name(u);
     place(x.params, o.params, n * ds, un + ".params", "offloaded parameters");
@@ -197,6 +215,11 @@ void OffloadStore::write_initial_state(int u) {
 
 OffloadStore::~OffloadStore() {
   if (update_thread_.joinable()) update_thread_.join();  // it always ends: every I/O settles
+  for (StreamRole r : {StreamRole::host_to_device, StreamRole::device_to_host}) try {
+      model_->device().stream(r).synchronize();  // copies still reading pool and staging buffers
+    } catch (const std::exception& e) {
+      STRATA_CHECK_PRINT(false, std::string("OffloadStore: a copy failed: ") + e.what());
+    }
   for (UnitState& x : units_) {
     if (x.param_read.valid()) x.param_read.wait();
     if (x.grad_write.valid()) x.grad_write.wait();
@@ -210,13 +233,67 @@ void OffloadStore::wait(std::future<void>& f) {
   stall_ += now_seconds() - t0;
 }
 
-Buffer OffloadStore::take(std::vector<Buffer>& pool, size_t bytes, const char* what) {
+OffloadStore::Slot OffloadStore::take(std::vector<Slot>& pool, size_t bytes, const char* what) {
   if (!pool.empty()) {
-    Buffer b = std::move(pool.back());
+    Slot b = std::move(pool.back());
     pool.pop_back();
     return b;
   }
-  return Buffer(model_->device(), bytes, what);
+  return Slot(model_->device(), bytes, what);
+}
+
+void OffloadStore::retire_param_stage(UnitState& x) {
+  if (x.param_copied->query())
+    x.param_stage.reset();
+  else
+    retired_stages_.push_back({std::move(x.param_stage), x.param_copied});
+}
+
+// Frees the staging whose copies have run (all of them, waiting, when `wait`).
+void OffloadStore::reclaim_stages(bool wait) {
+  std::erase_if(retired_stages_, [&](Retired& r) {
+    if (wait) r.copied->synchronize();
+    return r.copied->query();
+  });
+}
+
+void OffloadStore::settle_movement() {
+  Device& dev = model_->device();
+  dev.stream(StreamRole::host_to_device).synchronize();
+  dev.stream(StreamRole::device_to_host).synchronize();
+  reclaim_stages(/*wait=*/true);
+  harvest_copy_times(/*all=*/true);
+}
+
+void OffloadStore::timed_copy(Stream& s, void* dst, const void* src, size_t bytes) {
+  if (timed_copies_.size() >= 64) harvest_copy_times(/*all=*/false);  // passes without an update
+  CopyEvents e;
+  if (spare_copy_events_.empty()) {
+    e = {std::make_unique<Event>(model_->device()), std::make_unique<Event>(model_->device())};
+  } else {
+    e = std::move(spare_copy_events_.back());
+    spare_copy_events_.pop_back();
+  }
+  e.first->record(s);
+  s.copy(dst, src, bytes);
+  e.second->record(s);
+  timed_copies_.push_back(std::move(e));
+}
+
+void OffloadStore::harvest_copy_times(bool all) {
+  std::erase_if(timed_copies_, [&](CopyEvents& e) {
+    if (!all && !e.second->query()) return false;
+    copy_seconds_ += double(e.first->elapsed_ms(*e.second)) / 1e3;
+    spare_copy_events_.push_back(std::move(e));
+    return true;
+  });
+}
+
+// The compute stream waits for `copied` (on a CPU device it blocks: stall time).
+void OffloadStore::compute_waits(Event& copied) {
+  const double t0 = now_seconds();
+  copied.wait(model_->device().stream());
+  stall_ += now_seconds() - t0;
 }
 
 void OffloadStore::start_param_read(int u) {
@@ -248,6 +325,7 @@ void OffloadStore::prefetch_from(int u, int d) {
 
 void* OffloadStore::acquire_params(int u) {
   wait_for_update(u);
+  reclaim_stages(/*wait=*/false);
   UnitState& x = units_[size_t(u)];
   if (x.params.tier == Tier::device) return x.params.data();
   if (x.param_refs++ > 0) return x.param_dev.data();
@@ -269,15 +347,17 @@ void* OffloadStore::acquire_params(int u) {
       prefetch_from(u, +1);
   }
   x.param_dev = take(param_pool_, size_t(largest_) * dtype_size(dtype_), "offload parameter pool");
-  Stream& s = model_->device().stream();
+  Stream& in = model_->device().stream(StreamRole::host_to_device);
+  x.param_dev.idle->wait(in);  // the compute that last read this buffer
   if (x.params.tier == Tier::host) {
-    s.copy(x.param_dev.data(), x.params.data(), x.params.bytes);  // update() waits for it before writing
+    timed_copy(in, x.param_dev.data(), x.params.data(), x.params.bytes);  // update() settles it before writing
   } else {
     wait(x.param_read);
-    s.copy(x.param_dev.data(), x.param_stage.data(), x.params.bytes);
-    s.synchronize();  // the staging goes back to the pool
-    x.param_stage.reset();
+    timed_copy(in, x.param_dev.data(), x.param_stage.data(), x.params.bytes);
   }
+  x.param_copied->record(in);
+  compute_waits(*x.param_copied);
+  if (x.params.tier == Tier::nvme) retire_param_stage(x);
   return x.param_dev.data();
 }
 
@@ -285,7 +365,9 @@ void OffloadStore::release_params(int u) {
   UnitState& x = units_[size_t(u)];
   if (x.params.tier == Tier::device) return;
   STRATA_CHECK(x.param_refs > 0, "OffloadStore: release_params(" << u << ") without acquire");
-  if (--x.param_refs == 0) param_pool_.push_back(std::move(x.param_dev));
+  if (--x.param_refs > 0) return;
+  x.param_dev.idle->record(model_->device().stream());  // the next copy into it waits for this unit's compute
+  param_pool_.push_back(std::move(x.param_dev));
 }
 
 void* OffloadStore::acquire_grads(int u) {
@@ -293,6 +375,7 @@ void* OffloadStore::acquire_grads(int u) {
   finish_update();  // it reads the gradients and holds pinned tiles
   UnitState& x = units_[size_t(u)];
   Stream& s = model_->device().stream();
+  Stream& in = model_->device().stream(StreamRole::host_to_device);
   if (x.grad_refs++ > 0) return x.grads.tier == Tier::device ? x.grads.data() : x.grad_dev.data();
   void* dst = x.grads.data();
   if (x.grads.tier != Tier::device) {
@@ -304,16 +387,22 @@ void* OffloadStore::acquire_grads(int u) {
     x.grad_stage.reset();
   }
   if (x.grad_zero) {
+    if (x.grad_dev.idle) x.grad_dev.idle->wait(s);  // a write-out may still read the buffer
     ops::fill_zero(TensorView(dst, DType::f32, {x.numel}, &model_->device()), s);
-  } else if (x.grads.tier == Tier::host) {
-    s.copy(dst, x.grads.data(), x.grads.bytes);  // release_grads waits for it before writing
-  } else if (x.grads.tier == Tier::nvme) {
-    if (!x.grad_stage) x.grad_stage = stage_bytes(x.grads.bytes);
-    std::future<void> r = nvme_->read(x.grads.object, 0, x.grad_stage.data(), x.grads.bytes);
-    wait(r);
-    s.copy(dst, x.grad_stage.data(), x.grads.bytes);
-    s.synchronize();  // the staging goes back to the pool
-    x.grad_stage.reset();
+  } else if (x.grads.tier != Tier::device) {
+    x.grad_dev.idle->wait(in);
+    if (x.grads.tier == Tier::host) {
+      x.grad_written->wait(in);  // the last write-out of this home
+      timed_copy(in, dst, x.grads.data(), x.grads.bytes);
+    } else {
+      if (!x.grad_stage) x.grad_stage = stage_bytes(x.grads.bytes);
+      std::future<void> r = nvme_->read(x.grads.object, 0, x.grad_stage.data(), x.grads.bytes);
+      wait(r);
+      timed_copy(in, dst, x.grad_stage.data(), x.grads.bytes);
+    }
+    x.grad_copied->record(in);
+    compute_waits(*x.grad_copied);
+    if (x.grad_stage) retired_stages_.push_back({std::move(x.grad_stage), x.grad_copied});
   }
   return dst;
 }
@@ -325,17 +414,21 @@ void OffloadStore::release_grads(int u) {
   if (--x.grad_refs > 0) return;
   x.grad_zero = false;
   if (x.grads.tier == Tier::device) return;
-  Stream& s = model_->device().stream();  // copies come after the backward that wrote them
+  Stream& out = model_->device().stream(StreamRole::device_to_host);
+  x.grad_dev.idle->record(model_->device().stream());  // the backward that wrote the gradient
+  x.grad_dev.idle->wait(out);
   if (x.grads.tier == Tier::host) {
-    s.copy(x.grads.data(), x.grad_dev.data(), x.grads.bytes);
-    s.synchronize();
+    timed_copy(out, x.grads.data(), x.grad_dev.data(), x.grads.bytes);
+    x.grad_written->record(out);
   } else {
     x.grad_stage = stage_bytes(x.grads.bytes);
-    s.copy(x.grad_stage.data(), x.grad_dev.data(), x.grads.bytes);
-    s.synchronize();
+    timed_copy(out, x.grad_stage.data(), x.grad_dev.data(), x.grads.bytes);
+    x.grad_written->record(out);
+    x.grad_written->synchronize();  // the host sums the bytes and hands them to the NVMe write
     if (final_micro_) x.sum_squares = sum_squares_f32(static_cast<const float*>(x.grad_stage.data()), x.numel);
     x.grad_write = nvme_->write(x.grads.object, 0, x.grad_stage.data(), x.grads.bytes);
   }
+  x.grad_dev.idle->record(out);  // free once the write-out has read it
   grad_pool_.push_back(std::move(x.grad_dev));
 }
 
@@ -351,6 +444,10 @@ PinnedBuffer OffloadStore::stage_bytes(size_t bytes) {
     }
   };
   PinnedBuffer b = attempt();
+  if (!b && !retired_stages_.empty()) {
+    reclaim_stages(/*wait=*/true);
+    b = attempt();
+  }
   for (size_t i = 0; !b && i < units_.size(); ++i) {
     UnitState& x = units_[i];
     if (!x.grad_write.valid()) continue;
@@ -366,6 +463,7 @@ PinnedBuffer OffloadStore::stage_bytes(size_t bytes) {
 }
 
 void OffloadStore::drain(bool reads, bool writes) {
+  if (reads) reclaim_stages(/*wait=*/true);
   for (UnitState& x : units_) {
     if (reads && x.param_stage && x.param_refs == 0) {
       wait(x.param_read);
@@ -386,8 +484,8 @@ OffloadStats OffloadStore::take_stats() {
       if (h->tier == Tier::host) st.host_bytes += h->bytes;
       if (h->tier == Tier::nvme) st.nvme_bytes += h->bytes;
     }
-  for (const Buffer& b : param_pool_) st.device_bytes += b.size();
-  for (const Buffer& b : grad_pool_) st.device_bytes += b.size();
+  for (const Slot& b : param_pool_) st.device_bytes += b.size();
+  for (const Slot& b : grad_pool_) st.device_bytes += b.size();
   if (pinned_) {
     st.pinned_bytes = pinned_->stats().bytes_high_water;
     pinned_peak_ = std::max(pinned_peak_, st.pinned_bytes);
@@ -405,10 +503,14 @@ OffloadStats OffloadStore::take_stats() {
     st.update_written = update_done_.update_written;
     update_done_ = OffloadStats();
   }
+  harvest_copy_times(/*all=*/false);
+  st.transfer_seconds = copy_seconds_;
+  copy_seconds_ = 0;
   if (nvme_) {
     const NvmeStats io = nvme_->stats();
     st.nvme_read = io.bytes_read - io_at_window_.bytes_read;
     st.nvme_written = io.bytes_written - io_at_window_.bytes_written;
+    st.transfer_seconds += io.busy_seconds - io_at_window_.busy_seconds;
     io_at_window_ = io;
   }
   window_start_ = now;

@@ -9,6 +9,9 @@
 // The optimizer step runs on a background thread after update() returns; a unit's
 // bytes are touched by the main thread only after that unit's update has landed.
 // Design of the step (norm before update, tiles, overlap): offload_store.cpp, top.
+// Movement runs on the device's host_to_device and device_to_host streams, ordered by
+// Events (offload_store.cpp, "Streams"); the host reads a home or reuses a staging
+// buffer only after the event of the copy that used it.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -85,11 +88,19 @@ class OffloadStore final : public ParamStore {
 
  private:
   struct Home;
+  struct Slot;
   struct UnitState;
   struct UpdateJob;
   void wait(std::future<void>& f);  // counts the stall; main thread only
   void wait_for_update(int unit);   // unit's update landed; counts the stall
-  Buffer take(std::vector<Buffer>& pool, size_t bytes, const char* what);
+  Slot take(std::vector<Slot>& pool, size_t bytes, const char* what);
+  void retire_param_stage(UnitState& x);  // frees it once the copy that read it is done
+  void reclaim_stages(bool wait);
+  void settle_movement();
+  void compute_waits(Event& copied);  // the host may touch every home: h2d and d2h copies have landed
+  // s.copy between start and end events, its time counted in the window's transfer time.
+  void timed_copy(Stream& s, void* dst, const void* src, size_t bytes);
+  void harvest_copy_times(bool all);  // adds the finished (all: every) timed copies' time
   void prefetch_from(int unit, int direction);
   void start_param_read(int unit);
   PinnedBuffer stage_bytes(size_t bytes);
@@ -117,11 +128,16 @@ class OffloadStore final : public ParamStore {
   std::unique_ptr<PinnedPool> pinned_;
   std::unique_ptr<NvmeStore> nvme_;
   std::vector<UnitState> units_;
-  std::vector<Buffer> param_pool_, grad_pool_;  // free device buffers of the largest unit
+  std::vector<Slot> param_pool_, grad_pool_;  // free device buffers of the largest unit
+  struct Retired;
+  std::vector<Retired> retired_stages_;  // staging still read by an h2d copy
   int64_t largest_ = 0;  // elements of the largest unit
   int last_acquired_ = -1;
   bool final_micro_ = true;
   double stall_ = 0, norm_seconds_ = 0, window_start_ = 0;  // main thread only
+  double copy_seconds_ = 0;  // timed copies' time in the window
+  using CopyEvents = std::pair<std::unique_ptr<Event>, std::unique_ptr<Event>>;
+  std::vector<CopyEvents> timed_copies_, spare_copy_events_;  // in flight; reusable
   size_t pinned_peak_ = 0;  // the highest take_stats window's pinned high water
   size_t staging_peak_ = 0, construction_pinned_peak_ = 0;  // construction_host_peak's parts
   NvmeStats io_at_window_;

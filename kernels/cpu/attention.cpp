@@ -2,8 +2,10 @@
 // forward and backward. A task is one head (b, h) restricted to a range of query rows
 // and/or key rows; it gathers the head's rows into contiguous f32 scratch and walks the
 // queries in blocks of kBlock rows, so a thread never holds more than a (kBlock x T)
-// score block. Query head h reads kv head h / (NH / NKV); a dK/dV task owns one kv head
-// and loops over its group's query heads in order, so the sum is deterministic.
+// score block. A sliding window W narrows each block to the keys its rows see, and a
+// dK/dV task to the queries that see its keys. Query head h reads kv head
+// h / (NH / NKV); a dK/dV task owns one kv head and loops over its group's query heads
+// in order, so the sum is deterministic.
 // Invariants: softmax statistics are f32 and the forward lse is of the un-dropped
 // softmax; the dropout mask is a pure function of (dropout_key, element index
 // ((b*NH + h)*T + i)*T + j), so backward replays it exactly; d_qkv is assigned, and
@@ -131,6 +133,9 @@ int64_t chunk_rows(const Geometry& g, int64_t chunks) {
   return (rows + kBlock - 1) / kBlock * kBlock;
 }
 
+// The first key query row i sees: i - W + 1 under a sliding window W, else 0.
+int64_t first_key(int64_t window, int64_t i) { return window > 0 ? std::max<int64_t>(0, i - window + 1) : 0; }
+
 struct Scratch {
   std::vector<float> q, k, v, o, d_out, s, dp, f, dk, dv;
 };
@@ -141,41 +146,45 @@ void forward_task(const ops::AttentionForwardArgs& a, const Geometry& g, const T
   const int64_t T_ = g.T, HD = g.HD, C = g.C(), stride = g.stride();
   const T* row0 = a.qkv.ptr<T>() + t.b * T_ * stride;  // qkv of (b, 0)
   const T* q_head = row0 + g.q_at(t.h);
-  const int64_t nk_all = a.causal ? t.q1 : T_;
+  // The task holds keys [k_lo, k_hi): a sliding window drops the ones before its first row's.
+  const int64_t k_lo = first_key(a.window, t.q0), k_hi = a.causal ? t.q1 : T_;
+  const int64_t nk_all = k_hi - k_lo;
   w.k.resize(size_t(nk_all * HD));
   w.v.resize(size_t(nk_all * HD));
   w.q.resize(size_t(kBlock * HD));
   w.o.resize(size_t(kBlock * HD));
   w.s.resize(size_t(kBlock * nk_all));
   w.f.resize(size_t(nk_all));
-  gather(row0 + g.k_at(t.h), stride, nk_all, HD, w.k.data());  // (nk_all, HD)
-  gather(row0 + g.v_at(t.h), stride, nk_all, HD, w.v.data());  // (nk_all, HD)
+  gather(row0 + k_lo * stride + g.k_at(t.h), stride, nk_all, HD, w.k.data());  // (nk_all, HD)
+  gather(row0 + k_lo * stride + g.v_at(t.h), stride, nk_all, HD, w.v.data());  // (nk_all, HD)
   const float scale = 1.0f / std::sqrt(float(HD));
   float* lse = a.lse.ptr<float>() + (t.b * g.NH + t.h) * T_;  // (T)
   T* out = a.out.ptr<T>() + t.b * T_ * C + t.h * HD;        // row stride C
   for (int64_t i0 = t.q0; i0 < t.q1; i0 += kBlock) {
     const int64_t rows = std::min(kBlock, t.q1 - i0);
-    const int64_t nk = a.causal ? i0 + rows : T_;
+    const int64_t lo = first_key(a.window, i0), nk = (a.causal ? i0 + rows : T_) - lo;  // block keys [lo, lo + nk)
     gather(q_head + i0 * stride, stride, rows, HD, w.q.data());
     float* s = w.s.data();  // (rows, nk)
-    gemm(false, true, rows, nk, HD, 1.0f, w.q.data(), HD, w.k.data(), HD, 0.0f, s, nk);
+    gemm(false, true, rows, nk, HD, 1.0f, w.q.data(), HD, w.k.data() + (lo - k_lo) * HD, HD, 0.0f, s, nk);
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t i = i0 + r, valid = a.causal ? i + 1 : T_;
+      const int64_t i = i0 + r, j0 = first_key(a.window, i), valid = (a.causal ? i + 1 : T_) - j0;
       float* row = s + r * nk;
-      float shift = max_of(row, valid) * scale;
-      float sum = exp_sum(row, row, valid, scale, shift);
+      float* seen = row + (j0 - lo);  // keys [j0, j0 + valid)
+      float shift = max_of(seen, valid) * scale;
+      float sum = exp_sum(seen, seen, valid, scale, shift);
       lse[i] = shift + std::log(sum);
       float inv = 1.0f / sum;
       if (a.dropout > 0.0f) {
         float* f = w.f.data();
-        dropout_factors(a.dropout_key, uint64_t(((t.b * g.NH + t.h) * T_ + i) * T_), valid, a.dropout, f);
-        for (int64_t j = 0; j < valid; ++j) row[j] *= inv * f[j];
+        dropout_factors(a.dropout_key, uint64_t(((t.b * g.NH + t.h) * T_ + i) * T_ + j0), valid, a.dropout, f);
+        for (int64_t j = 0; j < valid; ++j) seen[j] *= inv * f[j];
       } else {
-        for (int64_t j = 0; j < valid; ++j) row[j] *= inv;
+        for (int64_t j = 0; j < valid; ++j) seen[j] *= inv;
       }
-      std::fill(row + valid, row + nk, 0.0f);
+      std::fill(row, seen, 0.0f);
+      std::fill(seen + valid, row + nk, 0.0f);
     }
-    gemm(false, false, rows, HD, nk, 1.0f, s, nk, w.v.data(), HD, 0.0f, w.o.data(), HD);
+    gemm(false, false, rows, HD, nk, 1.0f, s, nk, w.v.data() + (lo - k_lo) * HD, HD, 0.0f, w.o.data(), HD);
     scatter(w.o.data(), rows, HD, out + i0 * C, C);
   }
 }
@@ -206,52 +215,66 @@ void backward_task(const ops::AttentionBackwardArgs& a, const Geometry& g, const
     w.dv.assign(size_t(nkr * HD), 0.0f);
   }
   const float scale = 1.0f / std::sqrt(float(HD));
-  // Causal: queries before k0 see none of this task's keys.
+  // Causal: queries before k0 see none of this task's keys; under a window W, nor do
+  // queries from k_end + W - 1 on.
   const int64_t q_begin = a.causal ? std::max(t.q0, t.k0) : t.q0;
+  const int64_t q_end = a.window > 0 ? std::min(t.q1, k_end + a.window - 1) : t.q1;
   for (int64_t h = t.h; h < t.h + t.heads; ++h) {
     const T* q_head = row0 + g.q_at(h);
     const T* d_out = a.d_out.ptr<T>() + t.b * T_ * C + h * HD;  // row stride C
     const T* out = a.out.ptr<T>() + t.b * T_ * C + h * HD;
     const float* lse = a.lse.ptr<float>() + (t.b * g.NH + h) * T_;
-    for (int64_t i0 = q_begin; i0 < t.q1; i0 += kBlock) {
-      const int64_t rows = std::min(kBlock, t.q1 - i0);
-      const int64_t nk = a.causal ? std::min(k_end, i0 + rows) - t.k0 : nkr;
+    for (int64_t i0 = q_begin; i0 < q_end; i0 += kBlock) {
+      const int64_t rows = std::min(kBlock, q_end - i0);
+      // The block's keys [lo, lo + nk) of the task's [k0, k_end).
+      const int64_t lo = std::max(t.k0, first_key(a.window, i0));
+      const int64_t nk = a.causal ? std::min(k_end, i0 + rows) - lo : nkr;
+      const float* k_blk = w.k.data() + (lo - t.k0) * HD;
+      const float* v_blk = w.v.data() + (lo - t.k0) * HD;
       gather(q_head + i0 * stride, stride, rows, HD, w.q.data());  // (rows, HD)
       gather(d_out + i0 * C, C, rows, HD, w.d_out.data());        // (rows, HD)
       float* s = w.s.data();    // (rows, nk): P, then P o F
       float* dp = w.dp.data();  // (rows, nk): dP of the dropped probabilities, then dS
-      gemm(false, true, rows, nk, HD, 1.0f, w.q.data(), HD, w.k.data(), HD, 0.0f, s, nk);
-      gemm(false, true, rows, nk, HD, 1.0f, w.d_out.data(), HD, w.v.data(), HD, 0.0f, dp, nk);
+      gemm(false, true, rows, nk, HD, 1.0f, w.q.data(), HD, k_blk, HD, 0.0f, s, nk);
+      gemm(false, true, rows, nk, HD, 1.0f, w.d_out.data(), HD, v_blk, HD, 0.0f, dp, nk);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t i = i0 + r;
-        const int64_t valid = std::max<int64_t>(0, a.causal ? std::min(i + 1, k_end) - t.k0 : nkr);
+        // Row i's keys here: [j0, j0 + valid).
+        const int64_t j0 = std::max(lo, first_key(a.window, i));
+        const int64_t valid = std::max<int64_t>(0, (a.causal ? std::min(i + 1, k_end) : t.k1) - j0);
         float* srow = s + r * nk;
         float* dprow = dp + r * nk;
+        float* sv = srow + (j0 - lo);
+        float* dpv = dprow + (j0 - lo);
         // D_i = dO_i . O_i = sum_j P_ij dP_ij, since O = (P o F) V.
         const T* o_src = out + i * C;
         const float* do_i = w.d_out.data() + r * HD;
         float D = 0.0f;
         for (int64_t k = 0; k < HD; ++k) D += do_i[k] * load(o_src[k]);
-        exp_sum(srow, srow, valid, scale, lse[i]);
+        exp_sum(sv, sv, valid, scale, lse[i]);
         if (a.dropout > 0.0f) {
           float* f = w.f.data();
-          dropout_factors(a.dropout_key, uint64_t(((t.b * g.NH + h) * T_ + i) * T_ + t.k0), valid, a.dropout, f);
+          dropout_factors(a.dropout_key, uint64_t(((t.b * g.NH + h) * T_ + i) * T_ + j0), valid, a.dropout, f);
           for (int64_t j = 0; j < valid; ++j) {
-            dprow[j] = srow[j] * (dprow[j] * f[j] - D);
-            srow[j] *= f[j];
+            dpv[j] = sv[j] * (dpv[j] * f[j] - D);
+            sv[j] *= f[j];
           }
         } else {
-          for (int64_t j = 0; j < valid; ++j) dprow[j] = srow[j] * (dprow[j] - D);
+          for (int64_t j = 0; j < valid; ++j) dpv[j] = sv[j] * (dpv[j] - D);
         }
-        std::fill(srow + valid, srow + nk, 0.0f);
-        std::fill(dprow + valid, dprow + nk, 0.0f);
+        std::fill(srow, sv, 0.0f);
+        std::fill(dprow, dpv, 0.0f);
+        std::fill(sv + valid, srow + nk, 0.0f);
+        std::fill(dpv + valid, dprow + nk, 0.0f);
       }
       if (t.want_dkv) {
-        gemm(true, false, nk, HD, rows, 1.0f, s, nk, w.d_out.data(), HD, 1.0f, w.dv.data(), HD);
-        gemm(true, false, nk, HD, rows, scale, dp, nk, w.q.data(), HD, 1.0f, w.dk.data(), HD);
+        float* dv_blk = w.dv.data() + (lo - t.k0) * HD;
+        float* dk_blk = w.dk.data() + (lo - t.k0) * HD;
+        gemm(true, false, nk, HD, rows, 1.0f, s, nk, w.d_out.data(), HD, 1.0f, dv_blk, HD);
+        gemm(true, false, nk, HD, rows, scale, dp, nk, w.q.data(), HD, 1.0f, dk_blk, HD);
       }
       if (t.want_dq) {  // the task holds every key this block sees, so dQ is complete
-        gemm(false, false, rows, HD, nk, scale, dp, nk, w.k.data(), HD, 0.0f, w.o.data(), HD);
+        gemm(false, false, rows, HD, nk, scale, dp, nk, k_blk, HD, 0.0f, w.o.data(), HD);
         scatter(w.o.data(), rows, HD, d_row0 + i0 * stride + g.q_at(h), stride);
       }
     }

@@ -35,7 +35,7 @@ void decode(const ops::AttentionDecodeArgs& a) {
       }
     }
   });
-  // Pass 2: row t of (b, h) over keys [0, pos + t].
+  // Pass 2: row t of (b, h) over keys [first, pos + t]: first = 0, or pos + t + 1 - window.
   const float scale = 1.0f / std::sqrt(float(HD));
   parallel_for(B * NH * T_new, 4, [&](int64_t begin, int64_t end) {
     ThreadScratch<float> scratch(size_t(S + 2 * HD));
@@ -45,12 +45,13 @@ void decode(const ops::AttentionDecodeArgs& a) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t t = task % T_new, h = (task / T_new) % NH, b = task / (T_new * NH);
       const int64_t g = h / group, keys = a.pos + t + 1;
+      const int64_t first = a.window > 0 && keys > a.window ? keys - a.window : 0;
       const T* q_row = qkv + (b * T_new + t) * width + h * HD;
       for (int64_t d = 0; d < HD; ++d) q[d] = load(q_row[d]) * scale;
       const T* k = kc + (b * NKV + g) * S * HD;
       const T* v = vc + (b * NKV + g) * S * HD;
       float max = -INFINITY;
-      for (int64_t j = 0; j < keys; ++j) {
+      for (int64_t j = first; j < keys; ++j) {
         float dot = 0;
         for (int64_t d = 0; d < HD; ++d) dot += q[d] * load(k[j * HD + d]);
         scores[j] = dot;
@@ -58,7 +59,7 @@ void decode(const ops::AttentionDecodeArgs& a) {
       }
       float sum = 0;
       for (int64_t d = 0; d < HD; ++d) acc[d] = 0;
-      for (int64_t j = 0; j < keys; ++j) {
+      for (int64_t j = first; j < keys; ++j) {
         const float p = std::exp(scores[j] - max);
         sum += p;
         for (int64_t d = 0; d < HD; ++d) acc[d] += p * load(v[j * HD + d]);

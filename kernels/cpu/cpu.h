@@ -5,7 +5,14 @@
 #pragma once
 #include "../ops.h"
 
+namespace strata::ops {
+struct Backend;
+}
+
 namespace strata::cpu {
+
+// This backend's op table (backend.cpp): every op below.
+const ops::Backend& backend();
 
 void matmul_forward(const ops::MatmulForwardArgs& a);
 void matmul_backward(const ops::MatmulBackwardArgs& a);

@@ -58,7 +58,7 @@ static __global__ void attention_forward_kernel(T* out, float* lse, const T* qkv
   for (int64_t e = threadIdx.x; e < tile * ld; e += blockDim.x) o[e] = 0.0f;
   for (int r = threadIdx.x; r < tile; r += blockDim.x) m[r] = -INFINITY, l[r] = 0.0f;
   const int64_t key_end = g.causal ? (i0 + tile < g.T ? i0 + tile : g.T) : g.T;
-  for (int64_t j0 = 0; j0 < key_end; j0 += tile) {
+  for (int64_t j0 = g.first_key_tile(i0, tile); j0 < key_end; j0 += tile) {
     __syncthreads();  // the previous K, V tile is consumed
     load_tile(k, row0 + g.k_at(h), stride, j0, g);
     load_tile(v, row0 + g.v_at(h), stride, j0, g);
@@ -66,7 +66,7 @@ static __global__ void attention_forward_kernel(T* out, float* lse, const T* qkv
     for (int e = threadIdx.x; e < tile * tile; e += blockDim.x) {
       const int r = e / tile, c = e % tile;
       const int64_t i = i0 + r, j = j0 + c;
-      const bool masked = j >= g.T || (g.causal && j > i);
+      const bool masked = j >= g.T || !g.sees(i, j);
       const float dot = dot_rows(q + r * ld, k + c * ld, hd);  // every lane reads alike (see top)
       s[r * sp + c] = masked ? -INFINITY : dot * g.scale;
     }
@@ -120,7 +120,7 @@ static __device__ void score_grads(SharedPtr<float> pf, SharedPtr<float> ds, Sha
   for (int e = threadIdx.x; e < tile * tile; e += blockDim.x) {
     const int r = e / tile, c = e % tile;
     const int64_t i = i0 + r, j = j0 + c;
-    const bool valid = i < g.T && j < g.T && !(g.causal && j > i);
+    const bool valid = i < g.T && j < g.T && g.sees(i, j);
     const float score = dot_rows(q + r * ld, k + c * ld, hd) * g.scale - lse_t[r];
     const float dot = dot_rows(d_o + r * ld, v + c * ld, hd);
     float p = 0.0f, dp = 0.0f, f = 1.0f;
@@ -160,7 +160,7 @@ static __global__ void attention_dkdv_kernel(T* d_qkv, const T* d_out, const T* 
   load_tile(v, row0 + g.v_at(h0), stride, j0, g);
   for (int64_t e = threadIdx.x; e < tile * ld; e += blockDim.x) dk[e] = 0.0f, dv[e] = 0.0f;
   for (int64_t h = h0; h < h0 + g.group(); ++h) {
-    for (int64_t i0 = g.causal ? j0 : 0; i0 < g.T; i0 += tile) {
+    for (int64_t i0 = g.causal ? j0 : 0; i0 < g.query_end(j0 + tile - 1); i0 += tile) {
       const int64_t bh = b * g.NH + h;
       __syncthreads();
       load_tile(q, row0 + g.q_at(h), stride, i0, g);
@@ -210,7 +210,7 @@ static __global__ void attention_dq_kernel(T* d_qkv, const T* d_out, const T* qk
   load_row_stats(lse_t, delta_t, lse, delta, bh, i0, g);
   for (int64_t e = threadIdx.x; e < tile * ld; e += blockDim.x) dq[e] = 0.0f;
   const int64_t key_end = g.causal ? (i0 + tile < g.T ? i0 + tile : g.T) : g.T;
-  for (int64_t j0 = 0; j0 < key_end; j0 += tile) {
+  for (int64_t j0 = g.first_key_tile(i0, tile); j0 < key_end; j0 += tile) {
     __syncthreads();
     load_tile(k, row0 + g.k_at(h), stride, j0, g);
     load_tile(v, row0 + g.v_at(h), stride, j0, g);
@@ -248,7 +248,8 @@ size_t shared_floats(const Geometry& g, int row_tiles, int score_tiles) {
 }  // namespace
 
 void attention_forward(const ops::AttentionForwardArgs& a, const Context& c) {
-  const AttentionGeometry base = attention_geometry(a.qkv, a.n_heads, a.n_kv_heads, a.causal, a.dropout, a.dropout_key);
+  const AttentionGeometry base = attention_geometry(a.qkv, a.n_heads, a.n_kv_heads, a.causal, a.dropout,
+                                                    a.dropout_key, a.window);
   if (attention_flash_supports(a.qkv.dtype, base.HD)) return attention_flash_forward(a, base, c);
   const Geometry g = geometry(base);
   const dim3 grid(tiles(g), unsigned(g.B * g.NH));
@@ -260,7 +261,8 @@ void attention_forward(const ops::AttentionForwardArgs& a, const Context& c) {
 }
 
 void attention_backward(const ops::AttentionBackwardArgs& a, const Context& c) {
-  const AttentionGeometry base = attention_geometry(a.qkv, a.n_heads, a.n_kv_heads, a.causal, a.dropout, a.dropout_key);
+  const AttentionGeometry base = attention_geometry(a.qkv, a.n_heads, a.n_kv_heads, a.causal, a.dropout,
+                                                    a.dropout_key, a.window);
   const Geometry g = geometry(base);
   float* delta = static_cast<float*>(c.scratch->get(size_t(g.B * g.NH * g.T) * sizeof(float)));  // (B, NH, T)
   dispatch_float(a.qkv.dtype, [&](auto tag) {

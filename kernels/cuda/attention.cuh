@@ -5,7 +5,8 @@
 // replay the same mask; lse is the log-sum-exp of the un-dropped scaled scores.
 // qkv rows are NH query heads, NKV key heads, NKV value heads; query head h reads kv
 // head h / group(). A dK/dV block owns one kv head and walks its group's query heads
-// in order, so the group sum needs no atomics and is deterministic.
+// in order, so the group sum needs no atomics and is deterministic. A sliding window
+// masks like the causal mask, and whole tiles outside it are never visited.
 #pragma once
 #include "../common/philox.h"
 #include "kernel_util.cuh"
@@ -20,6 +21,7 @@ struct AttentionGeometry {
   float keep_scale;  // 1 / (1 - p)
   num::RandomKey key;
   int64_t NKV;  // kv heads, dividing NH
+  int64_t window;  // sliding window W (causal): query i sees keys (i - W, i]; 0 = none
   STRATA_HD int64_t C() const { return NH * HD; }                 // row stride of out, d_out
   STRATA_HD int64_t stride() const { return (NH + 2 * NKV) * HD; }  // row stride of qkv
   STRATA_HD int64_t group() const { return NH / NKV; }
@@ -27,13 +29,23 @@ struct AttentionGeometry {
   STRATA_HD int64_t q_at(int64_t h) const { return h * HD; }
   STRATA_HD int64_t k_at(int64_t h) const { return (NH + h / group()) * HD; }
   STRATA_HD int64_t v_at(int64_t h) const { return (NH + NKV + h / group()) * HD; }
+  // Whether query i sees key j (both < T): the causal and window masks.
+  STRATA_HD bool sees(int64_t i, int64_t j) const { return !(causal && j > i) && !(window > 0 && j <= i - window); }
+  // The first key tile (of `tile` rows) any of query rows [i0, ...) sees.
+  STRATA_HD int64_t first_key_tile(int64_t i0, int64_t tile) const {
+    return window > 0 && i0 - window + 1 > 0 ? (i0 - window + 1) / tile * tile : 0;
+  }
+  // The end of the queries that see any of keys [.., j_last]: T, or under a window j_last + W.
+  STRATA_HD int64_t query_end(int64_t j_last) const {
+    return window > 0 && j_last + window < T ? j_last + window : T;
+  }
 };
 
 inline AttentionGeometry attention_geometry(const TensorView& qkv, int64_t n_heads, int64_t n_kv_heads, bool causal,
-                                            float p, const num::RandomKey& key) {
+                                            float p, const num::RandomKey& key, int64_t window) {
   const int64_t nkv = n_kv_heads == 0 ? n_heads : n_kv_heads;
   AttentionGeometry g{qkv.shape[0], qkv.shape[1], n_heads, qkv.shape[2] / (n_heads + 2 * nkv), causal, 0, p, 0, key,
-                      nkv};
+                      nkv, window};
   g.scale = 1.0f / sqrtf(float(g.HD));
   g.keep_scale = 1.0f / (1.0f - p);
   return g;

@@ -21,19 +21,22 @@ static __global__ void kv_append_kernel(T* kc, T* vc, const T* qkv, int64_t b_si
   }
 }
 
-// One thread per output element (b, t, h, d): row t attends over keys [0, pos + t].
+// One thread per output element (b, t, h, d): row t attends over keys [0, pos + t], or
+// under a sliding window over (pos + t - window, pos + t].
 template <class T>
 static __global__ void decode_kernel(T* out, const T* qkv, const T* kc, const T* vc, int64_t b_size, int64_t t_size,
-                                     int64_t nh, int64_t nkv, int64_t s_size, int64_t hd, int64_t pos, float scale) {
+                                     int64_t nh, int64_t nkv, int64_t s_size, int64_t hd, int64_t pos, float scale,
+                                     int64_t window) {
   const int64_t n = b_size * t_size * nh * hd, width = (nh + 2 * nkv) * hd;
   for (int64_t k = grid_first(); k < n; k += grid_stride()) {
     const int64_t d = k % hd, h = (k / hd) % nh, bt = k / (hd * nh), t = bt % t_size, b = bt / t_size;
     const int64_t g = h / (nh / nkv), keys = pos + t + 1;
+    const int64_t first = window > 0 && keys > window ? keys - window : 0;
     const T* q = qkv + bt * width + h * hd;
     const T* kh = kc + (b * nkv + g) * s_size * hd;
     const T* vh = vc + (b * nkv + g) * s_size * hd;
     float max = -INFINITY, sum = 0.0f;
-    for (int64_t j = 0; j < keys; ++j) {  // online max and sum of exp
+    for (int64_t j = first; j < keys; ++j) {  // online max and sum of exp
       float dot = 0.0f;
       for (int64_t i = 0; i < hd; ++i) dot += (load(q[i]) * scale) * load(kh[j * hd + i]);
       const float m = fmaxf(max, dot);
@@ -41,7 +44,7 @@ static __global__ void decode_kernel(T* out, const T* qkv, const T* kc, const T*
       max = m;
     }
     float acc = 0.0f;
-    for (int64_t j = 0; j < keys; ++j) {
+    for (int64_t j = first; j < keys; ++j) {
       float dot = 0.0f;
       for (int64_t i = 0; i < hd; ++i) dot += (load(q[i]) * scale) * load(kh[j * hd + i]);
       acc += expf(dot - max) * load(vh[j * hd + d]);
@@ -61,7 +64,8 @@ void attention_decode(const ops::AttentionDecodeArgs& a, const Context& c) {
            a.v_cache.ptr<T>(), static_cast<const T*>(a.qkv.ptr<T>()), b_size, t_size, nh, nkv, s_size, hd, a.pos);
     launch(decode_kernel<T>, blocks_for(n_out, kThreads), kThreads, 0, c.stream, a.out.ptr<T>(),
            static_cast<const T*>(a.qkv.ptr<T>()), static_cast<const T*>(a.k_cache.ptr<T>()),
-           static_cast<const T*>(a.v_cache.ptr<T>()), b_size, t_size, nh, nkv, s_size, hd, a.pos, scale);
+           static_cast<const T*>(a.v_cache.ptr<T>()), b_size, t_size, nh, nkv, s_size, hd, a.pos, scale,
+           a.window);
   });
 }
 

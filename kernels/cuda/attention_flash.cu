@@ -4,7 +4,8 @@
 //  - forward: a block owns kRows = 64 query rows of one head (4 warps x 16 rows, Q held
 //    in fragments) and streams K/V tiles of kCols rows through shared memory;
 //    S = Q K^T and O += P V on WMMA, online softmax in f32, causal tiles past the
-//    diagonal skipped, the diagonal tile masked; lse saved per row;
+//    diagonal skipped, the diagonal tile masked (a sliding window also skips the
+//    tiles before its reach and masks the tile at its edge); lse saved per row;
 //  - dK/dV: a block owns 64 key rows of one kv head and walks the query tiles of each
 //    query head of its group in order (the group sum, deterministic); dQ: a block owns 64
 //    query rows and walks the key tiles; both recompute P from lse and use D, so no
@@ -227,7 +228,7 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
   const float scale_log2 = g.scale * kLog2e;
   float m = -INFINITY, l = 0.0f;
   const int64_t key_end = g.causal ? (i0 + kRows < g.T ? i0 + kRows : g.T) : g.T;
-  for (int64_t j0 = 0; j0 < key_end; j0 += L::cols) {
+  for (int64_t j0 = g.first_key_tile(i0, L::cols); j0 < key_end; j0 += L::cols) {
     __syncthreads();  // the previous K, V are consumed (and Q is in fragments)
     load_rows<T, HDP>(k_s, row0 + g.k_at(h), stride, j0, L::cols, g);
     load_rows<T, HDP>(v_s, row0 + g.v_at(h), stride, j0, L::cols, g);
@@ -250,20 +251,22 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
     for (int c = parity; c < L::cols; c += 2) {
       const int64_t j = j0 + c;
       const float score = row[c];  // read by every lane: uniform shared accesses across the warp
-      const float v = j < g.T && !(g.causal && j > i) ? score * scale_log2 : -INFINITY;
+      const float v = j < g.T && g.sees(i, j) ? score * scale_log2 : -INFINITY;
       row[c] = v;
       mx = fmaxf(mx, v);
     }
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
-    // Every row sees key 0 in the first tile, so mx is finite from then on.
+    // Without a window every row sees key 0 in the first tile; under one a row may see
+    // nothing yet (mx = -inf): shift by 0 then, so its p, alpha and l stay 0.
+    const float shift = mx == -INFINITY ? 0.0f : mx;
     float sum = 0.0f;
     for (int c = parity; c < L::cols; c += 2) {
-      const float p = exp2f(row[c] - mx);
+      const float p = exp2f(row[c] - shift);
       sum += p;
       p_w[r * L::ldp + c] = store<T>(p * attention_dropout(g, bh, i, j0 + c));
     }
     sum += __shfl_xor_sync(0xffffffffu, sum, 16);
-    const float alpha = exp2f(m - mx);
+    const float alpha = exp2f(m - shift);
     l = l * alpha + sum;
     m = mx;
     scale_rows<HDP>(o, stage, alpha);  // also orders the P writes before the loads below
@@ -286,7 +289,7 @@ static __device__ void strip_grads(SharedPtr<T> ds, SharedPtr<T> pf, SharedPtr<c
   const int lane = threadIdx.x % 32, r = lane % 16, parity = lane / 16;
   for (int c = parity; c < L::cols; c += 2) {
     const int64_t i = rows_are_queries ? row : col0 + c, j = rows_are_queries ? col0 + c : row;
-    const bool valid = i < g.T && j < g.T && !(g.causal && j > i);
+    const bool valid = i < g.T && j < g.T && g.sees(i, j);
     const float score = s[r * L::lds + c];
     float p = 0.0f, f = 0.0f;
     const float lse = rows_are_queries ? row_lse : float(col_lse[c]);
@@ -335,7 +338,7 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
   for (int64_t h = h0; h < h0 + g.group(); ++h) {
     const int64_t bh = b * g.NH + h;
     // Causal: the first query tile holding a query >= j0.
-    for (int64_t i0 = g.causal ? j0 / L::cols * L::cols : 0; i0 < g.T; i0 += L::cols) {
+    for (int64_t i0 = g.causal ? j0 / L::cols * L::cols : 0; i0 < g.query_end(j0 + kRows - 1); i0 += L::cols) {
       __syncthreads();
       load_rows<T, HDP>(q_s, row0 + g.q_at(h), stride, i0, L::cols, g);
       load_rows<T, HDP>(do_s, d_out + b * g.T * g.C() + h * g.HD, g.C(), i0, L::cols, g);
@@ -388,7 +391,7 @@ static __global__ void __launch_bounds__(kFlashThreads, 2)
   SharedPtr<const T> q_w = q_s + warp * 16 * L::ldh;
   SharedPtr<const T> do_w = do_s + warp * 16 * L::ldh;
   const int64_t key_end = g.causal ? (i0 + kRows < g.T ? i0 + kRows : g.T) : g.T;
-  for (int64_t j0 = 0; j0 < key_end; j0 += L::cols) {
+  for (int64_t j0 = g.first_key_tile(i0, L::cols); j0 < key_end; j0 += L::cols) {
     __syncthreads();
     load_rows<T, HDP>(k_s, row0 + g.k_at(h), stride, j0, L::cols, g);
     load_rows<T, HDP>(v_s, row0 + g.v_at(h), stride, j0, L::cols, g);

@@ -22,7 +22,14 @@
 #define STRATA_CUDA_NS cuda
 #endif
 
+namespace strata::ops {
+struct Backend;
+}
+
 namespace strata::STRATA_CUDA_NS {
+
+// This backend's op table (backend.cu): every op below, each run with context(s).
+const ops::Backend& backend();
 
 // Device memory for an op's intermediate results (partials, row statistics).
 class Scratch {

@@ -12,6 +12,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 
@@ -194,6 +196,13 @@ void event_destroy(void* e) { STRATA_CUDA_CHECK_PRINT(cudaEventDestroy(static_ca
 void event_record(void* e, void* stream) {
   STRATA_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(e), static_cast<cudaStream_t>(stream)));
 }
+bool event_query(void* e) {
+  const cudaError_t status = cudaEventQuery(static_cast<cudaEvent_t>(e));
+  if (status == cudaErrorNotReady) return false;
+  STRATA_CUDA_CHECK(status);
+  return true;
+}
+void event_synchronize(void* e) { STRATA_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(e))); }
 void* timing_event_create() {
   cudaEvent_t e;
   STRATA_CUDA_CHECK(cudaEventCreate(&e));
@@ -236,6 +245,23 @@ bool host_register(void* p, size_t bytes) {
   return true;
 }
 void host_unregister(void* p) { STRATA_CUDA_CHECK_PRINT(cudaHostUnregister(p)); }
+
+void launch_host_function(void* stream, std::function<void()> fn) {
+  auto* heap = new std::function<void()>(std::move(fn));
+  const cudaError_t status = cudaLaunchHostFunc(
+      static_cast<cudaStream_t>(stream),
+      [](void* data) {
+        std::unique_ptr<std::function<void()>> f(static_cast<std::function<void()>*>(data));
+        try {
+          (*f)();
+        } catch (const std::exception& e) {
+          ::strata::detail::print_call_error("a stream's host function", e.what(), __FILE__, __LINE__);
+        }
+      },
+      heap);
+  if (status != cudaSuccess) delete heap;
+  STRATA_CUDA_CHECK(status);
+}
 
 void copy_async(void* dst, const void* src, size_t bytes, void* stream) {
   STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, static_cast<cudaStream_t>(stream)));

@@ -4,6 +4,7 @@
 // Invariant: no CUDA header here; handles are void* (cudaStream_t, cudaEvent_t).
 #pragma once
 #include <cstddef>
+#include <functional>
 #include <string>
 
 #include "strata/device.h"
@@ -14,7 +15,7 @@ namespace strata::cuda_runtime {
 // compute stream's scratch. Owned by the Device (Device::backend()).
 struct DeviceState;
 
-enum class StreamRole { compute, host_to_device, device_to_host, communication };
+using strata::StreamRole;  // the public one (strata/device.h)
 
 // Opens GPU `index`: selects it, creates the streams and the cuBLASLt handle. `budget`
 // 0 becomes the free device memory. Throws strata::Error "no CUDA device: ..." when
@@ -34,6 +35,8 @@ void* event_create();
 void event_destroy(void* event);
 void event_record(void* event, void* stream);
 void stream_wait(void* stream, void* event);
+bool event_query(void* event);        // the latest record has completed
+void event_synchronize(void* event);  // blocks the host until it has
 // Kernel timing (strata-bench kernels): an event that records a time, and the
 // milliseconds between two recorded ones (waits until `end` has happened).
 void* timing_event_create();
@@ -52,6 +55,10 @@ ArenaMemory device_memory();
 // memory then stays pageable. host_unregister never throws.
 bool host_register(void* ptr, size_t bytes);
 void host_unregister(void* ptr);
+
+// Runs `fn` on the host in `stream`'s order (cudaLaunchHostFunc); an exception it throws
+// is printed, as the callback thread has no caller to hand it to.
+void launch_host_function(void* stream, std::function<void()> fn);
 
 // Asynchronous copies on `stream` (cudaMemcpyAsync, direction inferred).
 void copy_async(void* dst, const void* src, size_t bytes, void* stream);

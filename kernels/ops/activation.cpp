@@ -1,7 +1,6 @@
 // Entry points of gelu_* and swiglu_*: every argument is checked here, before
 // anything runs, then the backend is called.
 // Invariant: nothing after the checks may throw.
-#include "../cpu/cpu.h"
 #include "backend.h"
 #include "check.h"
 
@@ -48,9 +47,7 @@ void gelu_forward(const GeluForwardArgs& a, Stream& s) {
   const char* op = "gelu_forward";
   floating_input(op, a.inp, s);
   like_inp(op, "out", a.out, a.inp, s);
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::gelu_forward(a, cuda::context(s)));
-  cpu::gelu_forward(a);
+  run(&Backend::gelu_forward, op, a, s);
 }
 
 void gelu_backward(const GeluBackwardArgs& a, Stream& s) {
@@ -58,9 +55,7 @@ void gelu_backward(const GeluBackwardArgs& a, Stream& s) {
   floating_input(op, a.inp, s);
   like_inp(op, "d_inp", a.d_inp, a.inp, s);
   like_inp(op, "d_out", a.d_out, a.inp, s);
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::gelu_backward(a, cuda::context(s)));
-  cpu::gelu_backward(a);
+  run(&Backend::gelu_backward, op, a, s);
 }
 
 void swiglu_forward(const SwigluForwardArgs& a, Stream& s) {
@@ -68,9 +63,7 @@ void swiglu_forward(const SwigluForwardArgs& a, Stream& s) {
   floating_input(op, a.inp, s);
   swiglu_input(op, a.inp);
   swiglu_half(op, "out", a.out, a.inp, s);
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::swiglu_forward(a, cuda::context(s)));
-  cpu::swiglu_forward(a);
+  run(&Backend::swiglu_forward, op, a, s);
 }
 
 void swiglu_backward(const SwigluBackwardArgs& a, Stream& s) {
@@ -79,9 +72,7 @@ void swiglu_backward(const SwigluBackwardArgs& a, Stream& s) {
   swiglu_input(op, a.inp);
   like_inp(op, "d_inp", a.d_inp, a.inp, s);
   swiglu_half(op, "d_out", a.d_out, a.inp, s);
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::swiglu_backward(a, cuda::context(s)));
-  cpu::swiglu_backward(a);
+  run(&Backend::swiglu_backward, op, a, s);
 }
 
 }  // namespace strata::ops

@@ -3,7 +3,6 @@
 // op and the argument (tensor or hyperparameter).
 #include <cmath>
 
-#include "../cpu/cpu.h"
 #include "backend.h"
 #include "check.h"
 
@@ -38,9 +37,7 @@ void adamw_step(const AdamWArgs& a, Stream& s) {
   STRATA_CHECK(std::isfinite(a.lr) && std::isfinite(a.weight_decay) && std::isfinite(a.grad_scale),
                op << ": arguments 'lr' (" << a.lr << "), 'weight_decay' (" << a.weight_decay
                   << ") and 'grad_scale' (" << a.grad_scale << ") must be finite");
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::adamw_step(a, cuda::context(s)));
-  cpu::adamw_step(a);
+  run(&Backend::adamw_step, op, a, s);
 }
 
 }  // namespace strata::ops

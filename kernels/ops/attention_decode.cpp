@@ -1,7 +1,6 @@
 // Entry point of attention_decode (attention of new rows against a KV cache): every
 // argument is checked here, before anything runs, then the backend is called.
 // Invariant: nothing after the checks may throw.
-#include "../cpu/cpu.h"
 #include "backend.h"
 #include "check.h"
 
@@ -28,13 +27,13 @@ void attention_decode(const AttentionDecodeArgs& a, Stream& s) {
   const int64_t T = a.qkv.shape[1];
   check::shape(op, "qkv", a.qkv, {B, T, (a.n_heads + 2 * NKV) * HD});
   check::shape(op, "out", a.out, {B, T, a.n_heads, HD});
+  if (a.window < 0)
+    check::fail(op, "window", a.k_cache, "is " + std::to_string(a.window) + "; it must be >= 0 (0: no sliding window)");
   if (a.pos < 0 || a.pos + T > S)
     check::fail(op, "pos", a.k_cache,
                 "is " + std::to_string(a.pos) + " for " + std::to_string(T) + " new rows; pos + T must be at most the cache's " +
                     std::to_string(S) + " positions");
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::attention_decode(a, cuda::context(s)));
-  cpu::attention_decode(a);
+  run(&Backend::attention_decode, op, a, s);
 }
 
 }  // namespace strata::ops

@@ -4,7 +4,6 @@
 #include "cuda/runtime.h"
 #endif
 
-#include <cstring>
 #include <sstream>
 
 namespace strata::ops::check {
@@ -83,14 +82,6 @@ int64_t last_dim(const TensorView& t) { return t.ndim ? t.shape[t.ndim - 1] : 0;
 int64_t rows(const TensorView& t) {
   int64_t c = last_dim(t);
   return c ? t.numel() / c : 0;
-}
-
-void require_backend(const char* op, const Stream& s) {
-  if (s.device().kind() == DeviceKind::cpu) return;
-  for (const OpInfo& info : op_registry())
-    if (info.cuda && std::strcmp(info.name, op) == 0) return;
-  STRATA_FAIL(op << ": no " << device_kind_name(s.device().kind())
-                 << " backend for this op in this build; run it on a CPU device");
 }
 
 }  // namespace strata::ops::check

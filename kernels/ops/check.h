@@ -38,8 +38,4 @@ bool overlaps(const TensorView& x, const TensorView& y);
 // A generic failed condition about an argument: "op: argument 'arg' (shape) what".
 [[noreturn]] void fail(const char* op, const char* arg, const TensorView& t, const std::string& what);
 
-// The backend for s's device, or an error saying the op has no such backend.
-// Returns true for CPU; CUDA dispatch is added by the CUDA backend.
-void require_backend(const char* op, const Stream& s);
-
 }  // namespace strata::ops::check

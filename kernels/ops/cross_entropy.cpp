@@ -5,7 +5,6 @@
 // so a target in the padding is an error too.
 #include "backend.h"
 #include "check.h"
-#include "cpu/cpu.h"
 
 namespace strata::ops {
 
@@ -53,11 +52,9 @@ void cross_entropy_forward(const CrossEntropyForwardArgs& a, Stream& s) {
   check::shape(op, "losses", a.losses, {N});
   check::shape(op, "lse", a.lse, {N});
   check::shape(op, "targets", a.targets, {N});
-  check::require_backend(op, s);  // before reading targets: they must be host memory
-  // CUDA targets are device memory: the kernel turns a bad target into a NaN loss.
-  STRATA_CUDA_OP(s, cuda::cross_entropy_forward(a, cuda::context(s)));
-  check_targets(op, a.targets, V, a.ignore_index);
-  cpu::cross_entropy_forward(a);
+  // Only host memory can be read here; a CUDA kernel turns a bad target into a NaN loss.
+  if (s.device().kind() == DeviceKind::cpu) check_targets(op, a.targets, V, a.ignore_index);
+  run(&Backend::cross_entropy_forward, op, a, s);
 }
 
 void cross_entropy_backward(const CrossEntropyBackwardArgs& a, Stream& s) {
@@ -75,11 +72,9 @@ void cross_entropy_backward(const CrossEntropyBackwardArgs& a, Stream& s) {
   check::shape(op, "d_logits", a.d_logits, {N, a.logits.shape[1]});
   check::shape(op, "lse", a.lse, {N});
   check::shape(op, "targets", a.targets, {N});
-  check::require_backend(op, s);  // before reading targets: they must be host memory
-  // CUDA targets are device memory: the kernel turns a bad target into a NaN loss.
-  STRATA_CUDA_OP(s, cuda::cross_entropy_backward(a, cuda::context(s)));
-  check_targets(op, a.targets, V, a.ignore_index);
-  cpu::cross_entropy_backward(a);
+  // Only host memory can be read here; a CUDA kernel turns a bad target into a NaN loss.
+  if (s.device().kind() == DeviceKind::cpu) check_targets(op, a.targets, V, a.ignore_index);
+  run(&Backend::cross_entropy_backward, op, a, s);
 }
 
 }  // namespace strata::ops

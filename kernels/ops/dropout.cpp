@@ -3,7 +3,6 @@
 // Invariant: nothing after the checks may throw.
 #include <cmath>
 
-#include "../cpu/cpu.h"
 #include "backend.h"
 #include "check.h"
 
@@ -29,16 +28,12 @@ void check_dropout(const char* op, const DropoutArgs& a, const Stream& s) {
 
 void dropout_forward(const DropoutArgs& a, Stream& s) {
   check_dropout("dropout_forward", a, s);
-  check::require_backend("dropout_forward", s);
-  STRATA_CUDA_OP(s, cuda::dropout_forward(a, cuda::context(s)));
-  cpu::dropout_forward(a);
+  run(&Backend::dropout_forward, "dropout_forward", a, s);
 }
 
 void dropout_backward(const DropoutArgs& a, Stream& s) {
   check_dropout("dropout_backward", a, s);
-  check::require_backend("dropout_backward", s);
-  STRATA_CUDA_OP(s, cuda::dropout_backward(a, cuda::context(s)));
-  cpu::dropout_backward(a);
+  run(&Backend::dropout_backward, "dropout_backward", a, s);
 }
 
 }  // namespace strata::ops

@@ -1,7 +1,6 @@
 // Entry points of the elementwise ops: check every argument, then run the backend.
 // Invariant: nothing reaches a backend before all checks pass; each error names the
 // op and the argument.
-#include "../cpu/cpu.h"
 #include "backend.h"
 #include "check.h"
 
@@ -30,9 +29,7 @@ void add(const AddArgs& a, Stream& s) {
   check::same_dtype(op, "b", a.b, "out", a.out);
   same_shape(op, "a", a.a, "out", a.out);
   same_shape(op, "b", a.b, "out", a.out);
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::add(a, cuda::context(s)));
-  cpu::add(a);
+  run(&Backend::add, op, a, s);
 }
 
 void scale(const ScaleArgs& a, Stream& s) {
@@ -42,9 +39,7 @@ void scale(const ScaleArgs& a, Stream& s) {
   check::floating(op, "out", a.out);
   check::same_dtype(op, "inp", a.inp, "out", a.out);
   same_shape(op, "inp", a.inp, "out", a.out);
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::scale(a, cuda::context(s)));
-  cpu::scale(a);
+  run(&Backend::scale, op, a, s);
 }
 
 void cast(const CastArgs& a, Stream& s) {
@@ -54,9 +49,7 @@ void cast(const CastArgs& a, Stream& s) {
   check::floating(op, "out", a.out);
   check::floating(op, "inp", a.inp);
   check::numel(op, "out", a.out, a.inp.numel());
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::cast(a, cuda::context(s)));
-  cpu::cast(a);
+  run(&Backend::cast, op, a, s);
 }
 
 void accumulate(const AccumulateArgs& a, Stream& s) {
@@ -68,17 +61,13 @@ void accumulate(const AccumulateArgs& a, Stream& s) {
     check::fail(op, "out", a.out,
                 std::string("must be f32 or the dtype of 'inp' (") + dtype_name(a.inp.dtype) + ")");
   same_shape(op, "inp", a.inp, "out", a.out);
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::accumulate(a, cuda::context(s)));
-  cpu::accumulate(a);
+  run(&Backend::accumulate, op, a, s);
 }
 
 void fill_zero(const TensorView& out, Stream& s) {
   const char* op = "fill_zero";
   check::present(op, "out", out, s);
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::fill_zero(out, cuda::context(s)));
-  cpu::fill_zero(out);
+  run(&Backend::fill_zero, op, out, s);
 }
 
 }  // namespace strata::ops

@@ -4,7 +4,6 @@
 // on the host: CPU device memory is host memory).
 #include "backend.h"
 #include "check.h"
-#include "cpu/cpu.h"
 
 namespace strata::ops {
 
@@ -76,9 +75,7 @@ void embedding_forward(const EmbeddingForwardArgs& a, Stream& s) {
   }
   // CUDA tokens are device memory: the kernels turn a bad id into NaN (forward) or skip it.
   if (s.device().kind() == DeviceKind::cpu) check_token_ids(op, a.tokens, a.wte.shape[0], "wte");
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::embedding_forward(a, cuda::context(s)));
-  cpu::embedding_forward(a);
+  run(&Backend::embedding_forward, op, a, s);
 }
 
 void embedding_backward(const EmbeddingBackwardArgs& a, Stream& s) {
@@ -100,9 +97,7 @@ void embedding_backward(const EmbeddingBackwardArgs& a, Stream& s) {
   }
   // CUDA tokens are device memory: the kernels turn a bad id into NaN (forward) or skip it.
   if (s.device().kind() == DeviceKind::cpu) check_token_ids(op, a.tokens, a.d_wte.shape[0], "d_wte");
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::embedding_backward(a, cuda::context(s)));
-  cpu::embedding_backward(a);
+  run(&Backend::embedding_backward, op, a, s);
 }
 
 }  // namespace strata::ops

@@ -5,7 +5,6 @@
 // backends take their row stride from the last dimension).
 #include "backend.h"
 #include "check.h"
-#include "cpu/cpu.h"
 
 namespace strata::ops {
 
@@ -71,9 +70,7 @@ void matmul_forward(const MatmulForwardArgs& a, Stream& s) {
         check::overlaps(a.gelu_pre, a.weight))
       check::fail(op, "gelu_pre", a.gelu_pre, "overlaps 'out', 'inp' or 'weight': it needs its own memory");
   }
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::matmul_forward(a, cuda::context(s)));
-  cpu::matmul_forward(a);
+  run(&Backend::matmul_forward, op, a, s);
 }
 
 void matmul_backward(const MatmulBackwardArgs& a, Stream& s) {
@@ -110,9 +107,7 @@ void matmul_backward(const MatmulBackwardArgs& a, Stream& s) {
     param_grad_dtype(op, "d_bias", a.d_bias, a.weight);
     check::shape(op, "d_bias", a.d_bias, {oc});
   }
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::matmul_backward(a, cuda::context(s)));
-  cpu::matmul_backward(a);
+  run(&Backend::matmul_backward, op, a, s);
 }
 
 }  // namespace strata::ops

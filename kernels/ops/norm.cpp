@@ -4,7 +4,6 @@
 // Invariant: nothing after the checks may throw.
 #include <cmath>
 
-#include "../cpu/cpu.h"
 #include "backend.h"
 #include "check.h"
 
@@ -106,17 +105,13 @@ bool partial_overlap(const TensorView& a, const TensorView& b) {
 void norm_forward(const NormForwardArgs& a, Stream& s) {
   const char* op = "norm_forward";
   check_forward(op, "inp", a.out, a.mean, a.rstd, a.inp, a.weight, a.bias, a.eps, a.rms, s);
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::norm_forward(a, cuda::context(s)));
-  cpu::norm_forward(a);
+  run(&Backend::norm_forward, op, a, s);
 }
 
 void norm_backward(const NormBackwardArgs& a, Stream& s) {
   const char* op = "norm_backward";
   check_backward(op, "d_inp", a.d_inp, a.d_weight, a.d_bias, a.d_out, a.inp, a.weight, a.mean, a.rstd, a.rms, s);
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::norm_backward(a, cuda::context(s)));
-  cpu::norm_backward(a);
+  run(&Backend::norm_backward, op, a, s);
 }
 
 void residual_norm_forward(const ResidualNormForwardArgs& a, Stream& s) {
@@ -132,9 +127,7 @@ void residual_norm_forward(const ResidualNormForwardArgs& a, Stream& s) {
     check::fail(op, "res_out", a.res_out, "overlaps 'x' or 'y' without being the same tensor");
   if (check::overlaps(a.out, a.res_out) || check::overlaps(a.out, a.x) || check::overlaps(a.out, a.y))
     check::fail(op, "out", a.out, "overlaps 'res_out', 'x' or 'y': out needs its own memory");
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::residual_norm_forward(a, cuda::context(s)));
-  cpu::residual_norm_forward(a);
+  run(&Backend::residual_norm_forward, op, a, s);
 }
 
 void residual_norm_backward(const ResidualNormBackwardArgs& a, Stream& s) {
@@ -147,9 +140,7 @@ void residual_norm_backward(const ResidualNormBackwardArgs& a, Stream& s) {
     check::fail(op, "d_res", a.d_res, "overlaps 'd_resid' without being the same tensor");
   if (check::overlaps(a.d_res, a.d_out) || check::overlaps(a.d_res, a.inp))
     check::fail(op, "d_res", a.d_res, "overlaps 'd_out' or 'inp': d_res may alias only 'd_resid'");
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::residual_norm_backward(a, cuda::context(s)));
-  cpu::residual_norm_backward(a);
+  run(&Backend::residual_norm_backward, op, a, s);
 }
 
 }  // namespace strata::ops

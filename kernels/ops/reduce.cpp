@@ -4,7 +4,6 @@
 // op and the argument, with the list index for inputs ("inputs[2]").
 #include <string>
 
-#include "../cpu/cpu.h"
 #include "backend.h"
 #include "check.h"
 
@@ -29,9 +28,7 @@ void global_norm(const GlobalNormArgs& a, Stream& s) {
   check::dtype(op, "out", a.out, {DType::f32});
   check::numel(op, "out", a.out, 1);
   check_inputs(op, a.inputs, s);
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::global_norm(a, cuda::context(s)));
-  cpu::global_norm(a);
+  run(&Backend::global_norm, op, a, s);
 }
 
 void count_nonfinite(const CountNonfiniteArgs& a, Stream& s) {
@@ -40,9 +37,7 @@ void count_nonfinite(const CountNonfiniteArgs& a, Stream& s) {
   check::dtype(op, "out", a.out, {DType::i32});
   check::numel(op, "out", a.out, 1);
   check_inputs(op, a.inputs, s);
-  check::require_backend(op, s);
-  STRATA_CUDA_OP(s, cuda::count_nonfinite(a, cuda::context(s)));
-  cpu::count_nonfinite(a);
+  run(&Backend::count_nonfinite, op, a, s);
 }
 
 }  // namespace strata::ops

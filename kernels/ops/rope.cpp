@@ -3,7 +3,6 @@
 // Invariant: nothing after the checks may throw.
 #include <cmath>
 
-#include "../cpu/cpu.h"
 #include "backend.h"
 #include "check.h"
 
@@ -41,16 +40,12 @@ void check_rope(const char* op, const RopeArgs& a, const Stream& s) {
 
 void rope_forward(const RopeArgs& a, Stream& s) {
   check_rope("rope_forward", a, s);
-  check::require_backend("rope_forward", s);
-  STRATA_CUDA_OP(s, cuda::rope_forward(a, cuda::context(s)));
-  cpu::rope_forward(a);
+  run(&Backend::rope_forward, "rope_forward", a, s);
 }
 
 void rope_backward(const RopeArgs& a, Stream& s) {
   check_rope("rope_backward", a, s);
-  check::require_backend("rope_backward", s);
-  STRATA_CUDA_OP(s, cuda::rope_backward(a, cuda::context(s)));
-  cpu::rope_backward(a);
+  run(&Backend::rope_backward, "rope_backward", a, s);
 }
 
 }  // namespace strata::ops

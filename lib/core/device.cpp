@@ -95,27 +95,18 @@ void Arena::reset_high_water() {
   high_water_ = live_;
 }
 
-void Stream::synchronize() {
-  if (native_) cuda_runtime::synchronize(native_);
-}
-
-void Stream::copy(void* dst, const void* src, size_t bytes) {
-  if (bytes == 0 || dst == src) return;
-  if (device_->kind() == DeviceKind::cuda)
-    cuda_runtime::copy_async(dst, src, bytes, native_);
-  else
-    std::memcpy(dst, src, bytes);
-}
-
-Device::Device(DeviceKind kind, int index, size_t capacity, ArenaMemory memory, void* backend,
-               void* native_stream)
+Device::Device(DeviceKind kind, int index, size_t capacity, ArenaMemory memory, void* backend)
     : kind_(kind),
       index_(index),
       backend_(backend),
-      arena_(std::string(device_kind_name(kind)) + ":" + std::to_string(index), capacity, memory),
-      stream_(*this, native_stream) {}
+      arena_(std::string(device_kind_name(kind)) + ":" + std::to_string(index), capacity, memory) {
+  auto* state = static_cast<cuda_runtime::DeviceState*>(backend);
+  for (int r = 0; r < kStreamRoles; ++r)
+    streams_[r].reset(new Stream(*this, StreamRole(r), state ? cuda_runtime::stream(state, StreamRole(r)) : nullptr));
+}
 
 Device::~Device() {
+  for (auto& s : streams_) s.reset();  // workers drain while the arena and backend live
   if (kind_ == DeviceKind::cuda) cuda_runtime::close(static_cast<cuda_runtime::DeviceState*>(backend_));
 }
 
@@ -126,7 +117,7 @@ std::unique_ptr<Device> Device::cpu(int index, size_t capacity) {
 std::unique_ptr<Device> Device::cuda(int index, size_t budget) {
   cuda_runtime::DeviceState* state = cuda_runtime::open(index, budget);  // throws "no CUDA device"
   return std::unique_ptr<Device>(new Device(DeviceKind::cuda, index, budget, cuda_runtime::device_memory(),
-                                            state, cuda_runtime::stream(state, cuda_runtime::StreamRole::compute)));
+                                            state));
 }
 
 std::string Device::name() const {

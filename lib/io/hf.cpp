@@ -31,7 +31,7 @@ struct Piece {
 
 std::vector<Piece> pieces(const ModelConfig& c, HfLayout layout, const std::string& prefix) {
   std::vector<Piece> out;
-  const int64_t C = c.d_model, H = c.d_mlp;
+  const int64_t H = c.d_mlp;
   auto add = [&](std::string hf, std::string st, bool transpose = false, int64_t b = 0, int64_t e = -1) {
     out.push_back({std::move(hf), std::move(st), b, e, transpose});
   };
@@ -63,8 +63,9 @@ std::vector<Piece> pieces(const ModelConfig& c, HfLayout layout, const std::stri
     const std::string h = "model.layers." + std::to_string(i) + ".", s = "blocks." + std::to_string(i) + ".";
     add(h + "input_layernorm.weight", s + "ln_1.weight");
     const char* qkv[3] = {"q_proj", "k_proj", "v_proj"};
-    // Rows of the fused qkv: q [0, C), then k and v of kv_heads() * head_dim() each.
-    const int64_t Ckv = c.kv_heads() * c.head_dim(), bounds[4] = {0, C, C + Ckv, C + 2 * Ckv};
+    // Rows of the fused qkv: q [0, Cq), then k and v of kv_heads() * head_dim() each.
+    const int64_t Cq = c.attention_width(), Ckv = c.kv_heads() * c.head_dim();
+    const int64_t bounds[4] = {0, Cq, Cq + Ckv, Cq + 2 * Ckv};
     // Pieces of one strata parameter stay adjacent: import assembles them in order.
     for (int k = 0; k < 3; ++k)
       add(h + "self_attn." + qkv[k] + ".weight", s + "attn.qkv.weight", false, bounds[k], bounds[k + 1]);
@@ -145,12 +146,13 @@ Value hf_config(const ModelConfig& c, HfLayout layout, DType dtype) {
     v.set("attn_pdrop", Value::real(c.dropout_attention));
     v.set("scale_attn_weights", Value::boolean(true));
   } else {
-    // q/k/v bias without other biases is Qwen2's shape; transformers' llama cannot say it.
-    const bool qwen2 = c.qkv_bias && !c.bias;
+    // q/k/v bias without other biases is Qwen2's shape; transformers' llama cannot say
+    // either that or a sliding window, which Mistral (no biases) can.
+    const bool qwen2 = c.qkv_bias && !c.bias, mistral = !qwen2 && c.sliding_window > 0;
     Value arch = Value::array();
-    arch.push(Value::string(qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"));
+    arch.push(Value::string(qwen2 ? "Qwen2ForCausalLM" : mistral ? "MistralForCausalLM" : "LlamaForCausalLM"));
     v.set("architectures", std::move(arch));
-    v.set("model_type", Value::string(qwen2 ? "qwen2" : "llama"));
+    v.set("model_type", Value::string(qwen2 ? "qwen2" : mistral ? "mistral" : "llama"));
     v.set("vocab_size", Value::integer(c.vocab_size));
     v.set("hidden_size", Value::integer(c.d_model));
     v.set("intermediate_size", Value::integer(c.d_mlp));
@@ -174,8 +176,14 @@ Value hf_config(const ModelConfig& c, HfLayout layout, DType dtype) {
       v.set("rope_scaling", std::move(sc));
     }
     v.set("hidden_act", Value::string("silu"));
-    if (qwen2) {
-      v.set("use_sliding_window", Value::boolean(false));
+    if (qwen2) {  // max_window_layers 0: every layer windowed, as strata's blocks are
+      v.set("use_sliding_window", Value::boolean(c.sliding_window > 0));
+      if (c.sliding_window > 0) {
+        v.set("sliding_window", Value::integer(c.sliding_window));
+        v.set("max_window_layers", Value::integer(0));
+      }
+    } else if (mistral) {
+      v.set("sliding_window", Value::integer(c.sliding_window));
     } else {
       v.set("attention_bias", Value::boolean(c.bias));
       v.set("mlp_bias", Value::boolean(c.bias));
@@ -233,6 +241,9 @@ void export_hf(const Model& model, const std::string& dir, HfLayout layout, DTyp
   STRATA_CHECK(hf_layout_for(c) == layout, "export_hf: this model is a " << hf_layout_name(hf_layout_for(c))
                                                                          << " model, not " << hf_layout_name(layout));
   STRATA_CHECK(dtype == DType::f32 || dtype == DType::bf16, "export_hf: dtype must be f32 or bf16");
+  STRATA_CHECK(layout != HfLayout::llama || c.sliding_window == 0 || !c.bias,
+               "export_hf: a sliding-window model with biases has no transformers architecture (mistral has no "
+               "biases, qwen2 only q/k/v biases); train it with bias = false or qkv_bias");
   std::error_code ec;
   fs::create_directories(dir, ec);
   STRATA_CHECK(!ec, "export_hf: cannot create " << dir << ": " << ec.message());
@@ -324,10 +335,56 @@ bool known_config_key(const std::string& type, const std::string& key) {
       "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
       "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters",
       "hidden_act", "attention_bias", "mlp_bias", "attention_dropout", "pretraining_tp"};
-  // qwen2 / mistral: sliding-window keys, read (and refused unless inert) by read_hf_config.
-  static const std::set<std::string> windowed = {"sliding_window", "use_sliding_window", "max_window_layers"};
+  // qwen2 / mistral: sliding-window keys, read by read_hf_config (a window over only some
+  // layers is refused there).
+  static const std::set<std::string> windowed = {"sliding_window", "use_sliding_window", "max_window_layers",
+                                                 "layer_types"};
   if (type != "gpt2" && type != "llama" && windowed.count(key)) return true;
   return common.count(key) || (type == "gpt2" ? gpt2 : llama).count(key);
+}
+
+// The sliding window of a qwen2 / mistral config.json (0: none), in transformers'
+// reading: mistral windows every layer when sliding_window is set; qwen2 only with
+// use_sliding_window, and then layers from max_window_layers on (default 28), or as
+// layer_types lists. strata windows all blocks or none, so a mixed model is refused.
+// A window of at least max_position_embeddings masks nothing and reads as 0.
+int64_t read_sliding_window(const Value& v, const std::string& type, const std::string& path, const ModelConfig& c) {
+  if (type != "qwen2" && type != "mistral") return 0;
+  const Value* w = v.find("sliding_window");
+  int64_t window = w && !w->is_null() ? w->as_int(path + " sliding_window") : 0;
+  STRATA_CHECK(window >= 0, path << ": sliding_window " << window << " must be positive (or null)");
+  if (type == "qwen2" && !get_bool_or(v, "use_sliding_window", false, path)) window = 0;
+  int64_t first_windowed = 0;  // layers [first_windowed, n_layers) are windowed
+  if (type == "qwen2" && window > 0) {
+    const Value* m = v.find("max_window_layers");
+    first_windowed = m && !m->is_null() ? m->as_int(path + " max_window_layers") : 28;
+    first_windowed = std::clamp<int64_t>(first_windowed, 0, c.n_layers);
+  }
+  if (window == 0) first_windowed = c.n_layers;
+  if (const Value* types = v.find("layer_types"); types && !types->is_null()) {
+    const auto& items = types->items(path + " layer_types");
+    STRATA_CHECK(int64_t(items.size()) == c.n_layers,
+                 path << ": layer_types lists " << items.size() << " layers for num_hidden_layers " << c.n_layers);
+    int64_t sliding = 0;
+    for (const Value& t : items) {
+      const std::string& name = t.as_string(path + " layer_types");
+      STRATA_CHECK(name == "full_attention" || name == "sliding_attention",
+                   path << ": layer_types entry \"" << name << "\" is not implemented by strata (it implements "
+                                                       "full_attention and sliding_attention)");
+      sliding += name == "sliding_attention";
+    }
+    STRATA_CHECK(sliding == 0 || window > 0,
+                 path << ": layer_types has sliding_attention layers but no active sliding_window");
+    first_windowed = sliding == 0 ? c.n_layers : sliding == c.n_layers ? 0 : -1;
+    STRATA_CHECK(first_windowed >= 0, path << ": layer_types mixes sliding_attention and full_attention layers; "
+                                              "strata windows every block or none");
+  }
+  STRATA_CHECK(first_windowed == 0 || first_windowed == c.n_layers,
+               path << ": max_window_layers " << first_windowed << " windows only layers " << first_windowed
+                    << " to " << c.n_layers - 1 << "; strata windows every block or none (max_window_layers 0 or >= "
+                    << c.n_layers << ")");
+  if (first_windowed == c.n_layers || window >= c.max_seq) return 0;
+  return window;
 }
 
 }  // namespace
@@ -380,17 +437,12 @@ ModelConfig read_hf_config(const std::string& dir, HfLayout* layout_out) {
                  path << ": num_key_value_heads " << n_kv << " must divide num_attention_heads " << c.n_heads);
     c.n_kv_heads = n_kv == c.n_heads ? 0 : n_kv;  // 0: multi-head, as strata's own configs say it
     const Value* hd = v.find("head_dim");
-    STRATA_CHECK(!hd || hd->is_null() || c.n_heads * hd->as_int(path) == c.d_model,
-                 path << ": head_dim " << hd->as_int(path) << " is not hidden_size / num_attention_heads = "
-                      << c.d_model << " / " << c.n_heads << "; strata implements only that head_dim");
-    // Sliding-window attention is not implemented: accepted only where it masks nothing.
-    const Value* window = v.find("sliding_window");
-    const bool windowed = type == "mistral" || get_bool_or(v, "use_sliding_window", false, path);
-    if (windowed && window && !window->is_null())
-      STRATA_CHECK(window->as_int(path + " sliding_window") >= c.max_seq,
-                   path << ": sliding_window " << window->as_int(path) << " is below max_position_embeddings "
-                        << c.max_seq << "; sliding-window attention is not implemented by strata (it would "
-                        "change the model's numerics)");
+    if (hd && !hd->is_null()) {
+      const int64_t d = hd->as_int(path + " head_dim");
+      STRATA_CHECK(d >= 1, path << ": head_dim " << d << " must be at least 1");
+      if (c.n_heads * d != c.d_model) c.d_head = d;  // else the default, as strata's own configs say it
+    }
+    c.sliding_window = read_sliding_window(v, type, path, c);
     const Value* act = v.find("hidden_act");
     STRATA_CHECK(!act || act->as_string(path) == "silu", path << ": hidden_act must be silu (SwiGLU)");
     c.norm = NormKind::rmsnorm;

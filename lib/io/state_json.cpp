@@ -40,6 +40,7 @@ Value to_json(const ModelConfig& c) {
   v.set("n_layers", Value::integer(c.n_layers));
   v.set("n_heads", Value::integer(c.n_heads));
   if (c.n_kv_heads != 0) v.set("n_kv_heads", Value::integer(c.n_kv_heads));  // absent: multi-head
+  if (c.d_head != 0) v.set("d_head", Value::integer(c.d_head));              // absent: d_model / n_heads
   v.set("d_model", Value::integer(c.d_model));
   v.set("d_mlp", Value::integer(c.d_mlp));
   v.set("max_seq", Value::integer(c.max_seq));
@@ -50,6 +51,7 @@ Value to_json(const ModelConfig& c) {
   if (c.qkv_bias) v.set("qkv_bias", Value::boolean(true));
   v.set("tied_embeddings", Value::boolean(c.tied_embeddings));
   v.set("causal", Value::boolean(c.causal));
+  if (c.sliding_window != 0) v.set("sliding_window", Value::integer(c.sliding_window));  // absent: none
   v.set("dropout_embedding", Value::real(c.dropout_embedding));
   v.set("dropout_attention", Value::real(c.dropout_attention));
   v.set("dropout_residual", Value::real(c.dropout_residual));
@@ -74,6 +76,7 @@ ModelConfig model_config_from(const Value& v, const std::string& what) {
   c.n_layers = get_int(v, "n_layers", what);
   c.n_heads = get_int(v, "n_heads", what);
   if (v.find("n_kv_heads")) c.n_kv_heads = get_int(v, "n_kv_heads", what);
+  if (v.find("d_head")) c.d_head = get_int(v, "d_head", what);
   c.d_model = get_int(v, "d_model", what);
   c.d_mlp = get_int(v, "d_mlp", what);
   c.max_seq = get_int(v, "max_seq", what);
@@ -91,6 +94,7 @@ ModelConfig model_config_from(const Value& v, const std::string& what) {
   if (v.find("qkv_bias")) c.qkv_bias = get_bool(v, "qkv_bias", what);
   c.tied_embeddings = get_bool(v, "tied_embeddings", what);
   c.causal = get_bool(v, "causal", what);
+  if (v.find("sliding_window")) c.sliding_window = get_int(v, "sliding_window", what);
   c.dropout_embedding = get_float(v, "dropout_embedding", what);
   c.dropout_attention = get_float(v, "dropout_attention", what);
   c.dropout_residual = get_float(v, "dropout_residual", what);

@@ -13,6 +13,7 @@
 // bitwise the fused one, and the GELU epilogue is used only where act is never
 // replayed alone (not under selective recompute; on CUDA cuBLASLt's GELU is not
 // bitwise gelu_forward of the rounded fc).
+#include <algorithm>
 #include <cmath>
 
 #include "block_params.h"
@@ -26,6 +27,7 @@ class BlockUnit final : public Unit {
  public:
   BlockUnit(const ModelConfig& c, int layer) : c_(c), layer_(layer) {
     C_ = c.d_model;
+    A_ = c.attention_width();
     H_ = c.d_mlp;
     fc_out_ = c.mlp == MlpKind::swiglu ? 2 * H_ : H_;
   }
@@ -45,7 +47,7 @@ class BlockUnit final : public Unit {
     add("ln_1.bias", {C_}, I::zeros, 0, ParamRole::bias, ln && c_.bias);
     add("attn.qkv.weight", {c_.qkv_width(), C_}, I::normal, 0.02f, ParamRole::matrix, true);
     add("attn.qkv.bias", {c_.qkv_width()}, I::zeros, 0, ParamRole::bias, c_.bias || c_.qkv_bias);
-    add("attn.proj.weight", {C_, C_}, I::normal, resid_std, ParamRole::matrix, true);
+    add("attn.proj.weight", {C_, A_}, I::normal, resid_std, ParamRole::matrix, true);
     add("attn.proj.bias", {C_}, I::zeros, 0, ParamRole::bias, c_.bias);
     add("ln_2.weight", {C_}, I::ones, 0, ParamRole::norm, true);
     add("ln_2.bias", {C_}, I::zeros, 0, ParamRole::bias, ln && c_.bias);
@@ -76,8 +78,8 @@ class BlockUnit final : public Unit {
   size_t transient_bytes(DType dtype, int64_t B, int64_t T) const override { return layout_bytes(dtype, B, T, true); }
 
   size_t scratch_bytes(DType dtype, int64_t n) const override {
-    return 3 * carve_bytes(dtype, n * C_) + carve_bytes(dtype, n * 3 * C_) +
-           carve_bytes(dtype, n * H_) + carve_bytes(dtype, n * fc_out_);
+    return 2 * carve_bytes(dtype, n * C_) + carve_bytes(dtype, n * std::max(C_, A_)) +
+           carve_bytes(dtype, n * c_.qkv_width()) + carve_bytes(dtype, n * H_) + carve_bytes(dtype, n * fc_out_);
   }
 
   void forward(const UnitContext& ctx, const UnitParams& p, UnitIO& io) override {
@@ -112,7 +114,10 @@ class BlockUnit final : public Unit {
     const int64_t n = ctx.rows();
     char* cur = static_cast<char*>(scratch);
     TensorView sa = carve(cur, ctx.dtype, {n, C_});
-    TensorView sb = carve(cur, ctx.dtype, {n, C_});
+    // sb: (n, max(C, A)) bytes, viewed as (n, C) for the MLP and as d_att (n, A).
+    char* sb_base = cur;
+    carve(cur, ctx.dtype, {n, std::max(C_, A_)});
+    TensorView sb(sb_base, ctx.dtype, {n, C_});
     TensorView d_x2 = carve(cur, ctx.dtype, {n, C_});
     TensorView d_qkv = carve(cur, ctx.dtype, {n, c_.qkv_width()});
     TensorView d_act = carve(cur, ctx.dtype, {n, H_});
@@ -145,12 +150,13 @@ class BlockUnit final : public Unit {
       ops::dropout_backward({sa, d_x2, c_.dropout_residual, ctx.dropout_key(kSiteAttnResidual)}, s);
       d_att_out = sa;
     }
-    ops::matmul_backward({sb, G[kProjW], G[kProjB], d_att_out, a.att, P[kProjW]}, s);
-    if (adapter_) adapter_->backward(ctx, layer_, 1, a.att, d_att_out, sb);
-    ops::attention_backward({qkv3(ctx, d_qkv), sb.reshape({ctx.B, ctx.T, c_.n_heads, c_.head_dim()}),
+    const TensorView d_att(sb_base, ctx.dtype, {n, A_});
+    ops::matmul_backward({d_att, G[kProjW], G[kProjB], d_att_out, a.att, P[kProjW]}, s);
+    if (adapter_) adapter_->backward(ctx, layer_, 1, a.att, d_att_out, d_att);
+    ops::attention_backward({qkv3(ctx, d_qkv), d_att.reshape({ctx.B, ctx.T, c_.n_heads, c_.head_dim()}),
                              qkv3(ctx, a.qkv), a.att.reshape({ctx.B, ctx.T, c_.n_heads, c_.head_dim()}), a.lse,
                              c_.n_heads, c_.causal, drop(ctx, c_.dropout_attention),
-                             ctx.dropout_key(kSiteAttention), c_.kv_heads()},
+                             ctx.dropout_key(kSiteAttention), c_.kv_heads(), c_.sliding_window},
                             s);
     if (c_.positions == PositionKind::rope) {
       TensorView q = d_qkv.reshape({ctx.B, ctx.T, c_.n_heads + 2 * c_.kv_heads(), c_.head_dim()});
@@ -207,7 +213,7 @@ class BlockUnit final : public Unit {
     }
     ops::attention_forward({a.att.reshape({ctx.B, ctx.T, c_.n_heads, c_.head_dim()}), a.lse, qkv3(ctx, a.qkv),
                             c_.n_heads, c_.causal, drop(ctx, c_.dropout_attention), ctx.dropout_key(kSiteAttention),
-                            c_.kv_heads()},
+                            c_.kv_heads(), c_.sliding_window},
                            s);
     ops::matmul_forward({a.x2, a.att, P[kProjW], P[kProjB]}, s);
     if (adapter_) adapter_->forward(ctx, layer_, 1, a.att, a.x2);
@@ -248,7 +254,7 @@ class BlockUnit final : public Unit {
     TensorView* fields[] = {out ? &out->ln1 : nullptr, out ? &out->qkv : nullptr, out ? &out->att : nullptr,
                             out ? &out->x2 : nullptr,  out ? &out->ln2 : nullptr, out ? &out->fc : nullptr,
                             out ? &out->act : nullptr};
-    const int64_t widths[] = {C_, c_.qkv_width(), C_, C_, C_, fc_out_, H_};
+    const int64_t widths[] = {C_, c_.qkv_width(), A_, C_, C_, fc_out_, H_};
     for (int f = 0; f < 7; ++f) {
       size_t b = carve_bytes(dt, n * widths[f]);
       char*& base = kept(f) ? owned : transient;
@@ -283,7 +289,7 @@ class BlockUnit final : public Unit {
 
   ModelConfig c_;
   int layer_;
-  int64_t C_, H_, fc_out_;
+  int64_t C_, A_, H_, fc_out_;  // A_: attention width, n_heads * head_dim
   Recompute mode_ = Recompute::none;
   Recompute reserved_mode_ = Recompute::none;
   Buffer saved_;

@@ -70,15 +70,23 @@ void ModelConfig::validate() const {
   STRATA_CHECK(vocab_size >= 1, "ModelConfig: vocab_size " << vocab_size << " must be at least 1");
   STRATA_CHECK(n_layers >= 1, "ModelConfig: n_layers " << n_layers << " must be at least 1");
   STRATA_CHECK(n_heads >= 1, "ModelConfig: n_heads " << n_heads << " must be at least 1");
-  STRATA_CHECK(d_model >= 1 && d_model % n_heads == 0,
+  STRATA_CHECK(d_head >= 0, "ModelConfig: d_head " << d_head << " must be >= 0 (0: d_model / n_heads)");
+  STRATA_CHECK(d_model >= 1 && (d_head != 0 || d_model % n_heads == 0),
                "ModelConfig: d_model " << d_model << " does not divide into n_heads " << n_heads
-                                       << " heads; choose a width that is a multiple of the head count");
+                                       << " heads; choose a width that is a multiple of the head count, or set "
+                                          "d_head");
   STRATA_CHECK(n_kv_heads >= 0 && (n_kv_heads == 0 || n_heads % n_kv_heads == 0),
                "ModelConfig: n_kv_heads " << n_kv_heads << " must divide n_heads " << n_heads
                                           << " (or be 0 for n_heads); grouped-query attention shares each kv head "
                                              "among n_heads / n_kv_heads query heads");
   STRATA_CHECK(positions != PositionKind::rope || head_dim() % 2 == 0,
-               "ModelConfig: RoPE needs an even head dimension, d_model / n_heads = " << head_dim());
+               "ModelConfig: RoPE needs an even head dimension, got " << head_dim()
+                                                                     << (d_head ? " (d_head)" : " (d_model / n_heads)"));
+  STRATA_CHECK(sliding_window >= 0, "ModelConfig: sliding_window " << sliding_window
+                                                                   << " must be >= 0 (0: no sliding window)");
+  STRATA_CHECK(sliding_window == 0 || causal,
+               "ModelConfig: sliding_window " << sliding_window
+                                              << " needs causal attention; set causal or sliding_window = 0");
   STRATA_CHECK(d_mlp >= 1, "ModelConfig: d_mlp " << d_mlp << " must be at least 1");
   STRATA_CHECK(max_seq >= 1, "ModelConfig: max_seq " << max_seq << " must be at least 1");
   for (float p : {dropout_embedding, dropout_attention, dropout_residual})
@@ -113,8 +121,8 @@ int64_t ModelConfig::num_parameters() const {
   const int64_t C = d_model, H = d_mlp;
   const int64_t fc_out = mlp == MlpKind::swiglu ? 2 * H : H;
   const int64_t norm_params = norm == NormKind::layernorm && bias ? 2 * C : C;
-  const int64_t qkv = qkv_width();
-  int64_t block = 2 * norm_params + qkv * C + C * C + fc_out * C + C * H;
+  const int64_t qkv = qkv_width(), A = attention_width();
+  int64_t block = 2 * norm_params + qkv * C + C * A + fc_out * C + C * H;
   if (bias) block += C + fc_out + C;
   if (bias || qkv_bias) block += qkv;
   int64_t n = vocab_size * C + (positions == PositionKind::learned ? max_seq * C : 0);
@@ -126,14 +134,19 @@ double ModelConfig::flops_per_token(int64_t seq) const {
   const double C = double(d_model), H = double(d_mlp);
   const double fc_out = mlp == MlpKind::swiglu ? 2 * H : H;
   const double qkv = double(qkv_width());  // 3C for multi-head
-  const double matmul_params = double(n_layers) * (qkv * C + C * C + fc_out * C + C * H) + double(vocab_size) * C;
-  return 6.0 * matmul_params + 12.0 * double(n_layers) * C * double(seq);
+  const double A = double(attention_width());  // C unless d_head is set
+  const double matmul_params = double(n_layers) * (qkv * C + C * A + fc_out * C + C * H) + double(vocab_size) * C;
+  // Scores and values span the keys a query sees: seq, or at most the sliding window.
+  const double keys = sliding_window > 0 && sliding_window < seq ? double(sliding_window) : double(seq);
+  return 6.0 * matmul_params + 12.0 * double(n_layers) * A * keys;
 }
 
 std::string ModelConfig::describe() const {
   std::ostringstream s;
   s << n_layers << " layers, width " << d_model << ", " << n_heads << " heads";
   if (kv_heads() != n_heads) s << " (" << kv_heads() << " kv)";
+  if (d_head != 0) s << " of width " << d_head;
+  if (sliding_window != 0) s << ", window " << sliding_window;
   s << ", mlp " << d_mlp << ", vocab "
     << vocab_size << ", seq " << max_seq << ", " << (norm == NormKind::layernorm ? "LayerNorm" : "RMSNorm") << ", "
     << (mlp == MlpKind::gelu ? "GELU" : "SwiGLU") << ", "

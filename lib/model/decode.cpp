@@ -27,7 +27,7 @@ struct Workspace {
 
 size_t workspace_bytes(const ModelConfig& c, DType dt, int64_t B, int64_t rows, int64_t nkv) {
   const int64_t C = c.d_model, fc_out = c.mlp == MlpKind::swiglu ? 2 * c.d_mlp : c.d_mlp;
-  return 6 * carve_bytes(dt, rows * C) + carve_bytes(dt, rows * (c.n_heads + 2 * nkv) * c.head_dim()) +
+  return 5 * carve_bytes(dt, rows * C) + carve_bytes(dt, rows * c.attention_width()) + carve_bytes(dt, rows * (c.n_heads + 2 * nkv) * c.head_dim()) +
          carve_bytes(dt, rows * fc_out) + carve_bytes(dt, rows * c.d_mlp) + 2 * carve_bytes(DType::f32, rows) +
          carve_bytes(DType::i32, rows) + carve_bytes(dt, B * C) + carve_bytes(DType::f32, B * c.vocab_size);
 }
@@ -40,7 +40,7 @@ Workspace carve_workspace(const ModelConfig& c, DType dt, int64_t B, int64_t T, 
   w.x = carve(cur, dt, {B, T, C});
   w.y = carve(cur, dt, {B, T, C});
   w.ln1 = carve(cur, dt, {rows, C});
-  w.att = carve(cur, dt, {rows, C});
+  w.att = carve(cur, dt, {rows, c.attention_width()});
   w.x2 = carve(cur, dt, {rows, C});
   w.ln2 = carve(cur, dt, {rows, C});
   w.qkv = carve(cur, dt, {rows, (c.n_heads + 2 * nkv) * c.head_dim()});
@@ -75,7 +75,7 @@ void block_decode(const UnitContext& ctx, const UnitParams& p, const Workspace& 
     ops::rope_forward({heads, heads, NH + nkv, c.rope_theta, ctx.pos_offset, rope_scaling_args(c.rope_scaling)}, s);
   }
   ops::attention_decode({w.att.reshape({ctx.B, ctx.T, NH, HD}), w.qkv.reshape({ctx.B, ctx.T, (NH + 2 * nkv) * HD}),
-                         k_cache, v_cache, NH, ctx.pos_offset},
+                         k_cache, v_cache, NH, ctx.pos_offset, c.sliding_window},
                         s);
   ops::matmul_forward({w.x2, w.att, P[kProjW], P[kProjB]}, s);
   if (adapter) adapter->forward(ctx, layer, 1, w.att, w.x2);

@@ -161,7 +161,8 @@ Lora::Lora(Model& model, const LoraOptions& o) : impl_(std::make_unique<Impl>())
   }
   const bool gpt2 = m.layout == HfLayout::gpt2;
   const int64_t C = c.d_model, H = c.d_mlp, fc_out = c.mlp == MlpKind::swiglu ? 2 * H : H, r = o.rank;
-  const int64_t Ckv = c.kv_heads() * c.head_dim(), Q = c.qkv_width();  // qkv rows: q [0, C), k, v of Ckv each
+  // qkv rows: q [0, Cq), k, v of Ckv each; Cq = C unless d_head is set.
+  const int64_t Cq = c.attention_width(), Ckv = c.kv_heads() * c.head_dim(), Q = c.qkv_width();
   const bool attn = o.targets != LoraTargets::query_value, all = o.targets == LoraTargets::all_linear;
   m.at_site.assign(size_t(model.num_units() * kAdapterSites), {});
   // Lays out A [r, in] and B [out, r] of `a` under `key` and files it under its site.
@@ -191,15 +192,15 @@ Lora::Lora(Model& model, const LoraOptions& o) : impl_(std::make_unique<Impl>())
       if (gpt2) {
         const std::string h = "transformer.h." + L + ".";
         if (attn) ts.push_back({0, h + "attn.c_attn", 0, Q});
-        else ts.push_back({0, h + "attn.c_attn", 0, C, C + Ckv, Q});  // PEFT adapts c_attn whole: k rows dead
+        else ts.push_back({0, h + "attn.c_attn", 0, Cq, Cq + Ckv, Q});  // PEFT adapts c_attn whole: k rows dead
         if (attn) ts.push_back({1, h + "attn.c_proj", 0, C});
         if (all) ts.push_back({2, h + "mlp.c_fc", 0, fc_out});
         if (all) ts.push_back({3, h + "mlp.c_proj", 0, C});
       } else {
         const std::string h = "model.layers." + L + ".";
-        ts.push_back({0, h + "self_attn.q_proj", 0, C});
-        if (attn) ts.push_back({0, h + "self_attn.k_proj", C, C + Ckv});
-        ts.push_back({0, h + "self_attn.v_proj", C + Ckv, Q});
+        ts.push_back({0, h + "self_attn.q_proj", 0, Cq});
+        if (attn) ts.push_back({0, h + "self_attn.k_proj", Cq, Cq + Ckv});
+        ts.push_back({0, h + "self_attn.v_proj", Cq + Ckv, Q});
         if (attn) ts.push_back({1, h + "self_attn.o_proj", 0, C});
         if (all && c.mlp == MlpKind::swiglu) {
           ts.push_back({2, h + "mlp.gate_proj", 0, H});
@@ -211,7 +212,7 @@ Lora::Lora(Model& model, const LoraOptions& o) : impl_(std::make_unique<Impl>())
       }
       const Unit& block = model.unit(blocks[size_t(l)]);
       const std::vector<AdapterSite> sites = block.adapter_sites();
-      const int64_t ins[4] = {C, C, C, H}, outs[4] = {Q, C, fc_out, C};
+      const int64_t ins[4] = {C, Cq, C, H}, outs[4] = {Q, C, fc_out, C};
       int slot = 0;
       for (const Target& t : ts) {
         LoraAdapter a;

@@ -154,16 +154,21 @@ Plan make_plan(const PlanRequest& q, const Rates& rates) {
   plan.bytes_params = P * (fp32 ? 4 : 2);
   plan.bytes_grads = P * 4;
   plan.bytes_optimizer = P * (fp32 ? 8 : 12);
-  // Saved activations per row and block (working dtype): none keeps ln1, qkv, att,
-  // x2, ln2, fc, act and the input (8C + 2H); selective 5C + H; full the input C.
+  // Saved activations per row and block (working dtype): none keeps ln1, qkv (Q wide:
+  // (n_heads + 2 n_kv_heads) head_dim), att (A = n_heads head_dim), x2, ln2, fc, act and
+  // the input (4C + Q + A + 2H); selective Q + A + C + H; full the input C. A sliding
+  // window changes none of them: attention never stores its T x T scores.
   const double C = double(c.d_model), H = double(c.mlp == MlpKind::swiglu ? 2 * c.d_mlp : c.d_mlp);
-  const double per_block = q.recompute == Recompute::none ? 8 * C + 2 * H : q.recompute == Recompute::selective
-                                                                              ? 5 * C + H : C;
+  const double Q = double(c.qkv_width()), A = double(c.attention_width());
+  const double per_block = q.recompute == Recompute::none        ? 4 * C + Q + A + 2 * H
+                           : q.recompute == Recompute::selective ? Q + A + C + H
+                                                                 : C;
   const double rows = double(q.batch * q.seq);
   const double ds = double(dtype_size(precision_dtype(q.precision)));
   // Blocks, two residual-gradient streams, and one micro-batch of f32 logits chunk-free.
   plan.bytes_activations = size_t(rows * ds * (double(c.n_layers) * per_block + 3 * C) + rows * double(c.vocab_size) * 4);
-  const size_t unit = size_t(std::max(double(c.vocab_size) * C, 4 * C * C + 2 * H * C));
+  // The largest unit: the embedding, or a block's qkv (Q x C), proj (C x A) and MLP.
+  const size_t unit = size_t(std::max(double(c.vocab_size) * C, (Q + A) * C + H * C + C * double(c.d_mlp)));
   plan.largest_unit = unit;
   const size_t state_per_param = fp32 ? 16 : 18;
   const double n = double(std::max(1, q.devices));

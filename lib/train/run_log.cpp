@@ -139,6 +139,8 @@ std::vector<std::string> RunLog::record(const StepReport& r) {
   o.set("comm_seconds", num(r.comm_seconds));
   o.set("comm_wait_seconds", num(r.comm_wait_seconds));
   o.set("io_stall_seconds", num(r.io_stall_seconds));
+  o.set("transfer_seconds", num(r.transfer_seconds));
+  o.set("overlap_fraction", num(r.overlap_fraction));
   o.set("optimizer_seconds", num(r.optimizer_seconds));
   o.set("model_flops", num(r.model_flops));
   o.set("mfu", num(r.mfu));

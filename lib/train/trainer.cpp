@@ -351,6 +351,8 @@ StepReport Trainer::step() {
     r.nvme_read_gbps = st.read_gbps();
     r.nvme_write_gbps = st.write_gbps();
     r.io_stall_seconds = st.stall_seconds;
+    r.transfer_seconds = st.transfer_seconds;
+    r.overlap_fraction = st.overlap_fraction();
     r.host_setup_peak_bytes = offload_->construction_host_peak();
     r.norm_seconds = st.norm_seconds;
     r.update_seconds = st.update_seconds;

@@ -194,3 +194,45 @@ TEST_CASE("cli train: a reader that closes the pipe does not stop the run", "[cl
   CHECK(t.cli.shell(line + " | head -n 1 > /dev/null") == 0);
   CHECK(std::filesystem::exists(t.cli.file("run/" + checkpoint_name(40))));
 }
+
+TEST_CASE("cli train: every model-config key of a --config file reaches the model; unknown keys are refused",
+          "[cli]") {
+  TinyRun t;
+  const std::string cfg = t.cli.file("model.cfg"), out = t.cli.file("run");
+  const std::string text =
+      "# a Qwen2-like shape: GQA, its own head width, a window, q/k/v bias, llama3 RoPE\n"
+      "n-layers = 1\nn-heads = 4\nn-kv-heads = 2\nd-head = 12\nd-model = 32\nd-mlp = 48\nsliding-window = 5\n"
+      "norm = rmsnorm\nmlp = swiglu\npositions = rope\nbias = false\nqkv-bias = true\ntied-embeddings = false\n"
+      "norm-eps = 1e-6\nrope-theta = 500\nrope-scaling = llama3\nrope-factor = 8\nrope-original-max-seq = 64\n"
+      "dropout = 0\ndropout-embedding = 0.05\ncausal = true\n";
+  write_bytes(cfg, text.data(), text.size());
+  const std::vector<std::string> args = {"train", "--config", cfg, "--data", t.data, "--out", out, "--seq", "16",
+                                         "--batch", "2", "--steps", "1", "--threads", "1", "--no-progress",
+                                         "--stats-every", "0"};
+  const CliResult r = t.cli.run(args);
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.out, Contains("1 layers, width 32, 4 heads (2 kv) of width 12, window 5, mlp 48"));
+  CHECK_THAT(r.out, Contains("RMSNorm, SwiGLU, RoPE (llama3 scaling)"));
+  const std::string config = read_file(out + "/" + checkpoint_name(1) + "/config.json");
+  for (const char* want : {"\"n_kv_heads\": 2", "\"d_head\": 12", "\"sliding_window\": 5", "\"qkv_bias\": true",
+                           "\"tied_embeddings\": false", "\"rope_theta\": 500", "\"kind\": \"llama3\"",
+                           "\"original_max_seq\": 64", "\"dropout_embedding\": 0.0500000007"})
+    CHECK_THAT(config, Contains(want));
+  // Unknown names and inconsistent values are refused by name before anything is made.
+  const std::string bad = t.cli.file("bad.cfg");
+  for (const auto& [line, message] : std::vector<std::pair<std::string, std::string>>{
+           {"head-dim = 8\n", ":1: unknown option 'head-dim'"},
+           {"n-kv-heads = 3\n", "n_kv_heads 3 must divide n_heads 4"},
+           {"sliding-window = 4\ncausal = false\n", "sliding_window 4 needs causal attention"},
+           {"rope-factor = 2\n", "need --rope-scaling linear or llama3"},
+           {"qkv-bias = yes\n", "--qkv-bias: 'yes' is not one of true | false"}}) {
+    write_bytes(bad, line.data(), line.size());
+    const std::string out2 = t.cli.file("bad_run");
+    const CliResult b = t.cli.run({"train", "--config", bad, "--n-heads", "4", "--data", t.data, "--out", out2});
+    INFO(line);
+    CHECK(b.status != 0);
+    CHECK_THAT(b.err, Contains(message));
+    CHECK_FALSE(std::filesystem::exists(out2));
+  }
+}

@@ -2,7 +2,8 @@
 // attention_flash.cu, the tensor-core path for bf16 / fp16) against the CPU backend:
 // forward out and lse, backward d_qkv; causal and not, with and without dropout, T not
 // a multiple of the tiles, head dims 64 and 128 (and odd ones, zero-padded), grouped-query
-// and multi-query heads (n_kv_heads < n_heads), and the
+// and multi-query heads (n_kv_heads < n_heads), sliding windows (narrower than a tile,
+// wider than one, and at a tile edge, so whole tiles are skipped), and the
 // emulated WMMA API itself against a plain f32 computation.
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -23,9 +24,10 @@ struct Shape {
 // Runs forward and backward on the CPU backend and on the emulated CUDA device with
 // identical inputs and compares them. Slack multiplies expect_match's tolerance, which
 // is about one storage ulp of the largest output magnitude (plus one ulp relative).
-void check_attention(DType dt, const Shape& s, bool causal, float dropout, double slack_out, double slack_grad) {
+void check_attention(DType dt, const Shape& s, bool causal, float dropout, double slack_out, double slack_grad,
+                     int64_t window = 0) {
   INFO("B " << s.b << " T " << s.t << " NH " << s.nh << " HD " << s.hd << " NKV " << s.nkv << " causal " << causal
-            << " p " << dropout << " " << dtype_name(dt));
+            << " p " << dropout << " window " << window << " " << dtype_name(dt));
   const int64_t c3 = (s.nh + 2 * (s.nkv == 0 ? s.nh : s.nkv)) * s.hd;
   HostTensor qkv(dt, {s.b, s.t, c3}), d_out(dt, {s.b, s.t, s.nh, s.hd});
   qkv.uniform(1, -2, 2);
@@ -34,6 +36,7 @@ void check_attention(DType dt, const Shape& s, bool causal, float dropout, doubl
   HostTensor lse_w(DType::f32, {s.b, s.nh, s.t}), lse_g(DType::f32, {s.b, s.nh, s.t});
   ops::AttentionForwardArgs f;
   f.qkv = qkv.view(), f.n_heads = s.nh, f.n_kv_heads = s.nkv, f.causal = causal, f.dropout = dropout, f.dropout_key = {99, 1, 2};
+  f.window = window;
   f.out = out_w.view(), f.lse = lse_w.view();
   ops::attention_forward(f, cpu().stream());
   f.out = out_g.view(), f.lse = lse_g.view();
@@ -45,6 +48,7 @@ void check_attention(DType dt, const Shape& s, bool causal, float dropout, doubl
   ops::AttentionBackwardArgs bw;
   bw.d_out = d_out.view(), bw.qkv = qkv.view(), bw.out = out_w.view(), bw.lse = lse_w.view();
   bw.n_heads = s.nh, bw.n_kv_heads = s.nkv, bw.causal = causal, bw.dropout = dropout, bw.dropout_key = f.dropout_key;
+  bw.window = window;
   bw.d_qkv = dq_w.view();
   ops::attention_backward(bw, cpu().stream());
   bw.d_qkv = dq_g.view();
@@ -76,6 +80,16 @@ TEST_CASE("cuda_emu: grouped-query attention on the FMA and tensor-core paths", 
   const bool causal = GENERATE(true, false);
   for (const Shape& s : {Shape{2, 37, 4, 8, 2}, Shape{1, 33, 4, 8, 1}}) check_attention(dt, s, causal, 0.2f, 4.0, 8.0);
   if (dt != DType::f32) check_attention(dt, Shape{1, 77, 4, 64, 1}, causal, 0.0f, 2.0, 2.0);
+}
+
+// Sliding windows on both paths: 1 (the diagonal only), 5 (inside one tile), 33 and 70
+// (across tile edges of 16, 32 and 64 rows), and T = 150 so early key tiles are skipped.
+TEST_CASE("cuda_emu: sliding-window attention on the FMA and tensor-core paths", "[cuda_emu]") {
+  const DType dt = GENERATE(from_range(kFloatTypes));
+  const int64_t window = GENERATE(1, 5, 33, 70);
+  check_attention(dt, Shape{2, 37, 2, 8}, true, 0.2f, 4.0, 8.0, window);
+  check_attention(dt, Shape{1, 150, 4, 8, 2}, true, 0.0f, 4.0, 8.0, window);
+  if (dt != DType::f32) check_attention(dt, Shape{1, 150, 2, 64, 1}, true, 0.1f, 2.0, 2.0, window);
 }
 
 TEST_CASE("cuda_emu: flash attention with dropout and a padded head dim", "[cuda_emu]") {

@@ -15,17 +15,19 @@ namespace {
 
 TEST_CASE("cuda_emu: attention_decode matches the CPU backend", "[cuda_emu]") {
   const DType dt = GENERATE(from_range(kFloatTypes));
+  const int64_t window = GENERATE(0, 1, 4);  // sliding window (0: none)
   // {B, T, NH, NKV, HD, S, pos}: one new row after a filled cache, a prefill, grouped heads.
   for (auto [B, T, NH, NKV, HD, S, pos] : {std::array<int64_t, 7>{2, 1, 4, 2, 8, 20, 13},
                                            std::array<int64_t, 7>{1, 9, 2, 2, 16, 9, 0},
                                            std::array<int64_t, 7>{2, 3, 3, 1, 6, 12, 5}}) {
-    INFO(dtype_name(dt) << " B " << B << " T " << T << " NH " << NH << " NKV " << NKV << " pos " << pos);
+    INFO(dtype_name(dt) << " B " << B << " T " << T << " NH " << NH << " NKV " << NKV << " pos " << pos << " window "
+                        << window);
     HostTensor qkv(dt, {B, T, (NH + 2 * NKV) * HD});
     HostTensor kc_w(dt, {B, NKV, S, HD}), vc_w(dt, {B, NKV, S, HD}), out_w(dt, {B, T, NH, HD}), out_g = out_w;
     qkv.uniform(1, -2, 2), kc_w.uniform(2, -2, 2), vc_w.uniform(3);
     HostTensor kc_g = kc_w, vc_g = vc_w;
-    ops::attention_decode({out_w.view(), qkv.view(), kc_w.view(), vc_w.view(), NH, pos}, cpu().stream());
-    cuda_emu::attention_decode({out_g.view(), qkv.view(), kc_g.view(), vc_g.view(), NH, pos}, emu());
+    ops::attention_decode({out_w.view(), qkv.view(), kc_w.view(), vc_w.view(), NH, pos, window}, cpu().stream());
+    cuda_emu::attention_decode({out_g.view(), qkv.view(), kc_g.view(), vc_g.view(), NH, pos, window}, emu());
     expect_match("out", out_g, out_w, 2.0);
     expect_match("k_cache", kc_g, kc_w, 0.0);  // copies: exact
     expect_match("v_cache", vc_g, vc_w, 0.0);

@@ -1,6 +1,7 @@
 // Emulated CUDA embedding, cross-entropy (with the padded-vocabulary head's GEMMs),
-// AdamW and reductions (kernels/cuda/{embedding,cross_entropy,matmul_tiled,adamw,
-// reduce}.cu) against the CPU backend.
+// AdamW and the bias gradient (kernels/cuda/{embedding,cross_entropy,matmul_tiled,
+// adamw,reduce}.cu) against the CPU backend. global_norm and count_nonfinite run in
+// the shared op table (tests/ops/cases/reduce.cpp).
 #include <catch2/catch.hpp>
 #include <cmath>
 
@@ -146,25 +147,9 @@ TEST_CASE("cuda_emu: adamw step matches the CPU bit for bit", "[cuda_emu]") {
   }
 }
 
-TEST_CASE("cuda_emu: global norm, non-finite count, bias gradient", "[cuda_emu]") {
+// The bias gradient of matmul_backward against the CPU backend (weight-free case).
+TEST_CASE("cuda_emu: bias gradient", "[cuda_emu]") {
   const DType dt = GENERATE(from_range(kFloatTypes));
-  HostTensor a(dt, {1}), b(dt, {17}), c(dt, {40000});  // c spans several chunks
-  a.uniform(1), b.uniform(2), c.uniform(3);
-  HostTensor want(DType::f32, {1}), got(DType::f32, {1});
-  ops::global_norm({want.view(), {a.view(), b.view(), c.view()}}, cpu().stream());
-  cuda_emu::global_norm({got.view(), {a.view(), b.view(), c.view()}}, emu());
-  expect_match("global_norm", got, want);
-
-  c.set(5, std::nan("")), c.set(39999, INFINITY), b.set(0, -INFINITY);
-  HostTensor cw(DType::i32, {1}), cg(DType::i32, {1});
-  ops::count_nonfinite({cw.view(), {a.view(), b.view(), c.view()}}, cpu().stream());
-  cuda_emu::count_nonfinite({cg.view(), {a.view(), b.view(), c.view()}}, emu());
-  REQUIRE(cw.get(0) == 3);
-  REQUIRE(cg.get(0) == cw.get(0));
-  cuda_emu::global_norm({got.view(), {a.view(), b.view(), c.view()}}, emu());
-  REQUIRE(!std::isfinite(got.get(0)));
-
-  // Bias gradient of matmul_backward against the CPU backend (weight-free case).
   for (DType gdt : {dt, DType::f32}) {
     const int64_t rows = 37, oc = 19, ic = 5;
     HostTensor d_out(dt, {rows, oc}), inp(dt, {rows, ic}), weight(dt, {oc, ic}), db_w(gdt, {oc});

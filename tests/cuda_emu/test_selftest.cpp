@@ -2,7 +2,9 @@
 // family at a time (--only), each check reported as it is made, and a family that
 // throws recorded as a failed check while the others still run.
 #include <catch2/catch.hpp>
+#include <cstdio>
 
+#include "ops/op_table.h"
 #include "selftest/gpu_vs_cpu.h"
 #include "strata/error.h"
 
@@ -49,6 +51,33 @@ TEST_CASE("cuda_emu: a selftest family that throws is one failed check and the o
     CHECK(c.what == "threw");
     CHECK(c.failure.find("cannot allocate") != std::string::npos);
   }
+}
+
+TEST_CASE("cuda_emu: a selftest family of the shared op table prints one line per case and dtype",
+          "[cuda_emu][selftest]") {
+  auto gpu = Device::cuda();
+  selftest::CompareOptions o;
+  o.small = true;
+  o.families = {"reductions"};
+  const std::vector<selftest::Check> checks = selftest::compare_ops(*gpu, o);
+  size_t runs = 0;
+  for (const OpCase& c : op_table())
+    if (c.run_on && (c.op == "global_norm" || c.op == "count_nonfinite")) runs += c.dtypes.size();
+  REQUIRE(runs == 6);
+  REQUIRE(checks.size() == runs);
+  std::FILE* out = std::tmpfile();
+  REQUIRE(out);
+  CHECK(selftest::print(checks, out) == 0);
+  std::rewind(out);
+  char line[512];
+  for (const selftest::Check& c : checks) {
+    REQUIRE(std::fgets(line, sizeof line, out));
+    INFO(line);
+    CHECK(std::string(line).rfind(c.op, 0) == 0);
+    CHECK(std::string(line).find(" outputs, worst ") != std::string::npos);
+    CHECK(std::string(line).find(" PASS ") != std::string::npos);
+  }
+  std::fclose(out);
 }
 
 }  // namespace

@@ -2,7 +2,8 @@
 // known answers: HF-layout weights written by the test are imported, and strata's
 // logits and loss are compared with a plain double-precision forward of the same
 // HF weights written here (Conv1D [in, out] for GPT-2; separate q/k/v, gate/up and
-// rotate-half RoPE for LLaMA), so a wrong transpose, split or rotation fails.
+// rotate-half RoPE for LLaMA, with GQA, a head_dim of its own and a sliding window),
+// so a wrong transpose, split, rotation or mask fails.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
@@ -79,7 +80,11 @@ HfModel random_hf(const ModelConfig& c, HfLayout layout) {
     for (int64_t i = 0; i < c.n_layers; ++i) {
       const std::string h = "model.layers." + std::to_string(i) + ".";
       m.add(h + "input_layernorm.weight", {C}, 0.1f, 1, ++k);
-      for (const char* p : {"q_proj", "k_proj", "v_proj", "o_proj"}) m.add(h + "self_attn." + p + ".weight", {C, C}, 0.3f, 0, ++k);
+      const int64_t Q = c.attention_width(), KV = c.kv_heads() * c.head_dim();  // q and k/v widths
+      m.add(h + "self_attn.q_proj.weight", {Q, C}, 0.3f, 0, ++k);
+      m.add(h + "self_attn.k_proj.weight", {KV, C}, 0.3f, 0, ++k);
+      m.add(h + "self_attn.v_proj.weight", {KV, C}, 0.3f, 0, ++k);
+      m.add(h + "self_attn.o_proj.weight", {C, Q}, 0.3f, 0, ++k);
       m.add(h + "post_attention_layernorm.weight", {C}, 0.1f, 1, ++k);
       m.add(h + "mlp.gate_proj.weight", {H, C}, 0.3f, 0, ++k);
       m.add(h + "mlp.up_proj.weight", {H, C}, 0.3f, 0, ++k);
@@ -120,14 +125,16 @@ Mat norm(const Mat& x, int64_t T, int64_t C, const std::vector<float>& w, const 
   return y;
 }
 
-// Causal attention over q, k, v (T, C) with NH heads; RoPE (rotate half) when asked.
-Mat attention(Mat q, Mat k, const Mat& v, int64_t T, int64_t C, int64_t NH, bool rope, double theta) {
-  const int64_t D = C / NH;
+// Causal attention over q (T, NH*D) and k, v (T, NKV*D): query head h reads kv head
+// h / (NH / NKV); RoPE (rotate half) when asked; a sliding window W > 0 keeps keys
+// (i - W, i]. Returns (T, NH*D).
+Mat attention(Mat q, Mat k, const Mat& v, int64_t T, int64_t NH, int64_t NKV, int64_t D, bool rope, double theta,
+              int64_t window) {
   if (rope)
     for (Mat* m : {&q, &k})
       for (int64_t t = 0; t < T; ++t)
-        for (int64_t h = 0; h < NH; ++h) {
-          double* x = &(*m)[size_t(t * C + h * D)];
+        for (int64_t h = 0; h < (m == &q ? NH : NKV); ++h) {
+          double* x = &(*m)[size_t((t * (m == &q ? NH : NKV) + h) * D)];
           for (int64_t i = 0; i < D / 2; ++i) {
             const double a = double(t) * std::pow(theta, -2.0 * double(i) / double(D));
             const double x0 = x[i], x1 = x[i + D / 2];
@@ -135,20 +142,22 @@ Mat attention(Mat q, Mat k, const Mat& v, int64_t T, int64_t C, int64_t NH, bool
             x[i + D / 2] = x1 * std::cos(a) + x0 * std::sin(a);
           }
         }
-  Mat out(size_t(T * C), 0.0);
+  const int64_t Q = NH * D, K = NKV * D;
+  Mat out(size_t(T * Q), 0.0);
   for (int64_t h = 0; h < NH; ++h)
     for (int64_t i = 0; i < T; ++i) {
-      std::vector<double> s(size_t(i + 1));
+      const int64_t g = h / (NH / NKV), first = window > 0 ? std::max<int64_t>(0, i - window + 1) : 0;
+      std::vector<double> s(size_t(i + 1), 0.0);
       double mx = -1e300, sum = 0;
-      for (int64_t j = 0; j <= i; ++j) {
+      for (int64_t j = first; j <= i; ++j) {
         double d = 0;
-        for (int64_t e = 0; e < D; ++e) d += q[size_t(i * C + h * D + e)] * k[size_t(j * C + h * D + e)];
+        for (int64_t e = 0; e < D; ++e) d += q[size_t(i * Q + h * D + e)] * k[size_t(j * K + g * D + e)];
         s[size_t(j)] = d / std::sqrt(double(D));
         mx = std::max(mx, s[size_t(j)]);
       }
-      for (double& x : s) sum += (x = std::exp(x - mx));
-      for (int64_t j = 0; j <= i; ++j)
-        for (int64_t e = 0; e < D; ++e) out[size_t(i * C + h * D + e)] += s[size_t(j)] / sum * v[size_t(j * C + h * D + e)];
+      for (int64_t j = first; j <= i; ++j) sum += (s[size_t(j)] = std::exp(s[size_t(j)] - mx));
+      for (int64_t j = first; j <= i; ++j)
+        for (int64_t e = 0; e < D; ++e) out[size_t(i * Q + h * D + e)] += s[size_t(j)] / sum * v[size_t(j * K + g * D + e)];
     }
   return out;
 }
@@ -177,8 +186,8 @@ Mat reference_logits(const HfModel& m, const std::vector<int32_t>& tokens) {
           k[size_t(t * C + i)] = qkv[size_t(t * 3 * C + C + i)];
           v[size_t(t * C + i)] = qkv[size_t(t * 3 * C + 2 * C + i)];
         }
-      att = matmul(attention(q, k, v, T, C, c.n_heads, false, 0), T, C, m.at(h + "attn.c_proj.weight"), C, true,
-                   &m.at(h + "attn.c_proj.bias"));
+      att = matmul(attention(q, k, v, T, c.n_heads, c.n_heads, C / c.n_heads, false, 0, 0), T, C,
+                   m.at(h + "attn.c_proj.weight"), C, true, &m.at(h + "attn.c_proj.bias"));
       for (size_t i = 0; i < x.size(); ++i) x[i] += att[i];
       Mat b = norm(x, T, C, m.at(h + "ln_2.weight"), &m.at(h + "ln_2.bias"), false, c.norm_eps);
       Mat f = matmul(b, T, C, m.at(h + "mlp.c_fc.weight"), H, true, &m.at(h + "mlp.c_fc.bias"));
@@ -187,11 +196,12 @@ Mat reference_logits(const HfModel& m, const std::vector<int32_t>& tokens) {
     } else {
       const std::string h = "model.layers." + std::to_string(l) + ".";
       Mat a = norm(x, T, C, m.at(h + "input_layernorm.weight"), nullptr, true, c.norm_eps);
-      Mat q = matmul(a, T, C, m.at(h + "self_attn.q_proj.weight"), C, false);
-      Mat k = matmul(a, T, C, m.at(h + "self_attn.k_proj.weight"), C, false);
-      Mat v = matmul(a, T, C, m.at(h + "self_attn.v_proj.weight"), C, false);
-      att = matmul(attention(q, k, v, T, C, c.n_heads, true, c.rope_theta), T, C, m.at(h + "self_attn.o_proj.weight"),
-                   C, false);
+      const int64_t D = c.head_dim(), NKV = c.kv_heads(), Q = c.n_heads * D;
+      Mat q = matmul(a, T, C, m.at(h + "self_attn.q_proj.weight"), Q, false);
+      Mat k = matmul(a, T, C, m.at(h + "self_attn.k_proj.weight"), NKV * D, false);
+      Mat v = matmul(a, T, C, m.at(h + "self_attn.v_proj.weight"), NKV * D, false);
+      att = matmul(attention(q, k, v, T, c.n_heads, NKV, D, true, c.rope_theta, c.sliding_window), T, Q,
+                   m.at(h + "self_attn.o_proj.weight"), C, false);
       for (size_t i = 0; i < x.size(); ++i) x[i] += att[i];
       Mat b = norm(x, T, C, m.at(h + "post_attention_layernorm.weight"), nullptr, true, c.norm_eps);
       Mat g = matmul(b, T, C, m.at(h + "mlp.gate_proj.weight"), H, false);
@@ -207,7 +217,8 @@ Mat reference_logits(const HfModel& m, const std::vector<int32_t>& tokens) {
 }
 
 ModelConfig hf_tiny(const std::string& arch) {
-  ModelConfig c = tiny_config(arch);
+  ModelConfig c = tiny_config(arch == "qwen2-window" ? "qwen2" : arch);
+  if (arch == "qwen2-window") c.sliding_window = 3;
   if (arch == "llama") c.rope_theta = 500.0f;  // a visible rotation at short lengths
   return c;
 }
@@ -215,7 +226,8 @@ ModelConfig hf_tiny(const std::string& arch) {
 }  // namespace
 
 TEST_CASE("HF export then import is the identity, and config.json reads back", "[io][cpu]") {
-  for (const char* arch : {"gpt", "llama", "llama-gqa", "llama-mqa", "qwen2"}) {
+  for (const char* arch : {"gpt", "llama", "llama-gqa", "llama-mqa", "qwen2", "llama-hd", "llama-window",
+                           "qwen2-window"}) {
     DYNAMIC_SECTION(arch) {
       TempDir dir;
       ModelConfig c = hf_tiny(arch);
@@ -242,7 +254,7 @@ TEST_CASE("HF export then import is the identity, and config.json reads back", "
 }
 
 TEST_CASE("HF-layout weights give the logits and loss of an independent double forward", "[io][cpu]") {
-  for (const char* arch : {"gpt", "llama"}) {
+  for (const char* arch : {"gpt", "llama", "llama-hd", "llama-window"}) {
     DYNAMIC_SECTION(arch) {
       TempDir dir;
       const ModelConfig c = hf_tiny(arch);

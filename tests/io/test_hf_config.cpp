@@ -1,6 +1,6 @@
 // Hugging Face config.json: RoPE scaling in both of transformers' spellings (v4's
 // rope_theta + rope_scaling, v5's rope_parameters), and refusal by name of every rope
-// type and config key strata does not implement.
+// type and config key strata does not implement; head_dim and sliding-window keys.
 #include <catch2/catch.hpp>
 
 #include <fstream>
@@ -110,17 +110,53 @@ TEST_CASE("HF config: grouped-query llama and qwen2 and mistral configs read or 
   CHECK(read_family(dir, "llama", R"(, "num_key_value_heads": 4)").n_kv_heads == 0);  // multi-head
   CHECK_THROWS_WITH(read_family(dir, "llama", R"(, "num_key_value_heads": 3)"),
                     Contains("num_key_value_heads 3 must divide num_attention_heads 4"));
-  CHECK_THROWS_WITH(read_family(dir, "llama", R"(, "head_dim": 16)"), Contains("head_dim 16"));
+  // head_dim other than hidden / heads (Qwen3, Gemma, some Mistral shapes) reads as d_head.
+  ModelConfig wide = read_family(dir, "llama", R"(, "num_key_value_heads": 2, "head_dim": 16)");
+  CHECK(wide.d_head == 16);
+  CHECK(wide.qkv_width() == (4 + 2 * 2) * 16);
+  CHECK(c.d_head == 0);  // 8 = 32 / 4: the default, said as 0
+  CHECK_THROWS_WITH(read_family(dir, "llama", R"(, "head_dim": 0)"), Contains("head_dim 0 must be at least 1"));
+  CHECK_THROWS_WITH(read_family(dir, "llama", R"(, "head_dim": 7)"), Contains("RoPE needs an even head dimension"));
   ModelConfig q = read_family(dir, "qwen2", R"(, "num_key_value_heads": 2, "sliding_window": 32,
                                               "use_sliding_window": false, "max_window_layers": 2)");
   CHECK(q.n_kv_heads == 2);
   CHECK(q.qkv_bias);
   CHECK_FALSE(q.bias);
-  CHECK_THROWS_WITH(read_family(dir, "qwen2", R"(, "sliding_window": 32, "use_sliding_window": true)"),
-                    Contains("sliding_window 32"));
+  CHECK(q.sliding_window == 0);  // use_sliding_window false
+  // qwen2 windows layers from max_window_layers on (default 28: none of these 2 layers).
+  CHECK(read_family(dir, "qwen2", R"(, "sliding_window": 32, "use_sliding_window": true)").sliding_window == 0);
+  CHECK(read_family(dir, "qwen2", R"(, "sliding_window": 32, "use_sliding_window": true, "max_window_layers": 0)")
+            .sliding_window == 32);
+  CHECK_THROWS_WITH(
+      read_family(dir, "qwen2", R"(, "sliding_window": 32, "use_sliding_window": true, "max_window_layers": 1)"),
+      Contains("max_window_layers 1") && Contains("every block or none"));
+  CHECK(read_family(dir, "qwen2", R"(, "sliding_window": 32, "use_sliding_window": true,
+                                     "layer_types": ["sliding_attention", "sliding_attention"])")
+            .sliding_window == 32);
+  CHECK_THROWS_WITH(read_family(dir, "qwen2", R"(, "sliding_window": 32, "use_sliding_window": true,
+                                                 "layer_types": ["full_attention", "sliding_attention"])"),
+                    Contains("layer_types mixes"));
+  CHECK_THROWS_WITH(read_family(dir, "mistral", R"(, "sliding_window": 32, "layer_types": ["chunked", "chunked"])"),
+                    Contains("layer_types entry \"chunked\""));
   CHECK(read_family(dir, "mistral", R"(, "num_key_value_heads": 2, "sliding_window": null)").n_kv_heads == 2);
-  CHECK_NOTHROW(read_family(dir, "mistral", R"(, "sliding_window": 128)"));
-  CHECK_THROWS_WITH(read_family(dir, "mistral", R"(, "sliding_window": 64)"),
-                    Contains("sliding_window 64") && Contains("not implemented"));
+  CHECK(read_family(dir, "mistral", R"(, "sliding_window": 128)").sliding_window == 0);  // masks nothing at 128
+  CHECK(read_family(dir, "mistral", R"(, "sliding_window": 64)").sliding_window == 64);
+  CHECK_THROWS_WITH(read_family(dir, "mistral", R"(, "sliding_window": -3)"), Contains("sliding_window -3"));
   CHECK_THROWS_WITH(read_family(dir, "qwen3", ""), Contains("model_type \"qwen3\""));
+}
+
+TEST_CASE("checkpoint config JSON: d_head and sliding_window round-trip, absent when 0", "[io][cpu]") {
+  ModelConfig c = strata::test::tiny_config("llama-gqa");
+  CHECK(model_config_to_json(c).find("d_head") == std::string::npos);  // old checkpoints read unchanged
+  CHECK(model_config_to_json(c).find("sliding_window") == std::string::npos);
+  c.d_head = 10;
+  c.sliding_window = 7;
+  const std::string text = model_config_to_json(c);
+  const ModelConfig back = model_config_from_json(text, "config.json");
+  CHECK(back.d_head == 10);
+  CHECK(back.sliding_window == 7);
+  CHECK(model_config_to_json(back) == text);
+  std::string bad = text;
+  bad.replace(bad.find("\"sliding_window\": 7"), 19, "\"sliding_window\": -7");
+  CHECK_THROWS_WITH(model_config_from_json(bad, "config.json"), Contains("config.json") && Contains("sliding_window -7"));
 }

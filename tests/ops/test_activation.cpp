@@ -1,8 +1,10 @@
-// Op-table cases for gelu_* and swiglu_*: a double-precision reference of the
-// formulas (not of num::gelu / num::silu), finite differences, argument errors.
+// Op-table cases for gelu_* and swiglu_* that run on the CPU only: finite
+// differences and argument errors (the reference cases, for every backend, are in
+// cases/activation.cpp), and the CPU kernels' accuracy on a dense grid.
 #include <catch2/catch.hpp>
 #include <cmath>
 
+#include "activation_reference.h"
 #include "op_table.h"
 #include "ops.h"
 #include "support/host_tensor.h"
@@ -10,20 +12,7 @@
 namespace strata::test {
 namespace {
 
-double gelu(double x) {
-  const double k = std::sqrt(2.0 / M_PI);
-  return 0.5 * x * (1.0 + std::tanh(k * (x + 0.044715 * x * x * x)));
-}
-
-double gelu_grad(double x) {
-  const double k = std::sqrt(2.0 / M_PI);
-  const double t = std::tanh(k * (x + 0.044715 * x * x * x));
-  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x);
-}
-
-double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-double silu(double x) { return x * sigmoid(x); }
-double silu_grad(double x) { return sigmoid(x) * (1.0 + x * (1.0 - sigmoid(x))); }
+using namespace reference;
 
 template <class F>
 void expect_error(F&& f, const char* op, const char* arg) {
@@ -31,29 +20,6 @@ void expect_error(F&& f, const char* op, const char* arg) {
 }
 
 // ---------------------------------------------------------------- GELU
-// Shapes are the tensor's own shape.
-const std::vector<std::vector<int64_t>> kGeluShapes = {{1}, {3}, {17}, {1000}, {7, 33}, {2, 3, 17}};
-
-STRATA_OP_CASE({"gelu_forward", CaseKind::reference, kGeluShapes, kAllFloat,
-                [](DType dtype, const std::vector<int64_t>& shape) {
-                  HostTensor inp(dtype, shape), out(dtype, shape);
-                  inp.uniform(11, -5.0, 5.0);
-                  ops::gelu_forward({out.view(), inp.view()}, cpu().stream());
-                  std::vector<double> ref = inp.values();
-                  for (double& v : ref) v = gelu(v);
-                  expect_close("out", out, ref, tolerance_for(dtype));
-                }});
-
-STRATA_OP_CASE({"gelu_backward", CaseKind::reference, kGeluShapes, kAllFloat,
-                [](DType dtype, const std::vector<int64_t>& shape) {
-                  HostTensor inp(dtype, shape), d_out(dtype, shape), d_inp(dtype, shape);
-                  inp.uniform(12, -5.0, 5.0);
-                  d_out.uniform(13);
-                  ops::gelu_backward({d_inp.view(), d_out.view(), inp.view()}, cpu().stream());
-                  std::vector<double> x = inp.values(), dy = d_out.values(), ref(x.size());
-                  for (size_t i = 0; i < x.size(); ++i) ref[i] = dy[i] * gelu_grad(x[i]);
-                  expect_close("d_inp", d_inp, ref, tolerance_for(dtype));
-                }});
 
 STRATA_OP_CASE({"gelu_backward", CaseKind::gradcheck, {{37}, {3, 17}}, kF32,
                 [](DType dtype, const std::vector<int64_t>& shape) {
@@ -96,40 +62,6 @@ STRATA_OP_CASE({"gelu_backward", CaseKind::errors, {{4, 8}}, kF32,
                 }});
 
 // ---------------------------------------------------------------- SwiGLU
-// Shapes are {N, H}: inp is (N, 2H), out (N, H).
-const std::vector<std::vector<int64_t>> kSwigluShapes = {{1, 1}, {3, 17}, {2, 1000}, {17, 3}, {5, 40}};
-
-STRATA_OP_CASE({"swiglu_forward", CaseKind::reference, kSwigluShapes, kAllFloat,
-                [](DType dtype, const std::vector<int64_t>& shape) {
-                  const int64_t n = shape[0], h = shape[1];
-                  HostTensor inp(dtype, {n, 2 * h}), out(dtype, {n, h});
-                  inp.uniform(21, -5.0, 5.0);
-                  ops::swiglu_forward({out.view(), inp.view()}, cpu().stream());
-                  std::vector<double> x = inp.values(), ref(size_t(n * h));
-                  for (int64_t r = 0; r < n; ++r)
-                    for (int64_t i = 0; i < h; ++i)
-                      ref[size_t(r * h + i)] = silu(x[size_t(r * 2 * h + i)]) * x[size_t(r * 2 * h + h + i)];
-                  expect_close("out", out, ref, tolerance_for(dtype));
-                }});
-
-STRATA_OP_CASE({"swiglu_backward", CaseKind::reference, kSwigluShapes, kAllFloat,
-                [](DType dtype, const std::vector<int64_t>& shape) {
-                  const int64_t n = shape[0], h = shape[1];
-                  HostTensor inp(dtype, {n, 2 * h}), d_inp(dtype, {n, 2 * h}), d_out(dtype, {n, h});
-                  inp.uniform(22, -5.0, 5.0);
-                  d_out.uniform(23);
-                  ops::swiglu_backward({d_inp.view(), d_out.view(), inp.view()}, cpu().stream());
-                  std::vector<double> x = inp.values(), dy = d_out.values(), ref(size_t(2 * n * h));
-                  for (int64_t r = 0; r < n; ++r)
-                    for (int64_t i = 0; i < h; ++i) {
-                      const double g = x[size_t(r * 2 * h + i)], u = x[size_t(r * 2 * h + h + i)];
-                      const double d = dy[size_t(r * h + i)];
-                      ref[size_t(r * 2 * h + i)] = d * u * silu_grad(g);
-                      ref[size_t(r * 2 * h + h + i)] = d * silu(g);
-                    }
-                  expect_close("d_inp", d_inp, ref, tolerance_for(dtype));
-                }});
-
 STRATA_OP_CASE({"swiglu_backward", CaseKind::gradcheck, {{3, 17}, {1, 5}}, kF32,
                 [](DType dtype, const std::vector<int64_t>& shape) {
                   const int64_t n = shape[0], h = shape[1];

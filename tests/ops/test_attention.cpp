@@ -1,6 +1,7 @@
 // Op-table cases for attention_forward / attention_backward: a naive double
 // reference (full T x T softmax, the dropout mask regenerated from philox_uniform),
-// causal and bidirectional, with and without dropout; finite differences of d_qkv;
+// causal and bidirectional, with and without dropout, causal with sliding windows
+// (1, narrower and wider than the CPU's 64-row blocks); finite differences of d_qkv;
 // argument errors. Shapes are {B, T, NH, HD} (multi-head) or {B, T, NH, HD, NKV}
 // (grouped-query: NKV kv heads, NKV = 1 multi-query).
 // Invariant: expected values come from the reference below, never from the op.
@@ -18,8 +19,10 @@ namespace {
 struct Config {
   bool causal;
   float dropout;
+  int64_t window = 0;  // sliding window: row i sees keys (i - window, i]; 0 = none
 };
-const std::vector<Config> kConfigs = {{true, 0.0f}, {false, 0.0f}, {true, 0.3f}, {false, 0.25f}};
+const std::vector<Config> kConfigs = {{true, 0.0f},     {false, 0.0f},     {true, 0.3f},    {false, 0.25f},
+                                      {true, 0.0f, 1}, {true, 0.3f, 4}, {true, 0.0f, 70}};
 const num::RandomKey kKey{0xabcdef12345ull, 7, 3};
 
 struct AttentionReference {
@@ -48,38 +51,39 @@ AttentionReference attention_reference(const std::vector<int64_t>& shape, const 
     for (int64_t h = 0; h < NH; ++h)
       for (int64_t i = 0; i < T; ++i) {
         const int64_t n = cfg.causal ? i + 1 : T;
+        const int64_t first = cfg.window > 0 ? std::max<int64_t>(0, i - cfg.window + 1) : 0;  // keys [first, n)
         const double* q = &qkv[at(b, i, 0, h)];
         double m = -INFINITY;
-        for (int64_t j = 0; j < n; ++j) {
+        for (int64_t j = first; j < n; ++j) {
           double s = 0;
           for (int64_t d = 0; d < HD; ++d) s += q[d] * qkv[at(b, j, 1, h) + size_t(d)];
           p[size_t(j)] = s * scale;
           m = std::max(m, p[size_t(j)]);
         }
         double sum = 0;
-        for (int64_t j = 0; j < n; ++j) sum += std::exp(p[size_t(j)] - m);
+        for (int64_t j = first; j < n; ++j) sum += std::exp(p[size_t(j)] - m);
         const double lse = m + std::log(sum);
         ref.lse[size_t((b * NH + h) * T + i)] = lse;
-        for (int64_t j = 0; j < n; ++j) {
+        for (int64_t j = first; j < n; ++j) {
           p[size_t(j)] = std::exp(p[size_t(j)] - lse);
           uint64_t index = uint64_t(((b * NH + h) * T + i) * T + j);
           bool keep = cfg.dropout == 0.0f || num::philox_uniform(kKey, index) >= cfg.dropout;
           f[size_t(j)] = keep ? 1.0 / (1.0 - double(cfg.dropout)) : 0.0;
         }
         double* o = &ref.out[size_t((b * T + i) * C + h * HD)];
-        for (int64_t j = 0; j < n; ++j)
+        for (int64_t j = first; j < n; ++j)
           for (int64_t d = 0; d < HD; ++d) o[d] += p[size_t(j)] * f[size_t(j)] * qkv[at(b, j, 2, h) + size_t(d)];
         if (d_out.empty()) continue;
         // dP = (dO V^T) o F;  dS = P o (dP - sum_j P dP);  dQ = scale dS K; dK = scale dS^T Q; dV = (P o F)^T dO.
         const double* g = &d_out[size_t((b * T + i) * C + h * HD)];
         double D = 0;
-        for (int64_t j = 0; j < n; ++j) {
+        for (int64_t j = first; j < n; ++j) {
           double s = 0;
           for (int64_t d = 0; d < HD; ++d) s += g[d] * qkv[at(b, j, 2, h) + size_t(d)];
           dp[size_t(j)] = s * f[size_t(j)];
           D += p[size_t(j)] * dp[size_t(j)];
         }
-        for (int64_t j = 0; j < n; ++j) {
+        for (int64_t j = first; j < n; ++j) {
           double ds = p[size_t(j)] * (dp[size_t(j)] - D) * scale;
           for (int64_t d = 0; d < HD; ++d) {
             ref.d_qkv[at(b, i, 0, h) + size_t(d)] += ds * qkv[at(b, j, 1, h) + size_t(d)];
@@ -100,7 +104,7 @@ std::vector<int64_t> out_shape(const std::vector<int64_t>& shape) { return {shap
 AttentionRun run_forward(const std::vector<int64_t>& shape, const HostTensor& qkv, Config cfg) {
   AttentionRun r{HostTensor(qkv.dtype(), out_shape(shape)), HostTensor(DType::f32, {shape[0], shape[2], shape[1]})};
   ops::attention_forward(
-      {r.out.view(), r.lse.view(), qkv.view(), shape[2], cfg.causal, cfg.dropout, kKey, kv_heads(shape)},
+      {r.out.view(), r.lse.view(), qkv.view(), shape[2], cfg.causal, cfg.dropout, kKey, kv_heads(shape), cfg.window},
       cpu().stream());
   return r;
 }
@@ -110,13 +114,14 @@ HostTensor run_backward(const std::vector<int64_t>& shape, const HostTensor& qkv
   HostTensor d_qkv(qkv.dtype(), qkv.shape());
   d_qkv.fill(77.0);  // assigned, so nothing of this may survive
   ops::attention_backward({d_qkv.view(), d_out.view(), qkv.view(), fwd.out.view(), fwd.lse.view(), shape[2],
-                           cfg.causal, cfg.dropout, kKey, kv_heads(shape)},
+                           cfg.causal, cfg.dropout, kKey, kv_heads(shape), cfg.window},
                           cpu().stream());
   return d_qkv;
 }
 
 std::string config_name(Config cfg) {
-  return std::string(cfg.causal ? "causal" : "bidirectional") + " dropout " + std::to_string(cfg.dropout);
+  return std::string(cfg.causal ? "causal" : "bidirectional") + " dropout " + std::to_string(cfg.dropout) +
+         " window " + std::to_string(cfg.window);
 }
 
 HostTensor make_qkv(DType dtype, const std::vector<int64_t>& shape, uint64_t seed) {
@@ -241,6 +246,14 @@ STRATA_OP_CASE({"attention_forward", CaseKind::errors, {{2, 5, 2, 4}}, kF32,
                     a.dropout = p;
                     expect(a, "dropout");
                   }
+                  a = ok;
+                  a.window = -1;
+                  REQUIRE_THROWS_WITH(fwd(a), Contains("attention_forward") && Contains("window") &&
+                                                  Contains("must be >= 0"));
+                  a = ok;
+                  a.window = 3, a.causal = false;
+                  REQUIRE_THROWS_WITH(fwd(a), Contains("attention_forward") && Contains("window") &&
+                                                  Contains("needs causal attention"));
                 }});
 
 STRATA_OP_CASE({"attention_backward", CaseKind::errors, {{2, 5, 2, 4}}, kF32,
@@ -283,6 +296,9 @@ STRATA_OP_CASE({"attention_backward", CaseKind::errors, {{2, 5, 2, 4}}, kF32,
                   a = ok;
                   a.dropout = 1.5f;
                   expect(a, "dropout");
+                  a = ok;
+                  a.window = 2, a.causal = false;
+                  expect(a, "window");
                 }});
 
 }  // namespace

@@ -1,8 +1,8 @@
 // Op-table cases for attention_decode (attention of new rows against a KV cache): a
 // double-precision reference over caches holding earlier positions, grouped kv heads,
 // the cache append itself (exact copies), agreement with attention_forward when the
-// whole causal sequence is decoded at once, and argument errors.
-// Shapes are {B, T, NH, NKV, HD, S, pos}.
+// whole causal sequence is decoded at once (also under a sliding window), and argument
+// errors. Shapes are {B, T, NH, NKV, HD, S, pos} or {..., window}: a sliding window.
 #include <catch2/catch.hpp>
 #include <cmath>
 
@@ -14,8 +14,9 @@ namespace strata::test {
 namespace {
 
 struct Geometry {
-  int64_t B, T, NH, NKV, HD, S, pos;
-  explicit Geometry(const std::vector<int64_t>& s) : B(s[0]), T(s[1]), NH(s[2]), NKV(s[3]), HD(s[4]), S(s[5]), pos(s[6]) {}
+  int64_t B, T, NH, NKV, HD, S, pos, window;
+  explicit Geometry(const std::vector<int64_t>& s)
+      : B(s[0]), T(s[1]), NH(s[2]), NKV(s[3]), HD(s[4]), S(s[5]), pos(s[6]), window(s.size() > 7 ? s[7] : 0) {}
   int64_t width() const { return (NH + 2 * NKV) * HD; }
 };
 
@@ -31,9 +32,10 @@ std::vector<double> decode_reference(const Geometry& g, const HostTensor& qkv, c
     for (int64_t t = 0; t < g.T; ++t)
       for (int64_t h = 0; h < g.NH; ++h) {
         const int64_t kv = h / (g.NH / g.NKV), keys = g.pos + t + 1;
-        std::vector<double> s(static_cast<size_t>(keys));
+        const int64_t first = g.window > 0 ? std::max<int64_t>(0, keys - g.window) : 0;  // keys [first, keys)
+        std::vector<double> s(static_cast<size_t>(keys), -INFINITY);
         double max = -INFINITY, sum = 0;
-        for (int64_t j = 0; j < keys; ++j) {
+        for (int64_t j = first; j < keys; ++j) {
           double dot = 0;
           for (int64_t d = 0; d < g.HD; ++d)
             dot += qkv.get((b * g.T + t) * g.width() + h * g.HD + d) * key(kc, b, kv, j, d, 0);
@@ -43,7 +45,7 @@ std::vector<double> decode_reference(const Geometry& g, const HostTensor& qkv, c
         for (double& x : s) sum += x = std::exp(x - max);
         for (int64_t d = 0; d < g.HD; ++d) {
           double acc = 0;
-          for (int64_t j = 0; j < keys; ++j) acc += s[size_t(j)] * key(vc, b, kv, j, d, 1);
+          for (int64_t j = first; j < keys; ++j) acc += s[size_t(j)] * key(vc, b, kv, j, d, 1);
           out[size_t(((b * g.T + t) * g.NH + h) * g.HD + d)] = acc / sum;
         }
       }
@@ -51,7 +53,9 @@ std::vector<double> decode_reference(const Geometry& g, const HostTensor& qkv, c
 }
 
 const std::vector<std::vector<int64_t>> kShapes = {
-    {1, 1, 1, 1, 4, 1, 0}, {2, 1, 4, 2, 8, 20, 13}, {1, 5, 2, 2, 6, 9, 4}, {2, 7, 3, 1, 16, 7, 0}, {1, 3, 4, 4, 34, 40, 30}};
+    {1, 1, 1, 1, 4, 1, 0},         {2, 1, 4, 2, 8, 20, 13},    {1, 5, 2, 2, 6, 9, 4},
+    {2, 7, 3, 1, 16, 7, 0},        {1, 3, 4, 4, 34, 40, 30},   {2, 1, 4, 2, 8, 20, 13, 5},
+    {1, 5, 2, 2, 6, 9, 4, 1},      {2, 7, 3, 1, 16, 7, 0, 3},  {1, 3, 4, 4, 34, 40, 30, 40}};
 
 void reference_case(DType dtype, const std::vector<int64_t>& shape) {
   const Geometry g(shape);
@@ -60,7 +64,7 @@ void reference_case(DType dtype, const std::vector<int64_t>& shape) {
   qkv.uniform(41, -2, 2), kc.uniform(42, -2, 2), vc.uniform(43);
   const std::vector<double> ref = decode_reference(g, qkv, kc, vc);
   const HostTensor kc_before = kc;
-  ops::attention_decode({out.view(), qkv.view(), kc.view(), vc.view(), g.NH, g.pos}, cpu().stream());
+  ops::attention_decode({out.view(), qkv.view(), kc.view(), vc.view(), g.NH, g.pos, g.window}, cpu().stream());
   expect_close("out", out, ref, tolerance_for(dtype));
   // The append: rows' k and v at positions [pos, pos + T), every other position kept.
   for (int64_t b = 0; b < g.B; ++b)
@@ -79,14 +83,16 @@ STRATA_OP_CASE({"attention_decode", CaseKind::reference, kShapes, kAllFloat, ref
 
 TEST_CASE("attention_decode of a whole sequence from position 0 is causal attention_forward", "[ops][cpu]") {
   const DType dtype = GENERATE(DType::f32, DType::bf16);
+  const int64_t window = GENERATE(0, 1, 5);
+  INFO("window " << window);
   const int64_t B = 2, T = 19, NH = 3, HD = 8;
   HostTensor qkv(dtype, {B, T, 3 * NH * HD}), a(dtype, {B, T, NH, HD}), b(dtype, {B, T, NH, HD});
   HostTensor lse(DType::f32, {B, NH, T}), kc(dtype, {B, NH, T, HD}), vc(dtype, {B, NH, T, HD});
   qkv.uniform(7, -2, 2);
   ops::AttentionForwardArgs f;
-  f.out = a.view(), f.lse = lse.view(), f.qkv = qkv.view(), f.n_heads = NH, f.causal = true;
+  f.out = a.view(), f.lse = lse.view(), f.qkv = qkv.view(), f.n_heads = NH, f.causal = true, f.window = window;
   ops::attention_forward(f, cpu().stream());
-  ops::attention_decode({b.view(), qkv.view(), kc.view(), vc.view(), NH, 0}, cpu().stream());
+  ops::attention_decode({b.view(), qkv.view(), kc.view(), vc.view(), NH, 0, window}, cpu().stream());
   expect_close("decode vs forward", b, a.values(), tolerance_for(dtype));
 }
 
@@ -109,6 +115,7 @@ void errors_case(DType, const std::vector<int64_t>&) {
   run([](auto& x) { x.n_heads = 2; }, "qkv");
   run([](auto& x) { x.pos = 8; }, "pos");  // 8 + 3 rows > 10 positions
   run([](auto& x) { x.pos = -1; }, "pos");
+  run([](auto& x) { x.window = -2; }, "window");
   ops::attention_decode(good, cpu().stream());  // and the unchanged arguments run
 }
 

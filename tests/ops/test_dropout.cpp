@@ -1,6 +1,6 @@
-// Op-table cases for dropout_forward / dropout_backward (reference against the
-// documented mask keep(i) = philox_uniform(key, i) >= p, finite differences,
-// argument errors), plus the statistics of the mask: keep rate, key dependence.
+// Op-table cases for dropout_forward / dropout_backward that run on the CPU only
+// (finite differences, argument errors; the reference cases, for every backend, are
+// in cases/dropout.cpp), plus the statistics of the mask: keep rate, key dependence.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <limits>
@@ -24,43 +24,6 @@ ops::DropoutArgs dropout_args(const HostTensor& out, const HostTensor& inp, floa
   a.key = key;
   return a;
 }
-
-std::vector<double> dropout_reference(const HostTensor& inp, float p) {
-  std::vector<double> out = inp.values();
-  for (size_t i = 0; i < out.size(); ++i)
-    out[i] = num::philox_uniform(kKey, i) >= p ? out[i] / (1.0 - double(p)) : 0.0;
-  return out;
-}
-
-// Shapes are the tensor's own shape.
-const std::vector<std::vector<int64_t>> kShapes = {{1}, {3}, {17}, {1000}, {5, 33}, {2, 3, 17}};
-
-void dropout_reference_case(DType dtype, const std::vector<int64_t>& shape, bool forward) {
-  for (float p : {0.0f, 0.1f, 0.5f, 0.9f})
-    for (bool in_place : {false, true}) {
-      INFO("p " << p << (in_place ? ", in place" : ""));
-      HostTensor inp(dtype, shape), out(dtype, shape);
-      inp.uniform(41);
-      const std::vector<double> ref = dropout_reference(inp, p);
-      HostTensor& dst = in_place ? inp : out;
-      const ops::DropoutArgs a = dropout_args(dst, inp, p);
-      if (forward)
-        ops::dropout_forward(a, cpu().stream());
-      else
-        ops::dropout_backward(a, cpu().stream());
-      expect_close("out", dst, ref, tolerance_for(dtype));
-    }
-}
-
-STRATA_OP_CASE({"dropout_forward", CaseKind::reference, kShapes, kAllFloat,
-                [](DType dtype, const std::vector<int64_t>& shape) {
-                  dropout_reference_case(dtype, shape, true);
-                }});
-
-STRATA_OP_CASE({"dropout_backward", CaseKind::reference, kShapes, kAllFloat,
-                [](DType dtype, const std::vector<int64_t>& shape) {
-                  dropout_reference_case(dtype, shape, false);
-                }});
 
 STRATA_OP_CASE({"dropout_backward", CaseKind::gradcheck, {{37}, {3, 70}}, kF32,
                 [](DType dtype, const std::vector<int64_t>& shape) {

@@ -33,7 +33,7 @@ double relative_max_error(const std::vector<float>& a, const std::vector<float>&
 double logit_tolerance(Precision p) { return p == Precision::fp32 ? 2e-5 : 3e-2; }
 
 TEST_CASE("greedy generation with the KV cache gives the full-context path's tokens and logits", "[train][cpu]") {
-  const std::string arch = GENERATE("gpt", "llama", "llama-gqa", "llama-mqa", "qwen2");
+  const std::string arch = GENERATE("gpt", "llama", "llama-gqa", "llama-mqa", "qwen2", "llama-hd", "llama-window");
   const Precision precision = GENERATE(Precision::fp32, Precision::bf16);
   INFO(arch << " " << precision_name(precision));
   auto cpu = Device::cpu();

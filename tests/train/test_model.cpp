@@ -99,7 +99,7 @@ std::vector<int64_t> check_elements(const std::vector<double>& g) {
 // component's sign flipped (the plants the old 2e-3 floor let through).
 TEST_CASE("whole-model gradients match finite differences", "[train][cpu]") {
   const double tol = 3e-3;
-  for (const char* arch : {"gpt", "llama", "llama-gqa", "llama-mqa", "qwen2"}) {
+  for (const char* arch : {"gpt", "llama", "llama-gqa", "llama-mqa", "qwen2", "llama-hd", "llama-window"}) {
     SECTION(arch) {
       ModelConfig c = tiny_config(arch);
       Model m(c, cpu(), Precision::fp32, 3);
@@ -120,13 +120,16 @@ TEST_CASE("whole-model gradients match finite differences", "[train][cpu]") {
       m.forward(batch.batch(), StepKey{1, 0, 0}, true);
       m.backward(1.0f);
       auto loss = [&] { return double(m.forward(batch.batch(), StepKey{1, 0, 0}, false)); };
+      // A window of 2 makes the loss curved enough here that differencing at 2e-2 leaves
+      // truncation error near tol in the embedding's gradient; it falls as eps^2.
+      const double eps = std::string(arch) == "llama-window" ? 1e-2 : 2e-2;
       for (const ParamInfo& p : m.parameters()) {
         TensorView w = m.parameter(p.name), g = m.parameter_grad(p.name);
         float* x = w.ptr<float>();
         const std::vector<double> analytic(g.ptr<float>(), g.ptr<float>() + g.numel());
         const GradientCheck r = gradient_check(
             check_elements(analytic), [&](int64_t i) { return double(x[i]); },
-            [&](int64_t i, double v) { x[i] = float(v); }, loss, analytic, 2e-2);
+            [&](int64_t i, double v) { x[i] = float(v); }, loss, analytic, eps);
         INFO(arch << " " << p.name << ": ||g - g_fd|| / ||g_fd|| = " << r.rel_error << " over " << r.checked
                   << " elements; " << r.bad_signs << " of the " << r.largest << " largest with a wrong sign or zero");
         CHECK(r.ok(tol));

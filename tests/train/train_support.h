@@ -30,6 +30,8 @@ inline ModelConfig tiny_config(const std::string& arch) {
   if (arch == "llama-gqa" || arch == "qwen2") c.n_kv_heads = 2;
   if (arch == "llama-mqa") c.n_kv_heads = 1;
   if (arch == "qwen2") c.qkv_bias = true;
+  if (arch == "llama-hd") c.n_heads = 4, c.n_kv_heads = 2, c.d_head = 6;  // q 24 wide on a width of 16
+  if (arch == "llama-window") c.n_kv_heads = 1, c.sliding_window = 2;
   return c;
 }
 

@@ -1,8 +1,10 @@
 // strata-bench offload: offloaded training (working params, gradients and AdamW
 // state all on NVMe) of a model whose compute outlasts its NVMe traffic, so the
 // optimizer step can hide behind the next forward. Per step: time, compute, stall
-// and stall %, NVMe GB/s read and written over the step, and the background
-// optimizer step's own streaming rate, held against fio's sequential figure on the
+// and stall %, transfer time (NVMe busy + tier copies) and the overlap fraction
+// (1 - stall / transfer: the share of transfer time compute did not wait for), NVMe
+// GB/s read and written over the step, and the background optimizer step's own
+// streaming rate, held against fio's sequential figure on the
 // same directory at the store's block size and queue depth (1 MiB, qd 32).
 //   STRATA_BENCH_OFFLOAD_DIR    swap directory on a local drive (default /var/tmp)
 //   STRATA_BENCH_OFFLOAD_MODEL  LAYERSxWIDTH (default 12x1024: 152M parameters)
@@ -12,6 +14,7 @@
 //   STRATA_BENCH_OFFLOAD_STEPS  steps (default 4; step 1 has no update before it)
 // Invariant: nothing is asserted; the first step, whose window holds no background
 // update, is left out of the steady-state row.
+#include <algorithm>
 #include <unistd.h>
 
 #include <cstdio>
@@ -78,18 +81,19 @@ void bench_offload() {
   }
   Batch batch{TensorView(inputs.data(), DType::i32, {B, T}), TensorView(targets.data(), DType::i32, {B, T})};
 
-  Table t({"step", "time", "compute", "stall", "stall %", "read GB/s", "write GB/s", "update", "upd read GB/s",
-           "upd write GB/s"});
-  double sum_time = 0, sum_stall = 0, sum_update = 0, sum_upd_read = 0, sum_upd_write = 0, sum_read = 0, sum_write = 0;
+  Table t({"step", "time", "compute", "stall", "stall %", "transfer", "overlap", "read GB/s", "write GB/s", "update",
+           "upd read GB/s", "upd write GB/s"});
+  double sum_transfer = 0, sum_time = 0, sum_stall = 0, sum_update = 0, sum_upd_read = 0, sum_upd_write = 0, sum_read = 0, sum_write = 0;
   for (int s = 0; s < steps; ++s) {
     const StepReport r = trainer.train_step({batch});
     t.row({std::to_string(r.step), format_seconds(r.step_seconds), format_seconds(r.compute_seconds),
            format_seconds(r.io_stall_seconds), fixed(100 * r.io_stall_seconds / r.step_seconds, 1),
-           fixed(r.nvme_read_gbps, 2), fixed(r.nvme_write_gbps, 2), format_seconds(r.update_seconds),
+           format_seconds(r.transfer_seconds), fixed(100 * r.overlap_fraction, 1) + "%", fixed(r.nvme_read_gbps, 2), fixed(r.nvme_write_gbps, 2), format_seconds(r.update_seconds),
            fixed(r.update_read_gbps, 2), fixed(r.update_write_gbps, 2)});
     if (s == 0) continue;
     sum_time += r.step_seconds;
     sum_stall += r.io_stall_seconds;
+    sum_transfer += r.transfer_seconds;
     sum_read += r.nvme_read_gbps * r.step_seconds;
     sum_write += r.nvme_write_gbps * r.step_seconds;
     sum_update += r.update_seconds;
@@ -99,7 +103,9 @@ void bench_offload() {
   const double upd_read = sum_update > 0 ? sum_upd_read / sum_update : 0;
   const double upd_write = sum_update > 0 ? sum_upd_write / sum_update : 0;
   t.row({"2-" + std::to_string(steps), format_seconds(sum_time / (steps - 1)), "", format_seconds(sum_stall / (steps - 1)),
-         fixed(100 * sum_stall / sum_time, 1), fixed(sum_read / sum_time, 2), fixed(sum_write / sum_time, 2),
+         fixed(100 * sum_stall / sum_time, 1), format_seconds(sum_transfer / (steps - 1)),
+         sum_transfer > 0 ? fixed(100 * std::clamp(1 - sum_stall / sum_transfer, 0.0, 1.0), 1) + "%" : "-",
+         fixed(sum_read / sum_time, 2), fixed(sum_write / sum_time, 2),
          format_seconds(sum_update / (steps - 1)), fixed(upd_read, 2), fixed(upd_write, 2)});
   t.print("offload: " + std::to_string(layers) + " layers x " + std::to_string(width) + " (" +
           fixed(double(params) / 1e6, 0) + "M params, 16 B/param on NVMe in " + dir + "), bf16, B " +

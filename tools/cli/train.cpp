@@ -24,6 +24,7 @@
 #include "strata/plan.h"
 #include "strata/run_log.h"
 #include "strata/strata.h"
+#include "model_flags.h"
 #include "placement.h"
 #include "train_loop.h"
 #include "train_resume.h"
@@ -31,33 +32,20 @@
 namespace {
 
 struct Options {
-  std::string data, val, out, preset = "demo", precision = "fp32", schedule = "cosine", init_from;
+  std::string data, val, out, precision = "fp32", schedule = "cosine", init_from;
   std::string weights_dtype = "f32", log, device = "cpu";
   int64_t steps = 200, batch = 16, seq = 128, accum = 1, warmup = 20, decay_steps = 0;
-  int64_t n_layers = 0, n_heads = 0, d_model = 0, d_mlp = 0, max_seq = 0, vocab_size = 0;
   int64_t save_every = 100, keep = 3, eval_every = 0, eval_batches = 20, threads = 0, seed = 1337;
   int64_t stats_every = 50;
   double growth_warning = 10;
   bool no_progress = false;
   double lr = 2e-3, min_lr_ratio = 0.1, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, clip = 1.0;
-  double dropout = -1;
+  cli::ModelFlags model;
   std::vector<std::string> allow_change;
   cli::Placement placement;
 };
 
-strata::ModelConfig model_config(const Options& o) {
-  strata::ModelConfig c = strata::ModelConfig::preset(o.preset);
-  if (o.n_layers) c.n_layers = o.n_layers;
-  if (o.n_heads) c.n_heads = o.n_heads;
-  if (o.d_model) c.d_model = o.d_model;
-  if (o.d_mlp) c.d_mlp = o.d_mlp;
-  if (o.vocab_size) c.vocab_size = o.vocab_size;
-  if (o.max_seq) c.max_seq = o.max_seq;
-  if (o.seq > c.max_seq) c.max_seq = o.seq;
-  if (o.dropout >= 0) c.dropout_attention = c.dropout_residual = float(o.dropout);
-  c.validate();
-  return c;
-}
+strata::ModelConfig model_config(const Options& o) { return cli::model_config_from_flags(o.model, o.seq); }
 
 strata::TrainOptions train_options(const Options& o) {
   strata::TrainOptions t;
@@ -80,11 +68,7 @@ strata::TrainOptions train_options(const Options& o) {
 
 // The checks of values that one range per flag cannot express; "" when all hold.
 std::string check_combinations(const Options& o) {
-  if (o.dropout != -1 && !(o.dropout >= 0 && o.dropout < 1)) {
-    char buf[160];
-    std::snprintf(buf, sizeof buf, "--dropout: %g is out of range (expected -1 for the preset's, or [0, 1))", o.dropout);
-    return buf;
-  }
+  if (const std::string e = cli::check_model_flags(o.model); !e.empty()) return e;
   if (o.beta1 >= 1 || o.beta2 >= 1) return "--beta1 and --beta2 must be below 1 (AdamW's bias correction divides by 1 - beta^t)";
   if (o.growth_warning <= 1) return "--growth-warning must be more than 1";
   if (o.schedule == "wsd" && o.decay_steps > o.steps)
@@ -145,14 +129,7 @@ int train_main(int argc, char** argv) {
   args.option("pinned", &o.placement.pinned, "SIZE", "pinned staging memory for offload, e.g. 256M");
   args.choice("plan", &o.placement.plan, {"auto"}, "take the placement strata plan chooses (with --nvme for nvme)");
   args.option("ram", &o.placement.ram, "SIZE", "--plan auto: host RAM the run may use (default: MemAvailable now)");
-  args.option("preset", &o.preset, "NAME", "model preset (overridden by the size options below)");
-  args.option("n-layers", &o.n_layers, "N", "transformer blocks (0: the preset's)", 0, 4096);
-  args.option("n-heads", &o.n_heads, "N", "attention heads (0: the preset's)", 0, 4096);
-  args.option("d-model", &o.d_model, "N", "model width (0: the preset's)", 0, 1 << 20);
-  args.option("d-mlp", &o.d_mlp, "N", "MLP width (0: the preset's)", 0, 1 << 22);
-  args.option("vocab-size", &o.vocab_size, "N", "vocabulary (0: the preset's)", 0, int64_t(1) << 31);
-  args.option("max-seq", &o.max_seq, "N", "longest sequence (0: the preset's, at least --seq)", 0, 1 << 24);
-  args.option("dropout", &o.dropout, "P", "attention and residual dropout in [0, 1) (-1: the preset's)", -1, 1);
+  cli::add_model_flags(args, &o.model);
   args.choice("precision", &o.precision, {"fp32", "bf16", "fp16"}, "precision");
   args.option("steps", &o.steps, "N", "optimizer steps in the whole run", 1);
   args.option("batch", &o.batch, "B", "sequences per micro-batch", 1, 1 << 20);

@@ -23,6 +23,7 @@ namespace strata::selftest {
 namespace {
 
 double tolerance(DType t) { return t == DType::bf16 ? 2e-2 : t == DType::f16 ? 4e-3 : 1e-4; }
+double relative_error(const std::vector<double>& g, const std::vector<double>& c);
 
 // One tensor on both devices with bitwise the same initial contents.
 struct Twin {
@@ -72,26 +73,27 @@ struct Twin {
     return out;
   }
 
-  // Largest |gpu - cpu| relative to max(1, max |cpu|); NaN must meet NaN.
-  double error() const {
-    const std::vector<double> g = values(gpu), c = values(cpu);
-    double scale = 1, err = 0;
-    for (double x : c)
-      if (std::isfinite(x)) scale = std::max(scale, std::fabs(x));
-    for (size_t i = 0; i < c.size(); ++i) {
-      if (std::isnan(g[i]) || std::isnan(c[i])) {
-        if (std::isnan(g[i]) != std::isnan(c[i])) err = INFINITY;
-        continue;
-      }
-      if (std::isinf(c[i]) || std::isinf(g[i])) {
-        if (g[i] != c[i]) err = INFINITY;
-        continue;
-      }
-      err = std::max(err, std::fabs(g[i] - c[i]) / scale);
-    }
-    return err;
-  }
+  double error() const { return relative_error(values(gpu), values(cpu)); }
 };
+
+// Largest |g - c| relative to max(1, max |c|); NaN must meet NaN, Inf the same Inf.
+double relative_error(const std::vector<double>& g, const std::vector<double>& c) {
+  double scale = 1, err = 0;
+  for (double x : c)
+    if (std::isfinite(x)) scale = std::max(scale, std::fabs(x));
+  for (size_t i = 0; i < c.size(); ++i) {
+    if (std::isnan(g[i]) || std::isnan(c[i])) {
+      if (std::isnan(g[i]) != std::isnan(c[i])) err = INFINITY;
+      continue;
+    }
+    if (std::isinf(c[i]) || std::isinf(g[i])) {
+      if (g[i] != c[i]) err = INFINITY;
+      continue;
+    }
+    err = std::max(err, std::fabs(g[i] - c[i]) / scale);
+  }
+  return err;
+}
 
 // The op table: each entry makes its tensors, runs the op on both devices and
 // records one check per output.
@@ -118,6 +120,35 @@ class Table {
   }
   void check(const std::string& op, const std::string& what, DType t, const Twin& out) {
     check(op, what, t, out, tolerance(t));
+  }
+
+  // The shared reference cases of `ops` that take dtype t: one check per case (the
+  // worst output over its shapes, against the tolerance of its dtype times the case's
+  // slack), each case in its own try/catch.
+  void shared(std::initializer_list<const char*> ops, DType t) {
+    for (const char* op : ops)
+      for (const test::OpCase& c : test::op_table()) {
+        if (!c.run_on || c.op != op || std::find(c.dtypes.begin(), c.dtypes.end(), t) == c.dtypes.end()) continue;
+        Check worst{c.op, "", dtype_name(t), 0, 0, ""};
+        size_t outputs = 0;
+        try {
+          for (const auto& shape : c.shapes)
+            for (const CaseOutput& o : compare_case(c, gpu_, t, shape)) {
+              ++outputs;
+              const double err = relative_error(o.gpu.values(), o.cpu.values());
+              const double tol = tolerance(o.cpu.dtype()) * c.slack;
+              if (outputs == 1 || err - tol > worst.error - worst.tolerance) {
+                worst.what = o.what + " " + test::shape_str(shape);
+                worst.error = err;
+                worst.tolerance = tol;
+              }
+            }
+          worst.what = std::to_string(outputs) + " outputs, worst " + worst.what;
+        } catch (const std::exception& e) {
+          worst = {c.op, "threw", dtype_name(t), INFINITY, 0, e.what()};
+        }
+        add(worst);
+      }
   }
 
   bool small() const { return small_; }
@@ -242,46 +273,9 @@ void norms(Table& tb, DType t) {
 }
 
 void pointwise(Table& tb, DType t) {
-  const int64_t n = tb.small() ? 6 : 256, h = tb.small() ? 40 : 1024;
-  {
-    Twin x = tb.make(t, {n, h}, -6, 6), dy = tb.make(t, {n, h}), y = tb.make(t, {n, h}), dx = tb.make(t, {n, h});
-    tb.run([&](bool g, Stream& s) {
-      ops::gelu_forward({V(y), V(x)}, s);
-      ops::gelu_backward({V(dx), V(dy), V(x)}, s);
-    });
-    tb.check("gelu_forward", "", t, y);
-    tb.check("gelu_backward", "", t, dx);
-  }
-  {
-    Twin x = tb.make(t, {n, 2 * h}, -4, 4), dy = tb.make(t, {n, h}), y = tb.make(t, {n, h});
-    Twin dx = tb.make(t, {n, 2 * h});
-    tb.run([&](bool g, Stream& s) {
-      ops::swiglu_forward({V(y), V(x)}, s);
-      ops::swiglu_backward({V(dx), V(dy), V(x)}, s);
-    });
-    tb.check("swiglu_forward", "", t, y);
-    tb.check("swiglu_backward", "", t, dx);
-  }
-  {
-    const int64_t B = 2, T = tb.small() ? 5 : 64, H = 6, D = tb.small() ? 8 : 64;
-    Twin x = tb.make(t, {B, T, H, D}), y = tb.make(t, {B, T, H, D}), dx = tb.make(t, {B, T, H, D});
-    tb.run([&](bool g, Stream& s) {
-      ops::rope_forward({V(y), V(x), 4, 10000.0f, 2}, s);
-      ops::rope_backward({V(dx), V(x), 4, 10000.0f, 2}, s);
-    });
-    tb.check("rope_forward", "", t, y);
-    tb.check("rope_backward", "", t, dx);
-  }
-  {
-    Twin x = tb.make(t, {n, h}), y = tb.make(t, {n, h}), dx = tb.make(t, {n, h});
-    const num::RandomKey key{7, 1, 2};
-    tb.run([&](bool g, Stream& s) {
-      ops::dropout_forward({V(y), V(x), 0.3f, key}, s);
-      ops::dropout_backward({V(dx), V(x), 0.3f, key}, s);
-    });
-    tb.check("dropout_forward", "", t, y);
-    tb.check("dropout_backward", "", t, dx);
-  }
+  tb.shared({"gelu_forward", "gelu_backward", "swiglu_forward", "swiglu_backward", "rope_forward",
+             "rope_backward", "dropout_forward", "dropout_backward"},
+            t);
 }
 
 void attention(Table& tb, DType t) {
@@ -314,27 +308,7 @@ void attention(Table& tb, DType t) {
   }
 }
 
-void elementwise(Table& tb, DType t) {
-  const int64_t n = tb.small() ? 333 : 100000;
-  Twin a = tb.make(t, {n}, -2, 2), b = tb.make(t, {n}, -2, 2), out = tb.make(t, {n}), sc = tb.make(t, {n});
-  Twin to32 = tb.make(DType::f32, {n}), from32 = tb.make(t, {n}), acc = tb.make(DType::f32, {n});
-  Twin zero = tb.make(t, {n});
-  Twin f32src = tb.make(DType::f32, {n}, -3, 3);
-  tb.run([&](bool g, Stream& s) {
-    ops::add({V(out), V(a), V(b)}, s);
-    ops::scale({V(sc), V(a), 0.37f}, s);
-    ops::cast({V(to32), V(a)}, s);
-    ops::cast({V(from32), V(f32src)}, s);
-    ops::accumulate({V(acc), V(b)}, s);
-    ops::fill_zero(V(zero), s);
-  });
-  tb.check("add", "", t, out);
-  tb.check("scale", "", t, sc);
-  tb.check("cast", "(to f32)", t, to32, 0.0);  // exact
-  tb.check("cast", "(from f32)", t, from32, 0.0);  // one rounding, nearest even: exact
-  tb.check("accumulate", "", t, acc, tolerance(DType::f32));
-  tb.check("fill_zero", "", t, zero, 0.0);
-}
+void elementwise(Table& tb, DType t) { tb.shared({"add", "scale", "cast", "accumulate", "fill_zero"}, t); }
 
 void loss(Table& tb, DType t) {
   const int64_t n = tb.small() ? 6 : 64, v = tb.small() ? 300 : 5000;
@@ -380,27 +354,7 @@ void optimizer(Table& tb, DType t) {
   tb.check("adamw_step", "working", t, work);
 }
 
-void reductions(Table& tb, DType t) {
-  Twin a = tb.make(t, {17}), b = tb.make(t, {tb.small() ? 5000 : 300000}), norm = tb.make(DType::f32, {1});
-  Twin count = tb.make(DType::i32, {1}), count_bad = tb.make(DType::i32, {1});
-  tb.run([&](bool g, Stream& s) {
-    ops::global_norm({V(norm), {V(a), V(b)}}, s);
-    ops::count_nonfinite({V(count), {V(a), V(b)}}, s);
-  });
-  tb.check("global_norm", "", t, norm, tolerance(DType::f32));
-  tb.check("count_nonfinite", "(none)", t, count, 0.0);
-  const float bad[3] = {NAN, INFINITY, -INFINITY};
-  Twin c = tb.make(t, {100});
-  for (int i = 0; i < 3; ++i) {
-    TensorView one = c.cpu;
-    one.data = static_cast<char*>(one.data) + size_t(10 + 30 * i) * dtype_size(t);
-    one.shape[0] = 1;
-    copy_from_host_f32(one, &bad[i]);
-  }
-  c.refresh_gpu();
-  tb.run([&](bool g, Stream& s) { ops::count_nonfinite({V(count_bad), {V(a), V(c)}}, s); });
-  tb.check("count_nonfinite", "(3 bad)", t, count_bad, 0.0);
-}
+void reductions(Table& tb, DType t) { tb.shared({"global_norm", "count_nonfinite"}, t); }
 
 #undef V
 
@@ -451,6 +405,90 @@ std::vector<Check> compare_ops(Device& gpu, bool small) {
   CompareOptions o;
   o.small = small;
   return compare_ops(gpu, o);
+}
+
+namespace {
+
+// The CPU pass of compare_case: tensors in place, every output recorded in order.
+class RecordEnv : public test::OpEnv {
+ public:
+  Stream& stream() override { return test::cpu().stream(); }
+  TensorView at(test::HostTensor& h) override { return h.view(); }
+  void expect(const std::string& what, test::HostTensor& out, const std::vector<double>&,
+              test::Tolerance) override {
+    outputs.push_back({what, out, {}});
+  }
+  std::vector<CaseOutput> outputs;
+};
+
+// The GPU pass: a device copy per host tensor (see compare_case), outputs copied back.
+class DeviceEnv : public test::OpEnv {
+ public:
+  DeviceEnv(Device& device, std::vector<CaseOutput>& outputs) : device_(device), outputs_(outputs) {}
+
+  Stream& stream() override { return device_.stream(); }
+
+  TensorView at(test::HostTensor& h) override {
+    const TensorView host = h.view();
+    auto it = copies_.find(host.data);
+    if (it == copies_.end() || it->second.snapshot.size() != host.nbytes() ||
+        std::memcmp(it->second.snapshot.data(), host.data, host.nbytes()) != 0) {
+      Copy c;
+      c.buffer = Buffer(device_, host.nbytes(), "op case tensor");
+      snapshot(c, host);
+      device_.stream().copy(c.buffer.data(), host.data, host.nbytes());
+      device_.stream().synchronize();
+      it = copies_.insert_or_assign(host.data, std::move(c)).first;
+    }
+    TensorView v = host;
+    v.data = it->second.buffer.data();
+    v.device = &device_;
+    return v;
+  }
+
+  void expect(const std::string& what, test::HostTensor& out, const std::vector<double>&,
+              test::Tolerance) override {
+    const TensorView host = out.view();
+    auto it = copies_.find(host.data);
+    STRATA_CHECK(it != copies_.end(), "selftest: case output '" << what << "' was never passed to an op");
+    STRATA_CHECK(next_ < outputs_.size() && outputs_[next_].what == what,
+                 "selftest: case output '" << what << "' is not the CPU pass's output " << next_);
+    device_.stream().copy(host.data, it->second.buffer.data(), host.nbytes());
+    device_.stream().synchronize();
+    snapshot(it->second, host);
+    outputs_[next_++].gpu = out;
+  }
+
+  size_t compared() const { return next_; }
+
+ private:
+  struct Copy {
+    Buffer buffer;
+    std::vector<char> snapshot;
+  };
+  static void snapshot(Copy& c, const TensorView& host) {
+    const char* p = static_cast<const char*>(host.data);
+    c.snapshot.assign(p, p + host.nbytes());
+  }
+  Device& device_;
+  std::vector<CaseOutput>& outputs_;
+  std::map<const void*, Copy> copies_;
+  size_t next_ = 0;
+};
+
+}  // namespace
+
+std::vector<CaseOutput> compare_case(const test::OpCase& c, Device& gpu, DType dtype,
+                                     const std::vector<int64_t>& shape) {
+  STRATA_CHECK(c.run_on, "selftest: case " << c.op << " runs on the CPU only");
+  RecordEnv want;
+  c.run_on(want, dtype, shape);
+  DeviceEnv got(gpu, want.outputs);
+  c.run_on(got, dtype, shape);
+  STRATA_CHECK(got.compared() == want.outputs.size(),
+               "selftest: case " << c.op << " made " << got.compared() << " outputs on " << gpu.name() << ", "
+                                 << want.outputs.size() << " on the CPU");
+  return std::move(want.outputs);
 }
 
 std::vector<std::string> ops_not_compared(const std::vector<Check>& checks) {

@@ -1,6 +1,7 @@
 // The body of strata-selftest, shared with test_cuda_emu: every op of kernels/ops.h
 // (forward and backward, every dtype it takes) and a 20-step training run, each on a
-// CUDA device against the CPU backend. On a GPU machine strata-selftest runs it on
+// CUDA device against the CPU backend. Op families whose cases moved into the shared
+// op table (tests/ops/op_table.h) run those cases through compare_case. On a GPU machine strata-selftest runs it on
 // the hardware; in CI test_cuda_emu runs the same code on the emulated CUDA device.
 // Invariant: both sides get bitwise the same inputs (made once on the host and copied
 // to each device), so a failure is a disagreement between backends, never between inputs.
@@ -10,8 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "ops/op_table.h"
 #include "strata/device.h"
 #include "strata/model.h"
+#include "support/host_tensor.h"
 
 namespace strata::selftest {
 
@@ -43,6 +46,18 @@ struct CompareOptions {
 // that throws (a failed launch, a cuBLAS error) is one failed check, and the rest run.
 std::vector<Check> compare_ops(Device& gpu, const CompareOptions& options);
 std::vector<Check> compare_ops(Device& gpu, bool small);
+
+// One output of a shared reference case (tests/ops/cases) run on both backends.
+struct CaseOutput {
+  std::string what;
+  test::HostTensor cpu, gpu;  // the CPU backend's result, the GPU's (copied back)
+};
+// Runs reference case c once on the CPU backend, recording its outputs, then on gpu
+// with device copies of bitwise the same inputs (made when the case first names a
+// tensor, reused while its host bytes are unchanged, so aliases and outputs feeding
+// later ops stay on the device); the outputs in the case's order.
+std::vector<CaseOutput> compare_case(const test::OpCase& c, Device& gpu, DType dtype,
+                                     const std::vector<int64_t>& shape);
 
 // The ops of the registry that compare_ops covers none of (should be empty).
 std::vector<std::string> ops_not_compared(const std::vector<Check>& checks);

@@ -2,11 +2,13 @@
 // Device::cuda() whose memory is host memory and whose kernels run through the
 // emulator, so the whole Model and Trainer take the CUDA dispatch path in CI.
 // Invariant: emulated launches run to completion before they return, so every
-// stream is always idle: copies are memcpy, synchronize and events do nothing. New
+// stream is always idle: copies are memcpy, synchronize does nothing, and an event
+// completes when it is recorded (it keeps that time, for elapsed_ms). New
 // device memory is filled with 0xff bytes (NaN), as cudaMalloc memory is garbage: a
 // read before a write shows up in results instead of passing as zero; live
 // allocations are tracked so the op entry points refuse host memory (ops/check.cpp),
 // and registered host ranges so tests see that pinned pools register and unregister.
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -62,10 +64,25 @@ DeviceState* open(int index, size_t& budget) {
 void close(DeviceState* s) { delete s; }
 void* stream(DeviceState* s, StreamRole role) { return &s->streams[int(role)]; }
 void synchronize(void*) {}
-void* event_create() { return nullptr; }
-void event_destroy(void*) {}
-void event_record(void*, void*) {}
+namespace {
+struct EmulatedEvent {
+  std::chrono::steady_clock::time_point at{};
+  bool recorded = false;
+};
+}  // namespace
+void* event_create() { return new EmulatedEvent; }
+void* timing_event_create() { return new EmulatedEvent; }
+void event_destroy(void* e) { delete static_cast<EmulatedEvent*>(e); }
+void event_record(void* e, void*) { *static_cast<EmulatedEvent*>(e) = {std::chrono::steady_clock::now(), true}; }
 void stream_wait(void*, void*) {}
+bool event_query(void*) { return true; }
+void event_synchronize(void*) {}
+float event_elapsed_ms(void* start, void* end) {
+  auto* a = static_cast<EmulatedEvent*>(start);
+  auto* b = static_cast<EmulatedEvent*>(end);
+  STRATA_CHECK(a->recorded && b->recorded, "CUDA emulator: elapsed time of an event that was never recorded");
+  return std::chrono::duration<float, std::milli>(b->at - a->at).count();
+}
 
 namespace {
 // Live device allocations (start -> bytes), for is_device_memory.
@@ -116,6 +133,7 @@ size_t host_registered_bytes() {
   for (const auto& [start, bytes] : g_registered) total += bytes;
   return total;
 }
+void launch_host_function(void*, std::function<void()> fn) { fn(); }  // the stream is idle
 void copy_async(void* dst, const void* src, size_t bytes, void*) { std::memmove(dst, src, bytes); }
 
 }  // namespace strata::cuda_runtime

@@ -1,14 +1,20 @@
-// Devices, their memory arenas, and streams.
+// Devices, their memory arenas, streams and events.
 // A Device is a rank's compute engine: a CUDA GPU or a simulated CPU device. Every
 // device has an Arena with a capacity, so "does this fit in device memory" logic is
-// exercised without a GPU. Code above kernels/ orders work only through streams.
+// exercised without a GPU. Code above kernels/ orders work only through streams and
+// events, never by sleeping or by synchronizing a whole device.
 //
-// CPU streams execute ops inline on the calling thread (the rank's thread), in
-// submission order, which is the order a GPU stream guarantees; the op's own
-// parallelism comes from oneTBB inside the op.
+// Every device has one stream per StreamRole, created with it. On a CUDA device they
+// are cudaStream_t. On a CPU device the compute stream runs ops inline on the calling
+// thread (the rank's thread), in submission order, which is the order a GPU stream
+// guarantees (an op's parallelism comes from oneTBB inside it); each other stream is a
+// worker thread running its items in FIFO order, so a missing Event wait is a real race
+// on the CPU as on a GPU. Invariant: an item enqueued on a stream runs after every item
+// enqueued on it before, and after every Event it was told to wait for.
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -62,26 +68,92 @@ class Arena {
 };
 
 class Device;
+class Event;
+
+// What a stream is for. compute: ops (Device::stream()); host_to_device: reads of
+// tiers into device buffers; device_to_host: write-outs; communication: collectives.
+enum class StreamRole : uint8_t { compute, host_to_device, device_to_host, communication };
+const char* stream_role_name(StreamRole role);  // "compute", "host_to_device", ...
+constexpr int kStreamRoles = 4;
 
 class Stream {
  public:
-  explicit Stream(Device& device, void* native = nullptr) : device_(&device), native_(native) {}
+  ~Stream();  // drains the queue first; never throws
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
   Device& device() const { return *device_; }
+  StreamRole role() const { return role_; }
   // The backend's stream handle (a cudaStream_t on CUDA devices; nullptr on CPU).
   void* native() const { return native_; }
-  // Waits for everything enqueued so far (inline CPU streams: returns at once).
+  // Whether items run on a worker thread (a CPU device's non-compute streams) rather
+  // than inline on the caller (a CPU compute stream) or on the GPU.
+  bool is_worker() const { return worker_ != nullptr; }
+  // Blocks the host until everything enqueued so far has run (an inline stream:
+  // returns at once). Rethrows, once, the first error an item of a worker threw.
   void synchronize();
   // Copies `bytes` between host memory and this stream's device memory (either
-  // direction, or within the device), ordered after the work already enqueued. CPU:
-  // memcpy at once. CUDA: cudaMemcpyAsync on this stream; synchronize() before the host
-  // reads a host destination. The only way code above kernels/ moves bytes between
-  // the host and a device buffer.
+  // direction, or within the device), ordered after the work already enqueued. CPU
+  // compute stream: memcpy at once; CPU worker stream: memcpy on the worker; CUDA:
+  // cudaMemcpyAsync on this stream. Neither side may be touched by the host, nor the
+  // source overwritten, before the stream (or an Event recorded after the copy) says it
+  // is done. The only way code above kernels/ moves bytes between the host and a device
+  // buffer.
   void copy(void* dst, const void* src, size_t bytes);
+  // Runs `fn` on the host in this stream's order: on the worker (CPU worker stream),
+  // at once (inline stream), or from CUDA's callback thread (cudaLaunchHostFunc). `fn`
+  // must not enqueue work on, or synchronize, any stream. What it throws is rethrown by
+  // the next synchronize() (a CUDA callback's error is printed: it has no caller).
+  void host_function(std::function<void()> fn);
 
  private:
+  friend class Device;
+  struct Worker;
+  Stream(Device& device, StreamRole role, void* native);
   Device* device_;
+  StreamRole role_;
   void* native_;
+  std::unique_ptr<Worker> worker_;
 };
+
+// A point in a stream's order. record(s) marks "everything enqueued on s so far";
+// wait(t) makes stream t's later items wait for the most recent record, without
+// blocking the host (on a CPU device's inline compute stream the caller is the stream,
+// so it blocks there). An Event never recorded counts as done, as in CUDA. Events of
+// one device only: record and wait on streams of the device it was made for.
+class Event {
+ public:
+  explicit Event(Device& device);
+  ~Event();  // never throws; a pending record still completes
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+
+  void record(Stream& stream);
+  void wait(Stream& stream);
+  // Whether the most recent record has completed (never blocks).
+  bool query() const;
+  // Blocks the host until the most recent record has completed.
+  void synchronize();
+  // Milliseconds from this event's completion to `later`'s; waits for both. Throws
+  // strata::Error when either was never recorded.
+  float elapsed_ms(Event& later);
+  // Seconds on the lib/core clock (now_seconds) when the most recent record completed;
+  // waits for it (CPU devices only: timestamps of worker items; a CUDA device throws).
+  double completed_at();
+
+ private:
+  struct State;
+  Device* device_;
+  std::shared_ptr<State> state_;  // CPU: shared with the worker items that complete it
+  void* native_ = nullptr;        // CUDA: a cudaEvent_t
+};
+
+// Ordering fuzz for CPU worker streams: with a seed other than 0, each item waits a
+// pseudo-random 0-2 ms (drawn from the seed, the device, the role and the item's
+// index) before it runs, so orderings that only hold by luck break. Starts from the
+// environment's STRATA_STREAM_FUZZ (a decimal seed) when set; a test hook otherwise.
+void set_stream_fuzz(uint64_t seed);
+uint64_t stream_fuzz();
 
 class Device {
  public:
@@ -99,7 +171,9 @@ class Device {
   int index() const { return index_; }
   std::string name() const;  // "cpu:0"
   Arena& arena() { return arena_; }
-  Stream& stream() { return stream_; }
+  // The compute stream: where ops run.
+  Stream& stream() { return *streams_[0]; }
+  Stream& stream(StreamRole role) { return *streams_[int(role)]; }
   // Whether the host can address this device's memory directly (CPU devices and the
   // emulated CUDA device): host-memory collectives (make_cpu_comms) accept its buffers.
   bool host_addressable() const { return arena_.memory().host_addressable; }
@@ -108,12 +182,12 @@ class Device {
 
  private:
   Device(DeviceKind kind, int index, size_t capacity, ArenaMemory memory = host_memory(),
-         void* backend = nullptr, void* native_stream = nullptr);
+         void* backend = nullptr);
   DeviceKind kind_;
   int index_;
   void* backend_;
   Arena arena_;
-  Stream stream_;
+  std::unique_ptr<Stream> streams_[kStreamRoles];  // by StreamRole; go before the arena
 };
 
 // Owning device memory from a device's arena. Movable, not copyable.

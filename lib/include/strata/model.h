@@ -40,6 +40,10 @@ struct ModelConfig {
   int64_t n_heads = 12;
   // Key/value heads (grouped-query attention; 1 is multi-query). 0 means n_heads.
   int64_t n_kv_heads = 0;
+  // Width of one attention head; 0 means d_model / n_heads. Set it where a model's heads
+  // are not hidden / heads wide (Qwen3, Gemma, some Mistral variants): q is then
+  // n_heads * head_dim() wide and the attention projection maps that back to d_model.
+  int64_t d_head = 0;
   int64_t d_model = 768;
   int64_t d_mlp = 3072;  // hidden width of the MLP (per branch for SwiGLU)
   int64_t max_seq = 1024;
@@ -50,6 +54,9 @@ struct ModelConfig {
   bool qkv_bias = false;  // bias on the q/k/v projection even when `bias` is false (Qwen2)
   bool tied_embeddings = true;
   bool causal = true;
+  // Sliding-window attention (Mistral, Qwen2): position i sees keys (i - W, i]; 0 = the
+  // whole causal past. Needs causal.
+  int64_t sliding_window = 0;
   float dropout_embedding = 0.0f;
   float dropout_attention = 0.0f;
   float dropout_residual = 0.0f;
@@ -65,14 +72,17 @@ struct ModelConfig {
 
   // Throws strata::Error naming the first inconsistent field and what to do.
   void validate() const;
-  int64_t head_dim() const { return d_model / n_heads; }
+  int64_t head_dim() const { return d_head != 0 ? d_head : d_model / n_heads; }
+  // Width of the attention output (and of the q columns): n_heads * head_dim().
+  int64_t attention_width() const { return n_heads * head_dim(); }
   int64_t kv_heads() const { return n_kv_heads == 0 ? n_heads : n_kv_heads; }
   // Columns of the fused q/k/v projection: n_heads query heads, kv_heads() keys and values.
   int64_t qkv_width() const { return (n_heads + 2 * kv_heads()) * head_dim(); }
   int64_t num_parameters() const;
   // Training FLOPs per token at sequence length seq: 6 * (matmul parameters) plus
   // attention's 6 * 2 * n_layers * seq * d_model (forward scores and values, x3 for
-  // forward + backward), the accounting of the PaLM paper's appendix B.
+  // forward + backward), the accounting of the PaLM paper's appendix B; with d_head set,
+  // attention_width() for d_model, and with a sliding window min(window, seq) for seq.
   double flops_per_token(int64_t seq) const;
   std::string describe() const;  // one line: layers, width, heads, params
 };

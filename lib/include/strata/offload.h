@@ -8,6 +8,7 @@
 // (cudaHostRegister of the same reservation, through PinnedRegistration's function
 // pointers), so its copies to and from the GPU are asynchronous DMA.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -163,6 +164,9 @@ struct NvmeStats {
   uint64_t short_transfers = 0;  // resubmitted for the remainder
   uint64_t retries = 0;          // EINTR / EAGAIN
   uint64_t errors = 0;
+  // Wall time with at least one read or write in flight (their union, not their sum):
+  // the store's transfer time, against which offload measures what compute waited.
+  double busy_seconds = 0;
 };
 
 // Called once per read or write, on the store's I/O thread, with nullptr on success
@@ -212,6 +216,12 @@ class NvmeStore {
   std::vector<std::string> files_;
   std::vector<int> fds_;
   bool direct_ = true;
+  // Requests in flight and the busy time they add up to (NvmeStats::busy_seconds).
+  void busy_begin();
+  void busy_end();
+  mutable std::mutex busy_mutex_;
+  int64_t in_flight_ = 0;
+  double busy_since_ = 0, busy_seconds_ = 0;
   mutable std::mutex mutex_;                    // objects_ and file_bytes_
   std::vector<std::unique_ptr<NvmeObject>> objects_;
   std::vector<uint64_t> file_bytes_;            // reserved bytes per swap file
@@ -247,6 +257,14 @@ struct OffloadStats {
   uint64_t nvme_read = 0, nvme_written = 0;  // bytes moved in the window
   double seconds = 0;            // the window's wall time
   double stall_seconds = 0;      // compute waiting on I/O in the window
+  // Transfer time in the window: NVMe busy time (NvmeStats::busy_seconds) plus the
+  // tier copies' own time on the host_to_device and device_to_host streams (events).
+  double transfer_seconds = 0;
+  // The share of transfer time compute did not wait for: 1 - stall / transfer, in
+  // [0, 1]; 0 when nothing moved.
+  double overlap_fraction() const {
+    return transfer_seconds > 0 ? std::clamp(1.0 - stall_seconds / transfer_seconds, 0.0, 1.0) : 0.0;
+  }
   double norm_seconds = 0;       // the global-norm pass (clipping's price) in the window
   // The background optimizer steps that finished in the window: their wall time and
   // their own NVMe traffic (what they streamed, beside the forward's reads).

@@ -230,7 +230,8 @@ void rope_backward(const RopeArgs& a, Stream& s);
 // each row is NH query heads, then NKV key heads, then NKV value heads (for NKV = NH
 // this is (B, T, 3, NH, HD)). Query head h reads kv head h / (NH / NKV) (grouped-query
 // attention; NKV = 1 is multi-query). Softmax in f32 with scale 1/sqrt(HD); causal
-// masks j > i to -inf before the softmax. Optional dropout on the probabilities with mask element index
+// masks j > i to -inf before the softmax; a sliding window W > 0 (causal only) also
+// masks j <= i - W, so row i sees keys (i - W, i]. Optional dropout on the probabilities with mask element index
 // ((b*NH + h)*T + i)*T + j under `dropout_key`. Never holds more than one (T x T)
 // block of scores per thread.
 struct AttentionForwardArgs {
@@ -242,6 +243,7 @@ struct AttentionForwardArgs {
   float dropout = 0.0f;
   num::RandomKey dropout_key;
   int64_t n_kv_heads = 0;  // NKV, dividing n_heads; 0 means n_heads (multi-head)
+  int64_t window = 0;      // sliding window W (causal only): row i sees keys (i - W, i]; 0 = none
 };
 void attention_forward(const AttentionForwardArgs& a, Stream& s);
 
@@ -258,13 +260,15 @@ struct AttentionBackwardArgs {
   float dropout = 0.0f;
   num::RandomKey dropout_key;
   int64_t n_kv_heads = 0;  // as in AttentionForwardArgs
+  int64_t window = 0;      // as in AttentionForwardArgs
 };
 void attention_backward(const AttentionBackwardArgs& a, Stream& s);
 
 // Attention of T new rows against a KV cache (inference): the rows are at positions
 // [pos, pos + T) of each of B sequences. First writes the rows' k and v into the
 // caches at those positions, then row i attends causally over cached keys
-// [0, pos + i]: softmax in f32 with scale 1/sqrt(HD). Query head h reads kv head
+// [0, pos + i] (with a sliding window W > 0, only (pos + i - W, pos + i]): softmax
+// in f32 with scale 1/sqrt(HD). Query head h reads kv head
 // h / (NH / NKV) (grouped-query attention; NKV = NH is plain multi-head).
 struct AttentionDecodeArgs {
   TensorView out;      // (B, T, NH, HD)
@@ -273,6 +277,7 @@ struct AttentionDecodeArgs {
   TensorView v_cache;  // (B, NKV, S, HD)
   int64_t n_heads = 0;
   int64_t pos = 0;  // position of the first new row; pos + T <= S
+  int64_t window = 0;  // sliding window W, as in AttentionForwardArgs; 0 = none
 };
 void attention_decode(const AttentionDecodeArgs& a, Stream& s);
 

@@ -109,6 +109,11 @@ struct StepReport {
   double comm_wait_seconds = 0;  // ZeRO: this rank blocked on collectives, in backward and after
                                  // (all of the communication while it does not overlap compute)
   double io_stall_seconds = 0;   // waiting for offload transfers (set by offload; 0 otherwise)
+  // Single-device offload: the step's transfer time (NVMe busy time + tier copies on the
+  // copy streams) and the share of it compute did not wait for, 1 - stall / transfer
+  // (0 when nothing moved; not yet measured under ZeRO with offload).
+  double transfer_seconds = 0;
+  double overlap_fraction = 0;
   double optimizer_seconds = 0;  // norm, AdamW and zeroing the gradients
   double model_flops = 0;        // flops_per_token(T) x tokens (PaLM accounting, no recompute)
   double mfu = 0;                // model_flops / step_seconds / peak_flops; 0 when no peak is given

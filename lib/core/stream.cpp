@@ -1,0 +1,256 @@
+// Streams and events (strata/device.h): CPU worker queues, their ordering fuzz, and
+// the CUDA streams and events behind the same interface (kernels/cuda/runtime.h).
+// Invariant: a worker runs its items one at a time in enqueue order; an Event's
+// completed generation only grows, and a wait captures the generation recorded at
+// the time of the wait (CUDA's semantics), so a later record never delays it.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <thread>
+
+#include "cuda/runtime.h"
+#include "lib/core/clock.h"
+#include "strata/device.h"
+#include "strata/error.h"
+
+namespace strata {
+
+namespace {
+std::atomic<uint64_t>& fuzz_seed() {
+  static std::atomic<uint64_t> seed{[] {
+    const char* v = std::getenv("STRATA_STREAM_FUZZ");
+    return v && *v ? std::strtoull(v, nullptr, 10) : uint64_t(0);
+  }()};
+  return seed;
+}
+
+uint64_t mix(uint64_t x) {  // splitmix64's finalizer
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+}  // namespace
+
+void set_stream_fuzz(uint64_t seed) { fuzz_seed().store(seed); }
+uint64_t stream_fuzz() { return fuzz_seed().load(); }
+
+const char* stream_role_name(StreamRole role) {
+  switch (role) {
+    case StreamRole::compute: return "compute";
+    case StreamRole::host_to_device: return "host_to_device";
+    case StreamRole::device_to_host: return "device_to_host";
+    case StreamRole::communication: return "communication";
+  }
+  return "?";
+}
+
+// One thread draining a FIFO of items.
+struct Stream::Worker {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::deque<std::function<void()>> items;
+  bool running = false, stopping = false;
+  std::exception_ptr error;  // the first item's error, until synchronize() rethrows it
+  uint64_t salt = 0, count = 0;
+  std::thread thread;
+
+  explicit Worker(uint64_t salt_) : salt(salt_), thread([this] { loop(); }) {}
+  ~Worker() {
+    {
+      std::lock_guard lock(mutex);
+      stopping = true;
+    }
+    cv.notify_all();
+    thread.join();
+  }
+  void loop() {
+    std::unique_lock lock(mutex);
+    for (;;) {
+      cv.wait(lock, [&] { return stopping || !items.empty(); });
+      if (items.empty()) return;  // stopping, drained
+      std::function<void()> fn = std::move(items.front());
+      items.pop_front();
+      running = true;
+      const uint64_t index = count++;
+      lock.unlock();
+      if (const uint64_t seed = stream_fuzz())
+        std::this_thread::sleep_for(std::chrono::microseconds(mix(seed ^ mix(salt ^ mix(index))) % 2001));
+      try {
+        fn();
+      } catch (...) {
+        std::lock_guard relock(mutex);
+        if (!error) error = std::current_exception();
+      }
+      lock.lock();
+      running = false;
+      cv.notify_all();
+    }
+  }
+  void drain() {
+    std::unique_lock lock(mutex);
+    cv.wait(lock, [&] { return items.empty() && !running; });
+  }
+};
+
+Stream::Stream(Device& device, StreamRole role, void* native) : device_(&device), role_(role), native_(native) {
+  if (device.kind() == DeviceKind::cpu && role != StreamRole::compute)
+    worker_ = std::make_unique<Worker>(uint64_t(device.index()) << 8 | uint64_t(role));
+}
+
+Stream::~Stream() {
+  if (worker_) {
+    worker_->drain();
+    STRATA_CHECK_PRINT(!worker_->error, std::string("a ") + stream_role_name(role_) +
+                                            " stream item failed and nobody synchronized the stream");
+  }
+}
+
+void Stream::host_function(std::function<void()> fn) {
+  if (device_->kind() == DeviceKind::cuda) {
+    cuda_runtime::launch_host_function(native_, std::move(fn));
+    return;
+  }
+  if (!worker_) {
+    fn();
+    return;
+  }
+  {
+    std::lock_guard lock(worker_->mutex);
+    worker_->items.push_back(std::move(fn));
+  }
+  worker_->cv.notify_all();
+}
+
+void Stream::synchronize() {
+  if (native_) cuda_runtime::synchronize(native_);
+  if (!worker_) return;
+  worker_->drain();
+  std::exception_ptr e;
+  {
+    std::lock_guard lock(worker_->mutex);
+    std::swap(e, worker_->error);
+  }
+  if (e) std::rethrow_exception(e);
+}
+
+void Stream::copy(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0 || dst == src) return;
+  if (device_->kind() == DeviceKind::cuda)
+    cuda_runtime::copy_async(dst, src, bytes, native_);
+  else
+    host_function([dst, src, bytes] { std::memcpy(dst, src, bytes); });
+}
+
+// A CPU event: generations recorded and completed, and when the latest completed.
+struct Event::State {
+  std::mutex mutex;
+  std::condition_variable cv;
+  uint64_t recorded = 0, completed = 0;
+  double completed_at = 0;
+
+  void complete(uint64_t generation) {
+    {
+      std::lock_guard lock(mutex);
+      if (generation <= completed) return;
+      completed = generation;
+      completed_at = now_seconds();
+    }
+    cv.notify_all();
+  }
+  void wait_for(uint64_t generation) {
+    std::unique_lock lock(mutex);
+    cv.wait(lock, [&] { return completed >= generation; });
+  }
+};
+
+Event::Event(Device& device) : device_(&device) {
+  if (device.kind() == DeviceKind::cuda)
+    native_ = cuda_runtime::timing_event_create();
+  else
+    state_ = std::make_shared<State>();
+}
+
+Event::~Event() {
+  if (native_) cuda_runtime::event_destroy(native_);
+}
+
+namespace {
+void check_same_device(const Device& event, const Stream& stream, const char* what) {
+  STRATA_CHECK(&stream.device() == &event,
+               "Event::" << what << ": the event belongs to " << event.name() << " but the stream to "
+                         << stream.device().name() << "; make an Event for each device");
+}
+}  // namespace
+
+void Event::record(Stream& stream) {
+  check_same_device(*device_, stream, "record");
+  if (native_) {
+    cuda_runtime::event_record(native_, stream.native());
+    return;
+  }
+  uint64_t generation;
+  {
+    std::lock_guard lock(state_->mutex);
+    generation = ++state_->recorded;
+  }
+  stream.host_function([state = state_, generation] { state->complete(generation); });
+}
+
+void Event::wait(Stream& stream) {
+  check_same_device(*device_, stream, "wait");
+  if (native_) {
+    cuda_runtime::stream_wait(stream.native(), native_);
+    return;
+  }
+  uint64_t generation;
+  {
+    std::lock_guard lock(state_->mutex);
+    generation = state_->recorded;
+    if (state_->completed >= generation) return;
+  }
+  stream.host_function([state = state_, generation] { state->wait_for(generation); });
+}
+
+bool Event::query() const {
+  if (native_) return cuda_runtime::event_query(native_);
+  std::lock_guard lock(state_->mutex);
+  return state_->completed >= state_->recorded;
+}
+
+void Event::synchronize() {
+  if (native_) {
+    cuda_runtime::event_synchronize(native_);
+    return;
+  }
+  uint64_t generation;
+  {
+    std::lock_guard lock(state_->mutex);
+    generation = state_->recorded;
+  }
+  state_->wait_for(generation);
+}
+
+double Event::completed_at() {
+  STRATA_CHECK(!native_, "Event::completed_at: " << device_->name()
+                                                  << " is a CUDA device, whose events have no host timestamp; use "
+                                                     "elapsed_ms between two events");
+  synchronize();
+  std::lock_guard lock(state_->mutex);
+  STRATA_CHECK(state_->recorded > 0, "Event::completed_at: the event was never recorded; record it on a stream first");
+  return state_->completed_at;
+}
+
+float Event::elapsed_ms(Event& later) {
+  STRATA_CHECK(later.device_ == device_, "Event::elapsed_ms: the events belong to " << device_->name() << " and "
+                                                                                    << later.device_->name()
+                                                                                    << "; compare events of one device");
+  if (native_) return cuda_runtime::event_elapsed_ms(native_, later.native_);
+  return float((later.completed_at() - completed_at()) * 1e3);
+}
+
+}  // namespace strata
