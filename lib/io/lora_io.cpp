@@ -1,6 +1,7 @@
 // LoRA adapter files in PEFT's format: adapter_model.safetensors with keys
 // base_model.model.<HF module>.lora_{A,B}.weight (A [r, in], B [out, r], f32) and
-// adapter_config.json. Invariant: load checks the config, every key and every shape
+// adapter_config.json; adapters on declared sites (LoraOptions::sites) keep strata's
+// keys <unit>.<site>.lora_{A,B}.weight and list the sites in strata_sites. Invariant: load checks the config, every key and every shape
 // before it writes any adapter value, so a failed load leaves the adapters as they were.
 #include <filesystem>
 #include <sstream>
@@ -34,6 +35,11 @@ LoraOptions read_lora_options(const std::string& dir) {
   o.rank = cfg.at("r", cfg_path).as_int(cfg_path + ": r");
   o.alpha = float(cfg.at("lora_alpha", cfg_path).as_double(cfg_path + ": lora_alpha"));
   if (const json::Value* d = cfg.find("lora_dropout")) o.dropout = float(d->as_double(cfg_path + ": lora_dropout"));
+  if (const json::Value* sites = cfg.find("strata_sites")) {  // declared sites (LoraOptions::sites)
+    for (const json::Value& v : sites->items(cfg_path + ": strata_sites"))
+      o.sites.push_back(v.as_string(cfg_path + ": strata_sites"));
+    return o;
+  }
   if (const json::Value* t = cfg.find("strata_targets")) {
     o.targets = lora_targets_from_string(t->as_string(cfg_path + ": strata_targets"));
     return o;
@@ -84,8 +90,9 @@ void Lora::save(const std::string& dir, const std::string& base_name) const {
     << "  \"use_rslora\": false,\n"
     << "  \"use_dora\": false,\n"
     << "  \"modules_to_save\": null,\n"
-    << "  \"strata_targets\": " << json::quote(lora_targets_name(m.options.targets)) << "\n"
-    << "}\n";
+    << "  \"strata_targets\": " << json::quote(lora_targets_name(m.options.targets));
+  if (!m.options.sites.empty()) c << ",\n  \"strata_sites\": [" << modules << "]";  // not PEFT's names
+  c << "\n}\n";
   io::write_file_synced(dir + "/adapter_config.json", c.str());
 }
 

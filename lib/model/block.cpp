@@ -59,6 +59,10 @@ class BlockUnit final : public Unit {
   }
 
   void set_recompute(Recompute mode) override { mode_ = mode; }
+  std::vector<AdapterSite> adapter_sites() const override {
+    return {{"qkv", "attn.qkv.weight", 0}, {"attn_proj", "attn.proj.weight", 1}, {"fc", "mlp.fc.weight", 2},
+            {"mlp_proj", "mlp.proj.weight", 3}};
+  }
   void set_adapter(LinearAdapter* adapter) override { adapter_ = adapter; }
 
   void reserve(Device& device, DType dtype, int64_t B, int64_t T) override {

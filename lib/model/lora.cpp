@@ -17,6 +17,86 @@ namespace strata {
 namespace {
 constexpr int64_t kAlign = 16;
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+std::string site_names(const std::vector<AdapterSite>& sites) {
+  std::string out;
+  for (const AdapterSite& s : sites) out += (out.empty() ? "" : ", ") + s.name;
+  return out.empty() ? "none" : out;
+}
+
+// The unit index of each built-in block "blocks.<l>" (l < n_layers), for the PEFT
+// targets; a unit that declares other sites, or a missing block, is an error.
+std::vector<int> builtin_blocks(const Model& model, const LoraOptions& o) {
+  const int layers = int(model.config().n_layers);
+  std::vector<int> blocks(size_t(layers), -1);
+  const char* builtin[4] = {"qkv", "attn_proj", "fc", "mlp_proj"};
+  for (int u = 0; u < model.num_units(); ++u) {
+    const Unit& unit = model.unit(u);
+    const std::vector<AdapterSite> sites = unit.adapter_sites();
+    if (sites.empty()) continue;
+    bool is_block = sites.size() == 4;
+    for (size_t i = 0; is_block && i < 4; ++i) is_block = sites[i].name == builtin[i] && sites[i].id == int(i);
+    int l = -1;
+    for (int k = 0; is_block && k < layers && l < 0; ++k)
+      if (unit.name() == "blocks." + std::to_string(k)) l = k;
+    STRATA_CHECK(l >= 0, "Lora: unit '" << unit.name() << "' is not a built-in block, so the PEFT targets ("
+                                        << lora_targets_name(o.targets) << ") do not apply to it; select its "
+                                        << "declared adapter sites (" << site_names(sites)
+                                        << ") by name with LoraOptions::sites (strata's own adapter files)");
+    blocks[size_t(l)] = u;
+  }
+  for (int l = 0; l < layers; ++l)
+    STRATA_CHECK(blocks[size_t(l)] >= 0, "Lora: the model has no built-in block 'blocks."
+                                             << l << "' for the PEFT targets (" << lora_targets_name(o.targets)
+                                             << "); adapt its units' declared sites with LoraOptions::sites");
+  return blocks;
+}
+
+// Adapters on the declared sites that o.sites names ("*": all), in strata's names.
+template <class Add>
+void add_declared_sites(const Model& model, const LoraOptions& o, Add&& add) {
+  const bool every = std::find(o.sites.begin(), o.sites.end(), "*") != o.sites.end();
+  std::vector<bool> used(o.sites.size(), false);
+  std::vector<AdapterSite> declared;
+  for (int u = 0; u < model.num_units(); ++u) {
+    const Unit& unit = model.unit(u);
+    const std::vector<ParamSpec> specs = unit.param_specs();
+    std::vector<bool> ids(kAdapterSites, false);
+    int slot = 0;
+    for (const AdapterSite& s : unit.adapter_sites()) {
+      declared.push_back(s);
+      STRATA_CHECK(s.id >= 0 && s.id < kAdapterSites && !ids[size_t(s.id)],
+                   "Lora: unit '" << unit.name() << "' declares adapter site '" << s.name << "' with id " << s.id
+                                  << "; ids must be unique within the unit and in [0, " << kAdapterSites << ")");
+      ids[size_t(s.id)] = true;
+      auto it = std::find(o.sites.begin(), o.sites.end(), s.name);
+      if (it == o.sites.end() && !every) continue;
+      if (it != o.sites.end()) used[size_t(it - o.sites.begin())] = true;
+      const ParamSpec* spec = nullptr;
+      for (const ParamSpec& p : specs)
+        if (p.name == s.param) spec = &p;
+      STRATA_CHECK(spec && spec->shape.size() == 2,
+                   "Lora: adapter site '" << s.name << "' of unit '" << unit.name() << "' names parameter '" << s.param
+                                          << "', which is not a 2-D (out, in) parameter of that unit");
+      STRATA_CHECK(slot < kAdapterSlots, "Lora: unit '" << unit.name() << "' would get more than " << kAdapterSlots
+                                                        << " adapters; select fewer of its sites");
+      LoraAdapter a;
+      a.unit = u;
+      a.layer = u;
+      a.site = s.id;
+      a.slot = slot++;
+      a.out = spec->shape[0];
+      a.in = spec->shape[1];
+      a.weight = unit.name() + "." + s.param;
+      a.save_begin = 0;
+      a.save_end = a.out;
+      add(std::move(a), unit.name() + "." + s.name);
+    }
+  }
+  for (size_t i = 0; i < o.sites.size(); ++i)
+    STRATA_CHECK(used[i] || o.sites[i] == "*", "Lora: no unit of the model declares an adapter site '"
+                                                   << o.sites[i] << "' (declared: " << site_names(declared) << ")");
+}
 }  // namespace
 
 int64_t LoraTensor::numel() const {
@@ -49,6 +129,7 @@ TensorView Lora::Impl::view(const Buffer& b, DType dt, const LoraTensor& t) cons
 }
 
 std::vector<std::string> Lora::Impl::target_modules() const {
+  if (!options.sites.empty()) return options.sites;  // strata's own names: the selected sites
   const bool gpt2 = layout == HfLayout::gpt2;
   switch (options.targets) {
     case LoraTargets::query_value: return gpt2 ? std::vector<std::string>{"c_attn"} : std::vector<std::string>{"q_proj", "v_proj"};
@@ -83,69 +164,78 @@ Lora::Lora(Model& model, const LoraOptions& o) : impl_(std::make_unique<Impl>())
   // qkv rows: q [0, Cq), k, v of Ckv each; Cq = C unless d_head is set.
   const int64_t Cq = c.attention_width(), Ckv = c.kv_heads() * c.head_dim(), Q = c.qkv_width();
   const bool attn = o.targets != LoraTargets::query_value, all = o.targets == LoraTargets::all_linear;
-  m.at_site.assign(size_t(c.n_layers * 4), {});
-
-  // (site, module path, live row range [b, e) of the output, other live range)
-  struct Target {
-    int site;
-    std::string path;
-    int64_t b, e, b2 = -1, e2 = -1;
+  m.at_site.assign(size_t(model.num_units() * kAdapterSites), {});
+  // Lays out A [r, in] and B [out, r] of `a` under `key` and files it under its site.
+  auto add = [&](LoraAdapter a, const std::string& key) {
+    a.a_tensor = int(m.tensors.size());
+    m.tensors.push_back({key + ".lora_A.weight", m.numel, {r, a.in}});
+    m.numel = round_up(m.numel + r * a.in, kAlign);
+    a.b_tensor = int(m.tensors.size());
+    m.tensors.push_back({key + ".lora_B.weight", m.numel, {a.out, r}, a.dead});
+    m.numel = round_up(m.numel + a.out * r, kAlign);
+    m.at_site[size_t(a.unit * kAdapterSites + a.site)].push_back(int(m.adapters.size()));
+    m.adapters.push_back(std::move(a));
   };
-  for (int l = 0; l < int(c.n_layers); ++l) {
-    std::vector<Target> ts;
-    const std::string L = std::to_string(l);
-    if (gpt2) {
-      const std::string h = "transformer.h." + L + ".";
-      if (attn) ts.push_back({0, h + "attn.c_attn", 0, Q});
-      else ts.push_back({0, h + "attn.c_attn", 0, Cq, Cq + Ckv, Q});  // PEFT adapts c_attn whole: k rows dead
-      if (attn) ts.push_back({1, h + "attn.c_proj", 0, C});
-      if (all) ts.push_back({2, h + "mlp.c_fc", 0, fc_out});
-      if (all) ts.push_back({3, h + "mlp.c_proj", 0, C});
-    } else {
-      const std::string h = "model.layers." + L + ".";
-      ts.push_back({0, h + "self_attn.q_proj", 0, Cq});
-      if (attn) ts.push_back({0, h + "self_attn.k_proj", Cq, Cq + Ckv});
-      ts.push_back({0, h + "self_attn.v_proj", Cq + Ckv, Q});
-      if (attn) ts.push_back({1, h + "self_attn.o_proj", 0, C});
-      if (all && c.mlp == MlpKind::swiglu) {
-        ts.push_back({2, h + "mlp.gate_proj", 0, H});
-        ts.push_back({2, h + "mlp.up_proj", H, 2 * H});
-      } else if (all) {
-        ts.push_back({2, h + "mlp.up_proj", 0, H});
+  if (!o.sites.empty()) {
+    add_declared_sites(model, o, add);
+  } else {
+    const std::vector<int> blocks = builtin_blocks(model, o);
+    // (site, module path, live row range [b, e) of the output, other live range)
+    struct Target {
+      int site;
+      std::string path;
+      int64_t b, e, b2 = -1, e2 = -1;
+    };
+    for (int l = 0; l < int(c.n_layers); ++l) {
+      std::vector<Target> ts;
+      const std::string L = std::to_string(l);
+      if (gpt2) {
+        const std::string h = "transformer.h." + L + ".";
+        if (attn) ts.push_back({0, h + "attn.c_attn", 0, Q});
+        else ts.push_back({0, h + "attn.c_attn", 0, Cq, Cq + Ckv, Q});  // PEFT adapts c_attn whole: k rows dead
+        if (attn) ts.push_back({1, h + "attn.c_proj", 0, C});
+        if (all) ts.push_back({2, h + "mlp.c_fc", 0, fc_out});
+        if (all) ts.push_back({3, h + "mlp.c_proj", 0, C});
+      } else {
+        const std::string h = "model.layers." + L + ".";
+        ts.push_back({0, h + "self_attn.q_proj", 0, Cq});
+        if (attn) ts.push_back({0, h + "self_attn.k_proj", Cq, Cq + Ckv});
+        ts.push_back({0, h + "self_attn.v_proj", Cq + Ckv, Q});
+        if (attn) ts.push_back({1, h + "self_attn.o_proj", 0, C});
+        if (all && c.mlp == MlpKind::swiglu) {
+          ts.push_back({2, h + "mlp.gate_proj", 0, H});
+          ts.push_back({2, h + "mlp.up_proj", H, 2 * H});
+        } else if (all) {
+          ts.push_back({2, h + "mlp.up_proj", 0, H});
+        }
+        if (all) ts.push_back({3, h + "mlp.down_proj", 0, C});
       }
-      if (all) ts.push_back({3, h + "mlp.down_proj", 0, C});
-    }
-    const char* weights[4] = {"attn.qkv.weight", "attn.proj.weight", "mlp.fc.weight", "mlp.proj.weight"};
-    const int64_t ins[4] = {C, Cq, C, H}, outs[4] = {Q, C, fc_out, C};
-    int slot = 0;
-    for (const Target& t : ts) {
-      LoraAdapter a;
-      a.layer = l;
-      a.site = t.site;
-      a.slot = slot++;
-      a.in = ins[t.site];
-      a.out = outs[t.site];
-      a.weight = "blocks." + L + "." + weights[t.site];
-      // Live rows: [b, e) and optionally [b2, e2); everything else is dead.
-      int64_t cursor = 0;
-      std::vector<std::pair<int64_t, int64_t>> live{{t.b, t.e}};
-      if (t.b2 >= 0) live.push_back({t.b2, t.e2});
-      for (auto [b, e] : live) {
-        if (b > cursor) a.dead.push_back({cursor, b});
-        cursor = e;
+      const Unit& block = model.unit(blocks[size_t(l)]);
+      const std::vector<AdapterSite> sites = block.adapter_sites();
+      const int64_t ins[4] = {C, Cq, C, H}, outs[4] = {Q, C, fc_out, C};
+      int slot = 0;
+      for (const Target& t : ts) {
+        LoraAdapter a;
+        a.unit = blocks[size_t(l)];
+        a.layer = l;
+        a.site = t.site;
+        a.slot = slot++;
+        a.in = ins[t.site];
+        a.out = outs[t.site];
+        a.weight = block.name() + "." + sites[size_t(t.site)].param;
+        // Live rows: [b, e) and optionally [b2, e2); everything else is dead.
+        int64_t cursor = 0;
+        std::vector<std::pair<int64_t, int64_t>> live{{t.b, t.e}};
+        if (t.b2 >= 0) live.push_back({t.b2, t.e2});
+        for (auto [b, e] : live) {
+          if (b > cursor) a.dead.push_back({cursor, b});
+          cursor = e;
+        }
+        if (cursor < a.out) a.dead.push_back({cursor, a.out});
+        a.save_begin = t.b2 >= 0 ? 0 : t.b;  // GPT-2 q+v: c_attn's B is saved whole
+        a.save_end = t.b2 >= 0 ? a.out : t.e;
+        add(std::move(a), "base_model.model." + t.path);
       }
-      if (cursor < a.out) a.dead.push_back({cursor, a.out});
-      a.save_begin = t.b2 >= 0 ? 0 : t.b;  // GPT-2 q+v: c_attn's B is saved whole
-      a.save_end = t.b2 >= 0 ? a.out : t.e;
-      const std::string key = "base_model.model." + t.path;
-      a.a_tensor = int(m.tensors.size());
-      m.tensors.push_back({key + ".lora_A.weight", m.numel, {r, a.in}});
-      m.numel = round_up(m.numel + r * a.in, kAlign);
-      a.b_tensor = int(m.tensors.size());
-      m.tensors.push_back({key + ".lora_B.weight", m.numel, {a.out, r}, a.dead});
-      m.numel = round_up(m.numel + a.out * r, kAlign);
-      m.at_site[size_t(l * 4 + t.site)].push_back(int(m.adapters.size()));
-      m.adapters.push_back(std::move(a));
     }
   }
   m.numel = std::max<int64_t>(m.numel, 1);
@@ -241,12 +331,19 @@ void Lora::Impl::reserve(Device& device, DType dt, int64_t B, int64_t T) {
   capacity_rows = rows;
 }
 
-void Lora::Impl::forward(const UnitContext& ctx, int layer, int site, const TensorView& x, const TensorView& y) {
+const std::vector<int>& Lora::Impl::at(const UnitContext& ctx, int site) const {
+  STRATA_CHECK(site >= 0 && site < kAdapterSites && ctx.unit_index >= 0 && ctx.unit_index < model->num_units(),
+               "LinearAdapter: site " << site << " of unit " << ctx.unit_index << " is outside [0, " << kAdapterSites
+                                      << ") or the unit is not in the Lora's model");
+  return at_site[size_t(ctx.unit_index * kAdapterSites + site)];
+}
+
+void Lora::Impl::forward(const UnitContext& ctx, int /*layer*/, int site, const TensorView& x, const TensorView& y) {
   if (merged) return;  // the base weights carry the adapters
   Stream& s = ctx.stream;
   const int64_t n = ctx.rows(), r = options.rank;
   Device* dev = &s.device();
-  for (int i : at_site[size_t(layer * 4 + site)]) {
+  for (int i : at(ctx, site)) {
     LoraAdapter& a = adapters[size_t(i)];
     TensorView xin = x;
     const float p = ctx.train ? options.dropout : 0.0f;
@@ -263,13 +360,13 @@ void Lora::Impl::forward(const UnitContext& ctx, int layer, int site, const Tens
   }
 }
 
-void Lora::Impl::backward(const UnitContext& ctx, int layer, int site, const TensorView& x, const TensorView& d_out,
+void Lora::Impl::backward(const UnitContext& ctx, int /*layer*/, int site, const TensorView& x, const TensorView& d_out,
                           const TensorView& d_inp) {
   STRATA_CHECK(!merged, "Lora: backward through merged adapters; unmerge() before training");
   Stream& s = ctx.stream;
   const int64_t n = ctx.rows(), r = options.rank;
   Device* dev = &s.device();
-  for (int i : at_site[size_t(layer * 4 + site)]) {
+  for (int i : at(ctx, site)) {
     LoraAdapter& a = adapters[size_t(i)];
     const LoraTensor& ta = tensors[size_t(a.a_tensor)];
     const LoraTensor& tb = tensors[size_t(a.b_tensor)];

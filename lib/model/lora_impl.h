@@ -14,9 +14,13 @@
 
 namespace strata {
 
+constexpr int kAdapterSites = 16;  // AdapterSite ids per unit
+constexpr int kAdapterSlots = 12;  // adapters per unit: dropout sites 4 .. 15
+
 struct LoraAdapter {
-  int layer, site;  // site: 0 qkv, 1 attn proj, 2 mlp fc, 3 mlp proj
-  int slot;         // index among the adapters of its layer: the dropout site
+  int unit;         // the Model's unit index (ctx.unit_index)
+  int layer, site;  // layer: A's init key (the built-in block's layer, else the unit); site: AdapterSite::id
+  int slot;         // index among the adapters of its unit: the dropout site
   int64_t in, out;  // the targeted weight is (out, in)
   int a_tensor, b_tensor;  // indices into Lora::Impl::tensors
   std::vector<std::pair<int64_t, int64_t>> dead;  // row ranges of B held at zero
@@ -32,7 +36,7 @@ struct Lora::Impl final : LinearAdapter {
   DType dtype = DType::f32;
   HfLayout layout = HfLayout::gpt2;
   std::vector<LoraAdapter> adapters;
-  std::vector<std::vector<int>> at_site;  // (layer * 4 + site) -> adapters
+  std::vector<std::vector<int>> at_site;  // (unit * kAdapterSites + site) -> adapters
   std::vector<LoraTensor> tensors;
   int64_t numel = 0;  // flat buffer elements (padded)
   Buffer params, grads, master, m, v;  // working dtype, f32, f32 (bf16/fp16 only), f32, f32
@@ -43,6 +47,7 @@ struct Lora::Impl final : LinearAdapter {
   TensorView flat(const Buffer& b, DType dt) const;
   TensorView view(const Buffer& b, DType dt, const LoraTensor& t) const;
   std::vector<std::string> target_modules() const;  // PEFT's target_modules
+  const std::vector<int>& at(const UnitContext& ctx, int site) const;  // the adapters of a unit's site
 
   void reserve(Device& device, DType dtype, int64_t B, int64_t T) override;
   void forward(const UnitContext& ctx, int layer, int site, const TensorView& x, const TensorView& y) override;

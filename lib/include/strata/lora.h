@@ -5,6 +5,7 @@
 // state); a Trainer on that model then trains the adapters only. Files are PEFT's:
 // adapter_model.safetensors (base_model.model.<HF path>.lora_A.weight [r, in],
 // lora_B.weight [out, r]) and adapter_config.json; docs/lora.md has the mapping.
+// Adapters on a custom unit's declared sites (LoraOptions::sites) use strata's names.
 // Invariant: with B = 0 the adapters add exact zeros; merge() folds them into the
 // base weights and the forward then skips them, unmerge() subtracts them back.
 #pragma once
@@ -33,6 +34,11 @@ struct LoraOptions {
   float alpha = 8.0f;    // scale = alpha / rank
   float dropout = 0.0f;  // on the adapter's input, training only
   uint64_t seed = 0;     // A's initialisation
+  // Empty: the built-in blocks' projections chosen by `targets`, in PEFT's names.
+  // Otherwise the declared sites (Unit::adapter_sites) of these names on every unit
+  // ("*": all of them), `targets` unused, in strata's names:
+  // "<unit>.<site>.lora_A.weight" / ".lora_B.weight" (B whole, [out, r]).
+  std::vector<std::string> sites;
 };
 
 // One adapter tensor: its PEFT key and where it sits in the Lora's flat buffer.

@@ -80,10 +80,21 @@ struct UnitIO {
   void* transient = nullptr;  // shared workspace for what the unit recomputes
 };
 
+// A linear layer a unit offers to LoRA (strata/lora.h): `param` is the local name of
+// its (out, in) matrix ParamSpec, `id` the site number the unit passes to
+// LinearAdapter (in [0, 16), unique within the unit), `name` what LoraOptions::sites
+// selects it by. The built-in block declares qkv 0, attn_proj 1, fc 2, mlp_proj 3.
+struct AdapterSite {
+  std::string name;
+  std::string param;
+  int id;
+};
+
 // A trainable side path on a unit's linear layers (LoRA, strata/lora.h). A unit
 // calls forward right after the targeted matmul's forward (y += delta(x)) and
-// backward right after its matmul_backward (d_inp += d delta/dx, own grads +=).
-// Sites of the built-in block: 0 attention qkv, 1 attention proj, 2 mlp fc, 3 mlp proj.
+// backward right after its matmul_backward (d_inp += d delta/dx, own grads +=),
+// with `site` the AdapterSite id. Adapters are found by (ctx.unit_index, site);
+// `layer` is the unit's own tag (the built-in block passes its layer), unused by Lora.
 class LinearAdapter {
  public:
   virtual ~LinearAdapter() = default;
@@ -108,7 +119,8 @@ class Unit {
   // What the unit keeps for backward and what it recomputes there. Units that do
   // not support a mode keep everything.
   virtual void set_recompute(Recompute /*mode*/) {}
-  // Units with linear layers run the adapter (null: none) on them.
+  // Units with linear layers declare them and run the adapter (null: none) on them.
+  virtual std::vector<AdapterSite> adapter_sites() const { return {}; }
   virtual void set_adapter(LinearAdapter* /*adapter*/) {}
   // Bytes of the workspace shared by all units for activations they recompute:
   // valid from a unit's forward (or recompute) until the next unit's.
