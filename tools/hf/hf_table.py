@@ -138,21 +138,28 @@ def greedy(args, model, model_dir, prompt):
     return ours == theirs, same, first
 
 
+def pinned_mib(base):
+    """finetune_lora's pinned staging pool: two of the largest unit (f32), the embedding or a block."""
+    c = base.config
+    block = sum(p.numel() for p in base.model.layers[0].parameters())
+    return 2 * max(c.vocab_size * c.hidden_size, block) * 4 // 2**20 + 16
+
+
 def lora(args, work, model_dir, base, data_train, data_val, inputs):
     adapters, nvme = os.path.join(work, "adapters"), os.path.join(work, "nvme")
     os.makedirs(nvme)
     out = run([args.finetune, "--model", model_dir, "--data", data_train, "--val", data_val, "--out", adapters,
                "--precision", "fp32", "--targets", "all", "--rank", 4, "--alpha", 16, "--steps", LORA_STEPS,
                "--batch", 1, "--seq", T, "--lr", "1e-2", "--warmup", 0, "--eval-batches", 1, "--sample-len", 0,
-               "--lora-dropout", 0, "--offload", "nvme", "--nvme-path", nvme])
-    tiers = re.search(r"nvme ([0-9.]+) MiB", out)
+               "--lora-dropout", 0, "--offload", "nvme", "--nvme-path", nvme, "--pinned", pinned_mib(base)])
+    tiers = re.search(r"nvme ([0-9.]+) MiB.*host RSS ([0-9.]+) MiB", out)
     _, ours = strata_logits(args, model_dir, data_val, os.path.join(work, "lora_logits.safetensors"),
                             ["--lora", adapters])
     base_logits = logits_of(base, inputs)
     adapted = peft.PeftModel.from_pretrained(base, adapters).eval()
     theirs = logits_of(adapted, inputs)
     return (theirs - ours).abs().max().item(), (theirs - base_logits).abs().max().item(), \
-        float(tiers.group(1)) if tiers else 0.0
+        (float(tiers.group(1)), float(tiers.group(2))) if tiers else (0.0, 0.0)
 
 
 def check(args, name, spec, root):
@@ -189,14 +196,14 @@ def check(args, name, spec, root):
     export_diff = (logits_of(load_hf(exp_dir), inputs) - theirs).abs().max().item()
     shutil.rmtree(exp_dir)
 
-    lora_diff, moved, nvme_mib = lora(args, work, hf_dir, model, data_train, data_val, inputs)
+    lora_diff, moved, (nvme_mib, rss_mib) = lora(args, work, hf_dir, model, data_train, data_val, inputs)
     ok = {"import": import_diff <= 1e-4, "generate": same, "export": export_diff <= 1e-4 and exp_tok,
           "lora": lora_diff <= 1e-4 and moved > 1e2 * max(lora_diff, 1e-7) and nvme_mib > 0}
     row = (f"| {name} | {spec['layers']} of {spec['config']['num_hidden_layers']} | {params / 1e6:.0f}M | {shards} | "
            f"{import_diff:.2e} (max \\|logit\\| {scale:.1f}) | "
            f"{'yes' if same else f'no: {matched}/{NEW}, first differs at {first}'} | "
            f"{export_diff:.2e} ({exp_shards} file{'s' if exp_shards > 1 else ''} + {', '.join(exp_tok) or 'no tokenizer'}) | "
-           f"{lora_diff:.2e} (moved {moved:.2f}; base {nvme_mib:.0f} MiB on NVMe) | "
+           f"{lora_diff:.2e} (moved {moved:.2f}; base {nvme_mib:.0f} MiB on NVMe, RSS {rss_mib:.0f} MiB) | "
            f"{'PASS' if all(ok.values()) else 'FAIL: ' + ', '.join(k for k, v in ok.items() if not v)} | "
            f"{time.time() - t0:.0f} s |")
     print(row, flush=True)
