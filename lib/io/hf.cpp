@@ -323,7 +323,8 @@ bool known_config_key(const std::string& type, const std::string& key) {
       "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters",
       "hidden_act", "attention_bias", "mlp_bias", "attention_dropout", "pretraining_tp"};
   // qwen2 / mistral: sliding-window keys, read (and refused unless inert) by read_hf_config.
-  static const std::set<std::string> windowed = {"sliding_window", "use_sliding_window", "max_window_layers"};
+  static const std::set<std::string> windowed = {"sliding_window", "use_sliding_window", "max_window_layers",
+                                                  "layer_types"};
   if (type != "gpt2" && type != "llama" && windowed.count(key)) return true;
   return common.count(key) || (type == "gpt2" ? gpt2 : llama).count(key);
 }
@@ -389,6 +390,11 @@ ModelConfig read_hf_config(const std::string& dir, HfLayout* layout_out) {
                    path << ": sliding_window " << window->as_int(path) << " is below max_position_embeddings "
                         << c.max_seq << "; sliding-window attention is not implemented by strata (it would "
                         "change the model's numerics)");
+    if (const Value* types = v.find("layer_types"); types && !types->is_null())  // transformers 5's per-layer kinds
+      for (const Value& t : types->items(path + " layer_types"))
+        STRATA_CHECK(t.as_string(path + " layer_types") == "full_attention",
+                     path << ": layer_types holds \"" << t.as_string(path) << "\"; strata implements only "
+                             "full_attention layers (sliding-window attention would change the model's numerics)");
     const Value* act = v.find("hidden_act");
     STRATA_CHECK(!act || act->as_string(path) == "silu", path << ": hidden_act must be silu (SwiGLU)");
     c.norm = NormKind::rmsnorm;

@@ -118,6 +118,10 @@ TEST_CASE("HF config: grouped-query llama and qwen2 and mistral configs read or 
   CHECK_FALSE(q.bias);
   CHECK_THROWS_WITH(read_family(dir, "qwen2", R"(, "sliding_window": 32, "use_sliding_window": true)"),
                     Contains("sliding_window 32"));
+  // transformers 5 writes layer_types into qwen2/mistral configs: inert when every layer is full attention
+  CHECK(read_family(dir, "qwen2", R"(, "layer_types": ["full_attention", "full_attention"])").qkv_bias);
+  CHECK_THROWS_WITH(read_family(dir, "qwen2", R"(, "layer_types": ["full_attention", "sliding_attention"])"),
+                    Contains("layer_types holds \"sliding_attention\""));
   CHECK(read_family(dir, "mistral", R"(, "num_key_value_heads": 2, "sliding_window": null)").n_kv_heads == 2);
   CHECK_NOTHROW(read_family(dir, "mistral", R"(, "sliding_window": 128)"));
   CHECK_THROWS_WITH(read_family(dir, "mistral", R"(, "sliding_window": 64)"),
