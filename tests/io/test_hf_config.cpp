@@ -138,6 +138,8 @@ TEST_CASE("HF config: grouped-query llama and qwen2 and mistral configs read or 
                     Contains("layer_types mixes"));
   CHECK_THROWS_WITH(read_family(dir, "mistral", R"(, "sliding_window": 32, "layer_types": ["chunked", "chunked"])"),
                     Contains("layer_types entry \"chunked\""));
+  // transformers 5 writes layer_types into qwen2/mistral configs: inert when every layer is full attention
+  CHECK(read_family(dir, "qwen2", R"(, "layer_types": ["full_attention", "full_attention"])").sliding_window == 0);
   CHECK(read_family(dir, "mistral", R"(, "num_key_value_heads": 2, "sliding_window": null)").n_kv_heads == 2);
   CHECK(read_family(dir, "mistral", R"(, "sliding_window": 128)").sliding_window == 0);  // masks nothing at 128
   CHECK(read_family(dir, "mistral", R"(, "sliding_window": 64)").sliding_window == 64);

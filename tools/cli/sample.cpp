@@ -1,6 +1,6 @@
 // `strata sample`: generate from a model with a KV cache (temperature, top-k, top-p,
 // stop tokens), streaming text as it is generated. Text goes through a tokenizer:
-// --tokenizer FILE, else the model directory's tokenizer.json, else the byte
+// --tokenizer FILE, else the model directory's tokenizer.json or tokenizer.model, else the byte
 // tokenizer for byte-level models (vocabulary 256); without one, prompts and output
 // are token ids.
 // Invariant: the same seed gives the same sample (counter-based RNG; row r keyed by r).
@@ -50,8 +50,9 @@ std::optional<strata::Tokenizer> find_tokenizer(const std::string& flag, const s
   if (!flag.empty()) return strata::Tokenizer::from_file(flag);
   std::error_code ec;
   const std::filesystem::path dir(model_path);
-  if (std::filesystem::is_directory(dir, ec) && std::filesystem::exists(dir / "tokenizer.json", ec))
-    return strata::Tokenizer::from_file((dir / "tokenizer.json").string());
+  for (const char* name : {"tokenizer.json", "tokenizer.model"})  // an HF export carries one of them
+    if (std::filesystem::is_directory(dir, ec) && std::filesystem::exists(dir / name, ec))
+      return strata::Tokenizer::from_file((dir / name).string());
   if (vocab == strata::kByteVocabSize) return strata::Tokenizer::bytes();
   return std::nullopt;
 }
@@ -80,7 +81,8 @@ int sample_main(int argc, char** argv) {
   args.option("seed", &seed, "S", "sampling seed", 0);
   args.option("precision", &precision, "P", "fp32 | bf16 | fp16 (default: the checkpoint's; fp32 for Hugging Face)");
   args.option("tokenizer", &tokenizer_path, "FILE",
-              "tokenizer.json for text (default: the model directory's, else bytes for a 256-token vocabulary)");
+              "tokenizer.json or tokenizer.model for text (default: the model directory's, else bytes for a "
+              "256-token vocabulary)");
   args.option("device", &device, "DEV", "cpu | cuda:N");
   args.option("threads", &threads, "N", "worker threads (0: all cores)", 0, 1024);
   if (int rc = args.parse(argc, argv); rc >= 0) return rc;
