@@ -23,6 +23,8 @@ class EmbeddingUnit final : public Unit {
  public:
   explicit EmbeddingUnit(const ModelConfig& c) : c_(c) {}
   std::string name() const override { return "embedding"; }
+  // Reads the batch's tokens wherever it sits (a decoder's embedding after an encoder).
+  std::string batch_input() const override { return "tokens"; }
 
   std::vector<ParamSpec> param_specs() const override {
     using I = ParamSpec::Init;
@@ -183,7 +185,10 @@ std::unique_ptr<Unit> make_head_unit(const ModelConfig& config) { return std::ma
 
 void head_logits(Unit& head, const UnitContext& ctx, const UnitParams& p, const TensorView& x,
                  const TensorView& logits) {
-  static_cast<HeadUnit&>(head).logits(ctx, p, x, logits);
+  auto* builtin = dynamic_cast<HeadUnit*>(&head);
+  STRATA_CHECK(builtin, "Model: the last unit '" << head.name()
+                                                 << "' is not the built-in head (make_head_unit); logits come from its LM head");
+  builtin->logits(ctx, p, x, logits);
 }
 
 size_t carve_bytes(DType dtype, int64_t numel) { return (size_t(numel) * dtype_size(dtype) + 63) / 64 * 64; }
