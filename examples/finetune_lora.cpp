@@ -25,6 +25,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <unistd.h>
 
@@ -110,25 +111,33 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-// The model from a checkpoint, a run directory or a Hugging Face directory.
-std::unique_ptr<strata::Model> load(const std::string& path, strata::Device& dev, strata::Precision p,
-                                    std::string& source) {
+// The base from a checkpoint, a run directory or a Hugging Face directory: built from
+// its config alone (offloaded, Init::deferred: never resident), its weights read
+// later, unit by unit, through the Trainer into wherever it keeps them.
+struct Base {
+  std::unique_ptr<strata::Model> model;
+  std::string source;
+  std::function<void(strata::Trainer&)> load_weights;
+};
+
+Base open_base(const std::string& path, strata::Device& dev, strata::Precision p, strata::Model::Init init) {
+  Base b;
   std::string ck;
   if (strata::is_checkpoint(path)) ck = path;
   else if (fs::is_directory(path) && !fs::is_regular_file(path + "/config.json")) ck = strata::latest_checkpoint(path);
   if (!ck.empty()) {
-    strata::CheckpointInfo info = strata::read_checkpoint_info(ck);
-    auto m = std::make_unique<strata::Model>(info.config, dev, p, 0);
-    strata::load_checkpoint(ck, *m);
-    source = "strata checkpoint " + ck;
-    return m;
+    b.model = std::make_unique<strata::Model>(strata::read_checkpoint_info(ck).config, dev, p, 0, init);
+    b.source = "strata checkpoint " + ck;
+    b.load_weights = [ck, m = b.model.get()](strata::Trainer& t) {
+      strata::load_checkpoint(ck, *m, &t, strata::LoadScope::weights);
+    };
+    return b;
   }
   strata::HfLayout layout;
-  strata::ModelConfig c = strata::read_hf_config(path, &layout);
-  auto m = std::make_unique<strata::Model>(c, dev, p, 0);
-  strata::import_hf(*m, path, layout);
-  source = std::string("Hugging Face ") + strata::hf_layout_name(layout) + " " + path;
-  return m;
+  b.model = std::make_unique<strata::Model>(strata::read_hf_config(path, &layout), dev, p, 0, init);
+  b.source = std::string("Hugging Face ") + strata::hf_layout_name(layout) + " " + path;
+  b.load_weights = [path, layout, m = b.model.get()](strata::Trainer& t) { strata::import_hf(*m, path, layout, &t); };
+  return b;
 }
 
 float validate(strata::Trainer& trainer, strata::BatchLoader& val, int64_t batches) {
@@ -145,10 +154,12 @@ int run(const Options& o) {
   if (o.threads > 0) strata::set_num_threads(o.threads);
   auto device = strata::Device::cpu(0);
   const strata::Precision precision = strata::precision_from_string(o.precision);
-  std::string source;
-  std::unique_ptr<strata::Model> model = load(o.model, *device, precision, source);
+  Base base = open_base(o.model, *device, precision,
+                        o.offload.empty() ? strata::Model::Init::resident : strata::Model::Init::deferred);
+  std::unique_ptr<strata::Model>& model = base.model;
   const strata::ModelConfig& config = model->config();
-  std::printf("base: %s, %s (%s)\n", config.describe().c_str(), strata::precision_name(precision), source.c_str());
+  std::printf("base: %s, %s (%s)\n", config.describe().c_str(), strata::precision_name(precision),
+              base.source.c_str());
 
   // ---- data
   std::string train_glob = o.data, val_glob = o.val, scratch;
@@ -202,6 +213,7 @@ int run(const Options& o) {
     std::printf("offload: frozen base params on %s %s\n", o.offload.c_str(), o.nvme_path.c_str());
   }
   strata::Trainer& trainer = *owned;
+  base.load_weights(trainer);
   std::printf("lora: targets %s, rank %lld, alpha %g (scale %g), dropout %g: %lld trainable parameters (%.3f%% of %lld)\n",
               strata::lora_targets_name(lopt.targets), (long long)lopt.rank, lopt.alpha, lora.scale(), lopt.dropout,
               (long long)lora.num_parameters(), 100.0 * double(lora.num_parameters()) / double(model->num_parameters()),
@@ -238,7 +250,7 @@ int run(const Options& o) {
               mib(r.device_bytes), mib(r.pinned_bytes), mib(r.nvme_bytes), r.nvme_read_gbps, mib(r.host_bytes));
 
   if (!o.out.empty()) {
-    lora.save(o.out, source);
+    lora.save(o.out, base.source);
     std::printf("adapters: %s/adapter_model.safetensors + adapter_config.json\n", o.out.c_str());
   }
   // Merged weights give the same model (within the working precision's rounding).

@@ -312,8 +312,12 @@ std::string tensor_what(const SafetensorsReader& r, const std::string& name) {
 }
 }  // namespace
 
-CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* trainer) {
+CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* trainer, LoadScope scope) {
   CheckpointInfo info = read_checkpoint_info(dir);
+  STRATA_CHECK(trainer || model.params_resident(),
+               dir << ": the model's parameters live in its store (offloaded, ZeRO-3, or built Init::deferred); "
+                      "load the checkpoint with the model's Trainer");
+  const bool resume = trainer && scope == LoadScope::resume;
   // Dropout rates do not shape the parameters: a checkpoint may be evaluated or
   // fine-tuned with others. Everything else must match.
   auto shape_of = [](ModelConfig c) {
@@ -324,17 +328,17 @@ CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* tr
                dir << ": the checkpoint's model config differs from the model's; build the model from "
                       "read_checkpoint_info(dir).config. Checkpoint: "
                    << info.config.describe() << "; model: " << model.config().describe());
-  if (trainer) {
-    STRATA_CHECK(info.has_trainer, dir << " holds weights only (no " << kTrainerFile << "); load it without a Trainer");
-    trainer->state();  // throws mid-accumulation, before any state changes
-  }
+  if (resume)
+    STRATA_CHECK(info.has_trainer, dir << " holds weights only (no " << kTrainerFile
+                                       << "); start from it with LoadScope::weights, or load it without a Trainer");
+  if (trainer) trainer->state();  // throws mid-accumulation, before any state changes
   auto weights = open_checked(dir, kModelFile);
   for (const ParamInfo& p : model.parameters()) expect_tensor(*weights, p.name, p.shape);
   STRATA_CHECK(weights->tensors().size() == model.parameters().size(),
                weights->path() << ": " << weights->tensors().size() << " tensors, the model has "
                                << model.parameters().size() << " parameters");
   std::unique_ptr<SafetensorsReader> opt;
-  if (trainer) {
+  if (resume) {
     opt = open_checked(dir, kOptimizerFile);
     auto it = opt->metadata().find("strata.layout");
     STRATA_CHECK(it != opt->metadata().end() && it->second == layout_fingerprint(model),
@@ -346,7 +350,9 @@ CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* tr
   }
   // Data: weights first; in fp32 the master IS the weights, so the optimizer file's
   // master then overwrites them exactly (the weights file may be bf16).
-  if (trainer && (trainer->comm() || model.store())) {  // ZeRO keeps each rank's shards; offload, the tiers
+  // With a trainer, one unit at a time through it: ZeRO keeps each rank's shards,
+  // offload writes the tiers, and a new run's optimizer starts from the weights.
+  if (trainer && (!resume || trainer->comm() || model.store())) {
     std::vector<float> unit;  // host arrays: the Trainer moves them to its device
     for (int u = 0; u < model.num_units(); ++u) {
       unit.assign(size_t(model.unit_numel(u)), 0.0f);  // the padding stays 0
@@ -355,7 +361,8 @@ CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* tr
           weights->read(p.name, TensorView(unit.data() + p.offset, DType::f32, {p.numel()}, nullptr));
           io::require_finite(unit.data() + p.offset, size_t(p.numel()), tensor_what(*weights, p.name));
         }
-      trainer->load_unit_parameters(u, unit.data());
+      if (resume) trainer->load_unit_parameters(u, unit.data());
+      else trainer->start_from_parameters(u, unit.data());
     }
   } else {
     std::vector<char> staged;
@@ -367,7 +374,7 @@ CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* tr
       copy_from_host(v, staged);
     }
   }
-  if (trainer) {
+  if (resume) {
     std::vector<float> master, m, v;
     for (int u = 0; u < model.num_units(); ++u) {
       const std::string unit = model.unit_name(u);

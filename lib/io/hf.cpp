@@ -5,6 +5,7 @@
 // transposed (GPT-2's Conv1D stores weights [in, out], strata stores [out, in]).
 // Invariant: export and import walk the same piece table, so a round trip is the
 // identity; import checks every name and shape before writing any parameter.
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -14,6 +15,7 @@
 #include "json.h"
 #include "strata/checkpoint.h"
 #include "strata/error.h"
+#include "strata/train.h"
 
 namespace strata {
 
@@ -421,8 +423,12 @@ ModelConfig read_hf_config(const std::string& dir, HfLayout* layout_out) {
   return c;
 }
 
-void import_hf(Model& model, const std::string& dir_or_file, HfLayout layout) {
+void import_hf(Model& model, const std::string& dir_or_file, HfLayout layout, Trainer* trainer) {
   const ModelConfig& c = model.config();
+  STRATA_CHECK(trainer || model.params_resident(),
+               "import_hf: the model's parameters live in its store (offloaded, ZeRO-3, or built Init::deferred); "
+               "import with the model's Trainer: import_hf(model, path, layout, &trainer)");
+  if (trainer) trainer->state();  // throws mid-accumulation, before anything is read
   STRATA_CHECK(hf_layout_for(c) == layout, "import_hf: the model is a " << hf_layout_name(hf_layout_for(c))
                                                                         << " model, the file is " << hf_layout_name(layout));
   const SafetensorsCheckpoint r(dir_or_file);  // one file, or a sharded index
@@ -431,9 +437,12 @@ void import_hf(Model& model, const std::string& dir_or_file, HfLayout layout) {
   const std::string prefix = layout == HfLayout::gpt2 && !r.find("transformer.wte.weight") && r.find("wte.weight")
                                  ? ""
                                  : "transformer.";
-  const std::vector<Piece> table = pieces(c, layout, prefix);
+  std::vector<Piece> table = pieces(c, layout, prefix);
   std::map<std::string, const ParamInfo*> info;
   for (const ParamInfo& p : model.parameters()) info[p.name] = &p;
+  // Unit by unit (a parameter's pieces stay together, in order).
+  std::stable_sort(table.begin(), table.end(),
+                   [&](const Piece& a, const Piece& b) { return info.at(a.strata)->unit < info.at(b.strata)->unit; });
   std::set<std::string> used;
   for (const Piece& p : table) {
     const SafetensorsEntry* e = r.find(p.hf);
@@ -446,7 +455,12 @@ void import_hf(Model& model, const std::string& dir_or_file, HfLayout layout) {
     STRATA_CHECK(used.count(e.name) || ignorable(e.name, c),
                  path << ": tensor \"" << e.name << "\" has no place in a strata " << hf_layout_name(layout)
                       << " model with this config");
-  std::vector<float> full;
+  // One parameter at a time (resident), or one unit at a time through the trainer.
+  std::vector<float> full, unit;
+  int staged = -1;  // the unit `unit` holds
+  auto flush = [&] {
+    if (staged >= 0) trainer->start_from_parameters(staged, unit.data());
+  };
   for (size_t i = 0; i < table.size();) {
     const ParamInfo& pi = *info.at(table[i].strata);
     full.assign(size_t(pi.numel()), 0.0f);
@@ -455,8 +469,18 @@ void import_hf(Model& model, const std::string& dir_or_file, HfLayout layout) {
       io::require_finite(piece.data(), piece.size(), path + ": tensor \"" + table[i].hf + "\"");
       insert(full, cols_of(pi.shape), table[i], pi.shape[0], piece);
     }
-    copy_from_host_f32(model.parameter(pi.name), full.data());
+    if (!trainer) {
+      copy_from_host_f32(model.parameter(pi.name), full.data());
+      continue;
+    }
+    if (pi.unit != staged) {
+      flush();
+      staged = pi.unit;
+      unit.assign(size_t(model.unit_numel(pi.unit)), 0.0f);  // the padding stays 0
+    }
+    std::copy(full.begin(), full.end(), unit.begin() + pi.offset);
   }
+  if (trainer) flush();
 }
 
 }  // namespace strata

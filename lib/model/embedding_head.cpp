@@ -185,10 +185,10 @@ std::unique_ptr<Unit> make_head_unit(const ModelConfig& config) { return std::ma
 
 void head_logits(Unit& head, const UnitContext& ctx, const UnitParams& p, const TensorView& x,
                  const TensorView& logits) {
-  auto* builtin = dynamic_cast<HeadUnit*>(&head);
-  STRATA_CHECK(builtin, "Model: the last unit '" << head.name()
-                                                 << "' is not the built-in head (make_head_unit); logits come from its LM head");
-  builtin->logits(ctx, p, x, logits);
+  auto* lm = dynamic_cast<HeadUnit*>(&head);
+  STRATA_CHECK(lm, "Model: logits and decoding need the built-in LM head as the last unit; this model ends in '"
+                       << head.name() << "' (a classifier's outputs are its per-row losses)");
+  lm->logits(ctx, p, x, logits);
 }
 
 size_t carve_bytes(DType dtype, int64_t numel) { return (size_t(numel) * dtype_size(dtype) + 63) / 64 * 64; }

@@ -388,13 +388,18 @@ void Model::check_batch(const Batch& batch) const {
     const TensorView& tg = batch.targets;
     STRATA_CHECK(tg.dtype == DType::i32 && tg.ndim == 2 && tg.shape[0] == B && tg.shape[1] == T,
                  "Model: targets must be (B, T) = (" << B << ", " << T << ") i32 like the inputs, got " << tg.str());
-    const int32_t* t = tg.ptr<int32_t>();
-    for (int64_t i = 0; i < B * T; ++i)
-      STRATA_CHECK(t[i] == -100 || (t[i] >= 0 && t[i] < config_.vocab_size),
-                   "Model: target " << t[i] << " at row " << i / T << ", position " << i % T
-                                    << " is outside the vocabulary [0, " << config_.vocab_size
-                                    << ") and is not the ignore index -100");
+    units_.back()->check_targets(tg, config_);  // what a target means is the last unit's
   }
+}
+
+void Unit::check_targets(const TensorView& targets, const ModelConfig& config) const {
+  const int32_t* t = targets.ptr<int32_t>();
+  const int64_t T = targets.shape[1];
+  for (int64_t i = 0; i < targets.numel(); ++i)
+    STRATA_CHECK(t[i] == -100 || (t[i] >= 0 && t[i] < config.vocab_size),
+                 "Model: target " << t[i] << " at row " << i / T << ", position " << i % T
+                                  << " is outside the vocabulary [0, " << config.vocab_size
+                                  << ") and is not the ignore index -100");
 }
 
 void Model::ensure_activations(int64_t B, int64_t T) {

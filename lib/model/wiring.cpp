@@ -29,6 +29,9 @@ class WiredUnit final : public Unit {
   void backward(const UnitContext& ctx, const UnitParams& p, UnitIO& io, void* scratch) override {
     inner_->backward(ctx, p, io, scratch);
   }
+  void check_targets(const TensorView& targets, const ModelConfig& config) const override {
+    inner_->check_targets(targets, config);
+  }
   std::string batch_input() const override { return w_.batch_input.empty() ? inner_->batch_input() : w_.batch_input; }
   std::vector<std::string> reads() const override { return inner_->reads(); }
   std::string publishes() const override { return w_.publishes.empty() ? inner_->publishes() : w_.publishes; }

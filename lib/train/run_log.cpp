@@ -146,6 +146,7 @@ std::vector<std::string> RunLog::record(const StepReport& r) {
   o.set("pinned_bytes", u64(r.pinned_bytes));
   o.set("host_bytes", u64(r.host_bytes));
   o.set("nvme_bytes", u64(r.nvme_bytes));
+  o.set("host_setup_peak_bytes", u64(r.host_setup_peak_bytes));
   o.set("nvme_read_gbps", num(r.nvme_read_gbps));
   o.set("nvme_write_gbps", num(r.nvme_write_gbps));
   o.set("norm_seconds", num(r.norm_seconds));

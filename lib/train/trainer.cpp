@@ -77,6 +77,9 @@ Trainer::Trainer(Model& model, const TrainOptions& o) : model_(&model), options_
   check_options(o);
   STRATA_CHECK(o.zero_stage == 0, "Trainer: ZeRO stage " << o.zero_stage
                                                          << " shards state across ranks; pass a dist::Comm");
+  STRATA_CHECK(model.params_resident(), "Trainer: the model was built Model::Init::deferred and holds no parameters; "
+                                        "give the Trainer offload options or a ZeRO-3 communicator, whose store "
+                                        "initialises it, or build the model resident");
   // A frozen base (LoRA) has no gradients and gets no optimizer state.
   if (model.base_frozen())
     STRATA_CHECK(model.lora(), "Trainer: the model's base is frozen and no Lora is attached: nothing to train");
@@ -214,6 +217,24 @@ void Trainer::load_unit_parameters(int u, const float* values) {
   copy_from_host_f32(model_->unit_params(u), values);
 }
 
+void Trainer::start_from_parameters(int u, const float* values) {
+  state();  // throws mid-accumulation
+  STRATA_CHECK(u >= 0 && u < model_->num_units(),
+               "Trainer::start_from_parameters: unit " << u << " does not exist (the model has " << model_->num_units()
+                                                       << ")");
+  const size_t n = size_t(model_->unit_numel(u));
+  // The master is the working parameters as the precision holds them.
+  const DType dt = precision_dtype(model_->precision());
+  std::vector<char> raw(n * dtype_size(dt));
+  const TensorView working(raw.data(), dt, {int64_t(n)}, nullptr);
+  copy_from_host_f32(working, values);
+  const std::vector<float> rounded = copy_to_host_f32(working);
+  load_unit_parameters(u, rounded.data());
+  if (model_->base_frozen()) return;  // the frozen base has no optimizer state
+  const std::vector<float> zeros(n, 0.0f);
+  load_optimizer_state(u, rounded.data(), zeros.data(), zeros.data());
+}
+
 float Trainer::forward_backward(const Batch& batch) {
   STRATA_CHECK(!((adamw_ || (offload_ && !offload_->frozen())) && model_->base_frozen()),
                "Trainer: the model's base was frozen (a Lora attached) after this Trainer was made; "
@@ -330,6 +351,7 @@ StepReport Trainer::step() {
     r.nvme_read_gbps = st.read_gbps();
     r.nvme_write_gbps = st.write_gbps();
     r.io_stall_seconds = st.stall_seconds;
+    r.host_setup_peak_bytes = offload_->construction_host_peak();
     r.norm_seconds = st.norm_seconds;
     r.update_seconds = st.update_seconds;
     if (st.update_seconds > 0) {
@@ -339,6 +361,7 @@ StepReport Trainer::step() {
   }
   if (zero_) {
     r.pinned_bytes = zero_->take_pinned_high_water();
+    r.host_setup_peak_bytes = zero_->memory().host_construction_peak;
     r.nvme_bytes = zero_->memory().nvme_bytes;
     r.io_stall_seconds = zero_->take_stall_seconds();
     r.comm_wait_seconds = zero_->take_comm_wait_seconds();

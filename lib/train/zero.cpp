@@ -49,6 +49,12 @@ ZeroEngine::ZeroEngine(Model& model, dist::Comm& comm, int stage, const AdamWOpt
     : model_(&model), comm_(&comm), stage_(stage), options_(options) {
   using offload::Tier;
   STRATA_CHECK(stage >= 0 && stage <= 3, "Trainer: ZeRO stage " << stage << " does not exist; use 0, 1, 2 or 3");
+  // Built Init::deferred, the model holds no parameters: only stage 3, which keeps a
+  // shard, can take them straight from the initialiser.
+  const bool deferred = !model.params_resident();
+  STRATA_CHECK(!deferred || stage == 3,
+               "Trainer: the model was built Model::Init::deferred (it holds no parameters), but ZeRO stage "
+                   << stage << " keeps the full working parameters on every device; build it resident, or use stage 3");
   const int N = comm.size(), r = comm.rank();
   Device& dev = model.device();
   Stream& s = dev.stream();
@@ -94,16 +100,31 @@ ZeroEngine::ZeroEngine(Model& model, dist::Comm& comm, int stage, const AdamWOpt
   }
   tiers_->reserve();
 
-  // Initial state: master (and the stage-3 shard) = the working shard, m = v = 0, no gradient.
+  // Initial state: master (and the stage-3 shard) = the working shard, m = v = 0, no
+  // gradient. A deferred model's unit is drawn on the host (Model::init_unit_params,
+  // bitwise the resident constructor's) one at a time and its shard moved to the device.
+  std::vector<char> drawn;
+  Buffer drawn_shard;
+  if (deferred) drawn_shard = Buffer(dev, size_t(largest_shard) * dtype_size(dt), "ZeRO-3 initial shard");
   for (int u = 0; u < model.num_units(); ++u) {
     Unit& x = units_[size_t(u)];
     const int64_t n = x.hi - x.lo;
-    TensorView working = range(model.unit_params(u).data, dt, x.lo, n, &dev);
+    TensorView working;
+    if (deferred) {
+      drawn.resize(size_t(x.numel) * dtype_size(dt));
+      model.init_unit_params(u, drawn.data());
+      s.copy(drawn_shard.data(), drawn.data() + size_t(x.lo) * dtype_size(dt), size_t(n) * dtype_size(dt));
+      working = range(drawn_shard.data(), dt, 0, n, &dev);
+    } else {
+      working = range(model.unit_params(u).data, dt, x.lo, n, &dev);
+    }
     if (x.param_shard) init_array(*x.param_shard, [&](void* p) { ops::cast({range(p, dt, 0, n, &dev), working}, s); });
     if (x.master) init_array(*x.master, [&](void* p) { ops::cast({range(p, DType::f32, 0, n, &dev), working}, s); });
     for (offload::TierArray* a : {x.m, x.v})
       init_array(*a, [&](void* p) { ops::fill_zero(range(p, DType::f32, 0, n, &dev), s); });
   }
+  s.synchronize();  // drawn and drawn_shard are freed at scope exit
+  construction_host_peak_ = tiers_->bytes_on(Tier::host) + drawn.capacity() + tiers_->pinned_high_water();
   zero_grad();
   model.set_store(this);  // stages 0, 1: buffers stay resident; the store starts reductions
   if (stage >= 2) model.release_resident_state(/*params=*/stage == 3, /*grads=*/true);
@@ -567,6 +588,7 @@ ZeroMemory ZeroEngine::memory() const {
   mem.host_bytes = tiers_->bytes_on(offload::Tier::host);
   mem.nvme_bytes = tiers_->bytes_on(offload::Tier::nvme);
   mem.pinned_bytes = tiers_->pinned_high_water();
+  mem.host_construction_peak = construction_host_peak_;
   return mem;
 }
 

@@ -83,6 +83,7 @@ class ZeroEngine final : public ParamStore {
   Model* model_;
   dist::Comm* comm_;
   int stage_;
+  size_t construction_host_peak_ = 0;  // host tiers + one drawn unit (deferred) + pinned, at setup
   AdamWOptions options_;
   std::unique_ptr<offload::TieredArrays> tiers_;  // this rank's shards, on their tiers
   std::vector<Unit> units_;

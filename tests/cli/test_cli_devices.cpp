@@ -1,7 +1,8 @@
 // `strata train` on several CPU devices and with its state offloaded, as `strata plan`
 // proposes: ZeRO-3 over 2 devices with half the batch each gives the losses of one
 // device (to rounding), ZeRO-3 with every tier on NVMe and one device's offloaded
-// store give them bit for bit (and checkpoint and resume), --plan auto
+// store give them bit for bit (and checkpoint and resume, and start from a checkpoint's
+// or a Hugging Face directory's weights read into NVMe tiers), --plan auto
 // takes strata plan's placement, and placements the build cannot checkpoint are
 // refused before anything runs.
 #include <catch2/catch.hpp>
@@ -138,5 +139,34 @@ TEST_CASE("cli train: ranks on --device cuda are GPUs, never silently CPU device
     CHECK(r.status == 1);
     CHECK_THAT(r.err, Contains("no CUDA device"));
     CHECK(step_losses(r.out).empty());
+  }
+}
+
+TEST_CASE("cli train: --init-from a checkpoint or a Hugging Face directory into NVMe tiers trains as resident",
+          "[cli][nvme]") {
+  Run t;
+  REQUIRE(t.train("base", {"--steps", "2"}).status == 0);
+  const std::string base = t.cli.file("base/" + checkpoint_name(2)), hf = t.cli.file("base-hf");
+  const CliResult conv = t.cli.run({"convert", "--from", base, "--to", hf, "--format", "hf"});
+  INFO(conv.out << conv.err);
+  REQUIRE(conv.status == 0);
+  std::filesystem::create_directories(t.cli.file("swap"));
+  const std::vector<std::string> nvme = {"--params", "nvme", "--grads", "nvme", "--optimizer", "nvme",
+                                         "--nvme", t.cli.file("swap"), "--pinned", "64M"};
+  const std::string sources[] = {base, hf};
+  for (int i = 0; i < 2; ++i) {
+    const std::string& from = sources[i];
+    INFO(from);
+    const CliResult resident = t.train("res" + std::to_string(i), {"--init-from", from});
+    INFO(resident.out << resident.err);
+    REQUIRE(resident.status == 0);
+    std::vector<std::string> more = {"--init-from", from};
+    more.insert(more.end(), nvme.begin(), nvme.end());
+    const CliResult offloaded = t.train("off" + std::to_string(i), more);
+    INFO(offloaded.out << offloaded.err);
+    REQUIRE(offloaded.status == 0);
+    CHECK_THAT(offloaded.out, Contains("initial weights from"));
+    CHECK(losses(offloaded) == losses(resident));
+    CHECK(losses(resident).size() == 3);
   }
 }

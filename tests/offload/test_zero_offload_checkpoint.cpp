@@ -2,7 +2,9 @@
 // CPU devices: save at step N and resume on the same ranks equals the uninterrupted
 // run bit for bit (losses, working params, master, m, v); the files are those of the
 // same run without offload; and a single-device offloaded Trainer loads them with the
-// same state as the ZeRO run had.
+// same state as the ZeRO run had. A model built Init::deferred under ZeRO-3 (shards on
+// the device, host or NVMe) trains bitwise as the resident one, also when it starts
+// from a checkpoint's weights; stages 0-2 refuse it by name.
 #include <catch2/catch.hpp>
 #include <filesystem>
 
@@ -40,15 +42,17 @@ offload::OffloadOptions shards_on(int stage, Tier tier, const ScratchDir& dir) {
 }
 
 // Steps [first, last) on kRanks ranks, from `load` if given, saving to `save` after.
+// The model is built `init` with `seed`; `scope` is what is taken from `load`.
 State zero_run(const ModelConfig& c, Precision p, int stage, const offload::OffloadOptions* off, int first, int last,
-               const std::string& load, const std::string& save) {
+               const std::string& load, const std::string& save, Model::Init init = Model::Init::resident,
+               uint64_t seed = 5, LoadScope scope = LoadScope::resume) {
   std::vector<State> per_rank(kRanks);
   dist::run_ranks(kRanks, [&](int rank, dist::Comm& comm) {
     auto device = Device::cpu(rank);
-    Model m(c, *device, p, 5);
+    Model m(c, *device, p, seed, init);
     std::unique_ptr<Trainer> t = off ? std::make_unique<Trainer>(m, options(stage), comm, *off)
                                      : std::make_unique<Trainer>(m, options(stage), comm);
-    if (!load.empty()) load_checkpoint(load, m, t.get());
+    if (!load.empty()) load_checkpoint(load, m, t.get(), scope);
     State& st = per_rank[size_t(rank)];
     for (int s = first; s < last; ++s) {
       std::vector<RandomBatch> mine;
@@ -108,4 +112,45 @@ TEST_CASE("ZeRO with offload saved at step N resumes bit for bit, in the files o
         std::filesystem::remove_all(ckpt);
         std::filesystem::remove_all(plain);
       }
+}
+
+TEST_CASE("a deferred model under ZeRO-3 is drawn shard by shard and trains as the resident one",
+          "[offload][checkpoint][dist]") {
+  ScratchDir dir(2);
+  const ModelConfig c = tiny_config("llama");
+  const std::string weights = dir.path() + "/weights";
+  {
+    Model source(c, cpu(), Precision::fp32, 81);
+    save_checkpoint(weights, source, nullptr);
+  }
+  for (Precision p : {Precision::fp32, Precision::bf16}) {
+    const State resident = zero_run(c, p, 3, nullptr, 0, 3, "", "");
+    const State from_weights = zero_run(c, p, 3, nullptr, 0, 3, weights, "", Model::Init::resident, 5, LoadScope::weights);
+    for (Tier tier : {Tier::device, Tier::host, Tier::nvme}) {
+      INFO(precision_name(p) << " shards on " << offload::tier_name(tier));
+      const offload::OffloadOptions o = shards_on(3, tier, dir);
+      const State deferred = zero_run(c, p, 3, &o, 0, 3, "", "", Model::Init::deferred);
+      CHECK(deferred.losses == resident.losses);
+      CHECK(deferred.params == resident.params);
+      CHECK(deferred.optimizer == resident.optimizer);
+      const State loaded = zero_run(c, p, 3, &o, 0, 3, weights, "", Model::Init::deferred, 6, LoadScope::weights);
+      CHECK(loaded.losses == from_weights.losses);
+      CHECK(loaded.params == from_weights.params);
+      CHECK(loaded.losses != resident.losses);  // the weights came from the file
+    }
+  }
+  std::vector<std::string> errors(kRanks);  // Catch's assertions stay on the test's thread
+  dist::run_ranks(kRanks, [&](int rank, dist::Comm& comm) {
+    auto device = Device::cpu(rank);
+    Model m(c, *device, Precision::fp32, 5, Model::Init::deferred);
+    try {
+      Trainer t(m, options(2), comm);
+    } catch (const Error& e) {
+      errors[size_t(rank)] = e.what();
+    }
+  });
+  for (const std::string& e : errors)
+    CHECK_THAT(e, Catch::Contains("built Model::Init::deferred") && Catch::Contains("use stage 3"));
+  Model m(c, cpu(), Precision::fp32, 5, Model::Init::deferred);
+  CHECK_THROWS_WITH(Trainer(m, options(0)), Catch::Contains("give the Trainer offload options or a ZeRO-3"));
 }

@@ -10,6 +10,9 @@
 //                                          the DRAM bandwidth the device reports)
 //   strata-bench kernels                   no GPU: each kernel's FLOPs, bytes and
 //                                          FLOP/byte, which is what bounds it
+//   strata-bench-emu kernels               (built with the tests) each op run once on
+//                                          the emulated device at B 1 x T 128, with the
+//                                          bank-conflict degree of every CUDA kernel
 // Invariant: FLOPs and bytes are the op's necessary work (causal attention counts half
 // the score matrix; bytes are what the op must read + write once), the same figures
 // in both modes, so a GPU run's % of peak reads against the CPU run's table.
@@ -22,6 +25,9 @@
 
 #include "bench.h"
 #include "cuda/runtime.h"
+#if defined(STRATA_CUDA_EMULATION)
+#include "cuda/emu/emu.h"
+#endif
 #include "ops.h"
 #include "strata/plan.h"
 #include "strata/strata.h"
@@ -30,7 +36,14 @@ namespace strata::bench {
 
 namespace {
 
-constexpr int64_t kB = 16, kT = 1024, kC = 768, kHeads = 12, kRows = kB * kT;
+// The step's shape: gpt2-small bf16 at B 16 x T 1024. The emulated report runs each
+// kernel once at a smaller one (conflict degrees are a property of the access pattern).
+struct Dims {
+  int64_t B = 16, T = 1024, vocab = 50257, vocab_padded = 50304, params = 124'000'000;
+};
+Dims dims;
+int64_t rows() { return dims.B * dims.T; }
+constexpr int64_t kC = 768, kHeads = 12;
 
 // Device memory with deterministic contents in [lo, hi), staged through the CPU.
 class DeviceTensor {
@@ -75,15 +88,16 @@ ops::AttentionForwardArgs forward_of(const ops::AttentionBackwardArgs& b) {
 
 void add_attention(std::vector<Kernel>& ks, int64_t hd) {
   const int64_t c = kHeads * hd;
-  const double score_flops = 2.0 * kB * kHeads * double(kT) * kT * hd / 2;  // one T x T x HD product, causal half
-  const std::string shape = "16x1024x12x" + std::to_string(hd) + " causal";
-  const double qkv = 2.0 * kRows * 3 * c, out = 2.0 * kRows * c, lse = 4.0 * kB * kHeads * kT;
+  const double score_flops = 2.0 * dims.B * kHeads * double(dims.T) * dims.T * hd / 2;  // one T x T x HD product, causal half
+  const std::string shape =
+      std::to_string(dims.B) + "x" + std::to_string(dims.T) + "x12x" + std::to_string(hd) + " causal";
+  const double qkv = 2.0 * rows() * 3 * c, out = 2.0 * rows() * c, lse = 4.0 * dims.B * kHeads * dims.T;
   auto tensors = [=](Device& d, Tensors& keep, bool backward) {
     ops::AttentionBackwardArgs a;
-    a.qkv = make(d, keep, bf, {kB, kT, 3 * c}), a.out = make(d, keep, bf, {kB, kT, kHeads, hd});
-    a.lse = make(d, keep, f32, {kB, kHeads, kT}), a.n_heads = kHeads;
+    a.qkv = make(d, keep, bf, {dims.B, dims.T, 3 * c}), a.out = make(d, keep, bf, {dims.B, dims.T, kHeads, hd});
+    a.lse = make(d, keep, f32, {dims.B, kHeads, dims.T}), a.n_heads = kHeads;
     ops::attention_forward(forward_of(a), d.stream());  // out and lse for backward
-    if (backward) a.d_out = make(d, keep, bf, {kB, kT, kHeads, hd}), a.d_qkv = make(d, keep, bf, {kB, kT, 3 * c});
+    if (backward) a.d_out = make(d, keep, bf, {dims.B, dims.T, kHeads, hd}), a.d_qkv = make(d, keep, bf, {dims.B, dims.T, 3 * c});
     return a;
   };
   ks.push_back({"attention_forward", shape, 2 * score_flops, qkv + out + lse, [=](Device& d, Tensors& keep) {
@@ -102,23 +116,23 @@ void add_attention(std::vector<Kernel>& ks, int64_t hd) {
 void add_gemm(std::vector<Kernel>& ks, const std::string& name, int64_t oc, int64_t ic, bool bias, bool gelu,
               int64_t ld_out = 0) {
   const int64_t ld = ld_out ? ld_out : oc;
-  const double mnk = double(kRows) * oc * ic, weights = 2.0 * oc * ic;
-  const std::string shape = std::to_string(kRows) + "x" + std::to_string(ic) + " -> " + std::to_string(oc);
-  const double fwd_bytes = 2.0 * kRows * ic + weights + 2.0 * kRows * oc * (gelu ? 2 : 1);
+  const double mnk = double(rows()) * oc * ic, weights = 2.0 * oc * ic;
+  const std::string shape = std::to_string(rows()) + "x" + std::to_string(ic) + " -> " + std::to_string(oc);
+  const double fwd_bytes = 2.0 * rows() * ic + weights + 2.0 * rows() * oc * (gelu ? 2 : 1);
   ks.push_back({"matmul_forward " + name, shape + (gelu ? " +gelu" : ""), 2 * mnk, fwd_bytes,
                 [=](Device& d, Tensors& keep) {
-                  ops::MatmulForwardArgs a{make(d, keep, bf, {kRows, ld}), make(d, keep, bf, {kRows, ic}),
+                  ops::MatmulForwardArgs a{make(d, keep, bf, {rows(), ld}), make(d, keep, bf, {rows(), ic}),
                                            make(d, keep, bf, {oc, ic}, -0.05f, 0.05f),
                                            bias ? make(d, keep, bf, {oc}) : TensorView{}};
-                  if (gelu) a.gelu_pre = make(d, keep, bf, {kRows, oc});
+                  if (gelu) a.gelu_pre = make(d, keep, bf, {rows(), oc});
                   a.out_padded = ld != oc;
                   return std::function<void(Stream&)>([a](Stream& s) { ops::matmul_forward(a, s); });
                 }});
   // d_inp and d_weight (f32, accumulated: read + written); the bias gradient is its own row.
-  const double bwd_bytes = 2.0 * kRows * oc + 2.0 * kRows * ic + weights + 2 * 4.0 * oc * ic + 2.0 * kRows * ic;
+  const double bwd_bytes = 2.0 * rows() * oc + 2.0 * rows() * ic + weights + 2 * 4.0 * oc * ic + 2.0 * rows() * ic;
   ks.push_back({"matmul_backward " + name, shape, 4 * mnk, bwd_bytes, [=](Device& d, Tensors& keep) {
-                  ops::MatmulBackwardArgs a{make(d, keep, bf, {kRows, ic}), make(d, keep, f32, {oc, ic}), {},
-                                            make(d, keep, bf, {kRows, ld}), make(d, keep, bf, {kRows, ic}),
+                  ops::MatmulBackwardArgs a{make(d, keep, bf, {rows(), ic}), make(d, keep, f32, {oc, ic}), {},
+                                            make(d, keep, bf, {rows(), ld}), make(d, keep, bf, {rows(), ic}),
                                             make(d, keep, bf, {oc, ic}, -0.05f, 0.05f)};
                   a.d_out_padded = ld != oc;
                   return std::function<void(Stream&)>([a](Stream& s) { ops::matmul_backward(a, s); });
@@ -126,54 +140,54 @@ void add_gemm(std::vector<Kernel>& ks, const std::string& name, int64_t oc, int6
 }
 
 void add_memory_bound(std::vector<Kernel>& ks, int64_t vocab) {
-  const double nc = double(kRows) * kC;
-  ks.push_back({"norm_forward", "16384x768 layer", 8 * nc, 2 * nc + 4.0 * kC + 2 * nc + 8.0 * kRows,
+  const double nc = double(rows()) * kC;
+  ks.push_back({"norm_forward", std::to_string(rows()) + "x768 layer", 8 * nc, 2 * nc + 4.0 * kC + 2 * nc + 8.0 * rows(),
                 [](Device& d, Tensors& keep) {
-                  const ops::NormForwardArgs a{make(d, keep, bf, {kRows, kC}), make(d, keep, f32, {kRows}),
-                                               make(d, keep, f32, {kRows}), make(d, keep, bf, {kRows, kC}),
+                  const ops::NormForwardArgs a{make(d, keep, bf, {rows(), kC}), make(d, keep, f32, {rows()}),
+                                               make(d, keep, f32, {rows()}), make(d, keep, bf, {rows(), kC}),
                                                make(d, keep, bf, {kC}, 0.5f, 1.5f), make(d, keep, bf, {kC})};
                   return std::function<void(Stream&)>([a](Stream& s) { ops::norm_forward(a, s); });
                 }});
-  ks.push_back({"norm_backward", "16384x768 layer", 12 * nc, 3 * 2 * nc + 8.0 * kRows + 2 * 8.0 * kC,
+  ks.push_back({"norm_backward", std::to_string(rows()) + "x768 layer", 12 * nc, 3 * 2 * nc + 8.0 * rows() + 2 * 8.0 * kC,
                 [](Device& d, Tensors& keep) {
-                  ops::NormBackwardArgs a{make(d, keep, bf, {kRows, kC}), make(d, keep, f32, {kC}),
-                                          make(d, keep, f32, {kC}), make(d, keep, bf, {kRows, kC}),
-                                          make(d, keep, bf, {kRows, kC}), make(d, keep, bf, {kC}, 0.5f, 1.5f),
-                                          make(d, keep, f32, {kRows}), make(d, keep, f32, {kRows}, 0.5f, 2.0f)};
+                  ops::NormBackwardArgs a{make(d, keep, bf, {rows(), kC}), make(d, keep, f32, {kC}),
+                                          make(d, keep, f32, {kC}), make(d, keep, bf, {rows(), kC}),
+                                          make(d, keep, bf, {rows(), kC}), make(d, keep, bf, {kC}, 0.5f, 1.5f),
+                                          make(d, keep, f32, {rows()}), make(d, keep, f32, {rows()}, 0.5f, 2.0f)};
                   return std::function<void(Stream&)>([a](Stream& s) { ops::norm_backward(a, s); });
                 }});
   const int64_t fc = 4 * kC;
-  ks.push_back({"bias_grad (matmul_backward)", "16384x3072 -> 3072", double(kRows) * fc,
-                2.0 * kRows * fc + 8.0 * fc, [=](Device& d, Tensors& keep) {
+  ks.push_back({"bias_grad (matmul_backward)", std::to_string(rows()) + "x3072 -> 3072", double(rows()) * fc,
+                2.0 * rows() * fc + 8.0 * fc, [=](Device& d, Tensors& keep) {
                   const ops::MatmulBackwardArgs a{{},
                                                   {},
                                                   make(d, keep, f32, {fc}),
-                                                  make(d, keep, bf, {kRows, fc}),
-                                                  make(d, keep, bf, {kRows, kC}),
+                                                  make(d, keep, bf, {rows(), fc}),
+                                                  make(d, keep, bf, {rows(), kC}),
                                                   make(d, keep, bf, {fc, kC})};
                   return std::function<void(Stream&)>([a](Stream& s) { ops::matmul_backward(a, s); });
                 }});
-  const double nv = double(kRows) * vocab;
-  const std::string ce_shape = "16384x" + std::to_string(vocab);
+  const double nv = double(rows()) * vocab;
+  const std::string ce_shape = std::to_string(rows()) + "x" + std::to_string(vocab);
   auto ce = [=](Device& d, Tensors& keep) {
-    ops::CrossEntropyBackwardArgs a{make(d, keep, bf, {kRows, vocab}), make(d, keep, bf, {kRows, vocab}, -8, 8),
-                                    make(d, keep, f32, {kRows}), make(d, keep, DType::i32, {kRows}, 0, float(vocab))};
-    ops::cross_entropy_forward({make(d, keep, f32, {kRows}), a.lse, a.logits, a.targets}, d.stream());  // lse
+    ops::CrossEntropyBackwardArgs a{make(d, keep, bf, {rows(), vocab}), make(d, keep, bf, {rows(), vocab}, -8, 8),
+                                    make(d, keep, f32, {rows()}), make(d, keep, DType::i32, {rows()}, 0, float(vocab))};
+    ops::cross_entropy_forward({make(d, keep, f32, {rows()}), a.lse, a.logits, a.targets}, d.stream());  // lse
     return a;
   };
-  ks.push_back({"cross_entropy_forward", ce_shape, 4 * nv, 2 * nv + 12.0 * kRows, [=](Device& d, Tensors& keep) {
+  ks.push_back({"cross_entropy_forward", ce_shape, 4 * nv, 2 * nv + 12.0 * rows(), [=](Device& d, Tensors& keep) {
                   const ops::CrossEntropyBackwardArgs a = ce(d, keep);
-                  const TensorView losses = make(d, keep, f32, {kRows});
+                  const TensorView losses = make(d, keep, f32, {rows()});
                   return std::function<void(Stream&)>([a, losses](Stream& s) {
                     ops::cross_entropy_forward({losses, a.lse, a.logits, a.targets}, s);
                   });
                 }});
-  ks.push_back({"cross_entropy_backward", ce_shape, 3 * nv, 4 * nv + 8.0 * kRows, [=](Device& d, Tensors& keep) {
+  ks.push_back({"cross_entropy_backward", ce_shape, 3 * nv, 4 * nv + 8.0 * rows(), [=](Device& d, Tensors& keep) {
                   const ops::CrossEntropyBackwardArgs a = ce(d, keep);
                   return std::function<void(Stream&)>([a](Stream& s) { ops::cross_entropy_backward(a, s); });
                 }});
-  const int64_t params = 124'000'000;  // gpt2-small, every unit in one shard
-  ks.push_back({"adamw_step", "124M params, bf16 working", 12.0 * params, 30.0 * params,
+  const int64_t params = dims.params;  // gpt2-small, every unit in one shard
+  ks.push_back({"adamw_step", format_fixed(double(params) / 1e6, 0) + "M params, bf16 working", 12.0 * params, 30.0 * params,
                 [=](Device& d, Tensors& keep) {
                   ops::AdamWArgs a;
                   a.master = make(d, keep, f32, {params}), a.grad = make(d, keep, f32, {params});
@@ -191,9 +205,9 @@ std::vector<Kernel> kernels() {
   add_gemm(ks, "proj", kC, kC, true, false);
   add_gemm(ks, "fc", 4 * kC, kC, true, true);
   add_gemm(ks, "fc-proj", kC, 4 * kC, true, false);
-  add_gemm(ks, "head", 50257, kC, false, false);
-  add_gemm(ks, "head padded", 50257, kC, false, false, 50304);
-  add_memory_bound(ks, 50304);
+  add_gemm(ks, "head", dims.vocab, kC, false, false);
+  add_gemm(ks, "head padded", dims.vocab, kC, false, false, dims.vocab_padded);
+  add_memory_bound(ks, dims.vocab_padded);
   return ks;
 }
 
@@ -201,6 +215,7 @@ std::vector<Kernel> kernels() {
 // is near 300 in bf16; any kernel here is far on one side of it).
 bool compute_bound(const Kernel& k) { return k.flops / k.bytes > 50; }
 
+#if !defined(STRATA_CUDA_EMULATION)
 // Median milliseconds of `run` on `s`, CUDA events around each call: up to 20 calls
 // after warm-up, fewer for slow kernels (about half a second each at most).
 double median_ms(Stream& s, const std::function<void(Stream&)>& run) {
@@ -266,9 +281,46 @@ void bench_kernels_cpu() {
           "`strata-bench --device cuda:N kernels` times them on a GPU");
 }
 
+#endif  // !STRATA_CUDA_EMULATION
+
+#if defined(STRATA_CUDA_EMULATION)
+// Each kernel once on the emulated CUDA device at B 1 x T 128 (vocabulary 4000, 1M
+// AdamW parameters), with the work of the full-size call beside the shared-memory
+// bank-conflict degrees of every CUDA kernel the op launched (the emulator's report).
+void bench_kernels_emulated() {
+  const std::vector<Kernel> full = kernels();
+  dims = Dims{1, 128, 4000, 4032, 1 << 20};
+  const std::vector<Kernel> small = kernels();
+  std::unique_ptr<Device> device = Device::cuda(0);  // the emulated device
+  std::printf("kernels of a gpt2-small bf16 step (B 16 x T 1024), work per call; each run once on the emulated CUDA "
+              "device at B 1 x T 128 for its shared-memory bank conflicts (degree: the most distinct words one bank "
+              "serves in a warp instruction; 1 is conflict-free)\n\n");
+  for (size_t i = 0; i < full.size(); ++i) {
+    const Kernel& k = full[i];
+    std::printf("%s [%s]: %.2f GFLOP, %.1f MB, %.1f FLOP/byte, %s-bound\n", k.name.c_str(), k.shape.c_str(),
+                k.flops / 1e9, k.bytes / 1e6, k.flops / k.bytes, compute_bound(k) ? "flops" : "memory");
+    try {
+      Tensors keep;
+      const std::function<void(Stream&)> run = small[i].setup(*device, keep);
+      device->stream().synchronize();
+      emu::reset_stats();  // the op's own kernels only, not its setup's
+      run(device->stream());
+      device->stream().synchronize();
+      std::printf("%s\n", emu::conflict_report().c_str());
+    } catch (const std::exception& e) {
+      std::printf("  failed: %s\n\n", e.what());
+    }
+  }
+}
+#endif
+
 }  // namespace
 
+#if defined(STRATA_CUDA_EMULATION)
+STRATA_BENCH("kernels", bench_kernels_emulated);
+#else
 STRATA_BENCH_CUDA("kernels", bench_kernels_cuda);
 STRATA_BENCH("kernels", bench_kernels_cpu);
+#endif
 
 }  // namespace strata::bench

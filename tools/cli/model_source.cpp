@@ -22,36 +22,45 @@ std::unique_ptr<strata::Device> make_device(const std::string& spec) {
   throw strata::Error("--device: '" + spec + "' is not a device (expected cpu or cuda:N)");
 }
 
-LoadedModel load_model(const std::string& path, const std::string& precision, bool inference,
-                       const std::string& device) {
-  LoadedModel out;
-  out.device = make_device(device);
-  std::string ck;
-  if (strata::is_checkpoint(path)) ck = path;
-  else if (fs::is_directory(path)) ck = strata::latest_checkpoint(path);
-  if (!ck.empty()) {
-    strata::CheckpointInfo info = strata::read_checkpoint_info(ck);
-    strata::ModelConfig c = info.config;
-    if (inference) c.dropout_embedding = c.dropout_attention = c.dropout_residual = 0.0f;
-    const strata::Precision p = precision.empty() ? info.precision : strata::precision_from_string(precision);
-    out.model = std::make_unique<strata::Model>(c, *out.device, p, 0);
-    strata::load_checkpoint(ck, *out.model);
-    out.source = "strata checkpoint " + ck;
-    out.checkpoint = ck;
-    return out;
+ModelSource find_model(const std::string& path) {
+  ModelSource src;
+  if (strata::is_checkpoint(path)) src.checkpoint = path;
+  else if (fs::is_directory(path)) src.checkpoint = strata::latest_checkpoint(path);
+  if (!src.checkpoint.empty()) {
+    const strata::CheckpointInfo info = strata::read_checkpoint_info(src.checkpoint);
+    src.config = info.config;
+    src.precision = info.precision;
+    src.description = "strata checkpoint " + src.checkpoint;
+    return src;
   }
   if (fs::is_regular_file(path + "/config.json")) {
-    strata::HfLayout layout;
-    strata::ModelConfig c = strata::read_hf_config(path, &layout);
-    if (inference) c.dropout_embedding = c.dropout_attention = c.dropout_residual = 0.0f;
-    const strata::Precision p = precision.empty() ? strata::Precision::fp32 : strata::precision_from_string(precision);
-    out.model = std::make_unique<strata::Model>(c, *out.device, p, 0);
-    strata::import_hf(*out.model, path, layout);
-    out.source = std::string("Hugging Face ") + strata::hf_layout_name(layout) + " " + path;
-    return out;
+    src.hf_dir = path;
+    src.config = strata::read_hf_config(path, &src.layout);
+    src.description = std::string("Hugging Face ") + strata::hf_layout_name(src.layout) + " " + path;
+    return src;
   }
   throw strata::Error(path + " is neither a strata checkpoint, a run directory with one, nor a Hugging Face "
                              "directory (config.json + model.safetensors)");
+}
+
+void load_weights(const ModelSource& source, strata::Model& model, strata::Trainer* trainer) {
+  if (!source.checkpoint.empty()) strata::load_checkpoint(source.checkpoint, model, trainer, strata::LoadScope::weights);
+  else strata::import_hf(model, source.hf_dir, source.layout, trainer);
+}
+
+LoadedModel load_model(const std::string& path, const std::string& precision, bool inference,
+                       const std::string& device) {
+  const ModelSource src = find_model(path);
+  LoadedModel out;
+  out.device = make_device(device);
+  strata::ModelConfig c = src.config;
+  if (inference) c.dropout_embedding = c.dropout_attention = c.dropout_residual = 0.0f;
+  const strata::Precision p = precision.empty() ? src.precision : strata::precision_from_string(precision);
+  out.model = std::make_unique<strata::Model>(c, *out.device, p, 0);
+  load_weights(src, *out.model);
+  out.source = src.description;
+  out.checkpoint = src.checkpoint;
+  return out;
 }
 
 int fail(const char* command, const std::exception& e) {

@@ -23,6 +23,22 @@ struct LoadedModel {
 // or when the device is not there.
 std::unique_ptr<strata::Device> make_device(const std::string& spec);
 
+// A model source found but not yet read: its config from its config files alone.
+struct ModelSource {
+  std::string checkpoint;  // a strata checkpoint directory, or "" for Hugging Face
+  std::string hf_dir;      // a Hugging Face directory, or ""
+  strata::HfLayout layout = strata::HfLayout::gpt2;
+  strata::ModelConfig config;
+  strata::Precision precision = strata::Precision::fp32;  // the checkpoint's; fp32 for Hugging Face
+  std::string description;  // "strata checkpoint DIR" / "Hugging Face gpt2 DIR"
+};
+// Reads the config files of `path` (no weights); throws when it is no model source.
+ModelSource find_model(const std::string& path);
+// The source's weights into `model` (its config must match): with a trainer, unit by
+// unit into the trainer's store as its starting point (strata::LoadScope::weights /
+// import_hf with a trainer), so the model never needs to be resident.
+void load_weights(const ModelSource& source, strata::Model& model, strata::Trainer* trainer = nullptr);
+
 // precision "" keeps the checkpoint's (fp32 for Hugging Face sources). Weights that
 // hold NaN or Inf are refused, naming the tensor.
 LoadedModel load_model(const std::string& path, const std::string& precision, bool inference,

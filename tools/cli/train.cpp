@@ -232,18 +232,16 @@ int train_main(int argc, char** argv) {
     if (!o.val.empty()) job.val_data = std::make_shared<strata::TokenDataset>(o.val);
 
     if (resume.empty() && !o.init_from.empty()) {
-      // Weights only, written once as a checkpoint every rank loads before its Trainer.
-      cli::LoadedModel init = cli::load_model(o.init_from, "fp32", false);
-      strata::ModelConfig a = init.model->config(), b = config;
+      // Only the config is read here; each rank's Trainer takes the weights unit by unit.
+      cli::ModelSource init = cli::find_model(o.init_from);
+      strata::ModelConfig a = init.config, b = config;
       a.dropout_attention = a.dropout_residual = a.dropout_embedding = 0;
       b.dropout_attention = b.dropout_residual = b.dropout_embedding = 0;
       if (strata::model_config_to_json(a) != strata::model_config_to_json(b))
         throw strata::Error("--init-from " + o.init_from + " is a different model (" + a.describe() +
                             ") from the one the flags describe (" + b.describe() + ")");
-      job.init_weights = o.out + "/.init-weights";
-      std::filesystem::remove_all(job.init_weights);
-      strata::save_checkpoint(job.init_weights, *init.model, nullptr, {}, {strata::DType::f32, false});
-      std::printf("initial weights from %s\n", init.source.c_str());
+      std::printf("initial weights from %s\n", init.description.c_str());
+      job.init = std::move(init);
     }
     job.config = config;
     job.precision = precision;
@@ -303,9 +301,7 @@ int train_main(int argc, char** argv) {
     // On a terminal the bar redraws one line; into a file every step is a line.
     cli::Output out(!o.no_progress && isatty(fileno(stdout)));
     job.output = &out;
-    const int status = cli::run_training(job);
-    if (!job.init_weights.empty()) std::filesystem::remove_all(job.init_weights);
-    return status;
+    return cli::run_training(job);
   } catch (const std::exception& e) {
     return cli::fail("train", e);
   }

@@ -54,16 +54,21 @@ void train_rank(TrainJob& job, Shared& shared, int rank, int ranks, strata::dist
   Output quiet(false, false);
   Output& out = lead ? *job.output : quiet;
   auto device = rank_device(job.device, rank, comm != nullptr);
-  strata::Model model(job.config, *device, job.precision, uint64_t(job.seed));
-  if (!job.init_weights.empty()) strata::load_checkpoint(job.init_weights, model);
   std::unique_ptr<strata::offload::OffloadOptions> off;
   if (offloaded(job.placement)) off = std::make_unique<strata::offload::OffloadOptions>(offload_options(job.placement));
+  // Offloaded on one device, or sharded by ZeRO-3, the store initialises each unit
+  // straight into its tier or shard: the model is never resident, so it may be larger
+  // than RAM (or than one device).
+  const bool deferred = comm ? job.options.zero_stage == 3 : off != nullptr;
+  const auto init = deferred ? strata::Model::Init::deferred : strata::Model::Init::resident;
+  strata::Model model(job.config, *device, job.precision, uint64_t(job.seed), init);
   std::unique_ptr<strata::Trainer> owner =
       comm ? (off ? std::make_unique<strata::Trainer>(model, job.options, *comm, *off)
                   : std::make_unique<strata::Trainer>(model, job.options, *comm))
       : off  ? std::make_unique<strata::Trainer>(model, job.options, *off)
              : std::make_unique<strata::Trainer>(model, job.options);
   strata::Trainer& trainer = *owner;
+  if (job.init) load_weights(*job.init, model, &trainer);
   std::unique_ptr<strata::RunLog> log;
   if (lead) log = job.make_log(model);
   // Every rank reads the same global batch of ranks x batch rows and trains on its own.

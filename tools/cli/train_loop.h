@@ -12,6 +12,9 @@
 
 #include "placement.h"
 #include "stop_signal.h"
+#include <optional>
+
+#include "model_source.h"
 #include "strata/run_log.h"
 #include "strata/strata.h"
 
@@ -26,7 +29,8 @@ struct TrainJob {
   std::shared_ptr<strata::TokenDataset> train_data, val_data;
   int64_t steps = 0, batch = 0, seq = 0, accum = 1, seed = 0;
   int64_t save_every = 0, keep = 0, eval_every = 0, eval_batches = 0;
-  std::string out, resume, init_weights;  // init_weights: a weights-only checkpoint to start from
+  std::string out, resume;
+  std::optional<ModelSource> init;  // --init-from: weights to start from, read unit by unit into the Trainer
   strata::DType weights_dtype = strata::DType::f32;
   std::map<std::string, std::string> record;  // TrainingProgress::extra of each save
   // Opens the run log (rank 0, once its model exists; the header names its units).

@@ -224,11 +224,20 @@ void save_checkpoint(const std::string& dir, const Model& model, const Trainer* 
                      const TrainingProgress& progress = {}, const CheckpointOptions& options = {});
 // Reads config.json, trainer_state.json and the manifest, checking their checksums.
 CheckpointInfo read_checkpoint_info(const std::string& dir);
+// What load_checkpoint takes from a checkpoint into a Trainer: everything (resume:
+// weights, optimizer and trainer state), or the weights alone as the starting point
+// of a new run (Trainer::start_from_parameters: a fresh optimizer, step 0).
+enum class LoadScope : uint8_t { resume, weights };
 // Loads weights (and, with a trainer, the optimizer and trainer state) into a model
 // built with the checkpoint's config (dropout rates may differ). A ZeRO Trainer on any
-// number of ranks loads any checkpoint: each rank reads it and keeps its shards. Checks everything before changing any state
-// (except the tensors being read); returns the checkpoint's info.
-CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* trainer = nullptr);
+// number of ranks loads any checkpoint: each rank reads it and keeps its shards. With
+// a trainer the tensors go unit by unit into wherever it keeps them (shards, host or
+// NVMe tiers), so the model is never resident in RAM; a model whose state lives in a
+// store (built Model::Init::deferred, or offloaded) needs its trainer. Checks
+// everything before changing any state (except the tensors being read); returns the
+// checkpoint's info.
+CheckpointInfo load_checkpoint(const std::string& dir, Model& model, Trainer* trainer = nullptr,
+                               LoadScope scope = LoadScope::resume);
 // Reads every file and checks every checksum; throws naming the first bad file/tensor.
 void verify_checkpoint(const std::string& dir);
 // Whether dir holds a (manifest-complete) strata checkpoint.
@@ -268,8 +277,12 @@ void export_hf(const Model& model, const std::string& dir, HfLayout layout, DTyp
 // Reads an HF config.json (model_type gpt2 or llama) as a ModelConfig.
 ModelConfig read_hf_config(const std::string& dir, HfLayout* layout = nullptr);
 // Loads HF-layout weights (dir/model.safetensors, dir's sharded index, or a file: see
-// SafetensorsCheckpoint) into a model
-// whose config matches; every tensor's name and shape is checked first.
-void import_hf(Model& model, const std::string& dir_or_file, HfLayout layout);
+// SafetensorsCheckpoint) into a model whose config matches; every tensor's name and
+// shape is checked first. With a trainer, the weights are its starting point
+// (Trainer::start_from_parameters) and go one unit at a time into wherever it keeps
+// them (host or NVMe tiers, ZeRO shards): host memory holds one unit, never the
+// model. A model whose state lives in a store (offloaded, ZeRO-3, built
+// Model::Init::deferred) needs its trainer.
+void import_hf(Model& model, const std::string& dir_or_file, HfLayout layout, Trainer* trainer = nullptr);
 
 }  // namespace strata

@@ -293,6 +293,33 @@ InstructionTokens encode_instruction(const Tokenizer& tokenizer, std::string_vie
 PrepareResult prepare_instructions(const std::string& jsonl, const std::string& prefix,
                                    double val_fraction, const Tokenizer& tokenizer, uint32_t eos);
 
+// ---- masked language modelling (lib/data/masking.cpp) --------------------------------
+// BERT's masking of a (B, T) batch for a bidirectional trunk (config.causal = false)
+// under the built-in LM head: each position is chosen with `probability`; a chosen
+// position's target is its token, and its input becomes mask_token (80%), a token
+// drawn uniformly from [0, vocab_size) (10%) or stays (10%); every other target is
+// -100, so the loss is the mean over chosen positions. Element i of batch `number`
+// draws from Philox keyed by (seed, number), block i: the masks of a batch are a pure
+// function of (tokens, options, number), reproducible on resume.
+struct MaskOptions {
+  int32_t mask_token = -1;  // the [MASK] id, in [0, vocab_size)
+  int64_t vocab_size = 0;
+  double probability = 0.15;
+  uint64_t seed = 0;
+};
+struct MaskedBatch {
+  int64_t batch_size = 0, seq_len = 0;
+  std::vector<int32_t> inputs;   // (B, T)
+  std::vector<int32_t> targets;  // (B, T): the original token where chosen, else -100
+  Batch batch() {
+    return Batch{TensorView(inputs.data(), DType::i32, {batch_size, seq_len}),
+                 TensorView(targets.data(), DType::i32, {batch_size, seq_len})};
+  }
+};
+// tokens: (B, T) i32 host memory. Throws before drawing anything on a bad option or a
+// token outside [0, vocab_size).
+MaskedBatch mask_tokens(const TensorView& tokens, const MaskOptions& options, int64_t number);
+
 // tokenizer.encode(text), computed in parallel over chunks cut as prepare_text does.
 std::vector<uint32_t> encode_parallel(const Tokenizer& tokenizer, std::string_view text);
 

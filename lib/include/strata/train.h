@@ -118,6 +118,9 @@ struct StepReport {
   size_t pinned_bytes = 0;  // offload's pinned pool (0 without offload)
   size_t host_bytes = 0;
   size_t nvme_bytes = 0;    // offload's swap files (0 without offload)
+  // Offload: host memory the store's construction held at its peak (host tiers, one
+  // unit's staging, the pinned pool then): set by the largest unit, not the model.
+  size_t host_setup_peak_bytes = 0;
   double nvme_read_gbps = 0, nvme_write_gbps = 0;  // offload's NVMe traffic this step
   double norm_seconds = 0;  // offload: the gradient-norm pass before the update (in optimizer_seconds)
   // offload: the optimizer steps that ran in the background and finished during this
@@ -214,8 +217,16 @@ class Trainer {
   void optimizer_state(int u, std::vector<float>& master, std::vector<float>& exp_avg,
                        std::vector<float>& exp_avg_sq) const;
   void load_optimizer_state(int u, const float* master, const float* exp_avg, const float* exp_avg_sq);
-  // Sets unit u's working parameters from a full flat f32 array (rounded to the precision).
+  // Sets unit u's working parameters from a full flat f32 array (rounded to the
+  // precision); the optimizer state is untouched (load_optimizer_state sets it).
   void load_unit_parameters(int u, const float* values);
+  // Starts training from unit u's parameters `values` (a full flat f32 array): the
+  // working parameters rounded to the precision, the f32 master equal to them, Adam
+  // m and v zero (a frozen base: the parameters only) — bitwise what a Trainer made
+  // over a model holding these weights starts from. How weights enter a store unit
+  // by unit, whatever its tiers (import_hf, load_checkpoint with LoadScope::weights).
+  // Between steps only.
+  void start_from_parameters(int u, const float* values);
   // The communicator of a data-parallel Trainer; nullptr otherwise.
   dist::Comm* comm() const { return comm_; }
   // Between steps only (no micro-batch accumulated): throws otherwise.

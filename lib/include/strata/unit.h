@@ -123,6 +123,11 @@ class Unit {
   virtual void forward(const UnitContext& ctx, const UnitParams& p, UnitIO& io) = 0;
   virtual void backward(const UnitContext& ctx, const UnitParams& p, UnitIO& io, void* scratch) = 0;
 
+  // The last unit only: checks a batch's targets ((B, T) i32, host memory) before
+  // anything runs, throwing strata::Error that names the first bad one. The default
+  // is the LM head's rule: each is -100 or a token id below config.vocab_size.
+  virtual void check_targets(const TensorView& targets, const ModelConfig& config) const;
+
   // ---- Named activations (side inputs). The defaults are the sequential trunk.
   // The batch input the unit reads into io.tokens instead of the stream io.x: ""
   // reads the stream (unit 0 reads Batch::inputs), "tokens" is Batch::inputs, any
@@ -161,6 +166,25 @@ std::unique_ptr<Unit> make_embedding_unit(const ModelConfig& config);
 std::unique_ptr<Unit> make_block_unit(const ModelConfig& config, int layer);
 std::unique_ptr<Unit> make_head_unit(const ModelConfig& config);
 std::vector<std::unique_ptr<Unit>> make_transformer_units(const ModelConfig& config);
+
+// ---- heads (lib/model/heads.cpp)
+// Sequence classification: final norm on every position, pooling to one row per
+// sequence, a linear layer C -> n_classes ("classifier.weight", "classifier.bias")
+// and cross-entropy on one label per row. Pooling: cls takes position 0 (a
+// bidirectional trunk, config.causal = false, lets it see the whole row), mean
+// averages the positions (with 1/T rounded to the working dtype).
+// Labels travel in Batch::targets: the label of row b at targets[b, 0], in
+// [0, n_classes), and -100 at every other position (or at [b, 0] too, to skip the
+// row), so the Model's mean over valid targets is the mean over rows. The head
+// writes row b's loss at position (b, 0) of the per-token losses.
+// Masked LM needs no head of its own: the built-in LM head over a bidirectional
+// trunk with targets only at masked positions (mask_tokens, strata/data.h).
+enum class Pooling : uint8_t { cls, mean };
+const char* pooling_name(Pooling pooling);
+std::unique_ptr<Unit> make_classifier_head(const ModelConfig& config, int64_t n_classes, Pooling pooling = Pooling::cls);
+// The embedding, config.n_layers built-in blocks and a classifier head.
+std::vector<std::unique_ptr<Unit>> make_classifier_units(const ModelConfig& config, int64_t n_classes,
+                                                         Pooling pooling = Pooling::cls);
 
 // A view of `shape` at `*cursor` in a byte region, advancing the cursor by
 // carve_bytes (64-byte aligned): how units lay out saved activations and scratch.
