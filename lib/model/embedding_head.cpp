@@ -23,6 +23,8 @@ class EmbeddingUnit final : public Unit {
  public:
   explicit EmbeddingUnit(const ModelConfig& c) : c_(c) {}
   std::string name() const override { return "embedding"; }
+  // Reads the batch's tokens wherever it sits (a decoder's embedding after an encoder).
+  std::string batch_input() const override { return "tokens"; }
 
   std::vector<ParamSpec> param_specs() const override {
     using I = ParamSpec::Init;

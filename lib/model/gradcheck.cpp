@@ -128,6 +128,10 @@ class Harness {
     params_ = Buffer(device, size_t(std::max<int64_t>(total_, 16)) * 4, "gradcheck parameters");
     grads_ = Buffer(device, size_t(std::max<int64_t>(total_, 16)) * 4, "gradcheck gradients");
     for (const char* what : {"x", "y", "dy", "dx"}) stream_.emplace_back(device, size_t(n) * 4, what);
+    for (size_t k = 0; k < unit.reads().size(); ++k) {  // side inputs and their gradients
+      side_.emplace_back(device, size_t(n) * 4, "gradcheck side input");
+      d_side_.emplace_back(device, size_t(n) * 4, "gradcheck side gradient");
+    }
     scratch_ = Buffer(device, std::max<size_t>(64, unit.scratch_bytes(DType::f32, o.B * o.T)), "gradcheck scratch");
     transient_ = Buffer(device, std::max<size_t>(64, unit.transient_bytes(DType::f32, o.B, o.T)), "gradcheck transient");
     unit.reserve(device, DType::f32, o.B, o.T);
@@ -143,8 +147,10 @@ class Harness {
     }
     x_ = uniform(o.seed, 1, n, 1.0f);
     w_ = uniform(o.seed, 2, n, 1.0f);
+    for (size_t k = 0; k < side_.size(); ++k) side_x_.push_back(uniform(o.seed, uint32_t(3 + k), n, 1.0f));
     upload_params();
     upload(view(0), x_);
+    for (size_t k = 0; k < side_.size(); ++k) upload_side(k);
   }
 
   int64_t stream_numel() const { return o_.B * o_.T * config_.d_model; }
@@ -168,6 +174,10 @@ class Harness {
     device_.stream().synchronize();
   }
   void upload_x() { upload(view(0), x_); }
+  void upload_side(size_t k) { upload(side_view(side_[k]), side_x_[k]); }
+  TensorView side_view(const Buffer& b) const {
+    return TensorView(b.data(), DType::f32, {o_.B, o_.T, config_.d_model}, &device_);
+  }
 
   UnitParams params(bool with_grads) const {
     UnitParams p;
@@ -196,6 +206,7 @@ class Harness {
     io.x = view(0);
     io.y = view(1);
     io.transient = transient_.data();
+    for (const Buffer& b : side_) io.side.push_back(side_view(b));
     unit_.forward(ctx, params(false), io);
     return download(view(1), stream_numel());
   }
@@ -217,10 +228,18 @@ class Harness {
     io.dy = view(2);
     io.dx = view(3);
     io.transient = transient_.data();
+    for (const Buffer& b : side_) io.side.push_back(side_view(b));
+    for (const Buffer& b : d_side_) io.d_side.push_back(side_view(b));  // accumulate, like the grads
     unit_.backward(ctx, params(true), io, scratch_.data());
     return download(view(3), stream_numel());
   }
-  void zero_grads() { ops::fill_zero(flat(grads_, std::max<int64_t>(total_, 16)), device_.stream()); }
+  void zero_grads() {
+    ops::fill_zero(flat(grads_, std::max<int64_t>(total_, 16)), device_.stream());
+    for (const Buffer& b : d_side_) ops::fill_zero(side_view(b), device_.stream());
+  }
+  std::vector<float> side_grads(size_t k) { return download(side_view(d_side_[k]), stream_numel()); }
+  size_t sides() const { return side_.size(); }
+  std::vector<float>& side_x(size_t k) { return side_x_[k]; }
   std::vector<float> grads() { return download(flat(grads_, std::max<int64_t>(total_, 1)), std::max<int64_t>(total_, 1)); }
 
   const std::vector<ParamSpec>& specs() const { return specs_; }
@@ -240,6 +259,8 @@ class Harness {
   int64_t total_ = 0;
   Buffer params_, grads_, scratch_, transient_;
   std::vector<Buffer> stream_;  // x, y, dy, dx: (B, T, C) f32
+  std::vector<Buffer> side_, d_side_;  // per Unit::reads() name: (B, T, C) f32
+  std::vector<std::vector<float>> side_x_;
   std::vector<float> host_params_, x_, w_;
 };
 
@@ -274,6 +295,8 @@ UnitGradCheckReport check_unit_gradients(Unit& unit, const ModelConfig& config, 
   const std::vector<float> y1 = h.forward();
   const std::vector<float> dx1 = h.backward(0.0f);
   const std::vector<float> g1 = h.grads();
+  std::vector<std::vector<float>> s1;
+  for (size_t k = 0; k < h.sides(); ++k) s1.push_back(h.side_grads(k));
   if (device.arena().bytes_high_water() > live || device.arena().bytes_live() != live)
     fail("forward or backward allocated from the device arena (" +
          std::to_string(device.arena().bytes_high_water() - live) +
@@ -282,6 +305,12 @@ UnitGradCheckReport check_unit_gradients(Unit& unit, const ModelConfig& config, 
   if (!same_bits(y1, y2)) fail("forward replayed with the same key gave different bits; recompute needs them equal");
   const std::vector<float> dx2 = h.backward(12345.0f);
   const std::vector<float> g2 = h.grads();
+  for (size_t k = 0; k < h.sides(); ++k) {
+    const double side_acc = rel_diff(h.side_grads(k), s1[k], 2.0);
+    if (!(side_acc <= 1e-5))
+      fail("a second backward did not double the gradient of side input '" + unit.reads()[k] +
+           "' (||d2 - 2 d1|| / ||2 d1|| = " + std::to_string(side_acc) + "): side gradients accumulate (+=)");
+  }
   if (!same_bits(dx1, dx2))
     fail("dx depends on what dx held before backward (prefilled 0 vs 12345): activation gradients are assigned (=)");
   const double acc = rel_diff(g2, g1, 2.0);
@@ -332,6 +361,8 @@ UnitGradCheckReport check_unit_gradients(Unit& unit, const ModelConfig& config, 
     r.tensors.push_back({name, std::move(c), std::sqrt(diff2), std::sqrt(ref2), floor});
   };
   check("x", h.x(), 0, int64_t(h.x().size()), dx1, [&] { h.upload_x(); });
+  for (size_t k = 0; k < h.sides(); ++k)
+    check(unit.reads()[k], h.side_x(k), 0, int64_t(h.side_x(k).size()), s1[k], [&, k] { h.upload_side(k); });
   for (size_t k = 0; k < h.specs().size(); ++k)
     if (h.numel(k) > 0) check(h.specs()[k].name, h.host_params(), h.offset(k), h.numel(k), g1, [&] { h.upload_params(); });
   return r;

@@ -12,6 +12,7 @@
 #include "strata/error.h"
 #include "store.h"
 #include "unit.h"
+#include "wiring.h"
 
 namespace strata {
 
@@ -66,6 +67,8 @@ struct Model::Activations {
   Buffer scratch;
   Buffer transient;        // activations units recompute (shared, see Unit)
   Buffer tokens, targets;  // (rows) i32 copies owned by the device
+  std::vector<Buffer> extra_tokens;  // (rows) i32, one per named batch input (Wiring::extra_names)
+  std::vector<Buffer> side_grads;    // (rows, C): gradient of each published activation (Wiring slots)
 };
 
 const char* param_role_name(ParamRole role) {
@@ -117,7 +120,8 @@ Model::Model(const ModelConfig& config, std::vector<std::unique_ptr<Unit>> units
       device_(&device),
       precision_(precision),
       seed_(seed),
-      units_(checked_units(config, std::move(units))) {
+      units_(checked_units(config, std::move(units))),
+      wiring_(std::make_unique<Wiring>(Wiring::of(units_))) {
   const DType dt = precision_dtype(precision_);
   for (int u = 0; u < int(units_.size()); ++u) {
     int64_t offset = 0;
@@ -338,6 +342,24 @@ void Model::zero_grad() {
   for (int u = 0; u < num_units(); ++u) ops::fill_zero(unit_grads(u), device_->stream());
 }
 
+namespace {
+const TensorView* extra_input(const Batch& batch, const std::string& name) {
+  for (const NamedInput& e : batch.extra)
+    if (e.name == name) return &e.tokens;
+  return nullptr;
+}
+}  // namespace
+
+void Model::check_tokens(const char* what, const TensorView& t) const {
+  const int64_t T = t.shape[1];
+  const int32_t* tok = t.ptr<int32_t>();
+  for (int64_t i = 0; i < t.numel(); ++i)
+    STRATA_CHECK(tok[i] >= 0 && tok[i] < config_.vocab_size,
+                 "Model: token id " << tok[i] << " of " << what << " at row " << i / T << ", position " << i % T
+                                    << " is outside the vocabulary [0, " << config_.vocab_size
+                                    << "); check the tokenizer and the model's vocab_size");
+}
+
 void Model::check_batch(const Batch& batch) const {
   const TensorView& in = batch.inputs;
   STRATA_CHECK(in.data && in.dtype == DType::i32 && in.ndim == 2,
@@ -347,12 +369,21 @@ void Model::check_batch(const Batch& batch) const {
   STRATA_CHECK(T <= config_.max_seq, "Model: sequence length " << T << " is longer than the model's max_seq "
                                                                << config_.max_seq
                                                                << "; shorten the sequence or raise max_seq");
-  const int32_t* tok = in.ptr<int32_t>();
-  for (int64_t i = 0; i < B * T; ++i)
-    STRATA_CHECK(tok[i] >= 0 && tok[i] < config_.vocab_size,
-                 "Model: token id " << tok[i] << " at row " << i / T << ", position " << i % T
-                                    << " is outside the vocabulary [0, " << config_.vocab_size
-                                    << "); check the tokenizer and the model's vocab_size");
+  check_tokens("inputs", in);
+  for (const NamedInput& e : batch.extra) {
+    bool used = false;
+    for (const std::string& name : wiring_->extra_names) used = used || name == e.name;
+    STRATA_CHECK(used, "Model: the batch has an extra input '" << e.name << "' that no unit reads (Unit::batch_input)");
+    const TensorView& t = e.tokens;
+    STRATA_CHECK(t.data && t.dtype == DType::i32 && t.ndim == 2 && t.shape[0] == B && t.shape[1] == T,
+                 "Model: extra input '" << e.name << "' must be (B, T) = (" << B << ", " << T
+                                        << ") i32 like the inputs, got " << (t.ndim ? t.str() : std::string("undefined"))
+                                        << "; pad the shorter sequences to one length");
+    check_tokens(("extra input '" + e.name + "'").c_str(), t);
+  }
+  for (const std::string& name : wiring_->extra_names)
+    STRATA_CHECK(extra_input(batch, name), "Model: a unit reads the batch input '"
+                                               << name << "', but the batch has no such extra input; add it to Batch::extra");
   if (batch.targets.data) {
     const TensorView& tg = batch.targets;
     STRATA_CHECK(tg.dtype == DType::i32 && tg.ndim == 2 && tg.shape[0] == B && tg.shape[1] == T,
@@ -396,28 +427,52 @@ void Model::ensure_activations(int64_t B, int64_t T) {
   a.losses = Buffer(*device_, carve_bytes(DType::f32, rows), "losses");
   a.tokens = Buffer(*device_, carve_bytes(DType::i32, rows), "tokens");
   a.targets = Buffer(*device_, carve_bytes(DType::i32, rows), "targets");
+  for (size_t k = 0; k < wiring_->extra_names.size(); ++k)
+    a.extra_tokens.emplace_back(*device_, carve_bytes(DType::i32, rows), "named batch input");
+  for (size_t k = 0; k < wiring_->publishers.size(); ++k)
+    a.side_grads.emplace_back(*device_, stream_bytes, "side activation gradient");
   size_t scratch = 64;
   for (auto& u : units_) scratch = std::max(scratch, u->scratch_bytes(dt, rows));
   a.scratch = Buffer(*device_, scratch, "backward scratch");
 }
 
 
-void Model::run_forward(const TensorView& inputs, int64_t B, int64_t T, const StepKey& key, bool train) {
+UnitIO Model::unit_io(int u, int64_t B, int64_t T) const {
+  const DType dt = precision_dtype(precision_);
+  const Activations& a = *acts_;
+  const Wiring& w = *wiring_;
+  auto stream = [&](const Buffer& b) { return TensorView(b.data(), dt, {B, T, config_.d_model}, device_); };
+  UnitIO io;
+  const int in = w.input[size_t(u)];
+  io.tokens = TensorView(in > 0 ? a.extra_tokens[size_t(in - 1)].data() : a.tokens.data(), DType::i32, {B, T}, device_);
+  if (in < 0) io.x = stream(a.residual[size_t(u - 1)]);
+  if (u + 1 < num_units()) io.y = stream(a.residual[size_t(u)]);
+  for (int src : w.side_from[size_t(u)]) {
+    io.side.push_back(stream(a.residual[size_t(src)]));
+    io.d_side.push_back(stream(a.side_grads[size_t(w.side_slot[size_t(src)])]));
+  }
+  io.transient = a.transient.data();
+  return io;
+}
+
+void Model::run_forward(const Batch& batch, int64_t B, int64_t T, const StepKey& key, bool train) {
   const DType dt = precision_dtype(precision_);
   Activations& a = *acts_;
   Stream& s = device_->stream();
-  TensorView tokens(a.tokens.data(), DType::i32, {B, T}, device_);
-  s.copy(tokens.data, inputs.data, size_t(B * T) * 4);  // inputs are host memory
+  s.copy(a.tokens.data(), batch.inputs.data, size_t(B * T) * 4);  // inputs are host memory
+  for (size_t k = 0; k < wiring_->extra_names.size(); ++k)
+    s.copy(a.extra_tokens[k].data(), extra_input(batch, wiring_->extra_names[k])->data, size_t(B * T) * 4);
   for (int u = 0; u + 1 < num_units(); ++u) {
     UnitContext ctx{s, config_, dt, u, B, T, key, train};
-    UnitIO io;
-    io.tokens = tokens;
-    if (u > 0) io.x = TensorView(a.residual[size_t(u - 1)].data(), dt, {B, T, config_.d_model}, device_);
-    io.y = TensorView(a.residual[size_t(u)].data(), dt, {B, T, config_.d_model}, device_);
-    io.transient = a.transient.data();
+    UnitIO io = unit_io(u, B, T);
     units_[size_t(u)]->forward(ctx, acquire(u, false), io);
     release(u, false);
   }
+  last_key_ = key;
+  last_B_ = B;
+  last_T_ = T;
+  have_saved_ = train;
+  saved_loss_ = false;
 }
 
 float Model::forward(const Batch& batch, const StepKey& key, bool train) {
@@ -427,15 +482,13 @@ float Model::forward(const Batch& batch, const StepKey& key, bool train) {
   ensure_activations(B, T);
   const DType dt = precision_dtype(precision_);
   Activations& a = *acts_;
-  run_forward(batch.inputs, B, T, key, train);
+  run_forward(batch, B, T, key, train);
 
   const int head = num_units() - 1;
-  TensorView targets(a.targets.data(), DType::i32, {B, T}, device_);
-  device_->stream().copy(targets.data, batch.targets.data, size_t(B * T) * 4);
+  device_->stream().copy(a.targets.data(), batch.targets.data, size_t(B * T) * 4);
   UnitContext ctx{device_->stream(), config_, dt, head, B, T, key, train};
-  UnitIO io;
-  io.targets = targets;
-  io.x = TensorView(a.residual[size_t(head - 1)].data(), dt, {B, T, config_.d_model}, device_);
+  UnitIO io = unit_io(head, B, T);
+  io.targets = TensorView(a.targets.data(), DType::i32, {B, T}, device_);
   io.losses = TensorView(a.losses.data(), DType::f32, {B * T}, device_);
   units_[size_t(head)]->forward(ctx, acquire(head, false), io);
   release(head, false);
@@ -450,38 +503,81 @@ float Model::forward(const Batch& batch, const StepKey& key, bool train) {
       sum += losses[i];
       ++valid;
     }
-  last_key_ = key;
-  last_B_ = B;
-  last_T_ = T;
   last_valid_ = valid;
-  have_saved_ = train;
+  saved_loss_ = train;
   return valid ? float(sum / double(valid)) : 0.0f;
 }
 
 void Model::backward(float d_loss_scale) {
   STRATA_CHECK(have_saved_, "Model::backward: call forward(batch, key, train = true) first; "
                             "each forward supports one backward");
+  STRATA_CHECK(saved_loss_, "Model::backward: the last forward was forward_outputs, which computes no loss; "
+                            "back-propagate a loss of your own with backward_from");
+  run_backward(num_units() - 1, last_valid_ ? d_loss_scale / float(last_valid_) : 0.0f);
+}
+
+void Model::forward_outputs(const Batch& batch, const StepKey& key, bool train) {
+  check_batch(batch);
+  const int64_t B = batch.inputs.shape[0], T = batch.inputs.shape[1];
+  ensure_activations(B, T);
+  run_forward(batch, B, T, key, train);
+  last_valid_ = 0;
+}
+
+void Model::backward_from(int unit, const TensorView& d_output) {
+  STRATA_CHECK(have_saved_, "Model::backward_from: call forward_outputs or forward with train = true first; "
+                            "each forward supports one backward");
+  STRATA_CHECK(unit >= 0 && unit + 1 < num_units(),
+               "Model::backward_from: unit " << unit << " of " << num_units()
+                                             << "; the gradient must be of a unit before the last (whose output is the "
+                                                "loss: use backward())");
+  const DType dt = precision_dtype(precision_);
+  const TensorView& d = d_output;
+  STRATA_CHECK(d.data && d.dtype == dt && d.numel() == last_B_ * last_T_ * config_.d_model &&
+                   d.size(-1) == config_.d_model,
+               "Model::backward_from: d_output must be (B, T, C) = (" << last_B_ << ", " << last_T_ << ", "
+                                                                      << config_.d_model << ") " << dtype_name(dt)
+                                                                      << " like unit " << unit << "'s output, got "
+                                                                      << (d.ndim ? d.str() : std::string("undefined")));
+  device_->stream().copy(acts_->grad_a.data(), d.data, d.nbytes());
+  run_backward(unit, 0.0f);
+}
+
+// The gradient reaching unit u's output is the trunk's (from unit u+1's dx, when u+1
+// reads the stream) plus, for a publisher, what its readers added to its side
+// gradient; a unit that gets neither is skipped (its gradients would be += 0).
+void Model::run_backward(int top, float d_loss) {
   have_saved_ = false;
   const DType dt = precision_dtype(precision_);
   Activations& a = *acts_;
+  const Wiring& w = *wiring_;
   const int64_t B = last_B_, T = last_T_;
   Stream& s = device_->stream();
-  TensorView dy(a.grad_a.data(), dt, {B, T, config_.d_model}, device_);
-  TensorView dx(a.grad_b.data(), dt, {B, T, config_.d_model}, device_);
-  // A frozen embedding has parameter gradients only: nothing to compute.
-  for (int u = num_units() - 1; u >= (frozen_ ? 1 : 0); --u) {
+  auto stream = [&](const Buffer& b) { return TensorView(b.data(), dt, {B, T, config_.d_model}, device_); };
+  for (const Buffer& g : a.side_grads) ops::fill_zero(stream(g), s);
+  TensorView dy = stream(a.grad_a), dx = stream(a.grad_b);
+  bool trunk = top + 1 < num_units();  // backward_from: the caller's gradient is in grad_a
+  for (int u = top; u >= 0; --u) {
+    const int slot = w.side_slot[size_t(u)];
+    UnitIO io = unit_io(u, B, T);
+    if (u + 1 < num_units()) {
+      if (slot >= 0 && trunk) ops::add({dy, dy, stream(a.side_grads[size_t(slot)])}, s);
+      io.dy = slot >= 0 && !trunk ? stream(a.side_grads[size_t(slot)]) : dy;
+      if (slot < 0 && !trunk) continue;  // no gradient reaches this unit
+    }
+    // A frozen unit that reads no stream (the embedding) has parameter gradients only.
+    if (frozen_ && !w.reads_stream(u)) {
+      trunk = false;
+      continue;
+    }
+    if (w.reads_stream(u)) io.dx = dx;
+    io.d_loss = d_loss;
+    if (u + 1 == num_units()) io.targets = TensorView(a.targets.data(), DType::i32, {B, T}, device_);
     UnitContext ctx{s, config_, dt, u, B, T, last_key_, true};
-    UnitIO io;
-    io.tokens = TensorView(a.tokens.data(), DType::i32, {B, T}, device_);
-    io.targets = TensorView(a.targets.data(), DType::i32, {B, T}, device_);
-    if (u > 0) io.x = TensorView(a.residual[size_t(u - 1)].data(), dt, {B, T, config_.d_model}, device_);
-    if (u + 1 < num_units()) io.dy = dy;
-    if (u > 0) io.dx = dx;
-    io.d_loss = last_valid_ ? d_loss_scale / float(last_valid_) : 0.0f;
-    io.transient = a.transient.data();
     units_[size_t(u)]->backward(ctx, acquire(u, true), io, a.scratch.data());
     release(u, true);
-    std::swap(dy, dx);  // this unit's dx is the next (earlier) unit's dy
+    trunk = w.reads_stream(u);
+    if (trunk) std::swap(dy, dx);  // this unit's dx is the next (earlier) unit's dy
   }
 }
 
@@ -493,12 +589,13 @@ TensorView Model::unit_output(int u) const {
 }
 
 std::vector<float> Model::last_logits(const TensorView& inputs) {
-  check_batch(Batch{inputs, {}});
+  const Batch batch{inputs, {}};
+  check_batch(batch);
   const int64_t B = inputs.shape[0], T = inputs.shape[1];
   ensure_activations(B, T);
   const DType dt = precision_dtype(precision_);
   Activations& a = *acts_;
-  run_forward(inputs, B, T, StepKey{}, false);
+  run_forward(batch, B, T, StepKey{}, false);
   const int head = num_units() - 1;
   // Gather the last position of each row into the gradient buffer, used as scratch.
   const size_t row_bytes = size_t(config_.d_model) * dtype_size(dt);
@@ -517,6 +614,27 @@ std::vector<float> Model::last_logits(const TensorView& inputs) {
   s.copy(logits.data(), logits_device.data(), logits.size() * 4);
   s.synchronize();
   have_saved_ = false;
+  return logits;
+}
+
+std::vector<float> Model::logits(const Batch& batch) {
+  check_batch(batch);
+  const int64_t B = batch.inputs.shape[0], T = batch.inputs.shape[1];
+  ensure_activations(B, T);
+  const DType dt = precision_dtype(precision_);
+  run_forward(batch, B, T, StepKey{}, false);
+  const int head = num_units() - 1;
+  const int64_t V = config_.vocab_size;
+  Buffer logits_device(*device_, size_t(B * T * V) * 4, "logits");  // (B*T, V) f32
+  Stream& s = device_->stream();
+  UnitContext ctx{s, config_, dt, head, B, T, StepKey{}, false};
+  head_logits(*units_[size_t(head)], ctx, acquire(head, false),
+              TensorView(acts_->residual[size_t(head - 1)].data(), dt, {B * T, config_.d_model}, device_),
+              TensorView(logits_device.data(), DType::f32, {B * T, V}, device_));
+  release(head, false);
+  std::vector<float> logits(size_t(B * T * V));
+  s.copy(logits.data(), logits_device.data(), logits.size() * 4);
+  s.synchronize();
   return logits;
 }
 

@@ -57,7 +57,7 @@ struct UnitGradCheckOptions {
 
 struct UnitGradCheckReport {
   struct Tensor {
-    std::string name;  // "x" (the unit's input) or the parameter's spec name
+    std::string name;  // "x" (the unit's input), a side input's name, or the parameter's spec name
     GradientCheck check;
     double error = 0;        // ||g - g_fd|| over the elements differenced
     double reference = 0;    // ||g_fd||
@@ -70,8 +70,10 @@ struct UnitGradCheckReport {
 };
 
 // Checks a trunk unit (io.x -> io.y, both (B, T, config.d_model)) in f32 on `device`
-// under the scalar loss L = sum(y * w) for fixed random weights w:
-//   - dx and every parameter gradient against finite differences of L (relative
+// under the scalar loss L = sum(y * w) for fixed random weights w; a unit that reads
+// side inputs (Unit::reads) gets random (B, T, C) ones, checked like x:
+//   - dx, each side input's gradient (d_side, which must accumulate: a second
+//     backward doubles it) and every parameter gradient against finite differences of L (relative
 //     tolerance above the noise floor of an f32 output, see UnitGradCheckOptions);
 //   - forward replayed with the same key gives the same bits;
 //   - parameter gradients accumulate: a second backward doubles them;

@@ -114,9 +114,16 @@ struct ParamInfo {
 // Per-call inputs of a forward pass.
 // Host memory on every device: the model checks the tokens on the host and copies
 // them to its device itself (Stream::copy).
+// A named extra input (an encoder's source tokens), read by the units whose
+// Unit::batch_input() names it.
+struct NamedInput {
+  std::string name;
+  TensorView tokens;  // (B, T) i32, the shape of Batch::inputs, each in [0, vocab_size)
+};
 struct Batch {
   TensorView inputs;   // (B, T) i32 tokens
   TensorView targets;  // (B, T) i32, or undefined for inference; -100 = ignore
+  std::vector<NamedInput> extra = {};  // the model's named batch inputs, checked like inputs
 };
 
 // Keys of the counter-based randomness of one micro-step: dropout masks are a pure
@@ -155,6 +162,7 @@ class ParamStore;
 class LinearAdapter;
 class Lora;
 struct UnitParams;
+struct UnitIO;
 
 class Model {
  public:
@@ -234,6 +242,19 @@ class Model {
   // d_loss_scale multiplies the gradient of the mean loss (1/accum, loss scale).
   void backward(float d_loss_scale);
 
+  // ---- custom losses (side inputs: docs/custom_units.md)
+  // Forward of every unit but the last (the loss unit); targets are not needed. Read
+  // any unit's output with unit_output(); with `train`, backward_from() follows.
+  void forward_outputs(const Batch& batch, const StepKey& key, bool train);
+  // Backward of the last forward (either kind, train = true) from a caller's gradient
+  // of unit `unit`'s output (unit < num_units() - 1): d_output (B, T, C) in the working
+  // dtype, host or device memory. Units after `unit` are not back-propagated; units up
+  // to it accumulate (+=) into their gradients, as backward() does.
+  void backward_from(int unit, const TensorView& d_output);
+  // Logits of every position, (B, T, V) f32 on the host, from the built-in head
+  // (inference: no dropout; the batch's targets are not needed).
+  std::vector<float> logits(const Batch& batch);
+
   // Unit u's output in the last forward: the residual stream after it, (B, T, C) in
   // the working dtype, valid until the next forward; undefined for the head.
   TensorView unit_output(int u) const;
@@ -251,9 +272,13 @@ class Model {
  private:
   struct Activations;
   struct Views;
+  struct Wiring;
   void check_batch(const Batch& batch) const;
+  void check_tokens(const char* what, const TensorView& tokens) const;
   void ensure_activations(int64_t B, int64_t T);
-  void run_forward(const TensorView& inputs, int64_t B, int64_t T, const StepKey& key, bool train);
+  void run_forward(const Batch& batch, int64_t B, int64_t T, const StepKey& key, bool train);
+  UnitIO unit_io(int u, int64_t B, int64_t T) const;  // views of u's inputs and output
+  void run_backward(int top, float d_loss);  // from unit top (the gradient of its output in grad_a)
   // Views of unit u (and the units it borrows from) from the store; release after use.
   UnitParams acquire(int u, bool grads);
   void release(int u, bool grads);
@@ -270,6 +295,7 @@ class Model {
   std::vector<ParamInfo> params_;
   std::unique_ptr<Activations> acts_;
   std::unique_ptr<Views> views_;  // each unit's tensors: which ParamInfo fills each slot
+  std::unique_ptr<Wiring> wiring_;  // what each unit reads and publishes (side inputs)
   ParamStore* store_ = nullptr;
   bool params_resident_ = true;
   bool grads_resident_ = true;
@@ -278,6 +304,7 @@ class Model {
   int64_t last_B_ = 0, last_T_ = 0;
   int64_t last_valid_ = 0;
   bool have_saved_ = false;
+  bool saved_loss_ = false;  // the last forward ran the loss unit
   Lora* lora_ = nullptr;
   LinearAdapter* adapter_ = nullptr;
   bool frozen_ = false;

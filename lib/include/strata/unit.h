@@ -78,6 +78,11 @@ struct UnitIO {
   TensorView dx;       // (B, T, C)        gradient of x (assigned)
   float d_loss = 0.0f;  // last unit: gradient of the total loss w.r.t. each token's loss
   void* transient = nullptr;  // shared workspace for what the unit recomputes
+  // Named side activations (Unit::reads()): side[i] is the activation reads()[i] names,
+  // (B, T, C) in the working dtype, valid through backward; a unit ADDS (+=) its
+  // gradient into d_side[i], since several units may read one activation.
+  std::vector<TensorView> side;
+  std::vector<TensorView> d_side;
 };
 
 // A linear layer a unit offers to LoRA (strata/lora.h): `param` is the local name of
@@ -129,11 +134,43 @@ class Unit {
   virtual size_t scratch_bytes(DType dtype, int64_t rows) const = 0;
   virtual void forward(const UnitContext& ctx, const UnitParams& p, UnitIO& io) = 0;
   virtual void backward(const UnitContext& ctx, const UnitParams& p, UnitIO& io, void* scratch) = 0;
+
   // The last unit only: checks a batch's targets ((B, T) i32, host memory) before
   // anything runs, throwing strata::Error that names the first bad one. The default
   // is the LM head's rule: each is -100 or a token id below config.vocab_size.
   virtual void check_targets(const TensorView& targets, const ModelConfig& config) const;
+
+  // ---- Named activations (side inputs). The defaults are the sequential trunk.
+  // The batch input the unit reads into io.tokens instead of the stream io.x: ""
+  // reads the stream (unit 0 reads Batch::inputs), "tokens" is Batch::inputs, any
+  // other name one of Batch::extra. A unit that reads a batch input starts a new
+  // stream: the unit before it gets no gradient through io.x (only through what it
+  // publishes).
+  virtual std::string batch_input() const { return {}; }
+  // Names of activations earlier units publish, handed over in io.side in this order.
+  virtual std::vector<std::string> reads() const { return {}; }
+  // The name this unit's output y is published under for later units ("" none).
+  virtual std::string publishes() const { return {}; }
 };
+
+// ---- Side inputs and cross-attention (encoder-decoder models; docs/custom_units.md).
+// How a wrapped unit is wired into a Model: its name and what it reads and publishes.
+struct UnitWiring {
+  std::string name;         // the unit's name in the Model ("" keeps its own)
+  std::string batch_input;  // as Unit::batch_input
+  std::string publishes;    // as Unit::publishes
+};
+// `unit` under `wiring`, everything else forwarded: an encoder built from the built-in
+// units ("encoder.embedding" reading the batch input "source", blocks of a
+// causal = false config, the last one publishing "memory").
+std::unique_ptr<Unit> make_wired_unit(std::unique_ptr<Unit> unit, const UnitWiring& wiring);
+// Pre-norm cross-attention, named "cross.<layer>", reading the activation `memory`
+// (B, T, C) published by an earlier unit (an encoder's output):
+//   y = x + proj(attention(q = LN_q(x) Wq, [k v] = LN_m(memory) Wkv))
+// non-causal, config.n_heads query heads over config.kv_heads() key/value heads, no
+// bias on q and kv (proj has one when config.bias). The memory has the decoder's
+// length T (pad the shorter sequence). Full recompute replays the attention.
+std::unique_ptr<Unit> make_cross_attention_unit(const ModelConfig& config, int layer, const std::string& memory);
 
 // The built-in units, as the GPT-2 / LLaMA builder composes them:
 // embedding, n_layers blocks, final norm + LM head (+ cross-entropy).
