@@ -168,7 +168,7 @@ Lora::Lora(Model& model, const LoraOptions& o) : impl_(std::make_unique<Impl>())
   // Lays out A [r, in] and B [out, r] of `a` under `key` and files it under its site.
   auto add = [&](LoraAdapter a, const std::string& key) {
     a.a_tensor = int(m.tensors.size());
-    m.tensors.push_back({key + ".lora_A.weight", m.numel, {r, a.in}});
+    m.tensors.push_back({key + ".lora_A.weight", m.numel, {r, a.in}, {}});
     m.numel = round_up(m.numel + r * a.in, kAlign);
     a.b_tensor = int(m.tensors.size());
     m.tensors.push_back({key + ".lora_B.weight", m.numel, {a.out, r}, a.dead});
