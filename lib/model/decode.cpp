@@ -115,6 +115,7 @@ KvCache::KvCache(const Model& model, int64_t batch, int64_t capacity) {
 }
 
 std::vector<float> Model::decode(const TensorView& tokens, KvCache& cache) {
+  require_lm_head(*units_.back());
   check_batch(Batch{tokens, {}});
   const int64_t B = tokens.shape[0], T = tokens.shape[1], pos = cache.length_;
   STRATA_CHECK(B == cache.batch_, "Model::decode: " << B << " rows of tokens for a KV cache of batch " << cache.batch_

@@ -183,12 +183,16 @@ class HeadUnit final : public Unit {
 std::unique_ptr<Unit> make_embedding_unit(const ModelConfig& config) { return std::make_unique<EmbeddingUnit>(config); }
 std::unique_ptr<Unit> make_head_unit(const ModelConfig& config) { return std::make_unique<HeadUnit>(config); }
 
+void require_lm_head(const Unit& head) {
+  STRATA_CHECK(dynamic_cast<const HeadUnit*>(&head),
+               "Model: logits and decoding need the built-in LM head as the last unit; this model ends in '"
+                   << head.name() << "' (a classifier's outputs are its per-row losses)");
+}
+
 void head_logits(Unit& head, const UnitContext& ctx, const UnitParams& p, const TensorView& x,
                  const TensorView& logits) {
-  auto* lm = dynamic_cast<HeadUnit*>(&head);
-  STRATA_CHECK(lm, "Model: logits and decoding need the built-in LM head as the last unit; this model ends in '"
-                       << head.name() << "' (a classifier's outputs are its per-row losses)");
-  lm->logits(ctx, p, x, logits);
+  require_lm_head(head);
+  static_cast<HeadUnit&>(head).logits(ctx, p, x, logits);
 }
 
 size_t carve_bytes(DType dtype, int64_t numel) { return (size_t(numel) * dtype_size(dtype) + 63) / 64 * 64; }

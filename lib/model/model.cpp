@@ -590,6 +590,7 @@ TensorView Model::unit_output(int u) const {
 
 std::vector<float> Model::last_logits(const TensorView& inputs) {
   const Batch batch{inputs, {}};
+  require_lm_head(*units_.back());
   check_batch(batch);
   const int64_t B = inputs.shape[0], T = inputs.shape[1];
   ensure_activations(B, T);
@@ -618,6 +619,7 @@ std::vector<float> Model::last_logits(const TensorView& inputs) {
 }
 
 std::vector<float> Model::logits(const Batch& batch) {
+  require_lm_head(*units_.back());
   check_batch(batch);
   const int64_t B = batch.inputs.shape[0], T = batch.inputs.shape[1];
   ensure_activations(B, T);

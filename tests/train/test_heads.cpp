@@ -164,6 +164,7 @@ TEST_CASE("a classifier's targets are checked against its convention before anyt
   CHECK_THROWS_WITH(m.backward(1.0f), Catch::Contains("call forward"));
   CHECK(host(m.unit_params(m.num_units() - 1)) == before);
   REQUIRE_THROWS_WITH(m.last_logits(data.batch().inputs), Catch::Contains("built-in LM head"));
+  REQUIRE_THROWS_WITH(m.logits(data.batch()), Catch::Contains("built-in LM head"));
   CHECK_THROWS_WITH(make_classifier_head(c, 1), Catch::Contains("at least 2"));
 }
 
