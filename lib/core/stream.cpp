@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <cerrno>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -20,13 +21,29 @@
 namespace strata {
 
 namespace {
-std::atomic<uint64_t>& fuzz_seed() {
-  static std::atomic<uint64_t> seed{[] {
-    const char* v = std::getenv("STRATA_STREAM_FUZZ");
-    return v && *v ? std::strtoull(v, nullptr, 10) : uint64_t(0);
-  }()};
+// The environment's seed; a value that is not a decimal integer is refused by name
+// (the first worker stream throws it, so a typo never runs the suite unfuzzed).
+uint64_t fuzz_seed_from_environment() {
+  const char* v = std::getenv("STRATA_STREAM_FUZZ");
+  if (!v || !*v) return 0;
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long seed = std::strtoull(v, &end, 10);
+  STRATA_CHECK(*v >= '0' && *v <= '9' && *end == '\0' && errno == 0,
+               "STRATA_STREAM_FUZZ=" << v
+                                     << ": not a non-negative decimal integer; give a seed (e.g. "
+                                        "STRATA_STREAM_FUZZ=1), 0 or nothing to turn the ordering fuzz off");
   return seed;
 }
+
+std::atomic<uint64_t>& fuzz_seed() {  // a throwing initialiser runs again at the next call
+  static std::atomic<uint64_t> seed{fuzz_seed_from_environment()};
+  return seed;
+}
+
+// An item's delay under the fuzz: 0 to kFuzzMaxMicros, drawn from the seed, the stream
+// and the item's index. Short, so the bitwise suites run under several seeds in CI.
+constexpr uint64_t kFuzzMaxMicros = 500;
 
 uint64_t mix(uint64_t x) {  // splitmix64's finalizer
   x += 0x9e3779b97f4a7c15ull;
@@ -53,7 +70,11 @@ const char* stream_role_name(StreamRole role) {
 struct Stream::Worker {
   std::mutex mutex;
   std::condition_variable cv;
-  std::deque<std::function<void()>> items;
+  struct Item {
+    std::function<void()> fn;
+    bool fuzzed;  // false for an event's own markers: delaying them reorders nothing new
+  };
+  std::deque<Item> items;
   bool running = false, stopping = false;
   std::exception_ptr error;  // the first item's error, until synchronize() rethrows it
   uint64_t salt = 0, count = 0;
@@ -73,15 +94,16 @@ struct Stream::Worker {
     for (;;) {
       cv.wait(lock, [&] { return stopping || !items.empty(); });
       if (items.empty()) return;  // stopping, drained
-      std::function<void()> fn = std::move(items.front());
+      Item item = std::move(items.front());
       items.pop_front();
       running = true;
       const uint64_t index = count++;
       lock.unlock();
-      if (const uint64_t seed = stream_fuzz())
-        std::this_thread::sleep_for(std::chrono::microseconds(mix(seed ^ mix(salt ^ mix(index))) % 2001));
+      if (const uint64_t seed = stream_fuzz(); seed && item.fuzzed)
+        std::this_thread::sleep_for(
+            std::chrono::microseconds(mix(seed ^ mix(salt ^ mix(index))) % (kFuzzMaxMicros + 1)));
       try {
-        fn();
+        item.fn();
       } catch (...) {
         std::lock_guard relock(mutex);
         if (!error) error = std::current_exception();
@@ -98,8 +120,10 @@ struct Stream::Worker {
 };
 
 Stream::Stream(Device& device, StreamRole role, void* native) : device_(&device), role_(role), native_(native) {
-  if (device.kind() == DeviceKind::cpu && role != StreamRole::compute)
+  if (device.kind() == DeviceKind::cpu && role != StreamRole::compute) {
+    stream_fuzz();  // refuses a malformed STRATA_STREAM_FUZZ before any item runs
     worker_ = std::make_unique<Worker>(uint64_t(device.index()) << 8 | uint64_t(role));
+  }
 }
 
 Stream::~Stream() {
@@ -110,7 +134,24 @@ Stream::~Stream() {
   }
 }
 
+namespace {
+// Set by Event::record / wait around their host_function call: their markers are not
+// delayed by the fuzz (delaying them reorders nothing a delayed copy does not).
+thread_local bool t_event_marker = false;
+void enqueue_marker(Stream& stream, std::function<void()> fn) {
+  t_event_marker = true;
+  try {
+    stream.host_function(std::move(fn));
+  } catch (...) {
+    t_event_marker = false;
+    throw;
+  }
+  t_event_marker = false;
+}
+}  // namespace
+
 void Stream::host_function(std::function<void()> fn) {
+  const bool fuzzed = !t_event_marker;
   if (device_->kind() == DeviceKind::cuda) {
     cuda_runtime::launch_host_function(native_, std::move(fn));
     return;
@@ -121,7 +162,7 @@ void Stream::host_function(std::function<void()> fn) {
   }
   {
     std::lock_guard lock(worker_->mutex);
-    worker_->items.push_back(std::move(fn));
+    worker_->items.push_back({std::move(fn), fuzzed});
   }
   worker_->cv.notify_all();
 }
@@ -198,7 +239,7 @@ void Event::record(Stream& stream) {
     std::lock_guard lock(state_->mutex);
     generation = ++state_->recorded;
   }
-  stream.host_function([state = state_, generation] { state->complete(generation); });
+  enqueue_marker(stream, [state = state_, generation] { state->complete(generation); });
 }
 
 void Event::wait(Stream& stream) {
@@ -213,7 +254,7 @@ void Event::wait(Stream& stream) {
     generation = state_->recorded;
     if (state_->completed >= generation) return;
   }
-  stream.host_function([state = state_, generation] { state->wait_for(generation); });
+  enqueue_marker(stream, [state = state_, generation] { state->wait_for(generation); });
 }
 
 bool Event::query() const {

@@ -3,8 +3,13 @@
 // stream run in FIFO order, an Event orders one stream after another without blocking
 // the host, query / synchronize / elapsed_ms say what completed when, and the
 // ordering fuzz leaves every correctly ordered result unchanged under many seeds.
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdio>
+#include <string>
 #include <future>
 #include <numeric>
 #include <thread>
@@ -151,6 +156,56 @@ TEST_CASE("events refuse streams of another device and unrecorded timings", "[co
   REQUIRE_THROWS_WITH(e.elapsed_ms(f), Contains("never recorded"));
   Event g(*b);
   REQUIRE_THROWS_WITH(e.elapsed_ms(g), Contains("cpu:0") && Contains("cpu:1"));
+}
+
+// Runs this binary's hidden case below with STRATA_STREAM_FUZZ=`value`; returns its
+// exit status and output (the environment is read once per process, hence the child).
+int run_fuzz_child(const char* value, std::string& output) {
+  int pipe_fds[2];
+  REQUIRE(::pipe(pipe_fds) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::setenv("STRATA_STREAM_FUZZ", value, 1);
+    ::dup2(pipe_fds[1], 1);
+    ::dup2(pipe_fds[1], 2);
+    ::close(pipe_fds[0]);
+    ::execl("/proc/self/exe", "test_core", "stream fuzz child: make a CPU device and print the seed",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(pipe_fds[1]);
+  char chunk[512];
+  for (ssize_t n; (n = ::read(pipe_fds[0], chunk, sizeof chunk)) > 0;) output.append(chunk, size_t(n));
+  ::close(pipe_fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// Hidden ([.]): the child of the test below.
+TEST_CASE("stream fuzz child: make a CPU device and print the seed", "[.][core][stream]") {
+  auto device = Device::cpu();
+  std::printf("fuzz seed %llu\n", static_cast<unsigned long long>(stream_fuzz()));
+}
+
+TEST_CASE("STRATA_STREAM_FUZZ takes a non-negative decimal seed and refuses anything else by name",
+          "[core][stream]") {
+  for (const char* good : {"0", "7", "18446744073709551615"}) {
+    std::string out;
+    const int status = run_fuzz_child(good, out);
+    INFO("STRATA_STREAM_FUZZ=" << good << ", child output:\n" << out);
+    CHECK(status == 0);
+    CHECK_THAT(out, Contains(std::string("fuzz seed ") + good + "\n"));
+  }
+  for (const char* bad : {"abc", "-1", "+3", "1x", " 5", "18446744073709551616"}) {
+    std::string out;
+    const int status = run_fuzz_child(bad, out);
+    INFO("STRATA_STREAM_FUZZ=" << bad << ", child output:\n" << out);
+    CHECK(status != 0);
+    CHECK_THAT(out, Contains(std::string("STRATA_STREAM_FUZZ=") + bad + ": not a non-negative decimal integer"));
+    CHECK_THAT(out, !Contains("fuzz seed"));
+  }
 }
 
 }  // namespace

@@ -148,10 +148,10 @@ class Event {
   void* native_ = nullptr;        // CUDA: a cudaEvent_t
 };
 
-// Ordering fuzz for CPU worker streams: with a seed other than 0, each item waits a
-// pseudo-random 0-2 ms (drawn from the seed, the device, the role and the item's
-// index) before it runs, so orderings that only hold by luck break. Starts from the
-// environment's STRATA_STREAM_FUZZ (a decimal seed) when set; a test hook otherwise.
+// Ordering fuzz for CPU worker streams: with a seed other than 0, each copy and host
+// function waits a pseudo-random 0-0.5 ms (seed, device, role, item index) before it
+// runs (events' markers do not), so orderings that only hold by luck break. Starts from
+// STRATA_STREAM_FUZZ (a decimal seed; else the first CPU device throws) or this hook.
 void set_stream_fuzz(uint64_t seed);
 uint64_t stream_fuzz();
 
