@@ -55,13 +55,13 @@ bool sync_after_launch();  // STRATA_CUDA_SYNC=1 in the environment
 #endif
 
 // Launches kernel over grid x block threads with `shared_bytes` of dynamic shared
-// memory on `stream` (a cudaStream_t; ignored by the emulator, which runs the grid
-// to completion before returning).
+// memory on `stream` (a cudaStream_t; the emulator records it for its device and runs
+// the grid to completion before returning).
 template <class... Params, class... Args>
 void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, void* stream,
             Args... args) {
 #if defined(STRATA_CUDA_EMULATION)
-  (void)stream;
+  ::strata::emu::record_launch(reinterpret_cast<const void*>(kernel), stream);
   ::strata::emu::launch(reinterpret_cast<const void*>(kernel), grid, block, shared_bytes,
                         [&] { kernel(Params(args)...); });
 #else

@@ -4,6 +4,8 @@
 // the launch-error check of launch.cuh (STRATA_CUDA_SYNC=1: synchronize after each
 // launch, so a fault names its kernel). Every CUDA / cuBLAS call is checked by
 // STRATA_CUDA_CHECK / STRATA_CUBLAS_CHECK (expression, file:line in the error).
+// Every call that touches a device runs with that device current (DeviceGuard, or the
+// device of the stream it is given), so two GPUs in one process keep their own buffers.
 // Invariant: scratch grows stream-ordered (cudaFreeAsync / cudaMallocAsync on the
 // compute stream), so an op's scratch is never freed under a kernel still using it.
 #include <cublasLt.h>
@@ -16,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 
 #include "cuda_ops.h"
 #include "launch.cuh"
@@ -117,6 +120,34 @@ class StreamScratch : public Scratch {
 
 namespace cuda_runtime {
 
+namespace {
+// Makes `index` the thread's current device for its scope and restores the one before.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int index) {
+    STRATA_CUDA_CHECK(cudaGetDevice(&before_));
+    if (before_ == index)
+      before_ = -1;
+    else
+      STRATA_CUDA_CHECK(cudaSetDevice(index));
+  }
+  ~DeviceGuard() {
+    if (before_ >= 0) STRATA_CUDA_CHECK_PRINT(cudaSetDevice(before_));
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int before_ = -1;
+};
+
+int device_of(void* stream) {
+  int device = 0;
+  STRATA_CUDA_CHECK(cudaStreamGetDevice(static_cast<cudaStream_t>(stream), &device));
+  return device;
+}
+}  // namespace
+
 struct DeviceState {
   int index = 0;
   cudaStream_t streams[4] = {};
@@ -146,7 +177,7 @@ DeviceState* open(int index, size_t& budget) {
                                            "no device, or CUDA_VISIBLE_DEVICES hides them); run on a CPU device");
   STRATA_CHECK(index >= 0 && index < count,
                "no CUDA device: cuda:" << index << " was requested but only " << count << " GPU(s) are visible");
-  STRATA_CUDA_CHECK(cudaSetDevice(index));
+  DeviceGuard guard(index);
   dist::detail::set_native_stream_accessor(native_stream_of);
   auto* s = new DeviceState;
   s->index = index;
@@ -162,9 +193,22 @@ DeviceState* open(int index, size_t& budget) {
   return s;
 }
 
+namespace {
+void close_on_current(DeviceState* s);
+}
+
 void close(DeviceState* s) {
   if (!s) return;
-  cudaSetDevice(s->index);
+  try {
+    DeviceGuard guard(s->index);
+    close_on_current(s);
+  } catch (const std::exception& e) {
+    ::strata::detail::print_call_error("closing a CUDA device", e.what(), __FILE__, __LINE__);
+  }
+}
+
+namespace {
+void close_on_current(DeviceState* s) {
   STRATA_CUDA_CHECK_PRINT(cudaDeviceSynchronize());
   delete s->scratch;
   if (s->blas_workspace) s->blas_workspace_arena->free(s->blas_workspace);
@@ -173,6 +217,7 @@ void close(DeviceState* s) {
   for (cudaStream_t st : s->streams) STRATA_CUDA_CHECK_PRINT(cudaStreamDestroy(st));
   delete s;
 }
+}  // namespace
 
 void* stream(DeviceState* s, StreamRole role) { return s->streams[int(role)]; }
 
@@ -185,7 +230,10 @@ std::string product_name(int index) {
   return prop.name;
 }
 
-void synchronize(void* stream) { STRATA_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream))); }
+void synchronize(void* stream) {
+  DeviceGuard guard(device_of(stream));
+  STRATA_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+}
 
 void* event_create() {
   cudaEvent_t e;
@@ -194,6 +242,7 @@ void* event_create() {
 }
 void event_destroy(void* e) { STRATA_CUDA_CHECK_PRINT(cudaEventDestroy(static_cast<cudaEvent_t>(e))); }
 void event_record(void* e, void* stream) {
+  DeviceGuard guard(device_of(stream));
   STRATA_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(e), static_cast<cudaStream_t>(stream)));
 }
 bool event_query(void* e) {
@@ -207,6 +256,10 @@ void* timing_event_create() {
   cudaEvent_t e;
   STRATA_CUDA_CHECK(cudaEventCreate(&e));
   return e;
+}
+void* timing_event_create(int device) {
+  DeviceGuard guard(device);
+  return timing_event_create();
 }
 float event_elapsed_ms(void* start, void* end) {
   STRATA_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(end)));
@@ -226,15 +279,41 @@ double memory_bandwidth(int index) {
 }
 
 void stream_wait(void* stream, void* e) {
+  DeviceGuard guard(device_of(stream));
   STRATA_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(e), 0));
 }
 
-ArenaMemory device_memory() {
-  return {[](size_t bytes, size_t) -> void* {
-            void* p = nullptr;  // cudaMalloc: 256-byte aligned at least
-            return cudaMalloc(&p, bytes) == cudaSuccess ? p : (cudaGetLastError(), nullptr);
-          },
-          [](void* p) { STRATA_CUDA_CHECK_PRINT(cudaFree(p)); }, "CUDA device memory", /*host_addressable=*/false};
+namespace {
+// cudaMalloc / cudaFree for GPU I's arena under a guard: an ArenaMemory holds plain
+// function pointers, so each device has its own instantiation.
+constexpr int kMaxDevices = 16;
+template <int I>
+void* allocate_on(size_t bytes, size_t) {
+  DeviceGuard guard(I);
+  void* p = nullptr;  // cudaMalloc: 256-byte aligned at least
+  return cudaMalloc(&p, bytes) == cudaSuccess ? p : (cudaGetLastError(), nullptr);
+}
+template <int I>
+void free_on(void* p) {
+  try {
+    DeviceGuard guard(I);
+    STRATA_CUDA_CHECK_PRINT(cudaFree(p));
+  } catch (const std::exception& e) {
+    ::strata::detail::print_call_error("cudaFree", e.what(), __FILE__, __LINE__);
+  }
+}
+template <size_t... I>
+ArenaMemory device_memory_of(int index, std::index_sequence<I...>) {
+  static constexpr void* (*allocate[])(size_t, size_t) = {allocate_on<int(I)>...};
+  static constexpr void (*release[])(void*) = {free_on<int(I)>...};
+  return {allocate[index], release[index], "CUDA device memory", /*host_addressable=*/false};
+}
+}  // namespace
+
+ArenaMemory device_memory(int index) {
+  STRATA_CHECK(index >= 0 && index < kMaxDevices,
+               "cuda:" << index << ": strata drives at most " << kMaxDevices << " GPUs in one process");
+  return device_memory_of(index, std::make_index_sequence<kMaxDevices>{});
 }
 
 bool host_register(void* p, size_t bytes) {
@@ -247,6 +326,7 @@ bool host_register(void* p, size_t bytes) {
 void host_unregister(void* p) { STRATA_CUDA_CHECK_PRINT(cudaHostUnregister(p)); }
 
 void launch_host_function(void* stream, std::function<void()> fn) {
+  DeviceGuard guard(device_of(stream));
   auto* heap = new std::function<void()>(std::move(fn));
   const cudaError_t status = cudaLaunchHostFunc(
       static_cast<cudaStream_t>(stream),
@@ -264,6 +344,7 @@ void launch_host_function(void* stream, std::function<void()> fn) {
 }
 
 void copy_async(void* dst, const void* src, size_t bytes, void* stream) {
+  DeviceGuard guard(device_of(stream));
   STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, static_cast<cudaStream_t>(stream)));
 }
 
@@ -273,6 +354,10 @@ namespace cuda {
 
 Context context(Stream& st) {
   auto* s = static_cast<cuda_runtime::DeviceState*>(st.device().backend());
+  // The op's launches follow on this thread: its device becomes current (and stays).
+  int current = -1;
+  STRATA_CUDA_CHECK(cudaGetDevice(&current));
+  if (current != s->index) STRATA_CUDA_CHECK(cudaSetDevice(s->index));
   std::call_once(s->blas_workspace_once, [&] {  // throws (arena full): retried at the next op
     s->blas_workspace = st.device().arena().allocate(s->blas_workspace_bytes, "cuBLASLt workspace");
     s->blas_workspace_arena = &st.device().arena();

@@ -116,7 +116,7 @@ std::unique_ptr<Device> Device::cpu(int index, size_t capacity) {
 
 std::unique_ptr<Device> Device::cuda(int index, size_t budget) {
   cuda_runtime::DeviceState* state = cuda_runtime::open(index, budget);  // throws "no CUDA device"
-  return std::unique_ptr<Device>(new Device(DeviceKind::cuda, index, budget, cuda_runtime::device_memory(),
+  return std::unique_ptr<Device>(new Device(DeviceKind::cuda, index, budget, cuda_runtime::device_memory(index),
                                             state));
 }
 

@@ -211,7 +211,7 @@ struct Event::State {
 
 Event::Event(Device& device) : device_(&device) {
   if (device.kind() == DeviceKind::cuda)
-    native_ = cuda_runtime::timing_event_create();
+    native_ = cuda_runtime::timing_event_create(device.index());
   else
     state_ = std::make_shared<State>();
 }

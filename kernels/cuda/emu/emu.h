@@ -87,6 +87,10 @@ void launch(const void* kernel, dim3 grid, dim3 block, size_t dynamic_shared_byt
            const_cast<void*>(static_cast<const void*>(&body)));
 }
 
+// Records a launch on the device that owns `stream` and reports it when another device
+// is current (emu_runtime.cpp; launch.cuh calls it before launch()).
+void record_launch(const void* kernel, void* stream);
+
 // The block's dynamic shared memory (filled with 0xff bytes, i.e. NaN, at block start
 // so a read before a write shows up in the results). Unchecked: kernels use
 // STRATA_DYNAMIC_SHARED, a SharedPtr.
