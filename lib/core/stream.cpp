@@ -12,9 +12,12 @@
 #include <deque>
 #include <exception>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "cuda/runtime.h"
 #include "lib/core/clock.h"
+#include "lib/core/stream_timeline.h"
 #include "strata/device.h"
 #include "strata/error.h"
 
@@ -51,7 +54,22 @@ uint64_t mix(uint64_t x) {  // splitmix64's finalizer
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
   return x ^ (x >> 31);
 }
+
+std::atomic<bool> g_timeline_on{false};
+std::mutex g_timeline_mutex;
+std::vector<StreamInterval> g_timeline;
+
+void record_interval(const StreamInterval& interval) {
+  std::lock_guard lock(g_timeline_mutex);
+  g_timeline.push_back(interval);
+}
 }  // namespace
+
+void set_stream_timeline(bool on) { g_timeline_on.store(on, std::memory_order_relaxed); }
+std::vector<StreamInterval> take_stream_timeline() {
+  std::lock_guard lock(g_timeline_mutex);
+  return std::exchange(g_timeline, {});
+}
 
 void set_stream_fuzz(uint64_t seed) { fuzz_seed().store(seed); }
 uint64_t stream_fuzz() { return fuzz_seed().load(); }
@@ -78,9 +96,10 @@ struct Stream::Worker {
   bool running = false, stopping = false;
   std::exception_ptr error;  // the first item's error, until synchronize() rethrows it
   uint64_t salt = 0, count = 0;
+  StreamInterval where;  // device and role, for the timeline
   std::thread thread;
 
-  explicit Worker(uint64_t salt_) : salt(salt_), thread([this] { loop(); }) {}
+  Worker(uint64_t salt_, const StreamInterval& where_) : salt(salt_), where(where_), thread([this] { loop(); }) {}
   ~Worker() {
     {
       std::lock_guard lock(mutex);
@@ -102,11 +121,21 @@ struct Stream::Worker {
       if (const uint64_t seed = stream_fuzz(); seed && item.fuzzed)
         std::this_thread::sleep_for(
             std::chrono::microseconds(mix(seed ^ mix(salt ^ mix(index))) % (kFuzzMaxMicros + 1)));
+      const bool timed = g_timeline_on.load(std::memory_order_relaxed);
+      const double begin = timed ? now_seconds() : 0;
       try {
         item.fn();
       } catch (...) {
         std::lock_guard relock(mutex);
         if (!error) error = std::current_exception();
+      }
+      if (timed) {
+        StreamInterval interval = where;
+        interval.item = index;
+        interval.marker = !item.fuzzed;
+        interval.begin = begin;
+        interval.end = now_seconds();
+        record_interval(interval);
       }
       lock.lock();
       running = false;
@@ -122,7 +151,11 @@ struct Stream::Worker {
 Stream::Stream(Device& device, StreamRole role, void* native) : device_(&device), role_(role), native_(native) {
   if (device.kind() == DeviceKind::cpu && role != StreamRole::compute) {
     stream_fuzz();  // refuses a malformed STRATA_STREAM_FUZZ before any item runs
-    worker_ = std::make_unique<Worker>(uint64_t(device.index()) << 8 | uint64_t(role));
+    StreamInterval where;
+    where.device_kind = device.kind();
+    where.device = device.index();
+    where.role = role;
+    worker_ = std::make_unique<Worker>(uint64_t(device.index()) << 8 | uint64_t(role), where);
   }
 }
 
