@@ -306,7 +306,7 @@ template <size_t... I>
 ArenaMemory device_memory_of(int index, std::index_sequence<I...>) {
   static constexpr void* (*allocate[])(size_t, size_t) = {allocate_on<int(I)>...};
   static constexpr void (*release[])(void*) = {free_on<int(I)>...};
-  return {allocate[index], release[index], "CUDA device memory", /*host_addressable=*/false};
+  return {allocate[index], release[index], "CUDA device memory", /*host_addressable=*/false, /*segments=*/true};
 }
 }  // namespace
 

@@ -3,6 +3,7 @@
 #include <tbb/global_control.h>
 #include <tbb/info.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -37,7 +38,84 @@ Arena::Arena(std::string owner, size_t capacity, ArenaMemory memory)
 
 Arena::~Arena() {
   STRATA_CHECK_PRINT(sizes_.empty(), owner_ + " arena destroyed with live allocations");
+  if (memory_.segments) {
+    for (auto& [base, bytes] : segments_) memory_.free(reinterpret_cast<void*>(base));
+    return;
+  }
   for (auto& [ptr, bytes] : sizes_) memory_.free(ptr);
+}
+
+namespace {
+constexpr size_t kSegmentGranule = size_t(2) << 20;  // the CUDA allocator's own granule
+constexpr size_t kMinSegment = size_t(32) << 20;
+uintptr_t round_up(uintptr_t x, size_t to) { return (x + to - 1) / to * to; }
+}  // namespace
+
+// Best fit among the free blocks whose aligned start leaves room for the request.
+void* Arena::take_block(size_t bytes, size_t alignment) {
+  auto best = free_blocks_.end();
+  for (auto it = free_blocks_.begin(); it != free_blocks_.end(); ++it) {
+    const uintptr_t start = round_up(it->first, alignment);
+    if (start + bytes <= it->first + it->second && (best == free_blocks_.end() || it->second < best->second))
+      best = it;
+  }
+  if (best == free_blocks_.end()) return nullptr;
+  const uintptr_t begin = best->first, end = best->first + best->second;
+  const uintptr_t start = round_up(begin, alignment);
+  free_blocks_.erase(best);
+  if (start > begin) free_blocks_[begin] = start - begin;
+  if (start + bytes < end) free_blocks_[start + bytes] = end - (start + bytes);
+  return reinterpret_cast<void*>(start);
+}
+
+void* Arena::sub_allocate(size_t bytes, size_t alignment) {
+  if (void* p = take_block(bytes, alignment)) return p;
+  // A new segment: at least kMinSegment (or the capacity, if smaller), so that small
+  // buffers share one; on failure, hand back empty segments and retry at the size asked.
+  size_t segment = round_up(std::max(bytes, std::min(kMinSegment, capacity_)), kSegmentGranule);
+  void* base = memory_.allocate(segment, 4096);
+  if (!base) {
+    release_empty_segments();
+    segment = round_up(bytes, 4096);
+    base = memory_.allocate(segment, 4096);
+  }
+  if (!base) return nullptr;
+  segments_[uintptr_t(base)] = segment;
+  reserved_ += segment;
+  free_blocks_[uintptr_t(base)] = segment;
+  return take_block(bytes, alignment);
+}
+
+void Arena::return_block(uintptr_t start, size_t bytes) {
+  auto seg = std::prev(segments_.upper_bound(start));
+  const uintptr_t seg_begin = seg->first, seg_end = seg->first + seg->second;
+  auto next = free_blocks_.lower_bound(start);
+  if (next != free_blocks_.end() && next->first == start + bytes && next->first < seg_end) {
+    bytes += next->second;
+    next = free_blocks_.erase(next);
+  }
+  if (next != free_blocks_.begin()) {
+    auto prev = std::prev(next);
+    if (prev->first >= seg_begin && prev->first + prev->second == start) {
+      prev->second += bytes;
+      return;
+    }
+  }
+  free_blocks_[start] = bytes;
+}
+
+void Arena::release_empty_segments() {
+  for (auto it = segments_.begin(); it != segments_.end();) {
+    auto block = free_blocks_.find(it->first);
+    if (block != free_blocks_.end() && block->second == it->second) {
+      free_blocks_.erase(block);
+      memory_.free(reinterpret_cast<void*>(it->first));
+      reserved_ -= it->second;
+      it = segments_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 void* Arena::allocate(size_t bytes, const char* what) {
@@ -54,7 +132,14 @@ void* Arena::allocate(size_t bytes, const char* what) {
     live_ += rounded;
     if (live_ > high_water_) high_water_ = live_;
   }
-  void* p = memory_.allocate(rounded, alignment);
+  void* p = nullptr;
+  if (memory_.segments) {
+    std::lock_guard lock(mutex_);
+    p = sub_allocate(rounded, alignment);
+    if (p && memory_.on_block) memory_.on_block(p, rounded);
+  } else {
+    p = memory_.allocate(rounded, alignment);
+  }
   std::lock_guard lock(mutex_);
   if (!p) {
     live_ -= rounded;
@@ -75,9 +160,19 @@ void Arena::free(void* ptr) {
       return;
     }
     live_ -= it->second;
+    if (memory_.segments) {
+      return_block(uintptr_t(ptr), it->second);
+      sizes_.erase(it);
+      return;
+    }
     sizes_.erase(it);
   }
   memory_.free(ptr);
+}
+
+size_t Arena::bytes_reserved() const {
+  std::lock_guard lock(mutex_);
+  return memory_.segments ? reserved_ : live_;
 }
 
 size_t Arena::bytes_live() const {

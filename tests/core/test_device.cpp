@@ -2,6 +2,10 @@
 // over-capacity error, Buffer ownership under moves, and the errors of
 // TensorView::reshape / slice_rows and dtype_from_string.
 #include <catch2/catch.hpp>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <set>
 #include <utility>
 
 #include "strata/device.h"
@@ -51,6 +55,89 @@ TEST_CASE("arena refuses requests over capacity and says why", "[core][device]")
   CHECK(arena.bytes_live() == size_t(2) << 20);
   REQUIRE_THROWS_WITH(arena.allocate(1, "one byte"), Contains("one byte") && Contains("64 B"));
   arena.free(a);
+  arena.free(b);
+}
+
+// Memory that counts its calls and refuses to hold more than g_limit bytes at once.
+size_t g_calls = 0, g_frees = 0, g_held = 0, g_limit = 0;
+std::map<void*, size_t> g_blocks;
+ArenaMemory counted_segments() {
+  ArenaMemory m{[](size_t bytes, size_t alignment) -> void* {
+                  if (g_held + bytes > g_limit) return nullptr;
+                  ++g_calls;
+                  g_held += bytes;
+                  void* p = std::aligned_alloc(alignment, bytes);
+                  g_blocks[p] = bytes;
+                  return p;
+                },
+                [](void* p) {
+                  ++g_frees;
+                  g_held -= g_blocks.at(p);
+                  g_blocks.erase(p);
+                  std::free(p);
+                },
+                "counted memory"};
+  m.segments = true;
+  return m;
+}
+
+TEST_CASE("a segmented arena sub-allocates, reuses and coalesces blocks", "[core][device]") {
+  g_calls = g_frees = g_held = 0;
+  g_limit = size_t(1) << 30;
+  {
+    Arena arena("seg", size_t(256) << 20, counted_segments());
+    void* a = arena.allocate(100, "a");
+    void* b = arena.allocate(5000, "b");  // 4 KiB aligned inside the segment
+    void* c = arena.allocate(64, "c");
+    CHECK(g_calls == 1);  // one 32 MiB segment holds all three
+    CHECK(arena.bytes_reserved() == size_t(32) << 20);
+    CHECK(arena.bytes_live() == 128 + 8192 + 64);
+    CHECK(reinterpret_cast<uintptr_t>(a) % 64 == 0);
+    CHECK(reinterpret_cast<uintptr_t>(b) % 4096 == 0);
+    CHECK(std::set<void*>{a, b, c}.size() == 3);
+    // Writing each block whole must not touch another: they do not overlap.
+    std::memset(a, 1, 128), std::memset(b, 2, 8192), std::memset(c, 3, 64);
+    CHECK(static_cast<unsigned char*>(a)[127] == 1);
+    CHECK(static_cast<unsigned char*>(c)[0] == 3);
+    // A buffer made and freed every step reuses its block: no call to the memory.
+    for (int step = 0; step < 10; ++step) {
+      void* g = arena.allocate(4, "gradient norm");
+      arena.free(g);
+    }
+    CHECK(g_calls == 1);
+    CHECK(g_frees == 0);
+    // Freed neighbours coalesce: after freeing everything, one request the size of the
+    // whole segment fits without a new one.
+    arena.free(a), arena.free(b), arena.free(c);
+    CHECK(arena.bytes_live() == 0);
+    void* whole = arena.allocate(size_t(32) << 20, "whole segment");
+    CHECK(g_calls == 1);
+    // A larger request gets a segment of its own size (2 MiB granules).
+    void* big = arena.allocate((size_t(40) << 20) + 1, "big");
+    CHECK(g_calls == 2);
+    CHECK(arena.bytes_reserved() == (size_t(32) << 20) + (size_t(42) << 20));
+    arena.free(whole);
+    arena.free(big);
+    CHECK(g_frees == 0);  // segments stay with the arena
+  }
+  CHECK(g_frees == 2);  // until it is destroyed
+  CHECK(g_held == 0);
+}
+
+TEST_CASE("a segmented arena hands back empty segments when the memory runs out", "[core][device]") {
+  g_calls = g_frees = g_held = 0;
+  g_limit = size_t(64) << 20;
+  Arena arena("seg", size_t(1) << 30, counted_segments());
+  void* a = arena.allocate(size_t(40) << 20, "a");  // a 40 MiB segment
+  arena.free(a);                                    // empty, kept
+  // 48 MiB does not fit in the 40 MiB segment, and 40 + 48 exceeds the memory: the
+  // arena frees the empty segment and retries.
+  void* b = arena.allocate(size_t(48) << 20, "b");
+  CHECK(g_frees == 1);
+  CHECK(arena.bytes_reserved() == size_t(48) << 20);
+  // A live segment is never handed back: the failure names the memory and the request.
+  REQUIRE_THROWS_WITH(arena.allocate(size_t(20) << 20, "c"), Contains("out of counted memory") && Contains("c"));
+  CHECK(arena.bytes_live() == size_t(48) << 20);
   arena.free(b);
 }
 

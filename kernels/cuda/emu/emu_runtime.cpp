@@ -206,7 +206,8 @@ ArenaMemory device_memory(int index) {
   STRATA_CHECK(index >= 0 && index < kEmulatedDevices, "CUDA emulator: no device cuda:" << index);
   static constexpr void* (*allocate[])(size_t, size_t) = {allocate_on<0>, allocate_on<1>};
   static constexpr void (*release[])(void*) = {free_on<0>, free_on<1>};
-  return {allocate[index], release[index], "emulated CUDA device memory", /*host_addressable=*/true};
+  return {allocate[index], release[index], "emulated CUDA device memory", /*host_addressable=*/true,
+          /*segments=*/true, [](void* p, size_t bytes) { std::memset(p, 0xff, bytes); }};
 }
 
 bool is_device_memory(const void* p, size_t bytes) {

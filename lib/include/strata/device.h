@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -35,6 +36,14 @@ struct ArenaMemory {
   // Whether the host may read and write these bytes in place (host memory, the emulated
   // CUDA device's); false for cudaMalloc memory, reached only through Stream::copy.
   bool host_addressable = true;
+  // Whether the arena reserves these bytes in segments it keeps and sub-allocates
+  // (device memory: after its first step a training loop makes no runtime allocation
+  // or free); false: one allocate/free per request (host memory, so a freed buffer's
+  // pages go back to the system at once).
+  bool segments = false;
+  // Called on every block handed out of a segment (the emulator poisons it, as its
+  // cudaMalloc does); nullptr: nothing.
+  void (*on_block)(void* ptr, size_t bytes) = nullptr;
 };
 ArenaMemory host_memory();
 
@@ -56,8 +65,15 @@ class Arena {
   size_t bytes_live() const;
   size_t bytes_high_water() const;
   void reset_high_water();
+  // Bytes taken from the memory: the segments (memory().segments), else the live bytes.
+  size_t bytes_reserved() const;
 
  private:
+  void* take_block(size_t bytes, size_t alignment);  // mutex_ held; nullptr: none fits
+  void* sub_allocate(size_t bytes, size_t alignment);
+  void return_block(uintptr_t start, size_t bytes);
+  void release_empty_segments();
+
   std::string owner_;
   size_t capacity_;
   ArenaMemory memory_;
@@ -65,6 +81,9 @@ class Arena {
   size_t live_ = 0;
   size_t high_water_ = 0;
   std::unordered_map<void*, size_t> sizes_;
+  std::map<uintptr_t, size_t> segments_;     // base -> bytes (memory().segments)
+  std::map<uintptr_t, size_t> free_blocks_;  // start -> bytes, coalesced within a segment
+  size_t reserved_ = 0;
 };
 
 class Device;
