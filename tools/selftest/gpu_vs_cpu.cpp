@@ -228,42 +228,7 @@ void matmul(Table& tb, DType t) {
 void embedding(Table& tb, DType t) { tb.shared({"embedding_forward", "embedding_backward"}, t); }
 
 void norms(Table& tb, DType t) {
-  const int64_t n = tb.small() ? 7 : 128, c = tb.small() ? 48 : 768;
-  for (bool rms : {false, true}) {
-    const std::string kind = rms ? "rms" : "layer";
-    Twin inp = tb.make(t, {n, c}, -1, 3), w = tb.make(t, {c}, 0.5, 1.5), b = tb.make(t, {c});
-    Twin out = tb.make(t, {n, c}), mean = tb.make(DType::f32, {n}), rstd = tb.make(DType::f32, {n});
-    Twin d_out = tb.make(t, {n, c}), d_inp = tb.make(t, {n, c});
-    Twin d_w = tb.make(DType::f32, {c}), d_b = tb.make(DType::f32, {c});
-    tb.run([&](bool g, Stream& s) {
-      const TensorView m = rms ? TensorView{} : V(mean), bias = rms ? TensorView{} : V(b);
-      ops::norm_forward({V(out), m, V(rstd), V(inp), V(w), bias, 1e-5f, rms}, s);
-      ops::norm_backward({V(d_inp), V(d_w), rms ? TensorView{} : V(d_b), V(d_out), V(inp), V(w), m, V(rstd), rms}, s);
-    });
-    tb.check("norm_forward", kind + " out", t, out);
-    if (!rms) tb.check("norm_forward", kind + " mean", t, mean, tolerance(DType::f32));
-    tb.check("norm_forward", kind + " rstd", t, rstd);
-    tb.check("norm_backward", kind + " d_inp", t, d_inp, 2 * tolerance(t));
-    tb.check("norm_backward", kind + " d_weight", t, d_w);
-    if (!rms) tb.check("norm_backward", kind + " d_bias", t, d_b);
-
-    // The fused residual + norm, on the same inputs as a second stream.
-    Twin y = tb.make(t, {n, c}), res = tb.make(t, {n, c}), d_resid = tb.make(t, {n, c}), d_res = tb.make(t, {n, c});
-    Twin rout = tb.make(t, {n, c}), rmean = tb.make(DType::f32, {n}), rrstd = tb.make(DType::f32, {n});
-    Twin rd_w = tb.make(DType::f32, {c}), rd_b = tb.make(DType::f32, {c});
-    tb.run([&](bool g, Stream& s) {
-      const TensorView m = rms ? TensorView{} : V(rmean), bias = rms ? TensorView{} : V(b);
-      ops::residual_norm_forward({V(res), V(rout), m, V(rrstd), V(inp), V(y), V(w), bias, 1e-5f, rms}, s);
-      ops::residual_norm_backward(
-          {V(d_res), V(rd_w), rms ? TensorView{} : V(rd_b), V(d_resid), V(d_out), V(res), V(w), m, V(rrstd), rms}, s);
-    });
-    tb.check("residual_norm_forward", kind + " res_out", t, res);
-    tb.check("residual_norm_forward", kind + " out", t, rout);
-    tb.check("residual_norm_forward", kind + " rstd", t, rrstd);
-    tb.check("residual_norm_backward", kind + " d_res", t, d_res, 2 * tolerance(t));
-    tb.check("residual_norm_backward", kind + " d_weight", t, rd_w);
-    if (!rms) tb.check("residual_norm_backward", kind + " d_bias", t, rd_b);
-  }
+  tb.shared({"norm_forward", "norm_backward", "residual_norm_forward", "residual_norm_backward"}, t);
 }
 
 void pointwise(Table& tb, DType t) {
