@@ -79,7 +79,8 @@ OpCase reference_case(std::string op, std::vector<std::vector<int64_t>> shapes, 
 // every backend when `portable`.
 std::vector<std::string> ops_with_cases(CaseKind kind, bool portable = false);
 
-// The section name of one run of a case: "gelu_forward reference bf16 [3, 17]".
+// The section name of one run of a case: "gelu_forward reference bf16 [3, 17]", with
+// " (case 2)" for the second case of that op and kind (names must be unique).
 std::string case_name(const OpCase& c, DType dtype, const std::vector<int64_t>& shape);
 
 }  // namespace strata::test
