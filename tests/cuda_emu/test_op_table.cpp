@@ -33,7 +33,7 @@ TEST_CASE("cuda_emu: op table: every reference case against the CPU backend", "[
 // Ops whose cases have not moved into the shared table yet: the selftest's own table
 // compares them with the CPU (test_device.cpp runs it). The list may only shrink.
 const std::set<std::string> kSelftestOnly = {
-    "matmul_forward", "matmul_backward", "attention_forward", "attention_backward", "attention_decode"};
+    "attention_forward", "attention_backward", "attention_decode"};
 
 TEST_CASE("cuda_emu: every op of the emulated CUDA backend has a case against the CPU", "[cuda_emu][ops]") {
   const ops::Backend* cuda = nullptr;
