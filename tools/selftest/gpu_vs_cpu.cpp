@@ -131,11 +131,12 @@ class Table {
 
   // The shared reference cases of `ops` that take dtype t: one check per case (the
   // worst output over its shapes, against the tolerance of its dtype times the case's
-  // slack), each case in its own try/catch.
+  // slack), each case in its own try/catch. The emulated device skips the long ones.
   void shared(std::initializer_list<const char*> ops, DType t) {
     for (const char* op : ops)
       for (const test::OpCase& c : test::op_table()) {
         if (!c.run_on || c.op != op || std::find(c.dtypes.begin(), c.dtypes.end(), t) == c.dtypes.end()) continue;
+        if (c.slow_on_emulator && !kHardware) continue;  // test_cuda_emu runs it under [slow]
         Check worst{c.op, "", dtype_name(t), 0, 0, ""};
         size_t outputs = 0;
         try {
@@ -208,35 +209,7 @@ void pointwise(Table& tb, DType t) {
             t);
 }
 
-void attention(Table& tb, DType t) {
-  const int64_t B = 2, T = tb.small() ? 11 : 200, NH = tb.small() ? 2 : 4, HD = tb.small() ? 8 : 64;
-  for (float p : {0.0f, 0.2f}) {
-    const std::string kind = p > 0 ? "causal, dropout" : "causal";
-    Twin qkv = tb.make(t, {B, T, 3 * NH * HD}, -2, 2), out = tb.make(t, {B, T, NH, HD});
-    Twin lse = tb.make(DType::f32, {B, NH, T}), d_out = tb.make(t, {B, T, NH, HD});
-    Twin d_qkv = tb.make(t, {B, T, 3 * NH * HD});
-    tb.run([&](bool g, Stream& s) {
-      ops::AttentionForwardArgs f;
-      f.out = V(out), f.lse = V(lse), f.qkv = V(qkv), f.n_heads = NH, f.dropout = p, f.dropout_key = {3, 4, 5};
-      ops::attention_forward(f, s);
-      ops::AttentionBackwardArgs b;
-      b.d_qkv = V(d_qkv), b.d_out = V(d_out), b.qkv = V(qkv), b.out = g ? out.gpu : out.cpu, b.lse = V(lse);
-      b.n_heads = NH, b.dropout = p, b.dropout_key = {3, 4, 5};
-      ops::attention_backward(b, s);
-    });
-    tb.check("attention_forward", kind + " out", t, out);
-    tb.check("attention_forward", kind + " lse", t, lse, tolerance(DType::f32) * 10);
-    tb.check("attention_backward", kind + " d_qkv", t, d_qkv, 2 * tolerance(t));
-  }
-  {  // one new row after a filled KV cache, grouped kv heads
-    const int64_t NKV = NH / 2, S = T + 1;
-    Twin qkv = tb.make(t, {B, 1, (NH + 2 * NKV) * HD}, -2, 2), out = tb.make(t, {B, 1, NH, HD});
-    Twin kc = tb.make(t, {B, NKV, S, HD}, -2, 2), vc = tb.make(t, {B, NKV, S, HD});
-    tb.run([&](bool g, Stream& s) { ops::attention_decode({V(out), V(qkv), V(kc), V(vc), NH, T}, s); });
-    tb.check("attention_decode", "out", t, out);
-    tb.check("attention_decode", "k_cache", t, kc);
-  }
-}
+void attention(Table& tb, DType t) { tb.shared({"attention_forward", "attention_backward", "attention_decode"}, t); }
 
 void elementwise(Table& tb, DType t) { tb.shared({"add", "scale", "cast", "accumulate", "fill_zero"}, t); }
 
