@@ -149,8 +149,6 @@ struct ResidualNormCase {
 
   void forward() { ops::residual_norm_forward(forward_args(), cpu().stream()); }
   void backward() { ops::residual_norm_backward(backward_args(), cpu().stream()); }
-  void forward(OpEnv& e) { ops::residual_norm_forward(forward_args(env_view(e)), e.stream()); }
-  void backward(OpEnv& e) { ops::residual_norm_backward(backward_args(env_view(e)), e.stream()); }
 };
 
 inline std::vector<double> elementwise_sum(const HostTensor& a, const std::vector<double>& b) {

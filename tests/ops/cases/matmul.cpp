@@ -64,6 +64,27 @@ STRATA_OP_CASE(reference_case(
     },
     kSumSlack, kGeluHardwareSlack));
 
+// One backward in double from d_out, whose rows have stride `stride` >= OC (only
+// columns [0, OC) read): d_inp assigned, d_weight and d_bias (if any) added to.
+struct MatmulGrads {
+  std::vector<double> d_inp, d_weight, d_bias;
+};
+MatmulGrads backward_reference(const MatmulDims& d, const MatmulOperands& x, const HostTensor& d_out, int64_t stride,
+                               std::vector<double> d_weight, std::vector<double> d_bias) {
+  const std::vector<double> go = d_out.values(), xi = x.inp.values(), w = x.weight.values();
+  MatmulGrads g{std::vector<double>(size_t(d.n * d.ic), 0.0), std::move(d_weight), std::move(d_bias)};
+  for (int64_t n = 0; n < d.n; ++n)
+    for (int64_t o = 0; o < d.oc; ++o) {
+      const double gv = go[size_t(n * stride + o)];
+      if (!g.d_bias.empty()) g.d_bias[size_t(o)] += gv;
+      for (int64_t i = 0; i < d.ic; ++i) {
+        g.d_inp[size_t(n * d.ic + i)] += gv * w[size_t(o * d.ic + i)];
+        g.d_weight[size_t(o * d.ic + i)] += gv * xi[size_t(n * d.ic + i)];
+      }
+    }
+  return g;
+}
+
 // Which gradients one backward call asks for, and in which dtype.
 struct GradSet {
   bool d_inp, d_weight, d_bias, f32_params;
@@ -93,26 +114,18 @@ STRATA_OP_CASE(reference_case(
         d_inp.fill(123.0);    // assigned, or left alone when not asked for
         d_weight.uniform(6);  // accumulated into
         d_bias.uniform(7);
-        const std::vector<double> go = d_out.values(), xi = x.inp.values(), w = x.weight.values();
-        std::vector<double> ref_inp(size_t(d.n * d.ic), 0.0), ref_w = d_weight.values(), ref_b = d_bias.values();
-        for (int64_t n = 0; n < d.n; ++n)
-          for (int64_t o = 0; o < d.oc; ++o) {
-            const double gv = go[size_t(n * d.oc + o)];
-            if (g.d_bias) ref_b[size_t(o)] += gv;
-            for (int64_t i = 0; i < d.ic; ++i) {
-              ref_inp[size_t(n * d.ic + i)] += gv * w[size_t(o * d.ic + i)];
-              if (g.d_weight) ref_w[size_t(o * d.ic + i)] += gv * xi[size_t(n * d.ic + i)];
-            }
-          }
-        if (!g.d_inp) ref_inp.assign(ref_inp.size(), 123.0);
+        MatmulGrads ref = backward_reference(d, x, d_out, d.oc, d_weight.values(), d_bias.values());
+        if (!g.d_inp) ref.d_inp.assign(ref.d_inp.size(), 123.0);
+        if (!g.d_weight) ref.d_weight = d_weight.values();
+        if (!g.d_bias) ref.d_bias = d_bias.values();
         // Every gradient on the device, asked for or not: one not asked for stays as it was.
         const TensorView di = e.at(d_inp), dw = e.at(d_weight), db = e.at(d_bias);
         ops::matmul_backward({g.d_inp ? di : TensorView{}, g.d_weight ? dw : TensorView{}, g.d_bias ? db : TensorView{},
                               e.at(d_out), e.at(x.inp), e.at(x.weight)},
                              e.stream());
-        e.expect(what + "d_inp", d_inp, ref_inp, tolerance_for(dtype));
-        e.expect(what + "d_weight", d_weight, ref_w, tolerance_for(pdt));
-        e.expect(what + "d_bias", d_bias, ref_b, tolerance_for(pdt));
+        e.expect(what + "d_inp", d_inp, ref.d_inp, tolerance_for(dtype));
+        e.expect(what + "d_weight", d_weight, ref.d_weight, tolerance_for(pdt));
+        e.expect(what + "d_bias", d_bias, ref.d_bias, tolerance_for(pdt));
       }
     },
     kSumSlack));
@@ -130,22 +143,15 @@ STRATA_OP_CASE(reference_case(
       out.fill(7.0);
       d_out.uniform(30);
       d_weight.uniform(31);
-      std::vector<double> ref_out = out.values(), ref_w = d_weight.values(), ref_inp(size_t(d.n * d.ic), 0.0);
+      std::vector<double> ref_out = out.values();
       const std::vector<double> plain = matmul_reference(d, x.inp.values(), x.weight.values(), nullptr);
-      const std::vector<double> xi = x.inp.values(), w = x.weight.values();
       for (int64_t n = 0; n < d.n; ++n)
-        for (int64_t o = 0; o < ocp; ++o) {
-          if (o >= d.oc) {
+        for (int64_t o = 0; o < ocp; ++o)
+          if (o < d.oc)
+            ref_out[size_t(n * ocp + o)] = plain[size_t(n * d.oc + o)];
+          else
             d_out.set(n * ocp + o, NAN);
-            continue;
-          }
-          ref_out[size_t(n * ocp + o)] = plain[size_t(n * d.oc + o)];
-          const double gv = d_out.get(n * ocp + o);
-          for (int64_t i = 0; i < d.ic; ++i) {
-            ref_inp[size_t(n * d.ic + i)] += gv * w[size_t(o * d.ic + i)];
-            ref_w[size_t(o * d.ic + i)] += gv * xi[size_t(n * d.ic + i)];
-          }
-        }
+      const MatmulGrads ref = backward_reference(d, x, d_out, ocp, d_weight.values(), {});
       ops::MatmulForwardArgs f{e.at(out), e.at(x.inp), e.at(x.weight), {}};
       f.out_padded = true;
       ops::matmul_forward(f, e.stream());
@@ -153,8 +159,8 @@ STRATA_OP_CASE(reference_case(
       b.d_out_padded = true;
       ops::matmul_backward(b, e.stream());
       e.expect("padded out", out, ref_out, tolerance_for(dtype));
-      e.expect("padded d_out: d_inp", d_inp, ref_inp, tolerance_for(dtype));
-      e.expect("padded d_out: d_weight (f32)", d_weight, ref_w, tolerance_for(DType::f32));
+      e.expect("padded d_out: d_inp", d_inp, ref.d_inp, tolerance_for(dtype));
+      e.expect("padded d_out: d_weight (f32)", d_weight, ref.d_weight, tolerance_for(DType::f32));
     },
     kSumSlack));
 
