@@ -1,10 +1,8 @@
 // Emulated CUDA attention (kernels/cuda/attention.cu, the FMA path for f32, and
-// attention_flash.cu, the tensor-core path for bf16 / fp16) against the CPU backend:
-// forward out and lse, backward d_qkv; causal and not, with and without dropout, T not
-// a multiple of the tiles, head dims 64 and 128 (and odd ones, zero-padded), grouped-query
-// and multi-query heads (n_kv_heads < n_heads), sliding windows (narrower than a tile,
-// wider than one, and at a tile edge, so whole tiles are skipped), and the
-// emulated WMMA API itself against a plain f32 computation.
+// attention_flash.cu, the tensor-core path for bf16 / fp16): every kernel's worst
+// shared-memory bank conflict, and the emulated WMMA API itself against a plain f32
+// computation. Their results against the CPU backend are op-table cases
+// (tests/ops/cases/attention.cpp, run by test_op_table.cpp).
 #include <catch2/catch.hpp>
 #include <cmath>
 
@@ -21,81 +19,22 @@ struct Shape {
   int64_t nkv = 0;  // 0: n_heads
 };
 
-// Runs forward and backward on the CPU backend and on the emulated CUDA device with
-// identical inputs and compares them. Slack multiplies expect_match's tolerance, which
-// is about one storage ulp of the largest output magnitude (plus one ulp relative).
-void check_attention(DType dt, const Shape& s, bool causal, float dropout, double slack_out, double slack_grad,
-                     int64_t window = 0) {
-  INFO("B " << s.b << " T " << s.t << " NH " << s.nh << " HD " << s.hd << " NKV " << s.nkv << " causal " << causal
-            << " p " << dropout << " window " << window << " " << dtype_name(dt));
+// Forward then backward on the emulated device, for the kernels' statistics (the op
+// table, tests/ops/cases/attention.cpp, compares their results with the CPU).
+void run_attention(DType dt, const Shape& s, bool causal, float dropout) {
   const int64_t c3 = (s.nh + 2 * (s.nkv == 0 ? s.nh : s.nkv)) * s.hd;
-  HostTensor qkv(dt, {s.b, s.t, c3}), d_out(dt, {s.b, s.t, s.nh, s.hd});
+  HostTensor qkv(dt, {s.b, s.t, c3}), d_out(dt, {s.b, s.t, s.nh, s.hd}), d_qkv(dt, {s.b, s.t, c3});
+  HostTensor out(dt, {s.b, s.t, s.nh, s.hd}), lse(DType::f32, {s.b, s.nh, s.t});
   qkv.uniform(1, -2, 2);
   d_out.uniform(2);
-  HostTensor out_w(dt, {s.b, s.t, s.nh, s.hd}), out_g(dt, {s.b, s.t, s.nh, s.hd});
-  HostTensor lse_w(DType::f32, {s.b, s.nh, s.t}), lse_g(DType::f32, {s.b, s.nh, s.t});
   ops::AttentionForwardArgs f;
-  f.qkv = qkv.view(), f.n_heads = s.nh, f.n_kv_heads = s.nkv, f.causal = causal, f.dropout = dropout, f.dropout_key = {99, 1, 2};
-  f.window = window;
-  f.out = out_w.view(), f.lse = lse_w.view();
-  ops::attention_forward(f, cpu().stream());
-  f.out = out_g.view(), f.lse = lse_g.view();
+  f.out = out.view(), f.lse = lse.view(), f.qkv = qkv.view(), f.n_heads = s.nh, f.n_kv_heads = s.nkv;
+  f.causal = causal, f.dropout = dropout, f.dropout_key = {99, 1, 2};
   cuda_emu::attention_forward(f, emu());
-  expect_match("out", out_g, out_w, slack_out);
-  expect_match("lse", lse_g, lse_w, 4.0);  // f32: a few 1e-5 of max |lse|
-
-  HostTensor dq_w(dt, {s.b, s.t, c3}), dq_g(dt, {s.b, s.t, c3});
   ops::AttentionBackwardArgs bw;
-  bw.d_out = d_out.view(), bw.qkv = qkv.view(), bw.out = out_w.view(), bw.lse = lse_w.view();
+  bw.d_qkv = d_qkv.view(), bw.d_out = d_out.view(), bw.qkv = qkv.view(), bw.out = out.view(), bw.lse = lse.view();
   bw.n_heads = s.nh, bw.n_kv_heads = s.nkv, bw.causal = causal, bw.dropout = dropout, bw.dropout_key = f.dropout_key;
-  bw.window = window;
-  bw.d_qkv = dq_w.view();
-  ops::attention_backward(bw, cpu().stream());
-  bw.d_qkv = dq_g.view();
   cuda_emu::attention_backward(bw, emu());
-  expect_match("d_qkv", dq_g, dq_w, slack_grad);
-}
-
-TEST_CASE("cuda_emu: attention forward and backward for every dtype on small heads", "[cuda_emu]") {
-  const DType dt = GENERATE(from_range(kFloatTypes));
-  const bool causal = GENERATE(true, false);
-  const float dropout = GENERATE(0.0f, 0.2f);
-  for (const Shape& s : {Shape{1, 1, 1, 4}, Shape{2, 37, 2, 8}, Shape{1, 70, 1, 17}})
-    check_attention(dt, s, causal, dropout, 4.0, 8.0);
-}
-
-// The tensor-core path at the head dims it is built for. T = 77 is a multiple of
-// neither tile (64 query rows, 64 or 32 key rows); 128 is a multiple of both.
-TEST_CASE("cuda_emu: flash attention on WMMA at head dims 64 and 128", "[cuda_emu]") {
-  const DType dt = GENERATE(DType::bf16, DType::f16);
-  const int64_t hd = GENERATE(64, 128);
-  const bool causal = GENERATE(true, false);
-  for (const Shape& s : {Shape{1, 77, 2, hd}, Shape{1, 128, 1, hd}}) check_attention(dt, s, causal, 0.0f, 2.0, 2.0);
-}
-
-// Grouped-query (NKV = NH/2) and multi-query (NKV = 1) on both paths: the dK/dV block
-// of a kv head sums its group's query heads.
-TEST_CASE("cuda_emu: grouped-query attention on the FMA and tensor-core paths", "[cuda_emu]") {
-  const DType dt = GENERATE(from_range(kFloatTypes));
-  const bool causal = GENERATE(true, false);
-  for (const Shape& s : {Shape{2, 37, 4, 8, 2}, Shape{1, 33, 4, 8, 1}}) check_attention(dt, s, causal, 0.2f, 4.0, 8.0);
-  if (dt != DType::f32) check_attention(dt, Shape{1, 77, 4, 64, 1}, causal, 0.0f, 2.0, 2.0);
-}
-
-// Sliding windows on both paths: 1 (the diagonal only), 5 (inside one tile), 33 and 70
-// (across tile edges of 16, 32 and 64 rows), and T = 150 so early key tiles are skipped.
-TEST_CASE("cuda_emu: sliding-window attention on the FMA and tensor-core paths", "[cuda_emu]") {
-  const DType dt = GENERATE(from_range(kFloatTypes));
-  const int64_t window = GENERATE(1, 5, 33, 70);
-  check_attention(dt, Shape{2, 37, 2, 8}, true, 0.2f, 4.0, 8.0, window);
-  check_attention(dt, Shape{1, 150, 4, 8, 2}, true, 0.0f, 4.0, 8.0, window);
-  if (dt != DType::f32) check_attention(dt, Shape{1, 150, 2, 64, 1}, true, 0.1f, 2.0, 2.0, window);
-}
-
-TEST_CASE("cuda_emu: flash attention with dropout and a padded head dim", "[cuda_emu]") {
-  const DType dt = GENERATE(DType::bf16, DType::f16);
-  check_attention(dt, Shape{1, 70, 1, 128}, true, 0.1f, 2.0, 2.0);
-  check_attention(dt, Shape{2, 45, 1, 96}, false, 0.0f, 2.0, 2.0);  // runs padded to 128
 }
 
 // Every attention kernel's worst shared-memory bank conflict (the emulator's report:
@@ -104,11 +43,11 @@ TEST_CASE("cuda_emu: flash attention with dropout and a padded head dim", "[cuda
 // both paths, both head dims, odd T, causal and not.
 TEST_CASE("cuda_emu: attention kernels have bank conflicts of degree at most 2", "[cuda_emu][sanitize]") {
   emu::reset_stats();
-  check_attention(DType::f32, Shape{1, 45, 1, 64}, true, 0.0f, 4.0, 8.0);
-  check_attention(DType::f32, Shape{1, 37, 2, 17}, false, 0.2f, 4.0, 8.0);
-  check_attention(DType::bf16, Shape{1, 77, 1, 64}, true, 0.0f, 2.0, 2.0);
-  check_attention(DType::f16, Shape{1, 77, 1, 128}, false, 0.1f, 2.0, 2.0);
-  check_attention(DType::bf16, Shape{1, 40, 1, 96}, true, 0.0f, 2.0, 2.0);
+  run_attention(DType::f32, Shape{1, 45, 1, 64}, true, 0.0f);
+  run_attention(DType::f32, Shape{1, 37, 2, 17}, false, 0.2f);
+  run_attention(DType::bf16, Shape{1, 77, 1, 64}, true, 0.0f);
+  run_attention(DType::f16, Shape{1, 77, 1, 128}, false, 0.1f);
+  run_attention(DType::bf16, Shape{1, 40, 1, 96}, true, 0.0f);
   INFO(emu::conflict_report());
   for (const char* kernel : {"attention_forward_kernel", "attention_dkdv_kernel", "attention_dq_kernel",
                              "flash_forward_kernel", "flash_dkdv_kernel", "flash_dq_kernel"}) {

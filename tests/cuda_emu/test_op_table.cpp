@@ -2,6 +2,7 @@
 // selftest::compare_case runs each once on the CPU backend, recording its outputs,
 // then on the emulated device with bitwise the same inputs; each output is compared
 // with the CPU's (expect_match's tolerance of the dtype, times the case's slack).
+// Cases marked slow_on_emulator run only under [slow].
 // And the coverage of the emulated backend: every op it registered has a shared case.
 #include <algorithm>
 #include <catch2/catch.hpp>
@@ -16,10 +17,10 @@
 namespace strata::test {
 namespace {
 
-TEST_CASE("cuda_emu: op table: every reference case against the CPU backend", "[cuda_emu][ops]") {
+void run_reference_cases(bool slow) {
   auto gpu = Device::cuda();
   for (const OpCase& c : op_table()) {
-    if (!c.run_on) continue;
+    if (!c.run_on || c.slow_on_emulator != slow) continue;
     for (DType dtype : c.dtypes)
       for (const auto& shape : c.shapes)
         DYNAMIC_SECTION(case_name(c, dtype, shape)) {
@@ -30,11 +31,13 @@ TEST_CASE("cuda_emu: op table: every reference case against the CPU backend", "[
   }
 }
 
-// Ops whose cases have not moved into the shared table yet: the selftest's own table
-// compares them with the CPU (test_device.cpp runs it). The list may only shrink.
-const std::set<std::string> kSelftestOnly = {
-    "matmul_forward", "matmul_backward", "norm_forward", "norm_backward", "residual_norm_forward",
-    "residual_norm_backward", "attention_forward", "attention_backward", "attention_decode"};
+TEST_CASE("cuda_emu: op table: every reference case against the CPU backend", "[cuda_emu][ops]") {
+  run_reference_cases(false);
+}
+
+TEST_CASE("cuda_emu: op table: the long reference cases against the CPU backend", "[cuda_emu][ops][slow]") {
+  run_reference_cases(true);
+}
 
 TEST_CASE("cuda_emu: every op of the emulated CUDA backend has a case against the CPU", "[cuda_emu][ops]") {
   const ops::Backend* cuda = nullptr;
@@ -45,10 +48,7 @@ TEST_CASE("cuda_emu: every op of the emulated CUDA backend has a case against th
   for (const std::string& op : ops::op_names()) {
     const bool in_table = std::find(cases.begin(), cases.end(), op) != cases.end();
     INFO("op " << op << " of the " << cuda->name << " backend");
-    if (kSelftestOnly.count(op))
-      CHECK_FALSE(in_table);  // moved: take it off the list
-    else if (ops::has_op(*cuda, op))
-      CHECK(in_table);  // no reference case in tests/ops/cases compares it with the CPU
+    if (ops::has_op(*cuda, op)) CHECK(in_table);  // no reference case in tests/ops/cases compares it with the CPU
   }
 }
 

@@ -59,6 +59,8 @@ struct OpCase {
   // CPU's arithmetic. The emulated device keeps `slack`.
   double hardware_slack = -1;
   double slack_on(bool hardware) const { return hardware && hardware_slack >= 0 ? hardware_slack : slack; }
+  // Too long for the emulated suite's default run: its driver runs it under [slow].
+  bool slow_on_emulator = false;
 };
 
 std::vector<OpCase>& op_table();
@@ -75,11 +77,18 @@ OpCase reference_case(std::string op, std::vector<std::vector<int64_t>> shapes, 
                       std::function<void(OpEnv&, DType, const std::vector<int64_t>&)> body, double slack = 1.0,
                       double hardware_slack = -1);
 
+// c, marked slow_on_emulator.
+inline OpCase slow_on_emulator(OpCase c) {
+  c.slow_on_emulator = true;
+  return c;
+}
+
 // The ops some case of `kind` covers; for reference cases, only those written for
 // every backend when `portable`.
 std::vector<std::string> ops_with_cases(CaseKind kind, bool portable = false);
 
-// The section name of one run of a case: "gelu_forward reference bf16 [3, 17]".
+// The section name of one run of a case: "gelu_forward reference bf16 [3, 17]", with
+// " (case 2)" for the second case of that op and kind (names must be unique).
 std::string case_name(const OpCase& c, DType dtype, const std::vector<int64_t>& shape);
 
 }  // namespace strata::test

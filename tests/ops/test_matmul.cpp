@@ -1,13 +1,14 @@
-// Op-table cases for matmul_forward / matmul_backward against a double-precision
-// reference computed here from the dtype-rounded inputs, plus finite differences
-// and argument errors. Shapes are {N, IC, OC}, or {B, T, IC, OC} to check that
-// leading dimensions flatten into rows.
+// CPU-only cases for matmul_forward / matmul_backward: finite differences, argument
+// errors, the GELU epilogue against matmul then gelu_forward and thread-count
+// independence, bitwise. Reference cases for every backend: tests/ops/cases/matmul.cpp.
+// Shapes are {N, IC, OC}, or {B, T, IC, OC} (tests/ops/matmul_reference.h).
 #include <tbb/global_control.h>
 
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
 
+#include "matmul_reference.h"
 #include "op_table.h"
 #include "ops.h"
 #include "support/host_tensor.h"
@@ -16,133 +17,9 @@ namespace strata::test {
 
 namespace {
 
-struct Dims {
-  std::vector<int64_t> rows_shape;  // leading dims of inp / out
-  int64_t n, ic, oc;
-};
-
-Dims dims_of(const std::vector<int64_t>& shape) {
-  Dims d;
-  d.rows_shape.assign(shape.begin(), shape.end() - 2);
-  d.ic = shape[shape.size() - 2];
-  d.oc = shape.back();
-  d.n = 1;
-  for (int64_t r : d.rows_shape) d.n *= r;
-  return d;
-}
-
-std::vector<int64_t> with_last(std::vector<int64_t> rows, int64_t last) {
-  rows.push_back(last);
-  return rows;
-}
-
-// Inputs of one matmul: weights scaled like a real init so outputs stay O(1).
-struct Operands {
-  HostTensor inp, weight, bias;
-  Operands(DType dtype, const Dims& d, uint64_t seed)
-      : inp(dtype, with_last(d.rows_shape, d.ic)), weight(dtype, {d.oc, d.ic}), bias(dtype, {d.oc}) {
-    double s = 1.0 / std::sqrt(double(d.ic));
-    inp.uniform(seed);
-    weight.uniform(seed + 1, -s, s);
-    bias.uniform(seed + 2);
-  }
-};
-
-// out[n, o] = sum_i inp[n, i] w[o, i] (+ bias[o]), in double.
-std::vector<double> ref_forward(const Dims& d, const std::vector<double>& x, const std::vector<double>& w,
-                                const std::vector<double>* bias) {
-  std::vector<double> out(size_t(d.n * d.oc));
-  for (int64_t n = 0; n < d.n; ++n)
-    for (int64_t o = 0; o < d.oc; ++o) {
-      double acc = bias ? (*bias)[size_t(o)] : 0.0;
-      for (int64_t i = 0; i < d.ic; ++i) acc += x[size_t(n * d.ic + i)] * w[size_t(o * d.ic + i)];
-      out[size_t(n * d.oc + o)] = acc;
-    }
-  return out;
-}
-
-void run_forward_reference(DType dtype, const std::vector<int64_t>& shape) {
-  Dims d = dims_of(shape);
-  for (bool with_bias : {false, true}) {
-    Operands x(dtype, d, 11);
-    HostTensor out(dtype, with_last(d.rows_shape, d.oc));
-    ops::matmul_forward({out.view(), x.inp.view(), x.weight.view(), with_bias ? x.bias.view() : TensorView{}},
-                        cpu().stream());
-    std::vector<double> bias = x.bias.values();
-    expect_close(with_bias ? "out (bias)" : "out", out,
-                 ref_forward(d, x.inp.values(), x.weight.values(), with_bias ? &bias : nullptr),
-                 tolerance_for(dtype));
-  }
-}
-
-double ref_gelu(double x) { return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x))); }
-
-// The GELU epilogue: gelu_pre against the plain reference, out against GELU of it.
-void run_gelu_reference(DType dtype, const std::vector<int64_t>& shape) {
-  Dims d = dims_of(shape);
-  for (bool with_bias : {false, true}) {
-    INFO("bias " << with_bias);
-    Operands x(dtype, d, 13);
-    HostTensor out(dtype, with_last(d.rows_shape, d.oc)), pre(dtype, with_last(d.rows_shape, d.oc));
-    ops::matmul_forward({out.view(), x.inp.view(), x.weight.view(), with_bias ? x.bias.view() : TensorView{},
-                         pre.view()},
-                        cpu().stream());
-    std::vector<double> bias = x.bias.values();
-    std::vector<double> ref = ref_forward(d, x.inp.values(), x.weight.values(), with_bias ? &bias : nullptr);
-    expect_close("gelu_pre", pre, ref, tolerance_for(dtype));
-    for (double& v : ref) v = ref_gelu(v);
-    expect_close("out", out, ref, tolerance_for(dtype));
-  }
-}
-
-// Which gradients one backward call asks for, and in which dtype.
-struct GradSet {
-  bool d_inp, d_weight, d_bias, f32_params;
-};
-
-void run_backward_reference(DType dtype, const std::vector<int64_t>& shape) {
-  Dims d = dims_of(shape);
-  const GradSet sets[] = {{true, true, true, false}, {false, true, true, true}, {true, false, false, false},
-                          {false, false, true, false}};
-  for (const GradSet& g : sets) {
-    INFO("d_inp " << g.d_inp << " d_weight " << g.d_weight << " d_bias " << g.d_bias << " f32 params "
-                  << g.f32_params);
-    Operands x(dtype, d, 23);
-    DType pdt = g.f32_params ? DType::f32 : dtype;
-    HostTensor d_out(dtype, with_last(d.rows_shape, d.oc));
-    d_out.uniform(5);
-    HostTensor d_inp(dtype, with_last(d.rows_shape, d.ic));
-    d_inp.fill(123.0);  // assigned: must be overwritten
-    HostTensor d_weight(pdt, {d.oc, d.ic}), d_bias(pdt, {d.oc});
-    d_weight.uniform(6);  // accumulated into
-    d_bias.uniform(7);
-    std::vector<double> dw0 = d_weight.values(), db0 = d_bias.values();
-
-    ops::matmul_backward({g.d_inp ? d_inp.view() : TensorView{}, g.d_weight ? d_weight.view() : TensorView{},
-                          g.d_bias ? d_bias.view() : TensorView{}, d_out.view(), x.inp.view(), x.weight.view()},
-                         cpu().stream());
-
-    std::vector<double> go = d_out.values(), xi = x.inp.values(), w = x.weight.values();
-    std::vector<double> ref_inp(size_t(d.n * d.ic), 0.0), ref_w = dw0, ref_b = db0;
-    for (int64_t n = 0; n < d.n; ++n)
-      for (int64_t o = 0; o < d.oc; ++o) {
-        double gv = go[size_t(n * d.oc + o)];
-        ref_b[size_t(o)] += gv;
-        for (int64_t i = 0; i < d.ic; ++i) {
-          ref_inp[size_t(n * d.ic + i)] += gv * w[size_t(o * d.ic + i)];
-          ref_w[size_t(o * d.ic + i)] += gv * xi[size_t(n * d.ic + i)];
-        }
-      }
-    if (g.d_inp) expect_close("d_inp", d_inp, ref_inp, tolerance_for(dtype));
-    else CHECK(d_inp.get(0) == 123.0);
-    expect_close("d_weight", d_weight, g.d_weight ? ref_w : dw0, tolerance_for(pdt));
-    expect_close("d_bias", d_bias, g.d_bias ? ref_b : db0, tolerance_for(pdt));
-  }
-}
-
 void run_gradcheck(DType dtype, const std::vector<int64_t>& shape) {
-  Dims d = dims_of(shape);
-  Operands x(dtype, d, 31);
+  MatmulDims d = matmul_dims(shape);
+  MatmulOperands x(dtype, d, 31);
   HostTensor out(dtype, with_last(d.rows_shape, d.oc));
   HostTensor wts(DType::f32, with_last(d.rows_shape, d.oc));
   wts.uniform(41);
@@ -212,30 +89,18 @@ void run_errors(DType, const std::vector<int64_t>&) {
   EXPECT_ARG_ERROR(bwd({}, {}, {}, d_out.view(), inp_bf.view(), w_bf.view()), "d_out");
 }
 
-// Sizes around the GEMM tiles' edges (14 rows, 32 columns, K blocks of 512 for f32
-// and 1024 for bf16, odd K for the bf16 pairs: 1101 ends on an odd block), with
-// several tiles per output in both directions. The backward sets accumulate into
-// non-zero d_weight of the weight's dtype and of f32.
-const std::vector<std::vector<int64_t>> kForwardShapes = {
-    {1, 1, 1},      {3, 17, 5},       {17, 3, 1000},  {1000, 17, 3},   {2, 1000, 17},  {33, 1000, 33},
-    {3, 1101, 5},   {1101, 9, 33},    {2, 150, 33, 70}, {300, 64, 130}, {1000, 33, 300}};
-
-STRATA_OP_CASE({"matmul_forward", CaseKind::reference, kForwardShapes, kAllFloat, run_forward_reference});
-STRATA_OP_CASE({"matmul_backward", CaseKind::reference, kForwardShapes, kAllFloat, run_backward_reference});
 STRATA_OP_CASE({"matmul_backward", CaseKind::gradcheck, {{3, 5, 4}, {2, 3, 17, 6}}, kF32, run_gradcheck});
 STRATA_OP_CASE({"matmul_forward", CaseKind::errors, {{1}}, kF32, run_errors});
-const std::vector<std::vector<int64_t>> kGeluShapes = {{1, 1, 1}, {3, 17, 5}, {17, 3, 1000}, {2, 150, 33, 70},
-                                                       {300, 64, 130}};
-STRATA_OP_CASE({"matmul_forward", CaseKind::reference, kGeluShapes, kAllFloat, run_gelu_reference});
 
 // On CPU the epilogue GELUs the stored pre-activation with gelu_forward's function:
 // bitwise matmul_forward then gelu_forward, so selective recompute could replay it.
 TEST_CASE("matmul GELU epilogue equals matmul then gelu_forward bitwise", "[matmul]") {
   for (DType dtype : kAllFloat) {
-    for (const std::vector<int64_t>& shape : kGeluShapes) {
+    for (const std::vector<int64_t>& shape :
+         {std::vector<int64_t>{1, 1, 1}, {3, 17, 5}, {17, 3, 1000}, {2, 150, 33, 70}, {300, 64, 130}}) {
       INFO("dtype " << dtype_name(dtype) << " shape " << shape_str(shape));
-      const Dims d = dims_of(shape);
-      Operands x(dtype, d, 17);
+      const MatmulDims d = matmul_dims(shape);
+      MatmulOperands x(dtype, d, 17);
       const std::vector<int64_t> out_shape = with_last(d.rows_shape, d.oc);
       HostTensor out(dtype, out_shape), pre(dtype, out_shape), plain_pre(dtype, out_shape), plain(dtype, out_shape);
       Stream& s = cpu().stream();
@@ -249,8 +114,8 @@ TEST_CASE("matmul GELU epilogue equals matmul then gelu_forward bitwise", "[matm
 }
 
 // Every output of one forward + backward, as raw bytes.
-std::vector<uint8_t> run_all(DType dtype, const Dims& d) {
-  Operands x(dtype, d, 51);
+std::vector<uint8_t> run_all(DType dtype, const MatmulDims& d) {
+  MatmulOperands x(dtype, d, 51);
   HostTensor out(dtype, with_last(d.rows_shape, d.oc)), d_out(dtype, with_last(d.rows_shape, d.oc));
   HostTensor d_inp(dtype, with_last(d.rows_shape, d.ic)), d_weight(dtype, {d.oc, d.ic}), d_bias(dtype, {d.oc});
   HostTensor d_weight_f32(DType::f32, {d.oc, d.ic});
@@ -276,7 +141,7 @@ TEST_CASE("matmul results do not depend on the thread count", "[matmul]") {
   for (DType dtype : kAllFloat) {
     for (const std::vector<int64_t>& shape : {std::vector<int64_t>{1000, 300, 260}, {2048, 256, 768}}) {
       INFO("dtype " << dtype_name(dtype) << " N " << shape[0]);
-      const Dims d = dims_of(shape);
+      const MatmulDims d = matmul_dims(shape);
       const std::vector<uint8_t> many = run_all(dtype, d);
       std::vector<uint8_t> one;
       {

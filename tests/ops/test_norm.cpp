@@ -1,149 +1,19 @@
-// Op-table cases for norm_forward / norm_backward (LayerNorm and RMSNorm) and the
-// residual-fused residual_norm_forward / residual_norm_backward: a double-precision
-// reference, finite differences, argument errors, thread-count independence of the
-// parameter-gradient sums, and the fused ops against add + norm.
+// CPU-only cases for norm_forward / norm_backward (LayerNorm and RMSNorm) and the
+// residual-fused residual_norm_forward / residual_norm_backward: finite differences,
+// argument errors, thread-count independence of the parameter-gradient sums, and the
+// fused ops against add + norm. Reference cases for every backend: tests/ops/cases/norm.cpp.
 // Shapes are {N, C}; every case runs LayerNorm (with bias) and RMSNorm.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
 
+#include "norm_reference.h"
 #include "op_table.h"
 #include "ops.h"
 #include "support/host_tensor.h"
 
 namespace strata::test {
 namespace {
-
-constexpr float kEps = 1e-5f;
-
-// The tensors of one norm call, filled with deterministic random values.
-struct NormCase {
-  int64_t n, c;
-  bool rms;
-  HostTensor inp, weight, bias, out, mean, rstd;  // bias and mean only for LayerNorm
-  HostTensor d_out, d_inp, d_weight, d_bias;
-
-  NormCase(DType dtype, DType grad_dtype, int64_t n_, int64_t c_, bool rms_)
-      : n(n_), c(c_), rms(rms_), inp(dtype, {n, c}), weight(dtype, {c}), out(dtype, {n, c}),
-        rstd(DType::f32, {n}), d_out(dtype, {n, c}), d_inp(dtype, {n, c}),
-        d_weight(grad_dtype, {c}) {
-    inp.uniform(1, -1.0, 3.0);  // an offset so centring matters
-    weight.uniform(2, 0.5, 1.5);
-    d_out.uniform(3);
-    d_weight.uniform(4);  // accumulated into: start from non-zero values
-    if (!rms) {
-      bias = HostTensor(dtype, {c});
-      bias.uniform(5);
-      mean = HostTensor(DType::f32, {n});
-      d_bias = HostTensor(grad_dtype, {c});
-      d_bias.uniform(6);
-    }
-  }
-
-  ops::NormForwardArgs forward_args() const {
-    ops::NormForwardArgs a;
-    a.out = out.view();
-    a.mean = rms ? TensorView() : mean.view();
-    a.rstd = rstd.view();
-    a.inp = inp.view();
-    a.weight = weight.view();
-    a.bias = rms ? TensorView() : bias.view();
-    a.eps = kEps;
-    a.rms = rms;
-    return a;
-  }
-
-  ops::NormBackwardArgs backward_args() const {
-    ops::NormBackwardArgs a;
-    a.d_inp = d_inp.view();
-    a.d_weight = d_weight.view();
-    a.d_bias = rms ? TensorView() : d_bias.view();
-    a.d_out = d_out.view();
-    a.inp = inp.view();
-    a.weight = weight.view();
-    a.mean = rms ? TensorView() : mean.view();
-    a.rstd = rstd.view();
-    a.rms = rms;
-    return a;
-  }
-
-  void forward() { ops::norm_forward(forward_args(), cpu().stream()); }
-  void backward() { ops::norm_backward(backward_args(), cpu().stream()); }
-};
-
-// Double-precision LayerNorm / RMSNorm of the (rounded) inputs, and its gradients.
-struct NormReference {
-  std::vector<double> out, mean, rstd, d_inp, d_weight, d_bias;
-
-  explicit NormReference(const NormCase& k) {
-    const int64_t n = k.n, c = k.c;
-    std::vector<double> x = k.inp.values(), w = k.weight.values(), dy = k.d_out.values();
-    std::vector<double> b = k.rms ? std::vector<double>(size_t(c), 0.0) : k.bias.values();
-    out.resize(size_t(n * c));
-    d_inp.resize(size_t(n * c));
-    d_weight = k.d_weight.values();
-    d_bias = k.rms ? std::vector<double>() : k.d_bias.values();
-    for (int64_t r = 0; r < n; ++r) {
-      const double* xr = &x[size_t(r * c)];
-      double m = 0, v = 0;
-      if (!k.rms) {
-        for (int64_t i = 0; i < c; ++i) m += xr[i];
-        m /= double(c);
-      }
-      for (int64_t i = 0; i < c; ++i) v += (xr[i] - m) * (xr[i] - m);
-      const double s = 1.0 / std::sqrt(v / double(c) + double(kEps));
-      mean.push_back(m);
-      rstd.push_back(s);
-      // d xhat = dy * w; LayerNorm subtracts its mean and its projection on xhat.
-      double sum_g = 0, sum_gx = 0;
-      for (int64_t i = 0; i < c; ++i) {
-        const double xhat = (xr[i] - m) * s, g = dy[size_t(r * c + i)] * w[size_t(i)];
-        out[size_t(r * c + i)] = xhat * w[size_t(i)] + b[size_t(i)];
-        sum_g += g;
-        sum_gx += g * xhat;
-        d_weight[size_t(i)] += dy[size_t(r * c + i)] * xhat;
-        if (!k.rms) d_bias[size_t(i)] += dy[size_t(r * c + i)];
-      }
-      if (k.rms) sum_g = 0;
-      for (int64_t i = 0; i < c; ++i) {
-        const double xhat = (xr[i] - m) * s, g = dy[size_t(r * c + i)] * w[size_t(i)];
-        d_inp[size_t(r * c + i)] = s * (g - sum_g / double(c) - xhat * sum_gx / double(c));
-      }
-    }
-  }
-};
-
-const std::vector<std::vector<int64_t>> kShapes = {{1, 1}, {3, 17}, {2, 1000}, {17, 3}, {130, 33}};
-
-STRATA_OP_CASE({"norm_forward", CaseKind::reference, kShapes, kAllFloat,
-                [](DType dtype, const std::vector<int64_t>& shape) {
-                  for (bool rms : {false, true}) {
-                    INFO((rms ? "RMSNorm" : "LayerNorm"));
-                    NormCase k(dtype, dtype, shape[0], shape[1], rms);
-                    k.forward();
-                    NormReference ref(k);
-                    expect_close("out", k.out, ref.out, tolerance_for(dtype));
-                    expect_close("rstd", k.rstd, ref.rstd, tolerance_for(DType::f32));
-                    if (!rms) expect_close("mean", k.mean, ref.mean, tolerance_for(DType::f32));
-                  }
-                }});
-
-STRATA_OP_CASE({"norm_backward", CaseKind::reference, kShapes, kAllFloat,
-                [](DType dtype, const std::vector<int64_t>& shape) {
-                  for (bool rms : {false, true}) {
-                    for (DType grad_dtype : {dtype, DType::f32}) {
-                      INFO((rms ? "RMSNorm" : "LayerNorm") << ", grads " << dtype_name(grad_dtype));
-                      NormCase k(dtype, grad_dtype, shape[0], shape[1], rms);
-                      k.forward();
-                      NormReference ref(k);
-                      k.backward();
-                      expect_close("d_inp", k.d_inp, ref.d_inp, tolerance_for(dtype));
-                      expect_close("d_weight", k.d_weight, ref.d_weight, tolerance_for(grad_dtype));
-                      if (!rms) expect_close("d_bias", k.d_bias, ref.d_bias, tolerance_for(grad_dtype));
-                      if (grad_dtype == dtype) break;  // f32 params: one grad dtype
-                    }
-                  }
-                }});
 
 // Loss L = dot(out, w): analytic gradients from norm_backward with d_out = w.
 STRATA_OP_CASE({"norm_backward", CaseKind::gradcheck, {{3, 17}, {2, 5}}, kF32,
@@ -229,73 +99,6 @@ STRATA_OP_CASE({"norm_backward", CaseKind::errors, {{4, 8}}, kF32,
                   run([&](auto& b) { b.mean = TensorView(); }, "mean");
                   run([&](auto& b) { b.rstd = f32_short.view(); }, "rstd");
                   run([&](auto& b) { b.rms = true, b.mean = TensorView(); }, "d_bias");
-                }});
-
-// ---------------------------------------------------------------- residual + norm
-// The norm's tensors are a NormCase whose inp is res_out = x + y, so NormReference
-// of it is the reference of the norm of the sum as stored.
-struct ResidualNormCase {
-  NormCase k;
-  HostTensor x, y, d_resid, d_res;
-
-  ResidualNormCase(DType dtype, DType grad_dtype, int64_t n, int64_t c, bool rms)
-      : k(dtype, grad_dtype, n, c, rms), x(dtype, {n, c}), y(dtype, {n, c}), d_resid(dtype, {n, c}),
-        d_res(dtype, {n, c}) {
-    x.uniform(7, -1.0, 3.0);
-    y.uniform(8, -0.5, 0.5);
-    d_resid.uniform(9);
-    k.inp.fill(-7.0);  // res_out is assigned
-  }
-
-  ops::ResidualNormForwardArgs forward_args() const {
-    const ops::NormForwardArgs n = k.forward_args();
-    return {k.inp.view(), n.out, n.mean, n.rstd, x.view(), y.view(), n.weight, n.bias, n.eps, n.rms};
-  }
-
-  ops::ResidualNormBackwardArgs backward_args() const {
-    const ops::NormBackwardArgs n = k.backward_args();
-    return {d_res.view(), n.d_weight, n.d_bias, d_resid.view(), n.d_out, n.inp, n.weight, n.mean, n.rstd, n.rms};
-  }
-
-  void forward() { ops::residual_norm_forward(forward_args(), cpu().stream()); }
-  void backward() { ops::residual_norm_backward(backward_args(), cpu().stream()); }
-};
-
-std::vector<double> sum(const HostTensor& a, const std::vector<double>& b) {
-  std::vector<double> v = a.values();
-  for (size_t i = 0; i < v.size(); ++i) v[i] += b[i];
-  return v;
-}
-
-STRATA_OP_CASE({"residual_norm_forward", CaseKind::reference, kShapes, kAllFloat,
-                [](DType dtype, const std::vector<int64_t>& shape) {
-                  for (bool rms : {false, true}) {
-                    INFO((rms ? "RMSNorm" : "LayerNorm"));
-                    ResidualNormCase r(dtype, dtype, shape[0], shape[1], rms);
-                    r.forward();
-                    expect_close("res_out", r.k.inp, sum(r.x, r.y.values()), tolerance_for(dtype));
-                    NormReference ref(r.k);  // of res_out as stored
-                    expect_close("out", r.k.out, ref.out, tolerance_for(dtype));
-                    expect_close("rstd", r.k.rstd, ref.rstd, tolerance_for(DType::f32));
-                    if (!rms) expect_close("mean", r.k.mean, ref.mean, tolerance_for(DType::f32));
-                  }
-                }});
-
-STRATA_OP_CASE({"residual_norm_backward", CaseKind::reference, kShapes, kAllFloat,
-                [](DType dtype, const std::vector<int64_t>& shape) {
-                  for (bool rms : {false, true}) {
-                    for (DType grad_dtype : {dtype, DType::f32}) {
-                      INFO((rms ? "RMSNorm" : "LayerNorm") << ", grads " << dtype_name(grad_dtype));
-                      ResidualNormCase r(dtype, grad_dtype, shape[0], shape[1], rms);
-                      r.forward();
-                      NormReference ref(r.k);
-                      r.backward();
-                      expect_close("d_res", r.d_res, sum(r.d_resid, ref.d_inp), tolerance_for(dtype));
-                      expect_close("d_weight", r.k.d_weight, ref.d_weight, tolerance_for(grad_dtype));
-                      if (!rms) expect_close("d_bias", r.k.d_bias, ref.d_bias, tolerance_for(grad_dtype));
-                      if (grad_dtype == dtype) break;
-                    }
-                  }
                 }});
 
 // L = dot(out, w) + dot(res_out, w2): d_out = w, d_resid = w2, and d_x = d_y = d_res.

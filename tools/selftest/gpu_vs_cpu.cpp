@@ -131,11 +131,12 @@ class Table {
 
   // The shared reference cases of `ops` that take dtype t: one check per case (the
   // worst output over its shapes, against the tolerance of its dtype times the case's
-  // slack), each case in its own try/catch.
+  // slack), each case in its own try/catch. The emulated device skips the long ones.
   void shared(std::initializer_list<const char*> ops, DType t) {
     for (const char* op : ops)
       for (const test::OpCase& c : test::op_table()) {
         if (!c.run_on || c.op != op || std::find(c.dtypes.begin(), c.dtypes.end(), t) == c.dtypes.end()) continue;
+        if (c.slow_on_emulator && !kHardware) continue;  // test_cuda_emu runs it under [slow]
         Check worst{c.op, "", dtype_name(t), 0, 0, ""};
         size_t outputs = 0;
         try {
@@ -173,42 +174,13 @@ class Table {
 #define V(x) (g ? (x).gpu : (x).cpu)
 
 void matmul(Table& tb, DType t) {
+  tb.shared({"matmul_forward", "matmul_backward"}, t);
+#if defined(STRATA_WITH_CUDA) && !defined(STRATA_CUDA_EMULATION)
+  // The tiled kernel the emulator runs as matmul, here on the hardware (no op of the
+  // registry, so no shared case).
   const int64_t n = tb.small() ? 24 : 256, ic = tb.small() ? 40 : 384, oc = tb.small() ? 36 : 512;
   Twin inp = tb.make(t, {n, ic}), w = tb.make(t, {oc, ic}, -0.2, 0.2), b = tb.make(t, {oc});
-  Twin out = tb.make(t, {n, oc}, 0, 0), d_out = tb.make(t, {n, oc}), d_inp = tb.make(t, {n, ic});
-  Twin d_w = tb.make(DType::f32, {oc, ic}), d_b = tb.make(DType::f32, {oc}), d_w_t = tb.make(t, {oc, ic});
-  tb.run([&](bool g, Stream& s) { ops::matmul_forward({V(out), V(inp), V(w), V(b)}, s); });
-  tb.check("matmul_forward", "", t, out);
-  Twin act = tb.make(t, {n, oc}, 0, 0), pre = tb.make(t, {n, oc}, 0, 0);  // the GELU epilogue
-  tb.run([&](bool g, Stream& s) { ops::matmul_forward({V(act), V(inp), V(w), V(b), V(pre)}, s); });
-  tb.check("matmul_forward", "gelu_pre", t, pre);
-  tb.check("matmul_forward", "gelu out", t, act);
-  tb.run([&](bool g, Stream& s) { ops::matmul_backward({V(d_inp), V(d_w), V(d_b), V(d_out), V(inp), V(w)}, s); });
-  tb.check("matmul_backward", "d_inp", t, d_inp);
-  tb.check("matmul_backward", "d_weight (f32)", t, d_w);
-  tb.check("matmul_backward", "d_bias (f32)", t, d_b);
-  if (t != DType::f32) {  // gradients accumulated in the parameter's own dtype
-    tb.run([&](bool g, Stream& s) { ops::matmul_backward({{}, V(d_w_t), {}, V(d_out), V(inp), V(w)}, s); });
-    tb.check("matmul_backward", std::string("d_weight (") + dtype_name(t) + ")", t, d_w_t);
-  }
-  {  // the padded-vocabulary head: out / d_out with a row stride past OC, a multiple of 64
-    const int64_t ocp = (oc + 64) / 64 * 64;
-    Twin out_p = tb.make(t, {n, ocp}, 0, 0), d_out_p = tb.make(t, {n, ocp}), d_inp_p = tb.make(t, {n, ic});
-    Twin d_w_p = tb.make(DType::f32, {oc, ic});
-    tb.run([&](bool g, Stream& s) {
-      ops::MatmulForwardArgs f{V(out_p), V(inp), V(w), {}};
-      f.out_padded = true;
-      ops::matmul_forward(f, s);
-      ops::MatmulBackwardArgs b{V(d_inp_p), V(d_w_p), {}, V(d_out_p), V(inp), V(w)};
-      b.d_out_padded = true;
-      ops::matmul_backward(b, s);
-    });
-    tb.check("matmul_forward", "padded out", t, out_p);
-    tb.check("matmul_backward", "padded d_out: d_inp", t, d_inp_p);
-    tb.check("matmul_backward", "padded d_out: d_weight (f32)", t, d_w_p);
-  }
-#if defined(STRATA_WITH_CUDA) && !defined(STRATA_CUDA_EMULATION)
-  // The tiled kernel the emulator runs as matmul, here on the hardware.
+  Twin d_out = tb.make(t, {n, oc});
   Twin out2 = tb.make(t, {n, oc}, 0, 0), d_inp2 = tb.make(t, {n, ic}), d_w2 = tb.make(DType::f32, {oc, ic});
   tb.run([&](bool g, Stream& s) {
     if (!g) {
@@ -228,42 +200,7 @@ void matmul(Table& tb, DType t) {
 void embedding(Table& tb, DType t) { tb.shared({"embedding_forward", "embedding_backward"}, t); }
 
 void norms(Table& tb, DType t) {
-  const int64_t n = tb.small() ? 7 : 128, c = tb.small() ? 48 : 768;
-  for (bool rms : {false, true}) {
-    const std::string kind = rms ? "rms" : "layer";
-    Twin inp = tb.make(t, {n, c}, -1, 3), w = tb.make(t, {c}, 0.5, 1.5), b = tb.make(t, {c});
-    Twin out = tb.make(t, {n, c}), mean = tb.make(DType::f32, {n}), rstd = tb.make(DType::f32, {n});
-    Twin d_out = tb.make(t, {n, c}), d_inp = tb.make(t, {n, c});
-    Twin d_w = tb.make(DType::f32, {c}), d_b = tb.make(DType::f32, {c});
-    tb.run([&](bool g, Stream& s) {
-      const TensorView m = rms ? TensorView{} : V(mean), bias = rms ? TensorView{} : V(b);
-      ops::norm_forward({V(out), m, V(rstd), V(inp), V(w), bias, 1e-5f, rms}, s);
-      ops::norm_backward({V(d_inp), V(d_w), rms ? TensorView{} : V(d_b), V(d_out), V(inp), V(w), m, V(rstd), rms}, s);
-    });
-    tb.check("norm_forward", kind + " out", t, out);
-    if (!rms) tb.check("norm_forward", kind + " mean", t, mean, tolerance(DType::f32));
-    tb.check("norm_forward", kind + " rstd", t, rstd);
-    tb.check("norm_backward", kind + " d_inp", t, d_inp, 2 * tolerance(t));
-    tb.check("norm_backward", kind + " d_weight", t, d_w);
-    if (!rms) tb.check("norm_backward", kind + " d_bias", t, d_b);
-
-    // The fused residual + norm, on the same inputs as a second stream.
-    Twin y = tb.make(t, {n, c}), res = tb.make(t, {n, c}), d_resid = tb.make(t, {n, c}), d_res = tb.make(t, {n, c});
-    Twin rout = tb.make(t, {n, c}), rmean = tb.make(DType::f32, {n}), rrstd = tb.make(DType::f32, {n});
-    Twin rd_w = tb.make(DType::f32, {c}), rd_b = tb.make(DType::f32, {c});
-    tb.run([&](bool g, Stream& s) {
-      const TensorView m = rms ? TensorView{} : V(rmean), bias = rms ? TensorView{} : V(b);
-      ops::residual_norm_forward({V(res), V(rout), m, V(rrstd), V(inp), V(y), V(w), bias, 1e-5f, rms}, s);
-      ops::residual_norm_backward(
-          {V(d_res), V(rd_w), rms ? TensorView{} : V(rd_b), V(d_resid), V(d_out), V(res), V(w), m, V(rrstd), rms}, s);
-    });
-    tb.check("residual_norm_forward", kind + " res_out", t, res);
-    tb.check("residual_norm_forward", kind + " out", t, rout);
-    tb.check("residual_norm_forward", kind + " rstd", t, rrstd);
-    tb.check("residual_norm_backward", kind + " d_res", t, d_res, 2 * tolerance(t));
-    tb.check("residual_norm_backward", kind + " d_weight", t, rd_w);
-    if (!rms) tb.check("residual_norm_backward", kind + " d_bias", t, rd_b);
-  }
+  tb.shared({"norm_forward", "norm_backward", "residual_norm_forward", "residual_norm_backward"}, t);
 }
 
 void pointwise(Table& tb, DType t) {
@@ -272,35 +209,7 @@ void pointwise(Table& tb, DType t) {
             t);
 }
 
-void attention(Table& tb, DType t) {
-  const int64_t B = 2, T = tb.small() ? 11 : 200, NH = tb.small() ? 2 : 4, HD = tb.small() ? 8 : 64;
-  for (float p : {0.0f, 0.2f}) {
-    const std::string kind = p > 0 ? "causal, dropout" : "causal";
-    Twin qkv = tb.make(t, {B, T, 3 * NH * HD}, -2, 2), out = tb.make(t, {B, T, NH, HD});
-    Twin lse = tb.make(DType::f32, {B, NH, T}), d_out = tb.make(t, {B, T, NH, HD});
-    Twin d_qkv = tb.make(t, {B, T, 3 * NH * HD});
-    tb.run([&](bool g, Stream& s) {
-      ops::AttentionForwardArgs f;
-      f.out = V(out), f.lse = V(lse), f.qkv = V(qkv), f.n_heads = NH, f.dropout = p, f.dropout_key = {3, 4, 5};
-      ops::attention_forward(f, s);
-      ops::AttentionBackwardArgs b;
-      b.d_qkv = V(d_qkv), b.d_out = V(d_out), b.qkv = V(qkv), b.out = g ? out.gpu : out.cpu, b.lse = V(lse);
-      b.n_heads = NH, b.dropout = p, b.dropout_key = {3, 4, 5};
-      ops::attention_backward(b, s);
-    });
-    tb.check("attention_forward", kind + " out", t, out);
-    tb.check("attention_forward", kind + " lse", t, lse, tolerance(DType::f32) * 10);
-    tb.check("attention_backward", kind + " d_qkv", t, d_qkv, 2 * tolerance(t));
-  }
-  {  // one new row after a filled KV cache, grouped kv heads
-    const int64_t NKV = NH / 2, S = T + 1;
-    Twin qkv = tb.make(t, {B, 1, (NH + 2 * NKV) * HD}, -2, 2), out = tb.make(t, {B, 1, NH, HD});
-    Twin kc = tb.make(t, {B, NKV, S, HD}, -2, 2), vc = tb.make(t, {B, NKV, S, HD});
-    tb.run([&](bool g, Stream& s) { ops::attention_decode({V(out), V(qkv), V(kc), V(vc), NH, T}, s); });
-    tb.check("attention_decode", "out", t, out);
-    tb.check("attention_decode", "k_cache", t, kc);
-  }
-}
+void attention(Table& tb, DType t) { tb.shared({"attention_forward", "attention_backward", "attention_decode"}, t); }
 
 void elementwise(Table& tb, DType t) { tb.shared({"add", "scale", "cast", "accumulate", "fill_zero"}, t); }
 

@@ -1,8 +1,8 @@
 // The body of strata-selftest, shared with test_cuda_emu: every op of kernels/ops.h
 // (forward and backward, every dtype it takes) and a 20-step training run, each on a
-// CUDA device against the CPU backend. Op families whose cases moved into the shared
-// op table (tests/ops/op_table.h) run those cases through compare_case. On a GPU machine strata-selftest runs it on
-// the hardware; in CI test_cuda_emu runs the same code on the emulated CUDA device.
+// CUDA device against the CPU backend. Every op family runs the shared op table's
+// cases (tests/ops/op_table.h) through compare_case. On a GPU machine strata-selftest
+// runs it on the hardware; in CI test_cuda_emu runs the same code on the emulated device.
 // Invariant: both sides get bitwise the same inputs (made once on the host and copied
 // to each device), so a failure is a disagreement between backends, never between inputs.
 #pragma once
@@ -34,7 +34,7 @@ struct Check {
 const std::vector<std::string>& op_families();
 
 struct CompareOptions {
-  bool small = false;  // shrink the shapes (the emulator is slow)
+  bool small = false;  // shrink the shapes of the hardware-only tiled-GEMM check
   std::vector<std::string> families;  // the op_families() to run; empty: all
   // Called with each check as soon as it is made (strata-selftest prints it then, so
   // a hang or a crash shows where it happened).

@@ -28,8 +28,16 @@ std::vector<std::string> ops_with_cases(CaseKind kind, bool portable) {
 
 std::string case_name(const OpCase& c, DType dtype, const std::vector<int64_t>& shape) {
   const char* kind = c.kind == CaseKind::reference ? "reference" : c.kind == CaseKind::gradcheck ? "gradcheck" : "errors";
+  // The how-manieth case of this op and kind: Catch2 runs only the first of several
+  // sections with one name, so a later case that repeats a dtype and shape says so.
+  int ordinal = 0;
+  for (const OpCase& other : op_table()) {
+    if (other.op == c.op && other.kind == c.kind) ++ordinal;
+    if (&other == &c) break;
+  }
   std::ostringstream s;
   s << c.op << " " << kind << " " << dtype_name(dtype) << " " << shape_str(shape);
+  if (ordinal > 1) s << " (case " << ordinal << ")";
   return s.str();
 }
 
