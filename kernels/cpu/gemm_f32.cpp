@@ -1,11 +1,13 @@
 // The f32 GEMM tile on AVX-512 (gemm_avx512.h): a 14 x 32 register block (28 zmm
 // accumulators) over B panels of 32 columns streamed linearly. A is broadcast from
-// its rows in place when they are dense (packing them cost ~10%), else packed
-// k-major into slivers of 14 rows (d_out^T, tails, and row strides at which the 14
-// rows would share L1 sets: gemm_rows_fit_l1_sets). Its rate against the FMA peak and
+// its rows in place when they are dense (packing them cost ~10%); dense rows at
+// strides where the 14 rows would share L1 sets (gemm_rows_fit_l1_sets) and dense
+// tails are copied to a padded row stride first; only A not dense in k (d_out^T) is
+// packed k-major into slivers of 14 rows. Its rate against the FMA peak and
 // OpenBLAS is measured by `strata-bench matmul` (docs/performance.md).
-// Invariant: C (i, j) accumulates k in ascending order, in blocks of kKc, starting
-// from 0 or from C; tails are zero-padded in the packs and masked on store.
+// Invariant: C (i, j) is one FMA chain over k in ascending order, starting from 0 or
+// from C (K blocks only store and reload it exactly), so neither the blocking nor the
+// packing changes a bit; tails are zero-padded in the copies and masked on store.
 #include <cstring>
 
 #ifdef __AVX512F__
@@ -33,15 +35,25 @@ constexpr int64_t kKc = 512;  // k per block: a B panel block (64 KiB) streams f
 // The first w of 16 lanes.
 inline __mmask16 lanes(int64_t w) { return w >= 16 ? __mmask16(0xffff) : w <= 0 ? 0 : __mmask16((1u << w) - 1); }
 
-// a_pack (kc, kRows) = A rows [0, rows) x k [0, kc), rows past `rows` zero.
+// Row stride of copied A rows: kKc plus one cache line, so the 14 rows fall into
+// distinct L1 sets whatever the caller's stride was.
+constexpr int64_t kCopyLd = kKc + 16;
+
+// a_rows (kRows, kCopyLd) = dense A rows [0, rows) x k [0, kc), rows past `rows` zero.
+// A plain copy: transposing dense rows into a k-major pack cost more than the FMAs
+// saved for thin outputs.
+void copy_a_rows(Strided<float> a, int64_t rows, int64_t kc, float* __restrict dst) {
+  for (int64_t r = 0; r < kRows; ++r) {
+    if (r < rows) std::memcpy(dst + r * kCopyLd, a.p + r * a.rs, size_t(kc) * sizeof(float));
+    else std::memset(dst + r * kCopyLd, 0, size_t(kc) * sizeof(float));
+  }
+}
+
+// a_pack (kc, kRows) = A rows [0, rows) x k [0, kc), rows past `rows` zero; A not
+// dense in k (a.cs != 1).
 void pack_a(Strided<float> a, int64_t rows, int64_t kc, float* __restrict dst) {
   if (rows < kRows) std::memset(dst, 0, size_t(kc * kRows) * sizeof(float));
-  if (a.cs == 1) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* __restrict src = a.p + r * a.rs;
-      for (int64_t k = 0; k < kc; ++k) dst[k * kRows + r] = src[k];
-    }
-  } else if (a.rs == 1) {  // d_out^T: each k a contiguous run of rows, one masked move
+  if (a.rs == 1) {  // d_out^T: each k a contiguous run of rows, one masked move
     const __mmask16 m = lanes(rows);
     for (int64_t k = 0; k < kc; ++k)
       _mm512_mask_storeu_ps(dst + k * kRows, m, _mm512_maskz_loadu_ps(m, a.p + k * a.cs));
@@ -114,20 +126,25 @@ void pack_b_f32(Strided<float> b, int64_t K, int64_t N, float* packed) {
 void gemm_tile_f32(int64_t M, int64_t N, int64_t K, Strided<float> a, const float* packed_b, int64_t n_packed,
                    int64_t j0, float* c, int64_t ldc, bool accumulate) {
   const int64_t panels = (N + kPanel - 1) / kPanel, packed_panels = (n_packed + kPanel - 1) / kPanel;
-  ThreadScratch<float, 21> a_pack(size_t(std::min(K, kKc) * kRows));  // (kc, 14)
+  ThreadScratch<float, 21> a_pack(size_t(std::max(std::min(K, kKc) * kRows, kRows * kCopyLd)));
   const bool rows_fit = gemm_rows_fit_l1_sets(a.rs * int64_t(sizeof(float)), kRows);
   for (int64_t k0 = 0; k0 < K; k0 += kKc) {
     const int64_t kc = std::min(kKc, K - k0);
     for (int64_t i = 0; i < M; i += kRows) {
       const int64_t rows = std::min<int64_t>(kRows, M - i);
-      const bool in_place = a.cs == 1 && rows == kRows && rows_fit;
-      if (!in_place) pack_a(a.at(i, k0), rows, kc, a_pack.data());
+      // Dense full rows at a stride that fits L1 are read in place, other dense rows
+      // from a copy at kCopyLd, and A not dense in k from a k-major pack.
+      const bool in_place = a.cs == 1 && rows == kRows && rows_fit, copied = a.cs == 1 && !in_place;
+      if (copied) copy_a_rows(a.at(i, k0), rows, kc, a_pack.data());
+      else if (!in_place) pack_a(a.at(i, k0), rows, kc, a_pack.data());
+      const float* ap = in_place ? a.at(i, k0).p : a_pack.data();
+      const int64_t lda = in_place ? a.rs : kCopyLd;
       for (int64_t p = 0; p < panels; ++p) {
         const float* bp = packed_b + (k0 * packed_panels + (j0 / kPanel + p) * kc) * kPanel;
         float* cp = c + i * ldc + p * kPanel;
         const bool acc = accumulate || k0 > 0;
-        if (in_place) micro_kernel<true>(a.at(i, k0).p, a.rs, bp, kc, cp, ldc, rows, N - p * kPanel, acc);
-        else micro_kernel<false>(a_pack.data(), 0, bp, kc, cp, ldc, rows, N - p * kPanel, acc);
+        if (a.cs == 1) micro_kernel<true>(ap, lda, bp, kc, cp, ldc, rows, N - p * kPanel, acc);
+        else micro_kernel<false>(ap, 0, bp, kc, cp, ldc, rows, N - p * kPanel, acc);
       }
     }
   }
