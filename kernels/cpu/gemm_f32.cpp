@@ -123,38 +123,63 @@ void pack_b_f32(Strided<float> b, int64_t K, int64_t N, float* packed) {
   });
 }
 
-void gemm_tile_f32(int64_t M, int64_t N, int64_t K, Strided<float> a, const float* packed_b, int64_t n_packed,
-                   int64_t j0, float* c, int64_t ldc, bool accumulate) {
+void pack_a_f32(Strided<float> a, int64_t M, int64_t K, float* packed) {
+  parallel_for((M + kRows - 1) / kRows, 1, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s) pack_a(a.at(s * kRows, 0), std::min<int64_t>(kRows, M - s * kRows), K, packed + s * kRows * K);
+  });
+}
+
+namespace {
+
+// gemm_tile_f32 with A read from `a`, or (packed_a set) from pack_a_f32's slivers.
+void gemm_tile(int64_t M, int64_t N, int64_t K, Strided<float> a, const float* packed_a, const float* packed_b,
+               int64_t n_packed, int64_t j0, float* c, int64_t ldc, bool accumulate) {
   const int64_t panels = (N + kPanel - 1) / kPanel, packed_panels = (n_packed + kPanel - 1) / kPanel;
-  ThreadScratch<float, 21> a_pack(size_t(std::max(std::min(K, kKc) * kRows, kRows * kCopyLd)));
-  const bool rows_fit = gemm_rows_fit_l1_sets(a.rs * int64_t(sizeof(float)), kRows);
+  const bool dense = !packed_a && a.cs == 1;
+  ThreadScratch<float, 21> a_pack(packed_a ? 0 : size_t(std::max(std::min(K, kKc) * kRows, kRows * kCopyLd)));
+  const bool rows_fit = dense && gemm_rows_fit_l1_sets(a.rs * int64_t(sizeof(float)), kRows);
   for (int64_t k0 = 0; k0 < K; k0 += kKc) {
     const int64_t kc = std::min(kKc, K - k0);
     for (int64_t i = 0; i < M; i += kRows) {
       const int64_t rows = std::min<int64_t>(kRows, M - i);
       // Dense full rows at a stride that fits L1 are read in place, other dense rows
       // from a copy at kCopyLd, and A not dense in k from a k-major pack.
-      const bool in_place = a.cs == 1 && rows == kRows && rows_fit, copied = a.cs == 1 && !in_place;
-      if (copied) copy_a_rows(a.at(i, k0), rows, kc, a_pack.data());
-      else if (!in_place) pack_a(a.at(i, k0), rows, kc, a_pack.data());
-      const float* ap = in_place ? a.at(i, k0).p : a_pack.data();
+      const bool in_place = dense && rows == kRows && rows_fit;
+      const float* ap = packed_a ? packed_a + i * K + k0 * kRows : in_place ? a.at(i, k0).p : a_pack.data();
+      if (dense && !in_place) copy_a_rows(a.at(i, k0), rows, kc, a_pack.data());
+      else if (!dense && !packed_a) pack_a(a.at(i, k0), rows, kc, a_pack.data());
       const int64_t lda = in_place ? a.rs : kCopyLd;
       for (int64_t p = 0; p < panels; ++p) {
         const float* bp = packed_b + (k0 * packed_panels + (j0 / kPanel + p) * kc) * kPanel;
         float* cp = c + i * ldc + p * kPanel;
         const bool acc = accumulate || k0 > 0;
-        if (a.cs == 1) micro_kernel<true>(ap, lda, bp, kc, cp, ldc, rows, N - p * kPanel, acc);
+        if (dense) micro_kernel<true>(ap, lda, bp, kc, cp, ldc, rows, N - p * kPanel, acc);
         else micro_kernel<false>(ap, 0, bp, kc, cp, ldc, rows, N - p * kPanel, acc);
       }
     }
   }
 }
 
+}  // namespace
+
+void gemm_tile_f32(int64_t M, int64_t N, int64_t K, Strided<float> a, const float* packed_b, int64_t n_packed,
+                   int64_t j0, float* c, int64_t ldc, bool accumulate) {
+  gemm_tile(M, N, K, a, nullptr, packed_b, n_packed, j0, c, ldc, accumulate);
+}
+
+void gemm_tile_f32_packed_a(int64_t M, int64_t N, int64_t K, const float* packed_a, const float* packed_b,
+                            int64_t n_packed, int64_t j0, float* c, int64_t ldc, bool accumulate) {
+  gemm_tile(M, N, K, {}, packed_a, packed_b, n_packed, j0, c, ldc, accumulate);
+}
+
 #else
 
 void pack_b_f32(Strided<float>, int64_t, int64_t, float*) {}
+void pack_a_f32(Strided<float>, int64_t, int64_t, float*) {}
 void gemm_tile_f32(int64_t, int64_t, int64_t, Strided<float>, const float*, int64_t, int64_t, float*, int64_t,
                    bool) {}
+void gemm_tile_f32_packed_a(int64_t, int64_t, int64_t, const float*, const float*, int64_t, int64_t, float*,
+                            int64_t, bool) {}
 
 #endif
 

@@ -33,7 +33,7 @@ namespace {
 
 // Scratch slots: held across a parallel_for (converted weight, accumulators, chunks)
 // vs used inside one tile task.
-enum Slot { kWeight, kDWeight, kDOut, kInp, kBias, kTileA, kTileC, kPackW, kPackInp };
+enum Slot { kWeight, kDWeight, kDOut, kInp, kBias, kTileA, kTileC, kPackW, kPackInp, kPackDOut };
 
 void blas_single_threaded() {
   static const bool once = (openblas_set_num_threads(1), true);
@@ -65,6 +65,12 @@ class PackedB {
                   int(n), int(k), 1.0f, a.p, int(ta ? a.cs : a.rs), b.p, int(tb ? b.cs : b.rs),
                   accumulate ? 1.0f : 0.0f, c, int(ldc));
     }
+  }
+
+  // The same with A (m, k) the tile's rows of a pack_a_f32 (AVX-512 builds only).
+  void gemm_packed_a(int64_t m, int64_t n, int64_t k, const float* packed_a, int64_t j0, float* c, int64_t ldc,
+                     bool accumulate) const {
+    gemm_tile_f32_packed_a(m, n, k, packed_a, packed_, n_, j0, c, ldc, accumulate);
   }
 
  private:
@@ -185,8 +191,14 @@ void backward_chunk(const ops::MatmulBackwardArgs& a, const float* d_out_f, int6
   };
   ThreadScratch<float, kPackInp> inp_pack(dw ? PackedB::size(kc, IC) : 0);
   const PackedB inp = dw ? PackedB({inp_f, IC, 1}, kc, IC, inp_pack) : PackedB();  // (kc, IC)
+  // d_out^T, read column-wise, is packed once for all column tiles.
+  const bool pack_d_out = dw && kHaveGemmF32;
+  ThreadScratch<float, kPackDOut> d_out_pack(pack_d_out ? size_t(packed_a_size_f32(OC, kc)) : 0);
+  if (pack_d_out) pack_a_f32({d_out_f, 1, ldd}, OC, kc, d_out_pack.data());
   auto weight_tile = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-    inp.gemm(r1 - r0, c1 - c0, kc, {d_out_f + r0, 1, ldd}, c0, dw + r0 * IC + c0, IC, true);
+    float* c = dw + r0 * IC + c0;
+    if (pack_d_out) inp.gemm_packed_a(r1 - r0, c1 - c0, kc, d_out_pack.data() + r0 * kc, c0, c, IC, true);
+    else inp.gemm(r1 - r0, c1 - c0, kc, {d_out_f + r0, 1, ldd}, c0, c, IC, true);
   };
   // One set of tasks for both products, so neither waits for the other's stragglers.
   parallel_for(t_inp.count() + t_w.count(), 1, [&](int64_t b, int64_t e) {
