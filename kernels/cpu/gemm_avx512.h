@@ -71,11 +71,12 @@ inline int64_t packed_a_size_f32(int64_t M, int64_t K) { return (M + kGemmRowsF3
 void pack_a_f32(Strided<float> a, int64_t M, int64_t K, float* packed);
 
 // C (M, N) row stride ldc = A @ columns [j0, j0 + N) of a packed B (j0 a multiple
-// of 32) that has n_packed columns in all, assigned or added to C when `accumulate`.
+// of 32) that has n_packed columns in all, assigned or added to C when `accumulate`;
+// assigned with `bias` (N), the sums start from it: bitwise C = bias, then added.
 // Only callable when kHaveGemmF32 / kHaveGemmBf16 (they do nothing otherwise). bf16
 // is raw bits.
 void gemm_tile_f32(int64_t M, int64_t N, int64_t K, Strided<float> a, const float* packed_b, int64_t n_packed,
-                   int64_t j0, float* c, int64_t ldc, bool accumulate);
+                   int64_t j0, float* c, int64_t ldc, bool accumulate, const float* bias = nullptr);
 // The same with A from pack_a_f32 of K columns: packed_a = packed + i0 * K
 // for a tile starting at row i0, a multiple of kGemmRowsF32.
 void gemm_tile_f32_packed_a(int64_t M, int64_t N, int64_t K, const float* packed_a, const float* packed_b,

@@ -83,16 +83,19 @@ void pack_b(Strided<float> b, int64_t kc, int64_t n, float* __restrict dst) {
 
 // c (rows, width) [+]= A (kRows, kc) @ b_panel (kc, 32), A either a_pack (kc, kRows)
 // or, kInPlace, kRows full rows with row stride lda (no packing when rows are dense).
+// With `init` set, every row starts from init (width) instead (the bias).
 template <bool kInPlace>
 void micro_kernel(const float* __restrict ap, int64_t lda, const float* __restrict bp, int64_t kc, float* c,
-                  int64_t ldc, int64_t rows, int64_t width, bool accumulate) {
+                  int64_t ldc, int64_t rows, int64_t width, bool accumulate, const float* init) {
   const __mmask16 m0 = lanes(width), m1 = lanes(width - 16);
+  const __m512 i0 = init ? _mm512_maskz_loadu_ps(m0, init) : _mm512_setzero_ps();
+  const __m512 i1 = init ? _mm512_maskz_loadu_ps(m1, init + 16) : _mm512_setzero_ps();
   __m512 c0[kRows], c1[kRows];
 #pragma GCC unroll 16
   for (int r = 0; r < kRows; ++r) {
     const bool live = accumulate && r < rows;
-    c0[r] = live ? _mm512_maskz_loadu_ps(m0, c + r * ldc) : _mm512_setzero_ps();
-    c1[r] = live ? _mm512_maskz_loadu_ps(m1, c + r * ldc + 16) : _mm512_setzero_ps();
+    c0[r] = live ? _mm512_maskz_loadu_ps(m0, c + r * ldc) : i0;
+    c1[r] = live ? _mm512_maskz_loadu_ps(m1, c + r * ldc + 16) : i1;
   }
   for (int64_t k = 0; k < kc; ++k, ap += kInPlace ? 1 : kRows, bp += kPanel) {
     const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);
@@ -133,7 +136,7 @@ namespace {
 
 // gemm_tile_f32 with A read from `a`, or (packed_a set) from pack_a_f32's slivers.
 void gemm_tile(int64_t M, int64_t N, int64_t K, Strided<float> a, const float* packed_a, const float* packed_b,
-               int64_t n_packed, int64_t j0, float* c, int64_t ldc, bool accumulate) {
+               int64_t n_packed, int64_t j0, float* c, int64_t ldc, bool accumulate, const float* bias) {
   const int64_t panels = (N + kPanel - 1) / kPanel, packed_panels = (n_packed + kPanel - 1) / kPanel;
   const bool dense = !packed_a && a.cs == 1;
   ThreadScratch<float, 21> a_pack(packed_a ? 0 : size_t(std::max(std::min(K, kKc) * kRows, kRows * kCopyLd)));
@@ -153,8 +156,9 @@ void gemm_tile(int64_t M, int64_t N, int64_t K, Strided<float> a, const float* p
         const float* bp = packed_b + (k0 * packed_panels + (j0 / kPanel + p) * kc) * kPanel;
         float* cp = c + i * ldc + p * kPanel;
         const bool acc = accumulate || k0 > 0;
-        if (dense) micro_kernel<true>(ap, lda, bp, kc, cp, ldc, rows, N - p * kPanel, acc);
-        else micro_kernel<false>(ap, 0, bp, kc, cp, ldc, rows, N - p * kPanel, acc);
+        const float* init = bias && !acc ? bias + p * kPanel : nullptr;
+        if (dense) micro_kernel<true>(ap, lda, bp, kc, cp, ldc, rows, N - p * kPanel, acc, init);
+        else micro_kernel<false>(ap, 0, bp, kc, cp, ldc, rows, N - p * kPanel, acc, init);
       }
     }
   }
@@ -163,13 +167,13 @@ void gemm_tile(int64_t M, int64_t N, int64_t K, Strided<float> a, const float* p
 }  // namespace
 
 void gemm_tile_f32(int64_t M, int64_t N, int64_t K, Strided<float> a, const float* packed_b, int64_t n_packed,
-                   int64_t j0, float* c, int64_t ldc, bool accumulate) {
-  gemm_tile(M, N, K, a, nullptr, packed_b, n_packed, j0, c, ldc, accumulate);
+                   int64_t j0, float* c, int64_t ldc, bool accumulate, const float* bias) {
+  gemm_tile(M, N, K, a, nullptr, packed_b, n_packed, j0, c, ldc, accumulate, bias);
 }
 
 void gemm_tile_f32_packed_a(int64_t M, int64_t N, int64_t K, const float* packed_a, const float* packed_b,
                             int64_t n_packed, int64_t j0, float* c, int64_t ldc, bool accumulate) {
-  gemm_tile(M, N, K, {}, packed_a, packed_b, n_packed, j0, c, ldc, accumulate);
+  gemm_tile(M, N, K, {}, packed_a, packed_b, n_packed, j0, c, ldc, accumulate, nullptr);
 }
 
 #else
@@ -177,7 +181,7 @@ void gemm_tile_f32_packed_a(int64_t M, int64_t N, int64_t K, const float* packed
 void pack_b_f32(Strided<float>, int64_t, int64_t, float*) {}
 void pack_a_f32(Strided<float>, int64_t, int64_t, float*) {}
 void gemm_tile_f32(int64_t, int64_t, int64_t, Strided<float>, const float*, int64_t, int64_t, float*, int64_t,
-                   bool) {}
+                   bool, const float*) {}
 void gemm_tile_f32_packed_a(int64_t, int64_t, int64_t, const float*, const float*, int64_t, int64_t, float*,
                             int64_t, bool) {}
 

@@ -53,12 +53,17 @@ class PackedB {
   // Elements of the scratch a PackedB of B (k, n) needs.
   static size_t size(int64_t k, int64_t n) { return kHaveGemmF32 ? size_t(packed_b_size_f32(k, n)) : 0; }
 
-  // C (m, n) [+]= A (m, k) @ columns [j0, j0 + n) of B, on this thread.
+  // C (m, n) [+]= A (m, k) @ columns [j0, j0 + n) of B, on this thread; with `bias`
+  // (n), C = bias + A @ B.
   void gemm(int64_t m, int64_t n, int64_t k, Strided<float> a, int64_t j0, float* c, int64_t ldc,
-            bool accumulate) const {
+            bool accumulate, const float* bias = nullptr) const {
     if constexpr (kHaveGemmF32) {
-      gemm_tile_f32(m, n, k, a, packed_, n_, j0, c, ldc, accumulate);
+      gemm_tile_f32(m, n, k, a, packed_, n_, j0, c, ldc, accumulate, bias);
     } else {  // OpenBLAS wants one unit stride per operand
+      if (bias) {
+        for (int64_t r = 0; r < m; ++r) std::memcpy(c + r * ldc, bias, size_t(n) * sizeof(float));
+        accumulate = true;
+      }
       const Strided<float> b = b_.at(0, j0);
       const bool ta = a.cs != 1, tb = b.cs != 1;
       cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m),
@@ -128,12 +133,7 @@ void forward_tile(const ops::MatmulForwardArgs& a, const PackedB& w_t, int64_t r
   const bool epilogue = a.gelu_pre.defined();
   T* out = (epilogue ? a.gelu_pre : a.out).ptr<T>() + r0 * ldo + c0;  // (n, m) with row stride ldo
   if constexpr (std::is_same_v<T, float>) {
-    float beta = 0.0f;
-    if (bias) {
-      for (int64_t r = 0; r < n; ++r) std::memcpy(out + r * ldo, bias, size_t(m) * sizeof(float));
-      beta = 1.0f;
-    }
-    w_t.gemm(n, m, IC, {a.inp.ptr<float>() + r0 * IC, IC, 1}, c0, out, ldo, beta != 0.0f);
+    w_t.gemm(n, m, IC, {a.inp.ptr<float>() + r0 * IC, IC, 1}, c0, out, ldo, false, bias);
   } else {
     ThreadScratch<float, kTileA> inp_f(size_t(n * IC));  // (n, IC)
     ThreadScratch<float, kTileC> out_f(size_t(n * m));   // (n, m)
