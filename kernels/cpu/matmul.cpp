@@ -40,18 +40,24 @@ void blas_single_threaded() {
   (void)once;
 }
 
+// p rounded up to a cache line (64 B): the scratch is only 16-byte aligned, and each
+// unaligned 64-byte load of a packed panel splits across two lines.
+inline float* align_line(float* p) {
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
+}
+
 // B (k, n) as the f32 GEMM wants it: packed once (in parallel) for the AVX-512 tile,
 // or left in place for OpenBLAS, which packs per call.
 class PackedB {
  public:
   PackedB() = default;
   template <int Slot>
-  PackedB(Strided<float> b, int64_t k, int64_t n, ThreadScratch<float, Slot>& scratch) : b_(b), n_(n) {
-    if constexpr (kHaveGemmF32) pack_b_f32(b, k, n, scratch.data());
-    packed_ = scratch.data();
+  PackedB(Strided<float> b, int64_t k, int64_t n, ThreadScratch<float, Slot>& scratch)
+      : b_(b), n_(n), packed_(align_line(scratch.data())) {
+    if constexpr (kHaveGemmF32) pack_b_f32(b, k, n, const_cast<float*>(packed_));
   }
-  // Elements of the scratch a PackedB of B (k, n) needs.
-  static size_t size(int64_t k, int64_t n) { return kHaveGemmF32 ? size_t(packed_b_size_f32(k, n)) : 0; }
+  // Elements of the scratch a PackedB of B (k, n) needs, with room to align it.
+  static size_t size(int64_t k, int64_t n) { return kHaveGemmF32 ? size_t(packed_b_size_f32(k, n)) + 16 : 0; }
 
   // C (m, n) [+]= A (m, k) @ columns [j0, j0 + n) of B, on this thread; with `bias`
   // (n), C = bias + A @ B.
