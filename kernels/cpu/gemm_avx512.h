@@ -1,8 +1,9 @@
 // Single-threaded AVX-512 GEMM tiles for the CPU matmul (gemm_f32.cpp, gemm_bf16.cpp):
 // C (M, N) = [C +] A (M, K) @ B (K, N), A and B read through strides so one routine
 // serves out = inp @ W^T, d_inp = d_out @ W and d_weight += d_out^T @ inp without
-// transposing anything first. B is packed once per call into panels of 32 columns,
-// A per K block into row slivers (BLIS style); C is f32 in memory.
+// transposing anything first. B is packed once per call into panels of 32 columns;
+// A is read in place, copied per K block (f32 rows at aliasing strides), or packed
+// into row slivers per K block or once per call (pack_a_f32); C is f32 in memory.
 // Invariants: every C element is summed over k in ascending order in fixed K blocks,
 // whatever M, N and the caller's tiling are, so results never depend on the thread
 // count. The bf16 tile multiplies bf16 pairs exactly into f32 (vdpbf16ps, which
