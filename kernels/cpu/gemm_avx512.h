@@ -1,8 +1,9 @@
 // Single-threaded AVX-512 GEMM tiles for the CPU matmul (gemm_f32.cpp, gemm_bf16.cpp):
 // C (M, N) = [C +] A (M, K) @ B (K, N), A and B read through strides so one routine
 // serves out = inp @ W^T, d_inp = d_out @ W and d_weight += d_out^T @ inp without
-// transposing anything first. B is packed once per call into panels of 32 columns,
-// A per K block into row slivers (BLIS style); C is f32 in memory.
+// transposing anything first. B is packed once per call into panels of 32 columns;
+// A is read in place, copied per K block (f32 rows at aliasing strides), or packed
+// into row slivers per K block or once per call (pack_a_f32); C is f32 in memory.
 // Invariants: every C element is summed over k in ascending order in fixed K blocks,
 // whatever M, N and the caller's tiling are, so results never depend on the thread
 // count. The bf16 tile multiplies bf16 pairs exactly into f32 (vdpbf16ps, which
@@ -64,12 +65,23 @@ inline int64_t packed_b_size_bf16(int64_t K, int64_t N) { return (N + 31) / 32 *
 void pack_b_f32(Strided<float> b, int64_t K, int64_t N, float* packed);
 void pack_b_bf16(Strided<uint16_t> b, int64_t K, int64_t N, uint32_t* packed);
 
+// A (M, K) not dense in k (d_out^T of d_weight) packed once per call in slivers of
+// kGemmRowsF32 rows, k-major — (slivers, K, 14), zero-padded — rather than once per
+// column tile: read column-wise, it cost more than a tenth of d_weight. Runs in parallel.
+inline int64_t packed_a_size_f32(int64_t M, int64_t K) { return (M + kGemmRowsF32 - 1) / kGemmRowsF32 * kGemmRowsF32 * K; }
+void pack_a_f32(Strided<float> a, int64_t M, int64_t K, float* packed);
+
 // C (M, N) row stride ldc = A @ columns [j0, j0 + N) of a packed B (j0 a multiple
-// of 32) that has n_packed columns in all, assigned or added to C when `accumulate`.
+// of 32) that has n_packed columns in all, assigned or added to C when `accumulate`;
+// assigned with `bias` (N), the sums start from it: bitwise C = bias, then added.
 // Only callable when kHaveGemmF32 / kHaveGemmBf16 (they do nothing otherwise). bf16
 // is raw bits.
 void gemm_tile_f32(int64_t M, int64_t N, int64_t K, Strided<float> a, const float* packed_b, int64_t n_packed,
-                   int64_t j0, float* c, int64_t ldc, bool accumulate);
+                   int64_t j0, float* c, int64_t ldc, bool accumulate, const float* bias = nullptr);
+// The same with A from pack_a_f32 of K columns: packed_a = packed + i0 * K
+// for a tile starting at row i0, a multiple of kGemmRowsF32.
+void gemm_tile_f32_packed_a(int64_t M, int64_t N, int64_t K, const float* packed_a, const float* packed_b,
+                            int64_t n_packed, int64_t j0, float* c, int64_t ldc, bool accumulate);
 void gemm_tile_bf16(int64_t M, int64_t N, int64_t K, Strided<uint16_t> a, const uint32_t* packed_b,
                     int64_t n_packed, int64_t j0, float* c, int64_t ldc, bool accumulate);
 

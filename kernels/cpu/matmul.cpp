@@ -33,11 +33,17 @@ namespace {
 
 // Scratch slots: held across a parallel_for (converted weight, accumulators, chunks)
 // vs used inside one tile task.
-enum Slot { kWeight, kDWeight, kDOut, kInp, kBias, kTileA, kTileC, kPackW, kPackInp };
+enum Slot { kWeight, kDWeight, kDOut, kInp, kBias, kTileA, kTileC, kPackW, kPackInp, kPackDOut };
 
 void blas_single_threaded() {
   static const bool once = (openblas_set_num_threads(1), true);
   (void)once;
+}
+
+// p rounded up to a cache line (64 B): the scratch is only 16-byte aligned, and each
+// unaligned 64-byte load of a packed panel splits across two lines.
+inline float* align_line(float* p) {
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
 }
 
 // B (k, n) as the f32 GEMM wants it: packed once (in parallel) for the AVX-512 tile,
@@ -46,25 +52,36 @@ class PackedB {
  public:
   PackedB() = default;
   template <int Slot>
-  PackedB(Strided<float> b, int64_t k, int64_t n, ThreadScratch<float, Slot>& scratch) : b_(b), n_(n) {
-    if constexpr (kHaveGemmF32) pack_b_f32(b, k, n, scratch.data());
-    packed_ = scratch.data();
+  PackedB(Strided<float> b, int64_t k, int64_t n, ThreadScratch<float, Slot>& scratch)
+      : b_(b), n_(n), packed_(align_line(scratch.data())) {
+    if constexpr (kHaveGemmF32) pack_b_f32(b, k, n, const_cast<float*>(packed_));
   }
-  // Elements of the scratch a PackedB of B (k, n) needs.
-  static size_t size(int64_t k, int64_t n) { return kHaveGemmF32 ? size_t(packed_b_size_f32(k, n)) : 0; }
+  // Elements of the scratch a PackedB of B (k, n) needs, with room to align it.
+  static size_t size(int64_t k, int64_t n) { return kHaveGemmF32 ? size_t(packed_b_size_f32(k, n)) + 16 : 0; }
 
-  // C (m, n) [+]= A (m, k) @ columns [j0, j0 + n) of B, on this thread.
+  // C (m, n) [+]= A (m, k) @ columns [j0, j0 + n) of B, on this thread; with `bias`
+  // (n), C = bias + A @ B.
   void gemm(int64_t m, int64_t n, int64_t k, Strided<float> a, int64_t j0, float* c, int64_t ldc,
-            bool accumulate) const {
+            bool accumulate, const float* bias = nullptr) const {
     if constexpr (kHaveGemmF32) {
-      gemm_tile_f32(m, n, k, a, packed_, n_, j0, c, ldc, accumulate);
+      gemm_tile_f32(m, n, k, a, packed_, n_, j0, c, ldc, accumulate, bias);
     } else {  // OpenBLAS wants one unit stride per operand
+      if (bias) {
+        for (int64_t r = 0; r < m; ++r) std::memcpy(c + r * ldc, bias, size_t(n) * sizeof(float));
+        accumulate = true;
+      }
       const Strided<float> b = b_.at(0, j0);
       const bool ta = a.cs != 1, tb = b.cs != 1;
       cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m),
                   int(n), int(k), 1.0f, a.p, int(ta ? a.cs : a.rs), b.p, int(tb ? b.cs : b.rs),
                   accumulate ? 1.0f : 0.0f, c, int(ldc));
     }
+  }
+
+  // The same with A (m, k) the tile's rows of a pack_a_f32 (AVX-512 builds only).
+  void gemm_packed_a(int64_t m, int64_t n, int64_t k, const float* packed_a, int64_t j0, float* c, int64_t ldc,
+                     bool accumulate) const {
+    gemm_tile_f32_packed_a(m, n, k, packed_a, packed_, n_, j0, c, ldc, accumulate);
   }
 
  private:
@@ -122,12 +139,7 @@ void forward_tile(const ops::MatmulForwardArgs& a, const PackedB& w_t, int64_t r
   const bool epilogue = a.gelu_pre.defined();
   T* out = (epilogue ? a.gelu_pre : a.out).ptr<T>() + r0 * ldo + c0;  // (n, m) with row stride ldo
   if constexpr (std::is_same_v<T, float>) {
-    float beta = 0.0f;
-    if (bias) {
-      for (int64_t r = 0; r < n; ++r) std::memcpy(out + r * ldo, bias, size_t(m) * sizeof(float));
-      beta = 1.0f;
-    }
-    w_t.gemm(n, m, IC, {a.inp.ptr<float>() + r0 * IC, IC, 1}, c0, out, ldo, beta != 0.0f);
+    w_t.gemm(n, m, IC, {a.inp.ptr<float>() + r0 * IC, IC, 1}, c0, out, ldo, false, bias);
   } else {
     ThreadScratch<float, kTileA> inp_f(size_t(n * IC));  // (n, IC)
     ThreadScratch<float, kTileC> out_f(size_t(n * m));   // (n, m)
@@ -185,8 +197,14 @@ void backward_chunk(const ops::MatmulBackwardArgs& a, const float* d_out_f, int6
   };
   ThreadScratch<float, kPackInp> inp_pack(dw ? PackedB::size(kc, IC) : 0);
   const PackedB inp = dw ? PackedB({inp_f, IC, 1}, kc, IC, inp_pack) : PackedB();  // (kc, IC)
+  // d_out^T, read column-wise, is packed once for all column tiles.
+  const bool pack_d_out = dw && kHaveGemmF32;
+  ThreadScratch<float, kPackDOut> d_out_pack(pack_d_out ? size_t(packed_a_size_f32(OC, kc)) : 0);
+  if (pack_d_out) pack_a_f32({d_out_f, 1, ldd}, OC, kc, d_out_pack.data());
   auto weight_tile = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-    inp.gemm(r1 - r0, c1 - c0, kc, {d_out_f + r0, 1, ldd}, c0, dw + r0 * IC + c0, IC, true);
+    float* c = dw + r0 * IC + c0;
+    if (pack_d_out) inp.gemm_packed_a(r1 - r0, c1 - c0, kc, d_out_pack.data() + r0 * kc, c0, c, IC, true);
+    else inp.gemm(r1 - r0, c1 - c0, kc, {d_out_f + r0, 1, ldd}, c0, c, IC, true);
   };
   // One set of tasks for both products, so neither waits for the other's stragglers.
   parallel_for(t_inp.count() + t_w.count(), 1, [&](int64_t b, int64_t e) {
