@@ -11,8 +11,9 @@
 // through attention_decode row by row at those positions against the row's own cache
 // slab, so padding is never cached nor attended. Every other op is row-wise, so a
 // padded row computes bitwise what the row computes alone.
-// Invariant: the cache holds positions [0, length) of every row and block; a call
-// checks everything before it enqueues anything, and advances length by T at the end.
+// Invariant: the cache holds positions [0, length - starts[b]) of row b in every
+// block; a call checks everything before it enqueues anything, and advances length
+// by T at the end.
 #include <algorithm>
 
 #include "block_params.h"
@@ -30,8 +31,9 @@ struct Workspace {
   TensorView x, y, ln1, qkv, att, x2, ln2, fc, act, mean, rstd, tokens, last, logits;
 };
 
-// Row b's real (non-padding) slice of a call's T new rows at cache positions
-// [pos, pos + T): rows [first, T), whose model positions start at `position`.
+// Row b's real (non-padding) slice of a call's T new rows at batch positions
+// [pos, pos + T): rows [first, T), whose model (and cache) positions start at
+// `position`.
 struct RealRows {
   int64_t first, position;
 };
@@ -82,7 +84,7 @@ Workspace carve_workspace(const ModelConfig& c, DType dt, int64_t B, int64_t T, 
   return w;
 }
 
-// One block over the rows w.x at cache positions [pos, pos + T), writing w.y.
+// One block over the rows w.x at batch positions [pos, pos + T), writing w.y.
 // `adapter` (LoRA, or null) runs after each targeted matmul, as in the block's forward.
 // `starts`: each row's padding (empty: none).
 void block_decode(const UnitContext& ctx, const UnitParams& p, const Workspace& w, const TensorView& k_cache,
