@@ -41,3 +41,27 @@ TEST_CASE("cli sample: an HF directory's tokenizer.model encodes the prompt and 
   CHECK(none.status == 2);
   CHECK_THAT(none.err, Contains("no tokenizer for this model's 1000-token vocabulary; give --tokenizer FILE"));
 }
+
+TEST_CASE("cli sample: prompts of different lengths in one batch each give what they give alone", "[cli]") {
+  Cli cli;
+  REQUIRE(cli.run({"prepare", "--tokenizer", fixture("spm.model"), "--out", cli.file("data")}).status == 0);
+  const CliResult train = cli.run({"train", "--data", cli.file("data_train.bin"), "--out", cli.file("run"),
+                                   "--preset", "llama-60m", "--n-layers", "1", "--d-model", "32", "--n-heads", "2",
+                                   "--d-mlp", "64", "--vocab-size", "1000", "--max-seq", "64", "--seq", "16",
+                                   "--batch", "2", "--steps", "2", "--warmup", "0", "--threads", "1", "--no-progress"});
+  INFO(train.err);
+  REQUIRE(train.status == 0);
+  const std::vector<std::string> base = {"sample", "--model", cli.file("run"), "--tokens", "6", "--temperature", "0",
+                                         "--threads", "1"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), extra.begin(), extra.end());
+    const CliResult r = cli.run(args);
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    return r.out;
+  };
+  const std::string short_alone = with({"--prompt-ids", "5,9"}), long_alone = with({"--prompt-ids", "7,3,12,40,2"});
+  CHECK(with({"--prompt-ids", "5,9", "--prompt-ids", "7,3,12,40,2"}) ==
+        "--- sample 0\n" + short_alone + "--- sample 1\n" + long_alone);
+}
