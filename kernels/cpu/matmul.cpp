@@ -21,6 +21,7 @@
 #include "activation_math.h"
 #include "cpu.h"
 #include "gemm_avx512.h"
+#include "gemv.h"
 #include "matmul_bf16.h"
 #include "strata/device.h"
 #include "thread_scratch.h"
@@ -272,6 +273,7 @@ void backward(const ops::MatmulBackwardArgs& a) {
 void matmul_forward(const ops::MatmulForwardArgs& a) {
   OpTimer timer(OpCategory::gemm);
   blas_single_threaded();
+  if (matmul_forward_gemv(a)) return;  // decoding's few rows: the weight read in place
   if (a.weight.dtype == DType::bf16 && matmul_forward_bf16(a)) return;
   dispatch_float(a.weight.dtype, [&](auto tag) { forward<decltype(tag)>(a); });
 }

@@ -6,8 +6,14 @@
 // proj -> residual + norm2 -> MLP -> residual. It uses the same ops in the same order
 // as BlockUnit::forward, so it differs from the full-context forward only where
 // attention_decode's sums run in another order than attention_forward's.
-// Invariant: the cache holds positions [0, length) of every row and block; a call
-// checks everything before it enqueues anything, and advances length by T at the end.
+// Left padding: row b's first starts[b] positions of the batch are padding. Its real
+// tokens get model positions (embedding, RoPE) batch position - starts[b], and go
+// through attention_decode row by row at those positions against the row's own cache
+// slab, so padding is never cached nor attended. Every other op is row-wise, so a
+// padded row computes bitwise what the row computes alone.
+// Invariant: the cache holds positions [0, length - starts[b]) of row b in every
+// block; a call checks everything before it enqueues anything, and advances length
+// by T at the end.
 #include <algorithm>
 
 #include "block_params.h"
@@ -24,6 +30,27 @@ int64_t kv_heads(const ModelConfig& c) { return c.kv_heads(); }
 struct Workspace {
   TensorView x, y, ln1, qkv, att, x2, ln2, fc, act, mean, rstd, tokens, last, logits;
 };
+
+// Row b's real (non-padding) slice of a call's T new rows at batch positions
+// [pos, pos + T): rows [first, T), whose model (and cache) positions start at
+// `position`.
+struct RealRows {
+  int64_t first, position;
+};
+RealRows real_rows(int64_t start, int64_t pos, int64_t T) {
+  const int64_t first = std::min(T, std::max<int64_t>(0, start - pos));
+  return {first, pos + first - start};
+}
+
+// Rows [first, T) of row b of a (B, T, ...) view, as a (1, T - first, ...) view.
+TensorView row_slice(const TensorView& t, int64_t b, int64_t first) {
+  const int64_t T = t.shape[1], per_row = t.numel() / (t.shape[0] * T);
+  TensorView r = t;
+  r.data = static_cast<char*>(t.data) + size_t((b * T + first) * per_row) * dtype_size(t.dtype);
+  r.shape[0] = 1;
+  r.shape[1] = T - first;
+  return r;
+}
 
 size_t workspace_bytes(const ModelConfig& c, DType dt, int64_t B, int64_t rows, int64_t nkv) {
   const int64_t C = c.d_model, fc_out = c.mlp == MlpKind::swiglu ? 2 * c.d_mlp : c.d_mlp;
@@ -57,10 +84,12 @@ Workspace carve_workspace(const ModelConfig& c, DType dt, int64_t B, int64_t T, 
   return w;
 }
 
-// One block over the rows w.x at positions [pos, pos + T), writing w.y.
+// One block over the rows w.x at batch positions [pos, pos + T), writing w.y.
 // `adapter` (LoRA, or null) runs after each targeted matmul, as in the block's forward.
+// `starts`: each row's padding (empty: none).
 void block_decode(const UnitContext& ctx, const UnitParams& p, const Workspace& w, const TensorView& k_cache,
-                  const TensorView& v_cache, int64_t nkv, LinearAdapter* adapter, int layer) {
+                  const TensorView& v_cache, int64_t nkv, LinearAdapter* adapter, int layer,
+                  const std::vector<int32_t>& starts) {
   const ModelConfig& c = ctx.config;
   const auto& P = p.params;
   Stream& s = ctx.stream;
@@ -72,11 +101,31 @@ void block_decode(const UnitContext& ctx, const UnitParams& p, const Workspace& 
   if (adapter) adapter->forward(ctx, layer, 0, w.ln1, w.qkv);
   if (c.positions == PositionKind::rope) {
     TensorView heads = w.qkv.reshape({ctx.B, ctx.T, NH + 2 * nkv, HD});
-    ops::rope_forward({heads, heads, NH + nkv, c.rope_theta, ctx.pos_offset, rope_scaling_args(c.rope_scaling)}, s);
+    const RopeScalingArgs scaling = rope_scaling_args(c.rope_scaling);
+    if (starts.empty()) {
+      ops::rope_forward({heads, heads, NH + nkv, c.rope_theta, ctx.pos_offset, scaling}, s);
+    } else {  // per row at its own positions; padding stays unrotated (never attended)
+      for (int64_t b = 0; b < ctx.B; ++b) {
+        const RealRows r = real_rows(starts[size_t(b)], ctx.pos_offset, ctx.T);
+        if (r.first == ctx.T) continue;
+        TensorView row = row_slice(heads, b, r.first);
+        ops::rope_forward({row, row, NH + nkv, c.rope_theta, r.position, scaling}, s);
+      }
+    }
   }
-  ops::attention_decode({w.att.reshape({ctx.B, ctx.T, NH, HD}), w.qkv.reshape({ctx.B, ctx.T, (NH + 2 * nkv) * HD}),
-                         k_cache, v_cache, NH, ctx.pos_offset, c.sliding_window},
-                        s);
+  const TensorView att = w.att.reshape({ctx.B, ctx.T, NH, HD});
+  const TensorView qkv = w.qkv.reshape({ctx.B, ctx.T, (NH + 2 * nkv) * HD});
+  if (starts.empty()) {
+    ops::attention_decode({att, qkv, k_cache, v_cache, NH, ctx.pos_offset, c.sliding_window}, s);
+  } else {  // row by row: its real rows only, against its own cache slab at its own positions
+    for (int64_t b = 0; b < ctx.B; ++b) {
+      const RealRows r = real_rows(starts[size_t(b)], ctx.pos_offset, ctx.T);
+      if (r.first == ctx.T) continue;
+      ops::attention_decode({row_slice(att, b, r.first), row_slice(qkv, b, r.first), k_cache.slice_rows(b, b + 1),
+                             v_cache.slice_rows(b, b + 1), NH, r.position, c.sliding_window},
+                            s);
+    }
+  }
   ops::matmul_forward({w.x2, w.att, P[kProjW], P[kProjB]}, s);
   if (adapter) adapter->forward(ctx, layer, 1, w.att, w.x2);
   ops::residual_norm_forward(
@@ -98,13 +147,21 @@ void block_decode(const UnitContext& ctx, const UnitParams& p, const Workspace& 
 
 }  // namespace
 
-KvCache::KvCache(const Model& model, int64_t batch, int64_t capacity) {
+KvCache::KvCache(const Model& model, int64_t batch, int64_t capacity, std::vector<int32_t> starts) {
   const ModelConfig& c = model.config();
   if (capacity == 0) capacity = c.max_seq;
   STRATA_CHECK(batch >= 1, "KvCache: batch " << batch << " must be at least 1");
   STRATA_CHECK(capacity >= 1 && capacity <= c.max_seq,
                "KvCache: capacity " << capacity << " must be in [1, max_seq = " << c.max_seq
                                     << "]; the model has no positions past max_seq");
+  STRATA_CHECK(starts.empty() || int64_t(starts.size()) == batch,
+               "KvCache: " << starts.size() << " padding starts for a batch of " << batch
+                           << "; give one per row, or none for no padding");
+  for (size_t b = 0; b < starts.size(); ++b)
+    STRATA_CHECK(starts[b] >= 0 && starts[b] < capacity,
+                 "KvCache: row " << b << " starts at " << starts[b] << ", outside the cache's [0, " << capacity
+                                 << ") positions; a row's padding must leave room for its tokens");
+  starts_ = std::move(starts);
   batch_ = batch;
   capacity_ = capacity;
   kv_heads_ = kv_heads(c);
@@ -136,11 +193,23 @@ std::vector<float> Model::decode(const TensorView& tokens, KvCache& cache) {
   Stream& s = device_->stream();
   s.copy(w.tokens.data, tokens.data, size_t(B * T) * 4);  // tokens are host memory
 
+  const std::vector<int32_t>& starts = cache.starts_;
+
   UnitContext ctx{s, config_, dt, 0, B, T, StepKey{}, false, pos};
   UnitIO io;
   io.tokens = w.tokens;
   io.y = w.x;
-  units_[0]->forward(ctx, acquire(0, false), io);
+  const UnitParams embedding = acquire(0, false);
+  units_[0]->forward(ctx, embedding, io);
+  for (int64_t b = 0; b < int64_t(starts.size()); ++b) {  // padded rows again, at their own positions
+    const RealRows r = real_rows(starts[size_t(b)], pos, T);
+    if (r.first == T || r.position == pos + r.first) continue;
+    UnitContext row_ctx{s, config_, dt, 0, 1, T - r.first, StepKey{}, false, r.position};
+    UnitIO row_io;
+    row_io.tokens = row_slice(w.tokens, b, r.first);
+    row_io.y = row_slice(w.x, b, r.first);
+    units_[0]->forward(row_ctx, embedding, row_io);
+  }
   release(0, false);
   const int64_t HD = config_.head_dim(), layer_elems = B * cache.kv_heads_ * cache.capacity_ * HD;
   for (int l = 0; l < config_.n_layers; ++l) {
@@ -151,7 +220,7 @@ std::vector<float> Model::decode(const TensorView& tokens, KvCache& cache) {
                         device_);
     const TensorView vc(static_cast<char*>(cache.values_.data()) + at, dt, {B, cache.kv_heads_, cache.capacity_, HD},
                         device_);
-    block_decode(ctx, acquire(u, false), w, kc, vc, cache.kv_heads_, adapter_, l);
+    block_decode(ctx, acquire(u, false), w, kc, vc, cache.kv_heads_, adapter_, l, starts);
     release(u, false);
     std::swap(w.x, w.y);
   }

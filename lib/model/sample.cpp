@@ -1,5 +1,6 @@
-// Autoregressive generation with a KV cache: the prompts are prefilled in one
-// Model::decode call, then each step decodes one token per row. The next token is
+// Autoregressive generation with a KV cache: the prompts are left-padded to the
+// longest (KvCache's starts) and prefilled in one Model::decode call, then each step
+// decodes one token per row. The next token is
 // greedy (temperature 0) or drawn with temperature, top-k and top-p from the
 // counter-based RNG: token i of row r uses Philox (seed, r, i), so a sample is
 // reproducible, and row 0 draws what a single-prompt sample draws.
@@ -20,12 +21,11 @@ constexpr uint32_t kSampleSite = 0x5a3d1e;
 
 void check_options(const Model& model, const std::vector<std::vector<int32_t>>& prompts, const SampleOptions& o) {
   STRATA_CHECK(!prompts.empty(), "sample: no prompts; give at least one");
-  const size_t P = prompts[0].size();
-  STRATA_CHECK(P > 0, "sample: the prompt is empty; give at least one token");
-  for (size_t r = 1; r < prompts.size(); ++r)
-    STRATA_CHECK(prompts[r].size() == P, "sample: prompt " << r << " has " << prompts[r].size()
-                                                           << " tokens and prompt 0 has " << P
-                                                           << "; batched prompts must have the same length");
+  size_t P = 0;  // the longest
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    STRATA_CHECK(!prompts[r].empty(), "sample: prompt " << r << " is empty; give at least one token");
+    P = std::max(P, prompts[r].size());
+  }
   STRATA_CHECK(o.max_new_tokens >= 1, "sample: max_new_tokens " << o.max_new_tokens << " must be at least 1");
   STRATA_CHECK(o.temperature >= 0, "sample: temperature " << o.temperature << " must be non-negative");
   STRATA_CHECK(o.top_k >= 0, "sample: top_k " << o.top_k << " must be non-negative (0 = whole vocabulary)");
@@ -37,7 +37,7 @@ void check_options(const Model& model, const std::vector<std::vector<int32_t>>& 
   const int64_t need = int64_t(P) + o.max_new_tokens;
   if (need > c.max_seq) {
     std::ostringstream what;
-    what << "sample: the prompt's " << P << " tokens + " << o.max_new_tokens << " new tokens = " << need
+    what << "sample: the " << (prompts.size() > 1 ? "longest " : "") << "prompt's " << P << " tokens + " << o.max_new_tokens << " new tokens = " << need
          << " exceed the model's max_seq " << c.max_seq << "; ";
     if (o.max_new_tokens < c.max_seq) what << "shorten the prompt to at most " << c.max_seq - o.max_new_tokens << " tokens or ";
     if (int64_t(P) < c.max_seq)
@@ -79,10 +79,19 @@ int32_t pick(const float* logits, int64_t V, const SampleOptions& o, int64_t row
 std::vector<std::vector<int32_t>> generate(Model& model, const std::vector<std::vector<int32_t>>& prompts,
                                            const SampleOptions& o) {
   check_options(model, prompts, o);
-  const int64_t B = int64_t(prompts.size()), P = int64_t(prompts[0].size()), V = model.config().vocab_size;
-  std::vector<int32_t> step(size_t(B * P));  // (B, T) host tokens of the next call
-  for (int64_t b = 0; b < B; ++b) std::copy(prompts[b].begin(), prompts[b].end(), step.begin() + b * P);
-  KvCache cache(model, B, P + o.max_new_tokens);
+  const int64_t B = int64_t(prompts.size()), V = model.config().vocab_size;
+  int64_t P = 0;
+  for (const auto& p : prompts) P = std::max(P, int64_t(p.size()));
+  // Left padding to the longest prompt; the padding id (0) is never seen by a real token.
+  std::vector<int32_t> step(size_t(B * P), 0);  // (B, T) host tokens of the next call
+  std::vector<int32_t> starts;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t pad = P - int64_t(prompts[b].size());
+    std::copy(prompts[b].begin(), prompts[b].end(), step.begin() + b * P + pad);
+    starts.push_back(int32_t(pad));
+  }
+  if (std::all_of(starts.begin(), starts.end(), [](int32_t s) { return s == 0; })) starts.clear();
+  KvCache cache(model, B, P + o.max_new_tokens, std::move(starts));
   std::vector<float> logits = model.decode(TensorView(step.data(), DType::i32, {B, P}, &model.device()), cache);
   std::vector<std::vector<int32_t>> out(static_cast<size_t>(B));
   std::vector<bool> done(static_cast<size_t>(B), false);

@@ -1,7 +1,9 @@
 // Generation with a KV cache on the emulated CUDA device (kernels/cuda/attention_decode.cu
 // and the Model's decode path through the CUDA dispatch) against the same model on a
-// CPU device, and the attention_decode kernel against the CPU backend.
+// CPU device, and the attention_decode kernel against the CPU backend; left-padded
+// batches bitwise equal to each row alone.
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <array>
 #include <cmath>
 
@@ -71,6 +73,39 @@ TEST_CASE("cuda_emu: greedy generation with the KV cache matches the CPU device 
   }
   so.temperature = 0.9f, so.top_k = 10, so.top_p = 0.9f, so.seed = 8;
   CHECK(generate(g, prompts, so) == generate(h, prompts, so));
+}
+
+TEST_CASE("cuda_emu: left-padded batched generation: each row is bitwise the row alone", "[cuda_emu]") {
+  const std::string arch = GENERATE("gpt", "llama-gqa");
+  const Precision precision = GENERATE(Precision::fp32, Precision::bf16);
+  INFO(arch << " " << precision_name(precision));
+  auto gpu = Device::cuda();
+  ModelConfig c = tiny_config(arch);
+  if (arch == "llama-gqa") c.rope_scaling = {RopeScalingKind::llama3, 4.0f, 1.0f, 4.0f, 8};
+  Model g(c, *gpu, precision, 3);
+  spread_weights(g, 23);
+  const std::vector<std::vector<int32_t>> prompts = {{5, 17}, {30, 1, 9, 4}, {8}};
+  SampleOptions so;
+  so.max_new_tokens = 5, so.temperature = 0;
+  const auto rows = generate(g, prompts, so);
+  for (size_t r = 0; r < prompts.size(); ++r) CHECK(rows[r] == sample(g, prompts[r], so));
+  // Prefill logits of the padded batch against each row alone, bitwise.
+  const int64_t B = 3, P = 4, V = c.vocab_size;
+  std::vector<int32_t> batch(size_t(B * P), 0), starts;
+  for (int64_t b = 0; b < B; ++b) {
+    starts.push_back(int32_t(P - int64_t(prompts[size_t(b)].size())));
+    std::copy(prompts[size_t(b)].begin(), prompts[size_t(b)].end(), batch.begin() + b * P + starts.back());
+  }
+  KvCache padded(g, B, P + 1, starts);
+  const std::vector<float> l = g.decode(TensorView(batch.data(), DType::i32, {B, P}), padded);
+  for (int64_t b = 0; b < B; ++b) {
+    KvCache alone(g, 1);
+    std::vector<int32_t> p = prompts[size_t(b)];
+    const std::vector<float> a = g.decode(TensorView(p.data(), DType::i32, {1, int64_t(p.size())}), alone);
+    CHECK(std::equal(a.begin(), a.end(), l.begin() + b * V));
+  }
+  so.temperature = 0.9f, so.top_k = 10, so.seed = 8;
+  CHECK(generate(g, prompts, so)[0] == sample(g, prompts[0], so));
 }
 
 }  // namespace

@@ -60,17 +60,17 @@ std::optional<strata::Tokenizer> find_tokenizer(const std::string& flag, const s
 }  // namespace
 
 int sample_main(int argc, char** argv) {
-  std::string model_path, prompt_ids, device = "cpu", precision, tokenizer_path;
-  std::vector<std::string> prompts, stops;
+  std::string model_path, device = "cpu", precision, tokenizer_path;
+  std::vector<std::string> prompts, prompt_ids, stops;
   int64_t tokens = 200, top_k = 40, seed = 1, threads = 0, batch = 1;
   double temperature = 0.8, top_p = 1.0;
   cli::Args args("strata sample --model PATH [options]",
                  "Generates text (or token ids) with a KV cache: the prompt is run once, then one token per step.");
   args.option("model", &model_path, "PATH", "strata checkpoint, run directory, or Hugging Face directory (required)");
   args.list("prompt", &prompts, "TEXT",
-            "prompt text (\\n for a newline); several prompts are one batch and must tokenize to the same length "
-            "(default: a newline)");
-  args.option("prompt-ids", &prompt_ids, "IDS", "prompt as comma-separated token ids (any vocabulary)");
+            "prompt text (\\n for a newline); repeat for a batch: prompts of different lengths are left-padded, "
+            "and each gives what it gives alone (default: a newline)");
+  args.list("prompt-ids", &prompt_ids, "IDS", "prompt as comma-separated token ids (any vocabulary); repeat for a batch");
   args.option("batch", &batch, "N", "samples per prompt, drawn together (row r uses seed stream r)", 1, 1024);
   args.option("tokens", &tokens, "N", "at most this many new tokens per sample", 1, 1 << 24);
   args.option("temperature", &temperature, "X", "sampling temperature (0: greedy)", 0, 100);
@@ -87,11 +87,14 @@ int sample_main(int argc, char** argv) {
   args.option("threads", &threads, "N", "worker threads (0: all cores)", 0, 1024);
   if (int rc = args.parse(argc, argv); rc >= 0) return rc;
   if (model_path.empty()) return args.usage_error("--model is required");
-  std::vector<int32_t> ids;
+  std::vector<std::vector<int32_t>> id_rows;
   if (args.given("prompt-ids")) {
     if (args.given("prompt")) return args.usage_error("give --prompt or --prompt-ids, not both");
-    if (std::string e = parse_ids(prompt_ids, ids); !e.empty())
-      return args.usage_error("--prompt-ids '" + prompt_ids + "': " + e);
+    for (const std::string& p : prompt_ids) {
+      std::vector<int32_t> ids;
+      if (std::string e = parse_ids(p, ids); !e.empty()) return args.usage_error("--prompt-ids '" + p + "': " + e);
+      id_rows.push_back(ids);
+    }
   }
   if (prompts.empty()) prompts = {"\n"};
   try {
@@ -100,8 +103,8 @@ int sample_main(int argc, char** argv) {
     const int64_t vocab = lm.model->config().vocab_size;
     const std::optional<strata::Tokenizer> tok = find_tokenizer(tokenizer_path, model_path, vocab);
     std::vector<std::vector<int32_t>> rows;
-    if (!ids.empty()) {
-      rows.push_back(ids);
+    if (!id_rows.empty()) {
+      rows = id_rows;
     } else if (!tok) {
       return args.usage_error("no tokenizer for this model's " + std::to_string(vocab) +
                               "-token vocabulary; give --tokenizer FILE or --prompt-ids");
@@ -135,7 +138,7 @@ int sample_main(int argc, char** argv) {
     so.top_k = top_k;
     so.top_p = float(top_p);
     so.seed = uint64_t(seed);
-    const bool text = tok && ids.empty();
+    const bool text = tok && id_rows.empty();
     // One sample streams as it is generated; a batch prints each sample at the end.
     std::optional<strata::Tokenizer::Stream> stream;
     if (text && all.size() == 1) {

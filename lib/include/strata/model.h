@@ -267,6 +267,9 @@ class Model {
   // attending over and extending `cache`; returns the logits of each row's last new
   // position, (B, V) f32 on the host. Prefill is one call with the whole prompt,
   // decoding one call per token (T = 1). Checks the tokens and the cache's room first.
+  // With a left-padded cache (KvCache's starts) positions are per row: row b's token
+  // at batch position i is at model position i - starts[b]; padding tokens are any
+  // in-vocabulary ids and change nothing in the real tokens' results.
   std::vector<float> decode(const TensorView& tokens, KvCache& cache);
 
  private:
@@ -315,17 +318,25 @@ class Model {
 // to `capacity` positions of `batch` sequences, each (layers, B, n_kv_heads,
 // capacity, head_dim) in the model's working dtype on its device, plus the
 // decoding workspace. length() positions are filled; reset() empties it.
+// Left padding (batched prompts of different lengths, as transformers does it):
+// starts[b] is the number of padding positions at the head of row b. A token at
+// batch position i (length() counts padding) has model position i - starts[b] (RoPE,
+// learned or sinusoidal embedding); padding is neither cached nor attended, so each
+// row computes bitwise what it computes alone. Empty starts: no padding.
 class KvCache {
  public:
-  KvCache(const Model& model, int64_t batch, int64_t capacity = 0);  // 0: the model's max_seq
+  KvCache(const Model& model, int64_t batch, int64_t capacity = 0,  // 0: the model's max_seq
+          std::vector<int32_t> starts = {});
   int64_t batch() const { return batch_; }
   int64_t capacity() const { return capacity_; }
   int64_t length() const { return length_; }
+  const std::vector<int32_t>& starts() const { return starts_; }
   void reset() { length_ = 0; }
 
  private:
   friend class Model;
   int64_t batch_, capacity_, kv_heads_, length_ = 0;
+  std::vector<int32_t> starts_;  // (B) padding positions per row, or empty
   Buffer keys_, values_;  // (layers, B, NKV, capacity, HD)
   Buffer work_;           // decoding workspace, grown to the largest call
 };
@@ -346,8 +357,10 @@ struct SampleOptions {
   // Called with (row, token) as each token is chosen, in order; null: none.
   std::function<void(int64_t row, int32_t token)> on_token;
 };
-// Prompts of equal length, one row each; returns each row's new tokens. Throws
-// before any work when the prompt length + max_new_tokens exceeds max_seq.
+// Prompts of any lengths, one row each (shorter ones are left-padded to the longest:
+// see KvCache; each row's tokens are bitwise those it generates alone, except that row
+// r draws with Philox key r); returns each row's new tokens. Throws before any work
+// when the longest prompt + max_new_tokens exceeds max_seq.
 std::vector<std::vector<int32_t>> generate(Model& model, const std::vector<std::vector<int32_t>>& prompts,
                                            const SampleOptions& options);
 std::vector<int32_t> sample(Model& model, const std::vector<int32_t>& prompt, const SampleOptions& options);
