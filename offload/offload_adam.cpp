@@ -63,6 +63,7 @@ void OffloadStore::update(float lr, float grad_scale, int64_t t) {
   if (frozen_) return;  // nothing to update; the Trainer steps the adapters
   finish_update();
   drain(/*reads=*/true, /*writes=*/true);  // read-ahead would be stale; the update reads the gradients
+  drop_device_prefetch();                  // so would the copies ahead on the device
   settle_movement();  // copies out of host homes the update will overwrite, and into them
   model_->device().stream().synchronize();
   const size_t ds = dtype_size(dtype_);
