@@ -36,6 +36,15 @@ uint64_t ring_share(uint64_t bytes, int n) {  // (N-1)/N of bytes
 }  // namespace
 
 Work::State::~State() = default;
+
+void Work::wait(Stream& stream) {
+  if (!state_) return;
+  if (stream.device().kind() == DeviceKind::cpu && stream.role() != StreamRole::compute) {
+    stream.host_function([state = state_] { state->wait(); });  // the worker's later items follow it
+    return;
+  }
+  state_->wait_on(stream);
+}
 Comm::~Comm() = default;
 
 void Comm::count_bytes(uint64_t sent, uint64_t received) {

@@ -41,9 +41,10 @@ namespace strata::dist {
 // not, without blocking. A default Work is done. Copies share one completion.
 // wait(stream) orders instead of blocking where it can: on NCCL the Work carries the
 // event recorded on the communication stream after the collective, and the stream's
-// later work waits for it (the host goes on); on CPU it blocks like wait() (a CPU
-// compute stream is the caller). Call it where the result is first used: until then
-// the collective overlaps the caller's work.
+// later work waits for it (the host goes on); on a CPU device's worker stream an item
+// queued there waits for it (its error is rethrown by that stream's synchronize);
+// on a CPU compute stream (the caller) it blocks like wait(). Call it where the
+// result is first used: until then the collective overlaps the caller's work.
 class Work {
  public:
   class State {
@@ -62,9 +63,7 @@ class Work {
   void wait() {
     if (state_) state_->wait();
   }
-  void wait(Stream& stream) {
-    if (state_) state_->wait_on(stream);
-  }
+  void wait(Stream& stream);
   bool test() { return !state_ || state_->test(); }
 
  private:
