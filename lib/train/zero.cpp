@@ -6,6 +6,7 @@
 
 #include "lib/core/clock.h"
 #include "lib/io/host_convert.h"
+#include "offload/util.h"
 #include "ops.h"
 #include "strata/error.h"
 
@@ -41,14 +42,6 @@ struct Blocked {
 
 TensorView range(void* base, DType dt, int64_t begin, int64_t count, Device* device) {
   return TensorView(static_cast<char*>(base) + size_t(begin) * dtype_size(dt), dt, {count}, device);
-}
-
-// The host reads what `s` produced: it waits for one event recorded after it, not for
-// the device or the other streams.
-void host_waits(Stream& s) {
-  Event done(s.device());
-  done.record(s);
-  done.synchronize();
 }
 }  // namespace
 
@@ -361,7 +354,7 @@ void ZeroEngine::finish_reduce() {
     mine_host.resize(size_t(n));
     Stream& s = model_->device().stream();
     s.copy(mine_host.data(), mine.data, g.bytes);
-    host_waits(s);  // the host accumulates the slice
+    offload::host_waits(s);  // the host accumulates the slice
     mine = TensorView(mine_host.data(), DType::f32, {n}, &dev);
   }
   if (g.tier != offload::Tier::nvme) {
@@ -377,7 +370,7 @@ void ZeroEngine::finish_reduce() {
       tiers_->wait(done);
     }
     ops::accumulate({a, mine}, dev.stream());
-    host_waits(dev.stream());  // the host sums the squares and hands the bytes to NVMe
+    offload::host_waits(dev.stream());  // the host sums the squares and hands the bytes to NVMe
     x.squares_valid = r.final_micro;
     if (r.final_micro) x.sum_squares = offload::sum_squares_f32(static_cast<const float*>(acc.data()), n);
     tiers_->write_behind(g, std::move(acc), g.bytes);
@@ -435,7 +428,7 @@ float ZeroEngine::grad_norm() {
     for (int u = 0; u < model_->num_units(); ++u) g.inputs.push_back(shard_grads(u));
     ops::global_norm(g, nd.stream());
     nd.stream().copy(&norm, out.data(), 4);
-    host_waits(nd.stream());  // the host reads the norm
+    offload::host_waits(nd.stream());  // the host reads the norm
   }
   if (stage_ == 0) return norm;  // every rank holds the whole reduced gradient
   float squared = norm * norm;
@@ -445,7 +438,7 @@ float ZeroEngine::grad_norm() {
     dev.stream().copy(sum.data(), &squared, 4);
     comm_->all_reduce_sum(TensorView(sum.data(), DType::f32, {1}, &dev), dev.stream());
     dev.stream().copy(&squared, sum.data(), 4);
-    host_waits(dev.stream());  // the host reads the reduced square
+    offload::host_waits(dev.stream());  // the host reads the reduced square
   }
   return std::sqrt(squared);
 }
