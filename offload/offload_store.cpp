@@ -5,14 +5,19 @@
 // device buffer of the pool; from NVMe the bytes come through a pinned staging
 // buffer, read ahead for the next `prefetch` units in the direction of the pass
 // (forward order, reverse during backward), so reads overlap compute and acquire
-// waits only for what has not arrived (the wait is the stall time). The direction is
+// waits only for what has not arrived (the wait is the stall time). The copies into
+// device buffers run ahead the same way (prefetch_to_device): acquiring unit u queues
+// the copies of the next `prefetch` units behind its own into free buffers of the
+// pool (prefetch + 2 of them, made at construction), so they run while u computes;
+// they are dropped before the update and checkpoint transfers. The direction is
 // guessed from the order of acquires; a guess must not read units the next pass will
 // not reach soon, as staged units stay held until acquired (so the head reads backward
 // only when acquired twice in a row, i.e. when a backward follows). Gradients are
 // copied in (zeros right after zero_grad, no read), accumulated by the Model, and on
 // release copied out; to NVMe the write is asynchronous (it overlaps the rest of
-// backward) and is awaited only when the unit is next read or the pinned pool runs
-// short.
+// backward: the staged bytes go to the NVMe write once the copy's event completes,
+// hand_off_writeouts) and is awaited only when the unit is next read or the pinned
+// pool runs short.
 // Streams. Every copy between a tier and a device buffer is a Stream::copy on the
 // device's host_to_device stream (reads) or device_to_host stream (write-outs), never
 // on compute; Events order them: compute waits only for the copy into the buffer it is
