@@ -48,7 +48,7 @@ float OffloadStore::grad_norm_now() {
   }
   ops::global_norm(g, dev.stream());
   if (out.data()) dev.stream().copy(&norm, out.data(), 4);
-  dev.stream().synchronize();
+  host_waits(dev.stream());  // the host reads the norm
   return norm;
 }
 
@@ -63,8 +63,9 @@ void OffloadStore::update(float lr, float grad_scale, int64_t t) {
   if (frozen_) return;  // nothing to update; the Trainer steps the adapters
   finish_update();
   drain(/*reads=*/true, /*writes=*/true);  // read-ahead would be stale; the update reads the gradients
+  drop_device_prefetch();                  // so would the copies ahead on the device
   settle_movement();  // copies out of host homes the update will overwrite, and into them
-  model_->device().stream().synchronize();
+  host_waits(model_->device().stream());  // the update's host work reads what backward wrote
   const size_t ds = dtype_size(dtype_);
   auto job = std::make_unique<UpdateJob>();
   job->lr = lr;

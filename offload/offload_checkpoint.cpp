@@ -49,6 +49,7 @@ void OffloadStore::settle_for_checkpoint(int u, const char* what) {
                "OffloadStore::" << what << ": unit " << u << " is acquired; checkpoint between steps");
   finish_update();
   drain(/*reads=*/true, /*writes=*/true);
+  drop_device_prefetch();
   settle_movement();
   model_->device().stream().synchronize();
 }

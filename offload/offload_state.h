@@ -56,7 +56,9 @@ struct OffloadStore::Retired {
 struct OffloadStore::UnitState {
   int64_t numel = 0;
   Home params, grads, master, m, v;
-  Slot param_dev, grad_dev;  // pool buffers while acquired
+  Slot param_dev, grad_dev;  // pool buffers while acquired (param_dev also while read ahead)
+  bool param_ahead = false;  // param_dev holds a read-ahead copy of the current params, not acquired
+  bool writeout_final = false;  // the pending write-out is of the step's last micro-batch
   std::shared_ptr<Event> param_copied, grad_copied;  // the h2d copies into them
   std::unique_ptr<Event> grad_written;  // the d2h write-out of the gradient
   int param_refs = 0, grad_refs = 0;

@@ -5,14 +5,19 @@
 // device buffer of the pool; from NVMe the bytes come through a pinned staging
 // buffer, read ahead for the next `prefetch` units in the direction of the pass
 // (forward order, reverse during backward), so reads overlap compute and acquire
-// waits only for what has not arrived (the wait is the stall time). The direction is
+// waits only for what has not arrived (the wait is the stall time). The copies into
+// device buffers run ahead the same way (prefetch_to_device): acquiring unit u queues
+// the copies of the next `prefetch` units behind its own into free buffers of the
+// pool (prefetch + 2 of them, made at construction), so they run while u computes;
+// they are dropped before the update and checkpoint transfers. The direction is
 // guessed from the order of acquires; a guess must not read units the next pass will
 // not reach soon, as staged units stay held until acquired (so the head reads backward
 // only when acquired twice in a row, i.e. when a backward follows). Gradients are
 // copied in (zeros right after zero_grad, no read), accumulated by the Model, and on
 // release copied out; to NVMe the write is asynchronous (it overlaps the rest of
-// backward) and is awaited only when the unit is next read or the pinned pool runs
-// short.
+// backward: the staged bytes go to the NVMe write once the copy's event completes,
+// hand_off_writeouts) and is awaited only when the unit is next read or the pinned
+// pool runs short.
 // Streams. Every copy between a tier and a device buffer is a Stream::copy on the
 // device's host_to_device stream (reads) or device_to_host stream (write-outs), never
 // on compute; Events order them: compute waits only for the copy into the buffer it is
@@ -60,6 +65,7 @@
 #include "offload_state.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -172,6 +178,13 @@ OffloadStore::OffloadStore(Model& model, const OffloadOptions& o, const AdamWOpt
     STRATA_FAIL("OffloadStore: the device budget cannot hold two units' parameter and gradient buffers ("
                 << 2 * size_t(largest) * (ds + (frozen_ ? 0 : 4)) << " bytes) with the resident buffers released: " << e.what());
   }
+  // Above the floor, one parameter buffer per unit copied ahead, while the arena holds
+  // them (allocated here once: the pool never grows while training).
+  for (; device_read_ahead_ < o.prefetch && o.params != Tier::device; ++device_read_ahead_) try {
+      param_pool_.emplace_back(model.device(), size_t(largest) * ds, "offload parameter pool");
+    } catch (const Error&) {
+      break;
+    }
 
   updated_.store(N);
   take_stats();
@@ -220,6 +233,7 @@ OffloadStore::~OffloadStore() {
     } catch (const std::exception& e) {
       STRATA_CHECK_PRINT(false, std::string("OffloadStore: a copy failed: ") + e.what());
     }
+  pending_writeouts_.clear();  // the streams are idle: their staging is never written to NVMe
   for (UnitState& x : units_) {
     if (x.param_read.valid()) x.param_read.wait();
     if (x.grad_write.valid()) x.grad_write.wait();
@@ -261,6 +275,7 @@ void OffloadStore::settle_movement() {
   Device& dev = model_->device();
   dev.stream(StreamRole::host_to_device).synchronize();
   dev.stream(StreamRole::device_to_host).synchronize();
+  hand_off_writeouts(/*all=*/true);
   reclaim_stages(/*wait=*/true);
   harvest_copy_times(/*all=*/true);
 }
@@ -309,7 +324,7 @@ void OffloadStore::prefetch_from(int u, int d) {
     const int v = u + d * k;
     if (v < 0 || v >= model_->num_units()) return;
     UnitState& x = units_[size_t(v)];
-    if (x.param_refs > 0 || x.param_stage) continue;
+    if (x.param_refs > 0 || x.param_stage || x.param_ahead) continue;
     if (updated_.load() <= v) return;  // its update is still being written
     const PinnedPoolStats st = pinned_->stats();
     const size_t grad_room = frozen_ ? 0 : round_block(size_t(x.numel) * 4);  // backward's gradient staging
@@ -323,30 +338,27 @@ void OffloadStore::prefetch_from(int u, int d) {
   }
 }
 
-void* OffloadStore::acquire_params(int u) {
-  wait_for_update(u);
-  reclaim_stages(/*wait=*/false);
-  UnitState& x = units_[size_t(u)];
-  if (x.params.tier == Tier::device) return x.params.data();
-  if (x.param_refs++ > 0) return x.param_dev.data();
-  // The first unit acquired while no other is held is the one about to run (the
-  // others are borrowed): it tells the pass's direction for read-ahead.
-  bool primary = true;
-  for (const UnitState& y : units_) primary = primary && (&y == &x || y.param_refs == 0);
-  if (x.params.tier == Tier::nvme && !x.param_stage) start_param_read(u);
-  if (primary) {
-    const int last = last_acquired_, N = model_->num_units();
-    last_acquired_ = u;
-    // The head right after the head is a backward starting; the head after unit N - 2
-    // ends a forward that may be all there is (evaluation), and reading backward from
-    // there would hold those units through the whole next pass. Unit 0 after unit 1
-    // ends a backward unless the base is frozen (its backward stops at unit 1).
-    if ((u == N - 1 && last == N - 1) || u == last - 1)
-      prefetch_from(u, -1);
-    else if (u == last + 1 || (u == 0 && (last != 1 || frozen_)))
-      prefetch_from(u, +1);
+// Reads ahead to the device: the h2d copies of units u + d, ... while a pool buffer
+// beyond the one a borrowed unit may need is free. An NVMe unit is copied only once its
+// read has landed (never waits); a unit whose update has not landed is skipped.
+void OffloadStore::prefetch_to_device(int u, int d) {
+  for (int k = 1; k <= device_read_ahead_; ++k) {
+    const int v = u + d * k;
+    if (v < 0 || v >= model_->num_units()) return;
+    UnitState& x = units_[size_t(v)];
+    if (x.params.tier == Tier::device || x.param_refs > 0 || x.param_ahead) continue;
+    if (updated_.load() <= v) return;  // its update is still being written
+    if (param_pool_.size() < 2) return;
+    if (x.params.tier == Tier::nvme &&
+        (!x.param_stage || x.param_read.wait_for(std::chrono::seconds(0)) != std::future_status::ready))
+      continue;
+    copy_params_in(x);
+    x.param_ahead = true;
   }
-  x.param_dev = take(param_pool_, size_t(largest_) * dtype_size(dtype_), "offload parameter pool");
+}
+
+void OffloadStore::copy_params_in(UnitState& x) {
+  x.param_dev = take_param_slot();
   Stream& in = model_->device().stream(StreamRole::host_to_device);
   x.param_dev.idle->wait(in);  // the compute that last read this buffer
   if (x.params.tier == Tier::host) {
@@ -356,8 +368,61 @@ void* OffloadStore::acquire_params(int u) {
     timed_copy(in, x.param_dev.data(), x.param_stage.data(), x.params.bytes);
   }
   x.param_copied->record(in);
-  compute_waits(*x.param_copied);
   if (x.params.tier == Tier::nvme) retire_param_stage(x);
+}
+
+OffloadStore::Slot OffloadStore::take_param_slot() {
+  if (param_pool_.empty())
+    for (UnitState& y : units_)
+      if (y.param_ahead) {  // a guess gives way; its next copy follows this one on the stream
+        y.param_ahead = false;
+        param_pool_.push_back(std::move(y.param_dev));
+        break;
+      }
+  return take(param_pool_, size_t(largest_) * dtype_size(dtype_), "offload parameter pool");
+}
+
+void OffloadStore::drop_device_prefetch() {
+  for (UnitState& x : units_)
+    if (x.param_ahead) {
+      x.param_ahead = false;
+      param_pool_.push_back(std::move(x.param_dev));
+    }
+}
+
+void* OffloadStore::acquire_params(int u) {
+  wait_for_update(u);
+  reclaim_stages(/*wait=*/false);
+  hand_off_writeouts(/*all=*/false);
+  UnitState& x = units_[size_t(u)];
+  if (x.params.tier == Tier::device) return x.params.data();
+  if (x.param_refs++ > 0) return x.param_dev.data();
+  // The first unit acquired while no other is held is the one about to run (the
+  // others are borrowed): it tells the pass's direction for read-ahead.
+  bool primary = true;
+  for (const UnitState& y : units_) primary = primary && (&y == &x || y.param_refs == 0);
+  if (x.params.tier == Tier::nvme && !x.param_ahead && !x.param_stage) start_param_read(u);
+  int direction = 0;
+  if (primary) {
+    const int last = last_acquired_, N = model_->num_units();
+    last_acquired_ = u;
+    // The head right after the head is a backward starting; the head after unit N - 2
+    // ends a forward that may be all there is (evaluation), and reading backward from
+    // there would hold those units through the whole next pass. Unit 0 after unit 1
+    // ends a backward unless the base is frozen (its backward stops at unit 1).
+    if ((u == N - 1 && last == N - 1) || u == last - 1)
+      direction = -1;
+    else if (u == last + 1 || (u == 0 && (last != 1 || frozen_)))
+      direction = +1;
+    if (direction) prefetch_from(u, direction);
+  }
+  if (x.param_ahead)
+    x.param_ahead = false;  // its copy is already on the stream
+  else
+    copy_params_in(x);
+  // Queued behind this unit's copy, the next units' copies run while it computes.
+  if (direction) prefetch_to_device(u, direction);
+  compute_waits(*x.param_copied);
   return x.param_dev.data();
 }
 
@@ -382,6 +447,8 @@ void* OffloadStore::acquire_grads(int u) {
     x.grad_dev = take(grad_pool_, size_t(largest_) * 4, "offload gradient pool");
     dst = x.grad_dev.data();
   }
+  if (std::find(pending_writeouts_.begin(), pending_writeouts_.end(), u) != pending_writeouts_.end())
+    hand_off_writeouts(/*all=*/true);  // its own write-out must start before it is awaited
   if (x.grad_write.valid()) {  // its last write-out must land (and free its staging) first
     wait(x.grad_write);
     x.grad_stage.reset();
@@ -424,12 +491,28 @@ void OffloadStore::release_grads(int u) {
     x.grad_stage = stage_bytes(x.grads.bytes);
     timed_copy(out, x.grad_stage.data(), x.grad_dev.data(), x.grads.bytes);
     x.grad_written->record(out);
-    x.grad_written->synchronize();  // the host sums the bytes and hands them to the NVMe write
-    if (final_micro_) x.sum_squares = sum_squares_f32(static_cast<const float*>(x.grad_stage.data()), x.numel);
-    x.grad_write = nvme_->write(x.grads.object, 0, x.grad_stage.data(), x.grads.bytes);
+    x.writeout_final = final_micro_;
+    pending_writeouts_.push_back(u);  // handed to NVMe once grad_written completes
   }
   x.grad_dev.idle->record(out);  // free once the write-out has read it
   grad_pool_.push_back(std::move(x.grad_dev));
+  hand_off_writeouts(/*all=*/false);
+}
+
+// The host reads the staged gradient (its sum of squares, the NVMe write) only after
+// the event of the d2h copy that filled it; until then the copy overlaps the backward
+// of the units before it.
+void OffloadStore::hand_off_writeouts(bool all) {
+  std::erase_if(pending_writeouts_, [&](int u) {
+    UnitState& x = units_[size_t(u)];
+    if (all)
+      x.grad_written->synchronize();
+    else if (!x.grad_written->query())
+      return false;
+    if (x.writeout_final) x.sum_squares = sum_squares_f32(static_cast<const float*>(x.grad_stage.data()), x.numel);
+    x.grad_write = nvme_->write(x.grads.object, 0, x.grad_stage.data(), x.grads.bytes);
+    return true;
+  });
 }
 
 // Pinned memory for one unit's staging: when the pool is short, gradient writes in
@@ -444,6 +527,7 @@ PinnedBuffer OffloadStore::stage_bytes(size_t bytes) {
     }
   };
   PinnedBuffer b = attempt();
+  if (!b) hand_off_writeouts(/*all=*/true);  // so their staging can be awaited below
   if (!b && !retired_stages_.empty()) {
     reclaim_stages(/*wait=*/true);
     b = attempt();
@@ -464,6 +548,7 @@ PinnedBuffer OffloadStore::stage_bytes(size_t bytes) {
 
 void OffloadStore::drain(bool reads, bool writes) {
   if (reads) reclaim_stages(/*wait=*/true);
+  if (writes) hand_off_writeouts(/*all=*/true);
   for (UnitState& x : units_) {
     if (reads && x.param_stage && x.param_refs == 0) {
       wait(x.param_read);
@@ -484,6 +569,7 @@ OffloadStats OffloadStore::take_stats() {
       if (h->tier == Tier::host) st.host_bytes += h->bytes;
       if (h->tier == Tier::nvme) st.nvme_bytes += h->bytes;
     }
+  for (const UnitState& x : units_) st.device_bytes += x.param_dev.size() + x.grad_dev.size();
   for (const Slot& b : param_pool_) st.device_bytes += b.size();
   for (const Slot& b : grad_pool_) st.device_bytes += b.size();
   if (pinned_) {

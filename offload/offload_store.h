@@ -102,6 +102,14 @@ class OffloadStore final : public ParamStore {
   void timed_copy(Stream& s, void* dst, const void* src, size_t bytes);
   void harvest_copy_times(bool all);  // adds the finished (all: every) timed copies' time
   void prefetch_from(int unit, int direction);
+  // Issues the h2d copies of units u + d .. u + k d into free pool buffers (never waits).
+  void prefetch_to_device(int unit, int direction);
+  void copy_params_in(UnitState& x);  // h2d copy into a pool buffer, param_copied after it
+  Slot take_param_slot();              // a free pool buffer, else one a read-ahead copy holds
+  void drop_device_prefetch();         // read-ahead copies go stale: their buffers back to the pool
+  // Hands finished gradient write-outs (d2h into pinned staging) to the NVMe write;
+  // all: waits for each one's event.
+  void hand_off_writeouts(bool all);
   void start_param_read(int unit);
   PinnedBuffer stage_bytes(size_t bytes);
   void drain(bool reads, bool writes);
@@ -129,6 +137,8 @@ class OffloadStore final : public ParamStore {
   std::unique_ptr<NvmeStore> nvme_;
   std::vector<UnitState> units_;
   std::vector<Slot> param_pool_, grad_pool_;  // free device buffers of the largest unit
+  int device_read_ahead_ = 0;  // units copied ahead to the device: prefetch, or fewer if the arena is short
+  std::vector<int> pending_writeouts_;  // units whose d2h copy into grad_stage may still run
   struct Retired;
   std::vector<Retired> retired_stages_;  // staging still read by an h2d copy
   int64_t largest_ = 0;  // elements of the largest unit

@@ -39,10 +39,15 @@ void TilePipeline::allocate(Tile (&slots)[kTileSlots], const TileSpan& shape, in
         s.host_stage[a].resize(bytes);
     }
   }
-  for (Tile& s : slots)
+  for (Tile& s : slots) {
     for (int a = 0; a < kTileArrays; ++a)
       if (shape.arrays[a].present && shape.arrays[a].tier == Tier::nvme)
         s.buf[a] = allocate(size_t(tile) * element_bytes(a));
+    if (cuda) {
+      s.updated = std::make_unique<Event>(stage_);
+      s.staged_out = std::make_unique<Event>(stage_);
+    }
+  }
 }
 
 void TilePipeline::read(Tile& t) {
@@ -73,17 +78,24 @@ void TilePipeline::write(Tile& t) {
   for (int a : {kTileMaster, kTileM, kTileV, kTileWorking}) {
     const TileHome& h = t.span->arrays[a];
     if (!h.present || h.tier != Tier::nvme) continue;
+    settle_staged(t);  // the NVMe write reads the pinned tile the copies out filled
     const size_t bytes = size_t(t.count) * element_bytes(a);
     t.io.push_back(nvme_->write(h.object, size_t(t.begin) * element_bytes(a), t.home[a], bytes));
     bytes_written_ += bytes;
   }
 }
 
-// Copies the staged arrays between home and staging: in, every array read (a zeroed
-// gradient stays as it is); out, those AdamW wrote. On a CPU device the stream runs
-// inline on the calling thread.
-void TilePipeline::stage(const Tile& t, bool in) {
-  Stream& s = stage_.stream();  // the one that reaches both kinds of memory
+// Copies the staged arrays between home and staging on the stream of the copy's
+// direction (host_to_device or device_to_host of the model's device), ordered by
+// events, never by synchronizing a stream: in, every array read (a zeroed gradient
+// stays as it is), and AdamW waits for them; out, those AdamW wrote, after the
+// update's event. Only on a CUDA device (elsewhere nothing is staged).
+void TilePipeline::stage(Tile& t, bool in) {
+  if (!t.staged_out) return;
+  const bool adam_on_device = adam_.kind() == DeviceKind::cuda;
+  const bool to_device = in == adam_on_device;  // staging is AdamW's kind of memory
+  Stream& s = stage_.stream(to_device ? StreamRole::host_to_device : StreamRole::device_to_host);
+  if (!in && adam_on_device) t.updated->wait(s);  // the AdamW that wrote the staging
   bool any = false;
   for (int a = 0; a < kTileArrays; ++a) {
     if (!t.span->arrays[a].present || t.ptr[a] == t.home[a]) continue;
@@ -95,10 +107,24 @@ void TilePipeline::stage(const Tile& t, bool in) {
       s.copy(t.home[a], t.ptr[a], bytes);
     any = true;
   }
-  if (any) s.synchronize();
+  if (!any) return;
+  t.staged_out->record(s);
+  if (!in) {
+    t.out_pending = true;
+  } else if (adam_on_device) {
+    t.staged_out->wait(adam_.stream());
+  } else {
+    t.staged_out->synchronize();  // AdamW runs on the host and reads the staged bytes
+  }
 }
 
-void TilePipeline::update(const Tile& t, const AdamWOptions& adamw, float lr, float grad_scale, int64_t step) {
+void TilePipeline::settle_staged(Tile& t) {
+  if (!t.out_pending) return;
+  t.staged_out->synchronize();  // the copies out of the staging into the homes
+  t.out_pending = false;
+}
+
+void TilePipeline::update(Tile& t, const AdamWOptions& adamw, float lr, float grad_scale, int64_t step) {
   Device& dev = adam_;
   const TileSpan& s = *t.span;
   const int64_t lo = s.lo + t.begin, hi = lo + t.count;  // unit coordinates
@@ -117,7 +143,9 @@ void TilePipeline::update(const Tile& t, const AdamWOptions& adamw, float lr, fl
       args.working = TensorView(t.ptr[kTileWorking] + size_t(at) * element_bytes(kTileWorking), dtype_, {n}, &dev);
     ops::adamw_step(args, dev.stream());
   }
-  dev.stream().synchronize();
+  // On a CUDA device the copies out wait for this event; unstaged device homes are
+  // read next by the compute stream the update ran on. A CPU stream ran it inline.
+  if (t.updated && dev.kind() == DeviceKind::cuda) t.updated->record(dev.stream());
 }
 
 void TilePipeline::run(Tile (&slots)[kTileSlots], const std::vector<TileSpan>& spans, int64_t tile,
@@ -127,6 +155,7 @@ void TilePipeline::run(Tile (&slots)[kTileSlots], const std::vector<TileSpan>& s
   for (const TileSpan& s : spans)
     for (int64_t b = 0; b < s.count; b += std::max<int64_t>(tile, 1)) jobs.emplace_back(&s, b);
   auto settle = [&](Tile& s) {
+    settle_staged(s);
     for (auto& f : s.io) wait(f);
     s.io.clear();
     if (s.last_of_unit) unit_done(s.span->unit);
@@ -152,6 +181,9 @@ void TilePipeline::run(Tile (&slots)[kTileSlots], const std::vector<TileSpan>& s
     s.last_of_unit = j + 1 == jobs.size() || jobs[j + 1].first->unit != s.span->unit;
   }
   for (size_t j = jobs.size(); j < jobs.size() + kTileSlots; ++j) settle(slots[j % kTileSlots]);  // in job order
+  // The contract: the new values are on their tiers (device homes too) when run returns.
+  for (Tile& s : slots)
+    if (s.updated && adam_.kind() == DeviceKind::cuda) s.updated->synchronize();
 }
 
 }  // namespace strata::offload

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <future>
+#include <memory>
 #include <vector>
 
 #include "strata/model.h"
@@ -54,6 +55,11 @@ struct Tile {
   char* home[kTileArrays] = {};
   char* ptr[kTileArrays] = {};
   std::vector<std::future<void>> io;
+  // Staging tiles only (made by allocate): the update's end on the AdamW device's
+  // stream, and the copies out to the homes; the host waits for `staged_out` before it
+  // hands the homes' bytes on (NVMe write, unit done).
+  std::unique_ptr<Event> updated, staged_out;
+  bool out_pending = false;  // copies out were enqueued and not yet waited for
 };
 
 class TilePipeline {
@@ -82,8 +88,9 @@ class TilePipeline {
  private:
   void read(Tile& t);
   void write(Tile& t);
-  void stage(const Tile& t, bool in);
-  void update(const Tile& t, const AdamWOptions& adamw, float lr, float grad_scale, int64_t step);
+  void stage(Tile& t, bool in);
+  void settle_staged(Tile& t);  // the host may read the tile's homes
+  void update(Tile& t, const AdamWOptions& adamw, float lr, float grad_scale, int64_t step);
 
   const Model& model_;
   Device& stage_;

@@ -1,5 +1,5 @@
-// Small helpers shared by the offload sources: rounding, human-readable sizes and
-// errno names for error messages.
+// Small helpers shared by the offload sources: rounding, human-readable sizes,
+// errno names for error messages, and the host's wait for one stream's results.
 // Invariant: header-only and free of state, so every offload file may include it.
 #pragma once
 #include <cstddef>
@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+
+#include "strata/device.h"
 
 namespace strata::offload {
 
@@ -33,6 +35,14 @@ inline std::string format_bytes(uint64_t bytes) {
 inline std::string errno_text(int err) {
   const char* name = strerrorname_np(err);
   return std::string(std::strerror(err)) + " (" + (name ? name : std::to_string(err)) + ")";
+}
+
+// The host reads what `s` produced: it waits for one event recorded after it, not for
+// the device or the other streams.
+inline void host_waits(Stream& s) {
+  Event done(s.device());
+  done.record(s);
+  done.synchronize();
 }
 
 }  // namespace strata::offload

@@ -36,6 +36,15 @@ uint64_t ring_share(uint64_t bytes, int n) {  // (N-1)/N of bytes
 }  // namespace
 
 Work::State::~State() = default;
+
+void Work::wait(Stream& stream) {
+  if (!state_) return;
+  if (stream.device().kind() == DeviceKind::cpu && stream.role() != StreamRole::compute) {
+    stream.host_function([state = state_] { state->wait(); });  // the worker's later items follow it
+    return;
+  }
+  state_->wait_on(stream);
+}
 Comm::~Comm() = default;
 
 void Comm::count_bytes(uint64_t sent, uint64_t received) {
@@ -113,27 +122,27 @@ Work Comm::broadcast_async(TensorView buf, int root, Stream& stream) {
 
 void Comm::all_reduce_sum(TensorView buf, Stream& stream) {
   Work w = all_reduce_sum_async(buf, stream);
-  complete(w);
+  complete(w, stream);
 }
 
 void Comm::reduce_scatter_sum(TensorView in, TensorView out, Stream& stream) {
   Work w = reduce_scatter_sum_async(in, out, stream);
-  complete(w);
+  complete(w, stream);
 }
 
 void Comm::all_gather(TensorView in, TensorView out, Stream& stream) {
   Work w = all_gather_async(in, out, stream);
-  complete(w);
+  complete(w, stream);
 }
 
 void Comm::broadcast(TensorView buf, int root, Stream& stream) {
   Work w = broadcast_async(buf, root, stream);
-  complete(w);
+  complete(w, stream);
 }
 
 void Comm::barrier(Stream& stream) {
   Work w = do_barrier(stream);
-  complete(w);
+  complete(w, stream);
 }
 
 // ---- run_ranks

@@ -314,15 +314,20 @@ class CpuComm final : public Comm {
   }
 
  private:
-  // The caller's stream has written the buffers before the progress thread reads them.
+  // The caller's stream has written the buffers before the progress thread reads them:
+  // the job waits for an event recorded there (the caller does not block).
   Work start(const char* op, Stream& stream, std::function<void()> job) {
     // Ranks read each other's buffers in place: host-addressable memory only (CPU
     // devices, the emulated CUDA device).
     STRATA_CHECK(stream.device().host_addressable(),
                  "dist::" << op << ": a cpu communicator was given a stream on " << stream.device().name()
                           << ", whose memory the host cannot address; use make_nccl_comms for GPUs");
-    stream.synchronize();
-    return progress_.run(std::move(job));
+    auto written = std::make_shared<Event>(stream.device());
+    written->record(stream);
+    return progress_.run([written, job = std::move(job)] {
+      written->synchronize();
+      job();
+    });
   }
 
   void all_reduce_sum_now(const TensorView& buf) {

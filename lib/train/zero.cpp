@@ -6,6 +6,7 @@
 
 #include "lib/core/clock.h"
 #include "lib/io/host_convert.h"
+#include "offload/util.h"
 #include "ops.h"
 #include "strata/error.h"
 
@@ -224,7 +225,10 @@ void ZeroEngine::start_gather(int u) {
 void ZeroEngine::finish_gather(Unit& x) {
   {
     Blocked b{comm_wait_};
-    x.gather.wait();
+    if (x.gather_source)
+      x.gather.wait();  // the host frees the pinned shard the gather (or its copy) reads
+    else
+      x.gather.wait(model_->device().stream());  // compute uses the gathered unit next
   }
   x.gathering = false;
   x.gather_source.reset();
@@ -334,8 +338,10 @@ void ZeroEngine::finish_reduce() {
   Reduction r = std::move(reducing_.front());
   reducing_.pop_front();
   {
+    // Everything that reads the result runs on the compute stream (the host copies
+    // below wait on it): on NCCL the stream waits for the collective's event.
     Blocked b{comm_wait_};
-    r.work.wait();
+    r.work.wait(model_->device().stream());
   }
   if (stage_ < 2) return;
   Unit& x = units_[size_t(r.unit)];
@@ -348,7 +354,7 @@ void ZeroEngine::finish_reduce() {
     mine_host.resize(size_t(n));
     Stream& s = model_->device().stream();
     s.copy(mine_host.data(), mine.data, g.bytes);
-    s.synchronize();
+    offload::host_waits(s);  // the host accumulates the slice
     mine = TensorView(mine_host.data(), DType::f32, {n}, &dev);
   }
   if (g.tier != offload::Tier::nvme) {
@@ -364,7 +370,7 @@ void ZeroEngine::finish_reduce() {
       tiers_->wait(done);
     }
     ops::accumulate({a, mine}, dev.stream());
-    dev.stream().synchronize();
+    offload::host_waits(dev.stream());  // the host sums the squares and hands the bytes to NVMe
     x.squares_valid = r.final_micro;
     if (r.final_micro) x.sum_squares = offload::sum_squares_f32(static_cast<const float*>(acc.data()), n);
     tiers_->write_behind(g, std::move(acc), g.bytes);
@@ -422,7 +428,7 @@ float ZeroEngine::grad_norm() {
     for (int u = 0; u < model_->num_units(); ++u) g.inputs.push_back(shard_grads(u));
     ops::global_norm(g, nd.stream());
     nd.stream().copy(&norm, out.data(), 4);
-    nd.stream().synchronize();
+    offload::host_waits(nd.stream());  // the host reads the norm
   }
   if (stage_ == 0) return norm;  // every rank holds the whole reduced gradient
   float squared = norm * norm;
@@ -432,7 +438,7 @@ float ZeroEngine::grad_norm() {
     dev.stream().copy(sum.data(), &squared, 4);
     comm_->all_reduce_sum(TensorView(sum.data(), DType::f32, {1}, &dev), dev.stream());
     dev.stream().copy(&squared, sum.data(), 4);
-    dev.stream().synchronize();
+    offload::host_waits(dev.stream());  // the host reads the reduced square
   }
   return std::sqrt(squared);
 }

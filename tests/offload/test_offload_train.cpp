@@ -263,6 +263,7 @@ TEST_CASE("the device arena stays within a budget ten times smaller than the mod
   const size_t budget = state / 10;
   offload::OffloadOptions o = placement(Tier::nvme, Tier::nvme, Tier::nvme, dir);
   o.pinned_bytes = size_t(4) << 20;
+  o.prefetch = 1;  // the device pool holds prefetch + 2 unit buffers
   TrainOptions to = options();
   Trainer trainer(m, to, o);
   device->arena().reset_high_water();

@@ -1,9 +1,10 @@
 // NCCL communicators (built only with CUDA and NCCL). Collectives run on the CUDA
 // device's communication stream, ordered against the strata::Stream given (usually
-// compute; its cudaStream_t comes through cuda_stream.h) by two events: the comm
-// stream waits for what the caller enqueued before, and the caller's stream waits
-// for the collective, so work after it on that stream sees the result. They return
-// at once with a dist::Work (an event after the collective); the host never blocks.
+// compute; its cudaStream_t comes through cuda_stream.h) by events: the comm stream
+// waits for what the caller enqueued before; the Work carries an event recorded on
+// the comm stream after the collective, and a consumer's stream waits for it only
+// where the result is used (Work::wait(stream); the plain forms at once), so an async
+// collective overlaps the caller's compute. The host never blocks.
 // Invariants:
 // - Every NCCL and CUDA call goes through a check macro that records the expression,
 //   the library's error string and file:line.
@@ -77,6 +78,13 @@ class NcclWork final : public Work::State {
     STRATA_DIST_CUDA_CHECK(cudaSetDevice(device_));
     STRATA_DIST_CUDA_CHECK(cudaEventSynchronize(event_));
   }
+  // The stream waits for the event (no host block); a CPU stream's caller blocks.
+  void wait_on(Stream& stream) override {
+    void* native = detail::native_stream(stream);
+    if (!native) return wait();
+    STRATA_DIST_CUDA_CHECK(cudaSetDevice(device_));
+    STRATA_DIST_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(native), event_, 0));
+  }
   bool test() override {
     const cudaError_t e = cudaEventQuery(event_);
     if (e == cudaErrorNotReady) return false;
@@ -97,7 +105,6 @@ class NcclComm final : public Comm {
     STRATA_DIST_CUDA_CHECK(cudaMalloc(&barrier_word_, sizeof(float)));
     STRATA_DIST_CUDA_CHECK(cudaMemset(barrier_word_, 0, sizeof(float)));
     STRATA_DIST_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
-    STRATA_DIST_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
   }
 
   ~NcclComm() override {
@@ -105,7 +112,6 @@ class NcclComm final : public Comm {
     if (comm_) STRATA_CHECK_PRINT(ncclCommDestroy(comm_) == ncclSuccess, "ncclCommDestroy");
     if (barrier_word_) STRATA_CHECK_PRINT(cudaFree(barrier_word_) == cudaSuccess, "cudaFree");
     if (ready_) STRATA_CHECK_PRINT(cudaEventDestroy(ready_) == cudaSuccess, "cudaEventDestroy");
-    if (done_) STRATA_CHECK_PRINT(cudaEventDestroy(done_) == cudaSuccess, "cudaEventDestroy");
   }
 
   const char* backend() const override { return "nccl"; }
@@ -180,9 +186,11 @@ class NcclComm final : public Comm {
   }
 
   // Runs `collective` (NCCL calls on a cudaStream_t) on the device's communication
-  // stream, ordered after the caller's stream and before whatever the caller
-  // enqueues next. The events are reused: a wait captures the latest record, and
-  // mutex_ keeps record and wait of one collective together.
+  // stream, ordered after the caller's stream. The caller's stream does not wait for
+  // it here: the Work's event is recorded on the comm stream after it, and the
+  // consumer waits for that event where it uses the result (Work::wait(stream); the
+  // plain forms do so at once). ready_ is reused: a wait captures the latest record,
+  // and mutex_ keeps record and wait of one collective together.
   template <class F>
   Work enqueue(const char* op, Stream& stream, F&& collective) {
     std::lock_guard lock(mutex_);
@@ -196,8 +204,6 @@ class NcclComm final : public Comm {
     STRATA_DIST_CUDA_CHECK(cudaEventRecord(ready_, caller));
     STRATA_DIST_CUDA_CHECK(cudaStreamWaitEvent(comm, ready_, 0));
     collective(comm);
-    STRATA_DIST_CUDA_CHECK(cudaEventRecord(done_, comm));
-    STRATA_DIST_CUDA_CHECK(cudaStreamWaitEvent(caller, done_, 0));
     return completion(comm);
   }
   Work completion(cudaStream_t s) { return Work(std::make_shared<NcclWork>(s, device_)); }
@@ -208,7 +214,6 @@ class NcclComm final : public Comm {
   int device_;
   float* barrier_word_ = nullptr;  // (1) device scratch of the stream-ordered barrier
   cudaEvent_t ready_ = nullptr;    // recorded on the caller's stream, waited on by comm
-  cudaEvent_t done_ = nullptr;     // recorded on the comm stream after a collective
   bool aborted_ = false;
   std::string reason_;
 };

@@ -9,7 +9,8 @@
 // return at once: the buffers may be reused only by work ordered after it on that
 // stream (or after an event recorded there). The *_async forms return a Work at once
 // on both: the buffers belong to the collective until work.wait() returns (or
-// work.test() is true). The CPU backend runs a rank's collectives one after another on
+// work.test() is true, or, for work on one stream, after work.wait(stream)); on NCCL
+// the caller's stream does not wait for an async collective until work.wait(stream). The CPU backend runs a rank's collectives one after another on
 // that rank's progress thread, in the order they were issued. No CUDA or NCCL header
 // is included here.
 //
@@ -38,6 +39,12 @@ namespace strata::dist {
 // collective is done (NCCL: until the stream has run it) and rethrows its error (a
 // mismatch between ranks, an abort); test() is true once it is done, successfully or
 // not, without blocking. A default Work is done. Copies share one completion.
+// wait(stream) orders instead of blocking where it can: on NCCL the Work carries the
+// event recorded on the communication stream after the collective, and the stream's
+// later work waits for it (the host goes on); on a CPU device's worker stream an item
+// queued there waits for it (its error is rethrown by that stream's synchronize);
+// on a CPU compute stream (the caller) it blocks like wait(). Call it where the
+// result is first used: until then the collective overlaps the caller's work.
 class Work {
  public:
   class State {
@@ -45,12 +52,18 @@ class Work {
     virtual ~State();
     virtual void wait() = 0;
     virtual bool test() = 0;
+    // Default: blocks (wait()).
+    virtual void wait_on(Stream& stream) {
+      (void)stream;
+      wait();
+    }
   };
   Work() = default;
   explicit Work(std::shared_ptr<State> state) : state_(std::move(state)) {}
   void wait() {
     if (state_) state_->wait();
   }
+  void wait(Stream& stream);
   bool test() { return !state_ || state_->test(); }
 
  private:
@@ -121,8 +134,11 @@ class Comm {
 
  private:
   void count_bytes(uint64_t sent, uint64_t received);
-  void complete(Work& work) {
-    if (!stream_ordered()) work.wait();
+  void complete(Work& work, Stream& stream) {
+    if (stream_ordered())
+      work.wait(stream);  // the caller's later work sees the result
+    else
+      work.wait();
   }
   int rank_;
   int size_;
