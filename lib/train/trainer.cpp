@@ -2,7 +2,9 @@
 //   norm = ||grads|| / loss_scale         (one pass; non-finite iff any element is)
 //   non-finite -> skip, count, and (fp16) halve the loss scale; weights untouched
 //   else       -> AdamW with grad_scale = clip_coef / loss_scale
-// Invariant: the weights change only in AdamW::step, and only with finite grads.
+// Every phase is a call on the Trainer's one StateStore (strata/state.h), whatever
+// the placement; the Trainer never asks which store it holds.
+// Invariant: the weights change only in StateStore::update, and only with finite grads.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -12,12 +14,11 @@
 #include "lib/core/clock.h"
 #include "micro_grads.h"
 #include "ops.h"
+#include "offload/state_store.h"
 #include "strata/dist.h"
-#include "offload/offload_store.h"
-#include "zero.h"
 #include "strata/error.h"
-#include "strata/lora.h"
 #include "strata/train.h"
+#include "zero.h"
 
 namespace strata {
 
@@ -33,20 +34,6 @@ size_t resident_bytes() {
   return n == 2 ? size_t(resident) * size_t(sysconf(_SC_PAGESIZE)) : 0;
 }
 
-// The global norm of `inputs` (tensors of dev) read back to the host: the op writes
-// device memory, which is then copied out.
-float global_norm_to_host(std::vector<TensorView> inputs, Device& dev) {
-  Buffer out(dev, 4, "gradient norm");
-  ops::GlobalNormArgs g;
-  g.out = TensorView(out.data(), DType::f32, {1}, &dev);
-  g.inputs = std::move(inputs);
-  ops::global_norm(g, dev.stream());
-  float norm = 0;
-  dev.stream().copy(&norm, out.data(), 4);
-  dev.stream().synchronize();
-  return norm;
-}
-
 // RMS and max |x| of a buffer, through an f32 host copy (only on statistics steps).
 void rms_max(const TensorView& x, float& rms, float& max_abs) {
   const int64_t n = x.numel();
@@ -60,9 +47,7 @@ void rms_max(const TensorView& x, float& rms, float& max_abs) {
   rms = n ? float(std::sqrt(ss / double(n))) : 0.0f;
   max_abs = m;
 }
-}  // namespace
 
-namespace {
 void check_options(const TrainOptions& o) {
   STRATA_CHECK(o.grad_accum >= 1, "Trainer: grad_accum " << o.grad_accum << " must be at least 1");
   STRATA_CHECK(o.clip_norm >= 0, "Trainer: clip_norm " << o.clip_norm << " must be non-negative (0 disables)");
@@ -71,151 +56,63 @@ void check_options(const TrainOptions& o) {
   STRATA_CHECK(o.zero_stage >= 0 && o.zero_stage <= 3,
                "Trainer: ZeRO stage " << o.zero_stage << " does not exist; use 0, 1, 2 or 3");
 }
+
+// The base store `placement` and `comm` name, after the checks only that store makes.
+std::unique_ptr<StateStore> make_base_store(Model& model, const TrainOptions& o, const Placement& placement,
+                                            dist::Comm* comm) {
+  const offload::OffloadOptions* off = placement.offload ? &*placement.offload : nullptr;
+  if (comm) return make_zero_store(model, *comm, o.zero_stage, o.adamw, off);
+  if (off)
+    STRATA_CHECK(o.zero_stage == 0, "Trainer: offload runs on one device; ZeRO stage " << o.zero_stage
+                                                                                       << " needs a dist::Comm");
+  else
+    STRATA_CHECK(o.zero_stage == 0, "Trainer: ZeRO stage " << o.zero_stage
+                                                           << " shards state across ranks; pass a dist::Comm");
+  if (!off)
+    STRATA_CHECK(model.params_resident() || model.store(),
+                 "Trainer: the model was built Model::Init::deferred and holds no parameters; "
+                 "give the Trainer offload options or a ZeRO-3 communicator, whose store "
+                 "initialises it, or build the model resident");
+  if (model.base_frozen())
+    STRATA_CHECK(model.lora(), "Trainer: the model's base is frozen and no Lora is attached: nothing to train");
+  return off ? make_offload_store(model, *off, o.adamw) : make_resident_store(model, o.adamw);
+}
 }  // namespace
 
-Trainer::Trainer(Model& model, const TrainOptions& o) : model_(&model), options_(o) {
+Trainer::Trainer(Model& model, const TrainOptions& o, const Placement& placement, dist::Comm* comm)
+    : model_(&model), options_(o), comm_(comm) {
   check_options(o);
-  STRATA_CHECK(o.zero_stage == 0, "Trainer: ZeRO stage " << o.zero_stage
-                                                         << " shards state across ranks; pass a dist::Comm");
-  STRATA_CHECK(model.params_resident() || model.store(), "Trainer: the model was built Model::Init::deferred and holds no parameters; "
-                                        "give the Trainer offload options or a ZeRO-3 communicator, whose store "
-                                        "initialises it, or build the model resident");
-  // A frozen base (LoRA) has no gradients and gets no optimizer state.
-  if (model.base_frozen())
-    STRATA_CHECK(model.lora(), "Trainer: the model's base is frozen and no Lora is attached: nothing to train");
-  else
-    adamw_ = std::make_unique<AdamW>(model, o.adamw);
+  store_ = with_adapters(model, o.adamw, make_base_store(model, o, placement, comm));
   loss_scale_ = model.precision() == Precision::fp16 ? o.loss_scale_init : 1.0f;
-  if (model.lora()) model.lora()->zero_grad();
-  model.zero_grad();
+  store_->zero_grad();
 }
 
-Trainer::Trainer(Model& model, const TrainOptions& o, dist::Comm& comm) : model_(&model), options_(o), comm_(&comm) {
-  check_options(o);
-  STRATA_CHECK(!model.base_frozen(), "Trainer: data-parallel LoRA (frozen base) is not supported yet");
-  zero_ = std::make_unique<ZeroEngine>(model, comm, o.zero_stage, o.adamw);
-  loss_scale_ = model.precision() == Precision::fp16 ? o.loss_scale_init : 1.0f;
-  zero_->zero_grad();
-}
-
-Trainer::Trainer(Model& model, const TrainOptions& o, dist::Comm& comm, const offload::OffloadOptions& off)
-    : model_(&model), options_(o), comm_(&comm) {
-  check_options(o);
-  STRATA_CHECK(model.precision() != Precision::fp16,
-               "Trainer: ZeRO with offload supports fp32 and bf16 (fp16 works offloaded on one device, or "
-               "under ZeRO without offload)");
-  STRATA_CHECK(!model.base_frozen() && !model.lora(),
-               "Trainer: LoRA with offload is not supported yet; keep the frozen base resident");
-  zero_ = std::make_unique<ZeroEngine>(model, comm, o.zero_stage, o.adamw, &off);
-  loss_scale_ = 1.0f;
-  zero_->zero_grad();
-}
-
+Trainer::Trainer(Model& model, const TrainOptions& o) : Trainer(model, o, Placement{}) {}
+Trainer::Trainer(Model& model, const TrainOptions& o, dist::Comm& comm) : Trainer(model, o, Placement{}, &comm) {}
 Trainer::Trainer(Model& model, const TrainOptions& o, const offload::OffloadOptions& off)
-    : model_(&model), options_(o) {
-  check_options(o);
-  STRATA_CHECK(o.zero_stage == 0, "Trainer: offload runs on one device; ZeRO stage " << o.zero_stage
-                                                                                     << " needs a dist::Comm");
-  // LoRA: the store pages the frozen base's params only; the adapters stay resident.
-  if (model.base_frozen())
-    STRATA_CHECK(model.lora(), "Trainer: the model's base is frozen and no Lora is attached: nothing to train");
-  offload_ = std::make_unique<offload::OffloadStore>(model, off, o.adamw);
-  loss_scale_ = model.precision() == Precision::fp16 ? o.loss_scale_init : 1.0f;
-  offload_->zero_grad();
-  if (model.lora()) model.lora()->zero_grad();
-}
+    : Trainer(model, o, Placement{off}) {}
+Trainer::Trainer(Model& model, const TrainOptions& o, dist::Comm& comm, const offload::OffloadOptions& off)
+    : Trainer(model, o, Placement{off}, &comm) {}
 
 Trainer::~Trainer() = default;
 
-AdamW& Trainer::optimizer() {
-  STRATA_CHECK(adamw_, "Trainer::optimizer: a data-parallel or offloaded Trainer keeps its optimizer state in its "
-                       "store; read it with optimizer_state");
-  return *adamw_;
-}
+AdamW& Trainer::optimizer() { return resident_optimizer(*store_); }
+const AdamW& Trainer::optimizer() const { return resident_optimizer(*store_); }
 
-const AdamW& Trainer::optimizer() const {
-  STRATA_CHECK(adamw_, "Trainer::optimizer: a data-parallel or offloaded Trainer keeps its optimizer state in its "
-                       "store; read it with optimizer_state");
-  return *adamw_;
-}
+ZeroMemory Trainer::memory() const { return store_->memory(); }
 
-ZeroMemory Trainer::memory() const {
-  if (zero_) return zero_->memory();
-  ZeroMemory m;
-  if (offload_) {
-    m = offload_->memory();  // every tier, as the store placed it
-  } else {
-    const size_t ds = dtype_size(precision_dtype(model_->precision()));
-    const bool frozen = model_->base_frozen();
-    for (int u = 0; u < model_->num_units(); ++u) {
-      const size_t n = size_t(model_->unit_numel(u));
-      m.params += n * ds;
-      m.grads += frozen ? 0 : n * 4;
-      m.optimizer += frozen ? 0 : n * (model_->precision() == Precision::fp32 ? 8 : 12);
-    }
-  }
-  if (const Lora* lora = model_->lora()) {  // the adapters train resident
-    m.params += lora->param_bytes();
-    m.grads += lora->grad_bytes();
-    m.optimizer += lora->optimizer_bytes();
-  }
-  return m;
-}
-
-std::vector<float> Trainer::unit_parameters(int u) const {
-  Device& dev = model_->device();
-  const DType dt = precision_dtype(model_->precision());
-  const int64_t n = model_->unit_numel(u);
-  ParamStore* store = model_->store();
-  void* data = store ? store->acquire_params(u) : model_->unit_params(u).data;
-  std::vector<float> out = copy_to_host_f32(TensorView(data, dt, {n}, &dev));
-  if (store) store->release_params(u);
-  return out;
-}
+std::vector<float> Trainer::unit_parameters(int u) const { return store_->unit_parameters(u); }
 
 void Trainer::optimizer_state(int u, std::vector<float>& master, std::vector<float>& exp_avg,
                               std::vector<float>& exp_avg_sq) const {
-  if (zero_) {
-    zero_->gather_state(u, master, exp_avg, exp_avg_sq);
-    return;
-  }
-  if (offload_) {
-    STRATA_CHECK(!offload_->frozen(), "Trainer::optimizer_state: the frozen base has no optimizer state");
-    offload_->read_state(u, master, exp_avg, exp_avg_sq);
-    return;
-  }
-  const AdamW& a = optimizer();
-  master = copy_to_host_f32(a.master(u));
-  exp_avg = copy_to_host_f32(a.exp_avg(u));
-  exp_avg_sq = copy_to_host_f32(a.exp_avg_sq(u));
+  store_->read_state(u, master, exp_avg, exp_avg_sq);
 }
 
 void Trainer::load_optimizer_state(int u, const float* master, const float* exp_avg, const float* exp_avg_sq) {
-  if (zero_) {
-    zero_->load_state(u, master, exp_avg, exp_avg_sq);
-    return;
-  }
-  if (offload_) {
-    STRATA_CHECK(!offload_->frozen(), "Trainer::load_optimizer_state: the frozen base has no optimizer state");
-    offload_->load_state(u, master, exp_avg, exp_avg_sq);
-    return;
-  }
-  AdamW& a = optimizer();
-  for (auto [t, src] : {std::pair{a.master(u), master}, {a.exp_avg(u), exp_avg}, {a.exp_avg_sq(u), exp_avg_sq}})
-    copy_from_host_f32(t, src);
+  store_->load_state(u, master, exp_avg, exp_avg_sq);
 }
 
-void Trainer::load_unit_parameters(int u, const float* values) {
-  if (zero_) {
-    zero_->load_params(u, values);
-    return;
-  }
-  if (offload_) {
-    offload_->load_params(u, values);
-    return;
-  }
-  copy_from_host_f32(model_->unit_params(u), values);
-}
+void Trainer::load_unit_parameters(int u, const float* values) { store_->load_params(u, values); }
 
 void Trainer::start_from_parameters(int u, const float* values) {
   state();  // throws mid-accumulation
@@ -236,7 +133,7 @@ void Trainer::start_from_parameters(int u, const float* values) {
 }
 
 float Trainer::forward_backward(const Batch& batch) {
-  STRATA_CHECK(!((adamw_ || (offload_ && !offload_->frozen())) && model_->base_frozen()),
+  STRATA_CHECK(!(store_->trains_base() && model_->base_frozen()),
                "Trainer: the model's base was frozen (a Lora attached) after this Trainer was made; "
                "make the Trainer after the Lora");
   const double t0 = now_seconds();
@@ -258,14 +155,13 @@ float Trainer::forward_backward(const Batch& batch) {
     t_stats = now_seconds() - ts;
   }
   const float ranks = comm_ ? float(comm_->size()) : 1.0f;
-  if (offload_) offload_->set_final_micro(micro_ + 1 >= options_.grad_accum);
-  if (zero_) zero_->set_final_micro(micro_ + 1 >= options_.grad_accum);
+  store_->set_final_micro(micro_ + 1 >= options_.grad_accum);
   {
     // After the first micro-batch each one is formed from zero and then added (one device
     // then sums micro-batches as a rank-ordered reduction does). ZeRO stages 2, 3 stage
-    // every micro-batch's gradient from zero already.
+    // every micro-batch's gradient from zero already (the store says so).
     std::optional<MicroGradients> fresh;
-    if (micro_ > 0 && !model_->base_frozen() && !(zero_ && options_.zero_stage >= 2)) fresh.emplace(*model_);
+    if (micro_ > 0 && !model_->base_frozen() && !store_->stages_micro_grads()) fresh.emplace(*model_);
     model_->backward(loss_scale_ / float(options_.grad_accum) / ranks);
     model_->device().stream().synchronize();  // before the scratch is freed
   }
@@ -283,9 +179,9 @@ StepReport Trainer::step() {
   Stream& s = dev.stream();
   StepReport r;
 
-  // Gradient RMS per unit, before the optimizer zeroes them (resident gradients only:
-  // under ZeRO a rank holds shards, offload pages them, a frozen base has none).
-  if (!stats_.empty() && !zero_ && !offload_ && !model_->base_frozen()) {
+  // Gradient RMS per unit, before the optimizer zeroes them (the model's own gradients
+  // only: under ZeRO a rank holds shards, offload pages them, a frozen base has none).
+  if (!stats_.empty() && store_->grads_in_model()) {
     std::vector<int64_t> numel(size_t(model_->num_units()), 0);
     for (const ParamInfo& p : model_->parameters()) numel[size_t(p.unit)] += p.numel();
     for (int u = 0; u < model_->num_units(); ++u) {
@@ -295,22 +191,9 @@ StepReport Trainer::step() {
   }
 
   const double t_comm = now_seconds();
-  float norm_raw = 0;
-  if (zero_) {
-    zero_->reduce_gradients();
-    norm_raw = zero_->grad_norm();
-    r.comm_seconds = now_seconds() - t_comm;
-  } else if (offload_ && !offload_->frozen()) {
-    norm_raw = offload_->grad_norm();
-  } else {  // resident, or a frozen offloaded base: the adapters' norm alone
-    std::vector<TensorView> grads;
-    if (!model_->base_frozen())
-      for (int u = 0; u < model_->num_units(); ++u) grads.push_back(model_->unit_grads(u));
-    if (model_->lora()) grads.push_back(model_->lora()->flat_grads());
-    norm_raw = global_norm_to_host(std::move(grads), dev);
-  }
+  store_->reduce_gradients();
+  const float norm_raw = store_->grad_norm();
   s.synchronize();
-  const double t_opt = now_seconds();
   const float norm = norm_raw / loss_scale_;
 
   r.lr = options_.adamw.lr * options_.schedule.factor(step_);
@@ -323,51 +206,31 @@ StepReport Trainer::step() {
   } else {
     float coef = 1.0f;
     if (options_.clip_norm > 0 && norm > options_.clip_norm) coef = options_.clip_norm / norm;
-    if (zero_)
-      zero_->update(r.lr, coef / loss_scale_, step_ + 1);
-    else if (offload_)
-      offload_->update(r.lr, coef / loss_scale_, step_ + 1);
-    else if (adamw_)
-      adamw_->step(r.lr, coef / loss_scale_, step_ + 1);
-    if (!zero_ && model_->lora()) model_->lora()->step(options_.adamw, r.lr, coef / loss_scale_, step_ + 1);
+    store_->update(r.lr, coef / loss_scale_, step_ + 1);
     if (model_->precision() == Precision::fp16 && ++clean_steps_ >= options_.loss_scale_window) {
       loss_scale_ *= 2.0f;
       clean_steps_ = 0;
     }
   }
-  if (zero_)
-    zero_->zero_grad();
-  else if (offload_)
-    offload_->zero_grad();
-  else
-    model_->zero_grad();
-  if (model_->lora()) model_->lora()->zero_grad();
+  store_->zero_grad();
   s.synchronize();
-  r.optimizer_seconds = now_seconds() - t_opt + (zero_ ? 0.0 : t_opt - t_comm);
-  if (offload_) {
-    const offload::OffloadStats st = offload_->take_stats();
-    r.pinned_bytes = st.pinned_bytes;
-    r.nvme_bytes = st.nvme_bytes;
-    r.nvme_read_gbps = st.read_gbps();
-    r.nvme_write_gbps = st.write_gbps();
-    r.io_stall_seconds = st.stall_seconds;
-    r.transfer_seconds = st.transfer_seconds;
-    r.overlap_fraction = st.overlap_fraction();
-    r.host_setup_peak_bytes = offload_->construction_host_peak();
-    r.norm_seconds = st.norm_seconds;
-    r.update_seconds = st.update_seconds;
-    if (st.update_seconds > 0) {
-      r.update_read_gbps = double(st.update_read) / st.update_seconds / 1e9;
-      r.update_write_gbps = double(st.update_written) / st.update_seconds / 1e9;
-    }
-  }
-  if (zero_) {
-    r.pinned_bytes = zero_->take_pinned_high_water();
-    r.host_setup_peak_bytes = zero_->memory().host_construction_peak;
-    r.nvme_bytes = zero_->memory().nvme_bytes;
-    r.io_stall_seconds = zero_->take_stall_seconds();
-    r.comm_wait_seconds = zero_->take_comm_wait_seconds();
-  }
+  const double t_end = now_seconds();
+  const StoreStats st = store_->take_stats();
+  r.comm_seconds = st.comm_seconds;
+  r.optimizer_seconds = t_end - t_comm - st.comm_seconds;
+  r.comm_wait_seconds = st.comm_wait_seconds;
+  r.io_stall_seconds = st.io_stall_seconds;
+  r.transfer_seconds = st.transfer_seconds;
+  r.overlap_fraction = st.overlap_fraction;
+  r.pinned_bytes = st.pinned_bytes;
+  r.nvme_bytes = st.nvme_bytes;
+  r.host_setup_peak_bytes = st.host_setup_peak_bytes;
+  r.nvme_read_gbps = st.nvme_read_gbps;
+  r.nvme_write_gbps = st.nvme_write_gbps;
+  r.norm_seconds = st.norm_seconds;
+  r.update_seconds = st.update_seconds;
+  r.update_read_gbps = st.update_read_gbps;
+  r.update_write_gbps = st.update_write_gbps;
 
   ++step_;
   r.step = step_;

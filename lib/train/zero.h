@@ -23,6 +23,7 @@
 #include "../model/store.h"
 #include "offload/tiered_adam.h"
 #include "strata/dist.h"
+#include "strata/state.h"
 #include "strata/train.h"
 
 namespace strata {
@@ -103,5 +104,11 @@ class ZeroEngine final : public ParamStore {
   double stall_at_ = 0;
   double comm_wait_ = 0;
 };
+
+// The ZeRO-sharded store (zero_state.cpp): a ZeroEngine over `comm` behind
+// strata/state.h, offload: nullptr keeping every shard on the device. Refuses what
+// the engine does not support (fp16 or LoRA with offload, a frozen base) first.
+std::unique_ptr<StateStore> make_zero_store(Model& model, dist::Comm& comm, int stage, const AdamWOptions& adamw,
+                                            const offload::OffloadOptions* offload);
 
 }  // namespace strata

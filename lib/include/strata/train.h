@@ -4,10 +4,13 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "strata/model.h"
+#include "strata/offload.h"
+#include "strata/state.h"
 
 namespace strata {
 
@@ -138,31 +141,18 @@ struct StepReport {
   size_t frozen_bytes_saved = 0;
 };
 
-// Bytes this rank holds for training state (the ZeRO arithmetic: with Ψ parameters
-// and N ranks, stage 0 holds 2Ψ + 4Ψ + 12Ψ in bf16, stage 3 about (2Ψ + 4Ψ + 12Ψ)/N
-// plus one unit's gathered buffers).
-struct ZeroMemory {
-  size_t params = 0;     // working parameters (full replicas, shards, gather buffers)
-  size_t grads = 0;      // f32 gradient accumulators and staging buffers
-  size_t optimizer = 0;  // f32 master weights and moments
-  // With offload (ZeRO-Infinity), where the shards above live: bytes on host RAM and
-  // on NVMe (the rest is on the device), and the pinned staging pool's high water.
-  size_t host_bytes = 0;
-  size_t nvme_bytes = 0;
-  size_t pinned_bytes = 0;
-  // Offload: the host memory the store's construction held at its peak (host tiers,
-  // one unit's staging, the pinned pool's high water then); see docs/offload.md.
-  size_t host_construction_peak = 0;
-};
-
 namespace dist {
 class Comm;
 }
-class ZeroEngine;
-namespace offload {
-struct OffloadOptions;
-class OffloadStore;
-}  // namespace offload
+
+// Where a Trainer's state lives. Without offload: on the model's device (the model's
+// own buffers on one device, the ranks' shards under ZeRO). With offload
+// (ZeRO-Infinity style) each array is on the tier it names: one device's units are
+// paged through the store; under ZeRO every rank pages its own shards, NVMe files
+// under <path>/rank<r>.
+struct Placement {
+  std::optional<offload::OffloadOptions> offload;
+};
 
 // The Trainer's own state between optimizer steps: what a checkpoint saves so that a
 // resumed run continues bit for bit (dropout keys and the schedule depend on step).
@@ -175,6 +165,11 @@ struct TrainerState {
 
 class Trainer {
  public:
+  // The one construction path: the store `placement` and `comm` name (resident, ZeRO
+  // stage options.zero_stage over comm, offloaded, or both), with a Lora attached
+  // first as a parameter group of it. Every bad combination throws here.
+  Trainer(Model& model, const TrainOptions& options, const Placement& placement, dist::Comm* comm = nullptr);
+  // Shorthands for it. Resident on one device:
   Trainer(Model& model, const TrainOptions& options);
   // Data parallel over `comm` (one Trainer per rank, each with its own Model replica
   // built with the same seed), ZeRO stage options.zero_stage. Each rank feeds its own
@@ -241,10 +236,8 @@ class Trainer {
  private:
   Model* model_;
   TrainOptions options_;
-  std::unique_ptr<AdamW> adamw_;
   dist::Comm* comm_ = nullptr;
-  std::unique_ptr<ZeroEngine> zero_;
-  std::unique_ptr<offload::OffloadStore> offload_;
+  std::unique_ptr<StateStore> store_;  // every parameter group: the model's units and its Lora's adapters
   int64_t step_ = 0;
   int64_t micro_ = 0;
   int64_t tokens_ = 0;
