@@ -124,6 +124,34 @@ int64_t cols_of(const std::vector<int64_t>& shape) {
 
 std::vector<float> param_f32(const Model& m, const ParamInfo& p) { return copy_to_host_f32(m.parameter(p.name)); }
 
+// The model_type export writes: the imported one (a Mistral without a window has
+// llama's shape, so the shape alone would say llama), else the shape's: q/k/v bias
+// without other biases is Qwen2's, a sliding window Mistral's. Refused where that
+// architecture cannot express the model's shape.
+std::string export_model_type(const ModelConfig& c, HfLayout layout) {
+  const std::string& imported = c.hf_model_type;
+  if (layout == HfLayout::gpt2) {
+    STRATA_CHECK(imported.empty() || imported == "gpt2",
+                 "export_hf: the model was imported as model_type " << imported << " but has GPT-2's shape");
+    return "gpt2";
+  }
+  STRATA_CHECK(imported != "gpt2", "export_hf: the model was imported as model_type gpt2 but has llama's shape");
+  const bool qwen2_shape = c.qkv_bias && !c.bias;
+  const std::string type =
+      !imported.empty() ? imported : qwen2_shape ? "qwen2" : c.sliding_window > 0 ? "mistral" : "llama";
+  STRATA_CHECK(type != "qwen2" || qwen2_shape,
+               "export_hf: model_type qwen2 has biases on q/k/v only; this model has bias = "
+                   << c.bias << ", qkv_bias = " << c.qkv_bias << " (clear hf_model_type to export by shape)");
+  STRATA_CHECK(type != "mistral" || (!c.bias && !c.qkv_bias),
+               "export_hf: model_type mistral has no biases; this model has some (clear hf_model_type to export "
+               "by shape)");
+  STRATA_CHECK(type != "llama" || (!qwen2_shape && c.sliding_window == 0),
+               "export_hf: model_type llama has neither q/k/v-only biases nor a sliding window; this model has "
+                   << (qwen2_shape ? "q/k/v-only biases" : "a sliding window")
+                   << " (clear hf_model_type to export by shape)");
+  return type;
+}
+
 Value hf_config(const ModelConfig& c, HfLayout layout, DType dtype) {
   Value v = Value::object();
   const char* torch_dtype = dtype == DType::bf16 ? "bfloat16" : "float32";
@@ -146,13 +174,12 @@ Value hf_config(const ModelConfig& c, HfLayout layout, DType dtype) {
     v.set("attn_pdrop", Value::real(c.dropout_attention));
     v.set("scale_attn_weights", Value::boolean(true));
   } else {
-    // q/k/v bias without other biases is Qwen2's shape; transformers' llama cannot say
-    // either that or a sliding window, which Mistral (no biases) can.
-    const bool qwen2 = c.qkv_bias && !c.bias, mistral = !qwen2 && c.sliding_window > 0;
+    const std::string type = export_model_type(c, layout);
+    const bool qwen2 = type == "qwen2", mistral = type == "mistral";
     Value arch = Value::array();
     arch.push(Value::string(qwen2 ? "Qwen2ForCausalLM" : mistral ? "MistralForCausalLM" : "LlamaForCausalLM"));
     v.set("architectures", std::move(arch));
-    v.set("model_type", Value::string(qwen2 ? "qwen2" : mistral ? "mistral" : "llama"));
+    v.set("model_type", Value::string(type));
     v.set("vocab_size", Value::integer(c.vocab_size));
     v.set("hidden_size", Value::integer(c.d_model));
     v.set("intermediate_size", Value::integer(c.d_mlp));
@@ -182,8 +209,8 @@ Value hf_config(const ModelConfig& c, HfLayout layout, DType dtype) {
         v.set("sliding_window", Value::integer(c.sliding_window));
         v.set("max_window_layers", Value::integer(0));
       }
-    } else if (mistral) {
-      v.set("sliding_window", Value::integer(c.sliding_window));
+    } else if (mistral) {  // null: no window, as Mistral v0.3 says it
+      v.set("sliding_window", c.sliding_window > 0 ? Value::integer(c.sliding_window) : Value());
     } else {
       v.set("attention_bias", Value::boolean(c.bias));
       v.set("mlp_bias", Value::boolean(c.bias));
@@ -244,6 +271,7 @@ void export_hf(const Model& model, const std::string& dir, HfLayout layout, DTyp
   STRATA_CHECK(layout != HfLayout::llama || c.sliding_window == 0 || !c.bias,
                "export_hf: a sliding-window model with biases has no transformers architecture (mistral has no "
                "biases, qwen2 only q/k/v biases); train it with bias = false or qkv_bias");
+  export_model_type(c, layout);  // refuses before anything is written
   std::error_code ec;
   fs::create_directories(dir, ec);
   STRATA_CHECK(!ec, "export_hf: cannot create " << dir << ": " << ec.message());
@@ -423,6 +451,7 @@ ModelConfig read_hf_config(const std::string& dir, HfLayout* layout_out) {
                      !get_bool_or(v, "scale_attn_by_inverse_layer_idx", false, path) &&
                      !get_bool_or(v, "reorder_and_upcast_attn", false, path),
                  path << ": only GPT-2's standard 1/sqrt(head_dim) attention scaling is supported");
+    c.hf_model_type = type;
     if (layout_out) *layout_out = HfLayout::gpt2;
   } else if (llama_family) {
     c.vocab_size = get_int(v, "vocab_size", path);
@@ -467,6 +496,7 @@ ModelConfig read_hf_config(const std::string& dir, HfLayout* layout_out) {
     c.tied_embeddings = get_bool_or(v, "tie_word_embeddings", false, path);
     c.dropout_attention = get_float_or(v, "attention_dropout", 0.0f, path);
     c.dropout_residual = c.dropout_embedding = 0.0f;
+    c.hf_model_type = type;
     if (layout_out) *layout_out = HfLayout::llama;
   } else {
     STRATA_FAIL(path << ": model_type \"" << type << "\"; strata reads gpt2, llama, qwen2 and mistral");

@@ -52,6 +52,7 @@ Value to_json(const ModelConfig& c) {
   v.set("tied_embeddings", Value::boolean(c.tied_embeddings));
   v.set("causal", Value::boolean(c.causal));
   if (c.sliding_window != 0) v.set("sliding_window", Value::integer(c.sliding_window));  // absent: none
+  if (!c.hf_model_type.empty()) v.set("hf_model_type", Value::string(c.hf_model_type));  // absent: from the shape
   v.set("dropout_embedding", Value::real(c.dropout_embedding));
   v.set("dropout_attention", Value::real(c.dropout_attention));
   v.set("dropout_residual", Value::real(c.dropout_residual));
@@ -95,6 +96,7 @@ ModelConfig model_config_from(const Value& v, const std::string& what) {
   c.tied_embeddings = get_bool(v, "tied_embeddings", what);
   c.causal = get_bool(v, "causal", what);
   if (v.find("sliding_window")) c.sliding_window = get_int(v, "sliding_window", what);
+  if (v.find("hf_model_type")) c.hf_model_type = get_string(v, "hf_model_type", what);
   c.dropout_embedding = get_float(v, "dropout_embedding", what);
   c.dropout_attention = get_float(v, "dropout_attention", what);
   c.dropout_residual = get_float(v, "dropout_residual", what);

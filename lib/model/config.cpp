@@ -87,6 +87,10 @@ void ModelConfig::validate() const {
   STRATA_CHECK(sliding_window == 0 || causal,
                "ModelConfig: sliding_window " << sliding_window
                                               << " needs causal attention; set causal or sliding_window = 0");
+  STRATA_CHECK(hf_model_type.empty() || hf_model_type == "llama" || hf_model_type == "mistral" ||
+                   hf_model_type == "qwen2" || hf_model_type == "gpt2",
+               "ModelConfig: hf_model_type \"" << hf_model_type
+                                              << "\" is not llama, mistral, qwen2 or gpt2 (or empty: from the shape)");
   STRATA_CHECK(d_mlp >= 1, "ModelConfig: d_mlp " << d_mlp << " must be at least 1");
   STRATA_CHECK(max_seq >= 1, "ModelConfig: max_seq " << max_seq << " must be at least 1");
   for (float p : {dropout_embedding, dropout_attention, dropout_residual})

@@ -237,6 +237,13 @@ TEST_CASE("HF export then import is the identity, and config.json reads back", "
       HfLayout read_layout;
       ModelConfig back = read_hf_config(dir.path(), &read_layout);
       CHECK(read_layout == layout);
+      // The architecture by shape: q/k/v-only biases are qwen2's, a window (no biases) mistral's.
+      const std::string arch_name = arch;
+      CHECK(back.hf_model_type == (arch_name == "gpt"             ? "gpt2"
+                                   : arch_name.rfind("qwen2", 0) == 0 ? "qwen2"
+                                   : arch_name == "llama-window"      ? "mistral"
+                                                                      : "llama"));
+      back.hf_model_type.clear();  // c was not imported
       CHECK(model_config_to_json(back) == model_config_to_json(c));
       Model b(back, cpu(), Precision::fp32, 18);
       import_hf(b, dir.path(), layout);

@@ -3,6 +3,7 @@
 // type and config key strata does not implement; head_dim and sliding-window keys.
 #include <catch2/catch.hpp>
 
+#include <filesystem>
 #include <fstream>
 
 #include "io_support.h"
@@ -74,8 +75,10 @@ TEST_CASE("HF config: llama3 scaling survives export, import and checkpoint conf
   c.rope_scaling = {RopeScalingKind::llama3, 8.0f, 1.0f, 4.0f, 64};
   Model model(c, strata::test::cpu(), Precision::fp32, 3);
   export_hf(model, dir.path(), hf_layout_for(c), DType::f32);
-  const ModelConfig back = read_hf_config(dir.path());
+  ModelConfig back = read_hf_config(dir.path());
   CHECK(back.rope_scaling == c.rope_scaling);
+  CHECK(back.hf_model_type == "llama");
+  back.hf_model_type.clear();  // c was not imported
   CHECK(model_config_to_json(back) == model_config_to_json(c));
   CHECK(model_config_to_json(c).find("\"rope_scaling\"") != std::string::npos);
   ModelConfig bad = c;
@@ -161,4 +164,40 @@ TEST_CASE("checkpoint config JSON: d_head and sliding_window round-trip, absent 
   std::string bad = text;
   bad.replace(bad.find("\"sliding_window\": 7"), 19, "\"sliding_window\": -7");
   CHECK_THROWS_WITH(model_config_from_json(bad, "config.json"), Contains("config.json") && Contains("sliding_window -7"));
+}
+
+TEST_CASE("HF export writes the imported model_type: a windowless Mistral stays mistral", "[io][cpu]") {
+  TempDir dir, out;
+  // Mistral v0.3's shape (sliding_window null, GQA, untied head): llama's shape exactly.
+  const ModelConfig c = read_family(dir, "mistral", R"(, "num_key_value_heads": 2, "sliding_window": null,
+                                                      "tie_word_embeddings": false)");
+  CHECK(c.hf_model_type == "mistral");
+  CHECK(c.sliding_window == 0);
+  Model model(c, strata::test::cpu(), Precision::fp32, 5);
+  export_hf(model, out.path(), hf_layout_for(c), DType::f32);
+  const std::string exported = strata::test::read_file(out.file("config.json"));
+  CHECK(exported.find("\"model_type\": \"mistral\"") != std::string::npos);
+  CHECK(exported.find("\"MistralForCausalLM\"") != std::string::npos);
+  CHECK(exported.find("\"sliding_window\": null") != std::string::npos);
+  CHECK(exported.find("llama") == std::string::npos);
+  const ModelConfig back = read_hf_config(out.path());
+  CHECK(back.hf_model_type == "mistral");
+  CHECK(model_config_to_json(back) == model_config_to_json(c));
+  // A strata checkpoint's config carries it, so a fine-tuned model exports as it came.
+  const std::string text = model_config_to_json(c);
+  CHECK(text.find("\"hf_model_type\": \"mistral\"") != std::string::npos);
+  CHECK(model_config_from_json(text, "config.json").hf_model_type == "mistral");
+  CHECK(model_config_to_json(strata::test::tiny_config("llama")).find("hf_model_type") == std::string::npos);
+  // An imported llama stays llama; a model built here exports by its shape.
+  CHECK(read_family(dir, "llama", "").hf_model_type == "llama");
+  // A type that cannot express the shape is refused before anything is written.
+  ModelConfig biased = c;
+  biased.qkv_bias = true;
+  Model biased_model(biased, strata::test::cpu(), Precision::fp32, 5);
+  CHECK_THROWS_WITH(export_hf(biased_model, out.file("no"), HfLayout::llama, DType::f32),
+                    Contains("model_type mistral has no biases"));
+  CHECK_FALSE(std::filesystem::exists(out.file("no")));
+  ModelConfig unknown = c;
+  unknown.hf_model_type = "gemma";
+  CHECK_THROWS_WITH(unknown.validate(), Contains("hf_model_type \"gemma\""));
 }

@@ -12,17 +12,11 @@
 #include "model_source.h"
 
 namespace {
-// Logits of every position: the last-position logits of each prefix (causal).
+// Logits of every position in one causal forward (not one forward per prefix, which
+// costs T forwards of growing length).
 void dump_logits(strata::Model& model, strata::TokenBatch& b, const std::string& path) {
   const int64_t B = b.batch_size, T = b.seq_len, V = model.config().vocab_size;
-  std::vector<float> logits(size_t(B * T * V));
-  for (int64_t t = 1; t <= T; ++t) {
-    std::vector<int32_t> prefix;
-    for (int64_t r = 0; r < B; ++r) prefix.insert(prefix.end(), b.inputs.begin() + r * T, b.inputs.begin() + r * T + t);
-    const std::vector<float> last = model.last_logits(strata::TensorView(prefix.data(), strata::DType::i32, {B, t}));
-    for (int64_t r = 0; r < B; ++r)
-      std::copy(last.begin() + r * V, last.begin() + (r + 1) * V, logits.begin() + (r * T + t - 1) * V);
-  }
+  std::vector<float> logits = model.logits(b.batch());
   strata::save_safetensors(path, {{"logits", strata::TensorView(logits.data(), strata::DType::f32, {B, T, V})},
                                   {"inputs", strata::TensorView(b.inputs.data(), strata::DType::i32, {B, T})}},
                            {{"format", "pt"}});

@@ -214,6 +214,7 @@ int train_main(int argc, char** argv) {
       strata::ModelConfig a = init.config, b = config;
       a.dropout_attention = a.dropout_residual = a.dropout_embedding = 0;
       b.dropout_attention = b.dropout_residual = b.dropout_embedding = 0;
+      a.hf_model_type = b.hf_model_type = {};  // export metadata, not the model's shape
       if (strata::model_config_to_json(a) != strata::model_config_to_json(b))
         throw strata::Error("--init-from " + o.init_from + " is a different model (" + a.describe() +
                             ") from the one the flags describe (" + b.describe() + ")");

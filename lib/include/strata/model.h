@@ -57,6 +57,10 @@ struct ModelConfig {
   // Sliding-window attention (Mistral, Qwen2): position i sees keys (i - W, i]; 0 = the
   // whole causal past. Needs causal.
   int64_t sliding_window = 0;
+  // model_type of the Hugging Face config.json this model was read from ("llama",
+  // "mistral", "qwen2", "gpt2"), so export writes the same architecture back (a Mistral
+  // without a window has llama's shape); empty: export picks it from the shape.
+  std::string hf_model_type;
   float dropout_embedding = 0.0f;
   float dropout_attention = 0.0f;
   float dropout_residual = 0.0f;
