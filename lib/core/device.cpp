@@ -161,6 +161,7 @@ void Arena::free(void* ptr) {
     }
     live_ -= it->second;
     if (memory_.segments) {
+      if (memory_.on_block_free) memory_.on_block_free(ptr);
       return_block(uintptr_t(ptr), it->second);
       sizes_.erase(it);
       return;

@@ -6,6 +6,8 @@
 // takes strata plan's placement, and placements the build cannot checkpoint are
 // refused before anything runs.
 #include <catch2/catch.hpp>
+#include <fstream>
+#include <utility>
 
 #include "cli/cli_support.h"
 #include "strata/device.h"
@@ -140,6 +142,34 @@ TEST_CASE("cli train: ranks on --device cuda are GPUs, never silently CPU device
     CHECK_THAT(r.err, Contains("no CUDA device"));
     CHECK(step_losses(r.out).empty());
   }
+}
+
+TEST_CASE("cli train: a run started from a Hugging Face Mistral exports as mistral", "[cli]") {
+  Run t;
+  const std::vector<std::string> llama = {"--preset", "llama-60m", "--vocab-size", "256", "--steps", "1"};
+  REQUIRE(t.train("base", llama).status == 0);
+  const std::string hf = t.cli.file("base-hf"), tuned = t.cli.file("tuned-hf");
+  REQUIRE(t.cli.run({"convert", "--from", t.cli.file("base/" + checkpoint_name(1)), "--to", hf, "--format", "hf"})
+              .status == 0);
+  // A windowless Mistral has Llama's shape: relabel the export as one.
+  std::string config = read_file(hf + "/config.json");
+  for (const auto& [from, to] : {std::pair<std::string, std::string>{"\"llama\"", "\"mistral\""},
+                                 {"LlamaForCausalLM", "MistralForCausalLM"}}) {
+    const size_t at = config.find(from);
+    REQUIRE(at != std::string::npos);
+    config.replace(at, from.size(), to);
+  }
+  std::ofstream(hf + "/config.json") << config;
+  std::vector<std::string> more = llama;
+  more.insert(more.end(), {"--init-from", hf});
+  const CliResult r = t.train("tuned", more);
+  INFO(r.out << r.err);
+  REQUIRE(r.status == 0);
+  const CliResult conv =
+      t.cli.run({"convert", "--from", t.cli.file("tuned/" + checkpoint_name(1)), "--to", tuned, "--format", "hf"});
+  INFO(conv.out << conv.err);
+  REQUIRE(conv.status == 0);
+  CHECK_THAT(read_file(tuned + "/config.json"), Contains("\"mistral\"") && Contains("MistralForCausalLM"));
 }
 
 TEST_CASE("cli train: --init-from a checkpoint or a Hugging Face directory into NVMe tiers trains as resident",

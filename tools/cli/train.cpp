@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "args.h"
@@ -190,6 +191,14 @@ int train_main(int argc, char** argv) {
       std::fprintf(stderr, "strata train: warning: --warmup %lld is not shorter than --steps %lld: the learning rate "
                    "never reaches its peak %.3g\n", (long long)o.warmup, (long long)o.steps, o.lr);
 
+    // Only the config of --init-from is read here; each rank's Trainer takes the weights
+    // unit by unit. An HF import keeps its model_type, so the run exports as what came
+    // in (a windowless Mistral has Llama's shape, and would otherwise export as llama).
+    std::optional<cli::ModelSource> init_source;
+    if (!o.init_from.empty()) {
+      init_source = cli::find_model(o.init_from);
+      if (run.config.hf_model_type.empty()) run.config.hf_model_type = init_source->config.hf_model_type;
+    }
     const std::string resume = strata::latest_checkpoint(o.out);
     std::vector<std::string> resume_lines;
     strata::CheckpointInfo saved;
@@ -209,8 +218,7 @@ int train_main(int argc, char** argv) {
     if (!o.val.empty()) job.val_data = std::make_shared<strata::TokenDataset>(o.val);
 
     if (resume.empty() && !o.init_from.empty()) {
-      // Only the config is read here; each rank's Trainer takes the weights unit by unit.
-      cli::ModelSource init = cli::find_model(o.init_from);
+      cli::ModelSource init = std::move(*init_source);
       strata::ModelConfig a = init.config, b = config;
       a.dropout_attention = a.dropout_residual = a.dropout_embedding = 0;
       b.dropout_attention = b.dropout_residual = b.dropout_embedding = 0;

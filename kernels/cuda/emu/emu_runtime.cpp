@@ -153,7 +153,7 @@ float event_elapsed_ms(void* start, void* end) {
 
 namespace {
 // Live device allocations (start -> bytes, device current at the cudaMalloc), for
-// is_device_memory and allocation_device.
+// allocation_device (segments of the arenas; is_device_memory reads g_blocks).
 struct Allocation {
   size_t bytes;
   int device;
@@ -175,9 +175,8 @@ void* allocate_on(size_t bytes, size_t alignment) {
       << " current";
     misplaced(m.str());
   }
-  void* p = std::aligned_alloc(alignment, bytes);
+  void* p = std::aligned_alloc(alignment, bytes);  // on_block poisons what the arena hands out
   if (!p) return p;
-  std::memset(p, 0xff, bytes);
   {
     std::lock_guard lock(g_records_mutex);
     ++g_records[current].allocations;
@@ -199,6 +198,17 @@ void free_on(void* p) {
   }
   std::free(p);
 }
+// The arena's live blocks within the segments (start -> bytes): what ops may touch.
+std::map<uintptr_t, size_t> g_blocks;
+void on_block(void* p, size_t bytes) {
+  std::memset(p, 0xff, bytes);
+  std::lock_guard lock(g_allocations_mutex);
+  g_blocks[uintptr_t(p)] = bytes;
+}
+void on_block_free(void* p) {
+  std::lock_guard lock(g_allocations_mutex);
+  g_blocks.erase(uintptr_t(p));
+}
 static_assert(kEmulatedDevices == 2, "device_memory's table below has one entry per emulated device");
 }  // namespace
 
@@ -207,15 +217,15 @@ ArenaMemory device_memory(int index) {
   static constexpr void* (*allocate[])(size_t, size_t) = {allocate_on<0>, allocate_on<1>};
   static constexpr void (*release[])(void*) = {free_on<0>, free_on<1>};
   return {allocate[index], release[index], "emulated CUDA device memory", /*host_addressable=*/true,
-          /*segments=*/true, [](void* p, size_t bytes) { std::memset(p, 0xff, bytes); }};
+          /*segments=*/true, on_block, on_block_free};
 }
 
 bool is_device_memory(const void* p, size_t bytes) {
   std::lock_guard lock(g_allocations_mutex);
-  auto it = g_allocations.upper_bound(uintptr_t(p));
-  if (it == g_allocations.begin()) return false;
+  auto it = g_blocks.upper_bound(uintptr_t(p));  // a live arena block, not just its segment
+  if (it == g_blocks.begin()) return false;
   --it;
-  return uintptr_t(p) + bytes <= it->first + it->second.bytes;
+  return uintptr_t(p) + bytes <= it->first + it->second;
 }
 int allocation_device(const void* p) {
   std::lock_guard lock(g_allocations_mutex);

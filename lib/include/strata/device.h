@@ -41,9 +41,11 @@ struct ArenaMemory {
   // or free); false: one allocate/free per request (host memory, so a freed buffer's
   // pages go back to the system at once).
   bool segments = false;
-  // Called on every block handed out of a segment (the emulator poisons it, as its
-  // cudaMalloc does); nullptr: nothing.
+  // Called on every block handed out of a segment and on its return (the emulator
+  // poisons a block, as its cudaMalloc does, and bounds-checks ops against live
+  // blocks); nullptr: nothing.
   void (*on_block)(void* ptr, size_t bytes) = nullptr;
+  void (*on_block_free)(void* ptr) = nullptr;
 };
 ArenaMemory host_memory();
 
