@@ -29,9 +29,10 @@ void stream_wait(void*, void*) {}
 bool event_query(void*) { return true; }
 void event_synchronize(void*) {}
 void* timing_event_create() { return nullptr; }
+void* timing_event_create(int) { return nullptr; }
 float event_elapsed_ms(void*, void*) { return 0; }
 double memory_bandwidth(int) { return 0; }
-ArenaMemory device_memory() { return host_memory(); }
+ArenaMemory device_memory(int) { return host_memory(); }
 bool host_register(void*, size_t) { return false; }
 void host_unregister(void*) {}
 void launch_host_function(void*, std::function<void()>) {}
