@@ -25,7 +25,8 @@
 #include "lib/model/store.h"
 #include "strata/model.h"
 #include "strata/offload.h"
-#include "strata/train.h"
+#include "strata/optim.h"
+#include "strata/state.h"
 
 namespace strata::offload {
 

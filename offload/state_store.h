@@ -10,7 +10,7 @@
 #include "strata/model.h"
 #include "strata/offload.h"
 #include "strata/state.h"
-#include "strata/train.h"
+#include "strata/optim.h"
 
 namespace strata {
 

@@ -19,7 +19,7 @@
 #include "tile_pipeline.h"
 #include "strata/model.h"
 #include "strata/offload.h"
-#include "strata/train.h"
+#include "strata/optim.h"
 
 namespace strata::offload {
 

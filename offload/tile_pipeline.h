@@ -15,7 +15,7 @@
 
 #include "strata/model.h"
 #include "strata/offload.h"
-#include "strata/train.h"
+#include "strata/optim.h"
 
 namespace strata::offload {
 

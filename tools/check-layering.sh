@@ -20,7 +20,7 @@ allow_file=tools/layering-allow.txt
 declare -A rank=([core]=0 [kernels]=1 [model]=2 [offload]=3 [dist]=3 [data]=3 [train]=4 [io]=5 [tools]=6)
 # Public headers, by the layer that implements them.
 declare -A public=([device.h]=core [tensor.h]=core [dtype.h]=core [error.h]=core [ops.h]=kernels
-                   [model.h]=model [unit.h]=model [gradcheck.h]=model [lora.h]=model [offload.h]=offload [state.h]=offload [dist.h]=dist [data.h]=data [tokenizer.h]=data
+                   [model.h]=model [unit.h]=model [gradcheck.h]=model [lora.h]=model [optim.h]=model [offload.h]=offload [state.h]=offload [dist.h]=dist [data.h]=data [tokenizer.h]=data
                    [train.h]=train [plan.h]=train [run_log.h]=train [checkpoint.h]=io [strata.h]=tools)
 
 # layer_of PATH: sets `layer` to the layer of a repository path, "" when it is in

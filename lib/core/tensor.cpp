@@ -3,7 +3,7 @@
 #include <cstring>
 #include <sstream>
 
-#include "lib/io/host_convert.h"
+#include "lib/core/host_convert.h"
 #include "strata/device.h"
 #include "strata/error.h"
 

@@ -15,7 +15,7 @@
 #include <sstream>
 
 #include "file_io.h"
-#include "host_convert.h"
+#include "lib/core/host_convert.h"
 #include "json.h"
 #include "state_json.h"
 #include "strata/checkpoint.h"

@@ -11,7 +11,7 @@
 #include <set>
 
 #include "file_io.h"
-#include "host_convert.h"
+#include "lib/core/host_convert.h"
 #include "json.h"
 #include "strata/checkpoint.h"
 #include "strata/error.h"

@@ -7,7 +7,7 @@
 #include "adamw_args.h"
 #include "ops.h"
 #include "strata/error.h"
-#include "strata/train.h"
+#include "strata/optim.h"
 
 namespace strata {
 

@@ -2,7 +2,7 @@
 // (AdamW, ZeRO shards, offload tiles, LoRA adapters); callers set the tensors.
 #pragma once
 #include "ops.h"
-#include "strata/train.h"
+#include "strata/optim.h"
 
 namespace strata {
 

@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "strata/error.h"
-#include "strata/train.h"
+#include "strata/optim.h"
 
 namespace strata {
 

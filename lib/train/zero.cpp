@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "lib/core/clock.h"
-#include "lib/io/host_convert.h"
+#include "lib/core/host_convert.h"
 #include "offload/util.h"
 #include "ops.h"
 #include "strata/error.h"

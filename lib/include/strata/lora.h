@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "strata/model.h"
-#include "strata/train.h"
+#include "strata/optim.h"
 
 namespace strata {
 

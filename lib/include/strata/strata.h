@@ -11,6 +11,7 @@
 #include "strata/lora.h"
 #include "strata/model.h"
 #include "strata/ops.h"
+#include "strata/optim.h"
 #include "strata/tensor.h"
 #include "strata/tokenizer.h"
 #include "strata/train.h"
