@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <future>
 
 #include "lib/core/clock.h"
 #include "lib/core/host_convert.h"
@@ -26,6 +27,7 @@ struct ZeroEngine::Unit {
   dist::Work gather;                      // stage 3: the all-gather into `gathered`
   bool gathering = false;                 // ... started and not yet waited for
   offload::PinnedBuffer gather_source;    // ... its shard read from NVMe, until it lands
+  std::shared_future<void> shard_read;    // ... that read (the gather's stream waits for it)
   bool reduce_started = false;            // stages 0, 1: this step's reduction is issued
   bool grad_zero = true;        // gradient shard on NVMe: its stored bytes are stale, read as 0
   bool squares_valid = false;   // sum_squares is the final shard's (written on the last micro)
@@ -47,7 +49,7 @@ TensorView range(void* base, DType dt, int64_t begin, int64_t count, Device* dev
 
 ZeroEngine::ZeroEngine(Model& model, dist::Comm& comm, int stage, const AdamWOptions& options,
                        const offload::OffloadOptions* off)
-    : model_(&model), comm_(&comm), stage_(stage), options_(options) {
+    : model_(&model), comm_(&comm), stage_(stage), options_(options), gathered_free_(model.device()) {
   using offload::Tier;
   STRATA_CHECK(stage >= 0 && stage <= 3, "Trainer: ZeRO stage " << stage << " does not exist; use 0, 1, 2 or 3");
   // Built Init::deferred, the model holds no parameters: only stage 3, which keeps a
@@ -139,6 +141,7 @@ ZeroEngine::~ZeroEngine() {
     }
   for (Unit& x : units_) try {
       x.gather.wait();
+      if (x.shard_read.valid()) x.shard_read.wait();  // it writes gather_source
     } catch (const std::exception&) {
     }
   if (model_->store() == this) model_->set_store(nullptr);
@@ -205,10 +208,19 @@ void ZeroEngine::start_gather(int u) {
   Device& dev = model_->device();
   x.gathered = take(param_pool_, size_t(x.numel) * dtype_size(dt), "ZeRO-3 gathered parameters");
   void* shard = x.param_shard->data;
-  if (x.param_shard->tier == offload::Tier::nvme) {  // staged until the gather completes
+  // The stream the gather (and the copy before it) is ordered on.
+  Stream* order = &dev.stream();
+  if (x.param_shard->tier == offload::Tier::nvme) {
+    // Staged until the gather completes. The host does not wait for the read: the
+    // host-to-device stream does, and the gather follows it there, so the read of a
+    // prefetched unit runs while the current one computes. The pooled buffer may still
+    // be read by compute (a unit released a moment ago): that stream waits for it first.
     x.gather_source = tiers_->stage(x.param_shard->bytes);
-    std::future<void> done = tiers_->read(*x.param_shard, 0, x.gather_source.data(), x.param_shard->bytes);
-    tiers_->wait(done);
+    x.shard_read = tiers_->read(*x.param_shard, 0, x.gather_source.data(), x.param_shard->bytes).share();
+    order = &dev.stream(StreamRole::host_to_device);
+    gathered_free_.record(dev.stream());
+    gathered_free_.wait(*order);
+    order->host_function([read = x.shard_read] { read.wait(); });  // finish_gather reports its error
     shard = x.gather_source.data();
   }
   TensorView in = range(shard, dt, 0, x.hi - x.lo, &dev);
@@ -216,9 +228,9 @@ void ZeroEngine::start_gather(int u) {
     // Collectives take device memory: the shard goes to its place in the gathered
     // buffer and is gathered in place.
     in = range(x.gathered.data(), dt, x.lo, x.hi - x.lo, &dev);
-    dev.stream().copy(in.data, shard, x.param_shard->bytes);
+    order->copy(in.data, shard, x.param_shard->bytes);
   }
-  x.gather = comm_->all_gather_async(in, range(x.gathered.data(), dt, 0, x.numel, &dev), dev.stream());
+  x.gather = comm_->all_gather_async(in, range(x.gathered.data(), dt, 0, x.numel, &dev), *order);
   x.gathering = true;
 }
 
@@ -231,6 +243,11 @@ void ZeroEngine::finish_gather(Unit& x) {
       x.gather.wait(model_->device().stream());  // compute uses the gathered unit next
   }
   x.gathering = false;
+  if (x.shard_read.valid()) {  // done: the gather came after it; rethrows its error
+    std::shared_future<void> read = std::move(x.shard_read);
+    x.gather_source.reset();
+    read.get();
+  }
   x.gather_source.reset();
 }
 

@@ -103,6 +103,7 @@ class ZeroEngine final : public ParamStore {
   bool final_micro_ = true;
   double stall_at_ = 0;
   double comm_wait_ = 0;
+  Event gathered_free_;  // stage 3 with NVMe shards: compute has let go of a pooled buffer
 };
 
 // The ZeRO-sharded store (zero_state.cpp): a ZeroEngine over `comm` behind

@@ -6,6 +6,8 @@
 // resume is bitwise; per-rank memory follows ZeRO's arithmetic; a rank that fails
 // stops every rank with its error.
 #include <catch2/catch.hpp>
+#include <atomic>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -381,6 +383,36 @@ TEST_CASE("ZeRO with offload: NVMe files per rank and the memory report per tier
     CHECK(t.memory().host_bytes == 12 * psi / 2);
     CHECK(t.memory().nvme_bytes == 0);
   });
+}
+
+// Stage 3 reads a prefetched unit's parameter shard from NVMe without the host waiting
+// for it (the gather waits, on the host-to-device stream): a failed read must still stop
+// the step with its error on every rank, and nothing may hang or throw on the way out.
+TEST_CASE("ZeRO-3: a failed NVMe read of a parameter shard stops the step with its error", "[dist][cpu][offload]") {
+  ScratchDir dir(1);
+  const ModelConfig c = tiny_config("gpt");
+  offload::OffloadOptions o = shard_placement(3, offload::Tier::nvme, dir);
+  o.grads = o.optimizer = offload::Tier::host;  // only parameter shards are read from NVMe
+  auto fail = std::make_shared<std::atomic<bool>>(false);
+  o.nvme_fault_hook = [fail](const offload::NvmeFaultSite& s) -> int64_t {
+    return fail->load() && !s.write ? -EIO : 0;
+  };
+  std::atomic<int> first_steps{0};
+  REQUIRE_THROWS_WITH(dist::run_ranks(2,
+                                      [&](int rank, dist::Comm& comm) {
+                                        auto device = Device::cpu(rank);
+                                        Model m(c, *device, Precision::bf16, 5);
+                                        Trainer t(m, options(3), comm, o);
+                                        RandomBatch b(kRowsPerRank, 8, c.vocab_size, 1000 + rank);
+                                        const Batch batch = rank_batch(b, device.get());
+                                        t.train_step({batch, batch});
+                                        ++first_steps;
+                                        comm.barrier(device->stream());
+                                        fail->store(true);
+                                        t.train_step({batch, batch});
+                                      }),
+                      Catch::Contains("EIO"));
+  CHECK(first_steps == 2);  // the failure came from the reads, not before them
 }
 
 TEST_CASE("ZeRO with offload refuses bad placements before training", "[dist][cpu][offload]") {
