@@ -334,7 +334,17 @@ void ZeroEngine::release_grads(int u) {
   Device& dev = model_->device();
   TensorView full = range(x.staging.data(), DType::f32, 0, x.numel, &dev);
   TensorView mine = range(x.staging.data(), DType::f32, x.lo, x.hi - x.lo, &dev);
-  Reduction r{u, comm_->reduce_scatter_sum_async(full, mine, dev.stream()), std::move(x.staging), final_micro_};
+  Reduction r{u, comm_->reduce_scatter_sum_async(full, mine, dev.stream()), std::move(x.staging), final_micro_, {}, {}};
+  // The shard's sum so far, read from NVMe while the reduction runs: when it holds one
+  // (not the step's first micro-batch), no earlier reduction of this unit is still to
+  // add to it, and the pinned pool has room beside it for the staging others need.
+  offload::TierArray& g = *x.grad_shard;
+  const bool earlier = std::any_of(reducing_.begin(), reducing_.end(), [u](const Reduction& e) { return e.unit == u; });
+  if (g.tier == offload::Tier::nvme && !x.grad_zero && !earlier && tiers_->pinned_free() >= 2 * g.bytes) {
+    tiers_->settle(g);
+    r.acc = tiers_->stage(g.bytes);
+    r.acc_read = tiers_->read(g, 0, r.acc.data(), g.bytes);
+  }
   reducing_.push_back(std::move(r));
   while (!reducing_.empty() && reducing_.front().work.test()) finish_reduce();  // never blocks
 }
@@ -377,15 +387,21 @@ void ZeroEngine::finish_reduce() {
   if (g.tier != offload::Tier::nvme) {
     ops::accumulate({range(g.data, DType::f32, 0, n, &dev), mine}, dev.stream());
   } else {  // read-modify-write through pinned memory; the write lands behind the next units' backward
-    tiers_->settle(g);
-    offload::PinnedBuffer acc = tiers_->stage(g.bytes);
-    TensorView a = range(acc.data(), DType::f32, 0, n, &dev);
-    if (x.grad_zero) {
-      ops::fill_zero(a, dev.stream());
+    offload::PinnedBuffer acc;
+    if (r.acc_read.valid()) {  // read ahead, with the reduction
+      tiers_->wait(r.acc_read);
+      acc = std::move(r.acc);
     } else {
-      std::future<void> done = tiers_->read(g, 0, acc.data(), g.bytes);
-      tiers_->wait(done);
+      tiers_->settle(g);
+      acc = tiers_->stage(g.bytes);
+      if (x.grad_zero) {
+        ops::fill_zero(range(acc.data(), DType::f32, 0, n, &dev), dev.stream());
+      } else {
+        std::future<void> done = tiers_->read(g, 0, acc.data(), g.bytes);
+        tiers_->wait(done);
+      }
     }
+    TensorView a = range(acc.data(), DType::f32, 0, n, &dev);
     ops::accumulate({a, mine}, dev.stream());
     offload::host_waits(dev.stream());  // the host sums the squares and hands the bytes to NVMe
     x.squares_valid = r.final_micro;

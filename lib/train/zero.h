@@ -17,6 +17,7 @@
 #pragma once
 #include <deque>
 #include <functional>
+#include <future>
 #include <memory>
 #include <vector>
 
@@ -96,6 +97,10 @@ class ZeroEngine final : public ParamStore {
     dist::Work work;
     Buffer staging;
     bool final_micro;
+    // Stages 2, 3 with the gradient shard on NVMe: its stored sum, read while the
+    // reduction runs (none on the step's first micro-batch, whose shard reads as 0).
+    offload::PinnedBuffer acc;
+    std::future<void> acc_read;
   };
   std::deque<Reduction> reducing_;
   int primary_ = -1;             // the unit whose backward is running
