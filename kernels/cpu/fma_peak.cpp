@@ -22,6 +22,7 @@
 #pragma GCC diagnostic pop
 #endif
 
+#include "gemm_amx.h"
 #include "strata/device.h"
 
 namespace strata::cpu {
@@ -93,6 +94,10 @@ __attribute__((noinline)) float loop_zmm_bf16(int64_t iters) {
   return _mm512_reduce_add_ps(s);
 }
 #endif
+
+// An AMX round (four TDPBF16PS) takes as long as ~4 rounds of the zmm loops: an
+// iteration is a quarter round, so a burst lasts about as long as theirs.
+float amx_burst(int64_t iters) { return amx_peak_loop(iters / 4); }
 
 // Without AVX-512 or FMA: whatever the compiler makes of 12 chains of 8 floats.
 __attribute__((noinline)) float loop_portable_f32(int64_t iters) {
@@ -192,6 +197,8 @@ const FmaPeak& fma_peak(DType dtype) {
   std::vector<Loop> loops = f32_loops();
 #if defined(__AVX512BF16__)
   if (bf16) loops = {{"zmm vdpbf16ps x12", kChains * 16 * 4.0, loop_zmm_bf16}};
+  // Where bf16 GEMMs run on AMX, their peak is the tile loop's.
+  if (bf16 && amx_bf16_enabled()) loops = {{"amx tdpbf16ps x4", kAmxLoopFlops / 4, amx_burst}};
 #endif
   return cache[{bf16, threads}] = measure(loops, threads);
 }
