@@ -26,4 +26,8 @@ struct FmaPeak {
 // Measured once per (dtype, thread count) and process; 0.1 to 1 s the first time.
 const FmaPeak& fma_peak(DType dtype);
 
+// The vdpbf16ps loop's peak (the f32 one where the build lacks AVX512_BF16), whatever
+// bf16 GEMMs run on: strata-bench peak shows it beside the AMX loop's.
+const FmaPeak& fma_peak_vdpbf16ps();
+
 }  // namespace strata::cpu
