@@ -18,10 +18,12 @@
 #if defined(__AVX512F__) || defined(__FMA__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 #endif
 
+#include "gemm_amx.h"
 #include "strata/device.h"
 
 namespace strata::cpu {
@@ -93,6 +95,10 @@ __attribute__((noinline)) float loop_zmm_bf16(int64_t iters) {
   return _mm512_reduce_add_ps(s);
 }
 #endif
+
+// An AMX round (four TDPBF16PS) takes as long as ~4 rounds of the zmm loops: an
+// iteration is a quarter round, so a burst lasts about as long as theirs.
+float amx_burst(int64_t iters) { return amx_peak_loop(iters / 4); }
 
 // Without AVX-512 or FMA: whatever the compiler makes of 12 chains of 8 floats.
 __attribute__((noinline)) float loop_portable_f32(int64_t iters) {
@@ -177,23 +183,34 @@ FmaPeak measure(const std::vector<Loop>& loops, int threads) {
 
 }  // namespace
 
-const FmaPeak& fma_peak(DType dtype) {
+namespace {
+
+enum class LoopSet { f32, vdpbf16ps, amx };
+
+const FmaPeak& peak_of(LoopSet set) {
   static std::mutex mu;
-  static std::map<std::pair<bool, int>, FmaPeak> cache;  // (bf16 loop, threads)
+  static std::map<std::pair<LoopSet, int>, FmaPeak> cache;  // (loops, threads)
   std::lock_guard<std::mutex> lock(mu);
   const int threads = std::max(1, num_threads());
-  bool bf16 = false;
-  (void)dtype;
-#if defined(__AVX512BF16__)
-  bf16 = dtype == DType::bf16;
-#endif
-  auto it = cache.find({bf16, threads});
+  auto it = cache.find({set, threads});
   if (it != cache.end()) return it->second;
   std::vector<Loop> loops = f32_loops();
 #if defined(__AVX512BF16__)
-  if (bf16) loops = {{"zmm vdpbf16ps x12", kChains * 16 * 4.0, loop_zmm_bf16}};
+  if (set == LoopSet::vdpbf16ps) loops = {{"zmm vdpbf16ps x12", kChains * 16 * 4.0, loop_zmm_bf16}};
 #endif
-  return cache[{bf16, threads}] = measure(loops, threads);
+  if (set == LoopSet::amx) loops = {{"amx tdpbf16ps x4", kAmxLoopFlops / 4, amx_burst}};
+  return cache[{set, threads}] = measure(loops, threads);
 }
+
+}  // namespace
+
+const FmaPeak& fma_peak(DType dtype) {
+  if (dtype != DType::bf16) return peak_of(LoopSet::f32);
+  // Where bf16 GEMMs run on AMX, their peak is the tile loop's.
+  if (amx_bf16_enabled()) return peak_of(LoopSet::amx);
+  return peak_of(kHaveGemmBf16 ? LoopSet::vdpbf16ps : LoopSet::f32);
+}
+
+const FmaPeak& fma_peak_vdpbf16ps() { return peak_of(kHaveGemmBf16 ? LoopSet::vdpbf16ps : LoopSet::f32); }
 
 }  // namespace strata::cpu

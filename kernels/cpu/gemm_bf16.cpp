@@ -19,6 +19,7 @@
 #pragma GCC diagnostic pop
 #endif
 
+#include "gemm_amx.h"
 #include "gemm_avx512.h"
 #include "thread_scratch.h"
 
@@ -30,7 +31,7 @@ namespace {
 
 constexpr int kRows = int(kGemmRowsBf16);
 constexpr int64_t kPanel = 32;
-constexpr int64_t kKcPairs = 512;  // k-pairs per block: a B panel block (64 KiB) streams from L2
+constexpr int64_t kKcPairs = kGemmKcPairsBf16;  // a B panel block (64 KiB) streams from L2
 
 // Elements k and k+1 of a strided run (k+1 < kc or not) as one word, low half first.
 inline uint32_t pair(const uint16_t* p, int64_t stride, bool both) {

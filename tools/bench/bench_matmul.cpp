@@ -3,7 +3,7 @@
 // itself on two threads in the same run: the question is what strata's kernels and
 // tiling on oneTBB gain over letting the BLAS do it all.
 // Every rate is also shown as a share of the FMA-loop peak of the same run
-// (kernels/cpu/fma_peak.h: f32 FMAs for f32, vdpbf16ps for bf16). Timing is the
+// (kernels/cpu/fma_peak.h: f32 FMAs for f32, the bf16 GEMM's instruction for bf16). Timing is the
 // minimum over repeats after a warm-up, so other load on the machine inflates
 // nothing but the noise.
 #include "bench.h"
@@ -18,6 +18,7 @@
 
 #include "common/convert.h"
 #include "cpu/fma_peak.h"
+#include "cpu/matmul_bf16.h"
 #include "ops.h"
 #include "strata/device.h"
 
@@ -72,8 +73,8 @@ void bench_matmul() {
   const double peak_f32 = cpu::fma_peak(DType::f32).flops, peak_bf16 = cpu::fma_peak(DType::bf16).flops;
   std::printf("\nmatmul, N = %lld rows; forward with bias, d_inp, d_weight (+=, dtype of weight);\n"
               "GFLOP/s (min of repeats) and %% of the FMA peak (f32 %.1f, bf16 %.1f GFLOP/s, this run),\n"
-              "OpenBLAS sgemm on 2 threads of its own for the same product, same run\n",
-              (long long)N, peak_f32 / 1e9, peak_bf16 / 1e9);
+              "OpenBLAS sgemm on 2 threads of its own for the same product, same run; bf16 GEMMs on %s\n",
+              (long long)N, peak_f32 / 1e9, peak_bf16 / 1e9, cpu::bf16_gemm_path());
   std::printf("%6s %6s %-8s | %11s %6s | %11s %6s | %12s %6s | %9s %9s\n", "IC", "OC", "pass", "strata f32", "peak",
               "strata bf16", "peak", "OpenBLAS 2t", "peak", "f32/BLAS", "bf16/BLAS");
   for (const auto& shape : shapes) {
