@@ -19,6 +19,7 @@
 
 #include "activation_math.h"
 #include "gemm_avx512.h"
+#include "transpose16.h"
 #include "util.h"
 
 namespace strata::cpu {
@@ -26,39 +27,6 @@ namespace strata::cpu {
 #ifdef __AVX512F__
 
 namespace {
-
-// r[i] = row i of a 16 x 16 block -> r[k] = column k. The all-lanes masked forms
-// spare GCC's false "maybe uninitialized" on the unmasked intrinsics.
-inline __m512 unpack_lo(__m512 a, __m512 b) { return _mm512_mask_unpacklo_ps(a, 0xffff, a, b); }
-inline __m512 unpack_hi(__m512 a, __m512 b) { return _mm512_mask_unpackhi_ps(a, 0xffff, a, b); }
-template <int kImm>
-inline __m512 shuffle(__m512 a, __m512 b) { return _mm512_mask_shuffle_ps(a, 0xffff, a, b, kImm); }
-template <int kImm>
-inline __m512 shuffle_lanes(__m512 a, __m512 b) { return _mm512_mask_shuffle_f32x4(a, 0xffff, a, b, kImm); }
-
-inline void transpose16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = unpack_lo(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = unpack_hi(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[4 * i] = shuffle<_MM_SHUFFLE(1, 0, 1, 0)>(t[4 * i], t[4 * i + 2]);
-    r[4 * i + 1] = shuffle<_MM_SHUFFLE(3, 2, 3, 2)>(t[4 * i], t[4 * i + 2]);
-    r[4 * i + 2] = shuffle<_MM_SHUFFLE(1, 0, 1, 0)>(t[4 * i + 1], t[4 * i + 3]);
-    r[4 * i + 3] = shuffle<_MM_SHUFFLE(3, 2, 3, 2)>(t[4 * i + 1], t[4 * i + 3]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    t[i] = shuffle_lanes<0x88>(r[i], r[4 + i]);
-    t[4 + i] = shuffle_lanes<0xdd>(r[i], r[4 + i]);
-    t[8 + i] = shuffle_lanes<0x88>(r[8 + i], r[12 + i]);
-    t[12 + i] = shuffle_lanes<0xdd>(r[8 + i], r[12 + i]);
-  }
-  for (int i = 0; i < 8; ++i) {
-    r[i] = shuffle_lanes<0x88>(t[i], t[8 + i]);
-    r[8 + i] = shuffle_lanes<0xdd>(t[i], t[8 + i]);
-  }
-}
 
 // Columns [j0, j0 + 16) of out rows [0, n): out row stride ldo, masked past OC.
 template <int64_t kRows>

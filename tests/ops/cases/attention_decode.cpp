@@ -54,7 +54,10 @@ const std::vector<std::vector<int64_t>> kShapes = {
     {1, 1, 1, 1, 4, 1, 0},         {2, 1, 4, 2, 8, 20, 13},    {1, 5, 2, 2, 6, 9, 4},
     {2, 7, 3, 1, 16, 7, 0},        {1, 3, 4, 4, 34, 40, 30},   {2, 1, 4, 2, 8, 20, 13, 5},
     {1, 5, 2, 2, 6, 9, 4, 1},      {2, 7, 3, 1, 16, 7, 0, 3},  {1, 3, 4, 4, 34, 40, 30, 40},
-    {1, 1, 4, 2, 64, 80, 70},      {2, 2, 2, 1, 128, 40, 33},  {1, 1, 4, 2, 64, 80, 70, 16}};
+    {1, 1, 4, 2, 64, 80, 70},      {2, 2, 2, 1, 128, 40, 33},  {1, 1, 4, 2, 64, 80, 70, 16},
+    // Contexts of several 256-key chunks (partial softmax results combined): one new row,
+    // a prefill across chunk bounds, a window spanning two chunks.
+    {1, 1, 8, 2, 64, 700, 650},    {1, 3, 2, 1, 16, 600, 510}, {2, 1, 4, 4, 32, 700, 690, 300}};
 
 // out against the reference; the caches exactly: the rows' k and v appended at
 // positions [pos, pos + T), every other position kept.
