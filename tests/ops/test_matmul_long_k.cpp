@@ -1,11 +1,12 @@
 // f32 matmul accuracy at a long reduction (K = 14336, Mistral's down projection) in
 // each of the three products, against a double-precision reference. Positive
-// operands make every partial sum grow with k, so the rounding error of one FMA
-// chain over all of K grows like sqrt(K) ulps of the result, while sums blocked in
-// K (a partial per K block, added to C) grow like sqrt(block) + sqrt(K / block).
+// operands make every partial sum grow with k, so one FMA chain over all of K
+// rounds ever larger sums; blocked sums (a chain per K block, added to C) keep every
+// chain short, as BLAS libraries do.
 #include <catch2/catch.hpp>
 #include <cmath>
 
+#include "matmul_reference.h"
 #include "ops.h"
 #include "support/host_tensor.h"
 
@@ -24,7 +25,15 @@ struct LongK {
   int64_t n, ic, oc;  // matmul shape; the reduction is kLongK in one of them
 };
 
-// Root-mean-square relative error of got (rows, cols) against ref, in units of 2^-24.
+// m (rows, cols) transposed, row-major.
+std::vector<double> transpose(const std::vector<double>& m, int64_t rows, int64_t cols) {
+  std::vector<double> t(m.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) t[size_t(c * rows + r)] = m[size_t(r * cols + c)];
+  return t;
+}
+
+// Root-mean-square relative error of got against ref, in units of 2^-24.
 double rms_relative_units(const HostTensor& got, const std::vector<double>& ref) {
   double sum = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
@@ -40,38 +49,22 @@ TEST_CASE("f32 matmul keeps its error near blocked summation at K = 14336 in for
                          LongK{"d_weight", kLongK, kCols, kRows}}) {
     HostTensor inp(DType::f32, {s.n, s.ic}), w(DType::f32, {s.oc, s.ic}), d_out(DType::f32, {s.n, s.oc});
     inp.uniform(1, 0.0, 1.0), w.uniform(2, 0.0, 1.0), d_out.uniform(3, 0.0, 1.0);
-    const std::vector<double> x = inp.values(), wv = w.values(), dy = d_out.values();
-    HostTensor got;
-    std::vector<double> ref;
-    const std::string name = s.name;
-    if (name == "forward") {  // out (n, oc) = inp @ w^T, K = ic
-      got = HostTensor(DType::f32, {s.n, s.oc});
+    const std::string pass = s.name;
+    HostTensor got(DType::f32, pass == "forward" ? std::vector<int64_t>{s.n, s.oc}
+                               : pass == "d_inp" ? std::vector<int64_t>{s.n, s.ic}
+                                                 : std::vector<int64_t>{s.oc, s.ic});
+    got.fill(0);  // d_weight accumulates
+    std::vector<double> ref;  // each pass as matmul_reference's out = x @ w^T
+    if (pass == "forward") {
       ops::matmul_forward({got.view(), inp.view(), w.view(), {}}, cpu().stream());
-      for (int64_t r = 0; r < s.n; ++r)
-        for (int64_t j = 0; j < s.oc; ++j) {
-          double acc = 0;
-          for (int64_t k = 0; k < s.ic; ++k) acc += x[size_t(r * s.ic + k)] * wv[size_t(j * s.ic + k)];
-          ref.push_back(acc);
-        }
-    } else if (name == "d_inp") {  // d_inp (n, ic) = d_out @ w, K = oc
-      got = HostTensor(DType::f32, {s.n, s.ic});
+      ref = matmul_reference({{s.n}, s.n, s.ic, s.oc}, inp.values(), w.values(), nullptr);
+    } else if (pass == "d_inp") {  // d_out @ w
       ops::matmul_backward({got.view(), {}, {}, d_out.view(), inp.view(), w.view()}, cpu().stream());
-      for (int64_t r = 0; r < s.n; ++r)
-        for (int64_t j = 0; j < s.ic; ++j) {
-          double acc = 0;
-          for (int64_t k = 0; k < s.oc; ++k) acc += dy[size_t(r * s.oc + k)] * wv[size_t(k * s.ic + j)];
-          ref.push_back(acc);
-        }
-    } else {  // d_weight (oc, ic) += d_out^T @ inp from 0, K = n
-      got = HostTensor(DType::f32, {s.oc, s.ic});
-      got.fill(0);
+      ref = matmul_reference({{s.n}, s.n, s.oc, s.ic}, d_out.values(), transpose(w.values(), s.oc, s.ic), nullptr);
+    } else {  // d_out^T @ inp
       ops::matmul_backward({{}, got.view(), {}, d_out.view(), inp.view(), w.view()}, cpu().stream());
-      for (int64_t o = 0; o < s.oc; ++o)
-        for (int64_t j = 0; j < s.ic; ++j) {
-          double acc = 0;
-          for (int64_t k = 0; k < s.n; ++k) acc += dy[size_t(k * s.oc + o)] * x[size_t(k * s.ic + j)];
-          ref.push_back(acc);
-        }
+      ref = matmul_reference({{s.oc}, s.oc, s.n, s.ic}, transpose(d_out.values(), s.n, s.oc),
+                             transpose(inp.values(), s.n, s.ic), nullptr);
     }
     cpu().stream().synchronize();
     const double units = rms_relative_units(got, ref);
