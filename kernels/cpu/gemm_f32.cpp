@@ -33,6 +33,9 @@ namespace {
 constexpr int kRows = int(kGemmRowsF32);
 constexpr int64_t kPanel = 32;
 constexpr int64_t kKc = kGemmKcF32;
+// k ahead of the loads that the micro-kernel prefetches B (and a packed A) into L1:
+// the L1 streamer alone left the FMAs waiting on L2 (docs/performance.md).
+constexpr int64_t kPrefetchK = 16;
 
 // The first w of 16 lanes.
 inline __mmask16 lanes(int64_t w) { return w >= 16 ? __mmask16(0xffff) : w <= 0 ? 0 : __mmask16((1u << w) - 1); }
@@ -98,6 +101,10 @@ void micro_kernel(const float* __restrict ap, int64_t lda, const float* __restri
   for (int r = 0; r < kRows; ++r) c0[r] = i0, c1[r] = i1;
   for (int64_t k = 0; k < kc; ++k, ap += kInPlace ? 1 : kRows, bp += kPanel) {
     const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);
+    // Past the panel's end this touches the next panel or nothing: prefetches never fault.
+    _mm_prefetch(reinterpret_cast<const char*>(bp + kPrefetchK * kPanel), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(bp + kPrefetchK * kPanel + 16), _MM_HINT_T0);
+    if constexpr (!kInPlace) _mm_prefetch(reinterpret_cast<const char*>(ap + kPrefetchK * kRows), _MM_HINT_T0);
 #pragma GCC unroll 16
     for (int r = 0; r < kRows; ++r) {
       const __m512 av = _mm512_set1_ps(kInPlace ? ap[r * lda] : ap[r]);

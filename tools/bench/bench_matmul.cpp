@@ -95,7 +95,7 @@ void bench_matmul() {
 
   const double peak_f32 = cpu::fma_peak(DType::f32).flops, peak_bf16 = cpu::fma_peak(DType::bf16).flops;
   std::printf("\nmatmul, N = %lld rows; forward with bias, d_inp, d_weight (+=, dtype of weight);\n"
-              "GFLOP/s (min of repeats) and %% of the FMA peak (f32 %.1f, bf16 %.1f GFLOP/s, this run),\n"
+              "GFLOP/s (min of alternating rounds) and %% of the FMA peak (f32 %.1f, bf16 %.1f GFLOP/s, this run),\n"
               "OpenBLAS sgemm on 2 threads of its own for the same product, same run\n",
               (long long)N, peak_f32 / 1e9, peak_bf16 / 1e9);
   std::printf("%6s %6s %-8s | %11s %6s | %11s %6s | %12s %6s | %9s %9s\n", "IC", "OC", "pass", "strata f32", "peak",
