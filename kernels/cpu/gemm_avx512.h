@@ -6,7 +6,7 @@
 // into row slivers per K block or once per call (pack_a_f32); C is f32 in memory.
 // Invariants: every C element is summed over k in ascending order in fixed K blocks,
 // whatever M, N and the caller's tiling are, so results never depend on the thread
-// count. The bf16 tile multiplies bf16 pairs exactly into f32 (vdpbf16ps, which
+// count; in f32 each block is a chain of its own added to C (gemm_f32.cpp). The bf16 tile multiplies bf16 pairs exactly into f32 (vdpbf16ps, which
 // flushes subnormals); C is never rounded to 16 bits here.
 #pragma once
 #include <algorithm>
@@ -38,6 +38,11 @@ constexpr bool kHaveGemmBf16 = false;
 // Rows of C one micro-kernel call computes (32 columns each): tiles of these many
 // rows waste nothing.
 constexpr int64_t kGemmRowsF32 = 14, kGemmRowsBf16 = 14;
+
+// k per f32 K block: each block's FMA chain starts from 0 and is added to C, so this
+// fixes the summation order (and the bits) of every f32 product; a B panel block
+// (kGemmKcF32 x 32) streams from L2.
+constexpr int64_t kGemmKcF32 = 512;
 
 // Whether `rows` rows of A, `row_bytes` apart, can be broadcast from in place: rows
 // whose addresses agree modulo 4 KiB (one L1 way) fall into the same L1 sets, and at

@@ -5,8 +5,10 @@
 // tails are copied to a padded row stride first; only A not dense in k (d_out^T) is
 // packed k-major into slivers of 14 rows. Its rate against the FMA peak and
 // OpenBLAS is measured by `strata-bench matmul` (docs/performance.md).
-// Invariant: C (i, j) is one FMA chain over k in ascending order, starting from 0 or
-// from C (K blocks only store and reload it exactly), so neither the blocking nor the
+// Invariant: C (i, j) is summed in fixed K blocks of kGemmKcF32 (gemm_avx512.h): one FMA
+// chain over each block's k in ascending order from 0 (the first block of an assigned
+// C from the bias or 0), each block's chain then added to C in block order. One chain
+// over a long K had several times the rounding error. Neither the tiling nor the
 // packing changes a bit; tails are zero-padded in the copies and masked on store.
 #include <cstring>
 
@@ -30,7 +32,10 @@ namespace {
 
 constexpr int kRows = int(kGemmRowsF32);
 constexpr int64_t kPanel = 32;
-constexpr int64_t kKc = 512;  // k per block: a B panel block (64 KiB) streams from L2; 256 was ~10% slower
+constexpr int64_t kKc = kGemmKcF32;
+// k ahead of the loads that the micro-kernel prefetches B (and a packed A) into L1:
+// the L1 streamer alone left the FMAs waiting on L2 (docs/performance.md).
+constexpr int64_t kPrefetchK = 16;
 
 // The first w of 16 lanes.
 inline __mmask16 lanes(int64_t w) { return w >= 16 ? __mmask16(0xffff) : w <= 0 ? 0 : __mmask16((1u << w) - 1); }
@@ -83,7 +88,8 @@ void pack_b(Strided<float> b, int64_t kc, int64_t n, float* __restrict dst) {
 
 // c (rows, width) [+]= A (kRows, kc) @ b_panel (kc, 32), A either a_pack (kc, kRows)
 // or, kInPlace, kRows full rows with row stride lda (no packing when rows are dense).
-// With `init` set, every row starts from init (width) instead (the bias).
+// The chain over kc starts from 0, or from `init` (width, the bias) when set; with
+// `accumulate` the finished chain is added to c, one rounding.
 template <bool kInPlace>
 void micro_kernel(const float* __restrict ap, int64_t lda, const float* __restrict bp, int64_t kc, float* c,
                   int64_t ldc, int64_t rows, int64_t width, bool accumulate, const float* init) {
@@ -92,13 +98,13 @@ void micro_kernel(const float* __restrict ap, int64_t lda, const float* __restri
   const __m512 i1 = init ? _mm512_maskz_loadu_ps(m1, init + 16) : _mm512_setzero_ps();
   __m512 c0[kRows], c1[kRows];
 #pragma GCC unroll 16
-  for (int r = 0; r < kRows; ++r) {
-    const bool live = accumulate && r < rows;
-    c0[r] = live ? _mm512_maskz_loadu_ps(m0, c + r * ldc) : i0;
-    c1[r] = live ? _mm512_maskz_loadu_ps(m1, c + r * ldc + 16) : i1;
-  }
+  for (int r = 0; r < kRows; ++r) c0[r] = i0, c1[r] = i1;
   for (int64_t k = 0; k < kc; ++k, ap += kInPlace ? 1 : kRows, bp += kPanel) {
     const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);
+    // Past the panel's end this touches the next panel or nothing: prefetches never fault.
+    _mm_prefetch(reinterpret_cast<const char*>(bp + kPrefetchK * kPanel), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(bp + kPrefetchK * kPanel + 16), _MM_HINT_T0);
+    if constexpr (!kInPlace) _mm_prefetch(reinterpret_cast<const char*>(ap + kPrefetchK * kRows), _MM_HINT_T0);
 #pragma GCC unroll 16
     for (int r = 0; r < kRows; ++r) {
       const __m512 av = _mm512_set1_ps(kInPlace ? ap[r * lda] : ap[r]);
@@ -109,6 +115,10 @@ void micro_kernel(const float* __restrict ap, int64_t lda, const float* __restri
 #pragma GCC unroll 16
   for (int r = 0; r < kRows; ++r) {
     if (r >= rows) break;
+    if (accumulate) {
+      c0[r] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c + r * ldc), c0[r]);
+      c1[r] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + r * ldc + 16), c1[r]);
+    }
     _mm512_mask_storeu_ps(c + r * ldc, m0, c0[r]);
     _mm512_mask_storeu_ps(c + r * ldc + 16, m1, c1[r]);
   }

@@ -3,9 +3,10 @@
 // itself on two threads in the same run: the question is what strata's kernels and
 // tiling on oneTBB gain over letting the BLAS do it all.
 // Every rate is also shown as a share of the FMA-loop peak of the same run
-// (kernels/cpu/fma_peak.h: f32 FMAs for f32, the bf16 GEMM's instruction for bf16). Timing is the
-// minimum over repeats after a warm-up, so other load on the machine inflates
-// nothing but the noise.
+// (kernels/cpu/fma_peak.h: f32 FMAs for f32, the bf16 GEMM's instruction for bf16).
+// Timing is the minimum over rounds that run strata f32, strata bf16 and OpenBLAS in
+// turn after a warm-up, so other load on the machine inflates nothing but the noise
+// and hits the three alike.
 #include "bench.h"
 
 #include <cblas.h>
@@ -44,18 +45,41 @@ std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
 
 }  // namespace
 
-// Seconds per call of OpenBLAS on two threads of its own; strata keeps it
-// single-threaded, so that is restored after.
-template <class F>
-double blas_seconds(F&& f) {
-  const int previous = openblas_get_num_threads();
-  openblas_set_num_threads(2);
-  const double t = min_seconds(f);
-  openblas_set_num_threads(previous);
-  return t;
+// Seconds per call of strata f32, strata bf16 and OpenBLAS on two threads of its own
+// (strata keeps it single-threaded, restored after each call), each the minimum over
+// rounds that run the three in turn, so load from other processes hits all three alike
+// and the ratios stay comparable on a shared machine.
+struct Seconds {
+  double f32, bf16, blas;
+};
+
+template <class F, class H, class B>
+Seconds paired_seconds(F&& f32, H&& bf16, B&& blas) {
+  using Clock = std::chrono::steady_clock;
+  auto time = [](auto& f) {
+    const auto t0 = Clock::now();
+    f();
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  };
+  auto blas_2t = [&] {
+    const int previous = openblas_get_num_threads();
+    openblas_set_num_threads(2);
+    blas();
+    openblas_set_num_threads(previous);
+  };
+  for (int i = 0; i < 2; ++i) f32(), bf16(), blas_2t();
+  Seconds best{1e300, 1e300, 1e300};
+  double total = 0;
+  for (int round = 0; round < 7 || total < 0.6; ++round) {
+    const double a = time(f32), b = time(bf16), c = time(blas_2t);
+    best = {std::min(best.f32, a), std::min(best.bf16, b), std::min(best.blas, c)};
+    total += a + b + c;
+  }
+  return best;
 }
 
-void print_row(int64_t IC, int64_t OC, const char* pass, double flops, double t_f32, double t_bf16, double t_blas) {
+void print_row(int64_t IC, int64_t OC, const char* pass, double flops, Seconds t) {
+  const double t_f32 = t.f32, t_bf16 = t.bf16, t_blas = t.blas;
   const double peak_f32 = cpu::fma_peak(DType::f32).flops, peak_bf16 = cpu::fma_peak(DType::bf16).flops;
   std::printf("%6lld %6lld %-8s | %11.1f %5.0f%% | %11.1f %5.0f%% | %12.1f %5.0f%% | %9.2f %9.2f\n", (long long)IC,
               (long long)OC, pass, flops / t_f32 * 1e-9, 100 * flops / t_f32 / peak_f32, flops / t_bf16 * 1e-9,
@@ -72,7 +96,7 @@ void bench_matmul() {
 
   const double peak_f32 = cpu::fma_peak(DType::f32).flops, peak_bf16 = cpu::fma_peak(DType::bf16).flops;
   std::printf("\nmatmul, N = %lld rows; forward with bias, d_inp, d_weight (+=, dtype of weight);\n"
-              "GFLOP/s (min of repeats) and %% of the FMA peak (f32 %.1f, bf16 %.1f GFLOP/s, this run),\n"
+              "GFLOP/s (min of alternating rounds) and %% of the FMA peak (f32 %.1f, bf16 %.1f GFLOP/s, this run),\n"
               "OpenBLAS sgemm on 2 threads of its own for the same product, same run; bf16 GEMMs on %s\n",
               (long long)N, peak_f32 / 1e9, peak_bf16 / 1e9, cpu::bf16_gemm_path());
   std::printf("%6s %6s %-8s | %11s %6s | %11s %6s | %12s %6s | %9s %9s\n", "IC", "OC", "pass", "strata f32", "peak",
@@ -95,8 +119,8 @@ void bench_matmul() {
                                  view(bias, f, {OC})};
     ops::MatmulForwardArgs fwd_h{view(out_h, h, {N, OC}), view(inp_h, h, {N, IC}), view(w_h, h, {OC, IC}),
                                  view(bias_h, h, {OC})};
-    print_row(IC, OC, "forward", flops, min_seconds([&] { ops::matmul_forward(fwd_f, s); }),
-              min_seconds([&] { ops::matmul_forward(fwd_h, s); }), blas_seconds([&] {
+    print_row(IC, OC, "forward", flops, paired_seconds([&] { ops::matmul_forward(fwd_f, s); },
+              [&] { ops::matmul_forward(fwd_h, s); }, [&] {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(N), int(OC), int(IC), 1.0f, inp.data(),
                             int(IC), w.data(), int(IC), 0.0f, out.data(), int(OC));
               }));
@@ -105,8 +129,8 @@ void bench_matmul() {
                                  view(w, f, {OC, IC})};
     ops::MatmulBackwardArgs di_h{view(d_inp_h, h, {N, IC}), {}, {}, view(d_out_h, h, {N, OC}),
                                  view(inp_h, h, {N, IC}), view(w_h, h, {OC, IC})};
-    print_row(IC, OC, "d_inp", flops, min_seconds([&] { ops::matmul_backward(di_f, s); }),
-              min_seconds([&] { ops::matmul_backward(di_h, s); }), blas_seconds([&] {
+    print_row(IC, OC, "d_inp", flops, paired_seconds([&] { ops::matmul_backward(di_f, s); },
+              [&] { ops::matmul_backward(di_h, s); }, [&] {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(N), int(IC), int(OC), 1.0f,
                             d_out.data(), int(OC), w.data(), int(IC), 0.0f, d_inp.data(), int(IC));
               }));
@@ -115,8 +139,8 @@ void bench_matmul() {
                                  view(w, f, {OC, IC})};
     ops::MatmulBackwardArgs dw_h{{}, view(d_w_h, h, {OC, IC}), {}, view(d_out_h, h, {N, OC}),
                                  view(inp_h, h, {N, IC}), view(w_h, h, {OC, IC})};
-    print_row(IC, OC, "d_weight", flops, min_seconds([&] { ops::matmul_backward(dw_f, s); }),
-              min_seconds([&] { ops::matmul_backward(dw_h, s); }), blas_seconds([&] {
+    print_row(IC, OC, "d_weight", flops, paired_seconds([&] { ops::matmul_backward(dw_f, s); },
+              [&] { ops::matmul_backward(dw_h, s); }, [&] {
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(OC), int(IC), int(N), 1.0f,
                             d_out.data(), int(OC), inp.data(), int(IC), 1.0f, d_w.data(), int(IC));
               }));
