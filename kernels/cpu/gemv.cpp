@@ -2,9 +2,9 @@
 // stored (OC, IC) layout instead of packing it per call as the GEMM tile does:
 //   out (N, OC) = inp (N, IC) @ weight (OC, IC)^T + bias,  N <= kGemvRows.
 // Sixteen weight rows x sixteen k are loaded and transposed in registers, so lane j
-// of a vector is column j of W^T, and each output is one fused multiply-add chain
-// over k in ascending order starting from its bias (or 0), exactly as the GEMM tile
-// sums it (gemm_avx512.h's invariant).
+// of a vector is column j of W^T, and each output is summed as the GEMM tile sums it
+// (gemm_f32.cpp's invariant): a fused multiply-add chain over k in ascending order per
+// K block of kGemmKcF32, the first from its bias (or 0), the blocks added in order.
 // bf16 (on AVX512-BF16, IC even) does the same with k pairs and vdpbf16ps, as the bf16
 // tile does.
 // Invariant: bitwise the result of the GEMM path, for any N up to kGemvRows, so which
@@ -36,16 +36,26 @@ void column_block(const float* inp, int64_t n, const float* w, const float* bias
   const __mmask16 cols = __mmask16((1u << width) - 1);
   __m512 c[kRows];
   for (int64_t r = 0; r < kRows; ++r) c[r] = bias ? _mm512_maskz_loadu_ps(cols, bias + j0) : _mm512_setzero_ps();
-  __m512 col[16];
-  for (int64_t k0 = 0; k0 < IC; k0 += 16) {
-    const int64_t kc = std::min<int64_t>(16, IC - k0);
-    const __mmask16 ks = __mmask16((1u << kc) - 1);
-    for (int64_t i = 0; i < 16; ++i)
-      col[i] = i < width ? _mm512_maskz_loadu_ps(ks, w + (j0 + i) * IC + k0) : _mm512_setzero_ps();
-    transpose16(col);
-    for (int64_t k = 0; k < kc; ++k)
-      for (int64_t r = 0; r < kRows; ++r)
-        if (r < n) c[r] = _mm512_fmadd_ps(_mm512_set1_ps(inp[r * IC + k0 + k]), col[k], c[r]);
+  __m512 col[16], part[kRows];
+  static_assert(kGemmKcF32 % 16 == 0, "a K block holds whole 16-k steps");
+  // The GEMM's K blocks (gemm_f32.cpp): the first block's chain starts from the bias,
+  // each later one from 0 and is then added, so a row is bitwise the GEMM's row.
+  for (int64_t kb = 0; kb < IC; kb += kGemmKcF32) {
+    __m512* acc = kb == 0 ? c : part;
+    if (kb > 0)
+      for (int64_t r = 0; r < kRows; ++r) part[r] = _mm512_setzero_ps();
+    for (int64_t k0 = kb; k0 < std::min(IC, kb + kGemmKcF32); k0 += 16) {
+      const int64_t kc = std::min<int64_t>(16, IC - k0);
+      const __mmask16 ks = __mmask16((1u << kc) - 1);
+      for (int64_t i = 0; i < 16; ++i)
+        col[i] = i < width ? _mm512_maskz_loadu_ps(ks, w + (j0 + i) * IC + k0) : _mm512_setzero_ps();
+      transpose16(col);
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t r = 0; r < kRows; ++r)
+          if (r < n) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(inp[r * IC + k0 + k]), col[k], acc[r]);
+    }
+    if (kb > 0)
+      for (int64_t r = 0; r < kRows; ++r) c[r] = _mm512_add_ps(c[r], part[r]);
   }
   for (int64_t r = 0; r < n; ++r) _mm512_mask_storeu_ps(out + r * ldo + j0, cols, c[r]);
 }

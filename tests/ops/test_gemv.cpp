@@ -17,7 +17,7 @@ TEST_CASE("matmul_forward over 1 to 4 rows in f32 and bf16 is bitwise those rows
   const DType dt = GENERATE(DType::f32, DType::bf16);
   const bool bias = GENERATE(false, true);
   const int epilogue = GENERATE(0, 1, 2);  // 0 none, 1 GELU epilogue, 2 padded out
-  for (auto [IC, OC] : {std::pair<int64_t, int64_t>{16, 16}, {37, 45}, {64, 200}, {130, 33}, {300, 17}}) {
+  for (auto [IC, OC] : {std::pair<int64_t, int64_t>{16, 16}, {37, 45}, {64, 200}, {130, 33}, {300, 17}, {1100, 20}}) {
     const int64_t OCp = epilogue == 2 ? OC + 7 : OC;
     HostTensor w(dt, {OC, IC}), b(dt, {OC}), inp(dt, {kManyRows, IC});
     w.uniform(1, -0.5, 0.5), b.uniform(2), inp.uniform(3, -2, 2);
